@@ -1,0 +1,34 @@
+"""llava-app: chat with your photos. Config, then backend, then build_demo, then launch."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+
+def main(argv: list[str] | None = None) -> None:
+    from llava_app.config import parse_config
+    from llava_app.errors import UserError
+
+    logging.basicConfig(level=os.environ.get("LLAVA_APP_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = parse_config(argv)
+
+    from llava_app.backends import make_backend
+    from llava_app.images import ImageStore
+
+    store = ImageStore(os.path.join(config.data_dir, "images"))
+    try:
+        backend = make_backend(config, store)
+    except UserError as exc:  # a model that cannot be found: one clear line, no traceback
+        sys.exit(f"error: {exc}")
+
+    from llava_app.ui import build_demo, launch_kwargs, queue_kwargs
+
+    demo = build_demo(backend, config, store)
+    demo.queue(**queue_kwargs(config)).launch(**launch_kwargs(config))
+
+
+if __name__ == "__main__":
+    main()

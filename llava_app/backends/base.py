@@ -1,0 +1,73 @@
+"""The one backend interface: a conversation in, text chunks out."""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+from ..conversation import PromptInfo
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """Sampling parameters; temperature 0 means greedy decoding."""
+
+    temperature: float = 0.0
+    top_p: float = 0.9
+    max_new_tokens: int = 256
+
+    @property
+    def greedy(self) -> bool:
+        """Greedy decoding (no sampling)."""
+        return self.temperature <= 0.0
+
+
+@dataclass
+class ChatRequest:
+    """One generation: messages (``Conversation.messages()``), parameters and a cancel flag.
+
+    ``cancel`` is set by Stop, by a closed tab, or by the consumer abandoning the
+    stream; the engine checks it between decode steps. The engine fills ``info`` with
+    what the model was given before the first chunk.
+    """
+
+    messages: list[dict[str, Any]]
+    params: GenerationParams = field(default_factory=GenerationParams)
+    session_id: str = ""
+    cancel: threading.Event = field(default_factory=threading.Event)
+    info: PromptInfo | None = None
+
+
+class Backend(ABC):
+    """A chat engine. Implementations stream text chunks and state their capabilities."""
+
+    #: shown in the page header
+    model_name: str = ""
+    #: answers come from random weights (tiny test models): the page says so
+    is_random: bool = False
+    #: the engine accepts images
+    supports_images: bool = True
+    #: the context window in tokens, when known
+    context_length: int | None = None
+
+    @abstractmethod
+    def stream(self, request: ChatRequest) -> Iterator[str]:
+        """Yield the answer as text chunks (deltas) until it ends or ``request.cancel`` is set."""
+
+    def prompt_info(self, messages: list[dict[str, Any]]) -> PromptInfo:
+        """Render the prompt for ``messages`` without generating (for the page's panel)."""
+        labels = [p["ref"].label for m in messages for p in m["content"] if p["type"] == "image"]
+        return PromptInfo(text="", n_images=len(labels), n_tokens=0, image_labels=labels)
+
+    def forget(self, session_id: str) -> None:
+        """Drop whatever the engine cached for a session (closed tab, new chat)."""
+
+    def close(self) -> None:
+        """Release the model and its memory."""
+
+
+def image_refs(messages: list[dict[str, Any]]) -> list[Any]:
+    """The ``ImageRef`` of every image part, in prompt order."""
+    return [part["ref"] for m in messages for part in m["content"] if part["type"] == "image"]

@@ -1,0 +1,172 @@
+"""App configuration: one frozen dataclass; CLI flags > environment variables > defaults."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+DEFAULT_MODEL = "llava-hf/llava-interleave-qwen-0.5b-hf"
+ENV_PREFIX = "LLAVA_APP_"
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything the app needs to start; see ``parse_config`` for flags and variables."""
+
+    model: str = DEFAULT_MODEL
+    backend: str = "local"  # local | openai
+    device: str = "auto"
+    dtype: str = "auto"
+    load_in_4bit: bool = False
+    load_in_8bit: bool = False
+    host: str = "127.0.0.1"
+    port: int = 7860
+    share: bool = False
+    max_images: int = 6
+    max_upload_mb: float = 20.0
+    max_question_chars: int = 4000
+    system_prompt: str = "You are a helpful assistant that answers questions about the user's images."
+    temperature: float = 0.0
+    top_p: float = 0.9
+    max_new_tokens: int = 256
+    max_new_tokens_limit: int = 2048
+    stream_delay: float = 0.0  # seconds per streamed chunk; a test knob for the tiny model, 0 in production
+    data_dir: str = field(default_factory=lambda: os.path.join(tempfile.gettempdir(), "llava-app"))
+    queue_size: int = 64
+    context_length: int = 0  # 0: the model's own window; a smaller one for tests
+    base_url: str = ""
+    api_key: str = ""
+
+    @property
+    def max_upload_bytes(self) -> int:
+        """The upload limit in bytes."""
+        return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def is_tiny(self) -> bool:
+        """True when the model is one of the locally built random-weight models."""
+        from .tiny import is_tiny
+
+        return is_tiny(self.model)
+
+
+# name -> (help, extra argparse kwargs). Every field gets --kebab-name and LLAVA_APP_UPPER_NAME.
+_HELP: dict[str, str] = {
+    "model": "Hugging Face model id or local folder (e.g. llava-hf/llava-1.5-7b-hf); 'tiny-random' builds a "
+    "tiny random-weight LLaVA offline (also tiny-random-llava-next, tiny-random-llava-onevision)",
+    "backend": "'local' runs the model in this process with transformers; 'openai' talks to an "
+    "OpenAI-compatible server (vLLM, SGLang, TGI) at --base-url",
+    "device": "auto (CUDA if available, else CPU), cpu, cuda or cuda:N",
+    "dtype": "auto (bf16/fp16 on CUDA, float32 on CPU), float32, float16 or bfloat16",
+    "load_in_4bit": "quantise the language model to 4 bit with bitsandbytes (CUDA only)",
+    "load_in_8bit": "quantise the language model to 8 bit with bitsandbytes (CUDA only)",
+    "host": "address to listen on (0.0.0.0 to serve the network)",
+    "port": "port to listen on",
+    "share": "create a public gradio.live link",
+    "max_images": "most images in one conversation",
+    "max_upload_mb": "largest upload accepted, in megabytes",
+    "max_question_chars": "longest question accepted, in characters",
+    "system_prompt": "default system prompt",
+    "temperature": "default temperature (0 = greedy)",
+    "top_p": "default nucleus sampling top-p",
+    "max_new_tokens": "default answer length limit, in tokens",
+    "max_new_tokens_limit": "the largest answer length a user may choose",
+    "stream_delay": "seconds to wait between streamed chunks (test knob for watching streaming; keep 0)",
+    "data_dir": "folder for uploaded images (normalised PNGs)",
+    "queue_size": "most requests waiting in the queue; further ones are told the queue is full",
+    "context_length": "context window in tokens; 0 uses the model's own",
+    "base_url": "with --backend openai: the server's base URL, e.g. http://localhost:8000/v1",
+    "api_key": "with --backend openai: the API key (or set LLAVA_APP_API_KEY)",
+}
+_CHOICES = {"backend": ["local", "openai"], "dtype": ["auto", "float32", "float16", "bfloat16"]}
+
+
+def _parse_bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"not a boolean: {text!r}")
+
+
+def env_name(field_name: str) -> str:
+    """The environment variable for a config field (``model`` -> ``LLAVA_APP_MODEL``)."""
+    return ENV_PREFIX + field_name.upper()
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(Config):
+        raw = env.get(env_name(f.name))
+        if raw is None:
+            continue
+        kind = type(getattr(Config(), f.name))
+        try:
+            values[f.name] = _parse_bool(raw) if kind is bool else kind(raw)
+        except ValueError as exc:
+            raise SystemExit(f"error: {env_name(f.name)}={raw!r} is not a valid {kind.__name__}: {exc}") from None
+    return values
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line parser; every flag has help text and an environment variable."""
+    parser = argparse.ArgumentParser(
+        prog="app.py",
+        description="Chat with your photos: a multi-image, multi-turn LLaVA chat app.",
+        epilog=f"Each flag can also be set by an environment variable {ENV_PREFIX}<FLAG> "
+        f"(e.g. {ENV_PREFIX}MODEL, {ENV_PREFIX}LOAD_IN_4BIT=1). Flags win over variables.",
+    )
+    defaults = Config()
+    for f in dataclasses.fields(Config):
+        flag = "--" + f.name.replace("_", "-")
+        default = getattr(defaults, f.name)
+        help_text = f"{_HELP[f.name]} [env {env_name(f.name)}; default {default!r}]"
+        if isinstance(default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            parser.add_argument(flag, type=type(default), default=None, choices=_CHOICES.get(f.name), help=help_text)
+    return parser
+
+
+def parse_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Build the Config: CLI flags > environment variables > defaults.
+
+    Args:
+        argv: command-line arguments (without the program name); None reads sys.argv.
+        env: environment mapping; None reads os.environ.
+
+    Example:
+        >>> parse_config(["--model", "tiny-random"], env={}).model
+        'tiny-random'
+    """
+    env = os.environ if env is None else env
+    args = build_parser().parse_args(argv)
+    values = _from_env(env)
+    values.update({k: v for k, v in vars(args).items() if v is not None})
+    config = Config(**values)
+    validate(config)
+    return config
+
+
+def validate(config: Config) -> None:
+    """Refuse settings that cannot work, with one clear line."""
+    problems = []
+    if config.max_images < 1:
+        problems.append("--max-images must be at least 1")
+    if config.max_new_tokens < 1 or config.max_new_tokens > config.max_new_tokens_limit:
+        problems.append("--max-new-tokens must be between 1 and --max-new-tokens-limit")
+    if not 0.0 <= config.temperature <= 2.0:
+        problems.append("--temperature must be between 0 and 2")
+    if not 0.0 < config.top_p <= 1.0:
+        problems.append("--top-p must be in (0, 1]")
+    if config.load_in_4bit and config.load_in_8bit:
+        problems.append("choose one of --load-in-4bit and --load-in-8bit")
+    if config.backend == "openai" and not config.base_url:
+        problems.append("--backend openai needs --base-url (e.g. http://localhost:8000/v1)")
+    if problems:
+        raise SystemExit("error: " + "; ".join(problems))

@@ -1,0 +1,180 @@
+"""Per-session conversation state: images with stable labels, turns, and the model messages.
+
+A ``Conversation`` is a small plain object (one per browser session, held in
+``gr.State``); it knows nothing of Gradio or torch. Images are numbered in upload
+order ("Image 1", "Image 2", ...) and the numbers never change, even when an earlier
+image is removed. Each image joins the conversation at the turn where it was added:
+it is placed, with its label, in that turn's user message, so earlier turns' input
+does not change when an image arrives mid-conversation.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import UserError
+
+
+@dataclass
+class ImageRef:
+    """An image of the conversation (stored normalised on disk by ``ImageStore``)."""
+
+    number: int
+    sha256: str
+    path: str
+    width: int
+    height: int
+    joined_at: int  # index of the user turn whose message carries this image
+    name: str = ""
+
+    @property
+    def label(self) -> str:
+        """The stable label shown under the thumbnail and given to the model."""
+        return f"Image {self.number}"
+
+
+@dataclass
+class Turn:
+    """One exchange: the user's question and the model's answer (None while pending)."""
+
+    user: str
+    assistant: str | None = None
+    stopped: bool = False  # the user pressed Stop; the partial answer is kept
+
+
+@dataclass
+class PromptInfo:
+    """What the model saw last: the rendered prompt, its image count and token count."""
+
+    text: str = ""
+    n_images: int = 0
+    n_tokens: int = 0
+    image_labels: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Conversation:
+    """The state of one chat. Plain data; copy-safe; no locks, no tensors."""
+
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    images: list[ImageRef] = field(default_factory=list)
+    turns: list[Turn] = field(default_factory=list)
+    next_number: int = 1
+    last_prompt: PromptInfo | None = None
+
+    # ----- images -------------------------------------------------------------------------
+    def find_image(self, sha256: str) -> ImageRef | None:
+        """The image with this content hash, if the conversation has it."""
+        return next((im for im in self.images if im.sha256 == sha256), None)
+
+    def add_image(self, sha256: str, path: str, width: int, height: int, name: str = "",
+                  max_images: int | None = None) -> tuple[ImageRef, bool]:
+        """Add an image at the current turn; returns ``(ref, added)``.
+
+        The same picture uploaded twice is kept once (``added`` is False).
+        """
+        existing = self.find_image(sha256)
+        if existing is not None:
+            return existing, False
+        if max_images is not None and len(self.images) >= max_images:
+            raise UserError(
+                f"This conversation already has {len(self.images)} images, the limit is {max_images}. "
+                "Remove one (x on its thumbnail) or start a new chat."
+            )
+        ref = ImageRef(number=self.next_number, sha256=sha256, path=path, width=width, height=height,
+                       joined_at=len(self.turns), name=name)
+        self.next_number += 1
+        self.images.append(ref)
+        return ref, True
+
+    def remove_image(self, number: int) -> ImageRef:
+        """Remove ``Image <number>``; the other labels stay as they are."""
+        for i, im in enumerate(self.images):
+            if im.number == number:
+                return self.images.pop(i)
+        raise UserError(f"There is no Image {number} in this conversation.")
+
+    def images_for_turn(self, index: int) -> list[ImageRef]:
+        """The images carried by user turn ``index``."""
+        return [im for im in self.images if im.joined_at == index]
+
+    @property
+    def pending_images(self) -> list[ImageRef]:
+        """Images added since the last question; they go with the next one."""
+        return [im for im in self.images if im.joined_at >= len(self.turns)]
+
+    # ----- turns --------------------------------------------------------------------------
+    def ask(self, question: str) -> Turn:
+        """Start a new turn with the pending images; its answer is generated next."""
+        if self.turns and self.turns[-1].assistant is None:
+            raise UserError("The previous answer is still being written. Wait for it or press Stop.")
+        for im in self.pending_images:
+            im.joined_at = len(self.turns)
+        turn = Turn(user=question)
+        self.turns.append(turn)
+        return turn
+
+    def answer(self, text: str, stopped: bool = False) -> None:
+        """Record the answer of the newest turn."""
+        self.turns[-1].assistant = text
+        self.turns[-1].stopped = stopped
+
+    def retract(self) -> str:
+        """Drop the newest turn (a failed generation); its images go back to pending."""
+        turn = self.turns.pop()
+        return turn.user
+
+    def undo(self) -> str:
+        """Remove the last exchange; returns its question (to put back in the box)."""
+        if not self.turns:
+            raise UserError("There is nothing to undo.")
+        return self.retract()
+
+    def regenerate(self) -> Turn:
+        """Clear the last answer so it is generated again."""
+        if not self.turns:
+            raise UserError("There is no answer to regenerate yet.")
+        turn = self.turns[-1]
+        turn.assistant = None
+        turn.stopped = False
+        return turn
+
+    # ----- what the model gets ------------------------------------------------------------
+    def messages(self, system_prompt: str = "") -> list[dict[str, Any]]:
+        """The conversation as chat-template messages with ``image``/``text`` content parts.
+
+        Image parts carry their ``ImageRef`` under ``"ref"``; each image is preceded by a
+        text part with its label, so the model can tell "Image 3" from "Image 1". A
+        final turn with no answer yet ends the list (the engine adds the generation prompt).
+        """
+        msgs: list[dict[str, Any]] = []
+        if system_prompt.strip():
+            msgs.append({"role": "system", "content": [{"type": "text", "text": system_prompt.strip()}]})
+        for i, turn in enumerate(self.turns):
+            content: list[dict[str, Any]] = []
+            for im in self.images_for_turn(i):
+                content.append({"type": "text", "text": f"{im.label}:"})
+                content.append({"type": "image", "ref": im})
+            content.append({"type": "text", "text": turn.user})
+            msgs.append({"role": "user", "content": content})
+            if turn.assistant is not None:
+                msgs.append({"role": "assistant", "content": [{"type": "text", "text": turn.assistant}]})
+        return msgs
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-able description for ``/context`` and the page's panel."""
+        info = self.last_prompt or PromptInfo()
+        return {
+            "conversation_id": self.id,
+            "images": [{"label": im.label, "name": im.name, "width": im.width, "height": im.height,
+                        "turn": im.joined_at, "sha256": im.sha256} for im in self.images],
+            "image_count": len(self.images),
+            "pending_images": [im.label for im in self.pending_images],
+            "prompt_images": info.n_images,
+            "prompt_image_labels": info.image_labels,
+            "prompt_tokens": info.n_tokens,
+            "prompt": info.text,
+            "turns": [{"user": t.user, "assistant": t.assistant, "stopped": t.stopped} for t in self.turns],
+        }

@@ -1,0 +1,195 @@
+"""Safe decoding and normalisation of whatever a user uploads.
+
+Every image enters the app through ``decode_image``: formats are recognised by content
+(an allow-list of raster formats), decompression bombs are refused before pixels are
+decoded, the file is decoded in full (truncated files fail here, not mid-generation),
+EXIF orientation is applied, every mode becomes RGB (alpha over white), animations
+give their first frame, and very large images are downscaled. ``ImageStore`` keeps the
+normalised images as PNG files named by a hash of their pixels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, ImageOps
+
+from .errors import UserError
+
+# Magic bytes -> format name. Anything else (TIFF, SVG, HTML, PDF, text...) is refused.
+_SIGNATURES: list[tuple[bytes, int, str]] = [
+    (b"\x89PNG\r\n\x1a\n", 0, "PNG"),
+    (b"\xff\xd8\xff", 0, "JPEG"),
+    (b"GIF87a", 0, "GIF"),
+    (b"GIF89a", 0, "GIF"),
+    (b"BM", 0, "BMP"),
+]
+ALLOWED_FORMATS = ("PNG", "JPEG", "GIF", "WEBP", "BMP")
+
+
+class ImageError(UserError):
+    """An upload that is not a usable image."""
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """Bounds on uploads; the defaults suit a public demo."""
+
+    max_bytes: int = 20 * 1024 * 1024
+    max_pixels: int = 40_000_000  # refuse before decoding; Pillow's own (larger) limit stays on too
+    max_side: int = 2048  # larger images are downscaled to this longest side
+    min_side: int = 4
+    max_aspect: float = 50.0
+
+
+def sniff_format(head: bytes) -> str | None:
+    """The raster format of a file from its first bytes, or None when not allowed."""
+    for magic, offset, name in _SIGNATURES:
+        if head[offset : offset + len(magic)] == magic:
+            return name
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WEBP"
+    return None
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Any Pillow mode to 8-bit RGB; transparency is composited over white."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        # 16-bit and float greyscale: scale the real range to 0..255.
+        img = img.convert("F") if img.mode != "F" else img
+        lo, hi = img.getextrema()
+        scale = 255.0 / (hi - lo) if hi > lo else 0.0
+        img = img.point(lambda v: (v - lo) * scale).convert("L")
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB") if img.mode != "RGB" else img
+
+
+def decode_image(data: bytes, limits: ImageLimits = ImageLimits(), name: str = "upload") -> Image.Image:
+    """Decode upload bytes into a normalised RGB image, or raise ``ImageError`` saying why."""
+    if len(data) > limits.max_bytes:
+        raise ImageError(
+            f"{name} is {len(data) / 1e6:.1f} MB; the limit is {limits.max_bytes / 1e6:.0f} MB. Upload a smaller image."
+        )
+    if not data:
+        raise ImageError(f"{name} is empty.")
+    fmt = sniff_format(data[:16])
+    if fmt is None:
+        raise ImageError(f"{name} is not an image this app reads (PNG, JPEG, GIF, WebP or BMP).")
+    try:
+        img = Image.open(io.BytesIO(data), formats=[fmt])
+        w, h = img.size
+        if w * h > limits.max_pixels:
+            raise ImageError(
+                f"{name} claims {w} x {h} pixels, more than the {limits.max_pixels / 1e6:.0f} megapixel limit."
+            )
+        img.seek(0)  # first frame of an animation
+        img.load()  # full decode: truncated or corrupt files fail here
+        img = ImageOps.exif_transpose(img) or img
+        img = _to_rgb(img)
+    except ImageError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"{name} is too large to decode safely ({exc}).") from None
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as exc:
+        raise ImageError(f"{name} could not be read as {fmt}: the file looks damaged or truncated.") from exc
+    w, h = img.size
+    if min(w, h) < limits.min_side or max(w, h) / min(w, h) > limits.max_aspect:
+        raise ImageError(f"{name} is {w} x {h} pixels; images must be at least {limits.min_side} px on each side "
+                         f"and no more than {limits.max_aspect:.0f} times longer than wide.")
+    if max(w, h) > limits.max_side:
+        img.thumbnail((limits.max_side, limits.max_side), Image.Resampling.LANCZOS)
+    return img
+
+
+def load_image_file(path: str | os.PathLike, limits: ImageLimits = ImageLimits()) -> Image.Image:
+    """``decode_image`` on a file, reading no more than the size limit allows."""
+    p = Path(path)
+    name = p.name
+    try:
+        size = p.stat().st_size
+        if size > limits.max_bytes:
+            return decode_image(b"\0" * (limits.max_bytes + 1), limits, name)  # same message, no big read
+        data = p.read_bytes()
+    except OSError as exc:
+        raise ImageError(f"{name} could not be read.") from exc
+    return decode_image(data, limits, name)
+
+
+def image_digest(img: Image.Image) -> str:
+    """A content hash of the normalised pixels (same picture, same hash, whatever the file)."""
+    h = hashlib.sha256(f"{img.mode}:{img.width}x{img.height}:".encode())
+    h.update(img.tobytes())
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    """A normalised image on disk."""
+
+    sha256: str
+    path: str
+    width: int
+    height: int
+
+
+class ImageStore:
+    """Normalised images as PNG files named by their pixel hash, with a small in-memory LRU."""
+
+    def __init__(self, root: str | os.PathLike, cache_items: int = 64):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._cache: OrderedDict[str, Image.Image] = OrderedDict()
+        self._cache_items = cache_items
+        self._lock = threading.Lock()
+
+    def path_for(self, sha256: str) -> Path:
+        """Where the image with this hash lives."""
+        return self.root / sha256[:2] / f"{sha256}.png"
+
+    def put(self, img: Image.Image) -> StoredImage:
+        """Store an image (atomically; a no-op when already stored)."""
+        sha = image_digest(img)
+        path = self.path_for(sha)
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    img.save(fh, format="PNG")
+                os.replace(tmp, path)
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+        self._remember(sha, img)
+        return StoredImage(sha256=sha, path=str(path), width=img.width, height=img.height)
+
+    def open(self, sha256: str) -> Image.Image:
+        """The stored image as RGB (from memory when recently used)."""
+        with self._lock:
+            img = self._cache.get(sha256)
+            if img is not None:
+                self._cache.move_to_end(sha256)
+                return img
+        with Image.open(self.path_for(sha256)) as f:
+            img = f.convert("RGB")
+        self._remember(sha256, img)
+        return img
+
+    def _remember(self, sha: str, img: Image.Image) -> None:
+        with self._lock:
+            self._cache[sha] = img
+            self._cache.move_to_end(sha)
+            while len(self._cache) > self._cache_items:
+                self._cache.popitem(last=False)

@@ -1,0 +1,198 @@
+"""Model and processor loading (transformers, imported lazily by the local backend only)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import ModelNotFoundError
+
+log = logging.getLogger(__name__)
+
+
+def _image_only_onevision_class():
+    """A LLaVA-OneVision processor without its video processor.
+
+    transformers' OneVision video processor needs torchvision, which a CPU-only
+    install of torch often lacks; this app sends images only, so the image
+    processor and the tokenizer are all it needs.
+    """
+    from transformers import LlavaOnevisionProcessor
+
+    class ImageOnlyLlavaOnevisionProcessor(LlavaOnevisionProcessor):
+        def __init__(self, image_processor=None, tokenizer=None, **kwargs):
+            kwargs.pop("video_processor", None)
+            super().__init__(image_processor, tokenizer, None, **kwargs)
+
+        def __call__(self, *args, videos=None, **kwargs):
+            if videos is not None:
+                raise ValueError("this processor was loaded without a video processor (torchvision is missing)")
+            return super().__call__(*args, **kwargs)
+
+    return ImageOnlyLlavaOnevisionProcessor
+
+
+def make_image_only_onevision_processor(image_processor, tokenizer, **kwargs):
+    """Build the torchvision-free OneVision processor from its parts."""
+    return _image_only_onevision_class()(image_processor, tokenizer, **kwargs)
+
+
+def load_processor(path: str, **hub_kwargs):
+    """``AutoProcessor.from_pretrained``, with the torchvision-free OneVision fallback."""
+    from transformers import AutoConfig, AutoProcessor
+
+    try:
+        return AutoProcessor.from_pretrained(path, **hub_kwargs)
+    except (ImportError, AttributeError, OSError, ValueError, TypeError) as exc:
+        config = AutoConfig.from_pretrained(path, **hub_kwargs)
+        if config.model_type != "llava_onevision":
+            raise
+        log.info("loading the OneVision processor without video support (%s)", type(exc).__name__)
+    from transformers import AutoTokenizer
+    from transformers.models.llava_onevision.image_processing_pil_llava_onevision import (
+        LlavaOnevisionImageProcessorPil,
+    )
+    from transformers.utils import cached_file
+
+    image_processor = LlavaOnevisionImageProcessorPil.from_pretrained(path, **hub_kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(path, **hub_kwargs)
+    # Older processor configs store these; newer ones leave them to the model config.
+    vc = config.vision_config
+    extra: dict[str, Any] = {
+        "num_image_tokens": (vc.image_size // vc.patch_size) ** 2,
+        "vision_feature_select_strategy": config.vision_feature_select_strategy,
+        "vision_aspect_ratio": config.vision_aspect_ratio,
+    }
+    cfg_file = cached_file(path, "processor_config.json", _raise_exceptions_for_missing_entries=False, **hub_kwargs)
+    if cfg_file:
+        saved = json.loads(Path(cfg_file).read_text())
+        for key in ("num_image_tokens", "vision_feature_select_strategy", "vision_aspect_ratio"):
+            if key in saved:
+                extra[key] = saved[key]
+    chat_template = getattr(tokenizer, "chat_template", None)
+    tmpl_file = cached_file(path, "chat_template.jinja", _raise_exceptions_for_missing_entries=False, **hub_kwargs)
+    if tmpl_file:
+        chat_template = Path(tmpl_file).read_text()
+    return make_image_only_onevision_processor(image_processor, tokenizer, chat_template=chat_template, **extra)
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How to place the model: device, dtype, quantisation."""
+
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    dtype: str = "auto"  # auto | float32 | float16 | bfloat16
+    load_in_4bit: bool = False
+    load_in_8bit: bool = False
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` means CUDA when available, else the CPU."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelNotFoundError(f"--device {device} was asked for, but no CUDA device is available; use --device cpu")
+    return device
+
+
+def resolve_dtype(dtype: str, device: str):
+    """Half precision on CUDA (bf16 where supported), float32 on the CPU."""
+    import torch
+
+    if dtype != "auto":
+        return getattr(torch, dtype)
+    if device.startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def quantization_skip_modules(model_type_or_config) -> list[str]:
+    """Full module paths kept unquantised: vision tower, projector and lm_head.
+
+    Short names ("vision_tower") no longer match in current transformers, whose LLaVA
+    classes nest the parts under ``model.``; the full paths do.
+    """
+    return ["model.vision_tower", "model.multi_modal_projector", "lm_head"]
+
+
+def quantization_config(options: LoadOptions):
+    """A ``BitsAndBytesConfig`` for 4/8-bit, or None."""
+    if not (options.load_in_4bit or options.load_in_8bit):
+        return None
+    if options.load_in_4bit and options.load_in_8bit:
+        raise ModelNotFoundError("choose one of --load-in-4bit and --load-in-8bit, not both")
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    skip = quantization_skip_modules(None)
+    if options.load_in_4bit:
+        compute = torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float16
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_compute_dtype=compute,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            llm_int8_skip_modules=skip,
+        )
+    return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
+
+
+def model_load_kwargs(options: LoadOptions) -> dict[str, Any]:
+    """The keyword arguments for ``from_pretrained``: dtype, device_map, quantisation."""
+    device = resolve_device(options.device)
+    kwargs: dict[str, Any] = {"dtype": resolve_dtype(options.dtype, device)}
+    quant = quantization_config(options)
+    if quant is not None:
+        if not device.startswith("cuda"):
+            raise ModelNotFoundError("--load-in-4bit/--load-in-8bit need a CUDA GPU (bitsandbytes); drop the flag on the CPU")
+        kwargs["quantization_config"] = quant
+    if device.startswith("cuda"):
+        kwargs["device_map"] = "auto" if device == "cuda" else {"": device}
+    return kwargs
+
+
+def _describe_missing(name: str, exc: Exception) -> str:
+    offline = os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True")
+    local = Path(name).expanduser()
+    if local.exists():
+        return (
+            f"Could not load the model from the folder {local}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}. "
+            "Check that it holds a transformers checkpoint (config.json, weights, processor files)."
+        )
+    tried = "the local Hugging Face cache" + ("" if offline else " and the Hugging Face Hub")
+    return (
+        f"Model {name!r} was not found in {tried}. Check the id (for example llava-hf/llava-interleave-qwen-0.5b-hf), "
+        "download it where the Hub is reachable (huggingface-cli download ID), pass a local folder, "
+        "or run offline with --model tiny-random."
+    )
+
+
+def load_model_and_processor(name: str, options: LoadOptions):
+    """Load ``name`` (hub id, local folder or tiny preset) with ``AutoModelForImageTextToText``.
+
+    Returns ``(model, processor, path)``. A model that cannot be found raises
+    ``ModelNotFoundError`` with one line that says what was tried and what to do.
+    """
+    from .tiny import build_tiny_model, is_tiny
+
+    path = str(build_tiny_model(name)) if is_tiny(name) else os.path.expanduser(name)
+    kwargs = model_load_kwargs(options)
+    try:
+        from transformers import AutoModelForImageTextToText
+
+        processor = load_processor(path)
+        model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
+    except ModelNotFoundError:
+        raise
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelNotFoundError(_describe_missing(name, exc)) from exc
+    model.eval()
+    if "device_map" not in kwargs and "quantization_config" not in kwargs:
+        model.to(resolve_device(options.device))
+    return model, processor, path

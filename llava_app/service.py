@@ -1,0 +1,210 @@
+"""What the page and the API do with a conversation, without Gradio.
+
+``ChatService`` takes uploads into a conversation, checks questions, streams answers
+from the backend into the conversation, and keeps one cancel flag per running
+generation so Stop (or a closed tab) ends the model's decode loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+from .backends.base import Backend, ChatRequest, GenerationParams
+from .conversation import Conversation, PromptInfo
+from .errors import UserError
+from .images import ImageError, ImageLimits, ImageStore, load_image_file
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Run:
+    """A generation that was asked for: its cancel flag, and whether the model began it."""
+
+    cancel: threading.Event
+    started: bool = False
+
+
+@dataclass
+class UploadResult:
+    """What became of a batch of uploads: the new labels and a message per refused file."""
+
+    added: list[str]
+    skipped: list[str]
+    errors: list[str]
+
+
+class ChatService:
+    """The app's behaviour; the UI and the API are thin layers over it."""
+
+    def __init__(self, backend: Backend, store: ImageStore, *, max_images: int = 6, max_question_chars: int = 4000,
+                 image_limits: ImageLimits | None = None, stream_interval: float = 0.02):
+        self.backend = backend
+        self.store = store
+        self.max_images = max_images
+        self.max_question_chars = max_question_chars
+        self.image_limits = image_limits or ImageLimits()
+        #: the least time between two updates pushed to the page; faster chunks are coalesced
+        self.stream_interval = stream_interval
+        self._active: dict[str, _Run] = {}
+        self._lock = threading.Lock()
+
+    # ----- images -----------------------------------------------------------------------------
+    def add_images(self, conv: Conversation, files: Iterable[tuple[str, str]]) -> UploadResult:
+        """Decode, store and attach uploaded files ``(path, display name)``; refused files are reported."""
+        result = UploadResult([], [], [])
+        for path, name in files:
+            name = name or os.path.basename(path)
+            try:
+                img = load_image_file(path, self.image_limits)
+                stored = self.store.put(img)
+                ref, added = conv.add_image(stored.sha256, stored.path, stored.width, stored.height, name,
+                                            max_images=self.max_images)
+            except UserError as exc:
+                result.errors.append(str(exc) if isinstance(exc, ImageError) else f"{name}: {exc}")
+                continue
+            (result.added if added else result.skipped).append(ref.label)
+            if not added:
+                result.errors.append(f"{name} is already in this conversation as {ref.label}.")
+        return result
+
+    def remove_images(self, conv: Conversation, numbers: Iterable[int]) -> None:
+        """Remove images by number (labels of the others stay)."""
+        for n in numbers:
+            conv.remove_image(n)
+
+    # ----- questions and answers ----------------------------------------------------------------
+    def check_question(self, text: str | None) -> str:
+        """The question, stripped; empty or over-long questions are refused with a message."""
+        question = (text or "").strip()
+        if not question:
+            raise UserError("Type a question first.")
+        if len(question) > self.max_question_chars:
+            raise UserError(f"Your question is {len(question):,} characters long; the limit is "
+                            f"{self.max_question_chars:,}. Shorten it and send again.")
+        return question
+
+    def is_running(self, conv: Conversation) -> bool:
+        """True while an answer for this conversation is being generated."""
+        with self._lock:
+            run = self._active.get(conv.id)
+            return run is not None and run.started
+
+    def ask(self, conv: Conversation, text: str | None) -> None:
+        """Add the user's question as a new turn (its answer is streamed by ``stream_answer``)."""
+        question = self.check_question(text)
+        self._drop_orphan(conv)
+        if self.is_running(conv):
+            raise UserError("The previous answer is still being written. Wait for it or press Stop.")
+        conv.ask(question)
+        self._arm(conv)
+
+    def regenerate(self, conv: Conversation) -> None:
+        """Clear the last answer and arm a new generation for it."""
+        if self.is_running(conv):
+            raise UserError("Wait for the current answer, or press Stop, before regenerating.")
+        conv.regenerate()
+        self._arm(conv)
+
+    def undo(self, conv: Conversation) -> str:
+        """Remove the last exchange; returns its question."""
+        if self.is_running(conv):
+            raise UserError("Press Stop before undoing the answer that is being written.")
+        self._drop_orphan(conv)
+        return conv.undo()
+
+    def stop(self, conv: Conversation) -> bool:
+        """Ask the running generation of this conversation to stop; True when one was running."""
+        with self._lock:
+            run = self._active.get(conv.id)
+        if run is None:
+            return False
+        run.cancel.set()
+        return True
+
+    def stream_answer(self, conv: Conversation, params: GenerationParams, system_prompt: str = "") -> Iterator[str]:
+        """Generate the pending turn's answer, yielding the growing text.
+
+        The answer is written into the conversation when the stream ends, however it
+        ends (finished, stopped, abandoned by a closed tab); on an error the turn is
+        taken back so the conversation stays as it was, and the error propagates.
+        """
+        if not conv.turns or conv.turns[-1].assistant is not None:
+            return
+        cancel = self._arm(conv, start=True)
+        request = ChatRequest(conv.messages(system_prompt), params, session_id=conv.id, cancel=cancel)
+        text, failed = "", False
+        chunks = self.backend.stream(request)
+        last = 0.0
+        try:
+            for chunk in chunks:
+                text += chunk
+                if request.info is not None:
+                    conv.last_prompt = request.info
+                now = time.monotonic()
+                if now - last >= self.stream_interval:
+                    last = now
+                    yield text
+            if request.info is not None:
+                conv.last_prompt = request.info
+            yield text
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            stopped = cancel.is_set()
+            cancel.set()
+            close = getattr(chunks, "close", None)
+            if close:
+                close()
+            with self._lock:
+                run = self._active.get(conv.id)
+                if run is not None and run.cancel is cancel:
+                    del self._active[conv.id]
+            if failed and not text:
+                conv.retract()
+            elif conv.turns and conv.turns[-1].assistant is None:
+                conv.answer(text, stopped=stopped or failed)
+
+    def preview(self, conv: Conversation, system_prompt: str = "") -> PromptInfo:
+        """The prompt the model was (or would be) given for the newest turn."""
+        if not conv.turns:
+            return PromptInfo()
+        msgs = conv.messages(system_prompt)
+        if msgs and msgs[-1]["role"] == "assistant":
+            msgs = msgs[:-1]
+        return self.backend.prompt_info(msgs)
+
+    def forget(self, conv: Conversation) -> None:
+        """Stop and drop whatever is held for a conversation (new chat, closed tab)."""
+        self.stop(conv)
+        self.backend.forget(conv.id)
+
+    # ----- internals ---------------------------------------------------------------------------
+    def _arm(self, conv: Conversation, start: bool = False) -> threading.Event:
+        """The cancel flag of this conversation's next (or current) generation.
+
+        A flag armed when the question is asked lets Stop work while the request still
+        waits in the queue; ``start`` marks that the model has taken it up.
+        """
+        with self._lock:
+            run = self._active.get(conv.id)
+            if run is None:
+                run = self._active[conv.id] = _Run(threading.Event())
+            run.started = run.started or start
+            return run.cancel
+
+    def _drop_orphan(self, conv: Conversation) -> None:
+        """A question whose generation never began (the queue refused it) is taken back."""
+        with self._lock:
+            run = self._active.get(conv.id)
+            if run is not None and run.started:
+                return
+            self._active.pop(conv.id, None)
+        if conv.turns and conv.turns[-1].assistant is None:
+            conv.retract()

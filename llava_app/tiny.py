@@ -1,0 +1,319 @@
+"""Tiny random-weight LLaVA models, built locally from configs (no hub access).
+
+They exercise each family's real processor and model code (LLaVA-1.5, LLaVA-NeXT,
+LLaVA-OneVision) at a few hundred thousand parameters, with a word-level tokenizer
+so that streamed output is readable (random) words. Used by the tests, the
+offline smoke run (``--model tiny-random``) and the benchmark (``bench`` preset,
+LLaVA-1.5 token geometry: 576 tokens per image).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+# The names accepted by --model. "tiny-random" is the default tiny family.
+TINY_PRESETS = {
+    "tiny-random": "llava",
+    "tiny-random-llava": "llava",
+    "tiny-random-llava-next": "llava_next",
+    "tiny-random-llava-onevision": "llava_onevision",
+    "tiny-random-bench": "bench",
+}
+BUILDER_VERSION = "5"  # bump when the recipe changes; old folders are rebuilt
+
+_WORDS = """
+the a an and or but of to in on at by for with from up down over under near far left right top bottom
+is are was were be been has have had do does did can could will would should may might must
+image picture photo scene chart diagram receipt table text label number total price item items
+red green blue yellow orange purple black white gray brown pink dark light bright color colors
+cat dog bird horse cow sheep fish tree trees flower grass sky cloud clouds sun moon star water river
+lake sea mountain hill road street car bus truck bike train boat plane house building door window
+wall floor roof room kitchen table chair bed sofa lamp book cup plate bowl bottle glass phone screen
+man woman person people child children boy girl hand face eye eyes hair shirt hat shoe bag box
+one two three four five six seven eight nine ten first second third last many few some all both
+big small large little long short tall wide round square circle triangle line lines shape shapes
+shows show contains appears looks seems there here this that these those it its they them their
+same different similar other another more less most least very quite also only just not no yes
+left middle center background foreground side edge corner front back inside outside between above below
+sunny cloudy rainy snowy day night morning evening old new clean busy quiet happy calm simple
+""".split()
+
+SPECIAL = {
+    "pad": "<pad>",
+    "unk": "<unk>",
+    "bos": "<s>",
+    "eos": "<|im_end|>",
+    "im_start": "<|im_start|>",
+    "image": "<image>",
+    "video": "<video>",
+}
+PUNCT = [".", ",", ":", "?", "!", "'", "(", ")", "-", "0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]
+
+# A ChatML template that renders content parts in order, so each image sits right
+# after its label. Written for these tiny models; real checkpoints bring their own.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' }}"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}{{ '<image>\n' }}"
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}"
+    "{{ '<|im_end|>\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+@dataclass(frozen=True)
+class TinySpec:
+    """Geometry of a tiny model: small by default, LLaVA-1.5-like for the benchmark."""
+
+    family: str
+    image_size: int = 32
+    patch_size: int = 8
+    vision_hidden: int = 32
+    vision_layers: int = 2
+    text_hidden: int = 64
+    text_layers: int = 2
+    text_heads: int = 4
+    text_kv_heads: int = 2
+    text_intermediate: int = 128
+    context_length: int = 4096
+
+
+def spec_for(preset: str, context_length: int | None = None) -> TinySpec:
+    """The spec behind a preset name (``tiny-random-llava-next``, ...)."""
+    family = TINY_PRESETS[preset]
+    if family == "bench":
+        # LLaVA-1.5 geometry: 336 px, patch 14 -> 576 tokens per image; a text model
+        # big enough that prefill costs real time on a CPU.
+        spec = TinySpec(
+            family="llava", image_size=336, patch_size=14, vision_hidden=64, vision_layers=2,
+            text_hidden=512, text_layers=8, text_heads=8, text_kv_heads=8, text_intermediate=1536,
+            context_length=8192,
+        )
+    else:
+        spec = TinySpec(family=family)
+    if context_length:
+        spec = TinySpec(**{**spec.__dict__, "context_length": int(context_length)})
+    return spec
+
+
+def default_cache_dir() -> Path:
+    """Where built tiny models live (``LLAVA_APP_CACHE`` or ~/.cache/llava-app)."""
+    root = os.environ.get("LLAVA_APP_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "llava-app")
+    return Path(root) / "tiny-models"
+
+
+def _build_tokenizer():
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = list(SPECIAL.values())
+    vocab = {tok: i for i, tok in enumerate(specials + PUNCT + sorted(set(_WORDS)))}
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token=SPECIAL["unk"]))
+    core.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation(), pre_tokenizers.Digits(individual_digits=True)]
+    )
+    core.normalizer = None
+    # Word-level decoding joins tokens with spaces, so streamed text is readable words.
+    core.decoder = decoders.WordPiece(prefix="##", cleanup=True)
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        pad_token=SPECIAL["pad"],
+        unk_token=SPECIAL["unk"],
+        bos_token=SPECIAL["bos"],
+        eos_token=SPECIAL["eos"],
+        additional_special_tokens=[SPECIAL["im_start"], SPECIAL["image"], SPECIAL["video"]],
+    )
+    tok.chat_template = CHAT_TEMPLATE
+    return tok
+
+
+def _build(spec: TinySpec, out: Path) -> None:
+    import torch
+    from transformers import (
+        AutoModelForImageTextToText,
+        CLIPImageProcessor,
+        LlavaConfig,
+        LlavaNextConfig,
+        LlavaNextImageProcessor,
+        LlavaNextProcessor,
+        LlavaOnevisionConfig,
+        LlavaProcessor,
+    )
+
+    tokenizer = _build_tokenizer()
+    image_id = tokenizer.convert_tokens_to_ids(SPECIAL["image"])
+    video_id = tokenizer.convert_tokens_to_ids(SPECIAL["video"])
+    text = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=spec.text_hidden,
+        intermediate_size=spec.text_intermediate,
+        num_hidden_layers=spec.text_layers,
+        num_attention_heads=spec.text_heads,
+        num_key_value_heads=spec.text_kv_heads,
+        max_position_embeddings=spec.context_length,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    vision = dict(
+        hidden_size=spec.vision_hidden,
+        intermediate_size=spec.vision_hidden * 2,
+        num_hidden_layers=spec.vision_layers,
+        num_attention_heads=4,
+        image_size=spec.image_size,
+        patch_size=spec.patch_size,
+    )
+    mean, std = [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]
+    side = spec.image_size
+    pinpoints = [[side, side], [side, 2 * side], [2 * side, side], [2 * side, 2 * side]]
+    if spec.family == "llava":
+        config = LlavaConfig(
+            vision_config={"model_type": "clip_vision_model", **vision, "projection_dim": 32},
+            text_config={"model_type": "llama", **text},
+            image_token_index=image_id,
+            image_seq_length=(side // spec.patch_size) ** 2,
+        )
+        image_processor = CLIPImageProcessor(
+            size={"shortest_edge": side}, crop_size={"height": side, "width": side}, image_mean=mean, image_std=std
+        )
+        processor = LlavaProcessor(
+            image_processor=image_processor, tokenizer=tokenizer, patch_size=spec.patch_size,
+            vision_feature_select_strategy="default", num_additional_image_tokens=1, chat_template=CHAT_TEMPLATE,
+        )
+    elif spec.family == "llava_next":
+        config = LlavaNextConfig(
+            vision_config={"model_type": "clip_vision_model", **vision, "projection_dim": 32},
+            text_config={"model_type": "llama", **text},
+            image_token_index=image_id,
+            image_grid_pinpoints=pinpoints,
+            image_seq_length=(side // spec.patch_size) ** 2,
+        )
+        image_processor = LlavaNextImageProcessor(
+            size={"shortest_edge": side}, crop_size={"height": side, "width": side},
+            image_grid_pinpoints=pinpoints, image_mean=mean, image_std=std,
+        )
+        processor = LlavaNextProcessor(
+            image_processor=image_processor, tokenizer=tokenizer, patch_size=spec.patch_size,
+            vision_feature_select_strategy="default", num_additional_image_tokens=1, chat_template=CHAT_TEMPLATE,
+        )
+    elif spec.family == "llava_onevision":
+        config = LlavaOnevisionConfig(
+            vision_config={"model_type": "siglip_vision_model", **vision},
+            text_config={"model_type": "qwen2", **text},
+            image_token_index=image_id,
+            video_token_index=video_id,
+            image_grid_pinpoints=pinpoints,
+            vision_feature_select_strategy="full",
+        )
+        from transformers.models.llava_onevision.image_processing_pil_llava_onevision import (
+            LlavaOnevisionImageProcessorPil,
+        )
+
+        from .models import make_image_only_onevision_processor
+
+        image_processor = LlavaOnevisionImageProcessorPil(
+            size={"height": side, "width": side}, image_grid_pinpoints=pinpoints,
+            image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5],
+        )
+        processor = make_image_only_onevision_processor(
+            image_processor, tokenizer,
+            num_image_tokens=(side // spec.patch_size) ** 2, vision_feature_select_strategy="full",
+            chat_template=CHAT_TEMPLATE,
+        )
+    else:  # pragma: no cover - guarded by TINY_PRESETS
+        raise ValueError(spec.family)
+
+    torch.manual_seed(0)
+    model = AutoModelForImageTextToText.from_config(config)
+    model.eval()
+    # Random weights, but not degenerate: with the default tiny init a random model
+    # repeats one word for ever and ignores its input. Larger language-model weights
+    # make each answer a varied walk through the vocabulary that depends on the
+    # question and the images (so tests can tell a right cache from a wrong one).
+    with torch.no_grad():
+        model.get_input_embeddings().weight.normal_(0.0, 0.3)
+        head = model.get_output_embeddings()
+        head.weight.normal_(0.0, 1.0)
+        for name, weight in model.named_parameters():
+            if "language_model" in name and weight.dim() == 2 and "embed" not in name:
+                weight.normal_(0.0, 0.2)
+        # Keep the end-of-turn token unlikely so answers run to max_new_tokens
+        # (tests and the streaming demo want long, predictable-length answers).
+        head.weight[tokenizer.eos_token_id].zero_()
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    _fix_processor_class(out, spec.family)
+    (out / "tiny_model.json").write_text(json.dumps({"builder": BUILDER_VERSION, **spec.__dict__}, indent=1))
+
+
+def _fix_processor_class(out: Path, family: str) -> None:
+    """Record the stock processor class, so AutoProcessor finds it where torchvision exists."""
+    if family != "llava_onevision":
+        return
+    for name in ("processor_config.json", "preprocessor_config.json", "tokenizer_config.json"):
+        f = out / name
+        if f.exists():
+            data = json.loads(f.read_text())
+            if "processor_class" in data:
+                data["processor_class"] = "LlavaOnevisionProcessor"
+                f.write_text(json.dumps(data, indent=2))
+
+
+def build_tiny_model(preset: str = "tiny-random", cache_dir: str | os.PathLike | None = None,
+                     context_length: int | None = None) -> Path:
+    """Build (once) the tiny model ``preset`` into a cache folder and return its path.
+
+    Args:
+        preset: one of ``TINY_PRESETS`` (``tiny-random``, ``tiny-random-llava-next``, ...).
+        cache_dir: parent folder; defaults to ``default_cache_dir()``.
+        context_length: the text model's window (``max_position_embeddings``); tests of
+            context fitting use a small one.
+
+    Example:
+        >>> path = build_tiny_model("tiny-random-llava-onevision")  # doctest: +SKIP
+    """
+    if preset not in TINY_PRESETS:
+        raise KeyError(f"unknown tiny model {preset!r}; choose one of {', '.join(TINY_PRESETS)}")
+    spec = spec_for(preset, context_length)
+    root = Path(cache_dir) if cache_dir else default_cache_dir()
+    name = preset if context_length is None else f"{preset}-ctx{context_length}"
+    out = root / name
+    marker = out / "tiny_model.json"
+    if marker.exists():
+        try:
+            if json.loads(marker.read_text()).get("builder") == BUILDER_VERSION:
+                return out
+        except (OSError, ValueError):
+            pass
+    root.mkdir(parents=True, exist_ok=True)
+    # Build into a temporary folder and rename, so a concurrent or interrupted build
+    # never leaves a half-written model behind.
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root))
+    try:
+        _build(spec, tmp)
+        if out.exists():
+            shutil.rmtree(out, ignore_errors=True)
+        try:
+            os.replace(tmp, out)
+        except OSError:
+            if not marker.exists():  # someone else won the race only if they finished
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def is_tiny(name: str) -> bool:
+    """True for the names that build a tiny random model."""
+    return name in TINY_PRESETS

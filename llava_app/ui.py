@@ -1,0 +1,308 @@
+"""The Gradio page and API. The only module that imports gradio."""
+
+from __future__ import annotations
+
+import html
+import logging
+import os
+from typing import Any
+
+import gradio as gr
+
+from .backends.base import Backend, GenerationParams
+from .config import Config
+from .conversation import Conversation, PromptInfo
+from .errors import UserError
+from .images import ImageLimits, ImageStore
+from .service import ChatService
+
+log = logging.getLogger(__name__)
+
+CSS = """
+#random-banner { background: #fff3cd; border: 1px solid #e0b000; border-radius: 8px; padding: 6px 12px; }
+#random-banner p { margin: 0; color: #5c4400; }
+#prompt-view textarea { font-family: ui-monospace, monospace; font-size: 12px; }
+footer { display: none !important; }
+"""
+
+GENERATION_CONCURRENCY_ID = "model"
+
+
+def _gallery_value(conv: Conversation) -> list[tuple[str, str]]:
+    """The gallery shows every image of the conversation with its stable label."""
+    return [(im.path, im.label) for im in conv.images]
+
+
+def _chat_value(conv: Conversation, partial: str | None = None) -> list[dict[str, Any]]:
+    """The chatbot's messages: each turn's new images, the question, the answer."""
+    out: list[dict[str, Any]] = []
+    for i, turn in enumerate(conv.turns):
+        for im in conv.images_for_turn(i):
+            out.append({"role": "user", "content": {"path": im.path, "alt_text": im.label}})
+        out.append({"role": "user", "content": turn.user})
+        if turn.assistant is not None:
+            answer = turn.assistant + ("  \n*(stopped)*" if turn.stopped else "")
+            out.append({"role": "assistant", "content": answer})
+        elif partial is not None and i == len(conv.turns) - 1:
+            out.append({"role": "assistant", "content": partial})
+    return out
+
+
+def _prompt_stats(info: PromptInfo | None) -> str:
+    if info is None or not info.text:
+        return "No prompt yet."
+    labels = ", ".join(info.image_labels) or "none"
+    return f"**{info.n_images}** image(s) in the prompt ({html.escape(labels)}) · **{info.n_tokens}** prompt tokens"
+
+
+def _params(temperature: float, top_p: float, max_new_tokens: float, limit: int) -> GenerationParams:
+    """Sampling parameters from the panel, clamped to what the operator allows."""
+    return GenerationParams(
+        temperature=max(0.0, min(2.0, float(temperature or 0.0))),
+        top_p=max(0.01, min(1.0, float(top_p or 1.0))),
+        max_new_tokens=max(1, min(int(limit), int(max_new_tokens or 1))),
+    )
+
+
+def _upload_files(value: Any) -> list[tuple[str, str]]:
+    """Paths and names of newly uploaded gallery items (ours carry an "Image N" caption)."""
+    files = []
+    for item in value or []:
+        path, caption = (item if isinstance(item, (tuple, list)) else (item, None))
+        if caption and str(caption).startswith("Image "):
+            continue
+        files.append((str(path), os.path.basename(str(path))))
+    return files
+
+
+def _file_paths(value: Any) -> list[tuple[str, str]]:
+    """Paths and names from a ``gr.File`` value (API uploads)."""
+    items = value if isinstance(value, list) else ([value] if value else [])
+    out = []
+    for item in items:
+        path = item if isinstance(item, str) else getattr(item, "name", None) or getattr(item, "path", None)
+        if path:
+            out.append((str(path), os.path.basename(str(path))))
+    return out
+
+
+def build_demo(backend: Backend, config: Config, store: ImageStore | None = None) -> gr.Blocks:
+    """Build (not launch) the Blocks app for ``backend``.
+
+    Args:
+        backend: the chat engine (local transformers or a remote server).
+        config: the app configuration.
+        store: where uploads are kept; defaults to ``<data_dir>/images``.
+
+    Example:
+        >>> demo = build_demo(backend, config)  # doctest: +SKIP
+        >>> demo.queue(max_size=config.queue_size).launch(**launch_kwargs(config))  # doctest: +SKIP
+    """
+    store = store or ImageStore(os.path.join(config.data_dir, "images"))
+    service = ChatService(
+        backend, store, max_images=config.max_images, max_question_chars=config.max_question_chars,
+        image_limits=ImageLimits(max_bytes=config.max_upload_bytes),
+    )
+
+    def on_session_end(conv: Conversation) -> None:
+        # Gradio calls this when the tab closes or the state expires.
+        if isinstance(conv, Conversation):
+            service.forget(conv)
+
+    with gr.Blocks(title="llava-app · chat with your photos", fill_width=True) as demo:
+        demo.service = service  # for tests and the API layers
+        state = gr.State(Conversation(), delete_callback=on_session_end)
+        gr.Markdown(f"## Chat with your photos\nModel: `{html.escape(backend.model_name)}`")
+        if backend.is_random:
+            gr.Markdown(
+                "**Test model with random weights:** its answers are random words, not descriptions of your images.",
+                elem_id="random-banner",
+            )
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=2, min_width=280):
+                gallery = gr.Gallery(
+                    label="Images (drop several; they stay for the whole conversation)", elem_id="gallery",
+                    interactive=True, file_types=["image"], type="filepath", columns=3, height=360,
+                    object_fit="contain", show_label=True, format="png",
+                )
+                notice = gr.Markdown("", elem_id="notice")
+            with gr.Column(scale=3, min_width=360):
+                chatbot = gr.Chatbot(label="Conversation", elem_id="chatbot", height=460, sanitize_html=True,
+                                     render_markdown=True, buttons=["copy"])
+                question = gr.Textbox(
+                    placeholder="Ask about your images (Enter sends; e.g. \"compare Image 1 and Image 2\")",
+                    show_label=False, elem_id="question", lines=1, max_lines=6, autofocus=True,
+                )
+                with gr.Row():
+                    send_btn = gr.Button("Send", variant="primary", elem_id="send")
+                    stop_btn = gr.Button("Stop", variant="stop", elem_id="stop")
+                    regen_btn = gr.Button("Regenerate", elem_id="regenerate")
+                    undo_btn = gr.Button("Undo", elem_id="undo")
+                    new_btn = gr.Button("New chat", elem_id="new-chat")
+        with gr.Accordion("Parameters", open=False, elem_id="parameters"):
+            system_prompt = gr.Textbox(value=config.system_prompt, label="System prompt", lines=2,
+                                       elem_id="system-prompt")
+            with gr.Row():
+                temperature = gr.Slider(0.0, 2.0, value=config.temperature, step=0.05,
+                                        label="Temperature (0 = greedy)", elem_id="temperature")
+                top_p = gr.Slider(0.05, 1.0, value=config.top_p, step=0.05, label="Top-p", elem_id="top-p")
+                max_new = gr.Slider(1, config.max_new_tokens_limit, value=config.max_new_tokens, step=1,
+                                    label="Max new tokens", elem_id="max-new-tokens")
+        with gr.Accordion("What the model sees", open=False, elem_id="model-sees"):
+            prompt_stats = gr.Markdown("No prompt yet.", elem_id="prompt-stats")
+            prompt_view = gr.Textbox(label="Prompt (image placeholders shown as the model's image token)",
+                                     lines=10, max_lines=30, interactive=False, elem_id="prompt-view",
+                                     buttons=["copy"])
+
+        # API-only components (hidden): /chat takes a message and files, returns the answer.
+        with gr.Column(visible=False):
+            api_message = gr.Textbox(label="message")
+            api_images = gr.File(label="images", file_count="multiple", type="filepath")
+            api_answer = gr.Textbox(label="answer")
+            api_context = gr.JSON(label="context")
+            api_chat_btn, api_context_btn, api_reset_btn = gr.Button(), gr.Button(), gr.Button()
+
+        gen_inputs = [state, system_prompt, temperature, top_p, max_new]
+        view_outputs = [chatbot, prompt_view, prompt_stats]
+
+        def views(conv: Conversation, partial: str | None = None):
+            info = conv.last_prompt
+            return _chat_value(conv, partial), (info.text if info else ""), _prompt_stats(info)
+
+        # ----- images ------------------------------------------------------------------------
+        def on_upload(value, conv: Conversation):
+            result = service.add_images(conv, _upload_files(value))
+            for message in result.errors:
+                gr.Warning(message)
+            text = f"Added {', '.join(result.added)}." if result.added else ""
+            if result.errors:
+                text = (text + " " if text else "") + " ".join(html.escape(e) for e in result.errors)
+            return _gallery_value(conv), conv, text
+
+        def on_delete(value, conv: Conversation):
+            kept = {str(c) for _, c in (value or []) if c}
+            gone = [im.number for im in conv.images if im.label not in kept]
+            service.remove_images(conv, gone)
+            text = f"Removed {', '.join(f'Image {n}' for n in gone)}." if gone else ""
+            return _gallery_value(conv), conv, text
+
+        gallery.upload(on_upload, [gallery, state], [gallery, state, notice], api_visibility="private",
+                       show_progress="minimal")
+        gallery.delete(on_delete, [gallery, state], [gallery, state, notice], api_visibility="private")
+
+        # ----- asking ------------------------------------------------------------------------
+        def on_submit(text: str, conv: Conversation):
+            try:
+                service.ask(conv, text)
+            except UserError as exc:
+                gr.Warning(str(exc))
+                return gr.update(), conv, *views(conv)
+            return "", conv, *views(conv, partial="")
+
+        def on_generate(conv: Conversation, sys_prompt: str, temp: float, tp: float, mnt: float):
+            params = _params(temp, tp, mnt, config.max_new_tokens_limit)
+            pending = conv.turns[-1].user if conv.turns else ""
+            try:
+                for text in service.stream_answer(conv, params, sys_prompt):
+                    yield gr.update(), conv, *views(conv, partial=text)
+            except Exception as exc:  # noqa: BLE001 - the page must survive any engine fault
+                if isinstance(exc, UserError):
+                    gr.Warning(str(exc))
+                else:
+                    log.error("generation failed: %s", type(exc).__name__)
+                    gr.Warning(f"The model failed on this request ({type(exc).__name__}). "
+                               "Your conversation is kept; try again.")
+                # The failed question was taken back from the conversation: return it to the box.
+                yield pending, conv, *views(conv)
+                return
+            yield gr.update(), conv, *views(conv)
+
+        submit_kwargs = dict(api_visibility="private", show_progress="hidden")
+        gen_kwargs = dict(api_visibility="private", concurrency_limit=1, concurrency_id=GENERATION_CONCURRENCY_ID,
+                          show_progress="minimal", show_progress_on=[chatbot])
+        for trigger in (question.submit, send_btn.click):
+            trigger(on_submit, [question, state], [question, state, *view_outputs], **submit_kwargs).success(
+                on_generate, gen_inputs, [question, state, *view_outputs], **gen_kwargs)
+
+        def on_stop(conv: Conversation):
+            service.stop(conv)
+
+        stop_btn.click(on_stop, [state], None, api_visibility="private", queue=False)
+
+        def on_regenerate(conv: Conversation):
+            try:
+                service.regenerate(conv)
+            except UserError as exc:
+                raise gr.Error(str(exc), print_exception=False) from None
+            return conv, *views(conv, partial="")
+
+        regen_btn.click(on_regenerate, [state], [state, *view_outputs], **submit_kwargs).success(
+            on_generate, gen_inputs, [question, state, *view_outputs], **gen_kwargs)
+
+        def on_undo(conv: Conversation, sys_prompt: str):
+            try:
+                text = service.undo(conv)
+            except UserError as exc:
+                gr.Warning(str(exc))
+                return gr.update(), conv, *views(conv)
+            conv.last_prompt = service.preview(conv, sys_prompt) if conv.turns else None
+            return text, conv, *views(conv)
+
+        undo_btn.click(on_undo, [state, system_prompt], [question, state, *view_outputs], **submit_kwargs)
+
+        def on_new_chat(conv: Conversation):
+            service.forget(conv)
+            fresh = Conversation()
+            return fresh, [], "", *views(fresh)
+
+        new_btn.click(on_new_chat, [state], [state, gallery, notice, *view_outputs], **submit_kwargs)
+
+        # ----- the API ------------------------------------------------------------------------
+        def api_chat(message: str, images, conv: Conversation):
+            """Add the given images (may be none) to this client's conversation, ask, stream the answer."""
+            try:
+                result = service.add_images(conv, _file_paths(images))
+                if result.errors:
+                    raise UserError(" ".join(result.errors))
+                service.ask(conv, message)
+                params = GenerationParams(config.temperature, config.top_p, config.max_new_tokens)
+                text = ""
+                for text in service.stream_answer(conv, params, config.system_prompt):
+                    yield text, conv
+                yield text, conv
+            except UserError as exc:
+                raise gr.Error(str(exc), print_exception=False) from None
+
+        def api_context_fn(conv: Conversation) -> dict:
+            """Image labels and count, prompt token count, the rendered prompt, the turns."""
+            return conv.summary()
+
+        def api_reset(conv: Conversation):
+            """Start a new conversation."""
+            service.forget(conv)
+            return Conversation()
+
+        api_chat_btn.click(api_chat, [api_message, api_images, state], [api_answer, state], api_name="chat",
+                           concurrency_limit=1, concurrency_id=GENERATION_CONCURRENCY_ID)
+        api_context_btn.click(api_context_fn, [state], [api_context], api_name="context")
+        api_reset_btn.click(api_reset, [state], [state], api_name="reset")
+    return demo
+
+
+def launch_kwargs(config: Config) -> dict[str, Any]:
+    """Arguments for ``demo.launch`` that the app and the tests share."""
+    return dict(
+        server_name=config.host,
+        server_port=config.port,
+        share=config.share,
+        max_file_size=config.max_upload_bytes,
+        allowed_paths=[os.path.join(config.data_dir, "images")],
+        css=CSS,
+        theme=gr.themes.Soft(),
+        show_error=False,
+    )
+
+
+def queue_kwargs(config: Config) -> dict[str, Any]:
+    """Arguments for ``demo.queue``."""
+    return dict(max_size=config.queue_size, default_concurrency_limit=4)
