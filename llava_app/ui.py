@@ -15,6 +15,7 @@ from .conversation import Conversation, PromptInfo
 from .errors import UserError
 from .images import ImageLimits, ImageStore
 from .service import ChatService
+from .streaming import iterate_in_thread
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ def build_demo(backend: Backend, config: Config, store: ImageStore | None = None
 
     with gr.Blocks(title="llava-app · chat with your photos", fill_width=True) as demo:
         demo.service = service  # for tests and the API layers
-        state = gr.State(Conversation(), delete_callback=on_session_end)
+        state = gr.State(lambda: Conversation(), delete_callback=on_session_end)  # a fresh one (and id) per session
         gr.Markdown(f"## Chat with your photos\nModel: `{html.escape(backend.model_name)}`")
         if backend.is_random:
             gr.Markdown(
@@ -199,11 +200,12 @@ def build_demo(backend: Backend, config: Config, store: ImageStore | None = None
                 return gr.update(), conv, *views(conv)
             return "", conv, *views(conv, partial="")
 
-        def on_generate(conv: Conversation, sys_prompt: str, temp: float, tp: float, mnt: float):
+        async def on_generate(conv: Conversation, sys_prompt: str, temp: float, tp: float, mnt: float):
             params = _params(temp, tp, mnt, config.max_new_tokens_limit)
             pending = conv.turns[-1].user if conv.turns else ""
             try:
-                for text in service.stream_answer(conv, params, sys_prompt):
+                async for text in iterate_in_thread(lambda: service.stream_answer(conv, params, sys_prompt),
+                                                    on_cancel=lambda: service.stop(conv)):
                     yield gr.update(), conv, *views(conv, partial=text)
             except Exception as exc:  # noqa: BLE001 - the page must survive any engine fault
                 if isinstance(exc, UserError):
@@ -258,7 +260,7 @@ def build_demo(backend: Backend, config: Config, store: ImageStore | None = None
         new_btn.click(on_new_chat, [state], [state, gallery, notice, *view_outputs], **submit_kwargs)
 
         # ----- the API ------------------------------------------------------------------------
-        def api_chat(message: str, images, conv: Conversation):
+        async def api_chat(message: str, images, conv: Conversation):
             """Add the given images (may be none) to this client's conversation, ask, stream the answer."""
             try:
                 result = service.add_images(conv, _file_paths(images))
@@ -267,7 +269,9 @@ def build_demo(backend: Backend, config: Config, store: ImageStore | None = None
                 service.ask(conv, message)
                 params = GenerationParams(config.temperature, config.top_p, config.max_new_tokens)
                 text = ""
-                for text in service.stream_answer(conv, params, config.system_prompt):
+                async for text in iterate_in_thread(
+                        lambda: service.stream_answer(conv, params, config.system_prompt),
+                        on_cancel=lambda: service.stop(conv)):
                     yield text, conv
                 yield text, conv
             except UserError as exc:

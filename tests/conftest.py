@@ -1,0 +1,124 @@
+"""Shared fixtures: tiny models built once per run, images made in memory, a launched app."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import os
+import socket
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from PIL import Image
+
+TINY_FAMILIES = ["tiny-random", "tiny-random-llava-next", "tiny-random-llava-onevision"]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch):
+    """No LLAVA_APP_* setting from the developer's shell leaks into a test."""
+    for key in list(os.environ):
+        if key.startswith("LLAVA_APP_") and key != "LLAVA_APP_CACHE":
+            monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
+
+
+@pytest.fixture(scope="session")
+def tiny_cache(tmp_path_factory) -> Path:
+    """Tiny models are built once per test run (or reused from LLAVA_APP_CACHE)."""
+    root = os.environ.get("LLAVA_APP_CACHE")
+    path = Path(root) / "tiny-models" if root else tmp_path_factory.mktemp("tiny-models")
+    os.environ["LLAVA_APP_CACHE"] = str(path.parent)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tiny_cache):
+    """``tiny_model_path(preset)``: the folder of a built tiny model."""
+    from llava_app.tiny import build_tiny_model
+
+    def build(preset: str = "tiny-random", context_length: int | None = None) -> Path:
+        return build_tiny_model(preset, cache_dir=tiny_cache, context_length=context_length)
+
+    return build
+
+
+def make_image(color="red", size=(64, 48), fmt="PNG", **save_kwargs) -> bytes:
+    """A small image file's bytes, made in memory."""
+    img = Image.new("RGB", size, color)
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **save_kwargs)
+    return buf.getvalue()
+
+
+@pytest.fixture
+def image_files(tmp_path) -> list[Path]:
+    """Three distinct small PNG files on disk."""
+    paths = []
+    for i, (color, size) in enumerate([("red", (64, 48)), ("blue", (40, 90)), ("green", (80, 80))], start=1):
+        p = tmp_path / f"photo{i}.png"
+        p.write_bytes(make_image(color, size))
+        paths.append(p)
+    return paths
+
+
+@pytest.fixture
+def store(tmp_path):
+    from llava_app.images import ImageStore
+
+    return ImageStore(tmp_path / "images")
+
+
+_BACKENDS: dict[tuple, object] = {}
+
+
+@pytest.fixture(scope="session")
+def local_backend(tiny_cache):
+    """``local_backend(preset, **kwargs)``: a LocalBackend on a tiny model, shared per session."""
+    from llava_app.backends.local import LocalBackend
+    from llava_app.images import ImageStore
+
+    store_root = tiny_cache.parent / "backend-images"
+
+    def get(preset: str = "tiny-random", **kwargs):
+        key = (preset, tuple(sorted(kwargs.items())))
+        if key not in _BACKENDS:
+            _BACKENDS[key] = LocalBackend(preset, ImageStore(store_root), device="cpu", **kwargs)
+        return _BACKENDS[key]
+
+    return get
+
+
+def free_port() -> int:
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def launched_app(config, backend=None) -> Iterator[str]:
+    """Launch the real app (build_demo + launch) on a free loopback port; yields its URL."""
+    from llava_app.backends import make_backend
+    from llava_app.images import ImageStore
+    from llava_app.ui import build_demo, launch_kwargs, queue_kwargs
+
+    config = dataclasses.replace(config, host="127.0.0.1", port=free_port())
+    store = ImageStore(os.path.join(config.data_dir, "images"))
+    backend = backend or make_backend(config, store)
+    demo = build_demo(backend, config, store)
+    demo.queue(**queue_kwargs(config)).launch(prevent_thread_lock=True, quiet=True, **launch_kwargs(config))
+    try:
+        yield f"http://127.0.0.1:{config.port}/"
+    finally:
+        demo.close()
+
+
+@pytest.fixture
+def app_config(tmp_path, tiny_cache):
+    """A Config for the tiny model with its own data folder."""
+    from llava_app.config import Config
+
+    return Config(model="tiny-random", device="cpu", data_dir=str(tmp_path / "data"), max_new_tokens=24)
