@@ -1,0 +1,97 @@
+"""Model loading: placement, quantisation settings, tiny builders, clear errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import TINY_FAMILIES
+from llava_app.errors import ModelNotFoundError
+from llava_app.models import LoadOptions, model_load_kwargs, quantization_config, quantization_skip_modules
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_cpu_loads_float32_without_device_map():
+    import torch
+
+    kwargs = model_load_kwargs(LoadOptions(device="cpu"))
+    assert kwargs == {"dtype": torch.float32}
+
+
+def test_quantisation_needs_cuda_and_says_so():
+    with pytest.raises(ModelNotFoundError, match="CUDA"):
+        model_load_kwargs(LoadOptions(device="cpu", load_in_4bit=True))
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_quantisation_config_keeps_vision_projector_and_head_unquantised(bits):
+    cfg = quantization_config(LoadOptions(load_in_4bit=bits == 4, load_in_8bit=bits == 8))
+    assert cfg.load_in_4bit == (bits == 4) and cfg.load_in_8bit == (bits == 8)
+    assert cfg.llm_int8_skip_modules == ["model.vision_tower", "model.multi_modal_projector", "lm_head"]
+
+
+@pytest.mark.parametrize("preset", TINY_FAMILIES)
+def test_skip_modules_are_full_paths_that_exist_in_each_family(preset, local_backend):
+    model = local_backend(preset).model
+    names = {name for name, _ in model.named_modules()}
+    for path in quantization_skip_modules(model.config):
+        assert path in names, f"{path} is not a module of {type(model).__name__}"
+    # ...and the language model's layers are not covered by them (they do get quantised).
+    lm_linears = [n for n, m in model.named_modules() if n.startswith("model.language_model") and
+                  type(m).__name__ == "Linear"]
+    assert lm_linears
+    skip = quantization_skip_modules(model.config)
+    assert not any(n.startswith(s) for n in lm_linears for s in skip)
+
+
+@pytest.mark.parametrize("preset, family", [("tiny-random", "LlavaForConditionalGeneration"),
+                                            ("tiny-random-llava-next", "LlavaNextForConditionalGeneration"),
+                                            ("tiny-random-llava-onevision", "LlavaOnevisionForConditionalGeneration")])
+def test_tiny_builders_make_each_family_through_the_auto_classes(preset, family, local_backend):
+    backend = local_backend(preset)
+    assert type(backend.model).__name__ == family
+    assert sum(p.numel() for p in backend.model.parameters()) < 1_000_000
+    assert backend.is_random
+    # A word-level tokenizer: streamed output is readable words.
+    words = backend.processor.tokenizer.decode(backend.processor.tokenizer("red cat on a table")["input_ids"])
+    assert "red cat on a table" in words
+
+
+def test_tiny_model_is_built_once(tiny_model_path):
+    first = tiny_model_path("tiny-random")
+    stamp = (first / "model.safetensors").stat().st_mtime_ns
+    assert tiny_model_path("tiny-random") == first
+    assert (first / "model.safetensors").stat().st_mtime_ns == stamp
+
+
+def test_a_local_folder_loads(tiny_model_path, store):
+    from llava_app.backends.local import LocalBackend
+
+    backend = LocalBackend(str(tiny_model_path("tiny-random-llava-next")), store, device="cpu")
+    assert type(backend.model).__name__ == "LlavaNextForConditionalGeneration"
+    assert not backend.is_random  # a folder is a real model as far as the app knows
+
+
+def test_unknown_model_is_one_clear_line(store, monkeypatch):
+    from llava_app.backends.local import LocalBackend
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelNotFoundError) as err:
+        LocalBackend("no-such-org/no-such-model", store, device="cpu")
+    message = str(err.value)
+    assert "no-such-org/no-such-model" in message and "tiny-random" in message and "\n" not in message
+
+
+def test_app_start_up_with_a_missing_model_prints_one_line_and_no_traceback(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "app.py", "--model", "no-such-org/no-such-model", "--data-dir", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: Model 'no-such-org/no-such-model' was not found")
