@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -158,19 +159,57 @@ def model_load_kwargs(options: LoadOptions) -> dict[str, Any]:
 
 
 def _describe_missing(name: str, exc: Exception) -> str:
-    offline = os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True")
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        tried = "the local Hugging Face cache (HF_HUB_OFFLINE is set)"
+    elif not _hub_reachable():
+        tried = "the local Hugging Face cache (the Hub is unreachable from here)"
+    else:
+        tried = "the local Hugging Face cache and the Hugging Face Hub"
     local = Path(name).expanduser()
     if local.exists():
         return (
             f"Could not load the model from the folder {local}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}. "
             "Check that it holds a transformers checkpoint (config.json, weights, processor files)."
         )
-    tried = "the local Hugging Face cache" + ("" if offline else " and the Hugging Face Hub")
     return (
         f"Model {name!r} was not found in {tried}. Check the id (for example llava-hf/llava-interleave-qwen-0.5b-hf), "
         "download it where the Hub is reachable (huggingface-cli download ID), pass a local folder, "
         "or run offline with --model tiny-random."
     )
+
+
+@functools.lru_cache(maxsize=1)
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """A quick TCP check of the Hub endpoint, so an offline start fails in seconds, not minutes."""
+    import socket
+    from urllib.parse import urlparse
+
+    url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    try:
+        with socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout):
+            return True
+    except OSError:
+        return False
+
+
+def hub_kwargs_for(name: str) -> dict[str, Any]:
+    """``local_files_only`` when the model is cached (or the Hub is off or unreachable).
+
+    Without this, a model that is not cached on a machine with no network makes the Hub
+    client retry for minutes before it gives up.
+    """
+    from transformers import AutoConfig
+
+    if Path(name).expanduser().exists():
+        return {}
+    try:
+        AutoConfig.from_pretrained(name, local_files_only=True)
+        return {"local_files_only": True}
+    except (OSError, ValueError):
+        pass
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes") or not _hub_reachable():
+        return {"local_files_only": True}
+    return {}
 
 
 def load_model_and_processor(name: str, options: LoadOptions):
@@ -186,8 +225,9 @@ def load_model_and_processor(name: str, options: LoadOptions):
     try:
         from transformers import AutoModelForImageTextToText
 
-        processor = load_processor(path)
-        model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
+        hub = hub_kwargs_for(path)
+        processor = load_processor(path, **hub)
+        model = AutoModelForImageTextToText.from_pretrained(path, **kwargs, **hub)
     except ModelNotFoundError:
         raise
     except (OSError, ValueError, KeyError) as exc:

@@ -13,6 +13,11 @@ from typing import Iterator
 import pytest
 from PIL import Image
 
+# Tests never reach the Hugging Face Hub (there is no network here, and a test must not
+# depend on one). Set before anything imports huggingface_hub, which reads it once.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
 TINY_FAMILIES = ["tiny-random", "tiny-random-llava-next", "tiny-random-llava-onevision"]
 
 
