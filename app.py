@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> None:
     from llava_app.ui import build_demo, launch_kwargs, queue_kwargs
 
     demo = build_demo(backend, config, store)
-    demo.queue(**queue_kwargs(config)).launch(**launch_kwargs(config))
+    demo.queue(**queue_kwargs(config)).launch(**launch_kwargs(config, demo))
 
 
 if __name__ == "__main__":

@@ -40,6 +40,10 @@ class Config:
     context_length: int = 0  # 0: the model's own window; a smaller one for tests
     base_url: str = ""
     api_key: str = ""
+    request_timeout: float = 120.0
+    openai_api: bool = False
+    openai_api_key: str = ""
+    openai_api_image_urls: bool = False
 
     @property
     def max_upload_bytes(self) -> int:
@@ -81,6 +85,14 @@ _HELP: dict[str, str] = {
     "context_length": "context window in tokens; 0 uses the model's own",
     "base_url": "with --backend openai: the server's base URL, e.g. http://localhost:8000/v1",
     "api_key": "with --backend openai: the API key (or set LLAVA_APP_API_KEY)",
+    "request_timeout": "with --backend openai: seconds to wait for the server to connect, or to send the next part "
+    "of an answer, before giving up",
+    "openai_api": "also serve an OpenAI-compatible API (/v1/models, /v1/chat/completions) on the same port, "
+    "backed by this app's engine",
+    "openai_api_key": "with --openai-api: the bearer token clients must send (or set LLAVA_APP_OPENAI_API_KEY); "
+    "empty: no auth",
+    "openai_api_image_urls": "with --openai-api: also accept http(s) image URLs, which this server then fetches "
+    "(off: only data URLs, no server-side fetches)",
 }
 _CHOICES = {"backend": ["local", "openai"], "dtype": ["auto", "float32", "float16", "bfloat16"]}
 
@@ -166,6 +178,8 @@ def validate(config: Config) -> None:
         problems.append("--top-p must be in (0, 1]")
     if config.load_in_4bit and config.load_in_8bit:
         problems.append("choose one of --load-in-4bit and --load-in-8bit")
+    if config.request_timeout <= 0:
+        problems.append("--request-timeout must be positive")
     if config.backend == "openai" and not config.base_url:
         problems.append("--backend openai needs --base-url (e.g. http://localhost:8000/v1)")
     if problems:

@@ -203,6 +203,7 @@ def build_demo(backend: Backend, config: Config, store: ImageStore | None = None
         async def on_generate(conv: Conversation, sys_prompt: str, temp: float, tp: float, mnt: float):
             params = _params(temp, tp, mnt, config.max_new_tokens_limit)
             pending = conv.turns[-1].user if conv.turns else ""
+            n_turns = len(conv.turns)
             try:
                 async for text in iterate_in_thread(lambda: service.stream_answer(conv, params, sys_prompt),
                                                     on_cancel=lambda: service.stop(conv)):
@@ -214,13 +215,15 @@ def build_demo(backend: Backend, config: Config, store: ImageStore | None = None
                     log.error("generation failed: %s", type(exc).__name__)
                     gr.Warning(f"The model failed on this request ({type(exc).__name__}). "
                                "Your conversation is kept; try again.")
-                # The failed question was taken back from the conversation: return it to the box.
-                yield pending, conv, *views(conv)
+                # A failed question taken back from the conversation returns to the box (a cut-off
+                # answer keeps its turn, and the box stays as it is).
+                yield (pending if len(conv.turns) < n_turns else gr.update()), conv, *views(conv)
                 return
             yield gr.update(), conv, *views(conv)
 
         submit_kwargs = dict(api_visibility="private", show_progress="hidden")
-        gen_kwargs = dict(api_visibility="private", concurrency_limit=1, concurrency_id=GENERATION_CONCURRENCY_ID,
+        gen_kwargs = dict(api_visibility="private", concurrency_limit=backend.max_concurrency,
+                          concurrency_id=GENERATION_CONCURRENCY_ID,
                           show_progress="minimal", show_progress_on=[chatbot])
         for trigger in (question.submit, send_btn.click):
             trigger(on_submit, [question, state], [question, state, *view_outputs], **submit_kwargs).success(
@@ -287,15 +290,15 @@ def build_demo(backend: Backend, config: Config, store: ImageStore | None = None
             return Conversation()
 
         api_chat_btn.click(api_chat, [api_message, api_images, state], [api_answer, state], api_name="chat",
-                           concurrency_limit=1, concurrency_id=GENERATION_CONCURRENCY_ID)
+                           concurrency_limit=backend.max_concurrency, concurrency_id=GENERATION_CONCURRENCY_ID)
         api_context_btn.click(api_context_fn, [state], [api_context], api_name="context")
         api_reset_btn.click(api_reset, [state], [state], api_name="reset")
     return demo
 
 
-def launch_kwargs(config: Config) -> dict[str, Any]:
-    """Arguments for ``demo.launch`` that the app and the tests share."""
-    return dict(
+def launch_kwargs(config: Config, demo: gr.Blocks | None = None) -> dict[str, Any]:
+    """Arguments for ``demo.launch`` that the app and the tests share (``demo``: for ``--openai-api``)."""
+    kwargs = dict(
         server_name=config.host,
         server_port=config.port,
         share=config.share,
@@ -305,6 +308,14 @@ def launch_kwargs(config: Config) -> dict[str, Any]:
         theme=gr.themes.Soft(),
         show_error=False,
     )
+    if config.openai_api:
+        if demo is None:
+            raise ValueError("--openai-api needs the demo: launch_kwargs(config, demo)")
+        from .openai_api import build_router
+
+        # Routes given to the FastAPI app that launch() creates: served from its first request on.
+        kwargs["app_kwargs"] = {"routes": build_router(demo.service, config).routes}
+    return kwargs
 
 
 def queue_kwargs(config: Config) -> dict[str, Any]:

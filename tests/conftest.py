@@ -114,7 +114,7 @@ def launched_app(config, backend=None) -> Iterator[str]:
     store = ImageStore(os.path.join(config.data_dir, "images"))
     backend = backend or make_backend(config, store)
     demo = build_demo(backend, config, store)
-    demo.queue(**queue_kwargs(config)).launch(prevent_thread_lock=True, quiet=True, **launch_kwargs(config))
+    demo.queue(**queue_kwargs(config)).launch(prevent_thread_lock=True, quiet=True, **launch_kwargs(config, demo))
     try:
         yield f"http://127.0.0.1:{config.port}/"
     finally:

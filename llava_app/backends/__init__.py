@@ -23,4 +23,9 @@ def make_backend(config: "Config", image_store: "ImageStore") -> Backend:
             load_in_4bit=config.load_in_4bit, load_in_8bit=config.load_in_8bit,
             stream_delay=config.stream_delay, context_length=config.context_length or None,
         )
+    if config.backend == "openai":
+        from .remote import OpenAIBackend
+
+        return OpenAIBackend(config.model, config.base_url, api_key=config.api_key, timeout=config.request_timeout,
+                             context_length=config.context_length or None)
     raise SystemExit(f"error: unknown backend {config.backend!r}")

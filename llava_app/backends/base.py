@@ -51,6 +51,8 @@ class Backend(ABC):
     supports_images: bool = True
     #: the context window in tokens, when known
     context_length: int | None = None
+    #: how many generations the engine takes at once; the page queues the rest
+    max_concurrency: int = 1
 
     @abstractmethod
     def stream(self, request: ChatRequest) -> Iterator[str]:

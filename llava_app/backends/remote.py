@@ -1,0 +1,328 @@
+"""The remote engine: any OpenAI-compatible chat-completions server (vLLM, SGLang, TGI, llama.cpp, this app).
+
+The whole conversation goes out on every turn as chat messages; each image is an
+``image_url`` content part holding a PNG data URL, placed exactly where the local
+engine puts it (after its "Image N:" label), so the server's chat template renders the
+same prompt. Answers are streamed (server-sent events); Stop shuts the connection,
+which is how OpenAI-compatible servers learn to abort a request. Only the ``openai``
+client is imported here: a remote-only deployment needs neither torch nor transformers.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import re
+import socket
+import threading
+from collections import OrderedDict
+from typing import Any, Iterator
+
+from ..conversation import PromptInfo
+from ..errors import UserError
+from .base import Backend, ChatRequest
+
+log = logging.getLogger(__name__)
+
+#: how long the start-up check waits for /models at most (seconds)
+STARTUP_TIMEOUT = 10.0
+# vLLM: "At most 6 image(s) may be provided in one prompt." (older: "... in one request.")
+_IMAGE_LIMIT = re.compile(r"At most (\d+) image\(s\) may be provided", re.IGNORECASE)
+# vLLM 0.7-0.8: "You set image=2 (or defaulted to 1) in `--limit-mm-per-prompt`, but passed 3 image items ..."
+_IMAGE_LIMIT_OLD = re.compile(r"image=(\d+)\D.*limit-mm-per-prompt", re.IGNORECASE)
+
+
+def _import_openai():
+    try:
+        import openai
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise SystemExit("The openai backend needs the openai client: pip install openai") from exc
+    return openai
+
+
+class _DataURLs:
+    """PNG files as base64 data URLs, the newest few kept (a conversation re-sends its images every turn)."""
+
+    def __init__(self, max_bytes: int = 64 * 1024 * 1024):
+        self._items: OrderedDict[str, str] = OrderedDict()
+        self._max_bytes = max_bytes
+        self._lock = threading.Lock()
+
+    def get(self, sha256: str, path: str) -> str:
+        with self._lock:
+            url = self._items.get(sha256)
+            if url is not None:
+                self._items.move_to_end(sha256)
+                return url
+        with open(path, "rb") as fh:
+            url = "data:image/png;base64," + base64.b64encode(fh.read()).decode("ascii")
+        with self._lock:
+            self._items[sha256] = url
+            while len(self._items) > 1 and sum(len(u) for u in self._items.values()) > self._max_bytes:
+                self._items.popitem(last=False)
+        return url
+
+
+def _text(parts: list[dict[str, Any]]) -> str:
+    return "".join(p["text"] for p in parts if p["type"] == "text")
+
+
+class OpenAIBackend(Backend):
+    """Streams answers from an OpenAI-compatible server with the official ``openai`` client.
+
+    Args:
+        model: the model name the server serves (``--served-model-name`` in vLLM).
+        base_url: the API root, e.g. ``http://localhost:8000/v1``.
+        api_key: sent as a bearer token; servers without auth accept any.
+        timeout: seconds to wait for a connection, or for the next part of an answer.
+        client: an ``openai.OpenAI``-like object to use instead (tests pass their own).
+        check: ask the server for its models now, so a wrong URL, key or model fails at start-up.
+        max_concurrency: answers streamed at once; the server batches them, the page queues the rest.
+    """
+
+    def __init__(self, model: str, base_url: str, api_key: str = "", *, timeout: float = 120.0, client: Any = None,
+                 check: bool = True, max_concurrency: int = 16, context_length: int | None = None):
+        from ..tiny import is_tiny  # torch-free: only the preset names
+
+        self.model_name = model
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.is_random = is_tiny(model)
+        self.max_concurrency = max_concurrency
+        self.context_length = context_length
+        self._openai = _import_openai()
+        if client is None:
+            # No retries: a failed answer is reported at once and the user can simply send again.
+            client = self._openai.OpenAI(base_url=self.base_url, api_key=api_key or "EMPTY", max_retries=0,
+                                         timeout=self._openai.Timeout(timeout, connect=min(timeout, 10.0)))
+        self.client = client
+        self._images = _DataURLs()
+        self._stream_usage = True  # ask for token counts in the stream until a server refuses the option
+        if check:
+            self.check()
+
+    # ----- start-up -------------------------------------------------------------------------
+    def check(self) -> None:
+        """Ask the server which models it serves; raise one clear ``UserError`` when it cannot be used."""
+        try:
+            page = self.client.models.list(timeout=min(self.timeout, STARTUP_TIMEOUT))
+            models = list(page.data)
+        except self._openai.NotFoundError:
+            raise UserError(f"{self.base_url}/models was not found (HTTP 404). Is --base-url the API root, "
+                            "e.g. http://localhost:8000/v1?") from None
+        except self._openai.OpenAIError as exc:
+            raise self.describe(exc, startup=True) from None
+        ids = [m.id for m in models]
+        if ids and self.model_name not in ids:
+            raise UserError(f"The server at {self.base_url} does not serve {self.model_name!r}; it serves "
+                            f"{', '.join(map(repr, ids))}. Pass one of them with --model.")
+        served = next((m for m in models if m.id == self.model_name), None)
+        max_len = getattr(served, "max_model_len", None)
+        if self.context_length is None and isinstance(max_len, int):
+            self.context_length = max_len  # vLLM and this app report the context window
+        log.info("using %s at %s (context %s)", self.model_name, self.base_url, self.context_length or "unknown")
+
+    # ----- the request ----------------------------------------------------------------------
+    def to_openai(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Chat-template messages (``Conversation.messages()``) as OpenAI chat messages.
+
+        User messages keep their parts in order ("Image N:" label, image, ..., question),
+        each image becoming an ``image_url`` part with a PNG data URL; system and
+        assistant messages are plain strings, which every server accepts.
+        """
+        out: list[dict[str, Any]] = []
+        for m in messages:
+            if m["role"] != "user":
+                out.append({"role": m["role"], "content": _text(m["content"])})
+                continue
+            parts = []
+            for p in m["content"]:
+                if p["type"] == "image":
+                    url = self._images.get(p["ref"].sha256, p["ref"].path)
+                    parts.append({"type": "image_url", "image_url": {"url": url}})
+                else:
+                    parts.append({"type": "text", "text": p["text"]})
+            out.append({"role": "user", "content": parts})
+        return out
+
+    def request_kwargs(self, request: ChatRequest) -> dict[str, Any]:
+        """``chat.completions.create`` arguments: the messages and the sampling parameters."""
+        p = request.params
+        kwargs: dict[str, Any] = {
+            "model": self.model_name,
+            "messages": self.to_openai(request.messages),
+            "stream": True,
+            "temperature": float(p.temperature),  # 0 is greedy on OpenAI-compatible servers
+            "top_p": float(p.top_p),
+            "max_tokens": int(p.max_new_tokens),
+        }
+        if self._stream_usage:
+            kwargs["stream_options"] = {"include_usage": True}
+        return kwargs
+
+    def prompt_info(self, messages: list[dict[str, Any]]) -> PromptInfo:
+        """What is sent, as readable text; the server renders the real prompt (token count comes with the answer)."""
+        lines = []
+        for m in messages:
+            body = " ".join("<image>" if p["type"] == "image" else p["text"] for p in m["content"])
+            lines.append(f"[{m['role']}] {body}")
+        labels = [p["ref"].label for m in messages for p in m["content"] if p["type"] == "image"]
+        return PromptInfo(text="\n".join(lines), n_images=len(labels), n_tokens=0, image_labels=labels)
+
+    # ----- streaming ------------------------------------------------------------------------
+    def _open(self, request: ChatRequest):
+        try:
+            return self.client.chat.completions.create(**self.request_kwargs(request))
+        except self._openai.BadRequestError as exc:
+            if self._stream_usage and "stream_options" in _detail(exc):
+                log.info("%s refuses stream_options; token counts will not be shown", self.base_url)
+                self._stream_usage = False
+                return self._open(request)
+            raise self.describe(exc, request) from None
+        except self._openai.OpenAIError as exc:
+            raise self.describe(exc, request) from None
+
+    def stream(self, request: ChatRequest) -> Iterator[str]:
+        if request.cancel.is_set():
+            return
+        request.info = self.prompt_info(request.messages)
+        stream = self._open(request)
+        finished, abort_lock = threading.Event(), threading.Lock()
+
+        def watch() -> None:
+            # Stop (or a closed tab) shuts the connection at once, even while the server is silent.
+            while not finished.is_set():
+                if request.cancel.wait(0.05):
+                    with abort_lock:
+                        if not finished.is_set():
+                            _abort(stream)
+                    return
+
+        threading.Thread(target=watch, name="llava-remote-stop", daemon=True).start()
+        got_text, finish, complete = False, None, False
+        try:
+            for chunk in stream:
+                usage = getattr(chunk, "usage", None)
+                if usage is not None and usage.prompt_tokens:
+                    request.info.n_tokens = int(usage.prompt_tokens)
+                for choice in chunk.choices or []:
+                    if choice.delta is not None and choice.delta.content:
+                        got_text = True
+                        yield choice.delta.content
+                    finish = choice.finish_reason or finish
+                if request.cancel.is_set():
+                    return
+            complete = True
+        except (self._openai.OpenAIError, ValueError) as exc:
+            if request.cancel.is_set():
+                return  # our own Stop closed the connection
+            raise self.describe(exc, request, cut=got_text) from None
+        finally:
+            with abort_lock:
+                finished.set()
+                if not complete:  # a finished response went back to the connection pool: leave it be
+                    _abort(stream)
+        if finish is None:
+            # The connection ended cleanly but the answer never said it was done (a proxy, a dying server).
+            raise UserError(_cut_message("the stream ended before the answer was finished", got_text))
+
+    # ----- errors ---------------------------------------------------------------------------
+    def describe(self, exc: Exception, request: ChatRequest | None = None, cut: bool = False,
+                 startup: bool = False) -> UserError:
+        """A message a user can act on for any failure talking to the server (``cut``: mid-answer)."""
+        o = self._openai
+        where = f"the model server at {self.base_url}"
+        if isinstance(exc, o.APITimeoutError):
+            msg = f"{where} did not answer within {self.timeout:g} s (time-out); it may be overloaded"
+        elif isinstance(exc, o.APIConnectionError):
+            msg = (f"the connection to {where} was lost ({_root_cause(exc)})" if cut
+                   else f"cannot reach {where} ({_root_cause(exc)}); is it running?")
+        elif isinstance(exc, o.APIStatusError):
+            msg = self._status_message(exc, request)
+        elif isinstance(exc, o.APIError):  # an error event inside the stream
+            msg = f"{where} reported an error: {exc.message}"
+        else:
+            msg = f"{where} sent a reply this app cannot read ({type(exc).__name__})"
+        if cut:
+            return UserError(_cut_message(msg.rstrip("."), True))
+        msg = _sentence(msg[0].upper() + msg[1:])
+        return UserError(msg if startup else msg + " Your conversation is kept; try again.")
+
+    def _status_message(self, exc: Any, request: ChatRequest | None) -> str:
+        status, detail = exc.status_code, _detail(exc)
+        if status == 400:
+            limit = _IMAGE_LIMIT.search(detail) or _IMAGE_LIMIT_OLD.search(detail)
+            if limit:
+                n = len(request.info.image_labels) if request is not None and request.info else None
+                has = f" and this conversation has {n}" if n is not None else ""
+                return (f"The model server takes at most {limit.group(1)} image(s) per prompt{has}. Remove an image "
+                        "or start a new chat (the operator can raise vLLM's --limit-mm-per-prompt to match "
+                        "--max-images).")
+            return f"The model server refused the request (HTTP 400): {detail}"
+        if status in (401, 403):
+            return f"The model server refused the API key (HTTP {status}). Check --api-key (LLAVA_APP_API_KEY)."
+        if status == 404:
+            return f"The model server does not know model {self.model_name!r} (HTTP 404): {detail}"
+        if status == 413:
+            return ("The request is too large for the model server (HTTP 413). Use fewer or smaller images, "
+                    "or start a new chat.")
+        if status == 429:
+            return "The model server is busy (HTTP 429, too many requests). Wait a moment."
+        if status >= 500:
+            return f"The model server failed (HTTP {status}): {detail}"
+        return f"The model server answered HTTP {status}: {detail}"
+
+
+def _sentence(text: str) -> str:
+    return text if text.endswith((".", "?", "!")) else text + "."
+
+
+def _cut_message(reason: str, kept: bool) -> str:
+    tail = " The part that arrived is kept; Regenerate or ask again." if kept else " Try again."
+    return f"The answer was cut off: {reason}.{tail}"
+
+
+def _detail(exc: Any) -> str:
+    """The server's own error message, short."""
+    body = getattr(exc, "body", None)
+    message = None
+    if isinstance(body, dict):
+        inner = body.get("error") if isinstance(body.get("error"), dict) else body
+        message = inner.get("message") or inner.get("detail") or body.get("detail")
+    if not message:
+        response = getattr(exc, "response", None)
+        try:
+            message = response.text if response is not None else None
+        except Exception:  # noqa: BLE001 - a streamed body that was never read
+            message = None
+    message = " ".join(str(message or getattr(exc, "message", "") or type(exc).__name__).split())
+    return message if len(message) <= 300 else message[:297] + "..."
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The innermost cause's message ('Connection refused', 'peer closed connection ...')."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    text = str(exc) or type(exc).__name__
+    return re.sub(r"^\[Errno -?\d+\] ", "", text)
+
+
+def _abort(stream: Any) -> None:
+    """Close a streaming response at once, even while another thread is blocked reading it.
+
+    Closing the socket alone does not wake a blocked ``recv`` (nor tell the server);
+    shutting it down does both, so the server sees the disconnect and stops generating.
+    """
+    response = getattr(stream, "response", None)
+    extensions = getattr(response, "extensions", None) or {}
+    network = extensions.get("network_stream")
+    sock = network.get_extra_info("socket") if network is not None else None
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # already closed
+    try:
+        stream.close()
+    except Exception:  # noqa: BLE001 - closing is best-effort
+        pass

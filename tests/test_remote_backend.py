@@ -1,0 +1,239 @@
+"""The remote (OpenAI-compatible) backend: what it sends, and every way a server can fail it.
+
+The happy path against a real engine is in test_remote_app.py (this app's own endpoint
+in a second process); here a recording fake client and a misbehaving loopback server.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import threading
+import time
+from types import SimpleNamespace
+
+import pytest
+from gradio_client import Client, handle_file
+
+from conftest import launched_app
+from fake_openai import FakeOpenAIServer
+from llava_app.backends.base import ChatRequest, GenerationParams
+from llava_app.backends.remote import OpenAIBackend
+from llava_app.conversation import Conversation
+from llava_app.errors import UserError
+
+
+@pytest.fixture
+def fake():
+    server = FakeOpenAIServer()
+    yield server
+    server.close()
+
+
+def _conversation(store, image_files) -> Conversation:
+    """Two images, an answered question, a third image, a follow-up: the shape the page builds."""
+    from llava_app.images import load_image_file
+
+    conv = Conversation()
+    for p in image_files[:2]:
+        s = store.put(load_image_file(p))
+        conv.add_image(s.sha256, s.path, s.width, s.height, p.name)
+    conv.ask("Compare Image 1 and Image 2")
+    conv.answer("They differ.")
+    s = store.put(load_image_file(image_files[2]))
+    conv.add_image(s.sha256, s.path, s.width, s.height, image_files[2].name)
+    conv.ask("And Image 3?")
+    return conv
+
+
+class RecordingClient:
+    """An injected stand-in for ``openai.OpenAI``: records each call, streams canned chunks."""
+
+    def __init__(self, pieces):
+        self.calls: list[dict] = []
+        self.pieces = pieces
+        self.chat = SimpleNamespace(completions=SimpleNamespace(create=self._create))
+        self.models = SimpleNamespace(list=lambda **kw: SimpleNamespace(data=[SimpleNamespace(id="m")]))
+
+    def _create(self, **kwargs):
+        self.calls.append(kwargs)
+
+        def chunk(content=None, finish=None):
+            delta = SimpleNamespace(content=content)
+            return SimpleNamespace(choices=[SimpleNamespace(delta=delta, finish_reason=finish)], usage=None)
+
+        return iter([chunk(p) for p in self.pieces] + [chunk(finish="stop")])
+
+
+def test_messages_keep_the_local_engines_order_labels_and_images(store, image_files):
+    client = RecordingClient(["Image 3 ", "is green."])
+    backend = OpenAIBackend("m", "http://unused/v1", client=client)
+    conv = _conversation(store, image_files)
+    request = ChatRequest(conv.messages("Be brief."), GenerationParams(temperature=0.7, top_p=0.8, max_new_tokens=33))
+    assert "".join(backend.stream(request)) == "Image 3 is green."
+    (call,) = client.calls
+    assert call["model"] == "m" and call["stream"] is True
+    assert (call["temperature"], call["top_p"], call["max_tokens"]) == (0.7, 0.8, 33)
+    assert call["stream_options"] == {"include_usage": True}
+    messages = call["messages"]
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
+    assert messages[0]["content"] == "Be brief." and messages[2]["content"] == "They differ."
+    kinds = [(p["type"], p.get("text")) for p in messages[1]["content"]]
+    assert kinds == [("text", "Image 1:"), ("image_url", None), ("text", "Image 2:"), ("image_url", None),
+                     ("text", "Compare Image 1 and Image 2")]
+    assert [(p["type"], p.get("text")) for p in messages[3]["content"]] == [
+        ("text", "Image 3:"), ("image_url", None), ("text", "And Image 3?")]
+    # Each image is the stored PNG itself, as a data URL, in label order.
+    urls = [p["image_url"]["url"] for m in (messages[1], messages[3]) for p in m["content"] if p["type"] == "image_url"]
+    for url, ref in zip(urls, conv.images):
+        assert url.startswith("data:image/png;base64,")
+        assert base64.b64decode(url.split(",", 1)[1]) == open(ref.path, "rb").read()
+    assert request.info.image_labels == ["Image 1", "Image 2", "Image 3"]
+
+
+def test_start_up_check_names_the_problem_in_one_line(fake):
+    from conftest import free_port
+
+    with pytest.raises(UserError, match=r"Cannot reach the model server at .*Connection refused.*is it running"):
+        OpenAIBackend("tiny-random", f"http://127.0.0.1:{free_port()}/v1")
+    with pytest.raises(UserError, match=r"does not serve 'llava'; it serves 'tiny-random'"):
+        OpenAIBackend("llava", fake.url)
+    with pytest.raises(UserError, match=r"/models was not found \(HTTP 404\)\. Is --base-url the API root"):
+        OpenAIBackend("tiny-random", fake.url[: -len("/v1")])
+    fake.models_status = 401
+    with pytest.raises(UserError, match=r"refused the API key \(HTTP 401\)") as err:
+        OpenAIBackend("tiny-random", fake.url)
+    assert "\n" not in str(err.value)
+    fake.models_status = 200
+    backend = OpenAIBackend("tiny-random", fake.url)
+    assert backend.context_length == 2048 and backend.is_random
+
+
+def _ask(backend, max_new_tokens=20) -> tuple[ChatRequest, list[str], UserError | None]:
+    request = ChatRequest([{"role": "user", "content": [{"type": "text", "text": "hi"}]}],
+                          GenerationParams(max_new_tokens=max_new_tokens))
+    got: list[str] = []
+    try:
+        for piece in backend.stream(request):
+            got.append(piece)
+    except UserError as exc:
+        return request, got, exc
+    return request, got, None
+
+
+@pytest.mark.parametrize("status, message, expected", [
+    (400, "At most 6 image(s) may be provided in one prompt.", r"takes at most 6 image\(s\) per prompt"),
+    (400, "This model's maximum context length is 2048 tokens.", r"refused the request \(HTTP 400\): This model's"),
+    (401, "Invalid API key", r"refused the API key \(HTTP 401\)"),
+    (413, "Request Entity Too Large", r"too large for the model server \(HTTP 413\)"),
+    (429, "Too many requests", r"busy \(HTTP 429"),
+    (500, "CUDA error: device-side assert", r"failed \(HTTP 500\): CUDA error"),
+    (503, "Service Unavailable", r"failed \(HTTP 503\)"),
+])
+def test_http_errors_become_clear_messages(fake, status, message, expected):
+    backend = OpenAIBackend("tiny-random", fake.url)
+    fake.mode, fake.message = status, message
+    _, got, err = _ask(backend)
+    assert got == [] and err is not None
+    assert err.__class__ is UserError
+    assert re.search(expected, str(err)), str(err)
+    assert "conversation is kept" in str(err)
+
+
+def test_a_stream_cut_in_the_middle_keeps_what_arrived(fake):
+    backend = OpenAIBackend("tiny-random", fake.url)
+    fake.mode = "cut"
+    _, got, err = _ask(backend)
+    assert "".join(got) == "red green blue "
+    assert err is not None and "cut off" in str(err) and "part that arrived is kept" in str(err)
+    fake.mode = "no-finish"  # a clean close that never said the answer was done
+    _, got, err = _ask(backend)
+    assert "".join(got) == "red green blue " and err is not None and "cut off" in str(err)
+    fake.mode = "error-event"
+    _, got, err = _ask(backend)
+    assert got and err is not None and "engine crashed" in str(err) and "kept" in str(err)
+
+
+def test_a_complete_stream_reports_the_servers_token_count(fake):
+    backend = OpenAIBackend("tiny-random", fake.url)
+    request, got, err = _ask(backend)
+    assert err is None and "".join(got) == "red green blue "
+    assert request.info.n_tokens == 42  # from the usage chunk
+
+
+def test_a_server_that_refuses_stream_options_is_asked_again_without(fake):
+    backend = OpenAIBackend("tiny-random", fake.url)
+    fake.mode = "reject-stream-options"
+    _, got, err = _ask(backend)
+    assert err is None and "".join(got) == "red green blue "
+    assert "stream_options" in fake.requests[0] and "stream_options" not in fake.requests[1]
+
+
+def test_time_out_and_server_gone_mid_chat(fake):
+    backend = OpenAIBackend("tiny-random", fake.url, timeout=0.5)
+    fake.mode = "stall"
+    started = time.monotonic()
+    _, _, err = _ask(backend)
+    assert err is not None and "did not answer within 0.5 s" in str(err)
+    assert time.monotonic() - started < 2.5
+    fake.close()
+    _, _, err = _ask(backend)
+    assert err is not None and "Cannot reach the model server" in str(err)
+
+
+@pytest.mark.parametrize("mode", ["slow", "silent"])
+def test_stop_closes_the_stream_and_the_server_sees_it(fake, mode):
+    backend = OpenAIBackend("tiny-random", fake.url)
+    fake.mode = mode
+    request = ChatRequest([{"role": "user", "content": [{"type": "text", "text": "hi"}]}])
+    got = []
+
+    def stop_soon():
+        time.sleep(0.3)
+        request.cancel.set()
+
+    threading.Thread(target=stop_soon).start()
+    started = time.monotonic()
+    for piece in backend.stream(request):
+        got.append(piece)
+    assert time.monotonic() - started < 1.5, "Stop did not end the stream at once"
+    assert fake.disconnected.wait(3), "the server never saw the connection close"
+    if mode == "slow":
+        assert 0 < len(got) < 100
+
+
+# ----- the page over a failing server ------------------------------------------------------
+
+
+def test_the_app_shows_upstream_errors_and_keeps_the_conversation(fake, tmp_path, image_files):
+    from llava_app.config import Config
+
+    config = Config(model="tiny-random", backend="openai", base_url=fake.url, data_dir=str(tmp_path / "d"),
+                    max_new_tokens=16)
+    with launched_app(config) as url:
+        client = Client(url, verbose=False)
+        assert client.predict("Compare Image 1 and Image 2", [handle_file(str(p)) for p in image_files[:2]],
+                              api_name="/chat").strip() == "red green blue"
+        for status, message, expected in [
+            (400, "At most 1 image(s) may be provided in one prompt.", "takes at most 1 image(s) per prompt and "
+             "this conversation has 2"),
+            (429, "slow down", "busy (HTTP 429"),
+            (500, "boom", "failed (HTTP 500): boom"),
+        ]:
+            fake.mode, fake.message = status, message
+            with pytest.raises(Exception, match=expected.replace("(", r"\(").replace(")", r"\)")):
+                client.predict("Which is brighter?", [], api_name="/chat")
+        fake.mode = "cut"
+        with pytest.raises(Exception, match="cut off"):
+            client.predict("Once more?", [], api_name="/chat")
+        ctx = client.predict(api_name="/context")
+        assert ctx["image_count"] == 2
+        # The refused questions were taken back; the cut answer is kept, marked as stopped.
+        assert [t["user"] for t in ctx["turns"]] == ["Compare Image 1 and Image 2", "Once more?"]
+        assert ctx["turns"][1]["assistant"] == "red green blue " and ctx["turns"][1]["stopped"] is True
+        fake.mode = "stream"
+        assert client.predict("Still there?", [], api_name="/chat").strip() == "red green blue"
+        # The whole conversation went out each time: 2 images, then the text-only follow-ups.
+        last = fake.requests[-1]["messages"]
+        assert sum(p["type"] == "image_url" for m in last if m["role"] == "user" for p in m["content"]) == 2
+        assert [m["role"] for m in last][-5:] == ["user", "assistant", "user", "assistant", "user"]
