@@ -89,8 +89,7 @@ _HELP: dict[str, str] = {
     "of an answer, before giving up",
     "openai_api": "also serve an OpenAI-compatible API (/v1/models, /v1/chat/completions) on the same port, "
     "backed by this app's engine",
-    "openai_api_key": "with --openai-api: the bearer token clients must send (or set LLAVA_APP_OPENAI_API_KEY); "
-    "empty: no auth",
+    "openai_api_key": "with --openai-api: the bearer token clients must send; empty: no auth",
     "openai_api_image_urls": "with --openai-api: also accept http(s) image URLs, which this server then fetches "
     "(off: only data URLs, no server-side fetches)",
 }

@@ -186,7 +186,8 @@ class OpenAIEndpoint:
     def _params(self, body: dict[str, Any]) -> GenerationParams:
         cfg = self.config
         max_tokens = body.get("max_completion_tokens") or body.get("max_tokens") or cfg.max_new_tokens
-        if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or not 1 <= max_tokens <= cfg.max_new_tokens_limit:
+        valid = isinstance(max_tokens, int) and not isinstance(max_tokens, bool)
+        if not valid or not 1 <= max_tokens <= cfg.max_new_tokens_limit:
             raise APIError(400, f"'max_tokens' must be an integer from 1 to {cfg.max_new_tokens_limit}.",
                            param="max_tokens")
         temperature = _number(body, "temperature", cfg.temperature, 0.0, 2.0)

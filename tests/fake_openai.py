@@ -26,6 +26,7 @@ class FakeOpenAIServer:
         self.models_status = 200
         self.words = ["red", "green", "blue"]
         self.requests: list[dict[str, Any]] = []
+        self.session_ids: list[str | None] = []
         self.disconnected = threading.Event()
         server = self
 
@@ -47,6 +48,7 @@ class FakeOpenAIServer:
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))) or b"{}")
                 server.requests.append(body)
+                server.session_ids.append(self.headers.get("x-session-id"))
                 mode = server.mode
                 if isinstance(mode, int):
                     if mode == 400:  # vLLM's flat error body

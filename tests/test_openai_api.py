@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import dataclasses
-import io
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -13,7 +12,6 @@ from types import SimpleNamespace
 
 import openai
 import pytest
-from PIL import Image
 
 from conftest import free_port, make_image
 
@@ -157,8 +155,8 @@ def test_bad_requests_get_openai_style_errors(api):
     text_file = "data:image/png;base64," + base64.b64encode(b"just some text, not a picture").decode()
     _status(api, openai.BadRequestError, "image 1 is not an image this app reads", **ask(image_part(text_file)))
     four = [image_part(data_url(c)) for c in ("red", "green", "blue", "white")]
-    err = _status(api, openai.BadRequestError, r"At most 3 image\(s\) may be provided in one prompt; this request has 4",
-                  **ask(*four))
+    err = _status(api, openai.BadRequestError,
+                  r"At most 3 image\(s\) may be provided in one prompt; this request has 4", **ask(*four))
     assert err.body["code"] == "too_many_images"
     err = _status(api, openai.NotFoundError, "The model `llava-13b` does not exist", **ask(model="llava-13b"))
     assert err.status_code == 404 and err.body["code"] == "model_not_found" and err.body["param"] == "model"

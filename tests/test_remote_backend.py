@@ -69,12 +69,14 @@ def test_messages_keep_the_local_engines_order_labels_and_images(store, image_fi
     client = RecordingClient(["Image 3 ", "is green."])
     backend = OpenAIBackend("m", "http://unused/v1", client=client)
     conv = _conversation(store, image_files)
-    request = ChatRequest(conv.messages("Be brief."), GenerationParams(temperature=0.7, top_p=0.8, max_new_tokens=33))
+    request = ChatRequest(conv.messages("Be brief."), GenerationParams(temperature=0.7, top_p=0.8, max_new_tokens=33),
+                          session_id=conv.id)
     assert "".join(backend.stream(request)) == "Image 3 is green."
     (call,) = client.calls
     assert call["model"] == "m" and call["stream"] is True
     assert (call["temperature"], call["top_p"], call["max_tokens"]) == (0.7, 0.8, 33)
     assert call["stream_options"] == {"include_usage": True}
+    assert call["extra_headers"] == {"X-Session-ID": conv.id}
     messages = call["messages"]
     assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
     assert messages[0]["content"] == "Be brief." and messages[2]["content"] == "They differ."
@@ -237,3 +239,5 @@ def test_the_app_shows_upstream_errors_and_keeps_the_conversation(fake, tmp_path
         last = fake.requests[-1]["messages"]
         assert sum(p["type"] == "image_url" for m in last if m["role"] == "user" for p in m["content"]) == 2
         assert [m["role"] for m in last][-5:] == ["user", "assistant", "user", "assistant", "user"]
+        # Every request of this conversation named it, for sticky routing to an engine replica.
+        assert set(fake.session_ids) == {ctx["conversation_id"]}

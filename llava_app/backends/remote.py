@@ -24,6 +24,8 @@ from .base import Backend, ChatRequest
 
 log = logging.getLogger(__name__)
 
+#: the header that carries the conversation id (a random hex string), for sticky routing upstream
+SESSION_HEADER = "X-Session-ID"
 #: how long the start-up check waits for /models at most (seconds)
 STARTUP_TIMEOUT = 10.0
 # vLLM: "At most 6 image(s) may be provided in one prompt." (older: "... in one request.")
@@ -158,6 +160,9 @@ class OpenAIBackend(Backend):
         }
         if self._stream_usage:
             kwargs["stream_options"] = {"include_usage": True}
+        if request.session_id:
+            # Lets a load balancer keep a conversation on one engine replica, where its prefix is cached.
+            kwargs["extra_headers"] = {SESSION_HEADER: request.session_id}
         return kwargs
 
     def prompt_info(self, messages: list[dict[str, Any]]) -> PromptInfo:
