@@ -173,11 +173,9 @@ def test_a_server_that_refuses_stream_options_is_asked_again_without(fake):
 
 def test_time_out_and_server_gone_mid_chat(fake):
     backend = OpenAIBackend("tiny-random", fake.url, timeout=0.5)
-    fake.mode = "stall"
-    started = time.monotonic()
+    fake.mode = "stall"  # answers after 3 s, too late: the client must have given up at 0.5 s
     _, _, err = _ask(backend)
     assert err is not None and "did not answer within 0.5 s" in str(err)
-    assert time.monotonic() - started < 2.5
     fake.close()
     _, _, err = _ask(backend)
     assert err is not None and "Cannot reach the model server" in str(err)
@@ -198,7 +196,8 @@ def test_stop_closes_the_stream_and_the_server_sees_it(fake, mode):
     started = time.monotonic()
     for piece in backend.stream(request):
         got.append(piece)
-    assert time.monotonic() - started < 1.5, "Stop did not end the stream at once"
+    # Unstopped, "slow" streams for 30 s and "silent" holds the line for 10 s.
+    assert time.monotonic() - started < 5, "Stop did not end the stream at once"
     assert fake.disconnected.wait(3), "the server never saw the connection close"
     if mode == "slow":
         assert 0 < len(got) < 100

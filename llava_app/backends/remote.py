@@ -80,6 +80,11 @@ class OpenAIBackend(Backend):
         client: an ``openai.OpenAI``-like object to use instead (tests pass their own).
         check: ask the server for its models now, so a wrong URL, key or model fails at start-up.
         max_concurrency: answers streamed at once; the server batches them, the page queues the rest.
+        context_length: the model's window in tokens; None takes what the server reports (vLLM does).
+
+    Example:
+        >>> backend = OpenAIBackend("llava-hf/llava-interleave-qwen-0.5b-hf", "http://gpu:8000/v1")  # doctest: +SKIP
+        >>> demo = build_demo(backend, config)  # doctest: +SKIP
     """
 
     def __init__(self, model: str, base_url: str, api_key: str = "", *, timeout: float = 120.0, client: Any = None,
