@@ -15,12 +15,12 @@ def main(argv: list[str] | None = None) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = parse_config(argv)
 
-    from llava_app.backends import make_backend
+    from llava_app.backends import make_app_backend
     from llava_app.images import ImageStore
 
     store = ImageStore(os.path.join(config.data_dir, "images"))
     try:
-        backend = make_backend(config, store)
+        backend = make_app_backend(config, store)
     except UserError as exc:  # a model that cannot be found: one clear line, no traceback
         sys.exit(f"error: {exc}")
 

@@ -44,6 +44,9 @@ class Config:
     openai_api: bool = False
     openai_api_key: str = ""
     openai_api_image_urls: bool = False
+    allowed_models: str = "presets"  # what the page's model picker may load; see catalog.allowed_models
+    feedback_file: str = ""  # JSONL file for like/dislike; empty: feedback is off
+    feedback_images: bool = False
 
     @property
     def max_upload_bytes(self) -> int:
@@ -92,6 +95,12 @@ _HELP: dict[str, str] = {
     "openai_api_key": "with --openai-api: the bearer token clients must send; empty: no auth",
     "openai_api_image_urls": "with --openai-api: also accept http(s) image URLs, which this server then fetches "
     "(off: only data URLs, no server-side fetches)",
+    "allowed_models": "comma-separated models the page's picker may load (ids, local folders, tiny-random names); "
+    "'presets' stands for the README's models table, '*' lets users type any id (the server then downloads it); "
+    "the --model is always allowed; empty: no picker",
+    "feedback_file": "append like/dislike on answers, with the conversation's text, to this JSONL file "
+    "(off when empty)",
+    "feedback_images": "with --feedback-file: also copy the conversation's images next to the file",
 }
 _CHOICES = {"backend": ["local", "openai"], "dtype": ["auto", "float32", "float16", "bfloat16"]}
 
@@ -158,6 +167,8 @@ def parse_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | Non
     env = os.environ if env is None else env
     args = build_parser().parse_args(argv)
     values = _from_env(env)
+    if "host" not in values and env.get("SPACE_ID"):
+        values["host"] = "0.0.0.0"  # on Hugging Face Spaces the proxy must reach the app
     values.update({k: v for k, v in vars(args).items() if v is not None})
     config = Config(**values)
     validate(config)
@@ -181,5 +192,7 @@ def validate(config: Config) -> None:
         problems.append("--request-timeout must be positive")
     if config.backend == "openai" and not config.base_url:
         problems.append("--backend openai needs --base-url (e.g. http://localhost:8000/v1)")
+    if config.feedback_images and not config.feedback_file:
+        problems.append("--feedback-images needs --feedback-file")
     if problems:
         raise SystemExit("error: " + "; ".join(problems))

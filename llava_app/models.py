@@ -153,7 +153,11 @@ def model_load_kwargs(options: LoadOptions) -> dict[str, Any]:
         if not device.startswith("cuda"):
             raise ModelNotFoundError("--load-in-4bit/--load-in-8bit need a CUDA GPU (bitsandbytes); drop the flag on the CPU")
         kwargs["quantization_config"] = quant
-    if device.startswith("cuda"):
+    from .spaces_support import on_zerogpu
+
+    # ZeroGPU packs the weights that ``.to("cuda")`` placed at start-up and moves them to
+    # the GPU it lends per call; accelerate's device_map would query a GPU that is not there yet.
+    if device.startswith("cuda") and not on_zerogpu():
         kwargs["device_map"] = "auto" if device == "cuda" else {"": device}
     return kwargs
 

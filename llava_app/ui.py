@@ -5,17 +5,27 @@ from __future__ import annotations
 import html
 import logging
 import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
 from .backends.base import Backend, GenerationParams
+from .backends.switchable import SwitchableBackend
+from .catalog import allowed_models, any_model_allowed, check_allowed, choices
 from .config import Config
 from .conversation import Conversation, PromptInfo
 from .errors import UserError
+from .examples import Example, available_examples, language_of, load_example
+from .export import read_conversation, write_json, write_markdown, write_zip
+from .feedback import FeedbackLog
 from .images import ImageLimits, ImageStore
 from .service import ChatService
 from .streaming import iterate_in_thread
+from .translations import TRANSLATIONS, key
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +37,19 @@ footer { display: none !important; }
 """
 
 GENERATION_CONCURRENCY_ID = "model"
+
+# The page's text follows the browser's language (English, Simplified Chinese).
+I18N = gr.I18n(**TRANSLATIONS)
+
+
+def T(name: str):
+    """The page text ``name`` (a key of ``translations.EN``), translated in the browser."""
+    return I18N(key(name))
+
+
+def _model_line(name: str) -> str:
+    """The header line naming the model (the prefix is translated in the browser)."""
+    return f"{T('model_prefix')} `{html.escape(name)}`"
 
 
 def _gallery_value(conv: Conversation) -> list[tuple[str, str]]:
@@ -113,47 +136,53 @@ def build_demo(backend: Backend, config: Config, store: ImageStore | None = None
     with gr.Blocks(title="llava-app · chat with your photos", fill_width=True) as demo:
         demo.service = service  # for tests and the API layers
         state = gr.State(lambda: Conversation(), delete_callback=on_session_end)  # a fresh one (and id) per session
-        gr.Markdown(f"## Chat with your photos\nModel: `{html.escape(backend.model_name)}`")
-        if backend.is_random:
-            gr.Markdown(
-                "**Test model with random weights:** its answers are random words, not descriptions of your images.",
-                elem_id="random-banner",
-            )
+        gr.Markdown(T("title"), elem_id="title")
+        model_line = gr.Markdown(_model_line(backend.model_name), elem_id="model-name")
+        banner = gr.Markdown(T("random_banner"), elem_id="random-banner", visible=backend.is_random)
+        picker = _model_picker(backend, config)
         with gr.Row(equal_height=False):
             with gr.Column(scale=2, min_width=280):
                 gallery = gr.Gallery(
-                    label="Images (drop several; they stay for the whole conversation)", elem_id="gallery",
+                    label=T("gallery"), elem_id="gallery",
                     interactive=True, file_types=["image"], type="filepath", columns=3, height=360,
                     object_fit="contain", show_label=True, format="png",
                 )
                 notice = gr.Markdown("", elem_id="notice")
+                example_buttons = _example_buttons()
             with gr.Column(scale=3, min_width=360):
-                chatbot = gr.Chatbot(label="Conversation", elem_id="chatbot", height=460, sanitize_html=True,
+                chatbot = gr.Chatbot(label=T("chatbot"), elem_id="chatbot", height=460, sanitize_html=True,
                                      render_markdown=True, buttons=["copy"])
                 question = gr.Textbox(
-                    placeholder="Ask about your images (Enter sends; e.g. \"compare Image 1 and Image 2\")",
+                    placeholder=T("question"),
                     show_label=False, elem_id="question", lines=1, max_lines=6, autofocus=True,
                 )
                 with gr.Row():
-                    send_btn = gr.Button("Send", variant="primary", elem_id="send")
-                    stop_btn = gr.Button("Stop", variant="stop", elem_id="stop")
-                    regen_btn = gr.Button("Regenerate", elem_id="regenerate")
-                    undo_btn = gr.Button("Undo", elem_id="undo")
-                    new_btn = gr.Button("New chat", elem_id="new-chat")
-        with gr.Accordion("Parameters", open=False, elem_id="parameters"):
-            system_prompt = gr.Textbox(value=config.system_prompt, label="System prompt", lines=2,
+                    send_btn = gr.Button(T("send"), variant="primary", elem_id="send")
+                    stop_btn = gr.Button(T("stop"), variant="stop", elem_id="stop")
+                    regen_btn = gr.Button(T("regenerate"), elem_id="regenerate")
+                    undo_btn = gr.Button(T("undo"), elem_id="undo")
+                    new_btn = gr.Button(T("new_chat"), elem_id="new-chat")
+        with gr.Accordion(T("parameters"), open=False, elem_id="parameters"):
+            system_prompt = gr.Textbox(value=config.system_prompt, label=T("system_prompt"), lines=2,
                                        elem_id="system-prompt")
             with gr.Row():
                 temperature = gr.Slider(0.0, 2.0, value=config.temperature, step=0.05,
-                                        label="Temperature (0 = greedy)", elem_id="temperature")
-                top_p = gr.Slider(0.05, 1.0, value=config.top_p, step=0.05, label="Top-p", elem_id="top-p")
+                                        label=T("temperature"), elem_id="temperature")
+                top_p = gr.Slider(0.05, 1.0, value=config.top_p, step=0.05, label=T("top_p"), elem_id="top-p")
                 max_new = gr.Slider(1, config.max_new_tokens_limit, value=config.max_new_tokens, step=1,
-                                    label="Max new tokens", elem_id="max-new-tokens")
-        with gr.Accordion("What the model sees", open=False, elem_id="model-sees"):
-            prompt_stats = gr.Markdown("No prompt yet.", elem_id="prompt-stats")
-            prompt_view = gr.Textbox(label="Prompt (image placeholders shown as the model's image token)",
+                                    label=T("max_new_tokens"), elem_id="max-new-tokens")
+        with gr.Accordion(T("model_sees"), open=False, elem_id="model-sees"):
+            prompt_stats = gr.Markdown(T("no_prompt"), elem_id="prompt-stats")
+            prompt_view = gr.Textbox(label=T("prompt"),
                                      lines=10, max_lines=30, interactive=False, elem_id="prompt-view",
                                      buttons=["copy"])
+        with gr.Accordion(T("export_section"), open=False, elem_id="export-import"):
+            with gr.Row():
+                export_buttons = {kind: gr.Button(T(f"export_{kind}"), size="sm", elem_id=f"export-{kind}")
+                                  for kind in EXPORT_KINDS}
+                import_button = gr.UploadButton(str(T("import")), file_types=[".json", ".zip"],
+                                                file_count="single", size="sm", elem_id="import")
+            export_file = gr.File(label=T("download"), interactive=False, elem_id="export-file")
 
         # API-only components (hidden): /chat takes a message and files, returns the answer.
         with gr.Column(visible=False):
@@ -262,6 +291,98 @@ def build_demo(backend: Backend, config: Config, store: ImageStore | None = None
 
         new_btn.click(on_new_chat, [state], [state, gallery, notice, *view_outputs], **submit_kwargs)
 
+        # ----- examples, model switching, export/import, feedback (features of their own modules) ------
+        def on_example(example: Example, conv: Conversation, request: gr.Request):
+            language = language_of(request.headers.get("accept-language") if request else None)
+            try:
+                labels, text = load_example(service, conv, example, language)
+            except UserError as exc:
+                gr.Warning(str(exc))
+                return _gallery_value(conv), conv, gr.update(), gr.update(), *views(conv)
+            pending = conv.turns and conv.turns[-1].assistant is None
+            return (_gallery_value(conv), conv, f"Added {', '.join(labels)}.", text,
+                    *views(conv, partial="" if pending else None))
+
+        def example_handler(example: Example):
+            def handler(conv: Conversation, request: gr.Request):
+                return on_example(example, conv, request)
+            return handler
+
+        for example, button in example_buttons:
+            event = button.click(example_handler(example), [state],
+                                 [gallery, state, notice, question, *view_outputs], **submit_kwargs)
+            if example.prelude:
+                event.success(on_generate, gen_inputs, [question, state, *view_outputs], **gen_kwargs)
+
+        def on_switch(name: str, progress=gr.Progress(track_tqdm=True)):
+            """Load another allowed model; the conversations stay as they are."""
+            try:
+                name = check_allowed(name, picker.allowed)
+                backend.switch(name, report=lambda fraction, message: progress(fraction, desc=message))
+            except UserError as exc:
+                raise gr.Error(str(exc), print_exception=False) from None
+            return (_model_line(backend.model_name), gr.update(visible=backend.is_random), str(T("model_loaded")),
+                    gr.update(value=backend.model_name))
+
+        if picker is not None:
+            picker.button.click(on_switch, [picker.dropdown], [model_line, banner, picker.status, picker.dropdown],
+                                api_name="switch_model", concurrency_limit=1,
+                                concurrency_id=GENERATION_CONCURRENCY_ID, show_progress="full",
+                                show_progress_on=[picker.status])
+
+        def on_page_load():
+            # The model may have been switched since the page was built.
+            shown = [_model_line(backend.model_name), gr.update(visible=backend.is_random)]
+            return [*shown, gr.update(value=backend.model_name)] if picker is not None else shown
+
+        demo.load(on_page_load, None, [model_line, banner, *([picker.dropdown] if picker else [])],
+                  api_visibility="private", queue=False)
+
+        exports_dir = Path(config.data_dir) / "exports"
+
+        def on_export(kind: str, conv: Conversation, sys_prompt: str):
+            if not conv.turns and not conv.images:
+                gr.Warning("There is nothing to export yet: add images or ask a question first.")
+                return None
+            return str(_export(kind, conv, exports_dir, model=backend.model_name, system_prompt=sys_prompt))
+
+        def export_handler(kind: str):
+            def handler(conv: Conversation, sys_prompt: str):
+                return on_export(kind, conv, sys_prompt)
+            return handler
+
+        for kind, button in export_buttons.items():
+            button.click(export_handler(kind), [state, system_prompt], [export_file], api_visibility="private")
+
+        def on_import(file, conv: Conversation, sys_prompt: str):
+            path = file if isinstance(file, str) else getattr(file, "name", None) or getattr(file, "path", "")
+            if service.is_running(conv):
+                gr.Warning("Press Stop, or wait for the answer, before importing a conversation.")
+                return conv, gr.update(), gr.update(), gr.update(), *views(conv)
+            try:
+                imported = read_conversation(path, store, limits=service.image_limits, max_images=config.max_images)
+            except UserError as exc:
+                gr.Warning(str(exc))
+                return conv, gr.update(), gr.update(), gr.update(), *views(conv)
+            service.forget(conv)
+            fresh = imported.conversation
+            prompt = imported.system_prompt if imported.system_prompt is not None else sys_prompt
+            return fresh, _gallery_value(fresh), str(T("imported")), prompt, *views(fresh)
+
+        import_button.upload(on_import, [import_button, state, system_prompt],
+                             [state, gallery, notice, system_prompt, *view_outputs], **submit_kwargs)
+
+        if config.feedback_file:
+            feedback = FeedbackLog(config.feedback_file, with_images=config.feedback_images)
+
+            def on_like(conv: Conversation, sys_prompt: str, data: gr.LikeData):
+                turn = _turn_of_message(conv, data.index)
+                if turn is None:
+                    return
+                feedback.record(conv, turn, data.liked, model=backend.model_name, system_prompt=sys_prompt)
+
+            chatbot.like(on_like, [state, system_prompt], None, api_visibility="private", queue=False)
+
         # ----- the API ------------------------------------------------------------------------
         async def api_chat(message: str, images, conv: Conversation):
             """Add the given images (may be none) to this client's conversation, ask, stream the answer."""
@@ -296,6 +417,72 @@ def build_demo(backend: Backend, config: Config, store: ImageStore | None = None
     return demo
 
 
+EXPORT_KINDS = ("markdown", "json", "zip")
+_EXPORTS_KEPT = 64  # export folders kept on disk; older ones are removed
+
+
+def _export(kind: str, conv: Conversation, exports_dir: Path, *, model: str, system_prompt: str) -> Path:
+    """Write one export into a fresh folder (a readable file name for the download)."""
+    exports_dir.mkdir(parents=True, exist_ok=True)
+    old = sorted(exports_dir.iterdir(), key=lambda p: p.stat().st_mtime)
+    for folder in old[:max(0, len(old) - _EXPORTS_KEPT + 1)]:
+        shutil.rmtree(folder, ignore_errors=True)
+    folder = Path(tempfile.mkdtemp(prefix="export-", dir=exports_dir))
+    if kind == "markdown":
+        return write_markdown(conv, folder / "conversation.md", model=model)
+    if kind == "json":
+        return write_json(conv, folder / "conversation.json", model=model, system_prompt=system_prompt)
+    return write_zip(conv, folder / "conversation-llamafactory.zip", model=model, system_prompt=system_prompt)
+
+
+def _turn_of_message(conv: Conversation, index: Any) -> int | None:
+    """The turn whose answer is message ``index`` of the chatbot (images are messages too)."""
+    position = index[0] if isinstance(index, (list, tuple)) else index
+    n = 0
+    for i, turn in enumerate(conv.turns):
+        n += len(conv.images_for_turn(i)) + 1  # the turn's images, then its question
+        if turn.assistant is not None:
+            if n == position:
+                return i
+            n += 1
+    return None
+
+
+@dataclass
+class _Picker:
+    """The model picker's components and the allow-list it offers."""
+
+    dropdown: gr.Dropdown
+    button: gr.Button
+    status: gr.Markdown
+    allowed: list[str]
+
+
+def _model_picker(backend: Backend, config: Config) -> _Picker | None:
+    """A dropdown of the allowed models and a Load button; None when the backend cannot switch."""
+    if not isinstance(backend, SwitchableBackend):
+        return None
+    allowed = allowed_models(config)
+    with gr.Accordion(T("model_section"), open=False, elem_id="model-section"):
+        with gr.Row(equal_height=True):
+            dropdown = gr.Dropdown(choices=choices(allowed), value=backend.model_name, label=T("model_picker"),
+                                   allow_custom_value=any_model_allowed(allowed), elem_id="model-picker", scale=4)
+            button = gr.Button(T("load_model"), elem_id="load-model", scale=1)
+        status = gr.Markdown("", elem_id="model-status")
+    return _Picker(dropdown, button, status, allowed)
+
+
+def _example_buttons() -> list[tuple[Example, gr.Button]]:
+    """One button per example, with its first image as the icon."""
+    examples = available_examples()
+    if not examples:
+        return []
+    gr.Markdown(T("examples"), elem_id="examples-title")
+    with gr.Row(elem_id="examples"):
+        return [(ex, gr.Button(T(ex.key), icon=str(ex.paths()[0]), size="sm", elem_id=ex.key.replace("_", "-"),
+                               min_width=120)) for ex in examples]
+
+
 def launch_kwargs(config: Config, demo: gr.Blocks | None = None) -> dict[str, Any]:
     """Arguments for ``demo.launch`` that the app and the tests share (``demo``: for ``--openai-api``)."""
     kwargs = dict(
@@ -303,7 +490,8 @@ def launch_kwargs(config: Config, demo: gr.Blocks | None = None) -> dict[str, An
         server_port=config.port,
         share=config.share,
         max_file_size=config.max_upload_bytes,
-        allowed_paths=[os.path.join(config.data_dir, "images")],
+        allowed_paths=[os.path.join(config.data_dir, "images"), os.path.join(config.data_dir, "exports")],
+        i18n=I18N,
         css=CSS,
         theme=gr.themes.Soft(),
         show_error=False,

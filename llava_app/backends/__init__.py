@@ -10,22 +10,49 @@ if TYPE_CHECKING:
     from ..config import Config
     from ..images import ImageStore
 
-__all__ = ["Backend", "ChatRequest", "GenerationParams", "make_backend"]
+__all__ = ["Backend", "ChatRequest", "GenerationParams", "make_app_backend", "make_backend"]
 
 
 def make_backend(config: "Config", image_store: "ImageStore") -> Backend:
     """The engine the config asks for (heavy imports happen only here, lazily)."""
     if config.backend == "local":
+        from ..spaces_support import load_spaces
+
+        spaces = load_spaces()  # before torch: ZeroGPU patches it on import
         from .local import LocalBackend
 
-        return LocalBackend(
+        engine = LocalBackend(
             config.model, image_store, device=config.device, dtype=config.dtype,
             load_in_4bit=config.load_in_4bit, load_in_8bit=config.load_in_8bit,
             stream_delay=config.stream_delay, context_length=config.context_length or None,
         )
+        if spaces is None:
+            return engine
+        from .zerogpu import on_gpu
+
+        return on_gpu(engine, spaces)
     if config.backend == "openai":
         from .remote import OpenAIBackend
 
         return OpenAIBackend(config.model, config.base_url, api_key=config.api_key, timeout=config.request_timeout,
                              context_length=config.context_length or None)
     raise SystemExit(f"error: unknown backend {config.backend!r}")
+
+
+def make_app_backend(config: "Config", image_store: "ImageStore") -> Backend:
+    """The app's backend: ``make_backend``, held by a ``SwitchableBackend`` when the page may switch models.
+
+    Switching needs the local engine and more than one allowed model; ZeroGPU moves
+    only the weights loaded at start-up to its GPUs, so it keeps the start-up model.
+    """
+    import dataclasses
+
+    from ..catalog import allowed_models
+    from ..spaces_support import on_zerogpu
+
+    engine = make_backend(config, image_store)
+    if config.backend != "local" or len(allowed_models(config)) < 2 or on_zerogpu():
+        return engine
+    from .switchable import SwitchableBackend
+
+    return SwitchableBackend(engine, lambda name: make_backend(dataclasses.replace(config, model=name), image_store))

@@ -1,0 +1,160 @@
+"""A backend holder whose engine can be swapped for another model while the app runs.
+
+Conversations are plain data, so a switch keeps them as they are: the next answer
+builds its prompt from the conversation again and the new engine encodes the images
+itself. One engine is held at a time: the old one is closed (its memory freed) before
+the new one loads, so a GPU that fits one 7B model is enough.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import threading
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
+
+from ..conversation import PromptInfo
+from ..errors import UserError
+from .base import Backend, ChatRequest
+
+log = logging.getLogger(__name__)
+
+Report = Callable[[float, str], None]
+
+
+class SwitchableBackend(Backend):
+    """Implements ``Backend`` by delegating to the engine it currently holds.
+
+    ``switch`` waits for the answers being written to finish (new ones wait for the
+    switch), closes the current engine, loads the new one with ``factory``, and on a
+    failure loads the previous model again, so the server is never left without one
+    when it can be helped.
+    """
+
+    def __init__(self, engine: Backend, factory: Callable[[str], Backend]):
+        self._engine: Backend | None = engine
+        self._factory = factory
+        self._cond = threading.Condition()
+        self._in_use = 0
+        self._switching = False
+        self._last_name = engine.model_name
+
+    # ----- what the page shows follows the held engine ----------------------------------
+    @property
+    def model_name(self) -> str:  # type: ignore[override]
+        return self._engine.model_name if self._engine is not None else self._last_name
+
+    @property
+    def is_random(self) -> bool:  # type: ignore[override]
+        return self._engine.is_random if self._engine is not None else False
+
+    @property
+    def supports_images(self) -> bool:  # type: ignore[override]
+        return self._engine.supports_images if self._engine is not None else True
+
+    @property
+    def context_length(self) -> int | None:  # type: ignore[override]
+        return self._engine.context_length if self._engine is not None else None
+
+    @property
+    def engine(self) -> Backend | None:
+        """The engine held now (None only after a failed switch whose fallback failed too)."""
+        return self._engine
+
+    @property
+    def switching(self) -> bool:
+        """True while a model is being swapped."""
+        return self._switching
+
+    def __getattr__(self, name: str) -> Any:
+        # Engine-specific attributes (processor, device, caches) read through to the held engine.
+        engine = self.__dict__.get("_engine")
+        if engine is None or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(engine, name)
+
+    # ----- the Backend interface ---------------------------------------------------------
+    @contextmanager
+    def _use(self) -> Iterator[Backend]:
+        """The held engine, kept from being swapped until the block ends."""
+        with self._cond:
+            self._cond.wait_for(lambda: not self._switching)
+            if self._engine is None:
+                raise UserError("No model is loaded: the last model switch failed. Pick a model and load it.")
+            self._in_use += 1
+            engine = self._engine
+        try:
+            yield engine
+        finally:
+            with self._cond:
+                self._in_use -= 1
+                self._cond.notify_all()
+
+    def stream(self, request: ChatRequest) -> Iterator[str]:
+        with self._use() as engine:
+            yield from engine.stream(request)
+
+    def prompt_info(self, messages: list[dict[str, Any]]) -> PromptInfo:
+        with self._use() as engine:
+            return engine.prompt_info(messages)
+
+    def forget(self, session_id: str) -> None:
+        engine = self._engine
+        if engine is not None:
+            engine.forget(session_id)
+
+    def close(self) -> None:
+        with self._cond:
+            engine, self._engine = self._engine, None
+        if engine is not None:
+            engine.close()
+
+    # ----- switching ---------------------------------------------------------------------
+    def switch(self, name: str, report: Report | None = None) -> bool:
+        """Load ``name`` in place of the held engine; False when it is already loaded.
+
+        ``report(fraction, message)`` is told each step (the page shows it as progress).
+        A model that fails to load raises ``UserError`` after the previous one is back.
+        """
+        report = report or (lambda fraction, message: None)
+        with self._cond:
+            if self._switching:
+                raise UserError("Another model is being loaded. Wait for it to finish.")
+            if self._engine is not None and name == self._engine.model_name:
+                return False
+            self._switching = True
+        try:
+            with self._cond:
+                if self._in_use:
+                    report(0.05, f"Waiting for {self._in_use} answer(s) being written to finish")
+                self._cond.wait_for(lambda: self._in_use == 0)
+                old, self._engine = self._engine, None
+            previous = old.model_name if old is not None else self._last_name
+            if old is not None:
+                report(0.1, f"Freeing {previous}")
+                old.close()
+                del old
+                gc.collect()
+            report(0.2, f"Loading {name}")
+            try:
+                engine = self._factory(name)
+            except BaseException as exc:  # noqa: BLE001 - any load failure: bring the previous model back
+                log.warning("switching to %s failed: %s", name, exc)
+                report(0.6, f"Could not load {name}; loading {previous} again")
+                reason = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
+                try:
+                    self._engine = self._factory(previous)
+                except BaseException as again:  # noqa: BLE001
+                    log.error("reloading %s failed too: %s", previous, again)
+                    raise UserError(f"Could not load {name} ({reason}), and reloading {previous} failed too. "
+                                    "Pick a model and load it.") from exc
+                raise UserError(f"Could not load {name}: {reason} Still using {previous}.") from exc
+            self._engine = engine
+            self._last_name = engine.model_name
+            report(1.0, f"Loaded {name}")
+            return True
+        finally:
+            with self._cond:
+                self._switching = False
+                self._cond.notify_all()

@@ -1,0 +1,99 @@
+"""The page's text in English and Simplified Chinese (keys for ``gr.I18n``; no gradio here).
+
+The browser's language picks the table (``zh-CN``, ``zh``; anything else gets English).
+Keys have no dots (the frontend reads a dot as a nested key) and get the ``PREFIX`` in
+the tables, because a bare key such as ``chatbot`` names one of Gradio's own groups of
+strings and would show as "[object Object]".
+"""
+
+from __future__ import annotations
+
+EN = {
+    "title": "## Chat with your photos",
+    "model_prefix": "Model:",
+    "random_banner": "**Test model with random weights:** its answers are random words, not descriptions of your "
+                     "images.",
+    "gallery": "Images (drop several; they stay for the whole conversation)",
+    "chatbot": "Conversation",
+    "question": "Ask about your images (Enter sends; e.g. \"compare Image 1 and Image 2\")",
+    "send": "Send",
+    "stop": "Stop",
+    "regenerate": "Regenerate",
+    "undo": "Undo",
+    "new_chat": "New chat",
+    "parameters": "Parameters",
+    "system_prompt": "System prompt",
+    "temperature": "Temperature (0 = greedy)",
+    "top_p": "Top-p",
+    "max_new_tokens": "Max new tokens",
+    "model_sees": "What the model sees",
+    "no_prompt": "No prompt yet.",
+    "prompt": "Prompt (image placeholders shown as the model's image token)",
+    "examples": "**Examples** (click one: its images join this conversation and its question goes in the box)",
+    "example_describe": "Describe a scene",
+    "example_ocr": "Read a receipt",
+    "example_compare": "Compare two pictures",
+    "example_followup": "Chart, then a follow-up",
+    "example_diagram": "Explain a diagram",
+    "model_section": "Model",
+    "model_picker": "Model to use (the conversation is kept)",
+    "load_model": "Load model",
+    "model_loaded": "Loaded. The conversation is kept: the next answer reads its images again with this model.",
+    "export_section": "Export / import",
+    "export_markdown": "Markdown",
+    "export_json": "JSON (with images)",
+    "export_zip": "Fine-tuning zip (LLaMA-Factory)",
+    "download": "Download",
+    "import": "Import a JSON or zip",
+    "imported": "Imported. Ask a follow-up to continue the conversation.",
+}
+
+ZH_CN = {
+    "title": "## 和你的照片聊天",
+    "model_prefix": "模型：",
+    "random_banner": "**随机权重的测试模型**：它的回答是随机的词语，并不描述你的图片。",
+    "gallery": "图片（可一次拖入多张；整个对话中都会保留）",
+    "chatbot": "对话",
+    "question": "问一个关于图片的问题（回车发送；例如“比较 Image 1 和 Image 2”）",
+    "send": "发送",
+    "stop": "停止",
+    "regenerate": "重新生成",
+    "undo": "撤销",
+    "new_chat": "新对话",
+    "parameters": "参数",
+    "system_prompt": "系统提示词",
+    "temperature": "温度（0 = 贪心解码）",
+    "top_p": "Top-p",
+    "max_new_tokens": "最多生成的词元数",
+    "model_sees": "模型看到的内容",
+    "no_prompt": "还没有提示词。",
+    "prompt": "提示词（图片占位符显示为模型的图片词元）",
+    "examples": "**示例**（点击一个：它的图片加入当前对话，问题放入输入框）",
+    "example_describe": "描述一个场景",
+    "example_ocr": "读取收据",
+    "example_compare": "比较两张图片",
+    "example_followup": "图表与追问",
+    "example_diagram": "解释流程图",
+    "model_section": "模型",
+    "model_picker": "要使用的模型（对话会保留）",
+    "load_model": "加载模型",
+    "model_loaded": "已加载。对话已保留：下一个回答会用这个模型重新读取图片。",
+    "export_section": "导出 / 导入",
+    "export_markdown": "Markdown",
+    "export_json": "JSON（含图片）",
+    "export_zip": "微调数据 zip（LLaMA-Factory）",
+    "download": "下载",
+    "import": "导入 JSON 或 zip",
+    "imported": "已导入。继续提问即可接着对话。",
+}
+
+PREFIX = "llava_"
+
+
+def key(name: str) -> str:
+    """The key of ``name`` in the tables the browser gets."""
+    return PREFIX + name
+
+
+TRANSLATIONS = {lang: {key(k): v for k, v in table.items()}
+                for lang, table in {"en": EN, "zh-CN": ZH_CN, "zh": ZH_CN}.items()}

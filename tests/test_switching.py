@@ -1,0 +1,147 @@
+"""Model switching: the allow-list, a conversation that survives the switch, the old model freed."""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import os
+import threading
+import time
+import weakref
+
+import pytest
+from gradio_client import Client, handle_file
+
+from conftest import launched_app
+from llava_app.backends.base import GenerationParams
+from llava_app.catalog import PRESETS, allowed_models, check_allowed
+from llava_app.config import Config
+from llava_app.conversation import Conversation
+from llava_app.errors import UserError
+from llava_app.service import ChatService
+
+OTHER = "tiny-random-llava-onevision"
+
+
+@pytest.fixture
+def config(tmp_path, tiny_cache):
+    return Config(model="tiny-random", device="cpu", data_dir=str(tmp_path / "data"), max_new_tokens=8,
+                  allowed_models=OTHER)
+
+
+def _switchable(config, store):
+    from llava_app.backends import make_app_backend
+    from llava_app.backends.switchable import SwitchableBackend
+
+    backend = make_app_backend(config, store)
+    assert isinstance(backend, SwitchableBackend)
+    return backend
+
+
+def _answer(service, conv, question, max_new_tokens=8) -> str:
+    service.ask(conv, question)
+    text = ""
+    for text in service.stream_answer(conv, GenerationParams(max_new_tokens=max_new_tokens)):
+        pass
+    return text
+
+
+def test_allow_list():
+    config = Config(model="/models/mine", allowed_models="presets, tiny-random")
+    allowed = allowed_models(config)
+    assert allowed[0] == "/models/mine" and allowed[-1] == "tiny-random"
+    assert [p.id for p in PRESETS] == allowed[1:-1]
+    assert check_allowed(" tiny-random ", allowed) == "tiny-random"
+    with pytest.raises(UserError, match="not one of the models"):
+        check_allowed("someone/huge-model", allowed)
+    assert check_allowed("someone/huge-model", allowed_models(Config(allowed_models="*"))) == "someone/huge-model"
+    # Empty: only the start-up model, so the app holds no switchable backend and shows no picker.
+    assert allowed_models(Config(model="tiny-random", allowed_models="")) == ["tiny-random"]
+
+
+def test_switch_keeps_the_conversation_and_frees_the_old_model(config, store, image_files):
+    backend = _switchable(config, store)
+    try:
+        service = ChatService(backend, store)
+        conv = Conversation()
+        service.add_images(conv, [(str(p), p.name) for p in image_files[:2]])
+        first = _answer(service, conv, "Compare Image 1 and Image 2")
+        before = conv.last_prompt
+        old_model = weakref.ref(backend.engine.model)
+        steps = []
+        assert backend.switch(OTHER, report=lambda fraction, message: steps.append((fraction, message))) is True
+        assert backend.model_name == OTHER and backend.is_random
+        assert [f for f, _ in steps] == sorted(f for f, _ in steps) and steps[-1][0] == 1.0
+        gc.collect()
+        assert old_model() is None, "the previous model is still in memory"
+
+        second = _answer(service, conv, "Which one is brighter?")
+        assert second.strip()
+        assert [t.user for t in conv.turns] == ["Compare Image 1 and Image 2", "Which one is brighter?"]
+        assert conv.turns[0].assistant == first
+        after = conv.last_prompt
+        # Both images went to the new model, encoded its way (OneVision tokens, not LLaVA's 16 per image).
+        assert after.n_images == 2 and after.image_labels == ["Image 1", "Image 2"]
+        assert after.n_tokens != before.n_tokens
+        assert after.text.count("<image>") == 2 and "Compare Image 1 and Image 2" in after.text
+        assert backend.switch(OTHER) is False  # already loaded: nothing to do
+    finally:
+        backend.close()
+
+
+def test_a_model_that_cannot_load_leaves_the_previous_one(config, store, image_files, tmp_path):
+    broken = tmp_path / "not-a-model"  # a folder without a checkpoint (fails at once, with or without a network)
+    broken.mkdir()
+    backend = _switchable(dataclasses.replace(config, allowed_models=str(broken)), store)
+    try:
+        with pytest.raises(UserError, match="Still using tiny-random"):
+            backend.switch(str(broken))
+        assert backend.model_name == "tiny-random"
+        service = ChatService(backend, store)
+        conv = Conversation()
+        service.add_images(conv, [(str(image_files[0]), "a.png")])
+        assert _answer(service, conv, "What is this?").strip()
+    finally:
+        backend.close()
+
+
+def test_switch_waits_for_the_answer_being_written(config, store, image_files):
+    backend = _switchable(config, store)
+    try:
+        service = ChatService(backend, store)
+        conv = Conversation()
+        service.add_images(conv, [(str(image_files[0]), "a.png")])
+        service.ask(conv, "Tell me a story")
+        stream = service.stream_answer(conv, GenerationParams(max_new_tokens=12))
+        next(stream)  # the old model is writing
+        switcher = threading.Thread(target=backend.switch, args=(OTHER,))
+        switcher.start()
+        time.sleep(0.5)
+        assert switcher.is_alive() and backend.switching
+        for _ in stream:
+            pass
+        switcher.join(60)
+        assert not switcher.is_alive() and backend.model_name == OTHER
+        assert conv.turns[0].assistant.strip() and not conv.turns[0].stopped
+    finally:
+        backend.close()
+
+
+def test_switching_over_the_api_keeps_the_conversation(config, image_files):
+    from llava_app.images import ImageStore
+
+    backend = _switchable(config, ImageStore(os.path.join(config.data_dir, "images")))  # the app's store
+    with launched_app(config, backend=backend) as url:
+        client = Client(url, verbose=False)
+        first = client.predict("Compare Image 1 and Image 2", [handle_file(str(p)) for p in image_files[:2]],
+                               api_name="/chat")
+        tokens_before = client.predict(api_name="/context")["prompt_tokens"]
+        with pytest.raises(Exception, match="not in the list of choices|not one of the models"):
+            client.predict("someone/any-model", api_name="/switch_model")  # the picker's choices only
+        shown = client.predict(OTHER, api_name="/switch_model")
+        assert OTHER in shown[0]
+        second = client.predict("Which one is brighter?", [], api_name="/chat")
+        ctx = client.predict(api_name="/context")
+        assert second.strip() and ctx["turns"][0]["assistant"] == first
+        assert [t["user"] for t in ctx["turns"]] == ["Compare Image 1 and Image 2", "Which one is brighter?"]
+        assert ctx["prompt_images"] == 2 and ctx["prompt_tokens"] != tokens_before
