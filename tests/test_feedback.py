@@ -1,0 +1,59 @@
+"""Feedback records (the page's like/dislike; the browser tests click them)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from llava_app.conversation import Conversation
+from llava_app.feedback import FeedbackLog
+from llava_app.images import ImageStore, load_image_file
+from llava_app.ui import _chat_value, _turn_of_message
+
+
+def _conversation(tmp_path, image_files) -> Conversation:
+    store = ImageStore(tmp_path / "images")
+    conv = Conversation()
+    for p in image_files[:2]:
+        stored = store.put(load_image_file(p))
+        conv.add_image(stored.sha256, stored.path, stored.width, stored.height, p.name)
+    conv.ask("Compare them")
+    conv.answer("They differ.")
+    conv.ask("And now?")
+    conv.answer("Still different.")
+    return conv
+
+
+def test_records_the_rating_and_the_text_without_images(tmp_path, image_files):
+    conv = _conversation(tmp_path, image_files)
+    log = FeedbackLog(tmp_path / "fb" / "feedback.jsonl")
+    log.record(conv, 1, False, model="tiny-random", system_prompt="Be brief.")
+    log.record(conv, 0, True)
+    lines = [json.loads(line) for line in (tmp_path / "fb" / "feedback.jsonl").read_text().splitlines()]
+    assert [(r["turn"], r["liked"], r["answer"]) for r in lines] == [(1, False, "Still different."),
+                                                                      (0, True, "They differ.")]
+    assert lines[0]["model"] == "tiny-random" and lines[0]["system_prompt"] == "Be brief."
+    assert [t["user"] for t in lines[0]["turns"]] == ["Compare them", "And now?"]
+    assert [im["label"] for im in lines[0]["images"]] == ["Image 1", "Image 2"]
+    assert all("file" not in im for im in lines[0]["images"])
+    assert not (tmp_path / "fb" / "feedback_images").exists()
+
+
+def test_images_are_copied_only_when_asked(tmp_path, image_files):
+    conv = _conversation(tmp_path, image_files)
+    log = FeedbackLog(tmp_path / "feedback.jsonl", with_images=True)
+    record = log.record(conv, 0, True)
+    record_again = log.record(conv, 1, True)
+    for im, ref in zip(record["images"], conv.images):
+        copy = tmp_path / im["file"]
+        assert copy.parent.name == "feedback_images" and copy.read_bytes() == Path(ref.path).read_bytes()
+    assert record_again["images"] == record["images"]
+    assert len(list((tmp_path / "feedback_images").iterdir())) == 2  # each image copied once
+
+
+def test_chatbot_message_index_maps_to_its_turn(tmp_path, image_files):
+    conv = _conversation(tmp_path, image_files)
+    messages = _chat_value(conv)
+    answers = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
+    assert [_turn_of_message(conv, i) for i in answers] == [0, 1]
+    assert _turn_of_message(conv, 0) is None and _turn_of_message(conv, 99) is None
