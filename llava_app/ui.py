@@ -328,7 +328,7 @@ def build_demo(backend: Backend, config: Config, store: ImageStore | None = None
             picker.button.click(on_switch, [picker.dropdown], [model_line, banner, picker.status, picker.dropdown],
                                 api_name="switch_model", concurrency_limit=1,
                                 concurrency_id=GENERATION_CONCURRENCY_ID, show_progress="full",
-                                show_progress_on=[picker.status])
+                                show_progress_on=[picker.dropdown])
 
         def on_page_load():
             # The model may have been switched since the page was built.

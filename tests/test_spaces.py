@@ -183,3 +183,26 @@ def test_on_spaces_the_app_listens_on_all_interfaces():
     assert parse_config([], env={}).host == "127.0.0.1"
     assert parse_config(["--host", "127.0.0.1"], env={"SPACE_ID": "x/y"}).host == "127.0.0.1"
     assert parse_config([], env={"SPACE_ID": "x/y", "LLAVA_APP_HOST": "10.0.0.5"}).host == "10.0.0.5"
+
+
+def test_readme_front_matter_is_a_spaces_config_matching_requirements():
+    import re
+    from pathlib import Path
+
+    import gradio
+    import yaml
+
+    from llava_app.catalog import PRESETS
+    from llava_app.config import DEFAULT_MODEL
+
+    root = Path(__file__).resolve().parent.parent
+    text = (root / "README.md").read_text(encoding="utf-8")
+    assert text.startswith("---\n"), "Spaces reads the configuration from the README's first lines"
+    meta = yaml.safe_load(text.split("---\n", 2)[1])
+    pinned = re.search(r"^gradio==(\S+)", (root / "requirements.txt").read_text(), re.M).group(1)
+    assert meta["sdk"] == "gradio" and meta["sdk_version"] == pinned == gradio.__version__
+    assert (root / meta["app_file"]).is_file()
+    assert meta["suggested_hardware"] and meta["license"]
+    assert len(meta["short_description"]) <= 60  # the Hub's limit
+    assert set(meta["models"]) == {p.id for p in PRESETS}
+    assert meta["preload_from_hub"] == [DEFAULT_MODEL]
