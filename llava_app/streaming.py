@@ -10,6 +10,7 @@ so the model stops within a decode step and the worker finishes on its own).
 
 from __future__ import annotations
 
+import contextvars
 import queue
 import threading
 from typing import AsyncIterator, Callable, Iterator, TypeVar
@@ -37,7 +38,10 @@ async def iterate_in_thread(make: Callable[[], Iterator[T]], on_cancel: Callable
         finally:
             items.put((True, _END))
 
-    threading.Thread(target=worker, name="llava-stream", daemon=True).start()
+    # The worker sees this request's context variables (gradio's request: ZeroGPU reads
+    # it to charge the visitor's GPU quota rather than the Space's).
+    context = contextvars.copy_context()
+    threading.Thread(target=context.run, args=(worker,), name="llava-stream", daemon=True).start()
     finished = False
     pending = None
     try:

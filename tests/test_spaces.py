@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pickle
 import sys
-import threading
 import types
 
 import pytest
@@ -38,8 +37,11 @@ class StandInSpaces(types.ModuleType):
 
             def on_gpu(*args, **kwargs):
                 args, kwargs = pickle.loads(pickle.dumps((args, kwargs)))
+                from gradio.context import LocalContext
+
                 call = {"duration": duration(*args, **kwargs) if callable(duration) else duration,
-                        "items": 0, "closed_early": False, "thread": threading.current_thread().name}
+                        "items": 0, "closed_early": False,
+                        "request": LocalContext.request.get(None)}  # what ZeroGPU charges the quota to
                 self.calls.append(call)
                 inner = fn(*args, **kwargs)
                 try:
@@ -95,6 +97,27 @@ def test_generation_runs_under_spaces_gpu_with_a_duration_that_fits_the_answer(m
         assert short == direct and short.strip()
     finally:
         backend.close()
+
+
+def test_in_the_app_the_gpu_call_knows_the_visitor(monkeypatch, config, image_files):
+    """ZeroGPU reads gradio's request from the calling context to charge the visitor's quota."""
+    import os
+
+    from gradio_client import Client, handle_file
+
+    from conftest import launched_app
+    from llava_app.backends import make_app_backend
+    from llava_app.images import ImageStore
+
+    spaces = StandInSpaces()
+    monkeypatch.setitem(sys.modules, "spaces", spaces)
+    backend = make_app_backend(config, ImageStore(os.path.join(config.data_dir, "images")))
+    with launched_app(config, backend=backend) as url:
+        answer = Client(url, verbose=False).predict("What is in Image 1?", [handle_file(str(image_files[0]))],
+                                                    api_name="/chat")
+    assert answer.strip() and len(spaces.calls) == 1
+    assert spaces.calls[0]["request"] is not None
+    assert spaces.calls[0]["duration"] == gpu_seconds(config.max_new_tokens, 1)
 
 
 def test_stop_closes_the_gpu_call(monkeypatch, config, store, image_files):
