@@ -74,7 +74,7 @@ def _chat_value(conv: Conversation, partial: str | None = None) -> list[dict[str
 
 def _prompt_stats(info: PromptInfo | None) -> str:
     if info is None or not info.text:
-        return "No prompt yet."
+        return str(T("no_prompt"))
     labels = ", ".join(info.image_labels) or "none"
     return f"**{info.n_images}** image(s) in the prompt ({html.escape(labels)}) · **{info.n_tokens}** prompt tokens"
 
