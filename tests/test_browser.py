@@ -478,6 +478,13 @@ def test_8_html_script_and_outside_images_never_act(new_tab, app_setup, pictures
         assert tab.question_texts() == [question.replace("![q](http://outside.invalid/question.png)", "image: q")]
         assert "image: chart" in answer and "answer-raw.png" in answer
 
+        # The second guard: an outside image that slipped into the page anyhow is refused by
+        # the page's Content-Security-Policy before any request leaves the browser.
+        with tab.page.expect_event("requestfailed") as failed:
+            tab.page.evaluate("""() => document.querySelector('#chatbot').insertAdjacentHTML(
+                'beforeend', '<img src="http://outside.invalid/slipped.png">')""")
+        assert failed.value.url == "http://outside.invalid/slipped.png" and failed.value.failure == "csp"
+
 
 def test_9_a_file_that_is_not_an_image_gets_a_clear_message_and_the_chat_survives(new_tab, pictures, tmp_path):
     tab = new_tab()
