@@ -369,7 +369,7 @@ def launch_kwargs(config: Config, demo: gr.Blocks | None = None) -> dict[str, An
         from .openai_api import build_router
 
         # Routes given to the FastAPI app that launch() creates: served from its first request on.
-        kwargs["app_kwargs"] = {"routes": build_router(demo.service, config).routes}
+        kwargs["app_kwargs"]["routes"] = build_router(demo.service, config).routes
     return kwargs
 
 
