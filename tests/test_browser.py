@@ -150,7 +150,8 @@ class ChatPage:
 
     def open(self) -> "ChatPage":
         self.page.goto(self.url)
-        self.expect(self.page.locator("#gallery")).to_be_visible()
+        for elem_id in ("gallery", "chatbot", "question", "send", "stop", "regenerate", "undo", "new-chat"):
+            self.expect(self.page.locator(f"#{elem_id}")).to_be_visible()  # the page is built
         self.page.evaluate(RECORDER)
         return self
 
