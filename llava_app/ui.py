@@ -12,12 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
+from starlette.middleware import Middleware
 
 from .backends.base import Backend, GenerationParams
 from .backends.switchable import SwitchableBackend
 from .catalog import allowed_models, any_model_allowed, check_allowed, choices
 from .config import Config
 from .conversation import Conversation, PromptInfo
+from .display import chat_markdown
 from .errors import UserError
 from .examples import Example, available_examples, language_of, load_example
 from .export import read_conversation, write_json, write_markdown, write_zip
@@ -52,6 +54,29 @@ def _model_line(name: str) -> str:
     return f"{T('model_prefix')} `{html.escape(name)}`"
 
 
+# Images in the page come from this server only: a picture in a question or an answer that
+# points elsewhere never loads (a second guard behind ``display.chat_markdown``).
+CONTENT_SECURITY_POLICY = "img-src 'self' data: blob:"
+
+
+class ContentSecurityPolicy:
+    """ASGI middleware adding the ``Content-Security-Policy`` header to every response."""
+
+    def __init__(self, app, policy: str = CONTENT_SECURITY_POLICY):
+        self.app, self.header = app, (b"content-security-policy", policy.encode())
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_with_policy(message):
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), self.header]}
+            await send(message)
+
+        return await self.app(scope, receive, send_with_policy)
+
+
 def _gallery_value(conv: Conversation) -> list[tuple[str, str]]:
     """The gallery shows every image of the conversation with its stable label."""
     return [(im.path, im.label) for im in conv.images]
@@ -63,12 +88,12 @@ def _chat_value(conv: Conversation, partial: str | None = None) -> list[dict[str
     for i, turn in enumerate(conv.turns):
         for im in conv.images_for_turn(i):
             out.append({"role": "user", "content": {"path": im.path, "alt_text": im.label}})
-        out.append({"role": "user", "content": turn.user})
+        out.append({"role": "user", "content": chat_markdown(turn.user)})
         if turn.assistant is not None:
-            answer = turn.assistant + ("  \n*(stopped)*" if turn.stopped else "")
+            answer = chat_markdown(turn.assistant) + ("  \n*(stopped)*" if turn.stopped else "")
             out.append({"role": "assistant", "content": answer})
         elif partial is not None and i == len(conv.turns) - 1:
-            out.append({"role": "assistant", "content": partial})
+            out.append({"role": "assistant", "content": chat_markdown(partial)})
     return out
 
 
@@ -142,9 +167,12 @@ def build_demo(backend: Backend, config: Config, store: ImageStore | None = None
         picker = _model_picker(backend, config)
         with gr.Row(equal_height=False):
             with gr.Column(scale=2, min_width=280):
+                # file_types=["file"]: every upload reaches on_upload, which says clearly what it cannot
+                # read; Gradio's own image filter answers a non-image with a bare "An error occurred"
+                # once the gallery holds an image.
                 gallery = gr.Gallery(
                     label=T("gallery"), elem_id="gallery",
-                    interactive=True, file_types=["image"], type="filepath", columns=3, height=360,
+                    interactive=True, file_types=["file"], type="filepath", columns=3, height=360,
                     object_fit="contain", show_label=True, format="png",
                 )
                 notice = gr.Markdown("", elem_id="notice")
@@ -158,7 +186,7 @@ def build_demo(backend: Backend, config: Config, store: ImageStore | None = None
                 )
                 with gr.Row():
                     send_btn = gr.Button(T("send"), variant="primary", elem_id="send")
-                    stop_btn = gr.Button(T("stop"), variant="stop", elem_id="stop")
+                    stop_btn = gr.Button(T("stop"), variant="stop", elem_id="stop", interactive=False)
                     regen_btn = gr.Button(T("regenerate"), elem_id="regenerate")
                     undo_btn = gr.Button(T("undo"), elem_id="undo")
                     new_btn = gr.Button(T("new_chat"), elem_id="new-chat")
@@ -220,6 +248,18 @@ def build_demo(backend: Backend, config: Config, store: ImageStore | None = None
                        show_progress="minimal")
         gallery.delete(on_delete, [gallery, state], [gallery, state, notice], api_visibility="private")
 
+        def on_gallery_change(value, conv: Conversation):
+            # The gallery's own Clear button (x at its top) empties it with no delete event:
+            # then the conversation's images go too. Only an empty gallery is acted on: the
+            # change event of an upload may arrive after the upload's own handler, holding
+            # the new files without their labels, and must not remove anything.
+            if value or not conv.images:
+                return gr.skip(), gr.skip(), gr.skip()
+            return on_delete(value, conv)
+
+        gallery.change(on_gallery_change, [gallery, state], [gallery, state, notice], api_visibility="private",
+                       show_progress="hidden")
+
         # ----- asking ------------------------------------------------------------------------
         def on_submit(text: str, conv: Conversation):
             try:
@@ -254,9 +294,19 @@ def build_demo(backend: Backend, config: Config, store: ImageStore | None = None
         gen_kwargs = dict(api_visibility="private", concurrency_limit=backend.max_concurrency,
                           concurrency_id=GENERATION_CONCURRENCY_ID,
                           show_progress="minimal", show_progress_on=[chatbot])
+        # While an answer is being written only Stop (and typing the next question) is offered;
+        # the other controls come back when it ends, however it ends.
+        busy_controls = [send_btn, regen_btn, undo_btn, new_btn]
+
+        def controls(busy: bool):
+            return *[gr.update(interactive=not busy)] * len(busy_controls), gr.update(interactive=busy)
+
+        lock_kwargs = dict(api_visibility="private", queue=False, show_progress="hidden")
         for trigger in (question.submit, send_btn.click):
             trigger(on_submit, [question, state], [question, state, *view_outputs], **submit_kwargs).success(
-                on_generate, gen_inputs, [question, state, *view_outputs], **gen_kwargs)
+                lambda: controls(True), None, [*busy_controls, stop_btn], **lock_kwargs).success(
+                on_generate, gen_inputs, [question, state, *view_outputs], **gen_kwargs).then(
+                lambda: controls(False), None, [*busy_controls, stop_btn], **lock_kwargs)
 
         def on_stop(conv: Conversation):
             service.stop(conv)
@@ -271,7 +321,9 @@ def build_demo(backend: Backend, config: Config, store: ImageStore | None = None
             return conv, *views(conv, partial="")
 
         regen_btn.click(on_regenerate, [state], [state, *view_outputs], **submit_kwargs).success(
-            on_generate, gen_inputs, [question, state, *view_outputs], **gen_kwargs)
+            lambda: controls(True), None, [*busy_controls, stop_btn], **lock_kwargs).success(
+            on_generate, gen_inputs, [question, state, *view_outputs], **gen_kwargs).then(
+            lambda: controls(False), None, [*busy_controls, stop_btn], **lock_kwargs)
 
         def on_undo(conv: Conversation, sys_prompt: str):
             try:
@@ -290,6 +342,9 @@ def build_demo(backend: Backend, config: Config, store: ImageStore | None = None
             return fresh, [], "", *views(fresh)
 
         new_btn.click(on_new_chat, [state], [state, gallery, notice, *view_outputs], **submit_kwargs)
+        # The chatbot's own Clear (bin) button empties the chat view; the conversation goes too,
+        # or the model would still answer from turns the page no longer shows.
+        chatbot.clear(on_new_chat, [state], [state, gallery, notice, *view_outputs], **submit_kwargs)
 
         # ----- examples, model switching, export/import, feedback (features of their own modules) ------
         def on_example(example: Example, conv: Conversation, request: gr.Request):
@@ -495,6 +550,7 @@ def launch_kwargs(config: Config, demo: gr.Blocks | None = None) -> dict[str, An
         css=CSS,
         theme=gr.themes.Soft(),
         show_error=False,
+        app_kwargs={"middleware": [Middleware(ContentSecurityPolicy)]},
     )
     if config.openai_api:
         if demo is None:
@@ -502,7 +558,7 @@ def launch_kwargs(config: Config, demo: gr.Blocks | None = None) -> dict[str, An
         from .openai_api import build_router
 
         # Routes given to the FastAPI app that launch() creates: served from its first request on.
-        kwargs["app_kwargs"] = {"routes": build_router(demo.service, config).routes}
+        kwargs["app_kwargs"]["routes"] = build_router(demo.service, config).routes
     return kwargs
 
 
