@@ -111,7 +111,7 @@ def test_examples_load_images_and_questions(browser, app):
         page.click("#example-ocr")
         _wait(lambda: len(_captions(page)) == 4, what="the receipt")
         assert _question(page).startswith("Read the receipt in Image 4")
-        assert page.locator("#notice").inner_text().strip() == "Added Image 4."
+        _wait(lambda: page.locator("#notice").inner_text().strip() == "Added Image 4.", what="the notice")
     finally:
         page.context.close()
 
