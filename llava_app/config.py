@@ -38,6 +38,7 @@ class Config:
     data_dir: str = field(default_factory=lambda: os.path.join(tempfile.gettempdir(), "llava-app"))
     queue_size: int = 64
     context_length: int = 0  # 0: the model's own window; a smaller one for tests
+    summarize_dropped: bool = False  # turns dropped to fit the window are replaced by a model-written summary
     base_url: str = ""
     api_key: str = ""
     request_timeout: float = 120.0
@@ -86,6 +87,8 @@ _HELP: dict[str, str] = {
     "data_dir": "folder for uploaded images (normalised PNGs)",
     "queue_size": "most requests waiting in the queue; further ones are told the queue is full",
     "context_length": "context window in tokens; 0 uses the model's own",
+    "summarize_dropped": "when old turns no longer fit the context window, have the model write a short summary "
+    "of them that stays in the prompt (one extra generation at each drop)",
     "base_url": "with --backend openai: the server's base URL, e.g. http://localhost:8000/v1",
     "api_key": "with --backend openai: the API key (or set LLAVA_APP_API_KEY)",
     "request_timeout": "with --backend openai: seconds to wait for the server to connect, or to send the next part "
@@ -186,6 +189,8 @@ def validate(config: Config) -> None:
         problems.append("--temperature must be between 0 and 2")
     if not 0.0 < config.top_p <= 1.0:
         problems.append("--top-p must be in (0, 1]")
+    if config.context_length < 0:
+        problems.append("--context-length must be 0 (the model's own) or a number of tokens")
     if config.load_in_4bit and config.load_in_8bit:
         problems.append("choose one of --load-in-4bit and --load-in-8bit")
     if config.request_timeout <= 0:

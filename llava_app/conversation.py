@@ -16,6 +16,9 @@ from typing import Any
 
 from .errors import UserError
 
+#: opens the model-written summary of the turns dropped to fit the context window
+SUMMARY_LEAD = "Summary of the earlier conversation:"
+
 
 @dataclass
 class ImageRef:
@@ -52,6 +55,7 @@ class PromptInfo:
     n_images: int = 0
     n_tokens: int = 0
     image_labels: list[str] = field(default_factory=list)
+    n_image_tokens: int = 0  # of n_tokens, those standing for images
 
 
 @dataclass
@@ -63,6 +67,11 @@ class Conversation:
     turns: list[Turn] = field(default_factory=list)
     next_number: int = 1
     last_prompt: PromptInfo | None = None
+    # Context-window fitting (see context.py): turns before ``first_visible`` are no
+    # longer given to the model; ``context_summary`` (model-written) stands in for them.
+    first_visible: int = 0
+    context_summary: str = ""
+    context_window: int | None = None
 
     # ----- images -------------------------------------------------------------------------
     def find_image(self, sha256: str) -> ImageRef | None:
@@ -100,6 +109,17 @@ class Conversation:
         """The images carried by user turn ``index``."""
         return [im for im in self.images if im.joined_at == index]
 
+    def prompt_images_for_turn(self, index: int, first_visible: int | None = None) -> list[ImageRef]:
+        """The images the model gets with turn ``index``: hidden turns' images move to the first visible one."""
+        start = self.first_visible if first_visible is None else first_visible
+        if index == start:
+            return [im for im in self.images if im.joined_at <= index]
+        return self.images_for_turn(index)
+
+    def is_visible(self, index: int) -> bool:
+        """Whether the model still sees turn ``index`` (older turns were dropped to fit its window)."""
+        return index >= self.first_visible
+
     @property
     def pending_images(self) -> list[ImageRef]:
         """Images added since the last question; they go with the next one."""
@@ -124,6 +144,9 @@ class Conversation:
     def retract(self) -> str:
         """Drop the newest turn (a failed generation); its images go back to pending."""
         turn = self.turns.pop()
+        self.first_visible = min(self.first_visible, len(self.turns))
+        if self.first_visible == 0:
+            self.context_summary = ""
         return turn.user
 
     def undo(self) -> str:
@@ -142,19 +165,28 @@ class Conversation:
         return turn
 
     # ----- what the model gets ------------------------------------------------------------
-    def messages(self, system_prompt: str = "") -> list[dict[str, Any]]:
+    def messages(self, system_prompt: str = "", first_visible: int | None = None,
+                 summary: str | None = None) -> list[dict[str, Any]]:
         """The conversation as chat-template messages with ``image``/``text`` content parts.
 
         Image parts carry their ``ImageRef`` under ``"ref"``; each image is preceded by a
         text part with its label, so the model can tell "Image 3" from "Image 1". A
         final turn with no answer yet ends the list (the engine adds the generation prompt).
+        Turns before ``first_visible`` (default: the conversation's own) are left out;
+        their images, and the ``summary`` of them, open the first turn that is kept.
         """
+        start = self.first_visible if first_visible is None else first_visible
+        summary = self.context_summary if summary is None else summary
         msgs: list[dict[str, Any]] = []
         if system_prompt.strip():
             msgs.append({"role": "system", "content": [{"type": "text", "text": system_prompt.strip()}]})
         for i, turn in enumerate(self.turns):
+            if i < start:
+                continue
             content: list[dict[str, Any]] = []
-            for im in self.images_for_turn(i):
+            if i == start and start > 0 and summary.strip():
+                content.append({"type": "text", "text": f"{SUMMARY_LEAD} {summary.strip()}\n"})
+            for im in self.prompt_images_for_turn(i, start):
                 content.append({"type": "text", "text": f"{im.label}:"})
                 content.append({"type": "image", "ref": im})
             content.append({"type": "text", "text": turn.user})
@@ -176,5 +208,13 @@ class Conversation:
             "prompt_image_labels": info.image_labels,
             "prompt_tokens": info.n_tokens,
             "prompt": info.text,
-            "turns": [{"user": t.user, "assistant": t.assistant, "stopped": t.stopped} for t in self.turns],
+            "turns": [{"user": t.user, "assistant": t.assistant, "stopped": t.stopped, "in_prompt": self.is_visible(i)}
+                      for i, t in enumerate(self.turns)],
+            "context": {
+                "window": self.context_window,
+                "prompt_tokens": info.n_tokens,
+                "image_tokens": info.n_image_tokens,
+                "hidden_turns": self.first_visible,
+                "summary": self.context_summary,
+            },
         }

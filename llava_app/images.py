@@ -16,8 +16,10 @@ import os
 import tempfile
 import threading
 from collections import OrderedDict
+import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from PIL import Image, ImageOps
 
@@ -47,6 +49,8 @@ class ImageLimits:
     max_side: int = 2048  # larger images are downscaled to this longest side
     min_side: int = 4
     max_aspect: float = 50.0
+    #: the resolution the model's processor uses; larger images are stored no larger than that
+    model_size: "ModelImageSize | None" = None
 
 
 def sniff_format(head: bytes) -> str | None:
@@ -110,6 +114,10 @@ def decode_image(data: bytes, limits: ImageLimits = ImageLimits(), name: str = "
                          f"and no more than {limits.max_aspect:.0f} times longer than wide.")
     if max(w, h) > limits.max_side:
         img.thumbnail((limits.max_side, limits.max_side), Image.Resampling.LANCZOS)
+    if limits.model_size is not None:
+        size = limits.model_size.fit(*img.size)
+        if size != img.size:
+            img = img.resize(size, Image.Resampling.LANCZOS)
     return img
 
 
@@ -193,3 +201,49 @@ class ImageStore:
             self._cache.move_to_end(sha)
             while len(self._cache) > self._cache_items:
                 self._cache.popitem(last=False)
+
+
+@dataclass(frozen=True)
+class ModelImageSize:
+    """The resolution a model's image processor works at, to store no more pixels than it uses.
+
+    ``base`` is the ``(height, width)`` an image is resized to cover (a ``shortest_edge``
+    resize has ``width == height == S``: both sides must stay >= S); ``tiles`` are the
+    any-resolution grids (LLaVA-NeXT/OneVision ``image_grid_pinpoints``), each of which an
+    image must still fill along one side, so the processor picks the same grid and
+    makes the same number of image tokens. ``floor`` keeps the shorter side legible in
+    the gallery (tiny test models work at 32 px).
+    """
+
+    base: tuple[int, int]
+    tiles: tuple[tuple[int, int], ...] = ()
+    floor: int = 336
+
+    @classmethod
+    def from_processor(cls, image_processor: Any, floor: int = 336) -> "ModelImageSize | None":
+        """Read ``size``/``crop_size``/``image_grid_pinpoints`` of a transformers image processor."""
+
+        def get(obj: Any, key: str) -> Any:
+            return obj.get(key) if isinstance(obj, dict) else getattr(obj, key, None)
+
+        size = getattr(image_processor, "size", None)
+        if size is None:
+            return None
+        if get(size, "shortest_edge"):
+            base = (int(get(size, "shortest_edge")),) * 2
+        elif get(size, "height") and get(size, "width"):
+            base = (int(get(size, "height")), int(get(size, "width")))
+        else:
+            return None  # a resize rule we do not know (e.g. longest_edge): store as is
+        tiles = tuple((int(h), int(w)) for h, w in (getattr(image_processor, "image_grid_pinpoints", None) or []))
+        return cls(base=base, tiles=tiles, floor=floor)
+
+    def fit(self, width: int, height: int) -> tuple[int, int]:
+        """The ``(width, height)`` to store: downscaled, same aspect, as long as nothing the model sees is lost."""
+        needs = [self.base[1] / width, self.base[0] / height, self.floor / min(width, height)]
+        needs += [min(w / width, h / height) for h, w in self.tiles]
+        scale = max(needs)
+        if scale >= 1.0:
+            return width, height
+        # Round up (less a float hair, so 1008.0000001 is 1008): never below what the model needs.
+        return min(width, math.ceil(width * scale - 1e-6)), min(height, math.ceil(height * scale - 1e-6))

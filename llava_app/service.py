@@ -7,6 +7,7 @@ generation so Stop (or a closed tab) ends the model's decode loop.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 from .backends.base import Backend, ChatRequest, GenerationParams
+from .context import ContextFitter
 from .conversation import Conversation, PromptInfo
 from .errors import UserError
 from .images import ImageError, ImageLimits, ImageStore, load_image_file
@@ -37,18 +39,22 @@ class UploadResult:
     added: list[str]
     skipped: list[str]
     errors: list[str]
+    warnings: list[str] = dataclasses.field(default_factory=list)  # accepted, but worth telling the user
 
 
 class ChatService:
     """The app's behaviour; the UI and the API are thin layers over it."""
 
     def __init__(self, backend: Backend, store: ImageStore, *, max_images: int = 6, max_question_chars: int = 4000,
-                 image_limits: ImageLimits | None = None, stream_interval: float = 0.02):
+                 image_limits: ImageLimits | None = None, stream_interval: float = 0.02,
+                 context: ContextFitter | None = None):
         self.backend = backend
         self.store = store
         self.max_images = max_images
         self.max_question_chars = max_question_chars
         self.image_limits = image_limits or ImageLimits()
+        #: fits each prompt into the model's context window (drops, summarises, refuses)
+        self.context = context or ContextFitter(backend)
         #: the least time between two updates pushed to the page; faster chunks are coalesced
         self.stream_interval = stream_interval
         self._active: dict[str, _Run] = {}
@@ -61,7 +67,7 @@ class ChatService:
         for path, name in files:
             name = name or os.path.basename(path)
             try:
-                img = load_image_file(path, self.image_limits)
+                img = load_image_file(path, self.upload_limits())
                 stored = self.store.put(img)
                 ref, added = conv.add_image(stored.sha256, stored.path, stored.width, stored.height, name,
                                             max_images=self.max_images)
@@ -71,7 +77,21 @@ class ChatService:
             (result.added if added else result.skipped).append(ref.label)
             if not added:
                 result.errors.append(f"{name} is already in this conversation as {ref.label}.")
+        if result.added:
+            result.warnings += self.context_warnings(conv)
         return result
+
+    def upload_limits(self) -> ImageLimits:
+        """The upload limits, storing no more pixels than the current model's processor uses."""
+        if self.image_limits.model_size is not None:
+            return self.image_limits
+        return dataclasses.replace(self.image_limits, model_size=self.backend.image_resolution())
+
+    def context_warnings(self, conv: Conversation) -> list[str]:
+        """Warnings about the context window (images that leave no room); counting them warms the meter."""
+        conv.context_window = self.context.window
+        warning = self.context.images_warning(conv)
+        return [warning] if warning else []
 
     def remove_images(self, conv: Conversation, numbers: Iterable[int]) -> None:
         """Remove images by number (labels of the others stay)."""
@@ -137,6 +157,12 @@ class ChatService:
         if not conv.turns or conv.turns[-1].assistant is not None:
             return
         cancel = self._arm(conv, start=True)
+        try:  # drop old turns (or refuse) before generating, so the prompt fits the window
+            self.context.fit(conv, system_prompt, params, cancel)
+        except BaseException:
+            self._release(conv, cancel)
+            conv.retract()
+            raise
         request = ChatRequest(conv.messages(system_prompt), params, session_id=conv.id, cancel=cancel)
         text, failed = "", False
         chunks = self.backend.stream(request)
@@ -162,10 +188,7 @@ class ChatService:
             close = getattr(chunks, "close", None)
             if close:
                 close()
-            with self._lock:
-                run = self._active.get(conv.id)
-                if run is not None and run.cancel is cancel:
-                    del self._active[conv.id]
+            self._release(conv, cancel)
             if failed and not text:
                 conv.retract()
             elif conv.turns and conv.turns[-1].assistant is None:
@@ -198,6 +221,13 @@ class ChatService:
                 run = self._active[conv.id] = _Run(threading.Event())
             run.started = run.started or start
             return run.cancel
+
+    def _release(self, conv: Conversation, cancel: threading.Event) -> None:
+        """Forget the run of this cancel flag (a newer run of the conversation is left alone)."""
+        with self._lock:
+            run = self._active.get(conv.id)
+            if run is not None and run.cancel is cancel:
+                del self._active[conv.id]
 
     def _drop_orphan(self, conv: Conversation) -> None:
         """A question whose generation never began (the queue refused it) is taken back."""

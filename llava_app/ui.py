@@ -18,6 +18,7 @@ from .backends.base import Backend, GenerationParams
 from .backends.switchable import SwitchableBackend
 from .catalog import allowed_models, any_model_allowed, check_allowed, choices
 from .config import Config
+from .context import ContextFitter, hidden_note, meter_text
 from .conversation import Conversation, PromptInfo
 from .display import chat_markdown
 from .errors import UserError
@@ -35,6 +36,7 @@ CSS = """
 #random-banner { background: #fff3cd; border: 1px solid #e0b000; border-radius: 8px; padding: 6px 12px; }
 #random-banner p { margin: 0; color: #5c4400; }
 #prompt-view textarea { font-family: ui-monospace, monospace; font-size: 12px; }
+#context-meter p { margin: 0; font-size: 13px; opacity: 0.8; }
 footer { display: none !important; }
 """
 
@@ -85,7 +87,11 @@ def _gallery_value(conv: Conversation) -> list[tuple[str, str]]:
 def _chat_value(conv: Conversation, partial: str | None = None) -> list[dict[str, Any]]:
     """The chatbot's messages: each turn's new images, the question, the answer."""
     out: list[dict[str, Any]] = []
+    note = hidden_note(conv)
     for i, turn in enumerate(conv.turns):
+        if note and i == conv.first_visible:  # a muted, folded note under the turns the model no longer sees
+            out.append({"role": "assistant", "content": note["body"],
+                        "metadata": {"title": note["title"], "status": "done"}})
         for im in conv.images_for_turn(i):
             out.append({"role": "user", "content": {"path": im.path, "alt_text": im.label}})
         out.append({"role": "user", "content": chat_markdown(turn.user)})
@@ -151,6 +157,7 @@ def build_demo(backend: Backend, config: Config, store: ImageStore | None = None
     service = ChatService(
         backend, store, max_images=config.max_images, max_question_chars=config.max_question_chars,
         image_limits=ImageLimits(max_bytes=config.max_upload_bytes),
+        context=ContextFitter(backend, summarize=config.summarize_dropped, answer_tokens=config.max_new_tokens),
     )
 
     def on_session_end(conv: Conversation) -> None:
@@ -190,6 +197,7 @@ def build_demo(backend: Backend, config: Config, store: ImageStore | None = None
                     regen_btn = gr.Button(T("regenerate"), elem_id="regenerate")
                     undo_btn = gr.Button(T("undo"), elem_id="undo")
                     new_btn = gr.Button(T("new_chat"), elem_id="new-chat")
+                meter = gr.Markdown(meter_text(Conversation(), service.context), elem_id="context-meter")
         with gr.Accordion(T("parameters"), open=False, elem_id="parameters"):
             system_prompt = gr.Textbox(value=config.system_prompt, label=T("system_prompt"), lines=2,
                                        elem_id="system-prompt")
@@ -221,32 +229,33 @@ def build_demo(backend: Backend, config: Config, store: ImageStore | None = None
             api_chat_btn, api_context_btn, api_reset_btn = gr.Button(), gr.Button(), gr.Button()
 
         gen_inputs = [state, system_prompt, temperature, top_p, max_new]
-        view_outputs = [chatbot, prompt_view, prompt_stats]
+        view_outputs = [chatbot, prompt_view, prompt_stats, meter]
 
         def views(conv: Conversation, partial: str | None = None):
             info = conv.last_prompt
-            return _chat_value(conv, partial), (info.text if info else ""), _prompt_stats(info)
+            return (_chat_value(conv, partial), (info.text if info else ""), _prompt_stats(info),
+                    meter_text(conv, service.context))
 
         # ----- images ------------------------------------------------------------------------
         def on_upload(value, conv: Conversation):
             result = service.add_images(conv, _upload_files(value))
-            for message in result.errors:
+            for message in result.errors + result.warnings:
                 gr.Warning(message)
             text = f"Added {', '.join(result.added)}." if result.added else ""
-            if result.errors:
-                text = (text + " " if text else "") + " ".join(html.escape(e) for e in result.errors)
-            return _gallery_value(conv), conv, text
+            if result.errors or result.warnings:
+                text = (text + " " if text else "") + " ".join(html.escape(e) for e in result.errors + result.warnings)
+            return _gallery_value(conv), conv, text, meter_text(conv, service.context)
 
         def on_delete(value, conv: Conversation):
             kept = {str(c) for _, c in (value or []) if c}
             gone = [im.number for im in conv.images if im.label not in kept]
             service.remove_images(conv, gone)
             text = f"Removed {', '.join(f'Image {n}' for n in gone)}." if gone else ""
-            return _gallery_value(conv), conv, text
+            return _gallery_value(conv), conv, text, meter_text(conv, service.context)
 
-        gallery.upload(on_upload, [gallery, state], [gallery, state, notice], api_visibility="private",
+        gallery.upload(on_upload, [gallery, state], [gallery, state, notice, meter], api_visibility="private",
                        show_progress="minimal")
-        gallery.delete(on_delete, [gallery, state], [gallery, state, notice], api_visibility="private")
+        gallery.delete(on_delete, [gallery, state], [gallery, state, notice, meter], api_visibility="private")
 
         def on_gallery_change(value, conv: Conversation):
             # The gallery's own Clear button (x at its top) empties it with no delete event:
@@ -254,10 +263,10 @@ def build_demo(backend: Backend, config: Config, store: ImageStore | None = None
             # change event of an upload may arrive after the upload's own handler, holding
             # the new files without their labels, and must not remove anything.
             if value or not conv.images:
-                return gr.skip(), gr.skip(), gr.skip()
+                return gr.skip(), gr.skip(), gr.skip(), gr.skip()
             return on_delete(value, conv)
 
-        gallery.change(on_gallery_change, [gallery, state], [gallery, state, notice], api_visibility="private",
+        gallery.change(on_gallery_change, [gallery, state], [gallery, state, notice, meter], api_visibility="private",
                        show_progress="hidden")
 
         # ----- asking ------------------------------------------------------------------------

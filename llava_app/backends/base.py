@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from ..conversation import PromptInfo
+from ..images import ModelImageSize
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,8 @@ class Backend(ABC):
     context_length: int | None = None
     #: how many generations the engine takes at once; the page queues the rest
     max_concurrency: int = 1
+    #: ``prompt_info`` counts the prompt's tokens exactly (needed to fit the context window)
+    counts_tokens: bool = False
 
     @abstractmethod
     def stream(self, request: ChatRequest) -> Iterator[str]:
@@ -62,6 +65,10 @@ class Backend(ABC):
         """Render the prompt for ``messages`` without generating (for the page's panel)."""
         labels = [p["ref"].label for m in messages for p in m["content"] if p["type"] == "image"]
         return PromptInfo(text="", n_images=len(labels), n_tokens=0, image_labels=labels)
+
+    def image_resolution(self) -> "ModelImageSize | None":
+        """The resolution the model's image processor uses (uploads are stored no larger), if known."""
+        return None
 
     def forget(self, session_id: str) -> None:
         """Drop whatever the engine cached for a session (closed tab, new chat)."""

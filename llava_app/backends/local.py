@@ -9,7 +9,7 @@ from typing import Any, Iterator
 
 from ..conversation import PromptInfo
 from ..errors import UserError
-from ..images import ImageStore
+from ..images import ImageStore, ModelImageSize
 from .base import Backend, ChatRequest, image_refs
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,8 @@ class LocalBackend(Backend):
     fresh ``TextIteratorStreamer`` and thread, and a stopping criterion that watches
     the request's cancel flag, so Stop ends the decode loop itself.
     """
+
+    counts_tokens = True
 
     def __init__(self, model: str, image_store: ImageStore, device: str = "auto", dtype: str = "auto",
                  load_in_4bit: bool = False, load_in_8bit: bool = False, stream_delay: float = 0.0,
@@ -78,7 +80,13 @@ class LocalBackend(Backend):
         inputs = self.processor(text=text, images=pictures or None, return_tensors="pt")
         info = PromptInfo(text=text, n_images=len(refs), n_tokens=int(inputs["input_ids"].shape[1]),
                           image_labels=[r.label for r in refs])
+        image_token_id = getattr(self.processor, "image_token_id", None)
+        if image_token_id is not None:
+            info.n_image_tokens = int((inputs["input_ids"] == image_token_id).sum())
         return inputs, info
+
+    def image_resolution(self) -> ModelImageSize | None:
+        return ModelImageSize.from_processor(self.processor.image_processor)
 
     def prompt_info(self, messages: list[dict[str, Any]]) -> PromptInfo:
         return self.encode(messages)[1]

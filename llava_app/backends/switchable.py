@@ -58,6 +58,14 @@ class SwitchableBackend(Backend):
         return self._engine.context_length if self._engine is not None else None
 
     @property
+    def counts_tokens(self) -> bool:  # type: ignore[override]
+        return self._engine.counts_tokens if self._engine is not None else False
+
+    def image_resolution(self):
+        engine = self._engine
+        return engine.image_resolution() if engine is not None else None
+
+    @property
     def engine(self) -> Backend | None:
         """The engine held now (None only after a failed switch whose fallback failed too)."""
         return self._engine

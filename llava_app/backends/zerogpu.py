@@ -56,6 +56,7 @@ class ZeroGPUBackend(Backend):
         self.is_random = engine.is_random
         self.supports_images = engine.supports_images
         self.context_length = engine.context_length
+        self.counts_tokens = engine.counts_tokens  # counting needs the processor only, no GPU
 
     def __getattr__(self, name: str) -> Any:
         # Engine-specific attributes (processor, device) read through to the engine.
@@ -83,6 +84,9 @@ class ZeroGPUBackend(Backend):
 
     def prompt_info(self, messages: list[dict[str, Any]]) -> PromptInfo:
         return self.engine.prompt_info(messages)  # the processor only: no GPU needed
+
+    def image_resolution(self):
+        return self.engine.image_resolution()
 
     def forget(self, session_id: str) -> None:
         self.engine.forget(session_id)

@@ -1,0 +1,254 @@
+"""Fit a long conversation into the model's context window, and say what no longer fits.
+
+Before each answer the engine counts the prompt's tokens itself (the processor's own
+output, image tokens included). The budget is the window less the answer's max new
+tokens. When the prompt does not fit, the oldest turns are dropped *in steps*: enough
+of them to come down to a low-water mark well under the budget, so the next several
+turns only append to the prompt and a cached prefix (KV reuse) stays valid between
+drops. Every image still in the gallery stays in the prompt: those of dropped turns
+move, with their labels, to the first turn that is kept. With ``summarize`` the dropped
+turns are replaced by a short summary that the model writes of them. When the images
+alone cannot fit, the question is refused before generating, with the numbers and what
+to do.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from .backends.base import Backend, ChatRequest, GenerationParams
+from .conversation import SUMMARY_LEAD, Conversation, ImageRef, PromptInfo
+from .errors import UserError
+
+log = logging.getLogger(__name__)
+
+#: after a drop the prompt uses at most this share of the room between the smallest
+#: possible prompt and the budget; the rest is headroom for the next turns
+LOW_WATER = 0.5
+#: the longest summary of dropped turns, in tokens
+SUMMARY_TOKENS = 64
+#: pictures whose token cost is remembered (a few bytes each)
+_IMAGE_COSTS_KEPT = 4096
+SUMMARY_INSTRUCTION = (
+    "Summarise the conversation above in at most three short sentences, for your own memory: keep what the "
+    "user wanted and the facts about the images, naming them by their labels (Image 1, Image 2, ...)."
+)
+
+
+@dataclass
+class ContextFitter:
+    """Keeps a conversation's prompt inside the backend's context window (see the module docstring).
+
+    Args:
+        backend: the engine; fitting is on when it counts tokens and knows its window.
+        summarize: replace dropped turns by a model-written summary (``--summarize-dropped``).
+        low_water: see ``LOW_WATER``.
+        summary_tokens: the summary's max new tokens.
+        answer_tokens: the answer length assumed by upload-time checks (the default max new tokens).
+    """
+
+    backend: Backend
+    summarize: bool = False
+    low_water: float = LOW_WATER
+    summary_tokens: int = SUMMARY_TOKENS
+    answer_tokens: int = 256
+    _image_costs: OrderedDict[tuple[str, str], int] = field(default_factory=OrderedDict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def window(self) -> int | None:
+        """The model's context window in tokens, when known."""
+        return self.backend.context_length or None
+
+    @property
+    def active(self) -> bool:
+        """Fitting needs exact counts and a known window (a remote server may give neither)."""
+        return bool(self.backend.counts_tokens and self.window)
+
+    def count(self, conv: Conversation, system_prompt: str, first_visible: int | None = None,
+              summary: str | None = None) -> PromptInfo:
+        """The engine's own count of the prompt, as it would be with ``first_visible``/``summary``."""
+        msgs = conv.messages(system_prompt, first_visible, summary)
+        if msgs and msgs[-1]["role"] == "assistant":  # regenerate/preview: the prompt ends at the question
+            msgs = msgs[:-1]
+        return self.backend.prompt_info(msgs)
+
+    # ----- fitting -------------------------------------------------------------------------
+    def fit(self, conv: Conversation, system_prompt: str, params: GenerationParams,
+            cancel: threading.Event | None = None) -> PromptInfo | None:
+        """Make the pending turn's prompt fit, dropping (and summarising) old turns; refuse what cannot fit.
+
+        Returns the count of the prompt the model will get (None when fitting is off).
+        Raises ``UserError`` (before anything is generated) when even the newest turn
+        with all the images does not fit.
+        """
+        if not self.active or not conv.turns:
+            return None
+        window = int(self.window)
+        conv.context_window = window
+        budget = window - params.max_new_tokens
+        if budget <= 0:
+            raise UserError(f"Max new tokens ({params.max_new_tokens:,}) leaves no room for the prompt in the model's "
+                            f"{window:,}-token context window. Lower it.")
+        info = self.count(conv, system_prompt)
+        if info.n_tokens <= budget:
+            return info
+        last = len(conv.turns) - 1
+        minimal = self.count(conv, system_prompt, last, "")
+        if minimal.n_tokens > budget:
+            raise UserError(too_big_message(minimal, window, params.max_new_tokens))
+        target = minimal.n_tokens + int(self.low_water * (budget - minimal.n_tokens))
+        old_start, old_summary = conv.first_visible, conv.context_summary
+        summary = ""
+        if old_start == last:
+            start = last  # only the old summary can go
+        elif self.summarize:
+            # Leave room for the summary that will stand in for the dropped turns.
+            reserve = self.summary_tokens + 16
+            start = self._smallest_start(conv, system_prompt, old_start + 1, last, target - reserve, "")
+            summary = self.summarize_turns(conv, old_summary, old_start, start, cancel)
+            if cancel is not None and cancel.is_set():
+                return info  # stopped while summarising: the conversation stays as it was
+            if summary and self.count(conv, system_prompt, last, summary).n_tokens > budget:
+                summary = ""  # not even the summary fits beside the images
+            if summary:
+                start = self._smallest_start(conv, system_prompt, start, last, budget, summary)
+        else:
+            start = self._smallest_start(conv, system_prompt, old_start + 1, last, target, "")
+        conv.first_visible, conv.context_summary = start, summary
+        fitted = self.count(conv, system_prompt)
+        log.info("context: dropped turns %d..%d of conversation %s (%d -> %d tokens, budget %d%s)", old_start,
+                 start - 1, conv.id[:8], info.n_tokens, fitted.n_tokens, budget, ", summarised" if summary else "")
+        return fitted
+
+    def _smallest_start(self, conv: Conversation, system_prompt: str, lo: int, hi: int, limit: int,
+                        summary: str) -> int:
+        """The fewest turns to drop (first kept turn in ``lo..hi``) for the prompt to take ``limit`` tokens or less.
+
+        Dropping turns never adds tokens, so a binary search needs a handful of counts.
+        """
+        lo = min(lo, hi)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self.count(conv, system_prompt, mid, summary).n_tokens <= limit:
+                hi = mid
+            else:
+                lo = mid + 1
+        return lo
+
+    def summarize_turns(self, conv: Conversation, previous: str, lo: int, hi: int,
+                        cancel: threading.Event | None = None) -> str:
+        """A summary, written by the model, of turns ``lo..hi-1`` (and of the previous summary)."""
+        window = int(self.window or 0)
+        lines = []
+        for i in range(lo, hi):
+            turn = conv.turns[i]
+            shown = "".join(f"[{im.label}] " for im in conv.images_for_turn(i))
+            lines.append(f"User: {shown}{turn.user}\nAssistant: {turn.assistant or ''}")
+        while True:
+            transcript = (f"{SUMMARY_LEAD} {previous}\n" if previous else "") + "\n".join(lines)
+            msgs = [{"role": "user", "content": [{"type": "text", "text": f"{transcript}\n\n{SUMMARY_INSTRUCTION}"}]}]
+            fits = self.backend.prompt_info(msgs).n_tokens + self.summary_tokens <= window
+            if fits or not lines:
+                break
+            lines.pop(0)  # the oldest turns are left out of what is summarised, never the newest
+        if not fits:
+            return previous
+        request = ChatRequest(msgs, GenerationParams(temperature=0.0, max_new_tokens=self.summary_tokens),
+                              session_id=conv.id, cancel=cancel or threading.Event())
+        return "".join(self.backend.stream(request)).strip()
+
+    # ----- images ----------------------------------------------------------------------------
+    def image_tokens(self, image: ImageRef) -> int | None:
+        """What one image costs in the prompt, counted by the engine (cached per picture)."""
+        if not self.backend.counts_tokens:
+            return None
+        key = (self.backend.model_name, image.sha256)  # the model may be switched while the app runs
+        with self._lock:
+            cost = self._image_costs.get(key)
+        if cost is None:
+            info = self.backend.prompt_info([{"role": "user", "content": [{"type": "image", "ref": image}]}])
+            cost = info.n_image_tokens
+            with self._lock:
+                self._image_costs[key] = cost
+                if len(self._image_costs) > _IMAGE_COSTS_KEPT:
+                    self._image_costs.popitem(last=False)
+        return cost
+
+    def images_warning(self, conv: Conversation) -> str | None:
+        """A message when the conversation's images alone leave no room (checked at upload)."""
+        if not self.active or not conv.images:
+            return None
+        window = int(self.window)
+        if self.answer_tokens >= window:
+            return None  # the answer length is the problem; asking says so
+        costs = [self.image_tokens(im) or 0 for im in conv.images]
+        if sum(costs) <= window - self.answer_tokens:
+            return None
+        info = PromptInfo(n_images=len(costs), n_tokens=sum(costs), n_image_tokens=sum(costs))
+        return too_big_message(info, window, self.answer_tokens)
+
+    def known_image_tokens(self, conv: Conversation) -> int | None:
+        """The images' tokens from the cache only (cheap enough for every streamed update)."""
+        with self._lock:
+            costs = [self._image_costs.get((self.backend.model_name, im.sha256)) for im in conv.images]
+        return None if None in costs else sum(costs)  # type: ignore[arg-type]
+
+
+def too_big_message(info: PromptInfo, window: int, answer_tokens: int) -> str:
+    """Why the smallest possible prompt does not fit, with the numbers and what to do."""
+    budget = window - answer_tokens
+    text_tokens = info.n_tokens - info.n_image_tokens
+    if info.n_image_tokens and text_tokens < budget:
+        images = "image in this conversation takes" if info.n_images == 1 else \
+            f"{info.n_images} images in this conversation take"
+        return (f"The {images} {info.n_image_tokens:,} tokens, but the model's context window is "
+                f"{window:,} tokens, and {answer_tokens:,} of them are kept for the answer"
+                + (f" and {text_tokens:,} for the text" if text_tokens else "") + ". "
+                "Remove some images (x on a thumbnail), lower Max new tokens, "
+                "or pick a model with a longer context window.")
+    return (f"This question and the system prompt take {text_tokens:,} tokens; with {answer_tokens:,} kept for the "
+            f"answer, the model's {window:,}-token context window has room for {max(budget, 0):,}. "
+            "Shorten the question or the system prompt, or lower Max new tokens.")
+
+
+# ----- what the page shows (plain text; ui.py puts it on the page) ----------------------------
+def meter_text(conv: Conversation, fitter: ContextFitter | None) -> str:
+    """The context meter: prompt tokens / window, images and their tokens, hidden turns."""
+    window = (fitter.window if fitter else None) or conv.context_window
+    info = conv.last_prompt
+    parts = []
+    if info is not None and info.n_tokens:
+        used = f"**{info.n_tokens:,}**" + (f" / {window:,} tokens ({100 * info.n_tokens / window:.0f}%)"
+                                          if window else " tokens")
+        parts.append(f"Context: {used}")
+    elif window:
+        parts.append(f"Context window: {window:,} tokens")
+    n = len(conv.images)
+    image_tokens = fitter.known_image_tokens(conv) if fitter and n else None
+    if image_tokens is None and info is not None and n and info.n_images == n:
+        image_tokens = info.n_image_tokens
+    label = f"{n} image" + ("" if n == 1 else "s")
+    parts.append(label + (f" ({image_tokens:,} tokens)" if image_tokens else ""))
+    if conv.first_visible:
+        hidden = conv.first_visible
+        parts.append(f"{hidden} earlier turn{'' if hidden == 1 else 's'} no longer seen by the model"
+                     + (" (summarised)" if conv.context_summary else ""))
+    return " · ".join(parts)
+
+
+def hidden_note(conv: Conversation) -> dict[str, Any] | None:
+    """The muted note placed after the turns the model no longer sees (None when it sees them all)."""
+    hidden = conv.first_visible
+    if not hidden:
+        return None
+    window = f"its {conv.context_window:,}-token" if conv.context_window else "its"
+    body = (f"They no longer fit in {window} context window; every image in the gallery is still in its prompt.")
+    if conv.context_summary:
+        body += f"\n\nIt keeps this summary of them instead: *{conv.context_summary}*"
+    title = f"The model no longer sees the {'turn' if hidden == 1 else f'{hidden} turns'} above"
+    return {"title": title, "body": body}
