@@ -365,3 +365,29 @@ def test_meter_text():
     text = meter_text(conv, None)
     assert text == "Context: **512** / 1,024 tokens (50%) · 0 images · 3 earlier turns no longer seen by the model " \
                    "(summarised)"
+
+
+def test_messages_move_images_of_hidden_turns_to_the_first_kept_turn():
+    from llava_app.conversation import SUMMARY_LEAD, Conversation
+
+    conv = Conversation()
+    for k in range(4):
+        if k in (0, 2):
+            conv.add_image(f"sha{k}", f"/x/{k}.png", 10, 10)
+        conv.ask(f"q{k}")
+        conv.answer(f"a{k}")
+    conv.add_image("sha-pending", "/x/p.png", 10, 10)  # waits for the next question, as before
+    conv.first_visible, conv.context_summary = 3, "earlier talk"
+    msgs = conv.messages("sys")
+    assert [m["role"] for m in msgs] == ["system", "user", "assistant"]
+    parts = msgs[1]["content"]
+    assert parts[0]["text"] == f"{SUMMARY_LEAD} earlier talk\n"
+    assert [p.get("text") or p["ref"].label for p in parts[1:]] == ["Image 1:", "Image 1", "Image 2:", "Image 2", "q3"]
+    assert conv.messages("sys", first_visible=0, summary="")[1]["content"][0]["text"] == "Image 1:"
+    # Undo past the first kept turn: the rest stay hidden, the next question is seen with every image.
+    conv.undo()
+    conv.undo()
+    assert conv.first_visible == 2 == len(conv.turns)
+    conv.ask("again")
+    labels = [p["ref"].label for m in conv.messages() for p in m["content"] if p["type"] == "image"]
+    assert labels == ["Image 1", "Image 2", "Image 3"]
