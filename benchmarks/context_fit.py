@@ -1,11 +1,11 @@
 """What fitting the context window costs per turn, beside the generation it guards.
 
 A long chat with three LLaVA-1.5-sized images (576 tokens each) on the ``tiny-random-bench``
-model, in a 4,096-token window: for each turn, the time to count (and, at a drop, to choose
+model, in a 2,560-token window (room for a dozen turns beside the images): for each turn, the time to count (and, at a drop, to choose
 the turns to drop) and the time to generate the answer, measured side by side in one run.
 Prints a table and writes JSON.
 
-    python benchmarks/context_fit.py --turns 60 --out context_fit.json
+    python benchmarks/context_fit.py --turns 40 --out context_fit.json
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="tiny-random-bench", help="model id or tiny preset")
-    parser.add_argument("--window", type=int, default=4096, help="context window in tokens")
-    parser.add_argument("--turns", type=int, default=60, help="questions to ask")
-    parser.add_argument("--max-new-tokens", type=int, default=32, help="answer length")
+    parser.add_argument("--window", type=int, default=2560, help="context window in tokens")
+    parser.add_argument("--turns", type=int, default=40, help="questions to ask")
+    parser.add_argument("--max-new-tokens", type=int, default=16, help="answer length")
     parser.add_argument("--summarize", action="store_true", help="also time --summarize-dropped")
     parser.add_argument("--out", default="context_fit.json", help="where to write the JSON results")
     args = parser.parse_args(argv)
@@ -75,6 +75,8 @@ def main(argv: list[str] | None = None) -> dict:
         rows.append({"turn": k, "fit_s": run_fit["s"], "generate_s": total - run_fit["s"],
                      "prompt_tokens": conv.last_prompt.n_tokens, "drop": conv.first_visible != before,
                      "hidden_turns": conv.first_visible})
+        print(f"turn {k}: fit {1000 * run_fit['s']:.0f} ms, generate {1000 * (total - run_fit['s']):.0f} ms, "
+              f"{conv.last_prompt.n_tokens} prompt tokens{', drop' if rows[-1]['drop'] else ''}", file=sys.stderr)
 
     def summary(selected: list[dict]) -> dict:
         if not selected:
