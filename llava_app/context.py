@@ -62,12 +62,12 @@ class ContextFitter:
     @property
     def window(self) -> int | None:
         """The model's context window in tokens, when known."""
-        return self.backend.context_length or None
+        return getattr(self.backend, "context_length", None) or None
 
     @property
     def active(self) -> bool:
         """Fitting needs exact counts and a known window (a remote server may give neither)."""
-        return bool(self.backend.counts_tokens and self.window)
+        return bool(getattr(self.backend, "counts_tokens", False) and self.window)
 
     def count(self, conv: Conversation, system_prompt: str, first_visible: int | None = None,
               summary: str | None = None) -> PromptInfo:
@@ -165,7 +165,7 @@ class ContextFitter:
     # ----- images ----------------------------------------------------------------------------
     def image_tokens(self, image: ImageRef) -> int | None:
         """What one image costs in the prompt, counted by the engine (cached per picture)."""
-        if not self.backend.counts_tokens:
+        if not getattr(self.backend, "counts_tokens", False):
             return None
         key = (self.backend.model_name, image.sha256)  # the model may be switched while the app runs
         with self._lock:

@@ -312,7 +312,7 @@ class OpenAIEndpoint:
             raise APIError(400, f"{name}: only data URLs (and http(s) URLs where allowed) are accepted.",
                            code="invalid_image", param="messages")
         try:
-            return decode_image(data, self.service.image_limits, name)
+            return decode_image(data, self.service.upload_limits(), name)
         except UserError as exc:
             raise APIError(400, str(exc), code="invalid_image", param="messages") from None
 

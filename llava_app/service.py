@@ -85,7 +85,8 @@ class ChatService:
         """The upload limits, storing no more pixels than the current model's processor uses."""
         if self.image_limits.model_size is not None:
             return self.image_limits
-        return dataclasses.replace(self.image_limits, model_size=self.backend.image_resolution())
+        resolution = getattr(self.backend, "image_resolution", None)  # duck-typed test engines may lack it
+        return dataclasses.replace(self.image_limits, model_size=resolution() if resolution else None)
 
     def context_warnings(self, conv: Conversation) -> list[str]:
         """Warnings about the context window (images that leave no room); counting them warms the meter."""

@@ -424,7 +424,7 @@ def build_demo(backend: Backend, config: Config, store: ImageStore | None = None
                 gr.Warning("Press Stop, or wait for the answer, before importing a conversation.")
                 return conv, gr.update(), gr.update(), gr.update(), *views(conv)
             try:
-                imported = read_conversation(path, store, limits=service.image_limits, max_images=config.max_images)
+                imported = read_conversation(path, store, limits=service.upload_limits(), max_images=config.max_images)
             except UserError as exc:
                 gr.Warning(str(exc))
                 return conv, gr.update(), gr.update(), gr.update(), *views(conv)
@@ -504,6 +504,8 @@ def _turn_of_message(conv: Conversation, index: Any) -> int | None:
     position = index[0] if isinstance(index, (list, tuple)) else index
     n = 0
     for i, turn in enumerate(conv.turns):
+        if i == conv.first_visible and hidden_note(conv):
+            n += 1  # the note on turns the model no longer sees
         n += len(conv.images_for_turn(i)) + 1  # the turn's images, then its question
         if turn.assistant is not None:
             if n == position:

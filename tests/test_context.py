@@ -100,7 +100,7 @@ def long_chat(small_window_backend, tmp_path_factory):
 
 
 def test_thirty_turns_with_three_images_keep_answering_with_all_images(long_chat):
-    from llava_app.ui import _chat_value
+    from llava_app.ui import _chat_value, _turn_of_message
 
     service, conv, turns, rec = long_chat
     assert len(rec.requests) == 30  # one generation per turn, no refusal
@@ -128,6 +128,8 @@ def test_thirty_turns_with_three_images_keep_answering_with_all_images(long_chat
     assert len(notes) == 1
     assert f"{hidden} turns above" in shown[notes[0]]["metadata"]["title"]
     assert shown[notes[0] + 1]["content"] == conv.turns[hidden].user
+    answers = [i for i, m in enumerate(shown) if m["role"] == "assistant" and not m.get("metadata")]
+    assert [_turn_of_message(conv, i) for i in answers] == list(range(30))  # likes still find their turn
 
 
 def test_drops_come_in_steps_so_the_token_prefix_holds_for_several_turns(long_chat):
@@ -391,3 +393,17 @@ def test_messages_move_images_of_hidden_turns_to_the_first_kept_turn():
     conv.ask("again")
     labels = [p["ref"].label for m in conv.messages() for p in m["content"] if p["type"] == "image"]
     assert labels == ["Image 1", "Image 2", "Image 3"]
+
+
+def test_fitting_and_downscaling_see_through_the_switchable_and_zerogpu_wrappers(local_backend):
+    from llava_app.backends.switchable import SwitchableBackend
+    from llava_app.backends.zerogpu import ZeroGPUBackend
+    from llava_app.context import ContextFitter
+
+    engine = local_backend("tiny-random", context_length=WINDOW)
+    wrapped = [SwitchableBackend(engine, factory=lambda name: engine),
+               ZeroGPUBackend(engine, gpu=lambda duration: (lambda fn: fn))]
+    for backend in wrapped:
+        assert backend.counts_tokens and backend.context_length == WINDOW
+        assert backend.image_resolution() == engine.image_resolution()
+        assert ContextFitter(backend).active
