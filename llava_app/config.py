@@ -48,6 +48,8 @@ class Config:
     allowed_models: str = "presets"  # what the page's model picker may load; see catalog.allowed_models
     feedback_file: str = ""  # JSONL file for like/dislike; empty: feedback is off
     feedback_images: bool = False
+    kv_cache_mb: float = 2048.0  # KV kept between turns, all sessions together; 0 re-reads every prompt
+    feature_cache_mb: float = 512.0  # vision-tower outputs kept per image; 0 re-encodes images every turn
 
     @property
     def max_upload_bytes(self) -> int:
@@ -104,6 +106,10 @@ _HELP: dict[str, str] = {
     "feedback_file": "append like/dislike on answers, with the conversation's text, to this JSONL file "
     "(off when empty)",
     "feedback_images": "with --feedback-file: also copy the conversation's images next to the file",
+    "kv_cache_mb": "local backend: megabytes of conversation KV cache kept between turns across all sessions "
+    "(least recently used sessions evicted first); 0 turns prefix reuse off",
+    "feature_cache_mb": "local backend: megabytes of image features (vision tower outputs) kept, so an image is "
+    "encoded once per model; 0 turns the cache off",
 }
 _CHOICES = {"backend": ["local", "openai"], "dtype": ["auto", "float32", "float16", "bfloat16"]}
 
@@ -191,6 +197,8 @@ def validate(config: Config) -> None:
         problems.append("--top-p must be in (0, 1]")
     if config.context_length < 0:
         problems.append("--context-length must be 0 (the model's own) or a number of tokens")
+    if config.kv_cache_mb < 0 or config.feature_cache_mb < 0:
+        problems.append("--kv-cache-mb and --feature-cache-mb must be 0 or more")
     if config.load_in_4bit and config.load_in_8bit:
         problems.append("choose one of --load-in-4bit and --load-in-8bit")
     if config.request_timeout <= 0:

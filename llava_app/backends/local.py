@@ -47,7 +47,8 @@ class LocalBackend(Backend):
 
     def __init__(self, model: str, image_store: ImageStore, device: str = "auto", dtype: str = "auto",
                  load_in_4bit: bool = False, load_in_8bit: bool = False, stream_delay: float = 0.0,
-                 context_length: int | None = None):
+                 context_length: int | None = None, kv_cache_bytes: int = 2048 * 2**20,
+                 feature_cache_bytes: int = 512 * 2**20):
         _require_torch()
         from ..models import LoadOptions, load_model_and_processor
         from ..tiny import is_tiny
@@ -65,6 +66,13 @@ class LocalBackend(Backend):
         self.context_length = context_length or getattr(text_config, "max_position_embeddings", None)
         self.device = next(self.model.parameters()).device
         self._lock = threading.Lock()
+        # Multi-turn reuse (kvcache.py): per-session prefix KV and cached image features.
+        from ..kvcache import PrefixReuse, RunStats
+
+        self.reuse = PrefixReuse(self.model, self.processor, self.images.open, model_id=str(self.path),
+                                 kv_budget_bytes=kv_cache_bytes, feature_budget_bytes=feature_cache_bytes)
+        #: what the engine did for the latest request (reused tokens, images encoded, new token ids)
+        self.last_run: RunStats | None = None
 
     # ----- prompt ---------------------------------------------------------------------------
     def render(self, messages: list[dict[str, Any]]) -> str:
@@ -103,7 +111,7 @@ class LocalBackend(Backend):
         return kwargs
 
     def stream(self, request: ChatRequest) -> Iterator[str]:
-        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+        from transformers import StoppingCriteria, StoppingCriteriaList
 
         cancel, delay = request.cancel, self.stream_delay
         abandoned = threading.Event()  # the consumer went away without setting cancel
@@ -119,20 +127,31 @@ class LocalBackend(Backend):
         with self._lock:
             if cancel.is_set():
                 return
-            inputs, request.info = self.encode(request.messages)
-            inputs = inputs.to(self.device)
-            if "pixel_values" in inputs:
-                inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
-            streamer = TextIteratorStreamer(self.processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
+            # Only the tokens after the longest prefix this session has cached are fed; images
+            # after it come from the feature cache (or are encoded once).
+            text = self.render(request.messages)
+            refs = image_refs(request.messages)
+            prepared = self.reuse.prepare(request.session_id, text, [r.sha256 for r in refs])
+            stats = self.last_run = prepared.stats
+            request.info = PromptInfo(text=text, n_images=len(refs), n_tokens=stats.prompt_tokens,
+                                      image_labels=[r.label for r in refs])
+            streamer = _TimedStreamer(stats, self.processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
             failure: list[BaseException] = []
 
             def run() -> None:
+                sequences = None
                 try:
-                    self.model.generate(**inputs, **self.generation_kwargs(request), streamer=streamer,
-                                        stopping_criteria=StoppingCriteriaList([_Cancelled()]))
+                    sequences = self.model.generate(**prepared.generate_kwargs, **self.generation_kwargs(request),
+                                                    streamer=streamer,
+                                                    stopping_criteria=StoppingCriteriaList([_Cancelled()]))
                 except BaseException as exc:  # noqa: BLE001 - handed to the consumer below
                     failure.append(exc)
                     streamer.end()
+                finally:
+                    self.reuse.finish(prepared, sequences, ok=sequences is not None)
+                    stats.finished_at = time.perf_counter()
+                    if sequences is not None:
+                        stats.new_token_ids = sequences[0, prepared.input_ids.shape[1]:].tolist()
 
             thread = threading.Thread(target=run, name="llava-generate", daemon=True)
             thread.start()
@@ -155,9 +174,27 @@ class LocalBackend(Backend):
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
+    def forget(self, session_id: str) -> None:
+        """Free the session's cached KV (its images' features stay cached for the model)."""
+        self.reuse.forget(session_id)
+
     def close(self) -> None:
+        self.reuse.clear()
         del self.model
         self._release_memory()
+
+
+def _TimedStreamer(stats, tokenizer, **kwargs):
+    """A ``TextIteratorStreamer`` that notes when the first new token arrived (in ``stats``)."""
+    from transformers import TextIteratorStreamer
+
+    class TimedStreamer(TextIteratorStreamer):
+        def put(self, value):
+            if not self.next_tokens_are_prompt and stats.first_token_at is None:
+                stats.first_token_at = time.perf_counter()
+            super().put(value)
+
+    return TimedStreamer(tokenizer, **kwargs)
 
 
 def _user_facing(exc: BaseException) -> BaseException:

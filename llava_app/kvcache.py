@@ -1,0 +1,453 @@
+"""Multi-turn reuse for the local engine: per-session prefix KV caches and an image-feature cache.
+
+A chat turn's prompt is the previous turn's prompt and answer plus a little new text, so
+most of it was already read by the model. ``PrefixReuse`` keeps each session's KV cache
+after a turn, with the token ids it covers and where each image's tokens lie, and on the
+next turn feeds only what follows the longest common prefix (token ids equal, and every
+image inside the prefix the same picture at the same place). Whatever the edit (Undo,
+Regenerate, a new system prompt, an image removed), the cache is cropped to the part that
+still matches, never reused past it.
+
+Images are encoded by the vision tower once per model: their projected features are kept
+in a bounded LRU keyed by the image's content hash, and are handed to ``generate`` as
+``mm_encoder_outputs`` for the images after the reused prefix, so neither pixels nor the
+vision tower are needed for an image seen before, even after its session's KV was evicted.
+
+Session caches share a byte budget; the least recently used are evicted first, and an
+evicted session simply reads its prompt again (with cached image features).
+
+torch and transformers are imported lazily: this module belongs to the local engine.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Callable, Generic, Hashable, Iterable, TypeVar
+
+log = logging.getLogger(__name__)
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class ByteLRU(Generic[K, V]):
+    """A dict bounded by the bytes of its values, least recently used out first (thread-safe)."""
+
+    def __init__(self, budget_bytes: int, on_evict: Callable[[K, V], None] | None = None):
+        self.budget = max(0, int(budget_bytes))
+        self._items: OrderedDict[K, tuple[V, int]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self._on_evict = on_evict
+        self.hits = self.misses = self.evictions = 0
+
+    def get(self, key: K) -> V | None:
+        """The value (now the most recently used), or None."""
+        with self._lock:
+            item = self._items.get(key)
+            if item is None:
+                self.misses += 1
+                return None
+            self._items.move_to_end(key)
+            self.hits += 1
+            return item[0]
+
+    def put(self, key: K, value: V, nbytes: int) -> bool:
+        """Store ``value``, evicting the least recently used until it fits; False when it alone is too big."""
+        evicted: list[tuple[K, V]] = []
+        with self._lock:
+            old = self._items.pop(key, None)
+            if old is not None:
+                self._bytes -= old[1]
+            if nbytes > self.budget:
+                return False
+            while self._items and self._bytes + nbytes > self.budget:
+                k, (v, n) = self._items.popitem(last=False)
+                self._bytes -= n
+                self.evictions += 1
+                evicted.append((k, v))
+            self._items[key] = (value, nbytes)
+            self._bytes += nbytes
+        for k, v in evicted:
+            log.debug("evicted %r to stay within %d bytes", k, self.budget)
+            if self._on_evict:
+                self._on_evict(k, v)
+        return True
+
+    def pop(self, key: K) -> V | None:
+        """Remove and return ``key``'s value (no hit or miss counted)."""
+        with self._lock:
+            item = self._items.pop(key, None)
+            if item is None:
+                return None
+            self._bytes -= item[1]
+            return item[0]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self._bytes = 0
+
+    def __contains__(self, key: object) -> bool:
+        with self._lock:
+            return key in self._items
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)
+
+    def keys(self) -> list[K]:
+        """Keys from least to most recently used."""
+        with self._lock:
+            return list(self._items)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held now."""
+        return self._bytes
+
+
+@dataclass(frozen=True)
+class ImageSpan:
+    """Where one image's placeholder tokens lie in a prompt: ``ids[start:stop]``."""
+
+    start: int
+    stop: int
+    sha256: str
+
+
+@dataclass
+class CachedPrefix:
+    """A session's KV cache and exactly what it covers: ``ids`` (1-D, CPU) and the image spans."""
+
+    ids: Any  # torch.LongTensor, 1-D, on the CPU
+    spans: tuple[ImageSpan, ...]
+    cache: Any  # transformers DynamicCache on the model's device
+    nbytes: int = 0
+
+
+@dataclass
+class RunStats:
+    """What the engine did for one request (for logs, tests and the benchmark)."""
+
+    session_id: str = ""
+    prompt_tokens: int = 0
+    reused_tokens: int = 0  # read from the session's KV cache
+    prefilled_tokens: int = 0  # fed to the model before the first new token
+    images: int = 0
+    images_encoded: int = 0  # run through the vision tower for this request
+    image_feature_hits: int = 0  # taken from the feature cache
+    started_at: float = 0.0
+    first_token_at: float | None = None
+    finished_at: float | None = None
+    new_token_ids: list[int] = field(default_factory=list)
+
+    @property
+    def ttft(self) -> float | None:
+        """Seconds from the request to the first new token."""
+        return None if self.first_token_at is None else self.first_token_at - self.started_at
+
+
+@dataclass
+class Prepared:
+    """Everything ``generate`` needs for one request, and what to record afterwards."""
+
+    session_id: str
+    text: str
+    input_ids: Any
+    spans: tuple[ImageSpan, ...]
+    generate_kwargs: dict[str, Any]
+    stats: RunStats
+    cache: Any = None
+
+
+def common_prefix(cached_ids, cached_spans: Iterable[ImageSpan], ids, spans: Iterable[ImageSpan]) -> int:
+    """How many leading tokens of ``ids`` the cache may stand for.
+
+    Token ids must be equal, and an image whose tokens start inside the prefix must be
+    the same picture at the same place in both (image tokens all share one id, so the
+    ids alone cannot tell two pictures apart). A prefix never ends inside an image: it
+    is cut back to the image's start so the image is fed whole.
+    """
+    import torch
+
+    n = min(int(cached_ids.numel()), int(ids.numel()))
+    if n == 0:
+        return 0
+    diff = torch.nonzero(cached_ids[:n] != ids[:n])
+    if diff.numel():
+        n = int(diff[0, 0])
+    cached = {(s.start, s.stop): s.sha256 for s in cached_spans}
+    for span in spans:  # in prompt order
+        if span.start >= n:
+            break
+        if span.stop > n or cached.get((span.start, span.stop)) != span.sha256:
+            return span.start
+    return n
+
+
+def cache_nbytes(cache) -> int:
+    """Bytes held by a KV cache's tensors (each storage counted once)."""
+    seen: set[int] = set()
+    total = 0
+    for layer in getattr(cache, "layers", []):
+        for t in (getattr(layer, "keys", None), getattr(layer, "values", None)):
+            if t is None or not hasattr(t, "untyped_storage"):
+                continue
+            storage = t.untyped_storage()
+            if storage.data_ptr() in seen:
+                continue
+            seen.add(storage.data_ptr())
+            total += storage.nbytes()
+    return total
+
+
+class PrefixReuse:
+    """Builds each request's model inputs with prefix KV reuse and cached image features.
+
+    Not thread-safe by itself for generation: the engine calls ``prepare``/``finish``
+    under its one-generation-at-a-time lock. ``forget`` may come from any thread.
+
+    Args:
+        model: a LLaVA-family ``...ForConditionalGeneration`` (LLaVA, LLaVA-NeXT, OneVision).
+        processor: its processor (chat template, image processor, tokenizer).
+        open_image: ``sha256 -> PIL image`` (the app's ``ImageStore.open``).
+        model_id: names the model in feature-cache keys.
+        kv_budget_bytes: bytes of KV kept across all sessions; 0 keeps none (every turn re-reads its prompt).
+        feature_budget_bytes: bytes of image features kept; 0 keeps none.
+    """
+
+    def __init__(self, model, processor, open_image: Callable[[str], Any], model_id: str,
+                 kv_budget_bytes: int, feature_budget_bytes: int):
+        self.model = model
+        self.processor = processor
+        self.open_image = open_image
+        self.model_id = model_id
+        self.device = next(model.parameters()).device
+        self.image_token = processor.image_token
+        self.image_token_id = int(model.config.image_token_id)
+        self.kv = ByteLRU[str, CachedPrefix](kv_budget_bytes)
+        self.features = ByteLRU[tuple, Any](feature_budget_bytes)
+        # Replacement strings (the image's placeholder tokens) are tiny; kept longer than features.
+        self._replacements: OrderedDict[tuple, str] = OrderedDict()
+        self._max_replacements = 4096
+        self._checked_out: dict[str, bool] = {}  # session -> forgotten while generating
+        self._lock = threading.Lock()
+        self.vision_calls = 0
+        self.images_encoded = 0
+        self._kwargs = self._processing_kwargs()
+        self.reuse_kv = kv_budget_bytes > 0 and self._croppable()
+        if kv_budget_bytes > 0 and not self.reuse_kv:
+            log.info("KV reuse is off: this model's cache has layers that cannot be cropped (sliding window)")
+
+    # ----- setup ----------------------------------------------------------------------------
+    def _processing_kwargs(self) -> dict[str, dict]:
+        """The processor's own merged defaults, as its ``__call__`` uses them."""
+        tok = self.processor.tokenizer
+        merged = self.processor._merge_kwargs(tokenizer_init_kwargs=getattr(tok, "init_kwargs", {}),
+                                              return_tensors="pt")
+        text_kwargs = dict(merged["text_kwargs"])
+        for key in ("return_mm_token_type_ids", "return_text_replacement_offsets"):
+            text_kwargs.pop(key, None)
+        return {"text": text_kwargs, "images": dict(merged["images_kwargs"])}
+
+    def _new_cache(self):
+        from transformers import DynamicCache
+
+        return DynamicCache(config=self.model.config)
+
+    def _croppable(self) -> bool:
+        """True when every layer keeps its whole past (plain full-attention layers can be cropped)."""
+        from transformers.cache_utils import DynamicLayer
+
+        return all(type(layer) is DynamicLayer for layer in self._new_cache().layers)
+
+    # ----- images -------------------------------------------------------------------------
+    def _feature_key(self, sha256: str) -> tuple:
+        return (self.model_id, sha256)
+
+    def _process(self, shas: list[str]):
+        """Pixel inputs for these images, as the processor makes them, and each one's placeholder text."""
+        images_kwargs = self._kwargs["images"]
+        processed = self.processor.image_processor([self.open_image(s) for s in shas], **images_kwargs)
+        repl = [self.processor.replace_image_token(processed, image_idx=i, **images_kwargs) for i in range(len(shas))]
+        for sha, r in zip(shas, repl):
+            self._remember_replacement(sha, r)
+        return processed
+
+    def _remember_replacement(self, sha: str, replacement: str) -> None:
+        key = self._feature_key(sha)
+        self._replacements[key] = replacement
+        self._replacements.move_to_end(key)
+        while len(self._replacements) > self._max_replacements:
+            self._replacements.popitem(last=False)
+
+    def _encode(self, shas: list[str], processed=None) -> list[Any]:
+        """Run the vision tower and projector on these images (one batch); returns per-image features."""
+        import inspect
+
+        import torch
+
+        if processed is None:
+            processed = self._process(shas)
+        base = self.model.model
+        accepted = set(inspect.signature(base.get_image_features).parameters)
+        kwargs = {k: v for k, v in processed.items() if k in accepted}
+        for k, v in kwargs.items():
+            if hasattr(v, "to"):
+                kwargs[k] = v.to(self.device)
+        kwargs["pixel_values"] = kwargs["pixel_values"].to(self.model.dtype)
+        with torch.inference_mode():
+            out = base.get_image_features(**kwargs, return_dict=True)
+        feats = list(out.pooler_output)
+        if len(feats) != len(shas):  # pragma: no cover - a family that batches differently
+            raise RuntimeError(f"expected features for {len(shas)} images, got {len(feats)}")
+        self.vision_calls += 1
+        self.images_encoded += len(shas)
+        for sha, f in zip(shas, feats):
+            f = f.detach()
+            self.features.put(self._feature_key(sha), f, f.numel() * f.element_size())
+        return feats
+
+    # ----- prompt -------------------------------------------------------------------------
+    def layout(self, text: str, shas: list[str]):
+        """Token ids of ``text`` (placeholders expanded as the processor does) and each image's span.
+
+        Returns ``(ids, spans, processed, processed_shas)``; ``processed`` holds pixel inputs
+        made along the way for images never seen before (reused by ``_encode``).
+        """
+        import torch
+
+        missing = [s for s in dict.fromkeys(shas) if self._feature_key(s) not in self._replacements]
+        processed = self._process(missing) if missing else None
+        repl = [self._replacements[self._feature_key(s)] for s in shas]
+        for s in shas:  # keep the ones in use fresh
+            self._replacements.move_to_end(self._feature_key(s))
+        if text.count(self.image_token) != len(shas):
+            raise ValueError(f"the prompt has {text.count(self.image_token)} image placeholders for {len(shas)} images")
+        expanded, _ = self.processor.get_text_with_replacements([text], repl)
+        ids = self.processor.tokenizer(expanded, **self._kwargs["text"])["input_ids"][0]
+        ids = torch.as_tensor(ids, dtype=torch.long).flatten().cpu()
+        spans, pos = [], 0
+        is_image = (ids == self.image_token_id).tolist()
+        for sha, r in zip(shas, repl):
+            n = r.count(self.image_token)
+            while pos < len(is_image) and not is_image[pos]:
+                pos += 1
+            if pos + n > len(is_image) or not all(is_image[pos:pos + n]):
+                raise ValueError("image placeholder tokens are not where the processor's layout puts them")
+            spans.append(ImageSpan(pos, pos + n, sha))
+            pos += n
+        if sum(is_image) != sum(s.stop - s.start for s in spans):
+            raise ValueError("the prompt has image tokens that belong to no image")
+        return ids, tuple(spans), processed, missing
+
+    # ----- a request -----------------------------------------------------------------------
+    def prepare(self, session_id: str, text: str, shas: list[str]) -> Prepared:
+        """The ``generate`` inputs for this prompt: the session's cache cropped to the common prefix,
+        and features only for the images after it."""
+        stats = RunStats(session_id=session_id, started_at=time.perf_counter(), images=len(shas))
+        try:
+            return self._prepare(session_id, text, shas, stats)
+        except BaseException:
+            self._return(session_id)  # a checked-out cache is dropped, not put back half-cropped
+            raise
+
+    def _prepare(self, session_id: str, text: str, shas: list[str], stats: RunStats) -> Prepared:
+        import torch
+        from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+        ids, spans, processed, processed_shas = self.layout(text, shas)
+        stats.prompt_tokens = int(ids.numel())
+
+        entry = self._take(session_id) if (self.reuse_kv and session_id) else None
+        n = 0
+        cache = None
+        if entry is not None:
+            n = common_prefix(entry.ids, entry.spans, ids, spans)
+            # At least one token must be fed to get the next token's logits.
+            n = min(n, int(ids.numel()) - 1)
+            n = min([n] + [s.start for s in spans if s.start < n < s.stop])
+            cached_len = entry.cache.get_seq_length()
+            if n > 0 and cached_len >= n:
+                if cached_len > n:
+                    entry.cache.crop(-(cached_len - n))
+                cache = entry.cache
+            else:
+                n = 0
+        if cache is None:
+            cache = self._new_cache() if self.reuse_kv else None
+        stats.reused_tokens = n
+        stats.prefilled_tokens = int(ids.numel()) - n
+
+        todo = [s for s in spans if s.start >= n]
+        feats: dict[str, Any] = {}
+        for span in todo:
+            f = self.features.get(self._feature_key(span.sha256))
+            if f is not None:
+                feats[span.sha256] = f
+                stats.image_feature_hits += 1
+        need = list(dict.fromkeys(s.sha256 for s in todo if s.sha256 not in feats))
+        if need:
+            batch = processed if processed is not None and processed_shas == need else None
+            for sha, f in zip(need, self._encode(need, batch)):
+                feats[sha] = f
+            stats.images_encoded = len(need)
+
+        input_ids = ids.unsqueeze(0).to(self.device)
+        kwargs: dict[str, Any] = {
+            "input_ids": input_ids,
+            "attention_mask": torch.ones_like(input_ids),
+        }
+        if cache is not None:
+            kwargs["past_key_values"] = cache
+        if todo:
+            kwargs["mm_encoder_outputs"] = {
+                "image": BaseModelOutputWithPooling(pooler_output=[feats[s.sha256] for s in todo])
+            }
+        return Prepared(session_id, text, input_ids, spans, kwargs, stats, cache)
+
+    def finish(self, prepared: Prepared, sequences, ok: bool) -> None:
+        """Keep the session's cache for its next turn (or drop it when generation failed)."""
+        sid = prepared.session_id
+        cache = prepared.cache
+        forgotten = self._return(sid)
+        if not (ok and cache is not None and sid and self.reuse_kv) or forgotten:
+            return
+        length = cache.get_seq_length()
+        seq = sequences[0].detach().cpu()
+        if length > seq.numel():  # pragma: no cover - generate always feeds less than it returns
+            return
+        entry = CachedPrefix(seq[:length].clone(), prepared.spans, cache)
+        entry.nbytes = cache_nbytes(cache)
+        if not self.kv.put(sid, entry, entry.nbytes):
+            log.info("session %s: its KV cache (%.1f MB) is larger than the whole budget; not kept",
+                     sid[:8], entry.nbytes / 2**20)
+
+    def forget(self, session_id: str) -> None:
+        """Free a session's cache now (closed tab, new chat); a generation in flight keeps none."""
+        with self._lock:
+            if session_id in self._checked_out:
+                self._checked_out[session_id] = True
+        self.kv.pop(session_id)
+
+    def clear(self) -> None:
+        """Drop every session's KV and every cached image feature."""
+        self.kv.clear()
+        self.features.clear()
+        self._replacements.clear()
+
+    def _take(self, session_id: str) -> CachedPrefix | None:
+        """Check a session's cache out for a generation (it is not counted or evictable meanwhile)."""
+        with self._lock:
+            self._checked_out[session_id] = False
+        return self.kv.pop(session_id)
+
+    def _return(self, session_id: str) -> bool:
+        """End a checkout; True when the session was forgotten meanwhile."""
+        with self._lock:
+            return self._checked_out.pop(session_id, False)
