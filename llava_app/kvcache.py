@@ -350,9 +350,12 @@ class PrefixReuse:
     def prepare(self, session_id: str, text: str, shas: list[str]) -> Prepared:
         """The ``generate`` inputs for this prompt: the session's cache cropped to the common prefix,
         and features only for the images after it."""
+        import torch
+
         stats = RunStats(session_id=session_id, started_at=time.perf_counter(), images=len(shas))
         try:
-            return self._prepare(session_id, text, shas, stats)
+            with torch.inference_mode():
+                return self._prepare(session_id, text, shas, stats)
         except BaseException:
             self._return(session_id)  # a checked-out cache is dropped, not put back half-cropped
             raise
@@ -361,7 +364,11 @@ class PrefixReuse:
         import torch
         from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-        ids, spans, processed, processed_shas = self.layout(text, shas)
+        try:
+            ids, spans, processed, processed_shas = self.layout(text, shas)
+        except ValueError as exc:  # a processor whose placeholders this engine cannot lay out
+            log.warning("prefix reuse off for this prompt (%s); the processor reads it whole", exc)
+            return self._whole(session_id, text, shas, stats)
         stats.prompt_tokens = int(ids.numel())
 
         entry = self._take(session_id) if (self.reuse_kv and session_id) else None
@@ -410,6 +417,18 @@ class PrefixReuse:
                 "image": BaseModelOutputWithPooling(pooler_output=[feats[s.sha256] for s in todo])
             }
         return Prepared(session_id, text, input_ids, spans, kwargs, stats, cache)
+
+    def _whole(self, session_id: str, text: str, shas: list[str], stats: RunStats) -> Prepared:
+        """The plain path: the processor on the whole prompt and every image, no cache kept."""
+        self._return(session_id)
+        self.kv.pop(session_id)
+        inputs = self.processor(text=text, images=[self.open_image(s) for s in shas] or None, return_tensors="pt")
+        inputs = inputs.to(self.device)
+        if "pixel_values" in inputs:
+            inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
+        stats.prompt_tokens = stats.prefilled_tokens = int(inputs["input_ids"].shape[1])
+        stats.images_encoded = len(shas)
+        return Prepared("", text, inputs["input_ids"], (), dict(inputs), stats)
 
     def finish(self, prepared: Prepared, sequences, ok: bool) -> None:
         """Keep the session's cache for its next turn (or drop it when generation failed)."""

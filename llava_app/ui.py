@@ -154,6 +154,9 @@ def build_demo(backend: Backend, config: Config, store: ImageStore | None = None
         >>> demo.queue(max_size=config.queue_size).launch(**launch_kwargs(config))  # doctest: +SKIP
     """
     store = store or ImageStore(os.path.join(config.data_dir, "images"))
+    # Stored images are content-addressed and never change: served as static files, gradio does
+    # not re-hash every picture of the chat (megabytes each) on every streamed update.
+    gr.set_static_paths([str(store.root)])
     service = ChatService(
         backend, store, max_images=config.max_images, max_question_chars=config.max_question_chars,
         image_limits=ImageLimits(max_bytes=config.max_upload_bytes),

@@ -300,3 +300,21 @@ def test_cache_budgets_are_config_flags(monkeypatch):
     assert parse_config([], env={"LLAVA_APP_KV_CACHE_MB": "0"}).kv_cache_mb == 0.0
     with pytest.raises(SystemExit, match="kv-cache-mb"):
         parse_config(["--kv-cache-mb", "-1"], env={})
+
+
+def test_a_prompt_the_engine_cannot_lay_out_is_read_whole_by_the_processor(local_backend, photos, monkeypatch):
+    from llava_app.conversation import Conversation
+
+    backend = local_backend("tiny-random-llava-next", kv_cache_bytes=10**8)
+    service, conv = service_for(backend), Conversation()
+    service.add_images(conv, [(str(photos[1]), photos[1].name)])
+    ask(service, conv, "What is this ?")
+    assert conv.id in backend.reuse.kv
+
+    def refuse(*args, **kwargs):
+        raise ValueError("an unusual processor")
+
+    monkeypatch.setattr(backend.reuse, "layout", refuse)
+    stats, msgs = ask(service, conv, "Are you sure ?")
+    check(backend, stats, msgs)
+    assert stats.reused_tokens == 0 and stats.images_encoded == 1 and conv.id not in backend.reuse.kv

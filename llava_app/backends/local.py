@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -135,15 +136,20 @@ class LocalBackend(Backend):
             stats = self.last_run = prepared.stats
             request.info = PromptInfo(text=text, n_images=len(refs), n_tokens=stats.prompt_tokens,
                                       image_labels=[r.label for r in refs])
-            streamer = _TimedStreamer(stats, self.processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
+            streamer = _timed_streamer(stats, self.processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
             failure: list[BaseException] = []
 
             def run() -> None:
+                import torch
+
                 sequences = None
                 try:
-                    sequences = self.model.generate(**prepared.generate_kwargs, **self.generation_kwargs(request),
-                                                    streamer=streamer,
-                                                    stopping_criteria=StoppingCriteriaList([_Cancelled()]))
+                    # inference_mode, not just generate's no_grad: less bookkeeping per op, which
+                    # shows on small models; the kept KV tensors are only ever used this way.
+                    with torch.inference_mode():
+                        sequences = self.model.generate(**prepared.generate_kwargs, **self.generation_kwargs(request),
+                                                        streamer=streamer,
+                                                        stopping_criteria=StoppingCriteriaList([_Cancelled()]))
                 except BaseException as exc:  # noqa: BLE001 - handed to the consumer below
                     failure.append(exc)
                     streamer.end()
@@ -184,17 +190,27 @@ class LocalBackend(Backend):
         self._release_memory()
 
 
-def _TimedStreamer(stats, tokenizer, **kwargs):
+def _timed_streamer(stats, tokenizer, **kwargs):
     """A ``TextIteratorStreamer`` that notes when the first new token arrived (in ``stats``)."""
+    streamer = _timed_streamer_class()(tokenizer, **kwargs)
+    streamer.stats = stats
+    return streamer
+
+
+@functools.lru_cache(maxsize=1)
+def _timed_streamer_class():
     from transformers import TextIteratorStreamer
 
     class TimedStreamer(TextIteratorStreamer):
+        stats = None
+
         def put(self, value):
-            if not self.next_tokens_are_prompt and stats.first_token_at is None:
-                stats.first_token_at = time.perf_counter()
+            # The first call carries the prompt; the next one the first new token.
+            if not self.next_tokens_are_prompt and self.stats.first_token_at is None:
+                self.stats.first_token_at = time.perf_counter()
             super().put(value)
 
-    return TimedStreamer(tokenizer, **kwargs)
+    return TimedStreamer
 
 
 def _user_facing(exc: BaseException) -> BaseException:

@@ -1,0 +1,35 @@
+"""Streaming updates stay cheap: the chat view's pictures are not re-hashed and copied on every update."""
+
+from __future__ import annotations
+
+
+def test_chat_images_are_served_in_place_not_hashed_per_update(app_config, image_files):
+    from gradio import processing_utils
+
+    from llava_app.conversation import Conversation
+    from llava_app.images import ImageStore, load_image_file
+    from llava_app.ui import _chat_value, build_demo
+
+    class NoModel:  # build_demo needs only the backend's description here; nothing is generated
+        model_name, is_random, supports_images, context_length = "none", True, True, None
+
+    store = ImageStore(app_config.data_dir + "/images")
+    demo = build_demo(NoModel(), app_config, store)
+    chatbot = next(b for b in demo.blocks.values() if b.elem_id == "chatbot")
+    conv = Conversation()
+    for p in image_files:
+        st = store.put(load_image_file(p))
+        conv.add_image(st.sha256, st.path, st.width, st.height)
+    conv.ask("Compare them")
+    calls = []
+    original = processing_utils.hash_file
+    processing_utils.hash_file = lambda *a, **k: calls.append(a) or original(*a, **k)
+    try:
+        payload = chatbot.postprocess(_chat_value(conv, partial="so far")).model_dump()
+        out = processing_utils.move_files_to_cache(payload, chatbot, postprocess=True)
+    finally:
+        processing_utils.hash_file = original
+    served = [m["content"][0]["file"]["path"] for m in out if isinstance(m["content"], list)
+              and m["content"] and m["content"][0].get("type") == "file"]
+    assert calls == []  # no file was read to hash it
+    assert sorted(served) == sorted(str(im.path) for im in conv.images)  # served from the store itself
