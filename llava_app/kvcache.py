@@ -308,8 +308,10 @@ class PrefixReuse:
             raise RuntimeError(f"expected features for {len(shas)} images, got {len(feats)}")
         self.vision_calls += 1
         self.images_encoded += len(shas)
+        # Own copies: the per-image features are views of one batch tensor, which would stay
+        # alive (and be miscounted) as long as any one of them is cached.
+        feats = [f.detach().clone() for f in feats]
         for sha, f in zip(shas, feats):
-            f = f.detach()
             self.features.put(self._feature_key(sha), f, f.numel() * f.element_size())
         return feats
 
