@@ -3,9 +3,11 @@ token-identical to a from-scratch run (processor on everything + generate), for 
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
-from conftest import TINY_FAMILIES, make_image
+from conftest import TINY_FAMILIES
 
 MAX_NEW = 10
 SYSTEM = "Answer briefly."
@@ -13,12 +15,19 @@ SYSTEM = "Answer briefly."
 
 @pytest.fixture
 def photos(tmp_path):
-    """Four distinct pictures of different shapes (LLaVA-NeXT/OneVision give them different token counts)."""
+    """Four pictures of different shapes (LLaVA-NeXT/OneVision give them different token counts),
+    new to every test: no other test (they share engines) has their features cached."""
+    import random
+
+    from PIL import Image
+
+    rng = random.Random(uuid.uuid4().int)
     paths = []
-    for i, (color, size) in enumerate([("red", (64, 48)), ("blue", (40, 90)), ("green", (80, 80)),
-                                       ("purple", (120, 30))], start=1):
+    for i, size in enumerate([(64, 48), (40, 90), (80, 80), (120, 30)], start=1):
+        img = Image.new("RGB", size)
+        img.putdata([tuple(rng.randrange(256) for _ in range(3)) for _ in range(size[0] * size[1])])
         p = tmp_path / f"p{i}.png"
-        p.write_bytes(make_image(color, size))
+        img.save(p)
         paths.append(p)
     return paths
 

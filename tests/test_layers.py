@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "llava_app"
-TORCH_OK = {"backends/local.py", "models.py", "tiny.py", "bench.py"}
+TORCH_OK = {"backends/local.py", "kvcache.py", "models.py", "tiny.py", "bench.py"}
 
 
 def _imports(path: Path, name: str) -> list[str]:
