@@ -139,11 +139,13 @@ class RunStats:
     reused_tokens: int = 0  # read from the session's KV cache
     prefilled_tokens: int = 0  # fed to the model before the first new token
     images: int = 0
+    image_tokens: int = 0  # of prompt_tokens, those standing for images
     images_encoded: int = 0  # run through the vision tower for this request
     image_feature_hits: int = 0  # taken from the feature cache
     started_at: float = 0.0
     first_token_at: float | None = None
     finished_at: float | None = None
+    prompt_ids: Any = None  # the prompt's token ids as given to the model (1-D, CPU)
     new_token_ids: list[int] = field(default_factory=list)
 
     @property
@@ -235,6 +237,10 @@ class PrefixReuse:
         # Replacement strings (the image's placeholder tokens) are tiny; kept longer than features.
         self._replacements: OrderedDict[tuple, str] = OrderedDict()
         self._max_replacements = 4096
+        # The pixels of the newest images processed, for the vision tower right after: the prompt
+        # is usually counted (context fitting) just before it is generated from.
+        self._last_processed: tuple[tuple[str, ...], Any] | None = None
+        self._layout_lock = threading.RLock()  # layout() also serves prompt counts from other threads
         self._checked_out: dict[str, bool] = {}  # session -> forgotten while generating
         self._lock = threading.Lock()
         self.vision_calls = 0
@@ -275,8 +281,10 @@ class PrefixReuse:
         images_kwargs = self._kwargs["images"]
         processed = self.processor.image_processor([self.open_image(s) for s in shas], **images_kwargs)
         repl = [self.processor.replace_image_token(processed, image_idx=i, **images_kwargs) for i in range(len(shas))]
-        for sha, r in zip(shas, repl):
-            self._remember_replacement(sha, r)
+        with self._layout_lock:
+            for sha, r in zip(shas, repl):
+                self._remember_replacement(sha, r)
+            self._last_processed = (tuple(shas), processed)
         return processed
 
     def _remember_replacement(self, sha: str, replacement: str) -> None:
@@ -293,7 +301,9 @@ class PrefixReuse:
         import torch
 
         if processed is None:
-            processed = self._process(shas)
+            with self._layout_lock:
+                last = self._last_processed
+            processed = last[1] if last is not None and last[0] == tuple(shas) else self._process(shas)
         base = self.model.model
         accepted = set(inspect.signature(base.get_image_features).parameters)
         kwargs = {k: v for k, v in processed.items() if k in accepted}
@@ -324,11 +334,12 @@ class PrefixReuse:
         """
         import torch
 
-        missing = [s for s in dict.fromkeys(shas) if self._feature_key(s) not in self._replacements]
-        processed = self._process(missing) if missing else None
-        repl = [self._replacements[self._feature_key(s)] for s in shas]
-        for s in shas:  # keep the ones in use fresh
-            self._replacements.move_to_end(self._feature_key(s))
+        with self._layout_lock:
+            missing = [s for s in dict.fromkeys(shas) if self._feature_key(s) not in self._replacements]
+            processed = self._process(missing) if missing else None
+            repl = [self._replacements[self._feature_key(s)] for s in shas]
+            for s in shas:  # keep the ones in use fresh
+                self._replacements.move_to_end(self._feature_key(s))
         if text.count(self.image_token) != len(shas):
             raise ValueError(f"the prompt has {text.count(self.image_token)} image placeholders for {len(shas)} images")
         expanded, _ = self.processor.get_text_with_replacements([text], repl)
@@ -372,6 +383,8 @@ class PrefixReuse:
             log.warning("prefix reuse off for this prompt (%s); the processor reads it whole", exc)
             return self._whole(session_id, text, shas, stats)
         stats.prompt_tokens = int(ids.numel())
+        stats.image_tokens = sum(s.stop - s.start for s in spans)
+        stats.prompt_ids = ids
 
         entry = self._take(session_id) if (self.reuse_kv and session_id) else None
         n = 0
@@ -429,6 +442,8 @@ class PrefixReuse:
         if "pixel_values" in inputs:
             inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
         stats.prompt_tokens = stats.prefilled_tokens = int(inputs["input_ids"].shape[1])
+        stats.prompt_ids = inputs["input_ids"][0].cpu()
+        stats.image_tokens = int((stats.prompt_ids == self.image_token_id).sum())
         stats.images_encoded = len(shas)
         return Prepared("", text, inputs["input_ids"], (), dict(inputs), stats)
 
@@ -460,7 +475,9 @@ class PrefixReuse:
         """Drop every session's KV and every cached image feature."""
         self.kv.clear()
         self.features.clear()
-        self._replacements.clear()
+        with self._layout_lock:
+            self._replacements.clear()
+            self._last_processed = None
 
     def _take(self, session_id: str) -> CachedPrefix | None:
         """Check a session's cache out for a generation (it is not counted or evictable meanwhile)."""

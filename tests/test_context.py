@@ -22,29 +22,28 @@ class Recorder:
         self.requests, self.outputs, self.encoded = [], [], []
 
     def __enter__(self):
-        encode, stream = self.backend.encode, self.backend.stream
-
-        def recording_encode(messages):
-            inputs, info = encode(messages)
-            self.encoded.append((inputs["input_ids"][0].tolist(), info))
-            return inputs, info
+        stream = self.backend.stream
 
         def recording_stream(request):
             self.requests.append(request)
             text = ""
-            for chunk in stream(request):
-                text += chunk
-                yield chunk
-            self.outputs.append(text)
+            try:
+                for chunk in stream(request):
+                    text += chunk
+                    yield chunk
+            finally:
+                self.outputs.append(text)
+                # The ids the engine gave the model (one generation at a time: its latest run).
+                self.encoded.append((self.backend.last_run.prompt_ids.tolist(), request.info))
 
-        self.backend.encode, self.backend.stream = recording_encode, recording_stream
+        self.backend.stream = recording_stream
         return self
 
     def __exit__(self, *exc):
-        del self.backend.encode, self.backend.stream  # back to the class's methods
+        del self.backend.stream  # back to the class's method
 
     def ids_of(self, request) -> list[int]:
-        """The token ids the engine built for ``request`` (its PromptInfo is the one encode returned)."""
+        """The token ids the engine built for ``request``."""
         return next(ids for ids, info in self.encoded if info is request.info)
 
 

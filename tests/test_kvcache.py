@@ -265,6 +265,19 @@ def test_prompt_layout_matches_the_processor(local_backend, photos, preset):
         assert ids.tolist() == expected.tolist()
         assert [s.sha256 for s in spans] == [r.sha256 for r in refs[:k]]
         assert all((ids[s.start:s.stop] == backend.reuse.image_token_id).all() for s in spans)
+    # The engine's prompt count (context fitting, the page's panel) is the processor's.
+    conv_msgs = [{"role": "user", "content": [p for i, r in enumerate(refs) for p in (
+        {"type": "text", "text": f"Image {i + 1}:"}, {"type": "image", "ref": _Ref(r.sha256, f"Image {i + 1}")})]
+        + [{"type": "text", "text": "Compare them ."}]}]
+    fast, slow = backend.prompt_info(conv_msgs), backend.encode(conv_msgs)[1]
+    assert (fast.n_tokens, fast.n_image_tokens, fast.text) == (slow.n_tokens, slow.n_image_tokens, slow.text)
+
+
+class _Ref:
+    """The two fields of an ``ImageRef`` the engine reads."""
+
+    def __init__(self, sha256, label):
+        self.sha256, self.label = sha256, label
 
 
 def test_common_prefix_never_reuses_a_different_picture_or_half_an_image():

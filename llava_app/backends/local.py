@@ -98,7 +98,16 @@ class LocalBackend(Backend):
         return ModelImageSize.from_processor(self.processor.image_processor)
 
     def prompt_info(self, messages: list[dict[str, Any]]) -> PromptInfo:
-        return self.encode(messages)[1]
+        """The prompt and its exact token count, as ``stream`` would build it; pixels are processed
+        only for images this engine has not seen (their placeholder sizes are cached)."""
+        text = self.render(messages)
+        refs = image_refs(messages)
+        try:
+            ids, spans, *_ = self.reuse.layout(text, [r.sha256 for r in refs])
+        except ValueError:
+            return self.encode(messages)[1]
+        return PromptInfo(text=text, n_images=len(refs), n_tokens=int(ids.numel()),
+                          image_labels=[r.label for r in refs], n_image_tokens=sum(s.stop - s.start for s in spans))
 
     # ----- generation -----------------------------------------------------------------------
     def generation_kwargs(self, request: ChatRequest) -> dict[str, Any]:
@@ -135,7 +144,7 @@ class LocalBackend(Backend):
             prepared = self.reuse.prepare(request.session_id, text, [r.sha256 for r in refs])
             stats = self.last_run = prepared.stats
             request.info = PromptInfo(text=text, n_images=len(refs), n_tokens=stats.prompt_tokens,
-                                      image_labels=[r.label for r in refs])
+                                      image_labels=[r.label for r in refs], n_image_tokens=stats.image_tokens)
             streamer = _timed_streamer(stats, self.processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
             failure: list[BaseException] = []
 
