@@ -10,8 +10,8 @@ from .errors import UserError
 def parse_users(text: str, source: str = "--auth") -> list[tuple[str, str]]:
     """``user:password`` pairs separated by commas or newlines; blank lines and ``#`` comments are skipped.
 
-    The password is everything after the first colon, so it may contain colons (not commas
-    on the command line; one per line in a file).
+    The password is everything after the first colon (surrounding blanks dropped), so it may
+    contain colons; commas only in a file, where each line is one user.
     """
     users: list[tuple[str, str]] = []
     for n, raw in enumerate(text.replace(",", "\n").splitlines() if source == "--auth" else text.splitlines(), 1):
@@ -19,10 +19,10 @@ def parse_users(text: str, source: str = "--auth") -> list[tuple[str, str]]:
         if not line or line.startswith("#"):
             continue
         user, sep, password = line.partition(":")
-        if not sep or not user.strip() or not password:
+        if not sep or not user.strip() or not password.strip():
             where = f"{source} line {n}" if source != "--auth" else source
             raise UserError(f"{where}: expected user:password")  # never echo the line: it may hold a password
-        users.append((user.strip(), password))
+        users.append((user.strip(), password.strip()))
     return users
 
 

@@ -35,56 +35,80 @@ class Sessions:
     """
 
     def __init__(self, on_end: Callable[[str], None], ttl_s: float = 3600.0,
-                 busy: Callable[[str], bool] = lambda conv_id: False):
+                 busy: Callable[[str], bool] = lambda conv_id: False, close_grace_s: float | None = None):
         self.on_end = on_end
         self.ttl_s = ttl_s
         self.busy = busy
+        #: a closed tab that does not come back within this long is gone for good
+        self.close_grace_s = min(60.0, ttl_s) if close_grace_s is None else close_grace_s
+        #: called with a client's session hash once it is gone (all its conversations ended)
+        self.on_client_gone: Callable[[str], None] = lambda client: None
         self._convs: weakref.WeakValueDictionary[str, Conversation] = weakref.WeakValueDictionary()
         self._seen: dict[str, float] = {}
-        self._clients: dict[str, set[str]] = {}  # Gradio session hash -> conversation ids
+        self._client_of: dict[str, str] = {}  # conversation id -> Gradio session hash
+        self._clients: dict[str, float] = {}  # session hash -> last activity
+        self._closed: dict[str, float] = {}  # session hash -> when its tab closed
         self._gone: list[str] = []  # collected by the garbage collector, not yet ended
         self._lock = threading.RLock()
 
     def touch(self, conv: Conversation, client: str | None = None) -> None:
         """Record that ``conv`` is in use (by browser tab or API client ``client``, when known)."""
+        now = time.monotonic()
         with self._lock:
             if conv.id not in self._convs:
                 self._convs[conv.id] = conv
                 # Whatever way the conversation goes (a Gradio state expiring, a session evicted),
                 # its resources follow. The finalizer only queues: it may run inside any lock.
                 weakref.finalize(conv, self._gone.append, conv.id)
-            self._seen[conv.id] = time.monotonic()
+            self._seen[conv.id] = now
             if client:
-                self._clients.setdefault(client, set()).add(conv.id)
+                self._client_of[conv.id] = client
+            client = self._client_of.get(conv.id)
+            if client:
+                self._clients[client] = now
+                self._closed.pop(client, None)  # it came back (a reconnect after a network blip)
 
     def end(self, conv_id: str) -> bool:
         """End one conversation now; False when it was not live."""
         with self._lock:
             was_live = self._seen.pop(conv_id, None) is not None
             self._convs.pop(conv_id, None)
-            for ids in self._clients.values():
-                ids.discard(conv_id)
-            self._clients = {k: v for k, v in self._clients.items() if v}
         if was_live:
             self.on_end(conv_id)
         return was_live
 
     def close_client(self, client: str) -> list[str]:
-        """A browser tab closed (or an API client left): end its conversations."""
+        """A browser tab closed: end its conversations now (a reload restores them from the archive)."""
         with self._lock:
-            ids = list(self._clients.pop(client, ()))
+            ids = [i for i, c in self._client_of.items() if c == client]
+            self._closed[client] = time.monotonic()
         return [i for i in ids if self.end(i)]
 
     def reap(self, now: float | None = None) -> list[str]:
-        """End conversations idle past the time-to-live or already collected; returns their ids."""
+        """End conversations idle past the time-to-live or already collected; returns their ids.
+
+        Then clients with no live conversation left, idle past the time-to-live or closed
+        past the grace period, are gone: ``on_client_gone`` frees what Gradio keeps for them.
+        """
         now = time.monotonic() if now is None else now
         with self._lock:
             gone, self._gone = self._gone, []
             idle = [i for i, seen in self._seen.items() if now - seen >= self.ttl_s]
         ended = [i for i in gone if self.end(i)]
         ended += [i for i in idle if not self.busy(i) and self.end(i)]
-        if ended:
-            log.info("ended %d idle or closed conversation(s); %d live", len(ended), len(self))
+        with self._lock:
+            live_clients = {self._client_of.get(i) for i in self._seen}
+            departed = [c for c, seen in self._clients.items() if c not in live_clients and (
+                now - seen >= self.ttl_s or now - self._closed.get(c, float("inf")) >= self.close_grace_s)]
+            for c in departed:
+                self._clients.pop(c, None)
+                self._closed.pop(c, None)
+            self._client_of = {i: c for i, c in self._client_of.items() if c not in departed}
+        for c in departed:
+            self.on_client_gone(c)
+        if ended or departed:
+            log.info("ended %d conversation(s) and %d client session(s); %d live", len(ended), len(departed),
+                     len(self))
         return ended
 
     def live(self) -> list[Conversation]:
@@ -97,7 +121,7 @@ class Sessions:
         return {im.sha256 for conv in self.live() for im in conv.images}
 
     def clients(self) -> Iterable[str]:
-        """Session hashes with live conversations."""
+        """Session hashes of clients not yet gone."""
         with self._lock:
             return list(self._clients)
 
