@@ -77,12 +77,20 @@ class Sessions:
             self.on_end(conv_id)
         return was_live
 
-    def close_client(self, client: str) -> list[str]:
-        """A browser tab closed: end its conversations now (a reload restores them from the archive)."""
+    def close_client(self, client: str) -> bool:
+        """A browser tab closed: end its conversations now (a reload restores them from the archive).
+
+        Returns False for a client already gone (e.g. idle past the time-to-live before its
+        connection dropped).
+        """
         with self._lock:
+            if client not in self._clients:
+                return False
             ids = [i for i, c in self._client_of.items() if c == client]
             self._closed[client] = time.monotonic()
-        return [i for i in ids if self.end(i)]
+        for i in ids:
+            self.end(i)
+        return True
 
     def reap(self, now: float | None = None) -> list[str]:
         """End conversations idle past the time-to-live or already collected; returns their ids.
