@@ -104,7 +104,7 @@ def launched_demo(config, backend=None):
         backend.images = store  # a shared test backend reads this app's images while it serves
     backend = backend or make_backend(config, store)
     demo = build_demo(backend, config, store)
-    demo.queue(**queue_kwargs(config)).launch(prevent_thread_lock=True, quiet=True, **launch_kwargs(config))
+    demo.queue(**queue_kwargs(config)).launch(prevent_thread_lock=True, quiet=True, **launch_kwargs(config, demo))
     try:
         yield f"http://127.0.0.1:{config.port}/", demo
     finally:

@@ -210,3 +210,13 @@ def test_crash_mid_write_leaves_the_last_good_conversation(tmp_path, where):
     # No half-written file carries a final name.
     for p in archive.files_dir.glob("*/*.png"):
         Image.open(p).load()
+
+
+def test_without_an_archive_nothing_is_kept(store):
+    history = BrowserHistory(None, store)
+    assert not history.enabled
+    assert history.open(new_browser_token()) == ("", None, None)
+    conv = conversation(store)
+    history.bind(conv, new_browser_token())
+    history.save(conv)  # a no-op, not an error
+    assert history.key_of(conv) is None
