@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import os
 import shutil
 import tempfile
 import threading
-import math
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
