@@ -20,8 +20,11 @@ def main(argv: list[str] | None = None) -> None:
 
     store = ImageStore(os.path.join(config.data_dir, "images"))
     try:
+        from llava_app.auth import load_users
+
+        load_users(config.auth, config.auth_file)  # a bad user list fails before the model loads
         backend = make_app_backend(config, store)
-    except UserError as exc:  # a model that cannot be found: one clear line, no traceback
+    except UserError as exc:  # a model that cannot be found, a bad user list: one clear line
         sys.exit(f"error: {exc}")
 
     from llava_app.ui import build_demo, launch_kwargs, queue_kwargs

@@ -37,6 +37,15 @@ class Config:
     stream_delay: float = 0.0  # seconds per streamed chunk; a test knob for the tiny model, 0 in production
     data_dir: str = field(default_factory=lambda: os.path.join(tempfile.gettempdir(), "llava-app"))
     queue_size: int = 64
+    max_images_per_message: int = 4
+    session_ttl: float = 3600.0  # seconds idle before a conversation's server state is freed
+    history: bool = True  # keep each browser's conversation across reloads
+    history_db: str = ""  # "" = <data_dir>/history/conversations.sqlite3
+    history_dir: str = ""  # "" = <data_dir>/history/images
+    history_days: float = 7.0
+    history_max_mb: float = 1024.0
+    auth: str = ""  # user:password[,user2:password2]
+    auth_file: str = ""
     context_length: int = 0  # 0: the model's own window; a smaller one for tests
     summarize_dropped: bool = False  # turns dropped to fit the window are replaced by a model-written summary
     base_url: str = ""
@@ -88,6 +97,17 @@ _HELP: dict[str, str] = {
     "stream_delay": "seconds to wait between streamed chunks (test knob for watching streaming; keep 0)",
     "data_dir": "folder for uploaded images (normalised PNGs)",
     "queue_size": "most requests waiting in the queue; further ones are told the queue is full",
+    "max_images_per_message": "most new images that go with one question",
+    "session_ttl": "seconds a conversation may sit idle before the server frees its state, image files and "
+    "model caches (a closed tab frees them at once; the browser's saved copy stays)",
+    "history": "keep each browser's conversation across reloads and tabs (SQLite plus image files)",
+    "history_db": "SQLite file for saved conversations (default <data-dir>/history/conversations.sqlite3)",
+    "history_dir": "folder for saved conversations' images (default <data-dir>/history/images)",
+    "history_days": "saved conversations unused this many days are deleted",
+    "history_max_mb": "size cap of saved conversations (rows plus images); the oldest go first",
+    "auth": "require login: user:password, several separated by commas (prefer --auth-file or the variable: "
+    "flags show in the process list)",
+    "auth_file": "require login: a file with one user:password per line (# starts a comment)",
     "context_length": "context window in tokens; 0 uses the model's own",
     "summarize_dropped": "when old turns no longer fit the context window, have the model write a short summary "
     "of them that stays in the prompt (one extra generation at each drop)",
@@ -203,6 +223,12 @@ def validate(config: Config) -> None:
         problems.append("choose one of --load-in-4bit and --load-in-8bit")
     if config.request_timeout <= 0:
         problems.append("--request-timeout must be positive")
+    if config.max_images_per_message < 1:
+        problems.append("--max-images-per-message must be at least 1")
+    if config.session_ttl <= 0:
+        problems.append("--session-ttl must be positive")
+    if config.history_days <= 0 or config.history_max_mb <= 0:
+        problems.append("--history-days and --history-max-mb must be positive")
     if config.backend == "openai" and not config.base_url:
         problems.append("--backend openai needs --base-url (e.g. http://localhost:8000/v1)")
     if config.feedback_images and not config.feedback_file:

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import os
+import shutil
 import tempfile
 import threading
+import time
 from collections import OrderedDict
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,12 +42,20 @@ class ImageError(UserError):
     """An upload that is not a usable image."""
 
 
+DEFAULT_MAX_PIXELS = 40_000_000
+
+# Pillow's own bomb guard stays on, at our limit rather than its default of ~89 MP: it warns
+# above this and refuses twice this before decoding, for every image the process opens
+# (ours are checked earlier and more strictly in ``decode_image``).
+Image.MAX_IMAGE_PIXELS = DEFAULT_MAX_PIXELS
+
+
 @dataclass(frozen=True)
 class ImageLimits:
     """Bounds on uploads; the defaults suit a public demo."""
 
     max_bytes: int = 20 * 1024 * 1024
-    max_pixels: int = 40_000_000  # refuse before decoding; Pillow's own (larger) limit stays on too
+    max_pixels: int = DEFAULT_MAX_PIXELS  # refuse before decoding; Pillow's own limit stays on too
     max_side: int = 2048  # larger images are downscaled to this longest side
     min_side: int = 4
     max_aspect: float = 50.0
@@ -104,8 +114,10 @@ def decode_image(data: bytes, limits: ImageLimits = ImageLimits(), name: str = "
         img = _to_rgb(img)
     except ImageError:
         raise
-    except Image.DecompressionBombError as exc:
-        raise ImageError(f"{name} is too large to decode safely ({exc}).") from None
+    except Image.DecompressionBombError:
+        # Pillow refused the header's size before we could read it (far beyond our limit).
+        raise ImageError(f"{name} claims far more pixels than the {limits.max_pixels / 1e6:.0f} megapixel limit; "
+                         "it was not decoded.") from None
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as exc:
         raise ImageError(f"{name} could not be read as {fmt}: the file looks damaged or truncated.") from exc
     w, h = img.size
@@ -161,6 +173,7 @@ class ImageStore:
         self._cache: OrderedDict[str, Image.Image] = OrderedDict()
         self._cache_items = cache_items
         self._lock = threading.Lock()
+        self._files_lock = threading.Lock()  # between writers and ``sweep``
 
     def path_for(self, sha256: str) -> Path:
         """Where the image with this hash lives."""
@@ -170,13 +183,16 @@ class ImageStore:
         """Store an image (atomically; a no-op when already stored)."""
         sha = image_digest(img)
         path = self.path_for(sha)
-        if not path.exists():
+        with self._files_lock:  # exists-and-touch is atomic against a sweep
+            stored = path.exists() and _touch(path)
+        if not stored:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
             try:
                 with os.fdopen(fd, "wb") as fh:
                     img.save(fh, format="PNG")
-                os.replace(tmp, path)
+                with self._files_lock:
+                    os.replace(tmp, path)
             finally:
                 if os.path.exists(tmp):
                     os.unlink(tmp)
@@ -190,8 +206,12 @@ class ImageStore:
             if img is not None:
                 self._cache.move_to_end(sha256)
                 return img
-        with Image.open(self.path_for(sha256)) as f:
-            img = f.convert("RGB")
+        try:
+            with Image.open(self.path_for(sha256)) as f:
+                img = f.convert("RGB")
+        except FileNotFoundError:
+            raise ImageError("An image of this conversation is no longer on the server (the session expired). "
+                             "Start a new chat and upload it again.") from None
         self._remember(sha256, img)
         return img
 
@@ -201,6 +221,57 @@ class ImageStore:
             self._cache.move_to_end(sha)
             while len(self._cache) > self._cache_items:
                 self._cache.popitem(last=False)
+
+    def link_in(self, sha256: str, source: str | os.PathLike) -> Path:
+        """Put an already normalised PNG (e.g. from the conversation archive) in the store without re-encoding."""
+        path = self.path_for(sha256)
+        with self._files_lock:
+            if path.exists() and _touch(path):
+                return path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        try:
+            os.link(source, tmp)  # no copy where both live on one file system
+        except OSError:
+            shutil.copyfile(source, tmp)
+        with self._files_lock:
+            os.replace(tmp, path)
+        return path
+
+    def sweep(self, keep: set[str], grace_s: float = 60.0) -> int:
+        """Delete stored images no live conversation uses; returns how many went.
+
+        Files written or re-put within ``grace_s`` stay: an upload is stored a moment
+        before its conversation holds it.
+        """
+        cutoff = time.time() - grace_s
+        removed = 0
+        for path in self.root.glob("*/*.png"):
+            sha = path.stem
+            if sha in keep:
+                continue
+            with self._files_lock:
+                try:
+                    if path.stat().st_mtime > cutoff:
+                        continue
+                    path.unlink()
+                except FileNotFoundError:
+                    continue
+            removed += 1
+            with self._lock:
+                self._cache.pop(sha, None)
+        for tmp in self.root.glob("*/*.tmp"):  # left by a crash mid-write
+            try:
+                if tmp.stat().st_mtime <= cutoff:
+                    tmp.unlink()
+            except FileNotFoundError:
+                pass
+        return removed
+
+    def files(self) -> list[Path]:
+        """Every stored image file."""
+        return sorted(self.root.glob("*/*.png"))
+
 
 
 @dataclass(frozen=True)
@@ -247,3 +318,12 @@ class ModelImageSize:
             return width, height
         # Round up (less a float hair, so 1008.0000001 is 1008): never below what the model needs.
         return min(width, math.ceil(width * scale - 1e-6)), min(height, math.ceil(height * scale - 1e-6))
+
+
+def _touch(path: Path) -> bool:
+    """Refresh a file's mtime; False when it is gone."""
+    try:
+        os.utime(path)
+        return True
+    except OSError:
+        return False

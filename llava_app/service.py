@@ -13,13 +13,15 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from .backends.base import Backend, ChatRequest, GenerationParams
 from .context import ContextFitter
 from .conversation import Conversation, PromptInfo
 from .errors import UserError
+from .faults import OutOfMemory, drop_traceback, is_out_of_memory, release_memory
 from .images import ImageError, ImageLimits, ImageStore, load_image_file
+from .sessions import Janitor, Sessions
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +49,18 @@ class ChatService:
 
     def __init__(self, backend: Backend, store: ImageStore, *, max_images: int = 6, max_question_chars: int = 4000,
                  image_limits: ImageLimits | None = None, stream_interval: float = 0.05,
-                 context: ContextFitter | None = None):
+                 context: ContextFitter | None = None, max_images_per_message: int | None = None,
+                 session_ttl: float = 3600.0):
         self.backend = backend
         self.store = store
         self.max_images = max_images
+        #: most new images that go with one question (None: only the conversation limit)
+        self.max_images_per_message = max_images_per_message
+        #: live conversations; one idle this long (seconds) ends and frees what it holds
+        self.sessions = Sessions(self._end_conversation, ttl_s=session_ttl, busy=self._busy)
+        #: called with a conversation id when it ends (e.g. to stop saving it for its browser)
+        self.on_release: list[Callable[[str], None]] = []
+        self._janitor: Janitor | None = None
         self.max_question_chars = max_question_chars
         self.image_limits = image_limits or ImageLimits()
         #: fits each prompt into the model's context window (drops, summarises, refuses)
@@ -63,12 +73,20 @@ class ChatService:
         self._lock = threading.Lock()
 
     # ----- images -----------------------------------------------------------------------------
-    def add_images(self, conv: Conversation, files: Iterable[tuple[str, str]]) -> UploadResult:
-        """Decode, store and attach uploaded files ``(path, display name)``; refused files are reported."""
+    def add_images(self, conv: Conversation, files: Iterable[tuple[str, str]], all_or_nothing: bool = False
+                   ) -> UploadResult:
+        """Decode, store and attach uploaded files ``(path, display name)``; refused files are reported.
+
+        With ``all_or_nothing`` (the API: one request, one answer) a batch with any refused
+        file attaches none of its files.
+        """
         result = UploadResult([], [], [])
+        self.sessions.touch(conv)
+        before = (len(conv.images), conv.next_number)
         for path, name in files:
             name = name or os.path.basename(path)
             try:
+                self._check_per_message(conv)
                 img = load_image_file(path, self.upload_limits())
                 stored = self.store.put(img)
                 ref, added = conv.add_image(stored.sha256, stored.path, stored.width, stored.height, name,
@@ -79,9 +97,19 @@ class ChatService:
             (result.added if added else result.skipped).append(ref.label)
             if not added:
                 result.errors.append(f"{name} is already in this conversation as {ref.label}.")
+        if all_or_nothing and result.errors and result.added:
+            del conv.images[before[0]:]
+            conv.next_number = before[1]
+            result.added = []
         if result.added:
             result.warnings += self.context_warnings(conv)
         return result
+
+    def _check_per_message(self, conv: Conversation) -> None:
+        limit = self.max_images_per_message
+        if limit is not None and len(conv.pending_images) >= limit:
+            raise UserError(f"At most {limit} new images go with one question, and {len(conv.pending_images)} "
+                            "are waiting already. Ask about them first, then add more.")
 
     def upload_limits(self) -> ImageLimits:
         """The upload limits, storing no more pixels than the current model's processor uses."""
@@ -121,6 +149,7 @@ class ChatService:
     def ask(self, conv: Conversation, text: str | None) -> None:
         """Add the user's question as a new turn (its answer is streamed by ``stream_answer``)."""
         question = self.check_question(text)
+        self.sessions.touch(conv)
         self._drop_orphan(conv)
         if self.is_running(conv):
             raise UserError("The previous answer is still being written. Wait for it or press Stop.")
@@ -159,12 +188,17 @@ class ChatService:
         """
         if not conv.turns or conv.turns[-1].assistant is not None:
             return
+        self.sessions.touch(conv)
         cancel = self._arm(conv, start=True)
         try:  # drop old turns (or refuse) before generating, so the prompt fits the window
             self.context.fit(conv, system_prompt, params, cancel)
-        except BaseException:
+        except BaseException as exc:
             self._release(conv, cancel)
             conv.retract()
+            if is_out_of_memory(exc):
+                _give_memory_back(exc)
+                del exc
+                raise OutOfMemory() from None
             raise
         request = ChatRequest(conv.messages(system_prompt), params, session_id=conv.id, cancel=cancel)
         text, failed = "", False
@@ -182,8 +216,12 @@ class ChatService:
             if request.info is not None:
                 conv.last_prompt = request.info
             yield text
-        except BaseException:
+        except BaseException as exc:
             failed = True
+            if is_out_of_memory(exc):
+                _give_memory_back(exc)
+                del exc
+                raise OutOfMemory() from None
             raise
         finally:
             stopped = cancel.is_set()
@@ -208,8 +246,28 @@ class ChatService:
 
     def forget(self, conv: Conversation) -> None:
         """Stop and drop whatever is held for a conversation (new chat, closed tab)."""
-        self.stop(conv)
-        self.backend.forget(conv.id)
+        if not self.sessions.end(conv.id):
+            self._end_conversation(conv.id)
+
+    def start_housekeeping(self, interval_s: float | None = None) -> None:
+        """Run ``housekeep`` in the background (ends idle conversations, sweeps unused images)."""
+        if self._janitor is None:
+            interval = interval_s or max(0.5, min(60.0, self.sessions.ttl_s / 2))
+            self._janitor = Janitor(self, "housekeep", interval)
+
+    def housekeep(self) -> None:
+        """End conversations idle past their time-to-live; delete image files no live conversation uses."""
+        self.sessions.reap()
+        grace = min(60.0, self.sessions.ttl_s)
+        removed = self.store.sweep(self.sessions.images_in_use(), grace_s=grace)
+        if removed:
+            log.info("removed %d image file(s) no conversation uses", removed)
+
+    def close(self) -> None:
+        """Stop background work."""
+        if self._janitor is not None:
+            self._janitor.stop()
+            self._janitor = None
 
     # ----- internals ---------------------------------------------------------------------------
     def _arm(self, conv: Conversation, start: bool = False) -> threading.Event:
@@ -224,6 +282,23 @@ class ChatService:
                 run = self._active[conv.id] = _Run(threading.Event())
             run.started = run.started or start
             return run.cancel
+
+    def _end_conversation(self, conv_id: str) -> None:
+        """A conversation ended: stop its generation, drop its flag and the engine's caches for it."""
+        with self._lock:
+            run = self._active.get(conv_id)
+            if run is not None:
+                run.cancel.set()
+                if not run.started:
+                    del self._active[conv_id]  # a started run removes itself when its stream ends
+        self.backend.forget(conv_id)
+        for hook in self.on_release:
+            hook(conv_id)
+
+    def _busy(self, conv_id: str) -> bool:
+        with self._lock:
+            run = self._active.get(conv_id)
+            return run is not None and run.started
 
     def _release(self, conv: Conversation, cancel: threading.Event) -> None:
         """Forget the run of this cancel flag (a newer run of the conversation is left alone)."""
@@ -241,3 +316,9 @@ class ChatService:
             self._active.pop(conv.id, None)
         if conv.turns and conv.turns[-1].assistant is None:
             conv.retract()
+
+
+def _give_memory_back(exc: BaseException) -> None:
+    """Out of memory: the traceback holds the failed step's tensors; drop it, then release the memory."""
+    drop_traceback(exc)
+    release_memory()

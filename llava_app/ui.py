@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import html
 import logging
 import os
@@ -14,6 +15,7 @@ from typing import Any
 import gradio as gr
 from starlette.middleware import Middleware
 
+from .auth import load_users
 from .backends.base import Backend, GenerationParams
 from .backends.switchable import SwitchableBackend
 from .catalog import allowed_models, any_model_allowed, check_allowed, choices
@@ -26,6 +28,7 @@ from .examples import Example, available_examples, language_of, load_example
 from .export import read_conversation, write_json, write_markdown, write_zip
 from .feedback import FeedbackLog
 from .images import ImageLimits, ImageStore
+from .persist import BrowserHistory, ConversationArchive
 from .service import ChatService
 from .streaming import iterate_in_thread
 from .translations import TRANSLATIONS, key
@@ -77,6 +80,11 @@ class ContentSecurityPolicy:
             await send(message)
 
         return await self.app(scope, receive, send_with_policy)
+
+
+def _plain(text: str) -> str:
+    """A message for a toast (which renders HTML): shown as written, never as markup."""
+    return html.escape(text, quote=False)
 
 
 def _gallery_value(conv: Conversation) -> list[tuple[str, str]]:
@@ -161,16 +169,25 @@ def build_demo(backend: Backend, config: Config, store: ImageStore | None = None
         backend, store, max_images=config.max_images, max_question_chars=config.max_question_chars,
         image_limits=ImageLimits(max_bytes=config.max_upload_bytes),
         context=ContextFitter(backend, summarize=config.summarize_dropped, answer_tokens=config.max_new_tokens),
+        max_images_per_message=config.max_images_per_message, session_ttl=config.session_ttl,
     )
+    service.start_housekeeping()
+    history = BrowserHistory(open_archive(config), store)
+    service.on_release.append(history.release)
 
     def on_session_end(conv: Conversation) -> None:
-        # Gradio calls this when the tab closes or the state expires.
+        # Gradio calls this when the state expires (idle past --session-ttl, or an hour after the tab closed).
         if isinstance(conv, Conversation):
             service.forget(conv)
 
     with gr.Blocks(title="llava-app · chat with your photos", fill_width=True) as demo:
         demo.service = service  # for tests and the API layers
-        state = gr.State(lambda: Conversation(), delete_callback=on_session_end)  # a fresh one (and id) per session
+        demo.history = history
+        state = gr.State(lambda: Conversation(), delete_callback=on_session_end,  # a fresh one (and id) per session
+                         time_to_live=config.session_ttl)
+        # The browser's key to its saved conversation (localStorage: shared by its tabs, unknown to other browsers).
+        browser_key = gr.BrowserState("", storage_key="llava-app-conversation",
+                                      secret=history.archive.secret() if history.enabled else None)
         gr.Markdown(T("title"), elem_id="title")
         model_line = gr.Markdown(_model_line(backend.model_name), elem_id="model-name")
         banner = gr.Markdown(T("random_banner"), elem_id="random-banner", visible=backend.is_random)
@@ -243,10 +260,11 @@ def build_demo(backend: Backend, config: Config, store: ImageStore | None = None
         def on_upload(value, conv: Conversation):
             result = service.add_images(conv, _upload_files(value))
             for message in result.errors + result.warnings:
-                gr.Warning(message)
+                gr.Warning(_plain(message))
             text = f"Added {', '.join(result.added)}." if result.added else ""
             if result.errors or result.warnings:
                 text = (text + " " if text else "") + " ".join(html.escape(e) for e in result.errors + result.warnings)
+            history.save(conv)
             return _gallery_value(conv), conv, text, meter_text(conv, service.context)
 
         def on_delete(value, conv: Conversation):
@@ -254,6 +272,7 @@ def build_demo(backend: Backend, config: Config, store: ImageStore | None = None
             gone = [im.number for im in conv.images if im.label not in kept]
             service.remove_images(conv, gone)
             text = f"Removed {', '.join(f'Image {n}' for n in gone)}." if gone else ""
+            history.save(conv)
             return _gallery_value(conv), conv, text, meter_text(conv, service.context)
 
         gallery.upload(on_upload, [gallery, state], [gallery, state, notice, meter], api_visibility="private",
@@ -277,21 +296,24 @@ def build_demo(backend: Backend, config: Config, store: ImageStore | None = None
             try:
                 service.ask(conv, text)
             except UserError as exc:
-                gr.Warning(str(exc))
+                gr.Warning(_plain(str(exc)))
                 return gr.update(), conv, *views(conv)
+            history.save(conv)
             return "", conv, *views(conv, partial="")
 
         async def on_generate(conv: Conversation, sys_prompt: str, temp: float, tp: float, mnt: float):
+            gradio_sessions.loop = asyncio.get_running_loop()
             params = _params(temp, tp, mnt, config.max_new_tokens_limit)
             pending = conv.turns[-1].user if conv.turns else ""
             n_turns = len(conv.turns)
             try:
-                async for text in iterate_in_thread(lambda: service.stream_answer(conv, params, sys_prompt),
-                                                    on_cancel=lambda: service.stop(conv)):
+                async for text in iterate_in_thread(
+                        lambda: history.saving(service.stream_answer(conv, params, sys_prompt), conv),
+                        on_cancel=lambda: service.stop(conv)):
                     yield gr.update(), conv, *views(conv, partial=text)
             except Exception as exc:  # noqa: BLE001 - the page must survive any engine fault
                 if isinstance(exc, UserError):
-                    gr.Warning(str(exc))
+                    gr.Warning(_plain(str(exc)))
                 else:
                     log.error("generation failed: %s", type(exc).__name__)
                     gr.Warning(f"The model failed on this request ({type(exc).__name__}). "
@@ -329,7 +351,7 @@ def build_demo(backend: Backend, config: Config, store: ImageStore | None = None
             try:
                 service.regenerate(conv)
             except UserError as exc:
-                raise gr.Error(str(exc), print_exception=False) from None
+                raise gr.Error(_plain(str(exc)), print_exception=False) from None
             return conv, *views(conv, partial="")
 
         regen_btn.click(on_regenerate, [state], [state, *view_outputs], **submit_kwargs).success(
@@ -341,16 +363,20 @@ def build_demo(backend: Backend, config: Config, store: ImageStore | None = None
             try:
                 text = service.undo(conv)
             except UserError as exc:
-                gr.Warning(str(exc))
+                gr.Warning(_plain(str(exc)))
                 return gr.update(), conv, *views(conv)
             conv.last_prompt = service.preview(conv, sys_prompt) if conv.turns else None
+            history.save(conv)
             return text, conv, *views(conv)
 
         undo_btn.click(on_undo, [state, system_prompt], [question, state, *view_outputs], **submit_kwargs)
 
-        def on_new_chat(conv: Conversation):
-            service.forget(conv)
+        def on_new_chat(conv: Conversation, request: gr.Request):
             fresh = Conversation()
+            history.rebind(conv, fresh)
+            service.forget(conv)
+            service.sessions.touch(fresh, client=request.session_hash)
+            history.save(fresh)
             return fresh, [], "", *views(fresh)
 
         new_btn.click(on_new_chat, [state], [state, gallery, notice, *view_outputs], **submit_kwargs)
@@ -364,8 +390,9 @@ def build_demo(backend: Backend, config: Config, store: ImageStore | None = None
             try:
                 labels, text = load_example(service, conv, example, language)
             except UserError as exc:
-                gr.Warning(str(exc))
+                gr.Warning(_plain(str(exc)))
                 return _gallery_value(conv), conv, gr.update(), gr.update(), *views(conv)
+            history.save(conv)
             pending = conv.turns and conv.turns[-1].assistant is None
             return (_gallery_value(conv), conv, f"Added {', '.join(labels)}.", text,
                     *views(conv, partial="" if pending else None))
@@ -429,10 +456,13 @@ def build_demo(backend: Backend, config: Config, store: ImageStore | None = None
             try:
                 imported = read_conversation(path, store, limits=service.upload_limits(), max_images=config.max_images)
             except UserError as exc:
-                gr.Warning(str(exc))
+                gr.Warning(_plain(str(exc)))
                 return conv, gr.update(), gr.update(), gr.update(), *views(conv)
-            service.forget(conv)
             fresh = imported.conversation
+            history.rebind(conv, fresh)
+            service.forget(conv)
+            service.sessions.touch(fresh)
+            history.save(fresh)
             prompt = imported.system_prompt if imported.system_prompt is not None else sys_prompt
             return fresh, _gallery_value(fresh), str(T("imported")), prompt, *views(fresh)
 
@@ -451,10 +481,12 @@ def build_demo(backend: Backend, config: Config, store: ImageStore | None = None
             chatbot.like(on_like, [state, system_prompt], None, api_visibility="private", queue=False)
 
         # ----- the API ------------------------------------------------------------------------
-        async def api_chat(message: str, images, conv: Conversation):
+        async def api_chat(message: str, images, conv: Conversation, request: gr.Request):
             """Add the given images (may be none) to this client's conversation, ask, stream the answer."""
+            gradio_sessions.loop = asyncio.get_running_loop()
             try:
-                result = service.add_images(conv, _file_paths(images))
+                service.sessions.touch(conv, client=request.session_hash)
+                result = service.add_images(conv, _file_paths(images), all_or_nothing=True)
                 if result.errors:
                     raise UserError(" ".join(result.errors))
                 service.ask(conv, message)
@@ -466,22 +498,104 @@ def build_demo(backend: Backend, config: Config, store: ImageStore | None = None
                     yield text, conv
                 yield text, conv
             except UserError as exc:
-                raise gr.Error(str(exc), print_exception=False) from None
+                raise gr.Error(_plain(str(exc)), print_exception=False) from None
+            except Exception as exc:  # noqa: BLE001 - a client gets a message, never a dead stream
+                log.error("API generation failed: %s", type(exc).__name__)
+                raise gr.Error(f"The model failed on this request ({type(exc).__name__}). Your conversation is "
+                               "kept; try again.", print_exception=False) from None
 
         def api_context_fn(conv: Conversation) -> dict:
             """Image labels and count, prompt token count, the rendered prompt, the turns."""
             return conv.summary()
 
-        def api_reset(conv: Conversation):
+        def api_reset(conv: Conversation, request: gr.Request):
             """Start a new conversation."""
             service.forget(conv)
-            return Conversation()
+            fresh = Conversation()
+            service.sessions.touch(fresh, client=request.session_hash)
+            return fresh
 
         api_chat_btn.click(api_chat, [api_message, api_images, state], [api_answer, state], api_name="chat",
                            concurrency_limit=backend.max_concurrency, concurrency_id=GENERATION_CONCURRENCY_ID)
         api_context_btn.click(api_context_fn, [state], [api_context], api_name="context")
         api_reset_btn.click(api_reset, [state], [state], api_name="reset")
+
+        # ----- saved conversations: page load and tab close ------------------------------------
+        def on_load_history(token, conv: Conversation, request: gr.Request):
+            token, restored, pending = history.open(token, request.username)
+            if restored is not None:
+                conv = restored
+            else:
+                history.bind(conv, token, request.username)
+            service.sessions.touch(conv, client=request.session_hash)
+            return (token, conv, _gallery_value(conv), pending if pending is not None else gr.update(),
+                    *views(conv))
+
+        demo.load(on_load_history, [browser_key, state], [browser_key, state, gallery, question, *view_outputs],
+                  api_visibility="private", queue=False, show_progress="hidden")
+
+        async def on_unload(request: gr.Request):
+            # The tab closed or reloaded: stop its generation and free its caches now. Its conversation
+            # was saved for the browser; a reload restores it.
+            gradio_sessions.loop = asyncio.get_running_loop()
+            if not service.sessions.close_client(request.session_hash):
+                # Already gone (idle past its time-to-live): this very event made Gradio recreate its
+                # records, so free them again once it has finished.
+                gradio_sessions.loop.call_later(2.0, gradio_sessions._drop_now, request.session_hash)
+
+        demo.unload(on_unload)
+    gradio_sessions = _GradioSessions(demo)
+    service.sessions.on_client_gone = gradio_sessions.drop
     return demo
+
+
+def open_archive(config: Config) -> ConversationArchive | None:
+    """The store of saved conversations the config asks for (None with --no-history)."""
+    if not config.history:
+        return None
+    root = os.path.join(config.data_dir, "history")
+    return ConversationArchive(config.history_db or os.path.join(root, "conversations.sqlite3"),
+                               config.history_dir or os.path.join(root, "images"),
+                               retention_s=config.history_days * 86400,
+                               max_bytes=int(config.history_max_mb * 1024 * 1024))
+
+
+class _GradioSessions:
+    """Frees what Gradio keeps per session once our housekeeping knows the client is gone.
+
+    Gradio keeps every session's state and a copy of the page config (about 70 KB) until
+    10,000 sessions have passed, and a closed tab's state for an hour: memory that grows
+    with the sessions that have come and gone. Gradio has no public call for this, so the
+    state holder is used directly, on the event loop (where Gradio itself touches it).
+    """
+
+    def __init__(self, demo: gr.Blocks):
+        self.demo = demo
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def drop(self, session_hash: str) -> None:
+        loop = self.loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._drop_now, session_hash)
+
+    def _drop_now(self, session_hash: str) -> None:
+        holder = getattr(self.demo, "state_holder", None)
+        if holder is None or session_hash not in holder.session_data:
+            return
+        queue = getattr(self.demo, "_queue", None)
+        if queue is not None and queue.pending_event_ids_session.get(session_hash):
+            asyncio.get_running_loop().call_later(5.0, self._drop_now, session_hash)  # events still in flight
+            return
+        holder.delete_state(session_hash)
+        with holder.lock:
+            holder.session_data.pop(session_hash, None)
+            holder.time_last_used.pop(session_hash, None)
+        if queue is not None:  # the session's (empty) message queue and event list
+            queue.pending_event_ids_session.pop(session_hash, None)
+            messages = queue.pending_messages_per_session.get(session_hash)
+            if messages is not None and messages.empty():
+                queue.pending_messages_per_session.pop(session_hash, None)
+
 
 
 EXPORT_KINDS = ("markdown", "json", "zip")
@@ -565,6 +679,8 @@ def launch_kwargs(config: Config, demo: gr.Blocks | None = None) -> dict[str, An
         theme=gr.themes.Soft(),
         show_error=False,
         app_kwargs={"middleware": [Middleware(ContentSecurityPolicy)]},
+        auth=load_users(config.auth, config.auth_file),
+        auth_message="Sign in to use this demo.",
     )
     if config.openai_api:
         if demo is None:

@@ -9,7 +9,7 @@ import time
 from typing import Any, Iterator
 
 from ..conversation import PromptInfo
-from ..errors import UserError
+from ..faults import OutOfMemory, drop_traceback, is_out_of_memory, release_memory
 from ..images import ImageStore, ModelImageSize
 from .base import Backend, ChatRequest, image_refs
 
@@ -181,7 +181,14 @@ class LocalBackend(Backend):
                 thread.join()
                 self._release_memory()
             if failure:
-                raise _user_facing(failure[0]) from failure[0]
+                exc = failure.pop()
+                user = _user_facing(exc)
+                if user is not exc:  # out of memory: let go of the failed step's tensors, then of the memory
+                    drop_traceback(exc)
+                    del exc, inputs
+                    release_memory()
+                    raise user from None
+                raise exc
 
     def _release_memory(self) -> None:
         import torch
@@ -224,8 +231,4 @@ def _timed_streamer_class():
 
 def _user_facing(exc: BaseException) -> BaseException:
     """Out-of-memory and similar faults as a message a user can act on."""
-    name = type(exc).__name__
-    if isinstance(exc, MemoryError) or "OutOfMemory" in name or "out of memory" in str(exc).lower():
-        return UserError("The model ran out of memory on this request. Try fewer images, a shorter answer "
-                         "(max new tokens) or a new chat. Your conversation is kept.")
-    return exc
+    return OutOfMemory() if is_out_of_memory(exc) else exc

@@ -1,0 +1,61 @@
+"""Running out of memory: how to recognise it, what to tell the user, how to give memory back.
+
+CUDA reports ``torch.OutOfMemoryError`` (``torch.cuda.OutOfMemoryError``), CPU runs raise
+``MemoryError``, and some kernels raise a plain ``RuntimeError`` whose text says
+"out of memory". All of them become one ``UserError`` the user can act on. Memory is
+released only once nothing refers to the failed step any more: the exception's
+traceback holds the frames of ``generate`` and with them every activation tensor, so
+it is cleared before collecting.
+"""
+
+from __future__ import annotations
+
+import gc
+import sys
+
+from .errors import UserError
+
+OUT_OF_MEMORY_MESSAGE = (
+    "The model ran out of memory on this request. Try fewer images, a shorter answer "
+    "(lower max new tokens) or a new chat. Your conversation is kept."
+)
+
+
+class OutOfMemory(UserError):
+    """The request did not fit in memory; the conversation is unchanged."""
+
+    def __init__(self, message: str = OUT_OF_MEMORY_MESSAGE):
+        super().__init__(message)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for CUDA/CPU out-of-memory errors, whatever library raised them."""
+    if isinstance(exc, (MemoryError, OutOfMemory)):
+        return True
+    if "OutOfMemory" in type(exc).__name__:
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def drop_traceback(exc: BaseException) -> None:
+    """Let go of the frames (and tensors) an exception and its causes hold."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        tb = exc.__traceback__
+        while tb is not None:
+            try:
+                tb.tb_frame.clear()
+            except RuntimeError:  # a frame still executing cannot be cleared
+                pass
+            tb = tb.tb_next
+        exc.__traceback__ = None
+        exc = exc.__cause__ or exc.__context__
+
+
+def release_memory() -> None:
+    """Collect garbage and hand cached GPU memory back (without importing torch where it is not loaded)."""
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()

@@ -1,0 +1,133 @@
+"""Nothing lost: a reload or a second tab restores the conversation, another browser never sees it.
+
+Also, in a real page: Stop and closing the tab end the generation thread. Runs in headless
+Debian Chromium; skipped where there is none, except under CI=true where that fails.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from hardening import cpu_rate, generation_threads, launched_demo, wait_until
+from llava_app.config import Config
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+NASTY = "Is this <img src=http://tracker.invalid/px.png> red? ![x](http://tracker.invalid/md.png)"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not os.path.exists(CHROMIUM):
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI needs a browser at {CHROMIUM} (apt-get install chromium)")
+        pytest.skip(f"no browser at {CHROMIUM}")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()
+
+
+def open_page(context, url):
+    page = context.new_page()
+    outside = []
+    page.on("request", lambda r: outside.append(r.url) if "127.0.0.1" not in r.url and not
+            r.url.startswith(("data:", "blob:")) else None)
+    page.goto(url)
+    page.wait_for_selector("#question textarea", timeout=60_000)
+    page.outside_requests = outside
+    return page
+
+
+def wait_text(page, selector: str, text: str, timeout: float = 30_000) -> None:
+    """Wait until the element shows ``text`` (the element may not exist yet)."""
+    page.wait_for_function("([sel, t]) => (document.querySelector(sel)?.innerText || '').includes(t)",
+                           arg=[selector, text], timeout=timeout)
+
+
+def chat_text(page) -> str:
+    return page.inner_text("#chatbot")
+
+
+def ask(page, text):
+    page.fill("#question textarea", text)
+    page.press("#question textarea", "Enter")
+
+
+def test_reload_and_second_tab_restore_the_conversation_other_browser_never(browser, tmp_path, local_backend,
+                                                                          image_files):
+    config = Config(model="tiny-random", device="cpu", data_dir=str(tmp_path / "d"), max_new_tokens=6)
+    with launched_demo(config, local_backend()) as (url, demo):
+        alice = browser.new_context()
+        page = open_page(alice, url)
+        page.locator("#gallery input[type=file]").set_input_files(str(image_files[0]))
+        wait_text(page, "#notice", "Added Image 1", timeout=60_000)
+        ask(page, NASTY)
+
+        def answered():
+            return any(c.turns and c.turns[-1].assistant for c in demo.service.sessions.live())
+
+        assert wait_until(answered, timeout=120) is not None
+        answer = next(c for c in demo.service.sessions.live() if c.turns and c.turns[-1].assistant).turns[-1].assistant
+        wait_text(page, "#chatbot", answer)
+        token = page.evaluate("localStorage.getItem('llava-app-conversation')")
+        assert token  # the browser holds its key (encrypted by Gradio), the page does not show it
+
+        page.reload()
+        page.wait_for_selector("#question textarea")
+        wait_text(page, "#chatbot", answer)
+        assert "<img src=http://tracker.invalid/px.png>" in chat_text(page)  # shown as text, not loaded
+        assert page.locator("#gallery img").count() == 1
+
+        second_tab = open_page(alice, url)
+        wait_text(second_tab, "#chatbot", answer)
+        assert second_tab.locator("#gallery img").count() == 1
+
+        bob = browser.new_context()  # another browser profile: its own (empty) localStorage
+        other = open_page(bob, url)
+        time.sleep(1.5)  # let the page's load event finish
+        assert answer not in chat_text(other) and "tracker" not in chat_text(other)
+        assert other.locator("#gallery img").count() == 0
+        assert other.evaluate("localStorage.getItem('llava-app-conversation')") != token
+        # Bob's conversation does not overwrite Alice's: her next reload still has hers.
+        ask(other, "Bob's own question")
+        assert wait_until(lambda: sum(1 for c in demo.service.sessions.live() if c.turns) >= 3, timeout=60)
+        page.reload()
+        wait_text(page, "#chatbot", answer)
+        assert "Bob's own question" not in chat_text(page)
+
+        for p in (page, second_tab, other):
+            assert p.outside_requests == [], f"the page fetched outside resources: {p.outside_requests}"
+        alice.close()
+        bob.close()
+
+
+def test_stop_and_closing_the_tab_end_the_generation(browser, tmp_path, local_backend):
+    config = Config(model="tiny-random", device="cpu", data_dir=str(tmp_path / "d"), max_new_tokens=2000)
+    with launched_demo(config, local_backend()) as (url, demo):
+        context = browser.new_context()
+        page = open_page(context, url)
+        ask(page, "Tell me a very long story")
+        assert wait_until(lambda: generation_threads(), timeout=60) is not None
+        page.click("#stop")
+        gone = wait_until(lambda: not generation_threads(), timeout=5)
+        assert gone is not None and gone < 1.0, f"Stop: threads ended after {gone} s"
+        assert wait_until(lambda: "(stopped)" in chat_text(page), timeout=30) is not None
+
+        ask(page, "Another long story")
+        assert wait_until(lambda: generation_threads(), timeout=60) is not None
+        page.close()  # the tab goes away mid-answer
+        gone = wait_until(lambda: not generation_threads(), timeout=5)
+        assert gone is not None and gone < 1.0, f"tab close: threads ended after {gone} s"
+        assert cpu_rate(1.0) < 0.2
+        # The tab's session ended too (its unload handler ran): nothing of it stays live.
+        assert wait_until(lambda: len(demo.service.sessions) == 0, timeout=10) is not None
+        context.close()
