@@ -6,7 +6,7 @@ many session records Gradio still holds, and how many image files stay on disk: 
 the app as built, once with the hand-over to Gradio switched off (Gradio's own behaviour).
 Prints a table and writes JSON to bench/out/sessions_memory.json.
 
-    python bench/sessions_memory.py --sessions 40
+    python tests/bench_sessions_memory.py --sessions 40
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def main() -> None:
         name = "with our cleanup" if r["cleanup"] else "Gradio default handling"
         print(f"{name:<26}{r['kb_left_per_session']:>16}{r['gradio_session_records']:>16}{r['image_files_left']:>13}"
               f"{r['live_conversations']:>12}")
-    out = ROOT / "bench" / "out"
+    out = ROOT / "artifacts"
     out.mkdir(parents=True, exist_ok=True)
     (out / "sessions_memory.json").write_text(json.dumps(rows, indent=2))
 

@@ -5,7 +5,7 @@ model, in a 2,560-token window (room for a dozen turns beside the images): for e
 the turns to drop) and the time to generate the answer, measured side by side in one run.
 Prints a table and writes JSON.
 
-    python benchmarks/context_fit.py --turns 40 --out context_fit.json
+    python -m llava_app.bench_context --turns 40 --out context_fit.json
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -28,7 +27,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--turns", type=int, default=40, help="questions to ask")
     parser.add_argument("--max-new-tokens", type=int, default=16, help="answer length")
     parser.add_argument("--summarize", action="store_true", help="also time --summarize-dropped")
-    parser.add_argument("--out", default="context_fit.json", help="where to write the JSON results")
+    parser.add_argument("--out", default="artifacts/bench_context_fit.json", help="where to write the JSON results")
     args = parser.parse_args(argv)
 
     from PIL import Image
@@ -100,6 +99,7 @@ def main(argv: list[str] | None = None) -> dict:
         s = result[name]
         if s["turns"]:
             print(f"{name:<14}{s['turns']:>4}{s['fit_ms']:>10.1f}{s['generate_ms']:>14.1f}{100 * s['fit_share']:>10.1f}%")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1))
     return result
 
