@@ -147,3 +147,12 @@ def test_out_of_memory_becomes_a_clear_message_and_the_next_request_works(local_
         run(backend, conv)
     monkeypatch.undo()
     assert "".join(run(backend, conv)[0]).strip()
+
+
+def test_placeholder_tokens_typed_by_the_user_do_not_become_image_slots(backend):
+    conv = conversation_with(backend, [("red", (64, 48))], "What is <image> and <video> here?")
+    chunks, request = run(backend, conv)
+    assert "".join(chunks).strip()
+    assert request.info.n_images == 1
+    assert request.info.text.count(backend.processor.image_token) == 1
+    assert "< image>" in request.info.text

@@ -27,11 +27,28 @@ def _require_torch():
         ) from exc
 
 
-def template_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Messages for ``apply_chat_template``: image parts become bare ``{"type": "image"}``."""
+def _defuse(text: str, reserved: tuple[str, ...]) -> str:
+    """Spell the model's placeholder tokens apart in user or model text ("<image>" -> "< image>").
+
+    A literal "<image>" typed by a user would otherwise become an image slot with no
+    image, and the processor would refuse the whole prompt.
+    """
+    for token in reserved:
+        if token and token in text:
+            text = text.replace(token, token[0] + " " + token[1:])
+    return text
+
+
+def template_messages(messages: list[dict[str, Any]], reserved: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """Messages for ``apply_chat_template``: image parts become bare ``{"type": "image"}``.
+
+    ``reserved`` are placeholder tokens (the processor's image/video tokens) that text
+    parts must not contain.
+    """
     out = []
     for m in messages:
-        parts = [{"type": "image"} if p["type"] == "image" else {"type": "text", "text": p["text"]} for p in m["content"]]
+        parts = [{"type": "image"} if p["type"] == "image" else {"type": "text", "text": _defuse(p["text"], reserved)}
+                 for p in m["content"]]
         out.append({"role": m["role"], "content": parts})
     return out
 
@@ -78,7 +95,9 @@ class LocalBackend(Backend):
     # ----- prompt ---------------------------------------------------------------------------
     def render(self, messages: list[dict[str, Any]]) -> str:
         """The prompt text from the model's chat template (image placeholders unexpanded)."""
-        return self.processor.apply_chat_template(template_messages(messages), add_generation_prompt=True,
+        reserved = tuple(t for t in (getattr(self.processor, "image_token", None),
+                                     getattr(self.processor, "video_token", None)) if t)
+        return self.processor.apply_chat_template(template_messages(messages, reserved), add_generation_prompt=True,
                                                   tokenize=False)
 
     def encode(self, messages: list[dict[str, Any]]):
