@@ -563,7 +563,7 @@ def open_archive(config: Config) -> ConversationArchive | None:
 class _GradioSessions:
     """Frees what Gradio keeps per session once our housekeeping knows the client is gone.
 
-    Gradio keeps every session's state and a copy of the page config (about 70 KB) until
+    Gradio keeps every session's state and a copy of the page config (about 100 KB here) until
     10,000 sessions have passed, and a closed tab's state for an hour: memory that grows
     with the sessions that have come and gone. Gradio has no public call for this, so the
     state holder is used directly, on the event loop (where Gradio itself touches it).
