@@ -114,6 +114,14 @@ def bench_images(folder: Path, n: int = 4) -> list[Path]:
     return paths
 
 
+def as_the_app_stores_it(path: Path, processor):
+    """The picture as the app keeps an upload (decoded, downscaled to what the model's processor
+    uses), so that both sides of a comparison give the model the same pixels."""
+    from .images import ImageLimits, ModelImageSize, load_image_file
+
+    return load_image_file(path, ImageLimits(model_size=ModelImageSize.from_processor(processor.image_processor)))
+
+
 # ----- the usual way --------------------------------------------------------------------------------
 class NaiveChat:
     """The common multi-turn recipe: keep the history, re-template and re-process everything each turn."""
@@ -187,12 +195,10 @@ class NaiveSide:
     """The rebuild-everything loop."""
 
     def __init__(self, args, image_paths: list[Path]):
-        from .images import ImageStore, load_image_file
         from .models import LoadOptions, load_model_and_processor
 
         model, processor, _ = load_model_and_processor(args.model, LoadOptions(device="cpu"))
-        store = ImageStore(Path(args.work) / "naive-images")
-        self.pictures = [store.open(store.put(load_image_file(p)).sha256) for p in image_paths]
+        self.pictures = [as_the_app_stores_it(p, processor) for p in image_paths]
         self.vision = VisionCalls(model)
         self.chat = NaiveChat(model, processor, SYSTEM_PROMPT)
         self.new_tokens = args.new_tokens
@@ -359,7 +365,6 @@ def run_stream(args, image_paths: list[Path]) -> dict[str, Any]:
     import socket
 
     from gradio_client import Client, handle_file
-    from PIL import Image
     from transformers import TextIteratorStreamer
 
     from .backends.local import LocalBackend
@@ -384,7 +389,7 @@ def run_stream(args, image_paths: list[Path]) -> dict[str, Any]:
     tokenizer = backend.processor.tokenizer
     question = "Tell a long story about Image 1 ."
     picture = image_paths[0]
-    ref = backend.images.put(Image.open(picture).convert("RGB"))
+    ref = backend.images.put(as_the_app_stores_it(picture, backend.processor))
     conv = Conversation()
     conv.add_image(ref.sha256, ref.path, ref.width, ref.height)
     conv.ask(question)
@@ -395,7 +400,7 @@ def run_stream(args, image_paths: list[Path]) -> dict[str, Any]:
 
     def raw() -> dict[str, Any]:
         cpu, started = time.process_time(), time.perf_counter()
-        image = Image.open(picture).convert("RGB")
+        image = as_the_app_stores_it(picture, backend.processor)
         text = backend.processor.apply_chat_template(
             [{"role": m["role"], "content": [{"type": "image"} if p["type"] == "image" else p for p in m["content"]]}
              for m in messages], add_generation_prompt=True, tokenize=False)

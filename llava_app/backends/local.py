@@ -204,7 +204,7 @@ class LocalBackend(Backend):
                 user = _user_facing(exc)
                 if user is not exc:  # out of memory: let go of the failed step's tensors, then of the memory
                     drop_traceback(exc)
-                    del exc, inputs
+                    del exc, prepared
                     release_memory()
                     raise user from None
                 raise exc
