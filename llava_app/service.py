@@ -32,6 +32,7 @@ class _Run:
 
     cancel: threading.Event
     started: bool = False
+    armed_at: float = dataclasses.field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -296,9 +297,12 @@ class ChatService:
             hook(conv_id)
 
     def _busy(self, conv_id: str) -> bool:
+        """Generating, or asked and waiting for the model (for less than a time-to-live)."""
         with self._lock:
             run = self._active.get(conv_id)
-            return run is not None and run.started
+            if run is None:
+                return False
+            return run.started or time.monotonic() - run.armed_at < self.sessions.ttl_s
 
     def _release(self, conv: Conversation, cancel: threading.Event) -> None:
         """Forget the run of this cancel flag (a newer run of the conversation is left alone)."""

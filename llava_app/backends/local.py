@@ -87,7 +87,8 @@ class LocalBackend(Backend):
         # Multi-turn reuse (kvcache.py): per-session prefix KV and cached image features.
         from ..kvcache import PrefixReuse, RunStats
 
-        self.reuse = PrefixReuse(self.model, self.processor, self.images.open, model_id=str(self.path),
+        # Look the store up on each call: whoever holds the engine may hand it another store.
+        self.reuse = PrefixReuse(self.model, self.processor, lambda sha: self.images.open(sha), model_id=str(self.path),
                                  kv_budget_bytes=kv_cache_bytes, feature_budget_bytes=feature_cache_bytes)
         #: what the engine did for the latest request (reused tokens, images encoded, new token ids)
         self.last_run: RunStats | None = None
