@@ -204,7 +204,7 @@ def test_export_then_import_continues_the_conversation(browser, app, tmp_path):
         page.click("#new-chat")
         _wait(lambda: _answers(page) == 0 and not _captions(page), what="a new chat")
         page.locator('#export-import input[type="file"]').set_input_files(str(saved))
-        _wait(lambda: _captions(page) == ["Image 1", "Image 2"] and _answers(page) == 1, what="the import")
+        _wait(lambda: _captions(page) == ["Image 1", "Image 2"] and _answers(page) == 1, timeout=90, what="the import")
         assert page.locator(BOT).first.inner_text().strip() == first_answer
         page.fill("#question textarea", "And which one is brighter?")
         _send_and_wait(page, 1)
