@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import shutil
 import io
 import os
 import socket
@@ -127,3 +128,38 @@ def app_config(tmp_path, tiny_cache):
     from llava_app.config import Config
 
     return Config(model="tiny-random", device="cpu", data_dir=str(tmp_path / "data"), max_new_tokens=24)
+
+
+# ----- a real browser ---------------------------------------------------------------------------
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def find_chromium() -> str | None:
+    """Debian's Chromium (or ``CHROMIUM_PATH``); Playwright's own browser download is not used."""
+    for candidate in (os.environ.get("CHROMIUM_PATH"), "/usr/bin/chromium", "chromium", "chromium-browser"):
+        if candidate and shutil.which(candidate):
+            return shutil.which(candidate)
+    return None
+
+
+def _no_browser(reason: str):
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{reason} (CI=true: the browser tests must run; .ci/run installs chromium)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """One headless Chromium per test module; missing: skipped here, a failure under CI=true."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _no_browser("the playwright package is missing: pip install -r tests/requirements.txt")
+    path = find_chromium()
+    if path is None:
+        _no_browser("no Chromium found: install it with `apt-get install chromium` (or set CHROMIUM_PATH)")
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()

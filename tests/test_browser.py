@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 from pathlib import Path
 from typing import Iterator
 
@@ -28,8 +27,6 @@ pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOTS = ROOT / "artifacts" / "screenshots"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 STREAM_DELAY = 0.05  # seconds per decode step: a 16-token answer streams for about a second
 ANSWER_TOKENS = 16
 LONG_ANSWER_TOKENS = 1500  # over a minute at STREAM_DELAY: long enough to press Stop in
@@ -37,34 +34,11 @@ WAIT_MS = 60_000  # generous: the machines running these tests are shared and of
 
 
 # ----- the browser, the app, the page ----------------------------------------------------------
-def _find_chromium() -> str | None:
-    for candidate in (os.environ.get("CHROMIUM_PATH"), "chromium", "chromium-browser", "google-chrome"):
-        if candidate and shutil.which(candidate):
-            return shutil.which(candidate)
-    return None
+@pytest.fixture(scope="module", autouse=True)
+def _patient_expectations():
+    from playwright.sync_api import expect
 
-
-def _no_browser(reason: str):
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{reason} (CI=true: the browser tests must run; .ci/run installs chromium)")
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    """One headless Chromium for the module."""
-    try:
-        from playwright.sync_api import expect, sync_playwright
-    except ImportError:
-        _no_browser("the playwright package is missing: pip install -r tests/requirements.txt")
-    path = _find_chromium()
-    if path is None:
-        _no_browser("no Chromium found: install it with `apt-get install chromium` (or set CHROMIUM_PATH)")
     expect.set_options(timeout=WAIT_MS)
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture(scope="module")

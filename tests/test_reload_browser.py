@@ -6,7 +6,6 @@ Debian Chromium; skipped where there is none, except under CI=true where that fa
 
 from __future__ import annotations
 
-import os
 import time
 
 import pytest
@@ -16,24 +15,7 @@ from llava_app.config import Config
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 NASTY = "Is this <img src=http://tracker.invalid/px.png> red? ![x](http://tracker.invalid/md.png)"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not os.path.exists(CHROMIUM):
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI needs a browser at {CHROMIUM} (apt-get install chromium)")
-        pytest.skip(f"no browser at {CHROMIUM}")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield b
-        b.close()
 
 
 def open_page(context, url):
