@@ -41,7 +41,7 @@ def _page(browser, url: str, locale: str = "en-US"):
     return page
 
 
-def _wait(condition, timeout: float = 30.0, what: str = "condition"):
+def _wait(condition, timeout: float = 90.0, what: str = "condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = condition()
@@ -70,7 +70,9 @@ def _idle(page) -> bool:
 
 def _send_and_wait(page, answers_before: int) -> None:
     page.click("#send")
-    _wait(lambda: _answers(page) > answers_before and _idle(page), what="the answer")
+    # An empty answer bubble can show, with the buttons still enabled, before the generation starts.
+    _wait(lambda: _answers(page) > answers_before and _idle(page)
+          and page.locator(BOT).nth(answers_before).inner_text().strip() != "", what="the answer")
 
 
 def test_examples_load_images_and_questions(browser, app):
