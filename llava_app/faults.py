@@ -59,3 +59,16 @@ def release_memory() -> None:
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
         torch.cuda.empty_cache()
+
+
+def out_of_memory_error(exc: BaseException) -> OutOfMemory | None:
+    """For an out-of-memory fault: drop the frames it holds, release the memory, and return the user's error.
+
+    None for any other exception. Callers raise the result ``from None``, so nothing keeps
+    the failed step's tensors alive while the user reads the message.
+    """
+    if not is_out_of_memory(exc):
+        return None
+    drop_traceback(exc)
+    release_memory()
+    return OutOfMemory()

@@ -19,7 +19,7 @@ from .backends.base import Backend, ChatRequest, GenerationParams
 from .context import ContextFitter
 from .conversation import Conversation, PromptInfo
 from .errors import UserError
-from .faults import OutOfMemory, drop_traceback, is_out_of_memory, release_memory
+from .faults import out_of_memory_error
 from .images import ImageError, ImageLimits, ImageStore, load_image_file
 from .sessions import Janitor, Sessions
 
@@ -196,10 +196,9 @@ class ChatService:
         except BaseException as exc:
             self._release(conv, cancel)
             conv.retract()
-            if is_out_of_memory(exc):
-                _give_memory_back(exc)
-                del exc
-                raise OutOfMemory() from None
+            oom = out_of_memory_error(exc)
+            if oom is not None:
+                raise oom from None
             raise
         request = ChatRequest(conv.messages(system_prompt), params, session_id=conv.id, cancel=cancel)
         text, failed = "", False
@@ -219,10 +218,9 @@ class ChatService:
             yield text
         except BaseException as exc:
             failed = True
-            if is_out_of_memory(exc):
-                _give_memory_back(exc)
-                del exc
-                raise OutOfMemory() from None
+            oom = out_of_memory_error(exc)
+            if oom is not None:
+                raise oom from None
             raise
         finally:
             stopped = cancel.is_set()
@@ -320,9 +318,3 @@ class ChatService:
             self._active.pop(conv.id, None)
         if conv.turns and conv.turns[-1].assistant is None:
             conv.retract()
-
-
-def _give_memory_back(exc: BaseException) -> None:
-    """Out of memory: the traceback holds the failed step's tensors; drop it, then release the memory."""
-    drop_traceback(exc)
-    release_memory()

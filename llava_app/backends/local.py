@@ -9,7 +9,7 @@ import time
 from typing import Any, Iterator
 
 from ..conversation import PromptInfo
-from ..faults import OutOfMemory, drop_traceback, is_out_of_memory, release_memory
+from ..faults import out_of_memory_error
 from ..images import ImageStore, ModelImageSize
 from .base import Backend, ChatRequest, image_refs
 
@@ -202,12 +202,10 @@ class LocalBackend(Backend):
                 self._release_memory()
             if failure:
                 exc = failure.pop()
-                user = _user_facing(exc)
-                if user is not exc:  # out of memory: let go of the failed step's tensors, then of the memory
-                    drop_traceback(exc)
-                    del exc, prepared
-                    release_memory()
-                    raise user from None
+                del prepared  # out of memory: the failed step's inputs must go before the memory is released
+                oom = out_of_memory_error(exc)
+                if oom is not None:
+                    raise oom from None
                 raise exc
 
     def _release_memory(self) -> None:
@@ -247,8 +245,3 @@ def _timed_streamer_class():
             super().put(value)
 
     return TimedStreamer
-
-
-def _user_facing(exc: BaseException) -> BaseException:
-    """Out-of-memory and similar faults as a message a user can act on."""
-    return OutOfMemory() if is_out_of_memory(exc) else exc
