@@ -60,6 +60,14 @@ def make_image(color="red", size=(64, 48), fmt="PNG", **save_kwargs) -> bytes:
     return buf.getvalue()
 
 
+def attach_file(conv, store, path):
+    """Store an image file as an upload is stored and add it to ``conv``; returns its ImageRef."""
+    from llava_app.images import load_image_file
+
+    stored = store.put(load_image_file(path))
+    return conv.add_image(stored.sha256, stored.path, stored.width, stored.height, Path(path).name)[0]
+
+
 @pytest.fixture
 def image_files(tmp_path) -> list[Path]:
     """Three distinct small PNG files on disk."""

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from conftest import attach_file
 from llava_app.conversation import Conversation
 from llava_app.feedback import FeedbackLog
-from llava_app.images import ImageStore, load_image_file
+from llava_app.images import ImageStore
 from llava_app.ui import _chat_value, _turn_of_message
 
 
@@ -15,8 +16,7 @@ def _conversation(tmp_path, image_files) -> Conversation:
     store = ImageStore(tmp_path / "images")
     conv = Conversation()
     for p in image_files[:2]:
-        stored = store.put(load_image_file(p))
-        conv.add_image(stored.sha256, stored.path, stored.width, stored.height, p.name)
+        attach_file(conv, store, p)
     conv.ask("Compare them")
     conv.answer("They differ.")
     conv.ask("And now?")

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import pytest
 from gradio_client import Client, handle_file
 
-from conftest import launched_app
+from conftest import attach_file, launched_app
 from fake_openai import FakeOpenAIServer
 from llava_app.backends.base import ChatRequest, GenerationParams
 from llava_app.backends.remote import OpenAIBackend
@@ -32,16 +32,12 @@ def fake():
 
 def _conversation(store, image_files) -> Conversation:
     """Two images, an answered question, a third image, a follow-up: the shape the page builds."""
-    from llava_app.images import load_image_file
-
     conv = Conversation()
     for p in image_files[:2]:
-        s = store.put(load_image_file(p))
-        conv.add_image(s.sha256, s.path, s.width, s.height, p.name)
+        attach_file(conv, store, p)
     conv.ask("Compare Image 1 and Image 2")
     conv.answer("They differ.")
-    s = store.put(load_image_file(image_files[2]))
-    conv.add_image(s.sha256, s.path, s.width, s.height, image_files[2].name)
+    attach_file(conv, store, image_files[2])
     conv.ask("And Image 3?")
     return conv
 
