@@ -228,6 +228,7 @@ class ChatPage:
         box = self.page.locator(f"#{elem_id} input[type=number]")
         if not box.is_visible():
             self.page.locator("#parameters > button.label-wrap").click()
+            box.wait_for(state="visible")  # the panel opens with an animation; a busy page is slow to show it
         box.fill(str(value))
         box.press("Enter")
         self.expect(self.page.locator(f"#{elem_id} input[type=range]")).to_have_value(f"{value:g}")
