@@ -229,9 +229,17 @@ class ChatPage:
         if not box.is_visible():
             self.page.locator("#parameters > button.label-wrap").click()
             box.wait_for(state="visible")  # the panel opens with an animation; a busy page is slow to show it
-        box.fill(str(value))
-        box.press("Enter")
-        self.expect(self.page.locator(f"#{elem_id} input[type=range]")).to_have_value(f"{value:g}")
+        slider = self.page.locator(f"#{elem_id} input[type=range]")
+        for _ in range(2):  # a busy page can drop the first edit; typing it again is what a person does
+            box.fill(str(value))
+            box.press("Enter")
+            box.blur()
+            try:
+                self.expect(slider).to_have_value(f"{value:g}", timeout=10_000)
+                return
+            except AssertionError:
+                continue
+        self.expect(slider).to_have_value(f"{value:g}")
 
 
 @pytest.fixture
