@@ -15,19 +15,19 @@ def main(argv: list[str] | None = None) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = parse_config(argv)
 
-    from llava_app.backends import make_app_backend
-    from llava_app.images import ImageStore
+    from llava_app.engine import make_app_backend
+    from llava_app.storage.images import ImageStore
 
     store = ImageStore(os.path.join(config.data_dir, "images"))
     try:
-        from llava_app.auth import load_users
+        from llava_app.web.auth import load_users
 
         load_users(config.auth, config.auth_file)  # a bad user list fails before the model loads
         backend = make_app_backend(config, store)
     except UserError as exc:  # a model that cannot be found, a bad user list: one clear line
         sys.exit(f"error: {exc}")
 
-    from llava_app.ui import build_demo, launch_kwargs, queue_kwargs
+    from llava_app.web.page import build_demo, launch_kwargs, queue_kwargs
 
     demo = build_demo(backend, config, store)
     demo.queue(**queue_kwargs(config)).launch(**launch_kwargs(config, demo))

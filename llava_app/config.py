@@ -65,13 +65,6 @@ class Config:
         """The upload limit in bytes."""
         return int(self.max_upload_mb * 1024 * 1024)
 
-    @property
-    def is_tiny(self) -> bool:
-        """True when the model is one of the locally built random-weight models."""
-        from .tiny import is_tiny
-
-        return is_tiny(self.model)
-
 
 # name -> (help, extra argparse kwargs). Every field gets --kebab-name and LLAVA_APP_UPPER_NAME.
 _HELP: dict[str, str] = {

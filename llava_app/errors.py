@@ -8,6 +8,3 @@ class UserError(Exception):
 class ModelNotFoundError(UserError):
     """A model id or folder that cannot be loaded (offline, not cached, wrong id)."""
 
-
-class GenerationCancelled(Exception):
-    """Raised inside the engine when a request's cancel flag was set."""

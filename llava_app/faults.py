@@ -13,7 +13,7 @@ from __future__ import annotations
 import gc
 import sys
 
-from .errors import UserError
+from llava_app.errors import UserError
 
 OUT_OF_MEMORY_MESSAGE = (
     "The model ran out of memory on this request. Try fewer images, a shorter answer "

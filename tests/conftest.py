@@ -44,7 +44,7 @@ def tiny_cache(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_path(tiny_cache):
     """``tiny_model_path(preset)``: the folder of a built tiny model."""
-    from llava_app.tiny import build_tiny_model
+    from llava_app.engine.tiny import build_tiny_model
 
     def build(preset: str = "tiny-random", context_length: int | None = None) -> Path:
         return build_tiny_model(preset, cache_dir=tiny_cache, context_length=context_length)
@@ -62,7 +62,7 @@ def make_image(color="red", size=(64, 48), fmt="PNG", **save_kwargs) -> bytes:
 
 def attach_file(conv, store, path):
     """Store an image file as an upload is stored and add it to ``conv``; returns its ImageRef."""
-    from llava_app.images import load_image_file
+    from llava_app.storage.images import load_image_file
 
     stored = store.put(load_image_file(path))
     return conv.add_image(stored.sha256, stored.path, stored.width, stored.height, Path(path).name)[0]
@@ -81,7 +81,7 @@ def image_files(tmp_path) -> list[Path]:
 
 @pytest.fixture
 def store(tmp_path):
-    from llava_app.images import ImageStore
+    from llava_app.storage.images import ImageStore
 
     return ImageStore(tmp_path / "images")
 
@@ -92,8 +92,8 @@ _BACKENDS: dict[tuple, object] = {}
 @pytest.fixture(scope="session")
 def local_backend(tiny_cache):
     """``local_backend(preset, **kwargs)``: a LocalBackend on a tiny model, shared per session."""
-    from llava_app.backends.local import LocalBackend
-    from llava_app.images import ImageStore
+    from llava_app.engine.local import LocalBackend
+    from llava_app.storage.images import ImageStore
 
     store_root = tiny_cache.parent / "backend-images"
 
@@ -115,9 +115,9 @@ def free_port() -> int:
 @contextlib.contextmanager
 def launched_app(config, backend=None) -> Iterator[str]:
     """Launch the real app (build_demo + launch) on a free loopback port; yields its URL."""
-    from llava_app.backends import make_backend
-    from llava_app.images import ImageStore
-    from llava_app.ui import build_demo, launch_kwargs, queue_kwargs
+    from llava_app.engine import make_backend
+    from llava_app.storage.images import ImageStore
+    from llava_app.web.page import build_demo, launch_kwargs, queue_kwargs
 
     config = dataclasses.replace(config, host="127.0.0.1", port=free_port())
     store = ImageStore(os.path.join(config.data_dir, "images"))

@@ -93,9 +93,9 @@ def launched_demo(config, backend=None):
     """Like conftest's ``launched_app``, but yields ``(url, demo)`` so tests can look at the service."""
     from conftest import free_port
 
-    from llava_app.backends import make_backend
-    from llava_app.images import ImageStore
-    from llava_app.ui import build_demo, launch_kwargs, queue_kwargs
+    from llava_app.engine import make_backend
+    from llava_app.storage.images import ImageStore
+    from llava_app.web.page import build_demo, launch_kwargs, queue_kwargs
 
     config = dataclasses.replace(config, host="127.0.0.1", port=free_port())
     store = ImageStore(os.path.join(config.data_dir, "images"))

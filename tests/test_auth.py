@@ -11,7 +11,7 @@ import pytest
 from gradio_client import Client
 
 from hardening import launched_demo
-from llava_app.auth import load_users, parse_users
+from llava_app.web.auth import load_users, parse_users
 from llava_app.config import Config, parse_config
 from llava_app.errors import UserError
 

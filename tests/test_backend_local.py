@@ -8,9 +8,9 @@ import time
 import pytest
 
 from conftest import TINY_FAMILIES
-from llava_app.backends.base import ChatRequest, GenerationParams
-from llava_app.backends.local import template_messages
-from llava_app.conversation import Conversation
+from llava_app.engine.base import ChatRequest, GenerationParams
+from llava_app.engine.local import template_messages
+from llava_app.chat.conversation import Conversation
 from llava_app.errors import UserError
 from PIL import Image
 

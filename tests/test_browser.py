@@ -21,7 +21,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from conftest import launched_app
-from llava_app.backends.base import Backend
+from llava_app.engine.base import Backend
 
 pytestmark = pytest.mark.browser
 
@@ -44,9 +44,9 @@ def _patient_expectations():
 @pytest.fixture(scope="module")
 def app_setup(tmp_path_factory, tiny_cache):
     """The config and the real local engine (tiny random model, slowed stream) the servers share."""
-    from llava_app.backends import make_backend
+    from llava_app.engine import make_backend
     from llava_app.config import Config
-    from llava_app.images import ImageStore
+    from llava_app.storage.images import ImageStore
 
     data = tmp_path_factory.mktemp("browser-data")
     config = Config(model="tiny-random", device="cpu", data_dir=str(data), max_new_tokens=ANSWER_TOKENS,

@@ -50,8 +50,8 @@ class Recorder:
 @pytest.fixture(scope="module")
 def small_window_backend(tiny_model_path, tiny_cache):
     """A tiny LLaVA whose own config has a 256-token window (``max_position_embeddings``)."""
-    from llava_app.backends.local import LocalBackend
-    from llava_app.images import ImageStore
+    from llava_app.engine.local import LocalBackend
+    from llava_app.storage.images import ImageStore
 
     path = tiny_model_path("tiny-random", context_length=WINDOW)
     backend = LocalBackend(str(path), ImageStore(tiny_cache.parent / "backend-images"), device="cpu")
@@ -60,8 +60,8 @@ def small_window_backend(tiny_model_path, tiny_cache):
 
 
 def _service(backend, **fitter_kwargs):
-    from llava_app.context import ContextFitter
-    from llava_app.service import ChatService
+    from llava_app.chat.context import ContextFitter
+    from llava_app.chat.service import ChatService
 
     return ChatService(backend, backend.images, context=ContextFitter(backend, **fitter_kwargs))
 
@@ -83,8 +83,8 @@ def _chat(service, conv, n_turns, images_at, params, system_prompt="You are help
 @pytest.fixture(scope="module")
 def long_chat(small_window_backend, tmp_path_factory):
     """A 30-turn chat with three images (added at turns 1, 4 and 8) in a 256-token window, recorded."""
-    from llava_app.backends.base import GenerationParams
-    from llava_app.conversation import Conversation
+    from llava_app.engine.base import GenerationParams
+    from llava_app.chat.conversation import Conversation
 
     folder = tmp_path_factory.mktemp("long-chat")
     images = {}
@@ -99,7 +99,7 @@ def long_chat(small_window_backend, tmp_path_factory):
 
 
 def test_thirty_turns_with_three_images_keep_answering_with_all_images(long_chat):
-    from llava_app.ui import _chat_value, _turn_of_message
+    from llava_app.web.page import _chat_value, _turn_of_message
 
     service, conv, turns, rec = long_chat
     assert len(rec.requests) == 30  # one generation per turn, no refusal
@@ -148,9 +148,9 @@ def test_drops_come_in_steps_so_the_token_prefix_holds_for_several_turns(long_ch
 
 
 def test_summarize_dropped_replaces_dropped_turns_by_a_summary_the_model_writes(small_window_backend, image_files):
-    from llava_app.backends.base import GenerationParams
-    from llava_app.context import SUMMARY_INSTRUCTION
-    from llava_app.conversation import SUMMARY_LEAD, Conversation
+    from llava_app.engine.base import GenerationParams
+    from llava_app.chat.context import SUMMARY_INSTRUCTION
+    from llava_app.chat.conversation import SUMMARY_LEAD, Conversation
 
     service = _service(small_window_backend, summarize=True, summary_tokens=6)
     conv = Conversation()
@@ -179,8 +179,8 @@ def test_summarize_dropped_replaces_dropped_turns_by_a_summary_the_model_writes(
 
 
 def test_images_that_cannot_fit_are_refused_before_generating(local_backend, tmp_path):
-    from llava_app.backends.base import GenerationParams
-    from llava_app.conversation import Conversation
+    from llava_app.engine.base import GenerationParams
+    from llava_app.chat.conversation import Conversation
     from llava_app.errors import UserError
 
     backend = local_backend("tiny-random-llava-next", context_length=WINDOW)  # --context-length overrides
@@ -213,8 +213,8 @@ def test_images_that_cannot_fit_are_refused_before_generating(local_backend, tmp
 
 
 def test_a_question_too_long_for_the_window_is_refused_with_its_own_message(local_backend):
-    from llava_app.backends.base import GenerationParams
-    from llava_app.conversation import Conversation
+    from llava_app.engine.base import GenerationParams
+    from llava_app.chat.conversation import Conversation
     from llava_app.errors import UserError
 
     backend = local_backend("tiny-random", context_length=64)
@@ -230,8 +230,8 @@ def test_a_question_too_long_for_the_window_is_refused_with_its_own_message(loca
 
 
 def test_undo_and_regenerate_after_a_drop(small_window_backend, image_files):
-    from llava_app.backends.base import GenerationParams
-    from llava_app.conversation import Conversation
+    from llava_app.engine.base import GenerationParams
+    from llava_app.chat.conversation import Conversation
 
     service = _service(small_window_backend)
     conv = Conversation()
@@ -251,8 +251,8 @@ def test_undo_and_regenerate_after_a_drop(small_window_backend, image_files):
 
 def test_image_limit_per_conversation_has_a_clear_message(local_backend, tmp_path):
     from llava_app.config import Config
-    from llava_app.conversation import Conversation
-    from llava_app.service import ChatService
+    from llava_app.chat.conversation import Conversation
+    from llava_app.chat.service import ChatService
 
     assert Config().max_images == 6
     service = ChatService(local_backend("tiny-random"), local_backend("tiny-random").images, max_images=2)
@@ -275,7 +275,7 @@ def test_downscaling_to_the_processor_resolution_keeps_what_the_model_gets(size,
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
     from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
 
-    from llava_app.images import ModelImageSize
+    from llava_app.storage.images import ModelImageSize
 
     tok = AutoTokenizer.from_pretrained(tiny_model_path("tiny-random"))
     kw = dict(tokenizer=tok, patch_size=14, vision_feature_select_strategy="default", num_additional_image_tokens=1)
@@ -297,9 +297,9 @@ def test_downscaling_to_the_processor_resolution_keeps_what_the_model_gets(size,
 
 
 def test_uploads_are_stored_no_larger_than_the_model_uses(local_backend, tmp_path):
-    from llava_app.conversation import Conversation
-    from llava_app.images import ModelImageSize
-    from llava_app.service import ChatService
+    from llava_app.chat.conversation import Conversation
+    from llava_app.storage.images import ModelImageSize
+    from llava_app.chat.service import ChatService
 
     backend = local_backend("tiny-random")
     assert backend.image_resolution() == ModelImageSize(base=(32, 32))  # 32 px model, 336 px floor for the eye
@@ -315,9 +315,9 @@ def test_uploads_are_stored_no_larger_than_the_model_uses(local_backend, tmp_pat
 
 
 def test_fitting_is_off_when_the_engine_cannot_count():
-    from llava_app.backends.base import Backend, GenerationParams
-    from llava_app.context import ContextFitter, meter_text
-    from llava_app.conversation import Conversation
+    from llava_app.engine.base import Backend, GenerationParams
+    from llava_app.chat.context import ContextFitter, meter_text
+    from llava_app.chat.conversation import Conversation
 
     class Remote(Backend):
         context_length = 100
@@ -358,8 +358,8 @@ def test_context_endpoint_and_meter_report_window_images_and_hidden_turns(tmp_pa
 
 
 def test_meter_text():
-    from llava_app.context import meter_text
-    from llava_app.conversation import Conversation, PromptInfo
+    from llava_app.chat.context import meter_text
+    from llava_app.chat.conversation import Conversation, PromptInfo
 
     conv = dataclasses.replace(Conversation(), first_visible=3, context_window=1024, context_summary="they talked")
     conv.last_prompt = PromptInfo(text="x", n_tokens=512)
@@ -369,7 +369,7 @@ def test_meter_text():
 
 
 def test_messages_move_images_of_hidden_turns_to_the_first_kept_turn():
-    from llava_app.conversation import SUMMARY_LEAD, Conversation
+    from llava_app.chat.conversation import SUMMARY_LEAD, Conversation
 
     conv = Conversation()
     for k in range(4):
@@ -395,9 +395,9 @@ def test_messages_move_images_of_hidden_turns_to_the_first_kept_turn():
 
 
 def test_fitting_and_downscaling_see_through_the_switchable_and_zerogpu_wrappers(local_backend):
-    from llava_app.backends.switchable import SwitchableBackend
-    from llava_app.backends.zerogpu import ZeroGPUBackend
-    from llava_app.context import ContextFitter
+    from llava_app.engine.switchable import SwitchableBackend
+    from llava_app.engine.zerogpu import ZeroGPUBackend
+    from llava_app.chat.context import ContextFitter
 
     engine = local_backend("tiny-random", context_length=WINDOW)
     wrapped = [SwitchableBackend(engine, factory=lambda name: engine),

@@ -6,7 +6,7 @@ import copy
 
 import pytest
 
-from llava_app.conversation import Conversation
+from llava_app.chat.conversation import Conversation
 from llava_app.errors import UserError
 
 

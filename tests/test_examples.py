@@ -7,11 +7,11 @@ import importlib.util
 import pytest
 from PIL import Image, ImageChops
 
-from llava_app.conversation import Conversation
+from llava_app.chat.conversation import Conversation
 from llava_app.errors import UserError
-from llava_app.examples import ASSETS_DIR, EXAMPLES, available_examples, language_of, load_example
-from llava_app.images import ImageStore, load_image_file
-from llava_app.service import ChatService
+from llava_app.chat.examples import ASSETS_DIR, EXAMPLES, available_examples, language_of, load_example
+from llava_app.storage.images import ImageStore, load_image_file
+from llava_app.chat.service import ChatService
 
 
 def _script():

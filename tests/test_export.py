@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 
 from conftest import make_image
-from llava_app.backends.base import GenerationParams
-from llava_app.conversation import Conversation
-from llava_app.export import (DATASET_NAME, SFT_FILE, ConversationFileError, finetune_record, read_conversation,
+from llava_app.engine.base import GenerationParams
+from llava_app.chat.conversation import Conversation
+from llava_app.storage.export import (DATASET_NAME, SFT_FILE, ConversationFileError, finetune_record, read_conversation,
                               to_markdown, write_json, write_markdown, write_zip)
-from llava_app.images import ImageError, ImageStore
-from llava_app.service import ChatService
+from llava_app.storage.images import ImageError, ImageStore
+from llava_app.chat.service import ChatService
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +66,7 @@ def _same(a: Conversation, b: Conversation) -> None:
 
 @pytest.mark.parametrize("kind", ["json", "zip"])
 def test_round_trip_is_byte_for_byte_and_the_chat_continues(chat, kind, tmp_path):
-    from llava_app.backends.local import LocalBackend
+    from llava_app.engine.local import LocalBackend
 
     service, conv = chat
     write = write_json if kind == "json" else write_zip

@@ -13,7 +13,7 @@ from gradio_client import Client, handle_file
 
 from hardening import TabClient, cpu_rate, generation_threads, launched_demo, wait_until
 from llava_app.config import Config
-from llava_app.conversation import Conversation
+from llava_app.chat.conversation import Conversation
 from llava_app.faults import OutOfMemory
 
 
@@ -125,8 +125,8 @@ def _cuda_oom():
 @pytest.mark.parametrize("make_error", [MemoryError, _cuda_oom], ids=["MemoryError", "torch.OutOfMemoryError"])
 def test_out_of_memory_releases_memory_before_the_user_hears_of_it(make_error, local_backend, store, image_files,
                                                                  monkeypatch):
-    from llava_app.backends.base import GenerationParams
-    from llava_app.service import ChatService
+    from llava_app.engine.base import GenerationParams
+    from llava_app.chat.service import ChatService
 
     backend = local_backend()
     monkeypatch.setattr(backend, "images", store)
@@ -261,7 +261,7 @@ def test_closed_tab_frees_its_session_at_once(tmp_path, local_backend, monkeypat
 
 def test_stream_cancel_runs_on_cancel_when_the_consumer_goes_away():
     """The mechanism under both Stop-by-tab-close paths, without a server."""
-    from llava_app.streaming import iterate_in_thread
+    from llava_app.web.streaming import iterate_in_thread
 
     stopped = threading.Event()
 

@@ -20,9 +20,9 @@ BOT = '#chatbot [data-testid="bot"]'
 @pytest.fixture(scope="module")
 def app(tmp_path_factory, tiny_cache):
     """One app for the module: feedback on, one other model allowed (the switching test runs last)."""
-    from llava_app.backends import make_app_backend
+    from llava_app.engine import make_app_backend
     from llava_app.config import Config
-    from llava_app.images import ImageStore
+    from llava_app.storage.images import ImageStore
 
     root = tmp_path_factory.mktemp("browser-app")
     config = Config(model="tiny-random", device="cpu", data_dir=str(root / "data"), max_new_tokens=8,

@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 from conftest import attach_file
-from llava_app.conversation import Conversation
-from llava_app.feedback import FeedbackLog
-from llava_app.images import ImageStore
-from llava_app.ui import _chat_value, _turn_of_message
+from llava_app.chat.conversation import Conversation
+from llava_app.storage.feedback import FeedbackLog
+from llava_app.storage.images import ImageStore
+from llava_app.web.page import _chat_value, _turn_of_message
 
 
 def _conversation(tmp_path, image_files) -> Conversation:

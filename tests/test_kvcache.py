@@ -33,7 +33,7 @@ def photos(tmp_path):
 
 
 def service_for(backend):
-    from llava_app.service import ChatService
+    from llava_app.chat.service import ChatService
 
     return ChatService(backend, backend.images, stream_interval=0.0)
 
@@ -50,7 +50,7 @@ def reference(backend, messages, max_new=MAX_NEW) -> list[int]:
 
 def answer(service, conv, system=SYSTEM, max_new=MAX_NEW):
     """Stream the pending turn through the service; returns the engine's stats and the model's messages."""
-    from llava_app.backends.base import GenerationParams
+    from llava_app.engine.base import GenerationParams
 
     messages = conv.messages(system)
     for _ in service.stream_answer(conv, GenerationParams(max_new_tokens=max_new), system):
@@ -81,7 +81,7 @@ def user_turn_start(backend, messages) -> int:
 
 @pytest.mark.parametrize("preset", TINY_FAMILIES)
 def test_follow_ups_feed_only_new_tokens_and_answer_as_without_reuse(local_backend, photos, preset):
-    from llava_app.conversation import Conversation
+    from llava_app.chat.conversation import Conversation
 
     backend = local_backend(preset)
     service, conv = service_for(backend), Conversation()
@@ -99,7 +99,7 @@ def test_follow_ups_feed_only_new_tokens_and_answer_as_without_reuse(local_backe
 
 @pytest.mark.parametrize("preset", TINY_FAMILIES)
 def test_undo_regenerate_system_prompt_and_image_edits_fall_back_to_the_matching_prefix(local_backend, photos, preset):
-    from llava_app.conversation import Conversation
+    from llava_app.chat.conversation import Conversation
 
     backend = local_backend(preset)
     service, conv = service_for(backend), Conversation()
@@ -145,8 +145,8 @@ def test_undo_regenerate_system_prompt_and_image_edits_fall_back_to_the_matching
 
 @pytest.mark.parametrize("preset", TINY_FAMILIES)
 def test_a_stopped_partial_answer_in_the_history_keeps_the_cache_correct(local_backend, photos, preset):
-    from llava_app.backends.base import GenerationParams
-    from llava_app.conversation import Conversation
+    from llava_app.engine.base import GenerationParams
+    from llava_app.chat.conversation import Conversation
 
     backend = local_backend(preset)
     service, conv = service_for(backend), Conversation()
@@ -165,7 +165,7 @@ def test_a_stopped_partial_answer_in_the_history_keeps_the_cache_correct(local_b
 
 @pytest.mark.parametrize("preset", TINY_FAMILIES)
 def test_evicted_sessions_reprefill_with_cached_image_features(local_backend, photos, preset):
-    from llava_app.conversation import Conversation
+    from llava_app.chat.conversation import Conversation
 
     def first_turn(service, images):
         conv = Conversation()
@@ -204,7 +204,7 @@ def test_evicted_sessions_reprefill_with_cached_image_features(local_backend, ph
 
 
 def test_without_a_kv_budget_every_turn_is_read_again_with_the_same_answers(local_backend, photos):
-    from llava_app.conversation import Conversation
+    from llava_app.chat.conversation import Conversation
 
     backend = local_backend("tiny-random", kv_cache_bytes=0)
     service, conv = service_for(backend), Conversation()
@@ -217,7 +217,7 @@ def test_without_a_kv_budget_every_turn_is_read_again_with_the_same_answers(loca
 
 
 def test_the_feature_cache_encodes_an_image_once_per_model_and_is_bounded(local_backend, photos):
-    from llava_app.conversation import Conversation
+    from llava_app.chat.conversation import Conversation
 
     backend = local_backend("tiny-random-llava-next", feature_cache_bytes=10**7)
     service = service_for(backend)
@@ -283,7 +283,7 @@ class _Ref:
 def test_common_prefix_never_reuses_a_different_picture_or_half_an_image():
     import torch
 
-    from llava_app.kvcache import ImageSpan, common_prefix
+    from llava_app.engine.kvcache import ImageSpan, common_prefix
 
     img = 9
     ids = torch.tensor([1, 2, img, img, img, 3, 4, 5])
@@ -301,7 +301,7 @@ def test_common_prefix_never_reuses_a_different_picture_or_half_an_image():
 
 
 def test_byte_lru_evicts_least_recently_used_first_and_refuses_what_cannot_fit():
-    from llava_app.kvcache import ByteLRU
+    from llava_app.engine.kvcache import ByteLRU
 
     evicted = []
     lru = ByteLRU(100, on_evict=lambda k, v: evicted.append(k))
@@ -325,7 +325,7 @@ def test_cache_budgets_are_config_flags(monkeypatch):
 
 
 def test_a_prompt_the_engine_cannot_lay_out_is_read_whole_by_the_processor(local_backend, photos, monkeypatch):
-    from llava_app.conversation import Conversation
+    from llava_app.chat.conversation import Conversation
 
     backend = local_backend("tiny-random-llava-next", kv_cache_bytes=10**8)
     service, conv = service_for(backend), Conversation()

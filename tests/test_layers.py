@@ -1,39 +1,135 @@
-"""The layering the project promises: gradio only in ui.py, torch/transformers only lazily."""
+"""The layering the project promises, read from the source.
+
+Calls go one way down: web -> chat -> engine -> storage, with the shared modules
+(config, errors, faults) below them all. The composition root (``llava_app.application``)
+wires the layers and may import any of them but the web; benchmarks may use anything.
+Only the web layer imports gradio; only the engine imports torch or transformers.
+"""
 
 from __future__ import annotations
 
-import re
+import ast
 import subprocess
 import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "llava_app"
-TORCH_OK = {"backends/local.py", "kvcache.py", "models.py", "tiny.py", "bench.py"}
+
+SHARED = {"config", "errors", "faults"}
+# What each part of the package may import from the package (besides itself).
+ALLOWED = {
+    "shared": set(),
+    "storage": {"shared"},
+    "engine": {"storage", "shared"},
+    "chat": {"engine", "storage", "shared"},
+    "web": {"chat", "shared"},
+    "application": {"chat", "engine", "storage", "shared"},
+    "benchmarks": {"web", "chat", "engine", "storage", "shared", "application"},
+}
 
 
-def _imports(path: Path, name: str) -> list[str]:
-    pattern = re.compile(rf"^\s*(import {name}\b|from {name}\b)", re.M)
-    return pattern.findall(path.read_text())
+def _part(module: str) -> str | None:
+    """The layer of a dotted ``llava_app`` module name."""
+    parts = module.split(".")
+    if parts[0] != "llava_app" or len(parts) < 2:
+        return None
+    top = parts[1]
+    return "shared" if top in SHARED else top
 
 
-def test_only_the_ui_module_imports_gradio():
-    offenders = [str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py")
-                 if p.name != "ui.py" and _imports(p, "gradio")]
+def _package_imports(path: Path, root: Path = PACKAGE.parent) -> list[tuple[str, int]]:
+    """Absolute ``llava_app`` modules a file imports, with line numbers (relative imports resolved)."""
+    rel = path.relative_to(root).with_suffix("")
+    package = list(rel.parts[:-1])
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            base = package[:len(package) - node.level + 1] if node.level else []
+            module = ".".join(base + ([node.module] if node.module else []))
+            names = [module] if node.module else [f"{module}.{a.name}" for a in node.names]
+            found += [(n, node.lineno) for n in names]
+        elif isinstance(node, ast.Import):
+            found += [(a.name, node.lineno) for a in node.names]
+    return [(m, line) for m, line in found if m.startswith("llava_app")]
+
+
+def _third_party(path: Path, name: str) -> bool:
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import) and any(a.name.split(".")[0] == name for a in node.names):
+            return True
+        if isinstance(node, ast.ImportFrom) and not node.level and (node.module or "").split(".")[0] == name:
+            return True
+    return False
+
+
+def _modules() -> list[Path]:
+    return sorted(PACKAGE.rglob("*.py"))
+
+
+def test_every_module_belongs_to_a_layer():
+    parts = {_part("llava_app." + ".".join(p.relative_to(PACKAGE).with_suffix("").parts)) for p in _modules()
+             if p.name != "__init__.py" or p.parent != PACKAGE}
+    assert parts <= set(ALLOWED), parts - set(ALLOWED)
+
+
+def test_imports_go_one_way_down():
+    offenders = []
+    for path in _modules():
+        rel = path.relative_to(PACKAGE)
+        if rel == Path("__init__.py"):
+            continue
+        mine = _part("llava_app." + ".".join(rel.with_suffix("").parts))
+        for module, line in _package_imports(path):
+            theirs = _part(module)
+            if theirs not in (None, mine) and theirs not in ALLOWED[mine]:
+                offenders.append(f"{rel}:{line} ({mine}) imports {module} ({theirs})")
     assert offenders == []
 
 
-def test_torch_and_transformers_only_in_the_local_engine_and_model_code():
-    offenders = [str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py")
-                 if str(p.relative_to(PACKAGE)) not in TORCH_OK
-                 and (_imports(p, "torch") or _imports(p, "transformers"))]
+def test_only_the_web_layer_imports_gradio():
+    offenders = [str(p.relative_to(PACKAGE)) for p in _modules()
+                 if p.relative_to(PACKAGE).parts[0] not in ("web", "benchmarks") and _third_party(p, "gradio")]
     assert offenders == []
+
+
+def test_torch_and_transformers_only_in_the_engine():
+    offenders = [str(p.relative_to(PACKAGE)) for p in _modules()
+                 if p.relative_to(PACKAGE).parts[0] not in ("engine", "benchmarks")
+                 and (_third_party(p, "torch") or _third_party(p, "transformers"))]
+    assert offenders == []
+
+
+def test_no_module_over_400_lines():
+    long = {str(p.relative_to(PACKAGE)): n for p in _modules() if (n := len(p.read_text().splitlines())) > 400}
+    assert long == {}
+
+
+def test_no_function_over_80_lines():
+    long = []
+    for path in _modules():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n = node.end_lineno - node.lineno + 1
+                if n > 80:
+                    long.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {node.name} ({n} lines)")
+    assert long == []
 
 
 def test_importing_the_app_layers_loads_neither_torch_nor_transformers():
-    code = ("import sys; import llava_app.config, llava_app.conversation, llava_app.service, llava_app.images, "
-            "llava_app.backends, llava_app.ui; "
+    code = ("import sys; import llava_app.config, llava_app.chat.conversation, llava_app.chat.service, "
+            "llava_app.storage.images, llava_app.engine, llava_app.application, llava_app.web.page; "
             "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=PACKAGE.parent, capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_the_layering_checker_sees_an_upward_import(tmp_path):
+    """The checker itself: a relative upward import from storage into chat is found."""
+    probe = tmp_path / "llava_app" / "storage"
+    probe.mkdir(parents=True)
+    (probe / "bad.py").write_text("from ..chat.conversation import Conversation\nimport llava_app.web.page\n")
+    found = [m for m, _ in _package_imports(probe / "bad.py", root=tmp_path)]
+    assert found == ["llava_app.chat.conversation", "llava_app.web.page"]
+    assert not {_part(m) for m in found} & ALLOWED["storage"]

@@ -8,11 +8,11 @@ from gradio_client import Client, handle_file
 
 from conftest import make_image
 from hardening import launched_demo
-from llava_app.backends.base import Backend
+from llava_app.engine.base import Backend
 from llava_app.config import Config, parse_config
-from llava_app.conversation import Conversation
+from llava_app.chat.conversation import Conversation
 from llava_app.errors import UserError
-from llava_app.service import ChatService
+from llava_app.chat.service import ChatService
 
 
 class _NoModel(Backend):

@@ -11,7 +11,7 @@ from gradio_client import Client, handle_file
 from conftest import make_image
 from hardening import generation_threads, launched_demo, wait_until
 from llava_app.config import Config
-from llava_app.conversation import Conversation
+from llava_app.chat.conversation import Conversation
 
 CLIENTS = 8
 

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import TINY_FAMILIES
 from llava_app.errors import ModelNotFoundError
-from llava_app.models import LoadOptions, model_load_kwargs, quantization_config, quantization_skip_modules
+from llava_app.engine.models import LoadOptions, model_load_kwargs, quantization_config, quantization_skip_modules
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,7 +69,7 @@ def test_tiny_model_is_built_once(tiny_model_path):
 
 
 def test_a_local_folder_loads(tiny_model_path, store):
-    from llava_app.backends.local import LocalBackend
+    from llava_app.engine.local import LocalBackend
 
     backend = LocalBackend(str(tiny_model_path("tiny-random-llava-next")), store, device="cpu")
     assert type(backend.model).__name__ == "LlavaNextForConditionalGeneration"
@@ -77,7 +77,7 @@ def test_a_local_folder_loads(tiny_model_path, store):
 
 
 def test_unknown_model_is_one_clear_line(store, monkeypatch):
-    from llava_app.backends.local import LocalBackend
+    from llava_app.engine.local import LocalBackend
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelNotFoundError) as err:

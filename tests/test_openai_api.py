@@ -22,9 +22,9 @@ MODEL = "tiny-random"
 @contextlib.contextmanager
 def serve(config):
     """Launch the real app like ``launched_app`` does, and hand back its demo too."""
-    from llava_app.backends import make_backend
-    from llava_app.images import ImageStore
-    from llava_app.ui import build_demo, launch_kwargs, queue_kwargs
+    from llava_app.engine import make_backend
+    from llava_app.storage.images import ImageStore
+    from llava_app.web.page import build_demo, launch_kwargs, queue_kwargs
 
     config = dataclasses.replace(config, host="127.0.0.1", port=free_port())
     store = ImageStore(f"{config.data_dir}/images")
@@ -59,8 +59,8 @@ def image_part(url: str) -> dict:
 
 def expected_prompt_tokens(api, turns) -> int:
     """The engine's own count for a conversation laid out as the page lays it out."""
-    from llava_app.conversation import Conversation
-    from llava_app.images import decode_image
+    from llava_app.chat.conversation import Conversation
+    from llava_app.storage.images import decode_image
 
     conv = Conversation()
     for images, question, answer in turns:
@@ -200,7 +200,7 @@ def test_image_urls_are_fetched_only_where_allowed(api, tmp_path):
         assert by_url.usage.prompt_tokens == by_data.usage.prompt_tokens
         assert by_url.choices[0].message.content == by_data.choices[0].message.content
         # By default, no server-side fetches.
-        from llava_app.openai_api import APIError, OpenAIEndpoint
+        from llava_app.web.openai_api import APIError, OpenAIEndpoint
 
         endpoint = OpenAIEndpoint(api.service, dataclasses.replace(api.config, openai_api_image_urls=False))
         with pytest.raises(APIError, match="does not fetch image URLs") as err:

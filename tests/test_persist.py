@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from llava_app.conversation import Conversation
-from llava_app.images import ImageStore
-from llava_app.persist import (BrowserHistory, ConversationArchive, entry_key, is_browser_token,
+from llava_app.chat.conversation import Conversation
+from llava_app.storage.images import ImageStore
+from llava_app.storage.saved import (BrowserHistory, ConversationArchive, entry_key, is_browser_token,
                                new_browser_token)
 
 
@@ -159,9 +159,9 @@ _CRASH = textwrap.dedent("""
     import os, sys, sqlite3
     sys.path[:0] = [{root!r}]
     from PIL import Image
-    from llava_app.conversation import Conversation
-    from llava_app.images import ImageStore
-    import llava_app.persist as persist
+    from llava_app.chat.conversation import Conversation
+    from llava_app.storage.images import ImageStore
+    import llava_app.storage.saved as persist
 
     store = ImageStore({images!r})
     archive = persist.ConversationArchive({db!r}, {files!r})

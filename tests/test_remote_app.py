@@ -99,8 +99,8 @@ def _wait_for_growth(job, n: int = 3, limit: float = 60) -> list[str]:
 
 
 def test_multi_image_multi_turn_chat_through_the_remote_backend(upstreams, tmp_path, image_files, local_backend):
-    from llava_app.conversation import Conversation
-    from llava_app.images import load_image_file
+    from llava_app.chat.conversation import Conversation
+    from llava_app.storage.images import load_image_file
 
     with launched_app(front_config(tmp_path, upstreams.main.url)) as url:
         client = Client(url, verbose=False)
@@ -175,9 +175,9 @@ def test_a_remote_only_app_imports_neither_torch_nor_transformers(upstreams, tmp
     code = (
         "import sys\n"
         "from llava_app.config import parse_config\n"
-        "from llava_app.backends import make_backend\n"
-        "from llava_app.images import ImageStore\n"
-        "from llava_app.ui import build_demo, launch_kwargs\n"
+        "from llava_app.engine import make_backend\n"
+        "from llava_app.storage.images import ImageStore\n"
+        "from llava_app.web.page import build_demo, launch_kwargs\n"
         f"config = parse_config(['--backend', 'openai', '--base-url', {upstreams.main.url!r}, '--model', "
         f"'tiny-random', '--data-dir', {str(tmp_path)!r}, '--openai-api'])\n"
         f"store = ImageStore({str(tmp_path / 'images')!r})\n"

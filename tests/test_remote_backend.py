@@ -17,9 +17,9 @@ from gradio_client import Client, handle_file
 
 from conftest import attach_file, launched_app
 from fake_openai import FakeOpenAIServer
-from llava_app.backends.base import ChatRequest, GenerationParams
-from llava_app.backends.remote import OpenAIBackend
-from llava_app.conversation import Conversation
+from llava_app.engine.base import ChatRequest, GenerationParams
+from llava_app.engine.remote import OpenAIBackend
+from llava_app.chat.conversation import Conversation
 from llava_app.errors import UserError
 
 

@@ -11,8 +11,8 @@ import re
 import gradio as gr
 import pytest
 
-from llava_app.conversation import Conversation
-from llava_app.ui import _chat_value, _plain
+from llava_app.chat.conversation import Conversation
+from llava_app.web.page import _chat_value, _plain
 
 ATTACKS = [
     "<script>alert(1)</script>",

@@ -8,11 +8,11 @@ import types
 
 import pytest
 
-from llava_app.backends.base import GenerationParams
+from llava_app.engine.base import GenerationParams
 from llava_app.config import Config, parse_config
-from llava_app.conversation import Conversation
-from llava_app.service import ChatService
-from llava_app.spaces_support import GPU_MAX_SECONDS, GPU_MIN_SECONDS, gpu_seconds
+from llava_app.chat.conversation import Conversation
+from llava_app.chat.service import ChatService
+from llava_app.engine.spaces_support import GPU_MAX_SECONDS, GPU_MIN_SECONDS, gpu_seconds
 
 
 class StandInSpaces(types.ModuleType):
@@ -77,8 +77,8 @@ def _answer(service: ChatService, store_images: list, max_new_tokens: int, quest
 
 def test_generation_runs_under_spaces_gpu_with_a_duration_that_fits_the_answer(monkeypatch, config, store,
                                                                                   image_files):
-    from llava_app.backends import make_backend
-    from llava_app.backends.zerogpu import ZeroGPUBackend
+    from llava_app.engine import make_backend
+    from llava_app.engine.zerogpu import ZeroGPUBackend
 
     spaces = StandInSpaces()
     monkeypatch.setitem(sys.modules, "spaces", spaces)
@@ -106,8 +106,8 @@ def test_in_the_app_the_gpu_call_knows_the_visitor(monkeypatch, config, image_fi
     from gradio_client import Client, handle_file
 
     from conftest import launched_app
-    from llava_app.backends import make_app_backend
-    from llava_app.images import ImageStore
+    from llava_app.engine import make_app_backend
+    from llava_app.storage.images import ImageStore
 
     spaces = StandInSpaces()
     monkeypatch.setitem(sys.modules, "spaces", spaces)
@@ -121,7 +121,7 @@ def test_in_the_app_the_gpu_call_knows_the_visitor(monkeypatch, config, image_fi
 
 
 def test_stop_closes_the_gpu_call(monkeypatch, config, store, image_files):
-    from llava_app.backends import make_backend
+    from llava_app.engine import make_backend
 
     spaces = StandInSpaces()
     monkeypatch.setitem(sys.modules, "spaces", spaces)
@@ -146,8 +146,8 @@ def test_stop_closes_the_gpu_call(monkeypatch, config, store, image_files):
 
 
 def test_without_spaces_the_engine_is_used_directly(monkeypatch, config, store, image_files):
-    from llava_app.backends import make_backend
-    from llava_app.backends.local import LocalBackend
+    from llava_app.engine import make_backend
+    from llava_app.engine.local import LocalBackend
 
     monkeypatch.setitem(sys.modules, "spaces", None)  # import spaces -> ImportError
     backend = make_backend(config, store)
@@ -160,8 +160,8 @@ def test_without_spaces_the_engine_is_used_directly(monkeypatch, config, store, 
 
 
 def test_spaces_off_zerogpu_leaves_the_engine_as_it_is(monkeypatch, config, store):
-    from llava_app.backends import make_backend
-    from llava_app.backends.local import LocalBackend
+    from llava_app.engine import make_backend
+    from llava_app.engine.local import LocalBackend
 
     spaces = StandInSpaces(lends_gpu=False)
     monkeypatch.setitem(sys.modules, "spaces", spaces)
@@ -174,9 +174,9 @@ def test_spaces_off_zerogpu_leaves_the_engine_as_it_is(monkeypatch, config, stor
 
 def test_zerogpu_keeps_the_start_up_model(monkeypatch, config, store):
     """ZeroGPU moves only start-up weights to its GPUs: no model picker there."""
-    from llava_app.backends import make_app_backend
-    from llava_app.backends.switchable import SwitchableBackend
-    from llava_app.backends.zerogpu import ZeroGPUBackend
+    from llava_app.engine import make_app_backend
+    from llava_app.engine.switchable import SwitchableBackend
+    from llava_app.engine.zerogpu import ZeroGPUBackend
 
     monkeypatch.setitem(sys.modules, "spaces", StandInSpaces())
     monkeypatch.setenv("SPACES_ZERO_GPU", "true")
@@ -215,7 +215,7 @@ def test_readme_front_matter_is_a_spaces_config_matching_requirements():
     import gradio
     import yaml
 
-    from llava_app.catalog import PRESETS
+    from llava_app.engine.catalog import PRESETS
     from llava_app.config import DEFAULT_MODEL
 
     root = Path(__file__).resolve().parent.parent

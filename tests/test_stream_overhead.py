@@ -6,10 +6,10 @@ from __future__ import annotations
 def test_chat_images_are_served_in_place_not_hashed_per_update(app_config, image_files):
     from gradio import processing_utils
 
-    from llava_app.backends.base import Backend
-    from llava_app.conversation import Conversation
-    from llava_app.images import ImageStore, load_image_file
-    from llava_app.ui import _chat_value, build_demo
+    from llava_app.engine.base import Backend
+    from llava_app.chat.conversation import Conversation
+    from llava_app.storage.images import ImageStore, load_image_file
+    from llava_app.web.page import _chat_value, build_demo
 
     class NoModel(Backend):  # build_demo needs only the backend's description here; nothing is generated
         model_name, is_random = "none", True

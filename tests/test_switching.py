@@ -13,12 +13,12 @@ import pytest
 from gradio_client import Client, handle_file
 
 from conftest import launched_app
-from llava_app.backends.base import GenerationParams
-from llava_app.catalog import PRESETS, allowed_models, check_allowed
+from llava_app.engine.base import GenerationParams
+from llava_app.engine.catalog import PRESETS, allowed_models, check_allowed
 from llava_app.config import Config
-from llava_app.conversation import Conversation
+from llava_app.chat.conversation import Conversation
 from llava_app.errors import UserError
-from llava_app.service import ChatService
+from llava_app.chat.service import ChatService
 
 OTHER = "tiny-random-llava-onevision"
 
@@ -30,8 +30,8 @@ def config(tmp_path, tiny_cache):
 
 
 def _switchable(config, store):
-    from llava_app.backends import make_app_backend
-    from llava_app.backends.switchable import SwitchableBackend
+    from llava_app.engine import make_app_backend
+    from llava_app.engine.switchable import SwitchableBackend
 
     backend = make_app_backend(config, store)
     assert isinstance(backend, SwitchableBackend)
@@ -128,7 +128,7 @@ def test_switch_waits_for_the_answer_being_written(config, store, image_files):
 
 
 def test_switching_over_the_api_keeps_the_conversation(config, image_files):
-    from llava_app.images import ImageStore
+    from llava_app.storage.images import ImageStore
 
     backend = _switchable(config, ImageStore(os.path.join(config.data_dir, "images")))  # the app's store
     with launched_app(config, backend=backend) as url:

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .conversation import Conversation
+from llava_app.chat.conversation import Conversation
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ import time
 import weakref
 from typing import Callable, Iterable
 
-from .conversation import Conversation
+from llava_app.chat.conversation import Conversation
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ model, in a 2,560-token window (room for a dozen turns beside the images): for e
 the turns to drop) and the time to generate the answer, measured side by side in one run.
 Prints a table and writes JSON.
 
-    python -m llava_app.bench_context --turns 40 --out context_fit.json
+    python -m llava_app.benchmarks.context --turns 40 --out context_fit.json
 """
 
 from __future__ import annotations
@@ -32,12 +32,12 @@ def main(argv: list[str] | None = None) -> dict:
 
     from PIL import Image
 
-    from llava_app.backends.base import GenerationParams
-    from llava_app.backends.local import LocalBackend
-    from llava_app.context import ContextFitter
-    from llava_app.conversation import Conversation
-    from llava_app.images import ImageStore
-    from llava_app.service import ChatService
+    from llava_app.engine.base import GenerationParams
+    from llava_app.engine.local import LocalBackend
+    from llava_app.chat.context import ContextFitter
+    from llava_app.chat.conversation import Conversation
+    from llava_app.storage.images import ImageStore
+    from llava_app.chat.service import ChatService
 
     tmp = Path(tempfile.mkdtemp(prefix="context-fit-"))
     store = ImageStore(tmp / "images")

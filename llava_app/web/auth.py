@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import UserError
+from llava_app.errors import UserError
 
 
 def parse_users(text: str, source: str = "--auth") -> list[tuple[str, str]]:

@@ -15,13 +15,13 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
-from .backends.base import Backend, ChatRequest, GenerationParams
-from .context import ContextFitter
-from .conversation import Conversation, PromptInfo
-from .errors import UserError
-from .faults import out_of_memory_error
-from .images import ImageError, ImageLimits, ImageStore, load_image_file
-from .sessions import Janitor, Sessions
+from llava_app.engine.base import Backend, ChatRequest, GenerationParams
+from llava_app.chat.context import ContextFitter
+from llava_app.chat.conversation import Conversation, PromptInfo
+from llava_app.errors import UserError
+from llava_app.faults import out_of_memory_error
+from llava_app.storage.images import ImageError, ImageLimits, ImageStore, load_image_file
+from llava_app.chat.sessions import Janitor, Sessions
 
 log = logging.getLogger(__name__)
 

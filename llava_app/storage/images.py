@@ -25,7 +25,7 @@ from typing import Any
 
 from PIL import Image, ImageOps
 
-from .errors import UserError
+from llava_app.errors import UserError
 
 # Magic bytes -> format name. Anything else (TIFF, SVG, HTML, PDF, text...) is refused.
 _SIGNATURES: list[tuple[bytes, int, str]] = [

@@ -21,9 +21,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .conversation import Conversation, ImageRef, Turn
-from .errors import UserError
-from .images import ImageLimits, ImageStore, decode_image
+from llava_app.chat.conversation import Conversation, ImageRef, Turn
+from llava_app.errors import UserError
+from llava_app.storage.images import ImageLimits, ImageStore, decode_image
 
 FORMAT = "llava-app.conversation"
 VERSION = 1

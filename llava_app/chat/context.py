@@ -20,9 +20,9 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from .backends.base import Backend, ChatRequest, GenerationParams
-from .conversation import SUMMARY_LEAD, Conversation, ImageRef, PromptInfo
-from .errors import UserError
+from llava_app.engine.base import Backend, ChatRequest, GenerationParams
+from llava_app.chat.conversation import SUMMARY_LEAD, Conversation, ImageRef, PromptInfo
+from llava_app.errors import UserError
 
 log = logging.getLogger(__name__)
 

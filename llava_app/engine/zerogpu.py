@@ -14,9 +14,8 @@ from __future__ import annotations
 import itertools
 from typing import Any, Callable, Iterator
 
-from ..conversation import PromptInfo
-from ..spaces_support import gpu_seconds
-from .base import Backend, ChatRequest, GenerationParams, image_refs
+from llava_app.engine.spaces_support import gpu_seconds
+from llava_app.engine.base import Backend, ChatRequest, GenerationParams, PromptInfo, image_refs
 
 # Engines by key, reachable from ZeroGPU's forked worker (arguments must be picklable,
 # a model is not). Holds engines, never conversations.

@@ -8,10 +8,9 @@ import threading
 import time
 from typing import Any, Iterator
 
-from ..conversation import PromptInfo
-from ..faults import out_of_memory_error
-from ..images import ImageStore, ModelImageSize
-from .base import Backend, ChatRequest, image_refs
+from llava_app.faults import out_of_memory_error
+from llava_app.storage.images import ImageStore, ModelImageSize
+from llava_app.engine.base import Backend, ChatRequest, PromptInfo, image_refs
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +67,8 @@ class LocalBackend(Backend):
                  context_length: int | None = None, kv_cache_bytes: int = 2048 * 2**20,
                  feature_cache_bytes: int = 512 * 2**20):
         _require_torch()
-        from ..models import LoadOptions, load_model_and_processor
-        from ..tiny import is_tiny
+        from llava_app.engine.models import LoadOptions, load_model_and_processor
+        from llava_app.engine.tiny import is_tiny
 
         started = time.perf_counter()
         self.model, self.processor, self.path = load_model_and_processor(
@@ -85,7 +84,7 @@ class LocalBackend(Backend):
         self.device = next(self.model.parameters()).device
         self._lock = threading.Lock()
         # Multi-turn reuse (kvcache.py): per-session prefix KV and cached image features.
-        from ..kvcache import PrefixReuse, RunStats
+        from llava_app.engine.kvcache import PrefixReuse, RunStats
 
         # Look the store up on each call: whoever holds the engine may hand it another store.
         self.reuse = PrefixReuse(self.model, self.processor, lambda sha: self.images.open(sha), model_id=str(self.path),

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .base import Backend, ChatRequest, GenerationParams
+from llava_app.engine.base import Backend, ChatRequest, GenerationParams
 
 if TYPE_CHECKING:
-    from ..config import Config
-    from ..images import ImageStore
+    from llava_app.config import Config
+    from llava_app.storage.images import ImageStore
 
 __all__ = ["Backend", "ChatRequest", "GenerationParams", "make_app_backend", "make_backend"]
 
@@ -16,10 +16,10 @@ __all__ = ["Backend", "ChatRequest", "GenerationParams", "make_app_backend", "ma
 def make_backend(config: "Config", image_store: "ImageStore") -> Backend:
     """The engine the config asks for (heavy imports happen only here, lazily)."""
     if config.backend == "local":
-        from ..spaces_support import load_spaces
+        from llava_app.engine.spaces_support import load_spaces
 
         spaces = load_spaces()  # before torch: ZeroGPU patches it on import
-        from .local import LocalBackend
+        from llava_app.engine.local import LocalBackend
 
         engine = LocalBackend(
             config.model, image_store, device=config.device, dtype=config.dtype,
@@ -29,11 +29,11 @@ def make_backend(config: "Config", image_store: "ImageStore") -> Backend:
         )
         if spaces is None:
             return engine
-        from .zerogpu import on_gpu
+        from llava_app.engine.zerogpu import on_gpu
 
         return on_gpu(engine, spaces)
     if config.backend == "openai":
-        from .remote import OpenAIBackend
+        from llava_app.engine.remote import OpenAIBackend
 
         return OpenAIBackend(config.model, config.base_url, api_key=config.api_key, timeout=config.request_timeout,
                              context_length=config.context_length or None)
@@ -48,12 +48,12 @@ def make_app_backend(config: "Config", image_store: "ImageStore") -> Backend:
     """
     import dataclasses
 
-    from ..catalog import allowed_models
-    from ..spaces_support import on_zerogpu
+    from llava_app.engine.catalog import allowed_models
+    from llava_app.engine.spaces_support import on_zerogpu
 
     engine = make_backend(config, image_store)
     if config.backend != "local" or len(allowed_models(config)) < 2 or on_zerogpu():
         return engine
-    from .switchable import SwitchableBackend
+    from llava_app.engine.switchable import SwitchableBackend
 
     return SwitchableBackend(engine, lambda name: make_backend(dataclasses.replace(config, model=name), image_store))

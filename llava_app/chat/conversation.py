@@ -14,7 +14,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import UserError
+from llava_app.engine.base import PromptInfo
+from llava_app.errors import UserError
 
 #: opens the model-written summary of the turns dropped to fit the context window
 SUMMARY_LEAD = "Summary of the earlier conversation:"
@@ -45,17 +46,6 @@ class Turn:
     user: str
     assistant: str | None = None
     stopped: bool = False  # the user pressed Stop; the partial answer is kept
-
-
-@dataclass
-class PromptInfo:
-    """What the model saw last: the rendered prompt, its image count and token count."""
-
-    text: str = ""
-    n_images: int = 0
-    n_tokens: int = 0
-    image_labels: list[str] = field(default_factory=list)
-    n_image_tokens: int = 0  # of n_tokens, those standing for images
 
 
 @dataclass

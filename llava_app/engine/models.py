@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import ModelNotFoundError
+from llava_app.errors import ModelNotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ def model_load_kwargs(options: LoadOptions) -> dict[str, Any]:
         if not device.startswith("cuda"):
             raise ModelNotFoundError("--load-in-4bit/--load-in-8bit need a CUDA GPU (bitsandbytes); drop the flag on the CPU")
         kwargs["quantization_config"] = quant
-    from .spaces_support import on_zerogpu
+    from llava_app.engine.spaces_support import on_zerogpu
 
     # ZeroGPU packs the weights that ``.to("cuda")`` placed at start-up and moves them to
     # the GPU it lends per call; accelerate's device_map would query a GPU that is not there yet.
@@ -222,7 +222,7 @@ def load_model_and_processor(name: str, options: LoadOptions):
     Returns ``(model, processor, path)``. A model that cannot be found raises
     ``ModelNotFoundError`` with one line that says what was tried and what to do.
     """
-    from .tiny import build_tiny_model, is_tiny
+    from llava_app.engine.tiny import build_tiny_model, is_tiny
 
     path = str(build_tiny_model(name)) if is_tiny(name) else os.path.expanduser(name)
     kwargs = model_load_kwargs(options)

@@ -1,6 +1,6 @@
 """Multi-turn speed benchmark: the usual rebuild-everything chat loop against this app's engine.
 
-Run ``python -m llava_app.bench`` (about five minutes on a 2-core CPU). In one run, on the
+Run ``python -m llava_app.benchmarks.multiturn`` (about five minutes on a 2-core CPU). In one run, on the
 same random-weight model with LLaVA-1.5 token geometry (``tiny-random-bench``: 576 tokens
 per image), it plays the same chat twice:
 
@@ -117,7 +117,7 @@ def bench_images(folder: Path, n: int = 4) -> list[Path]:
 def as_the_app_stores_it(path: Path, processor):
     """The picture as the app keeps an upload (decoded, downscaled to what the model's processor
     uses), so that both sides of a comparison give the model the same pixels."""
-    from .images import ImageLimits, ModelImageSize, load_image_file
+    from llava_app.storage.images import ImageLimits, ModelImageSize, load_image_file
 
     return load_image_file(path, ImageLimits(model_size=ModelImageSize.from_processor(processor.image_processor)))
 
@@ -195,7 +195,7 @@ class NaiveSide:
     """The rebuild-everything loop."""
 
     def __init__(self, args, image_paths: list[Path]):
-        from .models import LoadOptions, load_model_and_processor
+        from llava_app.engine.models import LoadOptions, load_model_and_processor
 
         model, processor, _ = load_model_and_processor(args.model, LoadOptions(device="cpu"))
         self.pictures = [as_the_app_stores_it(p, processor) for p in image_paths]
@@ -224,11 +224,11 @@ class OursSide:
     """The app's service and engine, driven as the page drives them."""
 
     def __init__(self, args, image_paths: list[Path]):
-        from .backends.base import GenerationParams
-        from .backends.local import LocalBackend
-        from .conversation import Conversation
-        from .images import ImageStore
-        from .service import ChatService
+        from llava_app.engine.base import GenerationParams
+        from llava_app.engine.local import LocalBackend
+        from llava_app.chat.conversation import Conversation
+        from llava_app.storage.images import ImageStore
+        from llava_app.chat.service import ChatService
 
         store = ImageStore(Path(args.work) / "ours-images")
         self.backend = LocalBackend(args.model, store, device="cpu", kv_cache_bytes=int(args.kv_cache_mb * 2**20))
@@ -264,8 +264,8 @@ class OursSide:
     def evict(self) -> dict[str, Any]:
         """Memory pressure: the budget shrinks to this session's size and another user asks about
         a picture, so the least recently used session (ours) is evicted."""
-        from .backends.base import GenerationParams
-        from .conversation import Conversation
+        from llava_app.engine.base import GenerationParams
+        from llava_app.chat.conversation import Conversation
 
         kv = self.backend.reuse.kv
         kv.budget = int(kv.nbytes * 1.05)
@@ -301,7 +301,7 @@ class _Worker:
     """The parent's handle on a side's worker process."""
 
     def __init__(self, args, name: str):
-        cmd = [sys.executable, "-m", "llava_app.bench", "--phase", name, "--work", args.work,
+        cmd = [sys.executable, "-m", "llava_app.benchmarks.multiturn", "--phase", name, "--work", args.work,
                "--model", args.model, "--new-tokens", str(args.new_tokens), "--kv-cache-mb", str(args.kv_cache_mb),
                "--threads", str(args.threads)]
         self.name = name
@@ -367,10 +367,10 @@ def run_stream(args, image_paths: list[Path]) -> dict[str, Any]:
     from gradio_client import Client, handle_file
     from transformers import TextIteratorStreamer
 
-    from .backends.local import LocalBackend
-    from .config import Config
-    from .conversation import Conversation
-    from .images import ImageStore
+    from llava_app.engine.local import LocalBackend
+    from llava_app.config import Config
+    from llava_app.chat.conversation import Conversation
+    from llava_app.storage.images import ImageStore
 
     with contextlib.closing(socket.socket()) as s:
         s.bind(("127.0.0.1", 0))
@@ -568,7 +568,7 @@ def table(report: dict[str, Any]) -> str:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m llava_app.bench", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m llava_app.benchmarks.multiturn", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="tiny-random-bench", help="model for the multi-turn comparison")
     p.add_argument("--turns", type=int, default=6, help="turns before Undo (at most %d)" % len(QUESTIONS))
     p.add_argument("--new-tokens", type=int, default=64, help="new tokens per answer (greedy)")
@@ -593,7 +593,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def _phase(args, name: str) -> dict[str, Any]:
     """Run a phase in a fresh process and read its result."""
     out = Path(args.work) / f"{name}.json"
-    cmd = [sys.executable, "-m", "llava_app.bench", "--phase", name, "--phase-out", str(out), "--work", args.work,
+    cmd = [sys.executable, "-m", "llava_app.benchmarks.multiturn", "--phase", name, "--phase-out", str(out), "--work", args.work,
            "--model", args.model, "--turns", str(args.turns), "--new-tokens", str(args.new_tokens),
            "--kv-cache-mb", str(args.kv_cache_mb), "--stream-model", args.stream_model,
            "--stream-tokens", str(args.stream_tokens), "--stream-repeats", str(args.stream_repeats),
@@ -625,7 +625,7 @@ def main(argv=None) -> int:
         return 0
     with tempfile.TemporaryDirectory(prefix="llava-bench-") as tmp:
         args.work = args.work or tmp
-        from .tiny import build_tiny_model, is_tiny
+        from llava_app.engine.tiny import build_tiny_model, is_tiny
 
         for name in {args.model, args.stream_model}:
             if is_tiny(name):

@@ -18,9 +18,8 @@ import threading
 from collections import OrderedDict
 from typing import Any, Iterator
 
-from ..conversation import PromptInfo
-from ..errors import UserError
-from .base import Backend, ChatRequest
+from llava_app.errors import UserError
+from llava_app.engine.base import Backend, ChatRequest, PromptInfo
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +88,7 @@ class OpenAIBackend(Backend):
 
     def __init__(self, model: str, base_url: str, api_key: str = "", *, timeout: float = 120.0, client: Any = None,
                  check: bool = True, max_concurrency: int = 16, context_length: int | None = None):
-        from ..tiny import is_tiny  # torch-free: only the preset names
+        from llava_app.engine.tiny import is_tiny  # torch-free: only the preset names
 
         self.model_name = model
         self.base_url = base_url.rstrip("/")

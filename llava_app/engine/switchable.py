@@ -14,9 +14,8 @@ import threading
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
-from ..conversation import PromptInfo
-from ..errors import UserError
-from .base import Backend, ChatRequest
+from llava_app.errors import UserError
+from llava_app.engine.base import Backend, ChatRequest, PromptInfo
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .config import Config
+    from llava_app.config import Config
 
 ANY_MODEL = "*"
 
@@ -52,7 +52,7 @@ def any_model_allowed(allowed: list[str]) -> bool:
 
 def check_allowed(name: str, allowed: list[str]) -> str:
     """The model name, stripped, when the allow-list permits it; a ``UserError`` otherwise."""
-    from .errors import UserError
+    from llava_app.errors import UserError
 
     name = (name or "").strip()
     if not name or name == ANY_MODEL:

@@ -6,11 +6,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import UserError
+from llava_app.errors import UserError
 
 if TYPE_CHECKING:
-    from .conversation import Conversation
-    from .service import ChatService
+    from llava_app.chat.conversation import Conversation
+    from llava_app.chat.service import ChatService
 
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
 

@@ -15,23 +15,23 @@ from typing import Any
 import gradio as gr
 from starlette.middleware import Middleware
 
-from .auth import load_users
-from .backends.base import Backend, GenerationParams
-from .backends.switchable import SwitchableBackend
-from .catalog import allowed_models, any_model_allowed, check_allowed, choices
-from .config import Config
-from .context import ContextFitter, hidden_note, meter_text
-from .conversation import Conversation, PromptInfo
-from .display import chat_markdown
-from .errors import UserError
-from .examples import Example, available_examples, language_of, load_example
-from .export import read_conversation, write_json, write_markdown, write_zip
-from .feedback import FeedbackLog
-from .images import ImageLimits, ImageStore
-from .persist import BrowserHistory, ConversationArchive
-from .service import ChatService
-from .streaming import iterate_in_thread
-from .translations import TRANSLATIONS, key
+from llava_app.web.auth import load_users
+from llava_app.engine.base import Backend, GenerationParams
+from llava_app.engine.switchable import SwitchableBackend
+from llava_app.engine.catalog import allowed_models, any_model_allowed, check_allowed, choices
+from llava_app.config import Config
+from llava_app.chat.context import ContextFitter, hidden_note, meter_text
+from llava_app.chat.conversation import Conversation, PromptInfo
+from llava_app.web.display import chat_markdown
+from llava_app.errors import UserError
+from llava_app.chat.examples import Example, available_examples, language_of, load_example
+from llava_app.storage.export import read_conversation, write_json, write_markdown, write_zip
+from llava_app.storage.feedback import FeedbackLog
+from llava_app.storage.images import ImageLimits, ImageStore
+from llava_app.storage.saved import BrowserHistory, ConversationArchive
+from llava_app.chat.service import ChatService
+from llava_app.web.streaming import iterate_in_thread
+from llava_app.web.translations import TRANSLATIONS, key
 
 log = logging.getLogger(__name__)
 
@@ -685,7 +685,7 @@ def launch_kwargs(config: Config, demo: gr.Blocks | None = None) -> dict[str, An
     if config.openai_api:
         if demo is None:
             raise ValueError("--openai-api needs the demo: launch_kwargs(config, demo)")
-        from .openai_api import build_router
+        from llava_app.web.openai_api import build_router
 
         # Routes given to the FastAPI app that launch() creates: served from its first request on.
         kwargs["app_kwargs"]["routes"] = build_router(demo.service, config).routes

@@ -29,12 +29,12 @@ import anyio
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
 
-from .backends.base import GenerationParams
-from .config import Config
-from .conversation import Conversation, ImageRef, Turn
-from .errors import UserError
-from .service import ChatService
-from .streaming import iterate_in_thread
+from llava_app.engine.base import GenerationParams
+from llava_app.config import Config
+from llava_app.chat.conversation import Conversation, ImageRef, Turn
+from llava_app.errors import UserError
+from llava_app.chat.service import ChatService
+from llava_app.web.streaming import iterate_in_thread
 
 log = logging.getLogger(__name__)
 
@@ -285,7 +285,7 @@ class OpenAIEndpoint:
 
     def _image(self, url: str, k: int):
         """Image ``k`` of the request from a data URL (or an http(s) URL when allowed), decoded safely."""
-        from .images import decode_image  # Pillow only
+        from llava_app.storage.images import decode_image  # Pillow only
 
         name = f"image {k}"
         if url.startswith("data:"):

@@ -30,8 +30,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterator
 
-from .conversation import Conversation, ImageRef, PromptInfo, Turn
-from .images import ImageStore
+from llava_app.chat.conversation import Conversation, ImageRef, PromptInfo, Turn
+from llava_app.storage.images import ImageStore
 
 log = logging.getLogger(__name__)
 

@@ -218,7 +218,7 @@ def _build(spec: TinySpec, out: Path) -> None:
             LlavaOnevisionImageProcessorPil,
         )
 
-        from .models import make_image_only_onevision_processor
+        from llava_app.engine.models import make_image_only_onevision_processor
 
         image_processor = LlavaOnevisionImageProcessorPil(
             size={"height": side, "width": side}, image_grid_pinpoints=pinpoints,

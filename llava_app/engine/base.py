@@ -7,8 +7,53 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from ..conversation import PromptInfo
-from ..images import ModelImageSize
+from llava_app.storage.images import ModelImageSize
+
+
+@dataclass
+class PromptInfo:
+    """What the model saw last: the rendered prompt, its image count and token count."""
+
+    text: str = ""
+    n_images: int = 0
+    n_tokens: int = 0
+    image_labels: list[str] = field(default_factory=list)
+    n_image_tokens: int = 0  # of n_tokens, those standing for images
+
+
+# ----- what ``Backend.stream`` yields: typed events, in this order -------------------------------
+@dataclass(frozen=True)
+class PromptReady:
+    """What the model was given (sent once, before the first text)."""
+
+    info: PromptInfo
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    """The next piece of the answer (never half a character, never a special token)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Usage:
+    """How the answer was made (sent once, last). Timing is measured by the consumer.
+
+    ``prefilled_tokens`` are the prompt tokens computed again (the rest came from a
+    cached prefix); ``images_encoded``/``images_cached`` count vision-tower passes and
+    feature-cache hits. Engines that cannot tell leave them None.
+    """
+
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str = "stop"  # "stop", "length" or "cancelled"
+    prefilled_tokens: int | None = None
+    images_encoded: int | None = None
+    images_cached: int | None = None
+
+
+Event = PromptReady | TextDelta | Usage
 
 
 @dataclass(frozen=True)

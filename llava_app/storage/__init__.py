@@ -1,0 +1,1 @@
+"""The storage layer: the image store, saved conversations, export/import, feedback."""
