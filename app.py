@@ -1,4 +1,4 @@
-"""llava-app: chat with your photos. Config, then backend, then build_demo, then launch."""
+"""llava-app: chat with your photos. Config, then create_app, then build_demo, then launch."""
 
 from __future__ import annotations
 
@@ -14,23 +14,19 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=os.environ.get("LLAVA_APP_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = parse_config(argv)
+    from llava_app.application import create_app
+    from llava_app.web.auth import load_users
 
-    from llava_app.engine import make_app_backend
-    from llava_app.storage.images import ImageStore
-
-    store = ImageStore(os.path.join(config.data_dir, "images"))
     try:
-        from llava_app.web.auth import load_users
-
         load_users(config.auth, config.auth_file)  # a bad user list fails before the model loads
-        backend = make_app_backend(config, store)
+        app = create_app(config)
     except UserError as exc:  # a model that cannot be found, a bad user list: one clear line
         sys.exit(f"error: {exc}")
 
-    from llava_app.web.page import build_demo, launch_kwargs, queue_kwargs
+    from llava_app.web.page import build_demo
+    from llava_app.web.server import launch
 
-    demo = build_demo(backend, config, store)
-    demo.queue(**queue_kwargs(config)).launch(**launch_kwargs(config, demo))
+    launch(app, build_demo(app))
 
 
 if __name__ == "__main__":

@@ -29,14 +29,14 @@ def run(n: int, cleanup: bool, ttl: float) -> dict:
     from gradio_client import Client, handle_file
 
     from conftest import make_image
-    from hardening import launched_demo, wait_until
+    from hardening import wait_until
     from llava_app.config import Config
 
     data = tempfile.mkdtemp(prefix="bench-sessions-")
     config = Config(model="tiny-random", device="cpu", data_dir=data, max_new_tokens=2, session_ttl=ttl)
-    with launched_demo(config) as (url, demo):
+    with launched_app(config) as (url, app, demo):
         if not cleanup:  # leave Gradio's per-session records to Gradio
-            demo.service.sessions.on_client_gone.__self__._drop_now = lambda session_hash: None
+            app.service.sessions.on_client_gone.__self__._drop_now = lambda session_hash: None
 
         def wave(count: int, tag: str) -> None:
             for i in range(count):
@@ -45,7 +45,7 @@ def run(n: int, cleanup: bool, ttl: float) -> dict:
                 client = Client(url, verbose=False)
                 client.predict("what is it?", [handle_file(str(image))], api_name="/chat")
                 client.close()
-            wait_until(lambda: len(demo.service.sessions) == 0, timeout=ttl * 4 + 30)
+            wait_until(lambda: len(app.service.sessions) == 0, timeout=ttl * 4 + 30)
             time.sleep(ttl + 4)  # sweeps and Gradio's own expiry
             gc.collect()
 
@@ -66,7 +66,7 @@ def run(n: int, cleanup: bool, ttl: float) -> dict:
                     f"{Path(f.filename).name}:{f.lineno}" for f in list(st.traceback)[::-1][:4]))
         return {"cleanup": cleanup, "sessions": n, "kb_left_per_session": round(grown / n / 1024, 1),
                 "gradio_session_records": len(demo.state_holder.session_data),
-                "image_files_left": len(demo.service.store.files()), "live_conversations": len(demo.service.sessions)}
+                "image_files_left": len(app.service.store.files()), "live_conversations": len(app.service.sessions)}
 
 
 def main() -> None:

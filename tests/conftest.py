@@ -9,7 +9,7 @@ import io
 import os
 import socket
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator, NamedTuple
 
 import pytest
 from PIL import Image
@@ -112,22 +112,42 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class Launched(NamedTuple):
+    """A running app: its URL (with a trailing slash), its parts, and the Gradio page."""
+
+    url: str
+    app: Any  # llava_app.application.App
+    demo: Any  # gradio.Blocks
+
+
 @contextlib.contextmanager
-def launched_app(config, backend=None) -> Iterator[str]:
-    """Launch the real app (build_demo + launch) on a free loopback port; yields its URL."""
-    from llava_app.engine import make_backend
+def launched_app(config, backend=None) -> Iterator[Launched]:
+    """Launch the real app (create_app, build_demo, launch) on a free loopback port.
+
+    The one way the tests start a server. A shared test ``backend`` (a tiny model loaded once
+    per run) reads this app's images while it serves.
+    """
+    from llava_app.application import create_app
     from llava_app.storage.images import ImageStore
-    from llava_app.web.page import build_demo, launch_kwargs, queue_kwargs
+    from llava_app.web.page import build_demo
+    from llava_app.web.server import launch
 
     config = dataclasses.replace(config, host="127.0.0.1", port=free_port())
     store = ImageStore(os.path.join(config.data_dir, "images"))
-    backend = backend or make_backend(config, store)
-    demo = build_demo(backend, config, store)
-    demo.queue(**queue_kwargs(config)).launch(prevent_thread_lock=True, quiet=True, **launch_kwargs(config, demo))
+    engine = getattr(backend, "engine", backend)  # a wrapper holds the engine that reads images
+    shared_store = getattr(engine, "images", None)
+    if shared_store is not None:
+        engine.images = store
+    app = create_app(config, backend=backend, store=store)
+    demo = build_demo(app)
+    launch(app, demo, prevent_thread_lock=True, quiet=True)
     try:
-        yield f"http://127.0.0.1:{config.port}/"
+        yield Launched(f"http://127.0.0.1:{config.port}/", app, demo)
     finally:
+        app.close()
         demo.close()
+        if shared_store is not None:
+            engine.images = shared_store
 
 
 @pytest.fixture

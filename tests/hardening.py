@@ -86,29 +86,3 @@ class TabClient:
         """Hang up, as a closed tab does."""
         self._stream.__exit__(None, None, None)
         self._client.close()
-
-
-@contextlib.contextmanager
-def launched_demo(config, backend=None):
-    """Like conftest's ``launched_app``, but yields ``(url, demo)`` so tests can look at the service."""
-    from conftest import free_port
-
-    from llava_app.engine import make_backend
-    from llava_app.storage.images import ImageStore
-    from llava_app.web.page import build_demo, launch_kwargs, queue_kwargs
-
-    config = dataclasses.replace(config, host="127.0.0.1", port=free_port())
-    store = ImageStore(os.path.join(config.data_dir, "images"))
-    shared_store = getattr(backend, "images", None)
-    if backend is not None:
-        backend.images = store  # a shared test backend reads this app's images while it serves
-    backend = backend or make_backend(config, store)
-    demo = build_demo(backend, config, store)
-    demo.queue(**queue_kwargs(config)).launch(prevent_thread_lock=True, quiet=True, **launch_kwargs(config, demo))
-    try:
-        yield f"http://127.0.0.1:{config.port}/", demo
-    finally:
-        demo.service.close()
-        demo.close()
-        if shared_store is not None:
-            backend.images = shared_store

@@ -16,7 +16,7 @@ def server(tmp_path_factory, tiny_cache):
 
     data = tmp_path_factory.mktemp("data")
     config = Config(model="tiny-random", device="cpu", data_dir=str(data), max_new_tokens=16)
-    with launched_app(config) as url:
+    with launched_app(config) as (url, _, _):
         yield url
 
 
@@ -75,7 +75,7 @@ def test_streaming_grows_and_cancel_frees_the_model_at_once(tmp_path, tiny_cache
 
     config = Config(model="tiny-random", device="cpu", data_dir=str(tmp_path / "d"), max_new_tokens=2000,
                     stream_delay=0.02)
-    with launched_app(config) as url:
+    with launched_app(config) as (url, _, _):
         client = Client(url, verbose=False)
         job = client.submit("Tell me a long story about Image 1", [handle_file(str(image_files[0]))],
                             api_name="/chat")

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from gradio_client import Client
 
-from hardening import launched_demo
+from conftest import launched_app
 from llava_app.web.auth import load_users, parse_users
 from llava_app.config import Config, parse_config
 from llava_app.errors import UserError
@@ -43,7 +43,7 @@ def test_login_is_required_when_users_are_set(tmp_path, local_backend):
     users.write_text("ann:correct horse\n")
     config = Config(model="tiny-random", device="cpu", data_dir=str(tmp_path / "d"), max_new_tokens=4,
                     auth_file=str(users))
-    with launched_demo(config, local_backend()) as (url, _):
+    with launched_app(config, local_backend()) as (url, _, _):
         assert httpx.get(url + "config").status_code == 401
         with pytest.raises(Exception):
             Client(url, verbose=False)

@@ -57,7 +57,7 @@ def app_setup(tmp_path_factory, tiny_cache):
 @pytest.fixture(scope="module")
 def server(app_setup) -> Iterator[str]:
     config, backend = app_setup
-    with launched_app(config, backend) as url:
+    with launched_app(config, backend) as (url, _, _):
         yield url
 
 
@@ -437,7 +437,7 @@ class OutsideImageAnswerBackend(Backend):
 
 def test_8_html_script_and_outside_images_never_act(new_tab, app_setup, pictures):
     config, backend = app_setup
-    with launched_app(config, OutsideImageAnswerBackend(backend)) as url:
+    with launched_app(config, OutsideImageAnswerBackend(backend)) as (url, _, _):
         tab = new_tab(url)
         requests: list[str] = []
         tab.page.on("request", lambda r: requests.append(r.url))

@@ -99,7 +99,7 @@ def long_chat(small_window_backend, tmp_path_factory):
 
 
 def test_thirty_turns_with_three_images_keep_answering_with_all_images(long_chat):
-    from llava_app.web.page import _chat_value, _turn_of_message
+    from llava_app.web.views import chat_value, turn_of_message
 
     service, conv, turns, rec = long_chat
     assert len(rec.requests) == 30  # one generation per turn, no refusal
@@ -122,13 +122,13 @@ def test_thirty_turns_with_three_images_keep_answering_with_all_images(long_chat
     assert [t["in_prompt"] for t in summary["turns"]] == [False] * hidden + [True] * (30 - hidden)
     assert summary["context"]["hidden_turns"] == hidden and summary["context"]["window"] == WINDOW
     assert summary["context"]["image_tokens"] == 48 and summary["prompt_tokens"] <= budget
-    shown = _chat_value(conv)
+    shown = chat_value(conv)
     notes = [i for i, m in enumerate(shown) if m.get("metadata", {}).get("title", "").startswith("The model no longer")]
     assert len(notes) == 1
     assert f"{hidden} turns above" in shown[notes[0]]["metadata"]["title"]
     assert shown[notes[0] + 1]["content"] == conv.turns[hidden].user
     answers = [i for i, m in enumerate(shown) if m["role"] == "assistant" and not m.get("metadata")]
-    assert [_turn_of_message(conv, i) for i in answers] == list(range(30))  # likes still find their turn
+    assert [turn_of_message(conv, i) for i in answers] == list(range(30))  # likes still find their turn
 
 
 def test_drops_come_in_steps_so_the_token_prefix_holds_for_several_turns(long_chat):
@@ -316,8 +316,9 @@ def test_uploads_are_stored_no_larger_than_the_model_uses(local_backend, tmp_pat
 
 def test_fitting_is_off_when_the_engine_cannot_count():
     from llava_app.engine.base import Backend, GenerationParams
-    from llava_app.chat.context import ContextFitter, meter_text
+    from llava_app.chat.context import ContextFitter
     from llava_app.chat.conversation import Conversation
+    from llava_app.web.views import meter_text
 
     class Remote(Backend):
         context_length = 100
@@ -332,7 +333,7 @@ def test_fitting_is_off_when_the_engine_cannot_count():
         assert fitter.fit(conv, "", GenerationParams(max_new_tokens=8)) is None
         conv.answer("fine")
     assert conv.first_visible == 0
-    assert meter_text(conv, fitter) == "Context window: 100 tokens · 0 images"
+    assert meter_text(conv, fitter.window) == "Context window: 100 tokens · 0 images"
 
 
 def test_context_endpoint_and_meter_report_window_images_and_hidden_turns(tmp_path, tiny_cache, image_files):
@@ -343,7 +344,7 @@ def test_context_endpoint_and_meter_report_window_images_and_hidden_turns(tmp_pa
 
     config = parse_config(["--model", "tiny-random", "--device", "cpu", "--data-dir", str(tmp_path / "d"),
                            "--max-new-tokens", str(ANSWER), "--context-length", "160", "--summarize-dropped"], env={})
-    with launched_app(config) as url:
+    with launched_app(config) as (url, _, _):
         client = Client(url, verbose=False)
         client.predict("what is in these", [handle_file(str(p)) for p in image_files[:2]], api_name="/chat")
         for k in range(8):
@@ -358,8 +359,8 @@ def test_context_endpoint_and_meter_report_window_images_and_hidden_turns(tmp_pa
 
 
 def test_meter_text():
-    from llava_app.chat.context import meter_text
     from llava_app.chat.conversation import Conversation, PromptInfo
+    from llava_app.web.views import meter_text
 
     conv = dataclasses.replace(Conversation(), first_visible=3, context_window=1024, context_summary="they talked")
     conv.last_prompt = PromptInfo(text="x", n_tokens=512)

@@ -11,7 +11,8 @@ import weakref
 import pytest
 from gradio_client import Client, handle_file
 
-from hardening import TabClient, cpu_rate, generation_threads, launched_demo, wait_until
+from conftest import launched_app
+from hardening import TabClient, cpu_rate, generation_threads, wait_until
 from llava_app.config import Config
 from llava_app.chat.conversation import Conversation
 from llava_app.faults import OutOfMemory
@@ -22,7 +23,7 @@ def busy_server(tmp_path_factory, tiny_cache, local_backend):
     """An app whose answers run long (2000 tokens at full speed) unless stopped."""
     config = Config(model="tiny-random", device="cpu", data_dir=str(tmp_path_factory.mktemp("busy")),
                     max_new_tokens=2000)
-    with launched_demo(config, local_backend()) as (url, demo):
+    with launched_app(config, local_backend()) as (url, app, demo):
         yield url, demo
 
 
@@ -60,7 +61,7 @@ def _spy(monkeypatch, obj, name):
 
 def test_closed_tab_ends_the_generation_thread_and_cpu_falls_to_idle(busy_server, monkeypatch):
     url, demo = busy_server
-    stops = _spy(monkeypatch, demo.service, "stop")
+    stops = _spy(monkeypatch, app.service, "stop")
     tab = TabClient(url, "chat", ["Tell me a very long story", [], None])
     tab.wait_generating(5)
     assert generation_threads() == ["llava-generate", "llava-stream"]
@@ -79,8 +80,8 @@ def test_stop_ends_the_generation_thread_and_keeps_the_partial_answer(busy_serve
     client = Client(url, verbose=False)
     job = client.submit("Tell me a very long story", [], api_name="/chat")
     assert wait_until(lambda: len(job.outputs()) >= 3, timeout=60) is not None, "the answer did not stream"
-    conv = next(c for c in demo.service.sessions.live() if c.turns and c.turns[-1].assistant is None)
-    assert demo.service.stop(conv)  # what the page's Stop button calls
+    conv = next(c for c in app.service.sessions.live() if c.turns and c.turns[-1].assistant is None)
+    assert app.service.stop(conv)  # what the page's Stop button calls
     _assert_idle_within_a_second("Stop")
     answer = job.result(timeout=10)
     ctx = client.predict(api_name="/context")
@@ -151,7 +152,7 @@ def test_out_of_memory_through_the_api_keeps_the_conversation(make_error, tmp_pa
                                                             monkeypatch):
     config = Config(model="tiny-random", device="cpu", data_dir=str(tmp_path / "d"), max_new_tokens=8)
     backend = local_backend()
-    with launched_demo(config, backend) as (url, demo):
+    with launched_app(config, backend) as (url, app, demo):
         client = Client(url, verbose=False)
         first = client.predict("Describe Image 1", [handle_file(str(image_files[0]))], api_name="/chat")
         _fail_generate_once(monkeypatch, backend, make_error, [])
@@ -171,7 +172,7 @@ def test_out_of_memory_through_the_api_keeps_the_conversation(make_error, tmp_pa
 def test_full_queue_tells_the_client_at_once(tmp_path, local_backend):
     config = Config(model="tiny-random", device="cpu", data_dir=str(tmp_path / "d"), max_new_tokens=2000,
                     queue_size=1)
-    with launched_demo(config, local_backend()) as (url, demo):
+    with launched_app(config, local_backend()) as (url, app, demo):
         running = Client(url, verbose=False).submit("long story", [], api_name="/chat")
         assert wait_until(lambda: len(running.outputs()) >= 1, timeout=60) is not None
         waiting = Client(url, verbose=False).submit("second", [], api_name="/chat")
@@ -181,8 +182,8 @@ def test_full_queue_tells_the_client_at_once(tmp_path, local_backend):
             Client(url, verbose=False).predict("third", [], api_name="/chat")
         assert time.monotonic() - started < 10, "the refusal should be immediate, not a hang"
         def stop_all():  # let the two accepted requests finish quickly
-            for conv in demo.service.sessions.live():
-                demo.service.stop(conv)
+            for conv in app.service.sessions.live():
+                app.service.stop(conv)
             return running.done() and waiting.done()
 
         assert wait_until(stop_all, timeout=60, step=0.2) is not None
@@ -202,8 +203,8 @@ def test_idle_sessions_free_state_images_and_caches(tmp_path, local_backend, mon
                     session_ttl=2.0)
     backend = local_backend()
     forgotten = _spy(monkeypatch, backend, "forget")
-    with launched_demo(config, backend) as (url, demo):
-        service = demo.service
+    with launched_app(config, backend) as (url, app, demo):
+        service = app.service
         baseline = _conversation_objects()
         ids = []
         for round_ in range(2):  # sessions come and go, two waves of four
@@ -234,11 +235,11 @@ def test_closed_tab_frees_its_session_at_once(tmp_path, local_backend, monkeypat
     config = Config(model="tiny-random", device="cpu", data_dir=str(tmp_path / "d"), max_new_tokens=4)
     backend = local_backend()
     forgotten = _spy(monkeypatch, backend, "forget")
-    with launched_demo(config, backend) as (url, demo):
+    with launched_app(config, backend) as (url, app, demo):
         client = Client(url, verbose=False)
         client.predict("What is it?", [handle_file(str(image_files[0]))], api_name="/chat")
         conv_id = client.predict(api_name="/context")["conversation_id"]
-        assert len(demo.service.sessions) == 1
+        assert len(app.service.sessions) == 1
         # A page keeps a heartbeat stream open; closing the tab drops it and Gradio runs our unload handler.
         ready = threading.Event()
 
@@ -252,11 +253,11 @@ def test_closed_tab_frees_its_session_at_once(tmp_path, local_backend, monkeypat
         t.start()
         assert ready.wait(10)
         t.join()
-        assert wait_until(lambda: len(demo.service.sessions) == 0, timeout=5) is not None
+        assert wait_until(lambda: len(app.service.sessions) == 0, timeout=5) is not None
         assert conv_id in forgotten
-        demo.service.housekeep()  # the periodic sweep, now rather than within a minute
+        app.service.housekeep()  # the periodic sweep, now rather than within a minute
         # The file is younger than the sweep's grace period; it goes once that has passed.
-        assert demo.service.store.sweep(set(), grace_s=0) == 1 and not demo.service.store.files()
+        assert app.service.store.sweep(set(), grace_s=0) == 1 and not app.service.store.files()
 
 
 def test_stream_cancel_runs_on_cancel_when_the_consumer_goes_away():

@@ -28,7 +28,7 @@ def app(tmp_path_factory, tiny_cache):
     config = Config(model="tiny-random", device="cpu", data_dir=str(root / "data"), max_new_tokens=8,
                     allowed_models=OTHER, feedback_file=str(root / "feedback" / "feedback.jsonl"))
     backend = make_app_backend(config, ImageStore(os.path.join(config.data_dir, "images")))
-    with launched_app(config, backend=backend) as url:
+    with launched_app(config, backend=backend) as (url, _, _):
         yield url, config
 
 
@@ -153,7 +153,7 @@ def test_feedback_is_off_by_default(browser, tmp_path, tiny_cache):
 
     config = Config(model="tiny-random", device="cpu", data_dir=str(tmp_path / "data"), max_new_tokens=6,
                     allowed_models="")
-    with launched_app(config) as url:
+    with launched_app(config) as (url, _, _):
         page = _page(browser, url)
         try:
             page.click("#example-describe")

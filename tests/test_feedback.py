@@ -9,7 +9,7 @@ from conftest import attach_file
 from llava_app.chat.conversation import Conversation
 from llava_app.storage.feedback import FeedbackLog
 from llava_app.storage.images import ImageStore
-from llava_app.web.page import _chat_value, _turn_of_message
+from llava_app.web.views import chat_value, turn_of_message
 
 
 def _conversation(tmp_path, image_files) -> Conversation:
@@ -53,7 +53,7 @@ def test_images_are_copied_only_when_asked(tmp_path, image_files):
 
 def test_chatbot_message_index_maps_to_its_turn(tmp_path, image_files):
     conv = _conversation(tmp_path, image_files)
-    messages = _chat_value(conv)
+    messages = chat_value(conv)
     answers = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
-    assert [_turn_of_message(conv, i) for i in answers] == [0, 1]
-    assert _turn_of_message(conv, 0) is None and _turn_of_message(conv, 99) is None
+    assert [turn_of_message(conv, i) for i in answers] == [0, 1]
+    assert turn_of_message(conv, 0) is None and turn_of_message(conv, 99) is None

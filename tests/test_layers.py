@@ -2,7 +2,7 @@
 
 Calls go one way down: web -> chat -> engine -> storage, with the shared modules
 (config, errors, faults) below them all. The composition root (``llava_app.application``)
-wires the layers and may import any of them but the web; benchmarks may use anything.
+wires the layers below the web and hands the web one ``App``; benchmarks may use anything.
 Only the web layer imports gradio; only the engine imports torch or transformers.
 """
 
@@ -22,7 +22,7 @@ ALLOWED = {
     "storage": {"shared"},
     "engine": {"storage", "shared"},
     "chat": {"engine", "storage", "shared"},
-    "web": {"chat", "shared"},
+    "web": {"application", "chat", "shared"},
     "application": {"chat", "engine", "storage", "shared"},
     "benchmarks": {"web", "chat", "engine", "storage", "shared", "application"},
 }

@@ -7,7 +7,7 @@ import pytest
 from gradio_client import Client, handle_file
 
 from conftest import make_image
-from hardening import launched_demo
+from conftest import launched_app
 from llava_app.engine.base import Backend
 from llava_app.config import Config, parse_config
 from llava_app.chat.conversation import Conversation
@@ -87,7 +87,7 @@ def test_limits_have_flags_and_variables():
 def small_server(tmp_path_factory, tiny_cache, local_backend):
     config = Config(model="tiny-random", device="cpu", data_dir=str(tmp_path_factory.mktemp("lim")),
                     max_new_tokens=4, max_upload_mb=0.05, max_images_per_message=2, max_question_chars=200)
-    with launched_demo(config, local_backend()) as (url, demo):
+    with launched_app(config, local_backend()) as (url, app, demo):
         yield url, demo
 
 

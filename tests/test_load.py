@@ -9,7 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 from gradio_client import Client, handle_file
 
 from conftest import make_image
-from hardening import generation_threads, launched_demo, wait_until
+from conftest import launched_app
+from hardening import generation_threads, wait_until
 from llava_app.config import Config
 from llava_app.chat.conversation import Conversation
 
@@ -23,8 +24,8 @@ def test_eight_concurrent_clients_get_their_own_answers_and_nothing_leaks(tmp_pa
     forgotten = []
     real_forget = backend.forget
     monkeypatch.setattr(backend, "forget", lambda sid: (forgotten.append(sid), real_forget(sid)))
-    with launched_demo(config, backend) as (url, demo):
-        service = demo.service
+    with launched_app(config, backend) as (url, app, demo):
+        service = app.service
 
         def one_client(i: int) -> dict:
             own = []

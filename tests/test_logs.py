@@ -8,7 +8,7 @@ import logging
 from gradio_client import Client, handle_file
 
 from conftest import make_image
-from hardening import launched_demo
+from conftest import launched_app
 from llava_app.config import Config
 
 SECRET_QUESTION = "zebra-7731 what is my private holiday photo about"
@@ -21,7 +21,7 @@ def test_a_chat_logs_no_user_content(tmp_path, local_backend, caplog, capfd, mon
     bogus.write_text("zebra-7731 secret notes, not an image")
     config = Config(model="tiny-random", device="cpu", data_dir=str(tmp_path / "d"), max_new_tokens=6)
     caplog.set_level(logging.INFO)  # app.py's default level
-    with launched_demo(config, local_backend()) as (url, demo):
+    with launched_app(config, local_backend()) as (url, app, demo):
         client = Client(url, verbose=False)
         answer = client.predict(SECRET_QUESTION, [handle_file(str(photo))], api_name="/chat")
         client.predict(SECRET_QUESTION + " again", [], api_name="/chat")
@@ -34,12 +34,12 @@ def test_a_chat_logs_no_user_content(tmp_path, local_backend, caplog, capfd, mon
             raise ValueError(f"engine broke on {SECRET_QUESTION}")
             yield
 
-        monkeypatch.setattr(demo.service.backend, "stream", failing)
+        monkeypatch.setattr(app.service.backend, "stream", failing)
         try:
             client.predict(SECRET_QUESTION, [], api_name="/chat")
         except Exception:  # noqa: BLE001
             pass
-        stored = demo.service.store.files()[0].read_bytes()
+        stored = app.service.store.files()[0].read_bytes()
     out, err = capfd.readouterr()
     logged = "\n".join(r.getMessage() + " " + str(r.exc_text or "") for r in caplog.records) + out + err
     assert caplog.records, "nothing was captured: the test would prove nothing"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import contextlib
 import dataclasses
 import threading
 import time
@@ -13,27 +12,10 @@ from types import SimpleNamespace
 import openai
 import pytest
 
-from conftest import free_port, make_image
+from conftest import free_port, launched_app, make_image
 
 KEY = "sk-test-key"
 MODEL = "tiny-random"
-
-
-@contextlib.contextmanager
-def serve(config):
-    """Launch the real app like ``launched_app`` does, and hand back its demo too."""
-    from llava_app.engine import make_backend
-    from llava_app.storage.images import ImageStore
-    from llava_app.web.page import build_demo, launch_kwargs, queue_kwargs
-
-    config = dataclasses.replace(config, host="127.0.0.1", port=free_port())
-    store = ImageStore(f"{config.data_dir}/images")
-    demo = build_demo(make_backend(config, store), config, store)
-    demo.queue(**queue_kwargs(config)).launch(prevent_thread_lock=True, quiet=True, **launch_kwargs(config, demo))
-    try:
-        yield f"http://127.0.0.1:{config.port}", demo
-    finally:
-        demo.close()
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +25,10 @@ def api(tmp_path_factory, tiny_cache):
     config = Config(model=MODEL, device="cpu", data_dir=str(tmp_path_factory.mktemp("data")), max_new_tokens=12,
                     stream_delay=0.02, max_images=3, max_upload_mb=0.05, openai_api=True, openai_api_key=KEY,
                     openai_api_image_urls=True)
-    with serve(config) as (url, demo):
+    with launched_app(config) as (url, app, demo):
+        url = url.rstrip("/")
         client = openai.OpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0, timeout=60)
-        yield SimpleNamespace(url=url, demo=demo, service=demo.service, backend=demo.service.backend, client=client,
+        yield SimpleNamespace(url=url, app=app, demo=demo, service=app.service, backend=app.service.backend, client=client,
                               config=config)
 
 

@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from hardening import cpu_rate, generation_threads, launched_demo, wait_until
+from conftest import launched_app
+from hardening import cpu_rate, generation_threads, wait_until
 from llava_app.config import Config
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -47,7 +48,7 @@ def ask(page, text):
 def test_reload_and_second_tab_restore_the_conversation_other_browser_never(browser, tmp_path, local_backend,
                                                                           image_files):
     config = Config(model="tiny-random", device="cpu", data_dir=str(tmp_path / "d"), max_new_tokens=6)
-    with launched_demo(config, local_backend()) as (url, demo):
+    with launched_app(config, local_backend()) as (url, app, demo):
         alice = browser.new_context()
         page = open_page(alice, url)
         page.locator("#gallery input[type=file]").set_input_files(str(image_files[0]))
@@ -55,10 +56,10 @@ def test_reload_and_second_tab_restore_the_conversation_other_browser_never(brow
         ask(page, NASTY)
 
         def answered():
-            return any(c.turns and c.turns[-1].assistant for c in demo.service.sessions.live())
+            return any(c.turns and c.turns[-1].assistant for c in app.service.sessions.live())
 
         assert wait_until(answered, timeout=120) is not None
-        answer = next(c for c in demo.service.sessions.live() if c.turns and c.turns[-1].assistant).turns[-1].assistant
+        answer = next(c for c in app.service.sessions.live() if c.turns and c.turns[-1].assistant).turns[-1].assistant
         wait_text(page, "#chatbot", answer)
         token = page.evaluate("localStorage.getItem('llava-app-conversation')")
         assert token  # the browser holds its key (encrypted by Gradio), the page does not show it
@@ -81,7 +82,7 @@ def test_reload_and_second_tab_restore_the_conversation_other_browser_never(brow
         assert other.evaluate("localStorage.getItem('llava-app-conversation')") != token
         # Bob's conversation does not overwrite Alice's: her next reload still has hers.
         ask(other, "Bob's own question")
-        assert wait_until(lambda: sum(1 for c in demo.service.sessions.live() if c.turns) >= 3, timeout=60)
+        assert wait_until(lambda: sum(1 for c in app.service.sessions.live() if c.turns) >= 3, timeout=60)
         page.reload()
         wait_text(page, "#chatbot", answer)
         assert "Bob's own question" not in chat_text(page)
@@ -94,7 +95,7 @@ def test_reload_and_second_tab_restore_the_conversation_other_browser_never(brow
 
 def test_stop_and_closing_the_tab_end_the_generation(browser, tmp_path, local_backend):
     config = Config(model="tiny-random", device="cpu", data_dir=str(tmp_path / "d"), max_new_tokens=2000)
-    with launched_demo(config, local_backend()) as (url, demo):
+    with launched_app(config, local_backend()) as (url, app, demo):
         context = browser.new_context()
         page = open_page(context, url)
         ask(page, "Tell me a very long story")
@@ -111,5 +112,5 @@ def test_stop_and_closing_the_tab_end_the_generation(browser, tmp_path, local_ba
         assert gone is not None and gone < 1.0, f"tab close: threads ended after {gone} s"
         assert cpu_rate(1.0) < 0.2
         # The tab's session ended too (its unload handler ran): nothing of it stays live.
-        assert wait_until(lambda: len(demo.service.sessions) == 0, timeout=10) is not None
+        assert wait_until(lambda: len(app.service.sessions) == 0, timeout=10) is not None
         context.close()

@@ -102,7 +102,7 @@ def test_multi_image_multi_turn_chat_through_the_remote_backend(upstreams, tmp_p
     from llava_app.chat.conversation import Conversation
     from llava_app.storage.images import load_image_file
 
-    with launched_app(front_config(tmp_path, upstreams.main.url)) as url:
+    with launched_app(front_config(tmp_path, upstreams.main.url)) as (url, _, _):
         client = Client(url, verbose=False)
         first = client.predict("Compare Image 1 and Image 2", [handle_file(str(p)) for p in image_files[:2]],
                                api_name="/chat")
@@ -132,7 +132,7 @@ def test_multi_image_multi_turn_chat_through_the_remote_backend(upstreams, tmp_p
 
 
 def test_stop_mid_stream_frees_the_upstream_engine(upstreams, tmp_path, image_files):
-    with launched_app(front_config(tmp_path, upstreams.main.url, max_new_tokens=2000)) as url:
+    with launched_app(front_config(tmp_path, upstreams.main.url, max_new_tokens=2000)) as (url, _, _):
         client = Client(url, verbose=False)
         job = client.submit("Tell me a long story about Image 1", [handle_file(str(image_files[0]))],
                             api_name="/chat")
@@ -153,7 +153,7 @@ def test_stop_mid_stream_frees_the_upstream_engine(upstreams, tmp_path, image_fi
 
 
 def test_upstream_killed_mid_answer_keeps_the_part_that_arrived(upstreams, tmp_path, image_files):
-    with launched_app(front_config(tmp_path, upstreams.doomed.url, max_new_tokens=2000)) as url:
+    with launched_app(front_config(tmp_path, upstreams.doomed.url, max_new_tokens=2000)) as (url, _, _):
         client = Client(url, verbose=False)
         job = client.submit("Tell me a long story about Image 1", [handle_file(str(image_files[0]))],
                             api_name="/chat")
@@ -175,14 +175,14 @@ def test_a_remote_only_app_imports_neither_torch_nor_transformers(upstreams, tmp
     code = (
         "import sys\n"
         "from llava_app.config import parse_config\n"
-        "from llava_app.engine import make_backend\n"
-        "from llava_app.storage.images import ImageStore\n"
-        "from llava_app.web.page import build_demo, launch_kwargs\n"
+        "from llava_app.application import create_app\n"
+        "from llava_app.web.page import build_demo\n"
+        "from llava_app.web.server import launch_kwargs\n"
         f"config = parse_config(['--backend', 'openai', '--base-url', {upstreams.main.url!r}, '--model', "
         f"'tiny-random', '--data-dir', {str(tmp_path)!r}, '--openai-api'])\n"
-        f"store = ImageStore({str(tmp_path / 'images')!r})\n"
-        "demo = build_demo(make_backend(config, store), config, store)\n"
-        "launch_kwargs(config, demo)\n"
+        "app = create_app(config)\n"
+        "build_demo(app)\n"
+        "launch_kwargs(app)\n"
         "print('HEAVY', sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers')))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=_env(), capture_output=True, text=True,

@@ -207,7 +207,7 @@ def test_the_app_shows_upstream_errors_and_keeps_the_conversation(fake, tmp_path
 
     config = Config(model="tiny-random", backend="openai", base_url=fake.url, data_dir=str(tmp_path / "d"),
                     max_new_tokens=16)
-    with launched_app(config) as url:
+    with launched_app(config) as (url, _, _):
         client = Client(url, verbose=False)
         assert client.predict("Compare Image 1 and Image 2", [handle_file(str(p)) for p in image_files[:2]],
                               api_name="/chat").strip() == "red green blue"

@@ -12,7 +12,7 @@ import gradio as gr
 import pytest
 
 from llava_app.chat.conversation import Conversation
-from llava_app.web.page import _chat_value, _plain
+from llava_app.web.views import chat_value, plain
 
 ATTACKS = [
     "<script>alert(1)</script>",
@@ -37,7 +37,7 @@ def rendered() -> str:
         conv.ask(f"What about {attack}?")
         conv.answer(f"The model echoes {attack}")
     conv.ask("streaming")
-    messages = _chat_value(conv, partial="partial ![p](https://tracker.invalid/s.png) <img src=y>")
+    messages = chat_value(conv, partial="partial ![p](https://tracker.invalid/s.png) <img src=y>")
     sent = gr.Chatbot().postprocess(messages).model_dump()  # what Gradio hands to the browser
     texts = [m["content"][0]["text"] if isinstance(m["content"], list) else m["content"] for m in sent]
     return "\n".join(str(t) for t in texts)
@@ -56,12 +56,12 @@ def test_the_text_itself_is_still_shown(rendered):
 
 
 def test_toasts_show_file_names_as_written():
-    assert _plain("<img src=x onerror=alert(1)>.png is not an image") == \
+    assert plain("<img src=x onerror=alert(1)>.png is not an image") == \
         "&lt;img src=x onerror=alert(1)&gt;.png is not an image"
 
 
 def test_the_conversation_keeps_the_raw_text():
     conv = Conversation()
     conv.ask("<b>raw</b>")
-    _chat_value(conv)
+    chat_value(conv)
     assert conv.turns[0].user == "<b>raw</b>"  # only the page's rendering changes; the model and the API get the text

@@ -112,7 +112,7 @@ def test_in_the_app_the_gpu_call_knows_the_visitor(monkeypatch, config, image_fi
     spaces = StandInSpaces()
     monkeypatch.setitem(sys.modules, "spaces", spaces)
     backend = make_app_backend(config, ImageStore(os.path.join(config.data_dir, "images")))
-    with launched_app(config, backend=backend) as url:
+    with launched_app(config, backend=backend) as (url, _, _):
         answer = Client(url, verbose=False).predict("What is in Image 1?", [handle_file(str(image_files[0]))],
                                                     api_name="/chat")
     assert answer.strip() and len(spaces.calls) == 1

@@ -9,7 +9,9 @@ def test_chat_images_are_served_in_place_not_hashed_per_update(app_config, image
     from llava_app.engine.base import Backend
     from llava_app.chat.conversation import Conversation
     from llava_app.storage.images import ImageStore, load_image_file
-    from llava_app.web.page import _chat_value, build_demo
+    from llava_app.application import create_app
+    from llava_app.web.page import build_demo
+    from llava_app.web.views import chat_value
 
     class NoModel(Backend):  # build_demo needs only the backend's description here; nothing is generated
         model_name, is_random = "none", True
@@ -18,7 +20,9 @@ def test_chat_images_are_served_in_place_not_hashed_per_update(app_config, image
             raise AssertionError("no generation in this test")
 
     store = ImageStore(app_config.data_dir + "/images")
-    demo = build_demo(NoModel(), app_config, store)
+    app = create_app(app_config, backend=NoModel(), store=store)
+    demo = build_demo(app)
+    app.close()
     chatbot = next(b for b in demo.blocks.values() if b.elem_id == "chatbot")
     conv = Conversation()
     for p in image_files:
@@ -29,7 +33,7 @@ def test_chat_images_are_served_in_place_not_hashed_per_update(app_config, image
     original = processing_utils.hash_file
     processing_utils.hash_file = lambda *a, **k: calls.append(a) or original(*a, **k)
     try:
-        payload = chatbot.postprocess(_chat_value(conv, partial="so far")).model_dump()
+        payload = chatbot.postprocess(chat_value(conv, partial="so far")).model_dump()
         out = processing_utils.move_files_to_cache(payload, chatbot, postprocess=True)
     finally:
         processing_utils.hash_file = original

@@ -131,7 +131,7 @@ def test_switching_over_the_api_keeps_the_conversation(config, image_files):
     from llava_app.storage.images import ImageStore
 
     backend = _switchable(config, ImageStore(os.path.join(config.data_dir, "images")))  # the app's store
-    with launched_app(config, backend=backend) as url:
+    with launched_app(config, backend=backend) as (url, _, _):
         client = Client(url, verbose=False)
         first = client.predict("Compare Image 1 and Image 2", [handle_file(str(p)) for p in image_files[:2]],
                                api_name="/chat")

@@ -21,7 +21,9 @@ from llava_app.chat.conversation import Conversation, PromptInfo
 from llava_app.errors import UserError
 from llava_app.faults import out_of_memory_error
 from llava_app.storage.images import ImageError, ImageLimits, ImageStore, load_image_file
-from llava_app.chat.sessions import Janitor, Sessions
+from llava_app.chat.sessions import Sessions
+from llava_app.engine.catalog import any_model_allowed, check_allowed, choices
+from llava_app.engine.switchable import SwitchableBackend
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +53,13 @@ class ChatService:
     def __init__(self, backend: Backend, store: ImageStore, *, max_images: int = 6, max_question_chars: int = 4000,
                  image_limits: ImageLimits | None = None, stream_interval: float = 0.05,
                  context: ContextFitter | None = None, max_images_per_message: int | None = None,
-                 session_ttl: float = 3600.0):
+                 session_ttl: float = 3600.0, max_new_tokens_limit: int = 2048,
+                 allowed_models: list[str] | None = None):
         self.backend = backend
+        #: the most new tokens a user may ask for
+        self.max_new_tokens_limit = max_new_tokens_limit
+        #: the models users may switch to (the operator's allow-list; '*' allows any id)
+        self.allowed_models = allowed_models or [backend.model_name]
         self.store = store
         self.max_images = max_images
         #: most new images that go with one question (None: only the conversation limit)
@@ -61,7 +68,6 @@ class ChatService:
         self.sessions = Sessions(self._end_conversation, ttl_s=session_ttl, busy=self._busy)
         #: called with a conversation id when it ends (e.g. to stop saving it for its browser)
         self.on_release: list[Callable[[str], None]] = []
-        self._janitor: Janitor | None = None
         self.max_question_chars = max_question_chars
         self.image_limits = image_limits or ImageLimits()
         #: fits each prompt into the model's context window (drops, summarises, refuses)
@@ -248,12 +254,6 @@ class ChatService:
         if not self.sessions.end(conv.id):
             self._end_conversation(conv.id)
 
-    def start_housekeeping(self, interval_s: float | None = None) -> None:
-        """Run ``housekeep`` in the background (ends idle conversations, sweeps unused images)."""
-        if self._janitor is None:
-            interval = interval_s or max(0.5, min(60.0, self.sessions.ttl_s / 2))
-            self._janitor = Janitor(self, "housekeep", interval)
-
     def housekeep(self) -> None:
         """End conversations idle past their time-to-live; delete image files no live conversation uses."""
         self.sessions.reap()
@@ -262,11 +262,60 @@ class ChatService:
         if removed:
             log.info("removed %d image file(s) no conversation uses", removed)
 
-    def close(self) -> None:
-        """Stop background work."""
-        if self._janitor is not None:
-            self._janitor.stop()
-            self._janitor = None
+    # ----- sessions: which tab or API client holds a conversation ------------------------------
+    def touch(self, conv: Conversation, client: str | None = None) -> None:
+        """``conv`` is in use, by browser tab or API client ``client`` when known."""
+        self.sessions.touch(conv, client=client)
+
+    def close_client(self, client: str) -> bool:
+        """A tab closed: end its conversations now; False when it was already gone."""
+        return self.sessions.close_client(client)
+
+    def on_client_gone(self, callback: Callable[[str], None]) -> None:
+        """Call ``callback(client)`` once a client has no live conversation left and is gone."""
+        self.sessions.on_client_gone = callback
+
+    # ----- settings and the model ---------------------------------------------------------------
+    def params(self, temperature: float | None, top_p: float | None, max_new_tokens: float | None
+               ) -> GenerationParams:
+        """Sampling parameters from the user's settings, clamped to what the operator allows."""
+        return GenerationParams(
+            temperature=max(0.0, min(2.0, float(temperature or 0.0))),
+            top_p=max(0.01, min(1.0, float(top_p or 1.0))),
+            max_new_tokens=max(1, min(int(self.max_new_tokens_limit), int(max_new_tokens or 1))),
+        )
+
+    def context_usage(self, conv: Conversation) -> tuple[int | None, int | None]:
+        """The context window and what the conversation's images take of it, where known."""
+        return self.context.window, (self.context.known_image_tokens(conv) if conv.images else None)
+
+    @property
+    def model_name(self) -> str:
+        """The model that answers now."""
+        return self.backend.model_name
+
+    @property
+    def max_concurrency(self) -> int:
+        """How many answers the engine writes at once (the page queues the rest)."""
+        return self.backend.max_concurrency
+
+    @property
+    def is_random(self) -> bool:
+        """The model has random weights (a tiny test model): the page says so."""
+        return self.backend.is_random
+
+    def model_choices(self) -> tuple[list[str], bool] | None:
+        """The models users may switch to and whether any id may be typed; None when switching is off."""
+        if not isinstance(self.backend, SwitchableBackend):
+            return None
+        return choices(self.allowed_models), any_model_allowed(self.allowed_models)
+
+    def switch_model(self, name: str, report: Callable[[float, str], None] | None = None) -> str:
+        """Load an allowed model in place of the current one (conversations stay); returns its name."""
+        if not isinstance(self.backend, SwitchableBackend):
+            raise UserError("This server cannot switch models.")
+        self.backend.switch(check_allowed(name, self.allowed_models), report=report)
+        return self.backend.model_name
 
     # ----- internals ---------------------------------------------------------------------------
     def _arm(self, conv: Conversation, start: bool = False) -> threading.Event:

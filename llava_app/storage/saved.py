@@ -260,6 +260,10 @@ class BrowserHistory:
         """True when conversations are kept across reloads."""
         return self.archive is not None
 
+    def secret(self) -> str | None:
+        """The secret that signs the browser-side key (None with saving off)."""
+        return self.archive.secret() if self.archive is not None else None
+
     def open(self, token: Any, username: str | None = None) -> tuple[str, Conversation | None, str | None]:
         """On page load: ``(token, restored conversation or None, question to put back in the box)``.
 

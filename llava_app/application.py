@@ -1,0 +1,135 @@
+"""The composition root: every part of the app is built here, once, from the config.
+
+``create_app(config)`` makes the image store, the chat engine, the service, the saved
+conversations, the feedback log and the housekeeping thread, and hands them over as one
+``App``. The web layer's ``build_demo(app)`` only lays out the page and wires its events;
+``app.py`` launches it. No gradio here, and no torch: the engine imports that lazily.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from llava_app.chat.context import ContextFitter
+from llava_app.chat.conversation import Conversation
+from llava_app.chat.service import ChatService
+from llava_app.chat.sessions import Janitor
+from llava_app.config import Config
+from llava_app.engine import make_app_backend
+from llava_app.engine.base import Backend
+from llava_app.engine.catalog import allowed_models
+from llava_app.errors import UserError
+from llava_app.storage.export import read_conversation, write_json, write_markdown, write_zip
+from llava_app.storage.feedback import FeedbackLog
+from llava_app.storage.images import ImageLimits, ImageStore
+from llava_app.storage.saved import BrowserHistory, ConversationArchive
+
+EXPORT_KINDS = ("markdown", "json", "zip")
+_EXPORTS_KEPT = 64  # export folders kept on disk; older ones are removed
+
+
+@dataclass
+class App:
+    """The app's parts, built once: what the page and the API work with."""
+
+    config: Config
+    service: ChatService
+    #: this server's saved conversations, each under its browser's key (disabled with --no-history)
+    saved: BrowserHistory
+    #: likes and dislikes (None without --feedback-file)
+    feedback: FeedbackLog | None
+    #: where uploads are stored (served as static files: they never change)
+    image_root: Path
+    exports_dir: Path
+    _janitor: Janitor | None = field(default=None, repr=False)
+
+    # ----- one conversation replaces another (New chat, import, the API's /reset) --------------
+    def replace(self, old: Conversation, new: Conversation, client: str | None = None) -> Conversation:
+        """End ``old`` and put ``new`` in its place: same browser entry, same tab or API client."""
+        self.saved.rebind(old, new)
+        self.service.forget(old)
+        self.service.touch(new, client=client)
+        self.saved.save(new)
+        return new
+
+    def import_file(self, path: str, old: Conversation, client: str | None = None
+                    ) -> tuple[Conversation, str | None]:
+        """A conversation from an exported JSON or zip, in place of ``old``; returns it and its system prompt."""
+        if self.service.is_running(old):
+            raise UserError("Press Stop, or wait for the answer, before importing a conversation.")
+        imported = read_conversation(path, self.service.store, limits=self.service.upload_limits(),
+                                     max_images=self.config.max_images)
+        return self.replace(old, imported.conversation, client), imported.system_prompt
+
+    def export(self, kind: str, conv: Conversation, system_prompt: str) -> Path:
+        """Write one export (``EXPORT_KINDS``) into a fresh folder (a readable file name for the download)."""
+        if not conv.turns and not conv.images:
+            raise UserError("There is nothing to export yet: add images or ask a question first.")
+        self.exports_dir.mkdir(parents=True, exist_ok=True)
+        old = sorted(self.exports_dir.iterdir(), key=lambda p: p.stat().st_mtime)
+        for folder in old[:max(0, len(old) - _EXPORTS_KEPT + 1)]:
+            shutil.rmtree(folder, ignore_errors=True)
+        folder = Path(tempfile.mkdtemp(prefix="export-", dir=self.exports_dir))
+        model = self.service.model_name
+        if kind == "markdown":
+            return write_markdown(conv, folder / "conversation.md", model=model)
+        if kind == "json":
+            return write_json(conv, folder / "conversation.json", model=model, system_prompt=system_prompt)
+        return write_zip(conv, folder / "conversation-llamafactory.zip", model=model, system_prompt=system_prompt)
+
+    # ----- background work ------------------------------------------------------------------
+    def housekeep(self) -> None:
+        """End idle conversations, delete image files none uses (the janitor calls this)."""
+        self.service.housekeep()
+
+    def start_housekeeping(self, interval_s: float | None = None) -> None:
+        """Run ``housekeep`` in a daemon thread, every ``interval_s`` (default: half the time-to-live)."""
+        if self._janitor is None:
+            ttl = self.service.sessions.ttl_s
+            self._janitor = Janitor(self, "housekeep", interval_s or max(0.5, min(60.0, ttl / 2)))
+
+    def close(self) -> None:
+        """Stop background work (the model stays loaded: a test may share it)."""
+        if self._janitor is not None:
+            self._janitor.stop()
+            self._janitor = None
+
+
+def open_saved(config: Config) -> ConversationArchive | None:
+    """The store of saved conversations the config asks for (None with --no-history)."""
+    if not config.history:
+        return None
+    root = os.path.join(config.data_dir, "history")
+    return ConversationArchive(config.history_db or os.path.join(root, "conversations.sqlite3"),
+                               config.history_dir or os.path.join(root, "images"),
+                               retention_s=config.history_days * 86400,
+                               max_bytes=int(config.history_max_mb * 1024 * 1024))
+
+
+def create_app(config: Config, backend: Backend | None = None, store: ImageStore | None = None) -> App:
+    """Build every part of the app from ``config``; ``backend``/``store`` may be given (tests share a model).
+
+    Example:
+        >>> app = create_app(parse_config(["--model", "tiny-random"]))  # doctest: +SKIP
+        >>> build_demo(app).queue(**queue_kwargs(app.config)).launch(**launch_kwargs(app))  # doctest: +SKIP
+    """
+    store = store or ImageStore(os.path.join(config.data_dir, "images"))
+    backend = backend or make_app_backend(config, store)
+    service = ChatService(
+        backend, store, max_images=config.max_images, max_question_chars=config.max_question_chars,
+        image_limits=ImageLimits(max_bytes=config.max_upload_bytes),
+        context=ContextFitter(backend, summarize=config.summarize_dropped, answer_tokens=config.max_new_tokens),
+        max_images_per_message=config.max_images_per_message, session_ttl=config.session_ttl,
+        max_new_tokens_limit=config.max_new_tokens_limit, allowed_models=allowed_models(config),
+    )
+    saved = BrowserHistory(open_saved(config), store)
+    service.on_release.append(saved.release)
+    feedback = FeedbackLog(config.feedback_file, with_images=config.feedback_images) if config.feedback_file else None
+    app = App(config, service, saved, feedback, image_root=Path(store.root),
+              exports_dir=Path(config.data_dir) / "exports")
+    app.start_housekeeping()
+    return app

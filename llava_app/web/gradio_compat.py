@@ -1,0 +1,90 @@
+"""The one place that touches Gradio's private fields, checked before use.
+
+Gradio keeps every session's state and a copy of the page config (about 100 KB here)
+until 10,000 sessions have passed, and a closed tab's state for an hour: memory that
+grows with the sessions that have come and gone. The public knobs (``gr.State``'s
+``time_to_live``/``delete_callback``, ``demo.unload``, ``launch(state_session_capacity=)``)
+end our conversations but do not free those records once a client is gone, so this
+module frees them through ``demo.state_holder`` and ``demo._queue``. Before the first
+use it checks that those fields have the shape it expects (they may change in a Gradio
+upgrade); if not, it logs one warning and this optimisation stays off: the app still
+works, it only keeps Gradio's records longer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+#: attribute -> the members it must have
+_EXPECTED = {
+    "state_holder": ("session_data", "time_last_used", "lock", "delete_state"),
+    "_queue": ("pending_event_ids_session", "pending_messages_per_session"),
+}
+
+
+def missing_fields(demo: Any) -> list[str]:
+    """The private fields this module needs that ``demo`` lacks (empty when all are there)."""
+    missing = []
+    for name, members in _EXPECTED.items():
+        holder = getattr(demo, name, None)
+        if holder is None:
+            missing.append(name)
+            continue
+        missing += [f"{name}.{m}" for m in members if not hasattr(holder, m)]
+    return missing
+
+
+class GradioSessions:
+    """Frees what Gradio keeps per session once our housekeeping knows its client is gone."""
+
+    def __init__(self, demo: Any):
+        self.demo = demo
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._enabled: bool | None = None  # decided at first use, once the app is launched
+
+    def remember_loop(self) -> None:
+        """Called from an event handler: Gradio's records are touched only on its event loop."""
+        self.loop = asyncio.get_running_loop()
+
+    def enabled(self) -> bool:
+        """Whether Gradio has the fields this needs (checked once; one warning when not)."""
+        if self._enabled is None:
+            missing = missing_fields(self.demo)
+            self._enabled = not missing
+            if missing:
+                log.warning("this Gradio version lacks %s: closed sessions' records are kept until Gradio drops "
+                            "them itself", ", ".join(missing))
+        return self._enabled
+
+    def drop(self, session_hash: str) -> None:
+        """Free a gone client's records soon (thread-safe; a no-op before any event ran)."""
+        loop = self.loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self.drop_now, session_hash)
+
+    def drop_later(self, session_hash: str, delay_s: float) -> None:
+        """``drop_now`` after ``delay_s`` (on the running event loop)."""
+        asyncio.get_running_loop().call_later(delay_s, self.drop_now, session_hash)
+
+    def drop_now(self, session_hash: str) -> None:
+        """Free the records on the event loop; retried later while the session has events in flight."""
+        if not self.enabled():
+            return
+        holder, queue = self.demo.state_holder, self.demo._queue
+        if session_hash not in holder.session_data:
+            return
+        if queue.pending_event_ids_session.get(session_hash):
+            self.drop_later(session_hash, 5.0)  # events still in flight
+            return
+        holder.delete_state(session_hash)
+        with holder.lock:
+            holder.session_data.pop(session_hash, None)
+            holder.time_last_used.pop(session_hash, None)
+        queue.pending_event_ids_session.pop(session_hash, None)  # the session's (empty) message queue
+        messages = queue.pending_messages_per_session.get(session_hash)
+        if messages is not None and messages.empty():
+            queue.pending_messages_per_session.pop(session_hash, None)

@@ -1,0 +1,78 @@
+"""How the page is served: launch and queue settings, the login, the /v1 routes, security headers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+from starlette.middleware import Middleware
+
+from llava_app.application import App
+from llava_app.config import Config
+from llava_app.web.auth import load_users
+from llava_app.web.i18n import I18N
+
+CSS = """
+#random-banner { background: #fff3cd; border: 1px solid #e0b000; border-radius: 8px; padding: 6px 12px; }
+#random-banner p { margin: 0; color: #5c4400; }
+#prompt-view textarea { font-family: ui-monospace, monospace; font-size: 12px; }
+#context-meter p { margin: 0; font-size: 13px; opacity: 0.8; }
+footer { display: none !important; }
+"""
+
+# Images in the page come from this server only: a picture in a question or an answer that
+# points elsewhere never loads (a second guard behind ``display.chat_markdown``).
+CONTENT_SECURITY_POLICY = "img-src 'self' data: blob:"
+
+
+class ContentSecurityPolicy:
+    """ASGI middleware adding the ``Content-Security-Policy`` header to every response."""
+
+    def __init__(self, app, policy: str = CONTENT_SECURITY_POLICY):
+        self.app, self.header = app, (b"content-security-policy", policy.encode())
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_with_policy(message):
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), self.header]}
+            await send(message)
+
+        return await self.app(scope, receive, send_with_policy)
+
+
+def launch_kwargs(app: App) -> dict[str, Any]:
+    """Arguments for ``demo.launch`` that the app and the tests share."""
+    config = app.config
+    kwargs = dict(
+        server_name=config.host,
+        server_port=config.port,
+        share=config.share,
+        max_file_size=config.max_upload_bytes,
+        allowed_paths=[str(app.image_root), str(app.exports_dir)],
+        i18n=I18N,
+        css=CSS,
+        theme=gr.themes.Soft(),
+        show_error=False,
+        app_kwargs={"middleware": [Middleware(ContentSecurityPolicy)]},
+        auth=load_users(config.auth, config.auth_file),
+        auth_message="Sign in to use this demo.",
+    )
+    if config.openai_api:
+        from llava_app.web.openai_api import build_router
+
+        # Routes given to the FastAPI app that launch() creates: served from its first request on.
+        kwargs["app_kwargs"]["routes"] = build_router(app.service, config).routes
+    return kwargs
+
+
+def queue_kwargs(config: Config) -> dict[str, Any]:
+    """Arguments for ``demo.queue``."""
+    return dict(max_size=config.queue_size, default_concurrency_limit=4)
+
+
+def launch(app: App, demo: gr.Blocks, **extra: Any) -> None:
+    """Queue and launch ``demo`` as configured (``extra`` goes to ``launch``, e.g. ``prevent_thread_lock``)."""
+    demo.queue(**queue_kwargs(app.config)).launch(**launch_kwargs(app), **extra)

@@ -1,0 +1,111 @@
+"""What the page shows of a conversation: values for the gallery, the chat, the panels (no events here)."""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+from llava_app.chat.conversation import Conversation, PromptInfo
+from llava_app.web.display import chat_markdown
+
+
+def gallery_value(conv: Conversation) -> list[tuple[str, str]]:
+    """The gallery shows every image of the conversation with its stable label."""
+    return [(im.path, im.label) for im in conv.images]
+
+
+def chat_value(conv: Conversation, partial: str | None = None) -> list[dict[str, Any]]:
+    """The chatbot's messages: each turn's new images, the question, the answer.
+
+    ``partial`` is the answer being written for the newest turn.
+    """
+    out: list[dict[str, Any]] = []
+    note = hidden_note(conv)
+    for i, turn in enumerate(conv.turns):
+        if note and i == conv.first_visible:  # a muted, folded note under the turns the model no longer sees
+            out.append({"role": "assistant", "content": note["body"],
+                        "metadata": {"title": note["title"], "status": "done"}})
+        for im in conv.images_for_turn(i):
+            out.append({"role": "user", "content": {"path": im.path, "alt_text": im.label}})
+        out.append({"role": "user", "content": chat_markdown(turn.user)})
+        if turn.assistant is not None:
+            answer = chat_markdown(turn.assistant) + ("  \n*(stopped)*" if turn.stopped else "")
+            out.append({"role": "assistant", "content": answer})
+        elif partial is not None and i == len(conv.turns) - 1:
+            out.append({"role": "assistant", "content": chat_markdown(partial)})
+    return out
+
+
+def turn_of_message(conv: Conversation, index: Any) -> int | None:
+    """The turn whose answer is message ``index`` of ``chat_value`` (images are messages too)."""
+    position = index[0] if isinstance(index, (list, tuple)) else index
+    n = 0
+    for i, turn in enumerate(conv.turns):
+        if i == conv.first_visible and hidden_note(conv):
+            n += 1  # the note on turns the model no longer sees
+        n += len(conv.images_for_turn(i)) + 1  # the turn's images, then its question
+        if turn.assistant is not None:
+            if n == position:
+                return i
+            n += 1
+    return None
+
+
+def prompt_stats(info: PromptInfo | None, no_prompt: str) -> str:
+    """The line above "What the model sees": images and tokens of the prompt (``no_prompt`` when none)."""
+    if info is None or not info.text:
+        return no_prompt
+    labels = ", ".join(info.image_labels) or "none"
+    return f"**{info.n_images}** image(s) in the prompt ({html.escape(labels)}) · **{info.n_tokens}** prompt tokens"
+
+
+def meter_text(conv: Conversation, window: int | None, image_tokens: int | None = None) -> str:
+    """The context meter: prompt tokens / window, images and their tokens, hidden turns.
+
+    ``image_tokens`` is what the conversation's images cost, when the engine knows it.
+    """
+    window = window or conv.context_window
+    info = conv.last_prompt
+    parts = []
+    if info is not None and info.n_tokens:
+        used = f"**{info.n_tokens:,}**" + (f" / {window:,} tokens ({100 * info.n_tokens / window:.0f}%)"
+                                          if window else " tokens")
+        parts.append(f"Context: {used}")
+    elif window:
+        parts.append(f"Context window: {window:,} tokens")
+    n = len(conv.images)
+    if image_tokens is None and info is not None and n and info.n_images == n:
+        image_tokens = info.n_image_tokens
+    label = f"{n} image" + ("" if n == 1 else "s")
+    parts.append(label + (f" ({image_tokens:,} tokens)" if n and image_tokens else ""))
+    if conv.first_visible:
+        hidden = conv.first_visible
+        parts.append(f"{hidden} earlier turn{'' if hidden == 1 else 's'} no longer seen by the model"
+                     + (" (summarised)" if conv.context_summary else ""))
+    return " · ".join(parts)
+
+
+def hidden_note(conv: Conversation) -> dict[str, Any] | None:
+    """The muted note placed after the turns the model no longer sees (None when it sees them all)."""
+    hidden = conv.first_visible
+    if not hidden:
+        return None
+    window = f"its {conv.context_window:,}-token" if conv.context_window else "its"
+    body = (f"They no longer fit in {window} context window; every image in the gallery is still in its prompt.")
+    if conv.context_summary:
+        body += f"\n\nIt keeps this summary of them instead: *{conv.context_summary}*"
+    title = f"The model no longer sees the {'turn' if hidden == 1 else f'{hidden} turns'} above"
+    return {"title": title, "body": body}
+
+
+def added_notice(added: list[str], problems: list[str]) -> str:
+    """The notice under the gallery after an upload: what was added, then each problem (escaped)."""
+    text = f"Added {', '.join(added)}." if added else ""
+    if problems:
+        text = (text + " " if text else "") + " ".join(html.escape(p) for p in problems)
+    return text
+
+
+def plain(text: str) -> str:
+    """A message for a toast (which renders HTML): shown as written, never as markup."""
+    return html.escape(text, quote=False)
