@@ -310,16 +310,17 @@ def test_4_stop_ends_a_long_answer_at_once_and_the_next_question_is_answered(new
     tab.page.wait_for_function("() => new Set(window.__answers.filter(r => r.n === 1 && r.text)"
                                ".map(r => r.text)).size >= 3", timeout=WAIT_MS)
     tab.press("stop")
-    tab.wait_until_answered(1, since=asked)
-    tab.page.wait_for_timeout(1000)  # 20 decode steps' time: a running model would have grown it
+    tab.wait_until_answered(1, since=asked)  # "(stopped)" shows once the generation has ended
 
+    # Counted in words, not milliseconds: what the page showed when Stop was clicked, and the
+    # final answer, differ by the few decode steps (and page updates) that were in flight.
     stopped_at = tab.page.evaluate("() => window.__stopAt")
-    growth = [r for r in tab.recorded() if r["n"] == 1 and r["text"]]
-    core = [(r["t"], re.sub(r"\s*\(stopped\)$", "", r["text"])) for r in growth]
-    last_growth = max(t for (t, text), (_, before) in zip(core[1:], core) if text != before)
-    assert last_growth - stopped_at <= 500, f"the answer grew {last_growth - stopped_at:.0f} ms after Stop"
+    shown = [r["text"] for r in tab.recorded() if r["n"] == 1 and r["text"] and r["t"] <= stopped_at]
     answer = tab.answer_texts()[-1]
     assert answer.endswith("(stopped)")
+    final = re.sub(r"\s*\(stopped\)$", "", answer)
+    assert shown
+    assert len(final.split()) - len(shown[-1].split()) <= 10, "the answer went on growing after Stop"
     assert len(answer.split()) < LONG_ANSWER_TOKENS // 2
 
     tab.set_parameter("max-new-tokens", ANSWER_TOKENS)
@@ -446,7 +447,8 @@ def test_8_html_script_and_outside_images_never_act(new_tab, app_setup, pictures
         question = ('Look <img src=x onerror="window.__pwned = \'question\'"> '
                     '<script>window.__pwned = "script"</script> ![q](http://outside.invalid/question.png)')
         answer = tab.ask(question)
-        tab.page.wait_for_timeout(500)  # give any stray handler or image load time to happen
+        # Every picture in the chat has loaded or failed (an onerror handler would have run by now).
+        tab.page.wait_for_function("() => [...document.querySelectorAll('#chatbot img')].every(i => i.complete)")
 
         assert tab.page.evaluate("() => window.__pwned") is None
         assert tab.dialogs == []

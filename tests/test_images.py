@@ -43,7 +43,7 @@ def test_bomb_claiming_20000_square_is_refused_before_decoding():
     started = time.perf_counter()
     with pytest.raises(ImageError, match="megapixel limit") as err:
         decode_image(data, name="bomb.png")
-    assert time.perf_counter() - started < 0.5  # nothing was decoded
+    assert time.perf_counter() - started < 3  # nothing was decoded (400 megapixels would take far longer)
     assert "bomb.png" in str(err.value) and "DOS" not in str(err.value)  # our words, not Pillow's
 
 

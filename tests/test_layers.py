@@ -133,3 +133,15 @@ def test_the_layering_checker_sees_an_upward_import(tmp_path):
     found = [m for m, _ in _package_imports(probe / "bad.py", root=tmp_path)]
     assert found == ["llava_app.chat.conversation", "llava_app.web.page"]
     assert not {_part(m) for m in found} & ALLOWED["storage"]
+
+
+def test_our_own_warnings_fail_a_test_while_third_party_ones_stay_quiet():
+    """pytest.ini hides other libraries' deprecations, never ours."""
+    import warnings
+
+    import pytest
+
+    for category in (UserWarning, DeprecationWarning):
+        with pytest.raises(category):
+            warnings.warn_explicit("ours", category, "llava_app/chat/x.py", 1, module="llava_app.chat.x")
+        warnings.warn_explicit("theirs", category, "somelib/x.py", 1, module="somelib.x")  # ignored, no error

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from llava_app.chat.conversation import Conversation
     from llava_app.chat.service import ChatService
 
-ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
+ASSETS_DIR = Path(__file__).resolve().parents[2] / "assets"
 
 
 @dataclass(frozen=True)
