@@ -59,7 +59,7 @@ class ChatService:
         #: the most new tokens a user may ask for
         self.max_new_tokens_limit = max_new_tokens_limit
         #: the models users may switch to (the operator's allow-list; '*' allows any id)
-        self.allowed_models = allowed_models or [backend.model_name]
+        self.allowed_models = allowed_models or []
         self.store = store
         self.max_images = max_images
         #: most new images that go with one question (None: only the conversation limit)
@@ -308,13 +308,14 @@ class ChatService:
         """The models users may switch to and whether any id may be typed; None when switching is off."""
         if not isinstance(self.backend, SwitchableBackend):
             return None
-        return choices(self.allowed_models), any_model_allowed(self.allowed_models)
+        allowed = self.allowed_models or [self.model_name]
+        return choices(allowed), any_model_allowed(allowed)
 
     def switch_model(self, name: str, report: Callable[[float, str], None] | None = None) -> str:
         """Load an allowed model in place of the current one (conversations stay); returns its name."""
         if not isinstance(self.backend, SwitchableBackend):
             raise UserError("This server cannot switch models.")
-        self.backend.switch(check_allowed(name, self.allowed_models), report=report)
+        self.backend.switch(check_allowed(name, self.allowed_models or [self.model_name]), report=report)
         return self.backend.model_name
 
     # ----- internals ---------------------------------------------------------------------------
