@@ -48,8 +48,8 @@ def file_paths(value: Any) -> list[tuple[str, str]]:
     return out
 
 
-def _failure(exc: BaseException) -> str:
-    """The page's message for a failed generation: ours as written, anything else by its type only."""
+def page_message(exc: BaseException) -> str:
+    """The one way an error becomes a page message: ours as written (escaped), anything else by its type only."""
     if isinstance(exc, UserError):
         return views.plain(str(exc))
     log.error("generation failed: %s", type(exc).__name__)
@@ -117,7 +117,7 @@ class ChatHandlers:
         try:
             self.service.ask(conv, text)
         except UserError as exc:
-            gr.Warning(views.plain(str(exc)))
+            gr.Warning(page_message(exc))
             return gr.update(), conv, *self.views(conv)
         self.saved.save(conv)
         return "", conv, *self.views(conv, partial="")
@@ -135,7 +135,7 @@ class ChatHandlers:
                     on_cancel=lambda: self.service.stop(conv)):
                 yield gr.update(), conv, *self.views(conv, partial=text)
         except Exception as exc:  # noqa: BLE001 - the page must survive any engine fault
-            gr.Warning(_failure(exc))
+            gr.Warning(page_message(exc))
             # A failed question taken back from the conversation returns to the box (a cut-off
             # answer keeps its turn, and the box stays as it is).
             yield (pending if len(conv.turns) < n_turns else gr.update()), conv, *self.views(conv)
@@ -151,7 +151,7 @@ class ChatHandlers:
         try:
             self.service.regenerate(conv)
         except UserError as exc:
-            raise gr.Error(views.plain(str(exc)), print_exception=False) from None
+            raise gr.Error(page_message(exc), print_exception=False) from None
         return conv, *self.views(conv, partial="")
 
     def on_undo(self, conv: Conversation, system_prompt: str):
@@ -159,7 +159,7 @@ class ChatHandlers:
         try:
             text = self.service.undo(conv)
         except UserError as exc:
-            gr.Warning(views.plain(str(exc)))
+            gr.Warning(page_message(exc))
             return gr.update(), conv, *self.views(conv)
         conv.last_prompt = self.service.preview(conv, system_prompt) if conv.turns else None
         self.saved.save(conv)
@@ -177,7 +177,7 @@ class ChatHandlers:
         try:
             labels, text = load_example(self.service, conv, example, language)
         except UserError as exc:
-            gr.Warning(views.plain(str(exc)))
+            gr.Warning(page_message(exc))
             return views.gallery_value(conv), conv, gr.update(), gr.update(), *self.views(conv)
         self.saved.save(conv)
         pending = bool(conv.turns) and conv.turns[-1].assistant is None
@@ -195,7 +195,7 @@ class ChatHandlers:
         try:
             self.service.switch_model(name, report=lambda fraction, message: progress(fraction, desc=message))
         except UserError as exc:
-            raise gr.Error(views.plain(str(exc)), print_exception=False) from None
+            raise gr.Error(page_message(exc), print_exception=False) from None
         return (model_line(self.service.model_name), gr.update(visible=self.service.is_random),
                 str(T("model_loaded")), gr.update(value=self.service.model_name))
 
@@ -209,7 +209,7 @@ class ChatHandlers:
         try:
             return str(self.app.export(kind, conv, system_prompt))
         except UserError as exc:
-            gr.Warning(views.plain(str(exc)))
+            gr.Warning(page_message(exc))
             return None
 
     def export_handler(self, kind: str) -> Callable:
@@ -224,7 +224,7 @@ class ChatHandlers:
         try:
             fresh, imported_prompt = self.app.import_file(path, conv, request.session_hash)
         except UserError as exc:
-            gr.Warning(views.plain(str(exc)))
+            gr.Warning(page_message(exc))
             return conv, gr.update(), gr.update(), gr.update(), *self.views(conv)
         prompt = imported_prompt if imported_prompt is not None else system_prompt
         return fresh, views.gallery_value(fresh), str(T("imported")), prompt, *self.views(fresh)
@@ -255,7 +255,7 @@ class ChatHandlers:
                 yield text, conv
             yield text, conv
         except Exception as exc:  # noqa: BLE001 - a client gets a message, never a dead stream
-            raise gr.Error(_failure(exc), print_exception=False) from None
+            raise gr.Error(page_message(exc), print_exception=False) from None
 
     def api_context(self, conv: Conversation) -> dict:
         """Image labels and count, prompt token count, the rendered prompt, the turns."""
