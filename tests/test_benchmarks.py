@@ -1,0 +1,84 @@
+"""Each benchmark's core on the smallest settings, in this process: it runs and reports what it should.
+
+The figures themselves are not checked (a loaded machine makes them anything); the report's
+shape is, and the properties that hold whatever the timing: greedy answers identical both
+ways, no vision-tower call once the features are cached, Gradio's records freed by our cleanup.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from llava_app.benchmarks import context, multiturn, sessions_memory
+from llava_app.benchmarks.common import bench_images
+from llava_app.benchmarks.naive_vs_ours import InProcess, run_chat
+from llava_app.benchmarks.stream_rate import run_stream, served_here
+
+
+@pytest.fixture(scope="module")
+def pictures(tmp_path_factory):
+    return bench_images(tmp_path_factory.mktemp("pictures"))
+
+
+def test_multiturn_chat_naive_against_ours(tmp_path, tiny_cache, pictures):
+    args = multiturn.parse_args(["--model", "tiny-random", "--turns", "1", "--new-tokens", "3", "--no-stream",
+                                 "--work", str(tmp_path)])
+    sides = {name: InProcess(args, name, pictures) for name in ("naive", "ours")}
+    naive, ours = run_chat(args, sides)
+    report = json.loads(json.dumps(multiturn.summarise(naive, ours, None, args)))
+
+    assert [r["turn"] for r in report["rows"]] == ["1", "after undo", "after eviction"]
+    assert set(report["targets"]) == {"ttft_ratio_turn1", "identical_greedy_tokens", "no_vision_call_after_eviction"}
+    assert report["targets"]["identical_greedy_tokens"] == {"value": True, "target": True, "met": True}
+    assert report["targets"]["no_vision_call_after_eviction"]["met"] and ours["evicted"]
+    first, after_undo, evicted = report["rows"]
+    assert first["naive_vision_images"] == first["ours_vision_images"] == 4
+    assert [r["naive_vision_calls"] for r in report["rows"]] == [1, 1, 1]
+    assert [r["ours_vision_calls"] for r in report["rows"]] == [1, 0, 0]
+    assert first["ours_prefilled"] == first["naive_prefilled"]
+    assert after_undo["ours_prefilled"] < after_undo["naive_prefilled"] // 4  # the prefix's KV was reused
+    assert evicted["ours_prefilled"] == evicted["naive_prefilled"]  # the KV is gone; the features are not
+    assert all(t["ttft_s"] > 0 and t["ttft_s"] <= t["total_s"] and len(t["new_token_ids"]) <= 3
+               for t in naive["turns"] + ours["turns"])
+    assert "| after eviction |" in multiturn.table(report)
+
+
+def test_streaming_rate_through_gradio_client(tmp_path, tiny_cache, pictures):
+    args = multiturn.parse_args(["--stream-tokens", "6", "--stream-repeats", "1", "--work", str(tmp_path)])
+    with served_here(args) as server:
+        stream = run_stream(args, pictures, server)
+
+    assert stream["model"] == "tiny-random" and len(stream["runs"]) == 1
+    assert 0 < stream["tokens"] <= 6
+    assert stream["same_text"] is True
+    assert stream["raw_e2e_tok_s"] > 0 and stream["app_e2e_tok_s"] > 0 and stream["updates_per_answer"] >= 1
+    assert stream["raw_first_chunk_s"] > 0 and stream["app_first_chunk_s"] > 0
+    report = multiturn.summarise(None, None, stream, args)
+    assert set(report["targets"]) == {"stream_rate_ratio"} and report["rows"] == []
+    assert "Streaming (tiny-random, " in multiturn.table(report)
+
+
+def test_context_fitting_cost(tmp_path, tiny_cache):
+    out = tmp_path / "context.json"
+    result = context.main(["--model", "tiny-random", "--window", "150", "--turns", "4", "--max-new-tokens", "3",
+                           "--out", str(out)])
+
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    assert [r["turn"] for r in result["rows"]] == [0, 1, 2, 3]
+    assert result["drops"] >= 1 and result["drop_turns"]["turns"] == result["drops"]
+    assert result["plain_turns"]["turns"] + result["drops"] == 4
+    assert all(r["prompt_tokens"] <= 150 and r["fit_s"] > 0 and r["generate_s"] > 0 for r in result["rows"])
+    assert 0 < result["plain_turns"]["fit_share"] < 1
+
+
+def test_sessions_memory_with_and_without_cleanup(tiny_cache):
+    rows = [sessions_memory.run(1, cleanup, ttl=0.5, warmup=0, settle_s=1.5) for cleanup in (False, True)]
+
+    assert json.loads(json.dumps(rows)) == rows
+    off, on = rows
+    assert off["gradio_session_records"] >= 1  # Gradio keeps them
+    assert on["gradio_session_records"] == 0  # our cleanup freed them
+    assert all(r["live_conversations"] == 0 and r["image_files_left"] == 0 and r["sessions"] == 1 for r in rows)
+    assert isinstance(on["kb_left_per_session"], float)
