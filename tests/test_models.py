@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from conftest import TINY_FAMILIES
-from llava_app.errors import ModelNotFoundError
-from llava_app.engine.models import LoadOptions, model_load_kwargs, quantization_config, quantization_skip_modules
+from llava_app.errors import ModelNotFoundError, UserError
+from llava_app.engine.models import (BITSANDBYTES_MIN_VERSION, CUDA_REQUIREMENTS, LoadOptions, model_load_kwargs,
+                                     quantization_config, quantization_skip_modules)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,6 +33,28 @@ def test_quantisation_config_keeps_vision_projector_and_head_unquantised(bits):
     cfg = quantization_config(LoadOptions(load_in_4bit=bits == 4, load_in_8bit=bits == 8))
     assert cfg.load_in_4bit == (bits == 4) and cfg.load_in_8bit == (bits == 8)
     assert cfg.llm_int8_skip_modules == ["model.vision_tower", "model.multi_modal_projector", "lm_head"]
+
+
+def test_quantisation_without_bitsandbytes_is_one_line_that_says_what_to_install(monkeypatch):
+    import torch
+
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # as on a machine without the package
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # reach the CUDA branch on a CPU-only machine
+    with pytest.raises(UserError) as err:
+        model_load_kwargs(LoadOptions(device="cuda", load_in_8bit=True))
+    message = str(err.value)
+    assert f"pip install -r {CUDA_REQUIREMENTS}" in message and "not installed" in message and "\n" not in message
+
+
+def test_the_cuda_requirements_ask_for_the_bitsandbytes_transformers_needs():
+    from transformers.utils.import_utils import BITSANDBYTES_MIN_VERSION as transformers_floor
+
+    assert BITSANDBYTES_MIN_VERSION == transformers_floor
+    lines = (ROOT / CUDA_REQUIREMENTS).read_text().splitlines()
+    assert f"bitsandbytes>={BITSANDBYTES_MIN_VERSION}" in lines
+    # A CPU-only install never needs it: the app's own requirements leave it out.
+    assert "bitsandbytes" not in "".join(l for l in (ROOT / "requirements.txt").read_text().splitlines()
+                                         if not l.startswith("#"))
 
 
 @pytest.mark.parametrize("preset", TINY_FAMILIES)

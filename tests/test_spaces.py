@@ -229,3 +229,17 @@ def test_readme_front_matter_is_a_spaces_config_matching_requirements():
     assert len(meta["short_description"]) <= 60  # the Hub's limit
     assert set(meta["models"]) == {p.id for p in PRESETS}
     assert meta["preload_from_hub"] == [DEFAULT_MODEL]
+
+
+def test_the_licence_file_is_the_one_the_front_matter_names():
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parent.parent
+    meta = yaml.safe_load((root / "README.md").read_text(encoding="utf-8").split("---\n", 2)[1])
+    assert meta["license"] == "apache-2.0"
+    words = (root / "LICENSE").read_text(encoding="ascii").split()
+    assert words[:5] == ["Apache", "License", "Version", "2.0,", "January"]
+    assert "END OF TERMS AND CONDITIONS" in " ".join(words)
+    assert "Copyright 2026 the llava-app authors" in " ".join(words)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llava_app.errors import ModelNotFoundError
+from llava_app.errors import ModelNotFoundError, UserError
 
 log = logging.getLogger(__name__)
 
@@ -144,14 +144,41 @@ def quantization_config(options: LoadOptions):
     return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
 
 
+# The oldest bitsandbytes that transformers' 4/8-bit loading accepts (its BITSANDBYTES_MIN_VERSION);
+# llava_app/requirements-cuda.txt asks for the same.
+BITSANDBYTES_MIN_VERSION = "0.46.1"
+CUDA_REQUIREMENTS = "llava_app/requirements-cuda.txt"
+
+
+def require_bitsandbytes() -> None:
+    """4/8-bit loading needs bitsandbytes, an optional CUDA-only install: say what to install when it is missing."""
+    from importlib import metadata, util
+
+    from packaging.version import Version
+
+    installed = None
+    if util.find_spec("bitsandbytes") is not None:
+        try:
+            installed = metadata.version("bitsandbytes")
+        except metadata.PackageNotFoundError:
+            pass
+    if installed is not None and Version(installed) >= Version(BITSANDBYTES_MIN_VERSION):
+        return
+    found = "it is not installed" if installed is None else f"{installed} is installed"
+    raise UserError(f"--load-in-4bit/--load-in-8bit need bitsandbytes>={BITSANDBYTES_MIN_VERSION} and {found}: "
+                    f"pip install -r {CUDA_REQUIREMENTS}")
+
+
 def model_load_kwargs(options: LoadOptions) -> dict[str, Any]:
     """The keyword arguments for ``from_pretrained``: dtype, device_map, quantisation."""
     device = resolve_device(options.device)
-    kwargs: dict[str, Any] = {"dtype": resolve_dtype(options.dtype, device)}
     quant = quantization_config(options)
     if quant is not None:
         if not device.startswith("cuda"):
             raise ModelNotFoundError("--load-in-4bit/--load-in-8bit need a CUDA GPU (bitsandbytes); drop the flag on the CPU")
+        require_bitsandbytes()
+    kwargs: dict[str, Any] = {"dtype": resolve_dtype(options.dtype, device)}
+    if quant is not None:
         kwargs["quantization_config"] = quant
     from llava_app.engine.spaces_support import on_zerogpu
 
