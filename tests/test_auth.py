@@ -114,10 +114,10 @@ def test_a_login_protects_every_route_the_app_adds(tmp_path, local_backend, key)
                                max_retries=0)
         assert [m.id for m in client.models.list().data] == ["tiny-random"]
         # Gradio's login cookie opens the page, not /v1 (it is SameSite=None: other sites could use it).
-        browser = httpx.Client(base_url=url)
-        assert browser.post("login", data={"username": "ann", "password": "correct horse"}).status_code == 200
-        assert browser.get("config").status_code == 200
-        assert browser.get("v1/models").status_code == 401
+        with httpx.Client(base_url=url) as browser:
+            assert browser.post("login", data={"username": "ann", "password": "correct horse"}).status_code == 200
+            assert browser.get("config").status_code == 200
+            assert browser.get("v1/models").status_code == 401
         assert httpx.get(url + "config").status_code == 401
 
 
