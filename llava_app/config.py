@@ -111,8 +111,8 @@ _HELP: dict[str, str] = {
     "of an answer, before giving up",
     "openai_api": "also serve an OpenAI-compatible API (/v1/models, /v1/chat/completions) on the same port, "
     "backed by this app's engine",
-    "openai_api_key": "with --openai-api: the bearer token clients must send; empty: none (then, with --auth, "
-    "clients send a login user's name and password as HTTP Basic; without --auth, /v1 is open)",
+    "openai_api_key": "with --openai-api: a bearer token that lets /v1 clients in; with --auth/--auth-file the "
+    "login's users (HTTP Basic) get in too; with neither, /v1 is open",
     "openai_api_image_urls": "with --openai-api: also accept http(s) image URLs, which this server then fetches "
     "(off: only data URLs, no server-side fetches)",
     "openai_api_open": "with --openai-api and a login (--auth/--auth-file): serve /v1 to anyone, without "
