@@ -54,6 +54,7 @@ class Config:
     openai_api: bool = False
     openai_api_key: str = ""
     openai_api_image_urls: bool = False
+    openai_api_open: bool = False  # serve /v1 without credentials even when the page has a login
     allowed_models: str = "presets"  # what the page's model picker may load; see catalog.allowed_models
     feedback_file: str = ""  # JSONL file for like/dislike; empty: feedback is off
     feedback_images: bool = False
@@ -110,9 +111,12 @@ _HELP: dict[str, str] = {
     "of an answer, before giving up",
     "openai_api": "also serve an OpenAI-compatible API (/v1/models, /v1/chat/completions) on the same port, "
     "backed by this app's engine",
-    "openai_api_key": "with --openai-api: the bearer token clients must send; empty: no auth",
+    "openai_api_key": "with --openai-api: a bearer token that lets /v1 clients in; with --auth/--auth-file the "
+    "login's users (HTTP Basic) get in too; with neither, /v1 is open",
     "openai_api_image_urls": "with --openai-api: also accept http(s) image URLs, which this server then fetches "
     "(off: only data URLs, no server-side fetches)",
+    "openai_api_open": "with --openai-api and a login (--auth/--auth-file): serve /v1 to anyone, without "
+    "credentials (off: /v1 asks for --openai-api-key or a login user, like the page)",
     "allowed_models": "comma-separated models the page's picker may load (ids, local folders, tiny-random names); "
     "'presets' stands for the README's models table, '*' lets users type any id (the server then downloads it); "
     "the --model is always allowed; empty: no picker",
@@ -224,6 +228,10 @@ def validate(config: Config) -> None:
         problems.append("--history-days and --history-max-mb must be positive")
     if config.backend == "openai" and not config.base_url:
         problems.append("--backend openai needs --base-url (e.g. http://localhost:8000/v1)")
+    if config.openai_api_open and not config.openai_api:
+        problems.append("--openai-api-open needs --openai-api")
+    if config.openai_api_open and config.openai_api_key:
+        problems.append("--openai-api-open serves /v1 without credentials: drop it or --openai-api-key")
     if config.feedback_images and not config.feedback_file:
         problems.append("--feedback-images needs --feedback-file")
     if problems:

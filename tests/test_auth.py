@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import base64
 import re
 from pathlib import Path
 
 import gradio
 import httpx
+import openai
 import pytest
 from gradio_client import Client
 
+import openai_schemas
 from conftest import launched_app
 from llava_app.web.auth import load_users, parse_users
 from llava_app.config import Config, parse_config
@@ -51,6 +54,85 @@ def test_login_is_required_when_users_are_set(tmp_path, local_backend):
             Client(url, auth=("ann", "wrong"), verbose=False)
         client = Client(url, auth=("ann", "correct horse"), verbose=False)
         assert client.predict("hello", [], api_name="/chat").strip()
+
+
+USERS = "ann:correct horse\nbob:p:w\n"
+CHAT = {"model": "tiny-random", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+# Every route the app adds to Gradio's server, with a request that succeeds once let in.
+# A new route makes the tests below fail until it is listed here (and so tested).
+ADDED_ROUTES = {("GET", "/v1/models"): None, ("POST", "/v1/chat/completions"): CHAT}
+
+
+def _added_routes(demo) -> set[tuple[str, str]]:
+    """(method, path) of each route on the running server whose handler is this app's code, not Gradio's."""
+    found = set()
+    for route in demo.server_app.routes:
+        endpoint = getattr(route, "endpoint", None)
+        if endpoint is not None and endpoint.__module__.startswith("llava_app"):
+            found |= {(method, route.path) for method in route.methods - {"HEAD"}}
+    return found
+
+
+def _basic(user: str, password: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+def _call(url: str, route: tuple[str, str], headers: dict[str, str], **kw) -> httpx.Response:
+    method, path = route
+    return httpx.request(method, url + path.lstrip("/"), json=ADDED_ROUTES[route], headers=headers, timeout=60, **kw)
+
+
+def _v1_config(tmp_path, **kwargs) -> Config:
+    users = tmp_path / "users.txt"
+    users.write_text(USERS)
+    return Config(model="tiny-random", device="cpu", data_dir=str(tmp_path / "d"), max_new_tokens=4,
+                  auth_file=str(users), openai_api=True, **kwargs)
+
+
+@pytest.mark.parametrize("key", ["", "sk-team-key"])
+def test_a_login_protects_every_route_the_app_adds(tmp_path, local_backend, key):
+    with launched_app(_v1_config(tmp_path, openai_api_key=key), local_backend()) as (url, _, demo):
+        routes = _added_routes(demo)
+        assert routes == set(ADDED_ROUTES)
+        refused = [{}, _basic("ann", "wrong"), _basic("eve", "correct horse"), _basic("ann", ""),
+                   {"Authorization": "Basic not-base64!"}, {"Authorization": "Bearer correct horse"},
+                   {"Authorization": "Bearer wrong"}]
+        allowed = [_basic("ann", "correct horse"), _basic("bob", "p:w")] + (
+            [{"Authorization": f"Bearer {key}"}] if key else [])
+        for route in sorted(routes):
+            for headers in refused:
+                r = _call(url, route, headers)
+                assert r.status_code == 401, (route, headers, r.text)
+                openai_schemas.check("ErrorResponse", r.json())
+                assert "HTTP Basic" in r.json()["error"]["message"]
+                assert r.headers["www-authenticate"].startswith("Basic realm=")
+            for headers in allowed:
+                r = _call(url, route, headers)
+                assert r.status_code == 200, (route, headers, r.text)
+        # An API client with the official openai client: the login user in its default headers.
+        client = openai.OpenAI(base_url=url + "v1", api_key="unused", default_headers=_basic("bob", "p:w"),
+                               max_retries=0)
+        assert [m.id for m in client.models.list().data] == ["tiny-random"]
+        # Gradio's login cookie opens the page, not /v1 (it is SameSite=None: other sites could use it).
+        with httpx.Client(base_url=url) as browser:
+            assert browser.post("login", data={"username": "ann", "password": "correct horse"}).status_code == 200
+            assert browser.get("config").status_code == 200
+            assert browser.get("v1/models").status_code == 401
+        assert httpx.get(url + "config").status_code == 401
+
+
+def test_v1_open_next_to_a_login_is_an_explicit_flag(tmp_path, local_backend):
+    with pytest.raises(SystemExit, match="--openai-api-open needs --openai-api"):
+        parse_config(["--openai-api-open"], env={})
+    with pytest.raises(SystemExit, match="drop it or --openai-api-key"):
+        parse_config(["--openai-api", "--openai-api-open", "--openai-api-key", "k"], env={})
+    assert parse_config(["--openai-api"], env={"LLAVA_APP_OPENAI_API_OPEN": "yes"}).openai_api_open
+    assert not parse_config(["--openai-api"], env={}).openai_api_open  # closed unless asked for
+    with launched_app(_v1_config(tmp_path, openai_api_open=True), local_backend()) as (url, _, demo):
+        for route in sorted(_added_routes(demo)):
+            r = _call(url, route, {})
+            assert r.status_code == 200, (route, r.text)
+        assert httpx.get(url + "config").status_code == 401  # the page keeps its login
 
 
 def _advisory_table() -> list[tuple[str, str]]:

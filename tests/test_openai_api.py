@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import json
+import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
 
+import httpx
 import openai
 import pytest
 
+import openai_schemas
 from conftest import free_port, launched_app, make_image
 
 KEY = "sk-test-key"
@@ -57,8 +61,6 @@ def expected_prompt_tokens(api, turns) -> int:
 
 
 def test_models_lists_the_served_model_and_needs_the_key(api):
-    import httpx
-
     models = api.client.models.list()
     assert [m.id for m in models.data] == [MODEL]
     assert models.data[0].max_model_len == api.backend.context_length
@@ -69,6 +71,54 @@ def test_models_lists_the_served_model_and_needs_the_key(api):
         wrong.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
     bare = httpx.post(f"{api.url}/v1/chat/completions", json={"model": MODEL, "messages": []})
     assert bare.status_code == 401 and bare.json()["error"]["code"] == "invalid_api_key"
+    openai_schemas.check("ErrorResponse", bare.json())
+
+
+HEADERS = {"Authorization": f"Bearer {KEY}"}
+
+
+def sse_events(response: httpx.Response) -> list:
+    """The ``data:`` payloads of a server-sent event stream, parsed (``[DONE]`` kept as the string)."""
+    events = []
+    for line in response.iter_lines():
+        if line.startswith("data: "):
+            payload = line[len("data: "):]
+            events.append(payload if payload == "[DONE]" else json.loads(payload))
+    return events
+
+
+def post_stream(api, body: dict) -> list:
+    with httpx.stream("POST", f"{api.url}/v1/chat/completions", json=body, headers=HEADERS, timeout=60) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        return sse_events(r)
+
+
+def test_responses_follow_the_official_openai_schemas(api):
+    """What /v1 returns, read raw (the openai client forgives much), checked against OpenAI's own schemas."""
+    assert openai_schemas.source().startswith("openai/openai-openapi openapi.json @ ")
+    models = httpx.get(f"{api.url}/v1/models", headers=HEADERS).json()
+    openai_schemas.check("ListModelsResponse", models)
+    msgs = [{"role": "system", "content": "Answer briefly."},
+            {"role": "user", "content": [image_part(data_url("red")), {"type": "text", "text": "What is it?"}]}]
+    body = {"model": MODEL, "messages": msgs, "max_tokens": 6}
+    whole = httpx.post(f"{api.url}/v1/chat/completions", json=body, headers=HEADERS, timeout=60).json()
+    openai_schemas.check("CreateChatCompletionResponse", whole)
+    message = whole["choices"][0]["message"]
+    assert message["content"].strip() and message["refusal"] is None
+
+    plain = post_stream(api, {**body, "stream": True})
+    with_usage = post_stream(api, {**body, "stream": True, "stream_options": {"include_usage": True}})
+    for events in (plain, with_usage):
+        assert events[-1] == "[DONE]" and len(events) >= 4
+        for chunk in events[:-1]:
+            openai_schemas.check("CreateChatCompletionStreamResponse", chunk)
+        assert "".join(c["choices"][0]["delta"].get("content", "") for c in events[:-1] if c["choices"]) \
+            == message["content"]
+    assert not any(c.get("usage") for c in plain[:-1])
+    assert with_usage[-2]["choices"] == [] and with_usage[-2]["usage"] == whole["usage"]
+    # The schema check itself can fail: the same body without "refusal" does not conform.
+    del message["refusal"]
+    assert openai_schemas.errors("CreateChatCompletionResponse", whole)
 
 
 def test_two_images_then_a_follow_up_with_usage_counts(api):
@@ -153,6 +203,74 @@ def test_bad_requests_get_openai_style_errors(api):
     # The app survives all of it.
     ok = api.client.chat.completions.create(model=MODEL, max_tokens=3, **ask(image_part(data_url("red"))))
     assert ok.choices[0].message.content.strip()
+
+
+def _ask(*parts, **kw) -> dict:
+    return {"model": MODEL, "messages": [{"role": "user", "content": [*parts, {"type": "text", "text": "What?"}]}],
+            **kw}
+
+
+def test_every_error_body_follows_the_official_schema(api):
+    """Each kind of refusal: its status, a body that is OpenAI's ErrorResponse, a string (or null) code."""
+    url = f"{api.url}/v1/chat/completions"
+    cases = [  # (request body, headers, status, code)
+        (_ask(), {}, 401, "invalid_api_key"),
+        (_ask(), {"Authorization": "Bearer wrong"}, 401, "invalid_api_key"),
+        (b"{not json", HEADERS, 400, None),
+        (b"[1, 2]", HEADERS, 400, None),
+        (_ask(model="llava-13b"), HEADERS, 404, "model_not_found"),
+        (_ask(image_part("data:image/png;base64,@@@")), HEADERS, 400, "invalid_image"),
+        (_ask(*[image_part(data_url(c)) for c in ("red", "green", "blue", "white")]), HEADERS, 400, "too_many_images"),
+        (_ask({"type": "image_url", "image_url": data_url("red")}), HEADERS, 400, "invalid_image"),
+        (_ask(max_tokens=10**6), HEADERS, 400, None),
+        (_ask(n=2), HEADERS, 400, None),
+        ({"model": MODEL, "messages": [{"role": "user", "content": "x" * 2_000_000}]}, HEADERS, 413,
+         "request_too_large"),
+    ]
+    for body, headers, status, code in cases:
+        sent = {"content": body} if isinstance(body, bytes) else {"json": body}
+        r = httpx.post(url, headers=headers, timeout=60, **sent)
+        assert r.status_code == status, (body if isinstance(body, bytes) else r.text)
+        openai_schemas.check("ErrorResponse", r.json())
+        assert r.json()["error"]["code"] == code and r.json()["error"]["message"]
+    models = httpx.get(f"{api.url}/v1/models")
+    assert models.status_code == 401
+    openai_schemas.check("ErrorResponse", models.json())
+
+
+def test_malformed_content_parts_are_refused_saying_what_is_wrong(api):
+    """Bodies that break OpenAI's request schema get a 400 naming the field, not a silent reading."""
+    good = image_part(data_url("red"))
+    bad_parts = {  # part -> what the message says
+        "bare-string image_url": ({"type": "image_url", "image_url": data_url("red")},
+                                  r"content\[0\]\.image_url must be an object like \{\"url\": .*got a string"),
+        "no url": ({"type": "image_url", "image_url": {"detail": "low"}}, r"image_url\.url must be a non-empty string"),
+        "bad detail": ({"type": "image_url", "image_url": {"url": data_url("red"), "detail": "huge"}},
+                       r"image_url\.detail must be one of auto, low, high"),
+        "not an object": ("just text", r"content\[0\] must be an object with a 'type'.*got a string"),
+        "no type": ({"text": "hi"}, r"content\[0\]\.type is missing"),
+        "text not a string": ({"type": "text", "text": 5}, r"content\[0\]\.text must be a string; got a number"),
+        "unknown part": ({"type": "input_audio", "input_audio": {"data": "", "format": "wav"}},
+                         r"'input_audio' is not supported"),
+    }
+    assert not openai_schemas.errors("CreateChatCompletionRequest", _ask(good))
+    for name, (part, message) in bad_parts.items():
+        body = _ask(part)
+        if name != "unknown part":  # audio is valid OpenAI, just not served here
+            assert openai_schemas.errors("CreateChatCompletionRequest", body), name
+        r = httpx.post(f"{api.url}/v1/chat/completions", json=body, headers=HEADERS, timeout=60)
+        assert r.status_code == 400, name
+        assert re.search(message, r.json()["error"]["message"]), (name, r.json())
+        assert r.json()["error"]["param"].startswith("messages[0].content[0]")
+    for content, message in [([], r"messages\[0\]\.content must be a string or a non-empty array"),
+                             (None, r"messages\[0\]\.content must be .*got null")]:
+        r = httpx.post(f"{api.url}/v1/chat/completions", headers=HEADERS, timeout=60,
+                       json={"model": MODEL, "messages": [{"role": "user", "content": content}]})
+        assert r.status_code == 400 and re.search(message, r.json()["error"]["message"]), r.json()
+    system_image = {"model": MODEL, "messages": [{"role": "system", "content": [good]},
+                                                 {"role": "user", "content": "hi"}]}
+    r = httpx.post(f"{api.url}/v1/chat/completions", json=system_image, headers=HEADERS, timeout=60)
+    assert r.status_code == 400 and "only user messages may carry images" in r.json()["error"]["message"]
 
 
 def test_image_urls_are_fetched_only_where_allowed(api, tmp_path):
@@ -242,3 +360,11 @@ def test_an_engine_failure_is_an_error_not_a_dead_server(api, monkeypatch):
             if chunk.choices and chunk.choices[0].delta.content:
                 got.append(chunk.choices[0].delta.content)
     assert "".join(got) == "Once upon "
+    # Raw: the non-streamed answer and the stream's error event are both OpenAI ErrorResponses.
+    failed = httpx.post(f"{api.url}/v1/chat/completions", json={"model": MODEL, "messages": msgs}, headers=HEADERS)
+    assert failed.status_code == 400 and failed.json()["error"]["code"] == "engine_refused"
+    openai_schemas.check("ErrorResponse", failed.json())
+    events = post_stream(api, {"model": MODEL, "messages": msgs, "stream": True})
+    openai_schemas.check("CreateChatCompletionStreamResponse", events[0])
+    assert "ran out of memory" in events[-1]["error"]["message"]
+    openai_schemas.check("ErrorResponse", events[-1])

@@ -15,6 +15,7 @@ from types import SimpleNamespace
 import pytest
 from gradio_client import Client, handle_file
 
+import openai_schemas
 from conftest import attach_file, launched_app
 from fake_openai import FakeOpenAIServer
 from llava_app.engine.base import ChatRequest, GenerationParams
@@ -87,6 +88,27 @@ def test_messages_keep_the_local_engines_order_labels_and_images(store, image_fi
         assert url.startswith("data:image/png;base64,")
         assert base64.b64decode(url.split(",", 1)[1]) == open(ref.path, "rb").read()
     assert request.info.image_labels == ["Image 1", "Image 2", "Image 3"]
+
+
+def test_every_request_body_follows_the_openai_request_schema(fake, store, image_files):
+    """What goes upstream, as the server received it, checked against OpenAI's CreateChatCompletionRequest."""
+    backend = OpenAIBackend("tiny-random", fake.url)
+    conv = _conversation(store, image_files)
+    shapes = [(conv.messages("Be brief."), GenerationParams(temperature=0.7, top_p=0.8, max_new_tokens=33)),
+              (conv.messages(""), GenerationParams()),  # no system message, greedy
+              (conv.messages("Be brief.", first_visible=1, summary="Two photos were compared."), GenerationParams())]
+    for messages, params in shapes:
+        assert "".join(backend.stream(ChatRequest(messages, params, session_id=conv.id))) == "red green blue "
+    fake.mode = "reject-stream-options"  # the retry without stream_options is a request too
+    backend = OpenAIBackend("tiny-random", fake.url)
+    assert "".join(backend.stream(ChatRequest(conv.messages(""), GenerationParams()))) == "red green blue "
+    assert len(fake.requests) == 5 and "stream_options" not in fake.requests[-1]
+    for body in fake.requests:
+        openai_schemas.check("CreateChatCompletionRequest", body)
+    # The check can fail: an image given as a bare string is not a valid content part.
+    broken = fake.requests[0]
+    broken["messages"][1]["content"][1]["image_url"] = broken["messages"][1]["content"][1]["image_url"]["url"]
+    assert openai_schemas.errors("CreateChatCompletionRequest", broken)
 
 
 def test_start_up_check_names_the_problem_in_one_line(fake):
@@ -236,3 +258,5 @@ def test_the_app_shows_upstream_errors_and_keeps_the_conversation(fake, tmp_path
         assert [m["role"] for m in last][-5:] == ["user", "assistant", "user", "assistant", "user"]
         # Every request of this conversation named it, for sticky routing to an engine replica.
         assert set(fake.session_ids) == {ctx["conversation_id"]}
+        for body in fake.requests:  # what the page's questions sent upstream, checked against OpenAI's schema
+            openai_schemas.check("CreateChatCompletionRequest", body)

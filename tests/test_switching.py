@@ -145,3 +145,46 @@ def test_switching_over_the_api_keeps_the_conversation(config, image_files):
         assert second.strip() and ctx["turns"][0]["assistant"] == first
         assert [t["user"] for t in ctx["turns"]] == ["Compare Image 1 and Image 2", "Which one is brighter?"]
         assert ctx["prompt_images"] == 2 and ctx["prompt_tokens"] != tokens_before
+
+
+def test_v1_follows_the_model_held_now(config, image_files):
+    """After a switch in the page, /v1 lists, accepts and names the new model, and refuses the old one."""
+    import base64
+
+    import httpx
+
+    import openai_schemas
+    from llava_app.storage.images import ImageStore
+
+    config = dataclasses.replace(config, openai_api=True)
+    backend = _switchable(config, ImageStore(os.path.join(config.data_dir, "images")))
+    image = "data:image/png;base64," + base64.b64encode(image_files[0].read_bytes()).decode()
+
+    def ask(model: str) -> httpx.Response:
+        content = [{"type": "image_url", "image_url": {"url": image}}, {"type": "text", "text": "What is it?"}]
+        return httpx.post(f"{url}v1/chat/completions", timeout=120,
+                          json={"model": model, "max_tokens": 4, "messages": [{"role": "user", "content": content}]})
+
+    with launched_app(config, backend=backend) as (url, _, _):
+        assert [m["id"] for m in httpx.get(f"{url}v1/models").json()["data"]] == ["tiny-random"]
+        before = ask("tiny-random").json()
+        assert before["model"] == "tiny-random"
+        Client(url, verbose=False).predict(OTHER, api_name="/switch_model")
+        assert backend.model_name == OTHER
+        listed = httpx.get(f"{url}v1/models").json()
+        openai_schemas.check("ListModelsResponse", listed)
+        assert [m["id"] for m in listed["data"]] == [OTHER]
+        assert listed["data"][0]["max_model_len"] == backend.context_length
+        old = ask("tiny-random")
+        assert old.status_code == 404 and f"this server serves `{OTHER}`" in old.json()["error"]["message"]
+        openai_schemas.check("ErrorResponse", old.json())
+        new = ask(OTHER)
+        assert new.status_code == 200, new.text
+        answer = new.json()
+        openai_schemas.check("CreateChatCompletionResponse", answer)
+        assert answer["model"] == OTHER and answer["choices"][0]["message"]["content"].strip()
+        # Counted by the new model: OneVision encodes the image into other tokens than LLaVA's 16.
+        assert answer["usage"]["prompt_tokens"] != before["usage"]["prompt_tokens"]
+        text = answer["choices"][0]["message"]["content"]
+        tokenizer = backend.engine.processor.tokenizer
+        assert answer["usage"]["completion_tokens"] == len(tokenizer(text, add_special_tokens=False)["input_ids"])
