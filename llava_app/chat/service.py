@@ -261,6 +261,7 @@ class ChatService:
         removed = self.store.sweep(self.sessions.images_in_use(), grace_s=grace)
         if removed:
             log.info("removed %d image file(s) no conversation uses", removed)
+        log.debug("housekeeping pass: %d live conversation(s), %d image file(s) removed", len(self.sessions), removed)
 
     def close(self) -> None:
         """Stop background work."""
