@@ -6,8 +6,6 @@ import asyncio
 import html
 import logging
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +23,7 @@ from llava_app.chat.conversation import Conversation, PromptInfo
 from llava_app.web.display import chat_markdown
 from llava_app.errors import UserError
 from llava_app.chat.examples import Example, available_examples, language_of, load_example
-from llava_app.storage.export import read_conversation, write_json, write_markdown, write_zip
+from llava_app.storage.export import new_export_folder, read_conversation, write_json, write_markdown, write_zip
 from llava_app.storage.feedback import FeedbackLog
 from llava_app.storage.images import ImageLimits, ImageStore
 from llava_app.storage.saved import BrowserHistory, ConversationArchive
@@ -599,16 +597,11 @@ class _GradioSessions:
 
 
 EXPORT_KINDS = ("markdown", "json", "zip")
-_EXPORTS_KEPT = 64  # export folders kept on disk; older ones are removed
 
 
 def _export(kind: str, conv: Conversation, exports_dir: Path, *, model: str, system_prompt: str) -> Path:
     """Write one export into a fresh folder (a readable file name for the download)."""
-    exports_dir.mkdir(parents=True, exist_ok=True)
-    old = sorted(exports_dir.iterdir(), key=lambda p: p.stat().st_mtime)
-    for folder in old[:max(0, len(old) - _EXPORTS_KEPT + 1)]:
-        shutil.rmtree(folder, ignore_errors=True)
-    folder = Path(tempfile.mkdtemp(prefix="export-", dir=exports_dir))
+    folder = new_export_folder(exports_dir)
     if kind == "markdown":
         return write_markdown(conv, folder / "conversation.md", model=model)
     if kind == "json":
