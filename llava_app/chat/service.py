@@ -249,9 +249,15 @@ class ChatService:
             self._end_conversation(conv.id)
 
     def start_housekeeping(self, interval_s: float | None = None) -> None:
-        """Run ``housekeep`` in the background (ends idle conversations, sweeps unused images)."""
+        """Run ``housekeep`` in the background (ends idle conversations, sweeps unused images).
+
+        This process's lease on the image store is written at once, so that other app
+        processes sharing the store wait for it (see ``storage.leases``).
+        """
         if self._janitor is None:
             interval = interval_s or max(0.5, min(60.0, self.sessions.ttl_s / 2))
+            self.store.leases.interval_s = interval
+            self.store.leases.write(self.sessions.images_in_use())
             self._janitor = Janitor(self, "housekeep", interval)
 
     def housekeep(self) -> None:
@@ -264,10 +270,11 @@ class ChatService:
         log.debug("housekeeping pass: %d live conversation(s), %d image file(s) removed", len(self.sessions), removed)
 
     def close(self) -> None:
-        """Stop background work."""
+        """Stop background work and withdraw this process's lease on the image store."""
         if self._janitor is not None:
             self._janitor.stop()
             self._janitor = None
+            self.store.leases.remove()
 
     # ----- internals ---------------------------------------------------------------------------
     def _arm(self, conv: Conversation, start: bool = False) -> threading.Event:
