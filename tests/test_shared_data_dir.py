@@ -3,12 +3,14 @@
 Instance A (default --session-ttl: housekeeping once a minute) gets two images and a
 question; then instance B starts on the same folder with --session-ttl 2, so it sweeps
 the shared image store every second. After several of B's passes every image file of A
-must still be there, and A must still list, serve and answer about its images.
+must still be there, and A must still list, serve and answer about its images. Each keeps
+a lease on the store, and a clean exit withdraws it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -110,6 +112,10 @@ def test_a_second_instance_keeps_every_image_of_the_first(tmp_path, tiny_cache, 
             assert r.status_code == 200 and r.content[:8] == b"\x89PNG\r\n\x1a\n", \
                 f"A serves its image {sha[:12]} with HTTP {r.status_code}"
         assert b.proc.poll() is None and a.proc.poll() is None
+        leases = {json.loads(p.read_text())["pid"]: p for p in (data / "images" / "instances").glob("*.json")}
+        assert {a.proc.pid, b.proc.pid} <= set(leases), "an instance keeps no lease on the shared store"
+        b.stop(signal.SIGINT)  # Ctrl+C: a clean exit withdraws the lease
+        assert not leases[b.proc.pid].exists(), "B's clean exit left its lease behind"
     finally:
         if b is not None:
             b.stop()

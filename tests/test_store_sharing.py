@@ -206,18 +206,20 @@ def test_an_archived_link_starts_its_grace_when_linked(tmp_path, store, image_fi
 
 
 def test_processes_starting_on_a_new_folder_share_one_secret(tmp_path):
-    archives = [ConversationArchive(tmp_path / "h.sqlite3", tmp_path / "files") for _ in range(8)]
-    start = threading.Barrier(len(archives))
-    secrets: list[str] = []
+    for round_ in range(5):  # a race: several rounds, so that the old code's failure shows
+        folder = tmp_path / str(round_)
+        archives = [ConversationArchive(folder / "h.sqlite3", folder / "files") for _ in range(8)]
+        start = threading.Barrier(len(archives))
+        secrets: list[str] = []
 
-    def read(archive):
-        start.wait()
-        secrets.append(archive.secret())
+        def read(archive):
+            start.wait()
+            secrets.append(archive.secret())
 
-    threads = [threading.Thread(target=read, args=(a,)) for a in archives]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len(secrets) == 8 and len(set(secrets)) == 1 and secrets[0]
-    assert [p.name for p in tmp_path.iterdir() if p.suffix == ".tmp"] == []
+        threads = [threading.Thread(target=read, args=(a,)) for a in archives]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(secrets) == 8 and len(set(secrets)) == 1 and secrets[0]
+        assert [p.name for p in folder.iterdir() if p.suffix == ".tmp"] == []
