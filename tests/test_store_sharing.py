@@ -161,21 +161,27 @@ def test_a_sweep_waits_for_another_process_reusing_a_file(tmp_path):
 
 
 class _NoModel:
-    """ChatService needs a backend only to answer; uploads and housekeeping never call it."""
+    """ChatService needs a backend to answer; uploads and housekeeping only tell it to forget a conversation."""
+
+    def forget(self, conv_id: str) -> None:
+        pass
 
 
-def test_housekeeping_publishes_what_conversations_use_and_close_withdraws_it(tmp_path, image_files):
-    service = ChatService(_NoModel(), ImageStore(tmp_path / "img"), session_ttl=3600)
-    service.start_housekeeping()
-    path = service.store.leases.path
-    lease = json.loads(path.read_text())
-    assert lease["interval_s"] == 60 and lease["hashes"] == [] and lease["pid"] == os.getpid()
+def test_a_lease_is_written_before_the_first_upload_and_each_pass_names_what_conversations_use(
+        tmp_path, image_files):
+    store = ImageStore(tmp_path / "img")
+    service = ChatService(_NoModel(), store, session_ttl=3600)
+    assert not store.leases.path.exists()  # a process that stores nothing holds nothing
     conv = Conversation()
     service.add_images(conv, [(str(image_files[0]), "a.png")])
+    assert store.leases.path.stat().st_mtime_ns <= Path(conv.images[0].path).stat().st_mtime_ns
+    lease = json.loads(store.leases.path.read_text())
+    assert lease["interval_s"] == 60 and lease["hashes"] == [] and lease["pid"] == os.getpid()
     service.housekeep()
-    assert json.loads(path.read_text())["hashes"] == [conv.images[0].sha256]
-    service.close()
-    assert not path.exists()
+    assert json.loads(store.leases.path.read_text())["hashes"] == [conv.images[0].sha256]
+    service.forget(conv)
+    service.housekeep()
+    assert json.loads(store.leases.path.read_text())["hashes"] == []
 
 
 def test_export_folders_shared_by_processes(tmp_path, monkeypatch):

@@ -249,15 +249,9 @@ class ChatService:
             self._end_conversation(conv.id)
 
     def start_housekeeping(self, interval_s: float | None = None) -> None:
-        """Run ``housekeep`` in the background (ends idle conversations, sweeps unused images).
-
-        This process's lease on the image store is written at once, so that other app
-        processes sharing the store wait for it (see ``storage.leases``).
-        """
+        """Run ``housekeep`` in the background (ends idle conversations, sweeps unused images)."""
         if self._janitor is None:
             interval = interval_s or max(0.5, min(60.0, self.sessions.ttl_s / 2))
-            self.store.leases.interval_s = interval
-            self.store.leases.write(self.sessions.images_in_use())
             self._janitor = Janitor(self, "housekeep", interval)
 
     def housekeep(self) -> None:
@@ -265,16 +259,15 @@ class ChatService:
         self.sessions.reap()
         grace = min(60.0, self.sessions.ttl_s)
         removed = self.store.sweep(self.sessions.images_in_use(), grace_s=grace)
+        log.debug("housekeeping pass: %d live conversation(s), %d image file(s) removed", len(self.sessions), removed)
         if removed:
             log.info("removed %d image file(s) no conversation uses", removed)
-        log.debug("housekeeping pass: %d live conversation(s), %d image file(s) removed", len(self.sessions), removed)
 
     def close(self) -> None:
-        """Stop background work and withdraw this process's lease on the image store."""
+        """Stop background work."""
         if self._janitor is not None:
             self._janitor.stop()
             self._janitor = None
-            self.store.leases.remove()
 
     # ----- internals ---------------------------------------------------------------------------
     def _arm(self, conv: Conversation, start: bool = False) -> threading.Event:

@@ -191,6 +191,7 @@ class ImageStore:
         """Store an image (atomically; a no-op when already stored)."""
         sha = image_digest(img)
         path = self.path_for(sha)
+        self.leases.ensure()  # other processes' sweeps spare new files while this one lives
         with self._files_lock:  # exists-and-touch is atomic against a sweep
             stored = path.exists() and _touch(path)
         if not stored:
@@ -233,6 +234,7 @@ class ImageStore:
     def link_in(self, sha256: str, source: str | os.PathLike) -> Path:
         """Put an already normalised PNG (e.g. from the conversation archive) in the store without re-encoding."""
         path = self.path_for(sha256)
+        self.leases.ensure()
         with self._files_lock:
             if path.exists() and _touch(path):
                 return path

@@ -5,19 +5,21 @@ remote-engine recipe runs both on the default folder), replicas on one shared di
 sweeps the content-addressed store now and then, and none may delete a file that another
 live instance still uses. The policy, applied by ``ImageStore.sweep``:
 
-- **A lease per instance.** An instance that sweeps keeps ``<store>/instances/<id>.json``:
-  its random id, pid, host, housekeeping interval, when it was written, and the hashes
-  its live conversations use. It is rewritten atomically (a temporary file, then a rename)
-  on every housekeeping pass, written once when housekeeping starts, and removed on a
-  clean exit (``atexit``).
+- **A lease per instance.** Each ``ImageStore`` keeps ``<store>/instances/<id>.json``:
+  a random id, pid, host, the longest time between two rewrites (``interval_s``: 60 s,
+  since the app's housekeeping sweeps at least once a minute), when it was written, and
+  the hashes its live conversations use. It is written before the store takes in its
+  first image, rewritten atomically (a temporary file, then a rename) by every sweep with
+  what the sweep keeps, and removed on a clean exit (``atexit``). A process that sweeps
+  less often than once a minute must raise ``ImageStore.leases.interval_s`` to match.
 - **Fresh leases count.** A lease is fresh while it is younger than ``stale_after``
-  (three of its instance's intervals plus 30 s) and, when it comes from this host and PID
+  (three intervals plus 30 s: 3.5 minutes) and, when it comes from this host and PID
   namespace, while its process is alive. A sweep keeps every hash a fresh lease names and
   removes stale leases (an instance killed with SIGKILL, a host gone).
-- **Uploads a lease does not name yet.** An instance stores an upload a moment before its
-  next pass puts it in its lease. So a sweep also keeps every file written or reused
+- **Uploads a lease does not name yet.** An upload is stored up to one interval before its
+  instance's next sweep names it. So a sweep also keeps every file written or reused
   within the longest ``stale_after`` of the other fresh leases: longer than any of those
-  instances' lease intervals. With no other instance, only the sweeper's own grace applies.
+  instances' intervals. With no other instance, only the sweeper's own grace applies.
 - **No lost reuse.** Finding-and-refreshing (or writing) a file in ``put`` and
   checking-and-deleting it in ``sweep`` hold an exclusive ``flock`` on ``<store>/.lock``,
   so a sweep in one process never deletes a file that another has just reused.
@@ -95,7 +97,7 @@ class Leases:
 
     Args:
         folder: the leases' folder (``<store>/instances``).
-        interval_s: how often this instance rewrites its lease (its housekeeping interval).
+        interval_s: the longest time between two rewrites of this lease (its sweeps' interval, at most).
         clock: wall-clock time (tests pass a fake one).
         alive: whether a pid of this host runs (tests pass a fake one).
     """
@@ -108,8 +110,8 @@ class Leases:
         self.host = this_host()
         self._clock = clock
         self._alive = alive
-        self._registered = False
-        self._write_lock = threading.Lock()  # one temporary file per instance
+        self._written = False  # and ``remove`` registered to run at exit
+        self._write_lock = threading.Lock()  # one writer of the temporary file
 
     @property
     def path(self) -> Path:
@@ -117,16 +119,25 @@ class Leases:
 
     def write(self, hashes: Iterable[str]) -> None:
         """Publish the hashes this instance uses (atomically: readers see the old or the new lease)."""
+        with self._write_lock:
+            self._write(hashes)
+
+    def ensure(self) -> None:
+        """Write a lease unless this instance has written one: before it holds any file."""
+        with self._write_lock:
+            if not self._written:
+                self._write(())
+
+    def _write(self, hashes: Iterable[str]) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         record = {"id": self.id, "pid": os.getpid(), "host": self.host, "interval_s": self.interval_s,
                   "written": self._clock(), "hashes": sorted(hashes)}
         tmp = self.folder / f"{self.id}.tmp"
-        with self._write_lock:
-            tmp.write_text(json.dumps(record))
-            os.replace(tmp, self.path)
-            if not self._registered:
-                atexit.register(self.remove)
-                self._registered = True
+        tmp.write_text(json.dumps(record))
+        os.replace(tmp, self.path)
+        if not self._written:
+            atexit.register(self.remove)
+            self._written = True
 
     def remove(self) -> None:
         """Withdraw this instance's lease (a clean exit)."""
