@@ -9,8 +9,6 @@ conversations, the feedback log and the housekeeping thread, and hands them over
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,13 +21,12 @@ from llava_app.engine import make_app_backend
 from llava_app.engine.base import Backend
 from llava_app.engine.catalog import allowed_models
 from llava_app.errors import UserError
-from llava_app.storage.export import read_conversation, write_json, write_markdown, write_zip
+from llava_app.storage.export import new_export_folder, read_conversation, write_json, write_markdown, write_zip
 from llava_app.storage.feedback import FeedbackLog
 from llava_app.storage.images import ImageLimits, ImageStore
 from llava_app.storage.saved import BrowserHistory, ConversationArchive
 
 EXPORT_KINDS = ("markdown", "json", "zip")
-_EXPORTS_KEPT = 64  # export folders kept on disk; older ones are removed
 
 
 @dataclass
@@ -69,11 +66,7 @@ class App:
         """Write one export (``EXPORT_KINDS``) into a fresh folder (a readable file name for the download)."""
         if not conv.turns and not conv.images:
             raise UserError("There is nothing to export yet: add images or ask a question first.")
-        self.exports_dir.mkdir(parents=True, exist_ok=True)
-        old = sorted(self.exports_dir.iterdir(), key=lambda p: p.stat().st_mtime)
-        for folder in old[:max(0, len(old) - _EXPORTS_KEPT + 1)]:
-            shutil.rmtree(folder, ignore_errors=True)
-        folder = Path(tempfile.mkdtemp(prefix="export-", dir=self.exports_dir))
+        folder = new_export_folder(self.exports_dir)
         model = self.service.model_name
         if kind == "markdown":
             return write_markdown(conv, folder / "conversation.md", model=model)

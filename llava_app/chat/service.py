@@ -259,6 +259,7 @@ class ChatService:
         self.sessions.reap()
         grace = min(60.0, self.sessions.ttl_s)
         removed = self.store.sweep(self.sessions.images_in_use(), grace_s=grace)
+        log.debug("housekeeping pass: %d live conversation(s), %d image file(s) removed", len(self.sessions), removed)
         if removed:
             log.info("removed %d image file(s) no conversation uses", removed)
 

@@ -15,6 +15,9 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import shutil
+import tempfile
+import time
 import zipfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -34,6 +37,8 @@ SFT_FILE = "llava_app_sft.json"
 DATASET_NAME = "llava_app"
 IMAGE_MARKER = "<image>"
 MAX_TEXT_BYTES = 8 * 1024 * 1024  # the turns' text in one file; far beyond any real chat
+EXPORTS_KEPT = 64  # export folders kept on disk; older ones are removed
+EXPORT_MIN_AGE_S = 600.0  # ... but none younger than this: it may still be written or handed to Gradio
 
 
 class ConversationFileError(UserError):
@@ -147,6 +152,27 @@ def dataset_info() -> dict[str, Any]:
         "columns": {"messages": "messages", "images": "images", "system": "system"},
         "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant"},
     }}
+
+
+def new_export_folder(exports_dir: Path, keep: int = EXPORTS_KEPT, min_age_s: float = EXPORT_MIN_AGE_S) -> Path:
+    """A fresh folder for one export; the oldest folders beyond ``keep`` go, unless younger than ``min_age_s``.
+
+    Several app processes may share ``exports_dir``: a folder another one removes meanwhile
+    is skipped, and a young one (another process's export in progress) stays.
+    """
+    exports_dir.mkdir(parents=True, exist_ok=True)
+    folders = []
+    for path in exports_dir.iterdir():
+        try:
+            folders.append((path.stat().st_mtime, path))
+        except FileNotFoundError:
+            continue
+    folders.sort()
+    now = time.time()
+    for mtime, path in folders[:max(0, len(folders) - keep + 1)]:
+        if now - mtime >= min_age_s:
+            shutil.rmtree(path, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix="export-", dir=exports_dir))
 
 
 def write_markdown(conv: Conversation, path: str | Path, *, model: str = "") -> Path:

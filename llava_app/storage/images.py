@@ -5,7 +5,8 @@ Every image enters the app through ``decode_image``: formats are recognised by c
 decoded, the file is decoded in full (truncated files fail here, not mid-generation),
 EXIF orientation is applied, every mode becomes RGB (alpha over white), animations
 give their first frame, and very large images are downscaled. ``ImageStore`` keeps the
-normalised images as PNG files named by a hash of their pixels.
+normalised images as PNG files named by a hash of their pixels; several app processes may
+share one store (``leases`` says how none deletes a file another still uses).
 """
 
 from __future__ import annotations
@@ -21,11 +22,12 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from PIL import Image, ImageOps
 
 from llava_app.errors import UserError
+from llava_app.storage.leases import FilesLock, Leases
 
 # Magic bytes -> format name. Anything else (TIFF, SVG, HTML, PDF, text...) is refused.
 _SIGNATURES: list[tuple[bytes, int, str]] = [
@@ -165,15 +167,21 @@ class StoredImage:
 
 
 class ImageStore:
-    """Normalised images as PNG files named by their pixel hash, with a small in-memory LRU."""
+    """Normalised images as PNG files named by their pixel hash, with a small in-memory LRU.
 
-    def __init__(self, root: str | os.PathLike, cache_items: int = 64):
+    ``clock`` (wall-clock time, compared with file times) is for tests.
+    """
+
+    def __init__(self, root: str | os.PathLike, cache_items: int = 64, *, clock: Callable[[], float] = time.time):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self._cache: OrderedDict[str, Image.Image] = OrderedDict()
         self._cache_items = cache_items
         self._lock = threading.Lock()
-        self._files_lock = threading.Lock()  # between writers and ``sweep``
+        self._files_lock = FilesLock(self.root / ".lock")  # writers and ``sweep``, across processes too
+        self._clock = clock
+        #: what this process's conversations use, for the sweeps of other processes on this store
+        self.leases = Leases(self.root / "instances", clock=clock)
 
     def path_for(self, sha256: str) -> Path:
         """Where the image with this hash lives."""
@@ -183,6 +191,7 @@ class ImageStore:
         """Store an image (atomically; a no-op when already stored)."""
         sha = image_digest(img)
         path = self.path_for(sha)
+        self.leases.ensure()  # other processes' sweeps spare new files while this one lives
         with self._files_lock:  # exists-and-touch is atomic against a sweep
             stored = path.exists() and _touch(path)
         if not stored:
@@ -225,6 +234,7 @@ class ImageStore:
     def link_in(self, sha256: str, source: str | os.PathLike) -> Path:
         """Put an already normalised PNG (e.g. from the conversation archive) in the store without re-encoding."""
         path = self.path_for(sha256)
+        self.leases.ensure()
         with self._files_lock:
             if path.exists() and _touch(path):
                 return path
@@ -239,12 +249,17 @@ class ImageStore:
         return path
 
     def sweep(self, keep: set[str], grace_s: float = 60.0) -> int:
-        """Delete stored images no live conversation uses; returns how many went.
+        """Delete stored images no live conversation of any instance uses; returns how many went.
 
-        Files written or re-put within ``grace_s`` stay: an upload is stored a moment
-        before its conversation holds it.
+        ``keep`` (the hashes this process's conversations hold) becomes this process's
+        lease; the hashes of other instances' fresh leases are kept too. Files written or
+        re-put within ``grace_s`` stay (an upload is stored a moment before its
+        conversation holds it), and within the longest lease window of the other instances.
         """
-        cutoff = time.time() - grace_s
+        self.leases.write(keep)
+        others = self.leases.others()
+        keep = set(keep).union(*(lease.hashes for lease in others))
+        cutoff = self._clock() - max([grace_s, *(lease.stale_after for lease in others)])
         removed = 0
         for path in self.root.glob("*/*.png"):
             sha = path.stem

@@ -133,11 +133,23 @@ class ConversationArchive:
             return path.read_text().strip()
         except FileNotFoundError:
             pass
-        value = secrets.token_urlsafe(24)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        # Written whole under a temporary name, then linked into place unless another app process
+        # sharing the data folder was first: every process reads the same secret, never half of one.
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
-            fh.write(value)
-        return value
+            fh.write(secrets.token_urlsafe(24))
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        except OSError:  # a file system without hard links
+            if not path.exists():
+                os.replace(tmp, path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        return path.read_text().strip()
 
     def file_for(self, sha256: str) -> Path:
         """Where an archived image lives."""
@@ -155,6 +167,7 @@ class ConversationArchive:
             os.link(source, tmp)
         except OSError:
             shutil.copyfile(source, tmp)
+        os.utime(tmp)  # a link keeps the store file's old time: a sweep's grace runs from now, until the row commits
         os.replace(tmp, dest)
 
     def save(self, key: str, conv: Conversation) -> None:
