@@ -61,6 +61,8 @@ class ChatService:
         self.sessions = Sessions(self._end_conversation, ttl_s=session_ttl, busy=self._busy)
         #: called with a conversation id when it ends (e.g. to stop saving it for its browser)
         self.on_release: list[Callable[[str], None]] = []
+        #: more housekeeping, run by ``housekeep`` off the request path (e.g. sweeping saved conversations)
+        self.housekeeping: list[Callable[[], None]] = []
         self._janitor: Janitor | None = None
         self.max_question_chars = max_question_chars
         self.image_limits = image_limits or ImageLimits()
@@ -255,12 +257,20 @@ class ChatService:
             self._janitor = Janitor(self, "housekeep", interval)
 
     def housekeep(self) -> None:
-        """End conversations idle past their time-to-live; delete image files no live conversation uses."""
+        """End conversations idle past their time-to-live; delete image files no live conversation uses.
+
+        Then run each of ``housekeeping`` (one failing does not stop the others).
+        """
         self.sessions.reap()
         grace = min(60.0, self.sessions.ttl_s)
         removed = self.store.sweep(self.sessions.images_in_use(), grace_s=grace)
         if removed:
             log.info("removed %d image file(s) no conversation uses", removed)
+        for work in self.housekeeping:
+            try:
+                work()
+            except Exception:  # noqa: BLE001 - housekeeping must never stop
+                log.exception("housekeeping failed")
 
     def close(self) -> None:
         """Stop background work."""

@@ -25,10 +25,11 @@ from llava_app.chat.conversation import Conversation, PromptInfo
 from llava_app.web.display import chat_markdown
 from llava_app.errors import UserError
 from llava_app.chat.examples import Example, available_examples, language_of, load_example
-from llava_app.storage.export import read_conversation, write_json, write_markdown, write_zip
+from llava_app.chat.saved import BrowserSaves
+from llava_app.chat.transfer import export_conversation, import_conversation
 from llava_app.storage.feedback import FeedbackLog
 from llava_app.storage.images import ImageLimits, ImageStore
-from llava_app.storage.saved import BrowserHistory, ConversationArchive
+from llava_app.storage.saved import SavedConversations
 from llava_app.chat.service import ChatService
 from llava_app.web.streaming import iterate_in_thread
 from llava_app.web.translations import TRANSLATIONS, key
@@ -172,8 +173,9 @@ def build_demo(backend: Backend, config: Config, store: ImageStore | None = None
         max_images_per_message=config.max_images_per_message, session_ttl=config.session_ttl,
     )
     service.start_housekeeping()
-    history = BrowserHistory(open_archive(config), store)
+    history = BrowserSaves(open_saved_conversations(config), store)
     service.on_release.append(history.release)
+    service.housekeeping.append(history.housekeep)
 
     def on_session_end(conv: Conversation) -> None:
         # Gradio calls this when the state expires (idle past --session-ttl, or an hour after the tab closed).
@@ -187,7 +189,7 @@ def build_demo(backend: Backend, config: Config, store: ImageStore | None = None
                          time_to_live=config.session_ttl)
         # The browser's key to its saved conversation (localStorage: shared by its tabs, unknown to other browsers).
         browser_key = gr.BrowserState("", storage_key="llava-app-conversation",
-                                      secret=history.archive.secret() if history.enabled else None)
+                                      secret=history.saved.secret() if history.enabled else None)
         gr.Markdown(T("title"), elem_id="title")
         model_line = gr.Markdown(_model_line(backend.model_name), elem_id="model-name")
         banner = gr.Markdown(T("random_banner"), elem_id="random-banner", visible=backend.is_random)
@@ -454,7 +456,8 @@ def build_demo(backend: Backend, config: Config, store: ImageStore | None = None
                 gr.Warning("Press Stop, or wait for the answer, before importing a conversation.")
                 return conv, gr.update(), gr.update(), gr.update(), *views(conv)
             try:
-                imported = read_conversation(path, store, limits=service.upload_limits(), max_images=config.max_images)
+                imported = import_conversation(path, store, limits=service.upload_limits(),
+                                               max_images=config.max_images)
             except UserError as exc:
                 gr.Warning(_plain(str(exc)))
                 return conv, gr.update(), gr.update(), gr.update(), *views(conv)
@@ -476,7 +479,7 @@ def build_demo(backend: Backend, config: Config, store: ImageStore | None = None
                 turn = _turn_of_message(conv, data.index)
                 if turn is None:
                     return
-                feedback.record(conv, turn, data.liked, model=backend.model_name, system_prompt=sys_prompt)
+                feedback.record(conv.to_record(model=backend.model_name, system_prompt=sys_prompt), turn, data.liked)
 
             chatbot.like(on_like, [state, system_prompt], None, api_visibility="private", queue=False)
 
@@ -549,15 +552,15 @@ def build_demo(backend: Backend, config: Config, store: ImageStore | None = None
     return demo
 
 
-def open_archive(config: Config) -> ConversationArchive | None:
-    """The store of saved conversations the config asks for (None with --no-history)."""
+def open_saved_conversations(config: Config) -> SavedConversations | None:
+    """The saved conversations the config asks for (None with --no-history)."""
     if not config.history:
         return None
     root = os.path.join(config.data_dir, "history")
-    return ConversationArchive(config.history_db or os.path.join(root, "conversations.sqlite3"),
-                               config.history_dir or os.path.join(root, "images"),
-                               retention_s=config.history_days * 86400,
-                               max_bytes=int(config.history_max_mb * 1024 * 1024))
+    return SavedConversations(config.history_db or os.path.join(root, "conversations.sqlite3"),
+                              config.history_dir or os.path.join(root, "images"),
+                              retention_s=config.history_days * 86400,
+                              max_bytes=int(config.history_max_mb * 1024 * 1024))
 
 
 class _GradioSessions:
@@ -609,11 +612,7 @@ def _export(kind: str, conv: Conversation, exports_dir: Path, *, model: str, sys
     for folder in old[:max(0, len(old) - _EXPORTS_KEPT + 1)]:
         shutil.rmtree(folder, ignore_errors=True)
     folder = Path(tempfile.mkdtemp(prefix="export-", dir=exports_dir))
-    if kind == "markdown":
-        return write_markdown(conv, folder / "conversation.md", model=model)
-    if kind == "json":
-        return write_json(conv, folder / "conversation.json", model=model, system_prompt=system_prompt)
-    return write_zip(conv, folder / "conversation-llamafactory.zip", model=model, system_prompt=system_prompt)
+    return export_conversation(kind, conv, folder, model=model, system_prompt=system_prompt)
 
 
 def _turn_of_message(conv: Conversation, index: Any) -> int | None:
