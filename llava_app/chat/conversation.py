@@ -199,7 +199,7 @@ class Conversation:
             if turn.assistant is not None:
                 conv.answer(turn.assistant, stopped=turn.stopped)
         add_images_of(last)
-        conv.next_number = max(conv.next_number, record.next_number)
+        conv.next_number = max([conv.next_number, record.next_number, *(im.number + 1 for im in record.images)])
         lp = record.last_prompt
         if lp is not None:
             conv.last_prompt = PromptInfo(text=lp.text, n_images=lp.n_images, n_tokens=lp.n_tokens,
