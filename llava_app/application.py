@@ -14,17 +14,19 @@ from pathlib import Path
 
 from llava_app.chat.context import ContextFitter
 from llava_app.chat.conversation import Conversation
+from llava_app.chat.saved import BrowserSaves
 from llava_app.chat.service import ChatService
 from llava_app.chat.sessions import Janitor
+from llava_app.chat.transfer import export_conversation, import_conversation
 from llava_app.config import Config
 from llava_app.engine import make_app_backend
 from llava_app.engine.base import Backend
 from llava_app.engine.catalog import allowed_models
 from llava_app.errors import UserError
-from llava_app.storage.export import new_export_folder, read_conversation, write_json, write_markdown, write_zip
+from llava_app.storage.export import new_export_folder
 from llava_app.storage.feedback import FeedbackLog
 from llava_app.storage.images import ImageLimits, ImageStore
-from llava_app.storage.saved import BrowserHistory, ConversationArchive
+from llava_app.storage.saved import SavedConversations
 
 EXPORT_KINDS = ("markdown", "json", "zip")
 
@@ -36,7 +38,7 @@ class App:
     config: Config
     service: ChatService
     #: this server's saved conversations, each under its browser's key (disabled with --no-history)
-    saved: BrowserHistory
+    saved: BrowserSaves
     #: likes and dislikes (None without --feedback-file)
     feedback: FeedbackLog | None
     #: where uploads are stored (served as static files: they never change)
@@ -58,26 +60,22 @@ class App:
         """A conversation from an exported JSON or zip, in place of ``old``; returns it and its system prompt."""
         if self.service.is_running(old):
             raise UserError("Press Stop, or wait for the answer, before importing a conversation.")
-        imported = read_conversation(path, self.service.store, limits=self.service.upload_limits(),
-                                     max_images=self.config.max_images)
+        imported = import_conversation(path, self.service.store, limits=self.service.upload_limits(),
+                                       max_images=self.config.max_images)
         return self.replace(old, imported.conversation, client), imported.system_prompt
 
     def export(self, kind: str, conv: Conversation, system_prompt: str) -> Path:
         """Write one export (``EXPORT_KINDS``) into a fresh folder (a readable file name for the download)."""
         if not conv.turns and not conv.images:
             raise UserError("There is nothing to export yet: add images or ask a question first.")
-        folder = new_export_folder(self.exports_dir)
-        model = self.service.model_name
-        if kind == "markdown":
-            return write_markdown(conv, folder / "conversation.md", model=model)
-        if kind == "json":
-            return write_json(conv, folder / "conversation.json", model=model, system_prompt=system_prompt)
-        return write_zip(conv, folder / "conversation-llamafactory.zip", model=model, system_prompt=system_prompt)
+        return export_conversation(kind, conv, new_export_folder(self.exports_dir), model=self.service.model_name,
+                                   system_prompt=system_prompt)
 
     # ----- background work ------------------------------------------------------------------
     def housekeep(self) -> None:
-        """End idle conversations, delete image files none uses (the janitor calls this)."""
+        """End idle conversations, delete image files none uses, sweep saved ones (the janitor calls this)."""
         self.service.housekeep()
+        self.saved.housekeep()
 
     def start_housekeeping(self, interval_s: float | None = None) -> None:
         """Run ``housekeep`` in a daemon thread, every ``interval_s`` (default: half the time-to-live)."""
@@ -92,15 +90,15 @@ class App:
             self._janitor = None
 
 
-def open_saved(config: Config) -> ConversationArchive | None:
+def open_saved(config: Config) -> SavedConversations | None:
     """The store of saved conversations the config asks for (None with --no-history)."""
     if not config.history:
         return None
     root = os.path.join(config.data_dir, "history")
-    return ConversationArchive(config.history_db or os.path.join(root, "conversations.sqlite3"),
-                               config.history_dir or os.path.join(root, "images"),
-                               retention_s=config.history_days * 86400,
-                               max_bytes=int(config.history_max_mb * 1024 * 1024))
+    return SavedConversations(config.history_db or os.path.join(root, "conversations.sqlite3"),
+                              config.history_dir or os.path.join(root, "images"),
+                              retention_s=config.history_days * 86400,
+                              max_bytes=int(config.history_max_mb * 1024 * 1024))
 
 
 def create_app(config: Config, backend: Backend | None = None, store: ImageStore | None = None) -> App:
@@ -119,7 +117,7 @@ def create_app(config: Config, backend: Backend | None = None, store: ImageStore
         max_images_per_message=config.max_images_per_message, session_ttl=config.session_ttl,
         max_new_tokens_limit=config.max_new_tokens_limit, allowed_models=allowed_models(config),
     )
-    saved = BrowserHistory(open_saved(config), store)
+    saved = BrowserSaves(open_saved(config), store)
     service.on_release.append(saved.release)
     feedback = FeedbackLog(config.feedback_file, with_images=config.feedback_images) if config.feedback_file else None
     app = App(config, service, saved, feedback, image_root=Path(store.root),

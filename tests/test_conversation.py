@@ -140,3 +140,54 @@ def test_summary_is_plain_json_data():
 
 def test_each_conversation_has_its_own_id():
     assert Conversation().id != Conversation().id
+
+
+# ----- the one way in from data: Conversation.restore ------------------------------------------
+def _record(images, turns, next_number=1):
+    from llava_app.storage.records import ConversationRecord, ImageRecord, TurnRecord
+
+    return ConversationRecord(
+        images=[ImageRecord(number=n, sha256=sha, width=10, height=10, turn=t, name=f"{sha}.png") for n, sha, t in images],
+        turns=[TurnRecord(user=u, assistant=a) for u, a in turns], next_number=next_number,
+        files={sha: f"/img/{sha}.png" for _, sha, _ in images})
+
+
+def test_to_record_and_restore_give_the_same_conversation_with_a_new_id():
+    conv = Conversation()
+    add(conv, "a")
+    add(conv, "b")
+    conv.ask("q1")
+    conv.answer("a1", stopped=True)
+    conv.remove_image(1)
+    add(conv, "c")
+    back = Conversation.restore(conv.to_record())
+    assert back.id != conv.id
+    assert [(im.label, im.sha256, im.joined_at, im.path, im.name) for im in back.images] == \
+        [(im.label, im.sha256, im.joined_at, im.path, im.name) for im in conv.images]
+    assert [(t.user, t.assistant, t.stopped) for t in back.turns] == [("q1", "a1", True)]
+    assert back.next_number == conv.next_number == 4
+    assert image_labels_per_message(back) == image_labels_per_message(conv)
+    assert [im.label for im in back.pending_images] == ["Image 3"]
+
+
+def test_restore_keeps_labels_never_reuses_them_and_keeps_a_picture_once():
+    record = _record([(3, "a", 0), (5, "b", 1), (7, "a", 1)], [("q1", "a1"), ("q2", None)], next_number=6)
+    conv = Conversation.restore(record)
+    assert [(im.label, im.joined_at) for im in conv.images] == [("Image 3", 0), ("Image 5", 1)]  # "a" again: kept once
+    assert conv.turns[-1].assistant is None  # the unanswered last turn stays pending
+    assert conv.next_number == 8  # no number the record gave is given again (7 went to the repeat)
+    new, _ = add(conv, "z")
+    assert new.label == "Image 8"
+    # Images joined "after" the last turn wait for the next question; a missing file is left out.
+    record = _record([(1, "a", 9), (2, "b", 0)], [("q1", "a1")])
+    del record.files["b"]
+    conv = Conversation.restore(record)
+    assert [(im.label, im.joined_at) for im in conv.images] == [("Image 1", 1)]
+    assert [im.label for im in conv.pending_images] == ["Image 1"] and conv.next_number == 3
+
+
+def test_restore_refuses_a_label_given_twice_and_too_many_images():
+    with pytest.raises(UserError, match="Image 2 is given twice"):
+        Conversation.restore(_record([(2, "a", 0), (2, "b", 0)], []))
+    with pytest.raises(UserError, match="limit is 2"):
+        Conversation.restore(_record([(1, "a", 0), (2, "b", 0), (3, "c", 0)], []), max_images=2)

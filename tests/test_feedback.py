@@ -27,8 +27,8 @@ def _conversation(tmp_path, image_files) -> Conversation:
 def test_records_the_rating_and_the_text_without_images(tmp_path, image_files):
     conv = _conversation(tmp_path, image_files)
     log = FeedbackLog(tmp_path / "fb" / "feedback.jsonl")
-    log.record(conv, 1, False, model="tiny-random", system_prompt="Be brief.")
-    log.record(conv, 0, True)
+    log.record(conv.to_record(model="tiny-random", system_prompt="Be brief."), 1, False)
+    log.record(conv.to_record(), 0, True)
     lines = [json.loads(line) for line in (tmp_path / "fb" / "feedback.jsonl").read_text().splitlines()]
     assert [(r["turn"], r["liked"], r["answer"]) for r in lines] == [(1, False, "Still different."),
                                                                       (0, True, "They differ.")]
@@ -42,8 +42,8 @@ def test_records_the_rating_and_the_text_without_images(tmp_path, image_files):
 def test_images_are_copied_only_when_asked(tmp_path, image_files):
     conv = _conversation(tmp_path, image_files)
     log = FeedbackLog(tmp_path / "feedback.jsonl", with_images=True)
-    record = log.record(conv, 0, True)
-    record_again = log.record(conv, 1, True)
+    record = log.record(conv.to_record(), 0, True)
+    record_again = log.record(conv.to_record(), 1, True)
     for im, ref in zip(record["images"], conv.images):
         copy = tmp_path / im["file"]
         assert copy.parent.name == "feedback_images" and copy.read_bytes() == Path(ref.path).read_bytes()
@@ -57,3 +57,15 @@ def test_chatbot_message_index_maps_to_its_turn(tmp_path, image_files):
     answers = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
     assert [turn_of_message(conv, i) for i in answers] == [0, 1]
     assert turn_of_message(conv, 0) is None and turn_of_message(conv, 99) is None
+
+
+def test_a_feedback_line_is_the_conversation_record(tmp_path, image_files):
+    from llava_app.storage.records import ConversationRecord
+
+    conv = _conversation(tmp_path, image_files)
+    log = FeedbackLog(tmp_path / "feedback.jsonl")
+    log.record(conv.to_record(model="tiny-random", system_prompt=""), 0, True)
+    line = json.loads((tmp_path / "feedback.jsonl").read_text())
+    back = ConversationRecord.from_json(line, "feedback.jsonl")
+    assert back == conv.to_record(model="tiny-random", system_prompt="")
+    assert back.conversation_id == conv.id and (line["turn"], line["liked"]) == (0, True)

@@ -23,7 +23,7 @@ from llava_app.chat.service import ChatService
 from llava_app.storage.export import new_export_folder
 from llava_app.storage.images import ImageStore
 from llava_app.storage.leases import fcntl, stale_after
-from llava_app.storage.saved import ConversationArchive
+from llava_app.storage.saved import SavedConversations
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -206,7 +206,7 @@ def test_an_archived_link_starts_its_grace_when_linked(tmp_path, store, image_fi
     conv = Conversation()
     ref = attach_file(conv, store, image_files[0])
     os.utime(ref.path, (time.time() - 3600,) * 2)  # an upload of an hour ago
-    archive = ConversationArchive(tmp_path / "h.sqlite3", tmp_path / "files")
+    archive = SavedConversations(tmp_path / "h.sqlite3", tmp_path / "files")
     archive.save("key", conv)
     assert archive.file_for(ref.sha256).stat().st_mtime > time.time() - 60
 
@@ -214,7 +214,7 @@ def test_an_archived_link_starts_its_grace_when_linked(tmp_path, store, image_fi
 def test_processes_starting_on_a_new_folder_share_one_secret(tmp_path):
     for round_ in range(5):  # a race: several rounds, so that the old code's failure shows
         folder = tmp_path / str(round_)
-        archives = [ConversationArchive(folder / "h.sqlite3", folder / "files") for _ in range(8)]
+        archives = [SavedConversations(folder / "h.sqlite3", folder / "files") for _ in range(8)]
         start = threading.Barrier(len(archives))
         secrets: list[str] = []
 

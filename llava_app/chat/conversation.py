@@ -6,16 +6,24 @@ order ("Image 1", "Image 2", ...) and the numbers never change, even when an ear
 image is removed. Each image joins the conversation at the turn where it was added:
 it is placed, with its label, in that turn's user message, so earlier turns' input
 does not change when an image arrives mid-conversation.
+
+``to_record``/``restore`` convert to and from the storage layer's ``ConversationRecord``
+(saved conversations, export and import, feedback); a conversation is only ever built
+from data by ``restore``. The record types are imported here for the layers above.
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 from llava_app.engine.base import PromptInfo
 from llava_app.errors import UserError
+from llava_app.storage.records import ConversationRecord, ImageRecord, PromptRecord, TurnRecord, image_label
+
+log = logging.getLogger(__name__)
 
 #: opens the model-written summary of the turns dropped to fit the context window
 SUMMARY_LEAD = "Summary of the earlier conversation:"
@@ -36,7 +44,7 @@ class ImageRef:
     @property
     def label(self) -> str:
         """The stable label shown under the thumbnail and given to the model."""
-        return f"Image {self.number}"
+        return image_label(self.number)
 
 
 @dataclass
@@ -69,10 +77,12 @@ class Conversation:
         return next((im for im in self.images if im.sha256 == sha256), None)
 
     def add_image(self, sha256: str, path: str, width: int, height: int, name: str = "",
-                  max_images: int | None = None) -> tuple[ImageRef, bool]:
+                  max_images: int | None = None, number: int | None = None) -> tuple[ImageRef, bool]:
         """Add an image at the current turn; returns ``(ref, added)``.
 
-        The same picture uploaded twice is kept once (``added`` is False).
+        The same picture uploaded twice is kept once (``added`` is False). ``number``
+        gives the image a label it already had (a conversation being rebuilt, see
+        ``restore``); by default it gets the next one. A number is never given twice.
         """
         existing = self.find_image(sha256)
         if existing is not None:
@@ -82,9 +92,13 @@ class Conversation:
                 f"This conversation already has {len(self.images)} images, the limit is {max_images}. "
                 "Remove one (x on its thumbnail) or start a new chat."
             )
-        ref = ImageRef(number=self.next_number, sha256=sha256, path=path, width=width, height=height,
+        if number is None:
+            number = self.next_number
+        elif number < 1 or any(im.number == number for im in self.images):
+            raise UserError(f"{image_label(number)} is given twice; each image needs a label of its own.")
+        ref = ImageRef(number=number, sha256=sha256, path=path, width=width, height=height,
                        joined_at=len(self.turns), name=name)
-        self.next_number += 1
+        self.next_number = max(self.next_number, number + 1)
         self.images.append(ref)
         return ref, True
 
@@ -93,7 +107,7 @@ class Conversation:
         for i, im in enumerate(self.images):
             if im.number == number:
                 return self.images.pop(i)
-        raise UserError(f"There is no Image {number} in this conversation.")
+        raise UserError(f"There is no {image_label(number)} in this conversation.")
 
     def images_for_turn(self, index: int) -> list[ImageRef]:
         """The images carried by user turn ``index``."""
@@ -153,6 +167,59 @@ class Conversation:
         turn.assistant = None
         turn.stopped = False
         return turn
+
+    # ----- the record (saved conversations, export, import, feedback, /v1) ----------------
+    @classmethod
+    def restore(cls, record: ConversationRecord, max_images: int | None = None) -> Conversation:
+        """A new conversation (a fresh id) built from a record: the one way to build one from data.
+
+        Images are added as uploads are (``add_image``) and turns asked and answered in
+        order, so the same rules hold: each image keeps its number (its label), a picture
+        that appears twice is kept once, ``next_number`` never gives an old label again,
+        ``max_images`` applies. An image whose file is not in ``record.files`` is left out.
+        An unanswered last turn stays pending.
+        """
+        conv = cls()
+        last = len(record.turns)
+
+        def add_images_of(index: int) -> None:
+            for im in record.images:
+                if min(im.turn, last) != index:
+                    continue
+                path = record.files.get(im.sha256)
+                if path is None:
+                    log.warning("an image file of a conversation is missing; it is restored without it")
+                    continue
+                conv.add_image(im.sha256, path, im.width, im.height, im.name, max_images=max_images,
+                               number=im.number)
+
+        for i, turn in enumerate(record.turns):
+            add_images_of(i)
+            conv.ask(turn.user)
+            if turn.assistant is not None:
+                conv.answer(turn.assistant, stopped=turn.stopped)
+        add_images_of(last)
+        conv.next_number = max([conv.next_number, record.next_number, *(im.number + 1 for im in record.images)])
+        lp = record.last_prompt
+        if lp is not None:
+            conv.last_prompt = PromptInfo(text=lp.text, n_images=lp.n_images, n_tokens=lp.n_tokens,
+                                          image_labels=list(lp.image_labels))
+        return conv
+
+    def to_record(self, *, model: str = "", system_prompt: str | None = None,
+                  with_prompt: bool = False) -> ConversationRecord:
+        """The conversation as a record (with where its image files are); ``with_prompt`` keeps the last prompt."""
+        info = self.last_prompt if with_prompt else None
+        return ConversationRecord(
+            images=[ImageRecord(number=im.number, sha256=im.sha256, width=im.width, height=im.height,
+                                turn=im.joined_at, name=im.name) for im in self.images],
+            turns=[TurnRecord(user=t.user, assistant=t.assistant, stopped=t.stopped) for t in self.turns],
+            next_number=self.next_number, conversation_id=self.id, model=model, system_prompt=system_prompt,
+            last_prompt=None if info is None else PromptRecord(text=info.text, n_images=info.n_images,
+                                                               n_tokens=info.n_tokens,
+                                                               image_labels=tuple(info.image_labels)),
+            files={im.sha256: im.path for im in self.images},
+        )
 
     # ----- what the model gets ------------------------------------------------------------
     def messages(self, system_prompt: str = "", first_visible: int | None = None,

@@ -78,7 +78,7 @@ class Sessions:
         return was_live
 
     def close_client(self, client: str) -> bool:
-        """A browser tab closed: end its conversations now (a reload restores them from the archive).
+        """A browser tab closed: end its conversations now (a reload restores them from their saved copy).
 
         Returns False for a client already gone (e.g. idle past the time-to-live before its
         connection dropped).

@@ -1,10 +1,13 @@
-"""Conversations out and back in: Markdown, JSON, and a LLaMA-Factory fine-tuning record.
+"""Conversations out and back in: Markdown, JSON, and a LLaMA-Factory fine-tuning zip.
 
-Three downloads: Markdown to read (image labels, names and sizes), JSON to keep or
-move (the images inside, base64), and a zip for fine-tuning (a LLaMA-Factory
-multimodal ``sharegpt`` record with one ``<image>`` marker per image in prompt order,
-the images as files, ``dataset_info.json``, plus the JSON and Markdown). The JSON file
-and the zip import back into a new conversation that continues where it stopped.
+Everything here takes or gives a ``ConversationRecord`` (``records.py``). Three downloads:
+Markdown to read (image labels, names and sizes), JSON to keep or move (the record with
+the images inside, base64), and a zip for fine-tuning: a LLaMA-Factory multimodal
+``sharegpt`` record (OpenAI-style ``messages``, one ``<image>`` marker per image in
+prompt order, ``images`` relative to the dataset folder, ``system`` always present),
+``dataset_info.json``, the image files (named by label and content hash, so exports can
+share one dataset folder), plus the JSON and Markdown. The JSON file and the zip import
+back into a record that the chat layer turns into a new conversation.
 
 Images travel as the stored normalised PNG bytes, and come back through the same
 safe decoder as any upload, so an import gives the same pixels, hash, label and file.
@@ -14,22 +17,22 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import json
 import shutil
 import tempfile
 import time
 import zipfile
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from llava_app.chat.conversation import Conversation, ImageRef, Turn
-from llava_app.errors import UserError
 from llava_app.storage.images import ImageLimits, ImageStore, decode_image
+from llava_app.storage.records import ConversationFileError, ConversationRecord, ImageRecord
 
-FORMAT = "llava-app.conversation"
-VERSION = 1
+__all__ = ["ConversationFileError", "DATASET_NAME", "SFT_FILE", "dataset_info", "finetune_record", "image_filename",
+           "read_conversation", "to_markdown", "write_json", "write_markdown", "write_zip"]
+
 IMAGE_DIR = "images"
 ZIP_JSON = "conversation.json"
 ZIP_MARKDOWN = "conversation.md"
@@ -41,73 +44,55 @@ EXPORTS_KEPT = 64  # export folders kept on disk; older ones are removed
 EXPORT_MIN_AGE_S = 600.0  # ... but none younger than this: it may still be written or handed to Gradio
 
 
-class ConversationFileError(UserError):
-    """An import that is not a conversation this app wrote (or is damaged)."""
-
-
-@dataclass
-class Imported:
-    """What an import gives back: the conversation and the settings it was held with."""
-
-    conversation: Conversation
-    system_prompt: str | None
-    model: str
-
-
-def image_filename(ref: ImageRef) -> str:
-    """The image's file inside a zip (``images/image-3.png`` for Image 3)."""
-    return f"{IMAGE_DIR}/image-{ref.number}.png"
+def image_filename(im: ImageRecord) -> str:
+    """The image's file inside a zip: ``images/image-3-<hash>.png`` for Image 3 (unique across exports)."""
+    return f"{IMAGE_DIR}/image-{im.number}-{im.sha256[:12]}.png"
 
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def _image_file(record: ConversationRecord, im: ImageRecord) -> str:
+    path = record.files.get(im.sha256)
+    if path is None:
+        raise FileNotFoundError(f"no file for {im.label}")
+    return path
+
+
 # ----- out ------------------------------------------------------------------------------------
-def conversation_record(conv: Conversation, *, model: str = "", system_prompt: str = "",
-                        embed_images: bool = True) -> dict[str, Any]:
-    """The conversation as JSON-able data; images as base64 (``embed_images``) or as zip file names."""
-    images = []
-    for im in conv.images:
-        entry: dict[str, Any] = {"number": im.number, "label": im.label, "name": im.name, "width": im.width,
-                                 "height": im.height, "turn": im.joined_at, "sha256": im.sha256}
+def export_json(record: ConversationRecord, *, embed_images: bool = True) -> dict[str, Any]:
+    """The record's JSON plus the export time; images as base64 (``embed_images``) or as zip file names."""
+    data = record.to_json()
+    data["exported_at"] = _now()
+    for entry, im in zip(data["images"], record.images):
         if embed_images:
-            entry["data"] = base64.b64encode(Path(im.path).read_bytes()).decode("ascii")
+            entry["data"] = base64.b64encode(Path(_image_file(record, im)).read_bytes()).decode("ascii")
         else:
             entry["file"] = image_filename(im)
-        images.append(entry)
-    return {
-        "format": FORMAT,
-        "version": VERSION,
-        "exported_at": _now(),
-        "model": model,
-        "system_prompt": system_prompt,
-        "conversation_id": conv.id,
-        "next_number": conv.next_number,
-        "images": images,
-        "turns": [{"user": t.user, "assistant": t.assistant, "stopped": t.stopped} for t in conv.turns],
-    }
+    return data
 
 
-def to_markdown(conv: Conversation, *, model: str = "", image_dir: str | None = None) -> str:
-    """A readable transcript: each turn's images by label (linked when ``image_dir`` is given)."""
+def to_markdown(record: ConversationRecord, *, links: bool = False) -> str:
+    """A readable transcript: each turn's images by label (``links``: with the zip's image files)."""
 
-    def image_line(im: ImageRef) -> str:
+    def image_line(im: ImageRecord) -> str:
         line = f"**{im.label}** ({im.name or 'image'}, {im.width} x {im.height})"
-        if image_dir is not None:
-            line += f"\n\n![{im.label}]({image_dir}/image-{im.number}.png)"
+        if links:
+            line += f"\n\n![{im.label}]({image_filename(im)})"
         return line
 
+    model = record.model
     lines = ["# Conversation" + (f" with `{model}`" if model else ""), "",
-             f"Exported {_now()}: {len(conv.images)} image(s), {len(conv.turns)} turn(s).", ""]
-    for i, turn in enumerate(conv.turns):
+             f"Exported {_now()}: {len(record.images)} image(s), {len(record.turns)} turn(s).", ""]
+    for i, turn in enumerate(record.turns):
         lines += [f"## Turn {i + 1}", ""]
-        for im in conv.images_for_turn(i):
+        for im in record.images_of_turn(i):
             lines += [image_line(im), ""]
         lines += [f"**You:** {turn.user}", ""]
         if turn.assistant is not None:
             lines += [f"**Assistant:** {turn.assistant}" + (" *(stopped)*" if turn.stopped else ""), ""]
-    pending = conv.pending_images
+    pending = record.pending_images
     if pending:
         lines += ["## Images added after the last question", ""]
         for im in pending:
@@ -120,28 +105,26 @@ def _no_marker(text: str) -> str:
     return text.replace(IMAGE_MARKER, "(image)")
 
 
-def finetune_record(conv: Conversation, system_prompt: str = "") -> dict[str, Any]:
+def finetune_record(record: ConversationRecord) -> dict[str, Any]:
     """One LLaMA-Factory multimodal record: ``messages`` with ``<image>`` markers, ``images`` in the same order.
 
     Answered turns only (an answer still pending has nothing to learn from); each
     image sits in the user message of the turn it joined, after its label, as the
-    model saw it.
+    model saw it. ``system`` is always there (empty when there was no system prompt),
+    since ``dataset_info`` declares the column and LLaMA-Factory reads it from every record.
     """
     messages: list[dict[str, str]] = []
     images: list[str] = []
-    for i, turn in enumerate(conv.turns):
+    for i, turn in enumerate(record.turns):
         if turn.assistant is None:
             break
         content = ""
-        for im in conv.images_for_turn(i):
+        for im in record.images_of_turn(i):
             content += f"{im.label}: {IMAGE_MARKER}\n"
             images.append(image_filename(im))
         messages.append({"role": "user", "content": content + _no_marker(turn.user)})
         messages.append({"role": "assistant", "content": _no_marker(turn.assistant)})
-    record: dict[str, Any] = {"messages": messages, "images": images}
-    if system_prompt.strip():
-        record["system"] = system_prompt.strip()
-    return record
+    return {"messages": messages, "images": images, "system": (record.system_prompt or "").strip()}
 
 
 def dataset_info() -> dict[str, Any]:
@@ -175,47 +158,48 @@ def new_export_folder(exports_dir: Path, keep: int = EXPORTS_KEPT, min_age_s: fl
     return Path(tempfile.mkdtemp(prefix="export-", dir=exports_dir))
 
 
-def write_markdown(conv: Conversation, path: str | Path, *, model: str = "") -> Path:
+def write_markdown(record: ConversationRecord, path: str | Path) -> Path:
     """The Markdown transcript as a file."""
     path = Path(path)
-    path.write_text(to_markdown(conv, model=model), encoding="utf-8")
+    path.write_text(to_markdown(record), encoding="utf-8")
     return path
 
 
-def write_json(conv: Conversation, path: str | Path, *, model: str = "", system_prompt: str = "") -> Path:
+def write_json(record: ConversationRecord, path: str | Path) -> Path:
     """The conversation as one JSON file with its images inside."""
     path = Path(path)
-    record = conversation_record(conv, model=model, system_prompt=system_prompt, embed_images=True)
-    path.write_text(json.dumps(record, ensure_ascii=False, indent=1), encoding="utf-8")
+    path.write_text(json.dumps(export_json(record, embed_images=True), ensure_ascii=False, indent=1),
+                    encoding="utf-8")
     return path
 
 
-def write_zip(conv: Conversation, path: str | Path, *, model: str = "", system_prompt: str = "") -> Path:
+def write_zip(record: ConversationRecord, path: str | Path) -> Path:
     """The fine-tuning zip: the LLaMA-Factory record and ``dataset_info.json``, images, JSON and Markdown."""
     path = Path(path)
-    record = conversation_record(conv, model=model, system_prompt=system_prompt, embed_images=False)
 
     def dump(data: Any) -> str:
         return json.dumps(data, ensure_ascii=False, indent=1)
 
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr(SFT_FILE, dump([finetune_record(conv, system_prompt)]))
+        zf.writestr(SFT_FILE, dump([finetune_record(record)]))
         zf.writestr("dataset_info.json", dump(dataset_info()))
-        zf.writestr(ZIP_JSON, dump(record))
-        zf.writestr(ZIP_MARKDOWN, to_markdown(conv, model=model, image_dir=IMAGE_DIR))
-        for im in conv.images:
-            zf.write(im.path, image_filename(im), compress_type=zipfile.ZIP_STORED)  # PNG is compressed already
+        zf.writestr(ZIP_JSON, dump(export_json(record, embed_images=False)))
+        zf.writestr(ZIP_MARKDOWN, to_markdown(record, links=True))
+        for im in record.images:  # PNG is compressed already
+            zf.write(_image_file(record, im), image_filename(im), compress_type=zipfile.ZIP_STORED)
     return path
 
 
 # ----- back in --------------------------------------------------------------------------------
 def read_conversation(path: str | Path, store: ImageStore, *, limits: ImageLimits = ImageLimits(),
-                      max_images: int = 6) -> Imported:
-    """Import a JSON file or zip written by this module into a new conversation.
+                      max_images: int = 6) -> ConversationRecord:
+    """Read a JSON file or zip written by this module: its record, with its images put in ``store``.
 
     Images go through the same decoder as uploads (format allow-list, size and pixel
-    limits) and into ``store``; anything that is not such a file raises
-    ``ConversationFileError`` with a message that says what is wrong.
+    limits) and into ``store``; the record's hashes and sizes are those of the stored
+    images, and ``files`` says where they are. Anything that is not such a file raises
+    ``ConversationFileError`` (or ``ImageError`` for a bad image) with a message that
+    says what is wrong.
     """
     path = Path(path)
     name = path.name
@@ -230,18 +214,18 @@ def read_conversation(path: str | Path, store: ImageStore, *, limits: ImageLimit
         data = path.read_bytes()
     except OSError as exc:
         raise ConversationFileError(f"{name} could not be read.") from exc
-    record = _parse_json(data, name)
+    raw = _parse_json(data, name)
 
-    def image_bytes(entry: dict[str, Any]) -> bytes:
+    def image_bytes(entry: dict[str, Any], label: str) -> bytes:
         encoded = entry.get("data")
         if not isinstance(encoded, str):
-            raise ConversationFileError(f"{name}: {entry.get('label', 'an image')} has no image data.")
+            raise ConversationFileError(f"{name}: {label} has no image data.")
         try:
             return base64.b64decode(encoded, validate=True)
         except (binascii.Error, ValueError) as exc:
-            raise ConversationFileError(f"{name}: the data of {entry.get('label', 'an image')} is damaged.") from exc
+            raise ConversationFileError(f"{name}: the data of {label} is damaged.") from exc
 
-    return _build(record, image_bytes, store, limits, max_images, name)
+    return _with_images(raw, image_bytes, store, limits, max_images, name)
 
 
 def _json_limit(limits: ImageLimits, max_images: int) -> int:
@@ -250,17 +234,13 @@ def _json_limit(limits: ImageLimits, max_images: int) -> int:
 
 def _parse_json(data: bytes, name: str) -> dict[str, Any]:
     try:
-        record = json.loads(data.decode("utf-8"))
+        raw = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise ConversationFileError(f"{name} is not a conversation file (JSON or zip exported by this app).") from exc
-    if not isinstance(record, dict) or record.get("format") != FORMAT:
-        raise ConversationFileError(f"{name} is not a conversation exported by this app.")
-    if not isinstance(record.get("version"), int) or record["version"] > VERSION:
-        raise ConversationFileError(f"{name} was written by a newer version of this app; update the app to read it.")
-    return record
+    return raw
 
 
-def _read_zip(path: Path, store: ImageStore, limits: ImageLimits, max_images: int) -> Imported:
+def _read_zip(path: Path, store: ImageStore, limits: ImageLimits, max_images: int) -> ConversationRecord:
     name = path.name
     try:
         zf = zipfile.ZipFile(path)
@@ -281,67 +261,29 @@ def _read_zip(path: Path, store: ImageStore, limits: ImageLimits, max_images: in
             raise ConversationFileError(f"{name}: {filename} is larger than this server accepts.")
         return data
 
-    def image_bytes(entry: dict[str, Any]) -> bytes:
+    def image_bytes(entry: dict[str, Any], label: str) -> bytes:
         filename = entry.get("file")
         if not isinstance(filename, str):
-            raise ConversationFileError(f"{name}: {entry.get('label', 'an image')} names no file.")
+            raise ConversationFileError(f"{name}: {label} names no file.")
         return member(filename, limits.max_bytes)
 
     with zf:
-        record = _parse_json(member(ZIP_JSON, MAX_TEXT_BYTES), name)
-        return _build(record, image_bytes, store, limits, max_images, name)
+        raw = _parse_json(member(ZIP_JSON, MAX_TEXT_BYTES), name)
+        return _with_images(raw, image_bytes, store, limits, max_images, name)
 
 
-def _text(value: Any, what: str, name: str, optional: bool = False) -> str | None:
-    if value is None and optional:
-        return None
-    if not isinstance(value, str):
-        raise ConversationFileError(f"{name}: {what} is missing or not text.")
-    return value
-
-
-def _build(record: dict[str, Any], image_bytes, store: ImageStore, limits: ImageLimits, max_images: int,
-           name: str) -> Imported:
-    turns_in, images_in = record.get("turns"), record.get("images")
-    if not isinstance(turns_in, list) or not isinstance(images_in, list):
-        raise ConversationFileError(f"{name} has no turns or images list.")
-    if len(images_in) > max_images:
-        raise ConversationFileError(f"{name} has {len(images_in)} images; this server allows {max_images} "
+def _with_images(raw: dict[str, Any], image_bytes: Callable[[dict[str, Any], str], bytes], store: ImageStore,
+                 limits: ImageLimits, max_images: int, name: str) -> ConversationRecord:
+    """The file's record, each image decoded like an upload and stored (its hash and size from the store)."""
+    record = ConversationRecord.from_json(raw, name)
+    if len(record.images) > max_images:
+        raise ConversationFileError(f"{name} has {len(record.images)} images; this server allows {max_images} "
                                     "in a conversation.")
-    turns: list[Turn] = []
-    for i, t in enumerate(turns_in):
-        if not isinstance(t, dict):
-            raise ConversationFileError(f"{name}: turn {i + 1} is damaged.")
-        assistant = _text(t.get("assistant"), f"the answer of turn {i + 1}", name, optional=True)
-        if assistant is None and i != len(turns_in) - 1:
-            raise ConversationFileError(f"{name}: turn {i + 1} has no answer, but later turns follow it.")
-        turns.append(Turn(user=_text(t.get("user"), f"the question of turn {i + 1}", name),
-                          assistant=assistant, stopped=bool(t.get("stopped", False))))
-    if turns and turns[-1].assistant is None:
-        turns.pop()  # an answer that was never written: its images wait for the next question
-    conv = Conversation(turns=turns)
-    numbers: set[int] = set()
-    for entry in images_in:
-        if not isinstance(entry, dict):
-            raise ConversationFileError(f"{name}: an image entry is damaged.")
-        number, turn = entry.get("number"), entry.get("turn")
-        if not isinstance(number, int) or number < 1 or number in numbers:
-            raise ConversationFileError(f"{name}: image numbers must be distinct positive whole numbers.")
-        if not isinstance(turn, int) or turn < 0:
-            raise ConversationFileError(f"{name}: Image {number} has no turn.")
-        numbers.add(number)
-        label = f"Image {number}"
-        img = decode_image(image_bytes(entry), limits, f"{name}: {label}")
+    images: list[ImageRecord] = []
+    for im, entry in zip(record.images, raw["images"]):
+        img = decode_image(image_bytes(entry, im.label), limits, f"{name}: {im.label}")
         stored = store.put(img)
-        if conv.find_image(stored.sha256) is not None:
-            raise ConversationFileError(f"{name}: {label} repeats {conv.find_image(stored.sha256).label}.")
-        conv.images.append(ImageRef(number=number, sha256=stored.sha256, path=stored.path, width=stored.width,
-                                    height=stored.height, joined_at=min(turn, len(turns)),
-                                    name=_text(entry.get("name", ""), f"the name of {label}", name) or ""))
-    declared = record.get("next_number")
-    if not isinstance(declared, int) or declared > 1_000_000:
-        declared = 1
-    conv.next_number = max([declared, *(n + 1 for n in numbers)])
-    system_prompt = record.get("system_prompt")
-    return Imported(conversation=conv, system_prompt=system_prompt if isinstance(system_prompt, str) else None,
-                    model=record.get("model") if isinstance(record.get("model"), str) else "")
+        images.append(dataclasses.replace(im, sha256=stored.sha256, width=stored.width, height=stored.height))
+        record.files[stored.sha256] = stored.path
+    record.images = images
+    return record

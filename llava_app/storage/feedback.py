@@ -1,4 +1,4 @@
-"""Like/dislike on answers, appended with the conversation to a local JSONL file (off by default)."""
+"""Like/dislike on answers, appended with the conversation's record to a local JSONL file (off by default)."""
 
 from __future__ import annotations
 
@@ -11,16 +11,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from llava_app.chat.conversation import Conversation
+from llava_app.storage.records import ConversationRecord
 
 log = logging.getLogger(__name__)
 
 
 class FeedbackLog:
-    """Appends one JSON line per rating. Images only when the operator asked for them.
+    """Appends one JSON line per rating: the rating, then the conversation's record. Images only when asked.
 
     With images on, each image is copied once (named by its content hash) into
-    ``<file stem>_images/`` next to the file, and the record names the copies.
+    ``<file stem>_images/`` next to the file, and the record's images name the copies.
     """
 
     def __init__(self, path: str | os.PathLike, with_images: bool = False):
@@ -29,27 +29,25 @@ class FeedbackLog:
         self.image_dir = self.path.with_name(self.path.stem + "_images")
         self._lock = threading.Lock()  # lines from concurrent sessions never interleave
 
-    def record(self, conv: Conversation, turn_index: int, liked: Any, *, model: str = "",
-               system_prompt: str = "") -> dict[str, Any]:
-        """Append the rating of turn ``turn_index``'s answer with the conversation; returns the record."""
-        images = []
-        for im in conv.images:
-            entry = {"label": im.label, "name": im.name, "width": im.width, "height": im.height,
-                     "turn": im.joined_at, "sha256": im.sha256}
-            if self.with_images:
-                entry["file"] = self._copy_image(im.path, im.sha256)
-            images.append(entry)
+    def record(self, conversation: ConversationRecord, turn_index: int, liked: Any) -> dict[str, Any]:
+        """Append the rating of turn ``turn_index``'s answer with the conversation; returns the line's data.
+
+        The line is the record's JSON (model, system prompt, turns, images) with ``time``,
+        ``turn``, ``liked`` and ``answer`` added.
+        """
+        turns = conversation.turns
         record = {
             "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "conversation_id": conv.id,
-            "model": model,
             "turn": turn_index,
             "liked": liked,
-            "answer": conv.turns[turn_index].assistant if 0 <= turn_index < len(conv.turns) else None,
-            "system_prompt": system_prompt,
-            "turns": [{"user": t.user, "assistant": t.assistant, "stopped": t.stopped} for t in conv.turns],
-            "images": images,
+            "answer": turns[turn_index].assistant if 0 <= turn_index < len(turns) else None,
+            **conversation.to_json(),
         }
+        if self.with_images:
+            for entry, im in zip(record["images"], conversation.images):
+                source = conversation.files.get(im.sha256)
+                if source is not None:
+                    entry["file"] = self._copy_image(source, im.sha256)
         line = json.dumps(record, ensure_ascii=False)
         with self._lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -232,7 +232,7 @@ class ImageStore:
                 self._cache.popitem(last=False)
 
     def link_in(self, sha256: str, source: str | os.PathLike) -> Path:
-        """Put an already normalised PNG (e.g. from the conversation archive) in the store without re-encoding."""
+        """Put an already normalised PNG (e.g. from the saved conversations) in the store without re-encoding."""
         path = self.path_for(sha256)
         self.leases.ensure()
         with self._files_lock:

@@ -233,8 +233,8 @@ class ChatHandlers:
         """A like or dislike of an answer, written to the feedback log."""
         turn = views.turn_of_message(conv, data.index)
         if turn is not None and self.app.feedback is not None:
-            self.app.feedback.record(conv, turn, data.liked, model=self.service.model_name,
-                                     system_prompt=system_prompt)
+            record = conv.to_record(model=self.service.model_name, system_prompt=system_prompt)
+            self.app.feedback.record(record, turn, data.liked)
 
     # ----- the API ------------------------------------------------------------------------
     async def api_chat(self, message: str, images, conv: Conversation, request: gr.Request

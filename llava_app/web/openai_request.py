@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from llava_app.chat.conversation import Conversation, ImageRef, Turn
+from llava_app.chat.conversation import Conversation, ConversationRecord, ImageRecord, TurnRecord
 from llava_app.chat.service import ChatService
 from llava_app.config import Config
 from llava_app.engine.base import GenerationParams
@@ -145,8 +145,8 @@ class RequestParser:
         return self._build(turns), "\n\n".join(s for s in system if s.strip())
 
     def _build(self, turns: list[dict[str, Any]]) -> Conversation:
-        """Decode and store every image, then lay the turns out as the page would."""
-        conv = Conversation()
+        """Decode and store every image, then lay the turns out as the page would (``Conversation.restore``)."""
+        record = ConversationRecord()
         used = {n for t in turns for n, _ in t["images"] if n}
         taken: set[int] = set()
         next_free, k = 1, 0
@@ -160,11 +160,11 @@ class RequestParser:
                         next_free += 1
                     number = next_free
                 taken.add(number)
-                conv.images.append(ImageRef(number=number, sha256=stored.sha256, path=stored.path, width=stored.width,
-                                            height=stored.height, joined_at=index, name=f"image {k}"))
-            conv.turns.append(Turn(user="\n".join(t["text"]), assistant=t["answer"]))
-        conv.next_number = max(taken, default=0) + 1
-        return conv
+                record.images.append(ImageRecord(number=number, sha256=stored.sha256, width=stored.width,
+                                                 height=stored.height, turn=index, name=f"image {k}"))
+                record.files[stored.sha256] = stored.path
+            record.turns.append(TurnRecord(user="\n".join(t["text"]), assistant=t["answer"]))
+        return Conversation.restore(record)
 
     def _image(self, url: str, k: int):
         """Image ``k`` of the request from a data URL (or an http(s) URL when allowed), decoded safely."""

@@ -1,0 +1,118 @@
+"""Saved conversations seen from the chat: each live conversation saves to its browser's one.
+
+``BrowserSaves`` ties live conversations to their browser's saved conversation in
+``storage.saved.SavedConversations`` (a no-op without one), converting through the
+one record (``Conversation.to_record`` / ``Conversation.restore``).
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from typing import Any, Iterator
+
+from llava_app.chat.conversation import Conversation
+from llava_app.errors import UserError
+from llava_app.storage.images import ImageStore
+from llava_app.storage.saved import SavedConversations, entry_key, is_browser_token, new_browser_token
+
+log = logging.getLogger(__name__)
+
+
+class BrowserSaves:
+    """Ties live conversations to their browser's saved conversation; a no-op without ``saved``."""
+
+    def __init__(self, saved: SavedConversations | None, store: ImageStore):
+        self.saved = saved
+        self.store = store
+        self._owner: dict[str, str] = {}  # live conversation id -> its saved conversation's key
+        self._lock = threading.Lock()
+
+    @property
+    def enabled(self) -> bool:
+        """True when conversations are kept across reloads."""
+        return self.saved is not None
+
+    def secret(self) -> str | None:
+        """The secret that signs the browser-side key (None with saving off)."""
+        return self.saved.secret() if self.saved is not None else None
+
+    def open(self, token: Any, username: str | None = None) -> tuple[str, Conversation | None, str | None]:
+        """On page load: ``(token, restored conversation or None, question to put back in the box)``.
+
+        A missing or malformed token is replaced by a new one (and nothing is loaded).
+        """
+        if self.saved is None:
+            return "", None, None
+        if not is_browser_token(token):
+            return new_browser_token(), None, None
+        record = self.saved.load(entry_key(token, username), self.store)
+        if record is None:
+            return token, None, None
+        try:
+            conv = Conversation.restore(record)
+        except UserError:
+            log.warning("a saved conversation could not be rebuilt; starting fresh")
+            return token, None, None
+        pending = None
+        if conv.turns and conv.turns[-1].assistant is None:  # saved while its answer was being written
+            pending = conv.retract()
+        self.bind(conv, token, username)
+        return token, conv, pending
+
+    def bind(self, conv: Conversation, token: str, username: str | None = None) -> None:
+        """Save ``conv`` as this browser's conversation from now on."""
+        if self.saved is not None and is_browser_token(token):
+            with self._lock:
+                self._owner[conv.id] = entry_key(token, username)
+
+    def rebind(self, old: Conversation, new: Conversation) -> None:
+        """A new chat replaces the browser's conversation."""
+        with self._lock:
+            key = self._owner.pop(old.id, None)
+            if key is not None:
+                self._owner[new.id] = key
+
+    def release(self, conv_id: str) -> None:
+        """The conversation ended on the server; its saved copy stays."""
+        with self._lock:
+            self._owner.pop(conv_id, None)
+
+    def key_of(self, conv: Conversation) -> str | None:
+        """The key a conversation saves under, if any."""
+        with self._lock:
+            return self._owner.get(conv.id)
+
+    def save(self, conv: Conversation, key: str | None = None) -> None:
+        """Save ``conv`` as its browser's conversation (no-op when it has none)."""
+        key = key or self.key_of(conv)
+        if self.saved is None or key is None:
+            return
+        try:
+            self.saved.save(key, conv.to_record(with_prompt=True))
+        except (OSError, sqlite3.Error):
+            log.exception("saving a conversation failed; the live conversation is unaffected")
+
+    def saving(self, chunks: Iterator[str], conv: Conversation) -> Iterator[str]:
+        """Pass a stream through and save the conversation when it ends, however it ends.
+
+        The key is looked up now, so a tab closed mid-answer still saves the stopped answer.
+        """
+        key = self.key_of(conv)
+        try:
+            yield from chunks
+        finally:
+            close = getattr(chunks, "close", None)
+            if close:
+                close()  # lets stream_answer record the answer before it is saved
+            self.save(conv, key)
+
+    def housekeep(self) -> None:
+        """Housekeeping's share: sweep the saved conversations (retention, size cap) when due."""
+        if self.saved is not None:
+            self.saved.housekeep()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._owner)

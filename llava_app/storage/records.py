@@ -1,0 +1,198 @@
+"""The one record of a conversation: saved conversations, export, import and feedback all use it.
+
+A ``ConversationRecord`` is plain data (images by number and content hash, turns, the
+settings it was held with) with one JSON form, written by ``to_json`` and read back,
+checked, by ``from_json``. The live ``Conversation`` (chat layer) converts to and from
+it; nothing here knows about the chat layer. ``image_label`` is the one place an image's
+label ("Image 3") is written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from llava_app.errors import UserError
+
+FORMAT = "llava-app.conversation"
+#: the JSON form's version; a reader refuses a newer one (it may mean something this code does not know)
+VERSION = 1
+_MAX_NUMBER = 1_000_000  # image numbers beyond any real chat: a damaged or hostile file
+
+
+def image_label(number: int) -> str:
+    """The stable label of image ``number``, as the user and the model see it."""
+    return f"Image {number}"
+
+
+class ConversationFileError(UserError):
+    """A file (or saved row) that is not a conversation this app wrote, or is damaged."""
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """An image of the conversation: its stable number, content hash, size and the turn it joined."""
+
+    number: int
+    sha256: str
+    width: int
+    height: int
+    turn: int  # the user turn whose message carries it (== number of turns: waiting for the next question)
+    name: str = ""
+
+    @property
+    def label(self) -> str:
+        return image_label(self.number)
+
+
+@dataclass(frozen=True)
+class TurnRecord:
+    """One exchange; ``assistant`` is None only for a last turn whose answer was never written."""
+
+    user: str
+    assistant: str | None = None
+    stopped: bool = False
+
+
+@dataclass(frozen=True)
+class PromptRecord:
+    """What the model was given last (kept with saved conversations for the page's prompt view)."""
+
+    text: str = ""
+    n_images: int = 0
+    n_tokens: int = 0
+    image_labels: tuple[str, ...] = ()
+
+
+@dataclass
+class ConversationRecord:
+    """A conversation as data.
+
+    ``files`` says where this machine holds each image (content hash -> file); it is
+    never written out: an export carries the bytes, a saved conversation its own copies.
+    ``system_prompt`` None means "not recorded" (an import then keeps the page's).
+    """
+
+    images: list[ImageRecord] = field(default_factory=list)
+    turns: list[TurnRecord] = field(default_factory=list)
+    next_number: int = 1
+    conversation_id: str = ""
+    model: str = ""
+    system_prompt: str | None = None
+    last_prompt: PromptRecord | None = None
+    files: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    def images_of_turn(self, index: int) -> list[ImageRecord]:
+        """The images that joined user turn ``index``."""
+        return [im for im in self.images if im.turn == index]
+
+    @property
+    def pending_images(self) -> list[ImageRecord]:
+        """Images added after the last question."""
+        return [im for im in self.images if im.turn >= len(self.turns)]
+
+    # ----- JSON -----------------------------------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        """The record as JSON-able data (the form every file and row of this app uses)."""
+        data: dict[str, Any] = {
+            "format": FORMAT,
+            "version": VERSION,
+            "conversation_id": self.conversation_id,
+            "model": self.model,
+        }
+        if self.system_prompt is not None:
+            data["system_prompt"] = self.system_prompt
+        data["next_number"] = self.next_number
+        data["images"] = [{"number": im.number, "label": im.label, "name": im.name, "width": im.width,
+                           "height": im.height, "turn": im.turn, "sha256": im.sha256} for im in self.images]
+        data["turns"] = [{"user": t.user, "assistant": t.assistant, "stopped": t.stopped} for t in self.turns]
+        if self.last_prompt is not None:
+            lp = self.last_prompt
+            data["last_prompt"] = {"text": lp.text, "n_images": lp.n_images, "n_tokens": lp.n_tokens,
+                                   "image_labels": list(lp.image_labels)}
+        return data
+
+    @classmethod
+    def from_json(cls, data: Any, name: str = "the file") -> ConversationRecord:
+        """A record from JSON data, checked; anything else raises ``ConversationFileError`` naming ``name``.
+
+        Unknown keys are ignored (an export's image ``data``/``file``, a feedback line's rating).
+        """
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise ConversationFileError(f"{name} is not a conversation exported by this app.")
+        if not isinstance(data.get("version"), int) or data["version"] > VERSION:
+            raise ConversationFileError(f"{name} was written by a newer version of this app; update the app to "
+                                        "read it.")
+        turns_in, images_in = data.get("turns"), data.get("images")
+        if not isinstance(turns_in, list) or not isinstance(images_in, list):
+            raise ConversationFileError(f"{name} has no turns or images list.")
+        turns = [_turn(t, i, len(turns_in), name) for i, t in enumerate(turns_in)]
+        images = [_image(entry, name) for entry in images_in]
+        numbers = [im.number for im in images]
+        if len(set(numbers)) != len(numbers):
+            raise ConversationFileError(f"{name}: image numbers must be distinct positive whole numbers.")
+        declared = data.get("next_number")
+        if not isinstance(declared, int) or not 1 <= declared <= _MAX_NUMBER:
+            declared = 1
+        system_prompt = data.get("system_prompt")
+        return cls(images=images, turns=turns, next_number=max([declared, *(n + 1 for n in numbers)]),
+                   conversation_id=_optional_text(data.get("conversation_id")),
+                   model=_optional_text(data.get("model")),
+                   system_prompt=system_prompt if isinstance(system_prompt, str) else None,
+                   last_prompt=_prompt(data.get("last_prompt")))
+
+
+def _text(value: Any, what: str, name: str) -> str:
+    if not isinstance(value, str):
+        raise ConversationFileError(f"{name}: {what} is missing or not text.")
+    return value
+
+
+def _optional_text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _whole(value: Any, low: int, what: str, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= _MAX_NUMBER:
+        raise ConversationFileError(f"{name}: {what} is missing or not a whole number.")
+    return value
+
+
+def _turn(entry: Any, i: int, count: int, name: str) -> TurnRecord:
+    if not isinstance(entry, dict):
+        raise ConversationFileError(f"{name}: turn {i + 1} is damaged.")
+    assistant = entry.get("assistant")
+    if assistant is None:
+        if i != count - 1:
+            raise ConversationFileError(f"{name}: turn {i + 1} has no answer, but later turns follow it.")
+    else:
+        assistant = _text(assistant, f"the answer of turn {i + 1}", name)
+    return TurnRecord(user=_text(entry.get("user"), f"the question of turn {i + 1}", name), assistant=assistant,
+                      stopped=bool(entry.get("stopped", False)))
+
+
+def _image(entry: Any, name: str) -> ImageRecord:
+    if not isinstance(entry, dict):
+        raise ConversationFileError(f"{name}: an image entry is damaged.")
+    number = entry.get("number")
+    if isinstance(number, bool) or not isinstance(number, int) or not 1 <= number <= _MAX_NUMBER:
+        raise ConversationFileError(f"{name}: image numbers must be distinct positive whole numbers.")
+    label = image_label(number)
+    if isinstance(entry.get("turn"), bool) or not isinstance(entry.get("turn"), int) or entry["turn"] < 0:
+        raise ConversationFileError(f"{name}: {label} has no turn.")
+    sha256 = _text(entry.get("sha256"), f"the content hash of {label}", name)
+    return ImageRecord(number=number, sha256=sha256, width=_whole(entry.get("width"), 1, f"the width of {label}", name),
+                       height=_whole(entry.get("height"), 1, f"the height of {label}", name), turn=entry["turn"],
+                       name=_text(entry.get("name", ""), f"the name of {label}", name))
+
+
+def _prompt(value: Any) -> PromptRecord | None:
+    """The last prompt, when present and well formed (it is only shown, so a bad one is dropped)."""
+    if not isinstance(value, dict):
+        return None
+    try:
+        return PromptRecord(text=str(value["text"]), n_images=int(value["n_images"]),
+                            n_tokens=int(value["n_tokens"]),
+                            image_labels=tuple(str(s) for s in value["image_labels"]))
+    except (KeyError, TypeError, ValueError):
+        return None
