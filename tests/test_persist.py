@@ -270,8 +270,12 @@ def test_saving_never_sweeps_housekeeping_does(tmp_path, store, local_backend):
     saves.save(conv)  # on the user's request path: no sweep, however long since the last
     assert sorted(saved.keys()) == sorted(["old", entry_key(token)])
 
-    service = ChatService(local_backend("tiny-random"), store)
-    service.housekeeping.append(saves.housekeep)
+    from llava_app.application import App
+    from llava_app.config import Config
+
+    app = App(Config(data_dir=str(tmp_path)), ChatService(local_backend("tiny-random"), store), saves, None,
+              image_root=store.root, exports_dir=tmp_path / "exports")
+    service = app  # the janitor's pass: the service's housekeeping, then the saved conversations'
     service.housekeep()
     assert saved.keys() == [entry_key(token)]
     assert len(list(saved.files_dir.glob("*/*.png"))) == 1  # the old one's image went with it

@@ -207,7 +207,7 @@ def test_an_archived_link_starts_its_grace_when_linked(tmp_path, store, image_fi
     ref = attach_file(conv, store, image_files[0])
     os.utime(ref.path, (time.time() - 3600,) * 2)  # an upload of an hour ago
     archive = SavedConversations(tmp_path / "h.sqlite3", tmp_path / "files")
-    archive.save("key", conv)
+    archive.save("key", conv.to_record())
     assert archive.file_for(ref.sha256).stat().st_mtime > time.time() - 60
 
 
