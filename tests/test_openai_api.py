@@ -99,9 +99,8 @@ def test_two_images_then_a_follow_up_with_usage_counts(api):
     usage = first.usage
     assert usage.prompt_tokens == expected_prompt_tokens(api, [([red, blue], question, None)])
     assert usage.prompt_tokens > 2 * 16  # two images of 16 tokens each, plus the text
-    tokenizer = api.backend.processor.tokenizer
-    assert usage.completion_tokens == len(tokenizer(answer, add_special_tokens=False)["input_ids"])
-    assert 0 < usage.completion_tokens <= 12
+    # The engine's own count of the tokens it generated: the tiny model never ends early, so all 12.
+    assert usage.completion_tokens == 12 and first.choices[0].finish_reason == "length"
     assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
 
     follow_up = first_msgs + [{"role": "assistant", "content": answer},

@@ -101,7 +101,6 @@ class OpenAIEndpoint:
         self.created = int(time.time())
         # Room for the largest allowed images, base64-encoded, plus the text.
         self.max_body = int(config.max_images * service.image_limits.max_bytes * 4 / 3) + 1024 * 1024
-        self._count_tokens = _token_counter(service.backend)
 
     # ----- routes ---------------------------------------------------------------------------
     async def models(self, request: Request) -> Response:
@@ -355,13 +354,16 @@ class OpenAIEndpoint:
                 seen = text
 
     def _usage(self, parsed: ParsedRequest, text: str) -> dict[str, int]:
+        """The engine's own counts for the answer (its ``Usage``, kept on the turn by the service)."""
+        stats = parsed.conv.turns[-1].stats
         info = parsed.conv.last_prompt
-        prompt = info.n_tokens if info else 0
-        completion = self._count_tokens(text)
+        prompt = (stats.prompt_tokens if stats else None) or (info.n_tokens if info else 0)
+        completion = stats.completion_tokens if stats else 0
         return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
     def _finish_reason(self, parsed: ParsedRequest, usage: dict[str, int]) -> str:
-        return "length" if usage["completion_tokens"] >= parsed.params.max_new_tokens else "stop"
+        stats = parsed.conv.turns[-1].stats
+        return "length" if stats is not None and stats.finish_reason == "length" else "stop"
 
     async def _complete(self, parsed: ParsedRequest, scope, receive, send) -> None:
         text = ""
@@ -472,11 +474,3 @@ def _plain_text(content: Any, where: str) -> str:
     if isinstance(content, list) and all(isinstance(p, dict) and p.get("type") == "text" for p in content):
         return "".join(str(p.get("text") or "") for p in content)
     raise APIError(400, f"{where}: only user messages may carry images.", param=where)
-
-
-def _token_counter(backend: Any) -> Callable[[str], int]:
-    """Counts an answer's tokens with the engine's tokenizer (re-encoding the text it streamed)."""
-    tokenizer = getattr(getattr(backend, "processor", None), "tokenizer", None)
-    if tokenizer is None:
-        return lambda text: len(text.split())  # an engine without a tokenizer here: words, roughly
-    return lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else 0
