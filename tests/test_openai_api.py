@@ -241,10 +241,11 @@ def test_a_client_that_goes_away_stops_the_model(api, monkeypatch):
 
 
 def test_an_engine_failure_is_an_error_not_a_dead_server(api, monkeypatch):
+    from llava_app.engine.base import TextDelta
     from llava_app.errors import UserError
 
     def failing_stream(request):
-        yield "Once upon "
+        yield TextDelta("Once upon ")
         raise UserError("The model ran out of memory on this request.")
 
     monkeypatch.setattr(api.backend, "stream", failing_stream)
