@@ -409,4 +409,6 @@ def test_fitting_and_downscaling_see_through_the_switchable_and_zerogpu_wrappers
         assert backend.image_resolution() == engine.image_resolution()
         hello = [{"role": "user", "content": [{"type": "text", "text": "hello"}]}]
         assert backend.count_tokens(hello) == engine.count_tokens(hello) > 0
+        # The interface only: the engine's own parts are reached through ``engine``, never forwarded.
+        assert not hasattr(backend, "processor") and backend.engine is engine
         assert ContextFitter(backend).active
