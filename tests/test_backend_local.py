@@ -8,7 +8,9 @@ import time
 import pytest
 
 from conftest import TINY_FAMILIES
-from llava_app.engine.base import ChatRequest, GenerationParams
+from dataclasses import dataclass
+
+from llava_app.engine.base import ChatRequest, GenerationParams, PromptInfo, PromptReady, TextDelta, Usage
 from llava_app.engine.local import template_messages
 from llava_app.chat.conversation import Conversation
 from llava_app.errors import UserError
@@ -26,10 +28,20 @@ def conversation_with(backend, colors_sizes, question="Compare Image 1 and Image
     return conv
 
 
+@dataclass
+class Streamed:
+    """What one ``stream`` call sent besides the text: its prompt and its usage."""
+
+    info: PromptInfo
+    usage: Usage
+    events: list
+
+
 def run(backend, conv, params=GREEDY, system="You describe images."):
     request = ChatRequest(conv.messages(system), params, session_id=conv.id)
-    chunks = list(backend.stream(request))
-    return chunks, request
+    events = list(backend.stream(request))
+    chunks = [e.text for e in events if isinstance(e, TextDelta)]
+    return chunks, Streamed(events[0].info, events[-1], events)
 
 
 def independent_inputs(backend, conv, system="You describe images."):
@@ -52,12 +64,12 @@ def image_token_count(backend, input_ids) -> int:
 
 def test_multi_image_first_turn_counts_match_the_processor(backend):
     conv = conversation_with(backend, [("red", (64, 48)), ("blue", (40, 90))])
-    chunks, request = run(backend, conv)
+    chunks, streamed = run(backend, conv)
     assert "".join(chunks).strip()
     reference = independent_inputs(backend, conv)
-    assert request.info.n_tokens == reference["input_ids"].shape[1]
-    assert request.info.n_images == 2 and request.info.image_labels == ["Image 1", "Image 2"]
-    assert request.info.text.count(backend.processor.image_token) == 2
+    assert streamed.info.n_tokens == reference["input_ids"].shape[1]
+    assert streamed.info.n_images == 2 and streamed.info.image_labels == ["Image 1", "Image 2"]
+    assert streamed.info.text.count(backend.processor.image_token) == 2
     assert image_token_count(backend, reference["input_ids"]) >= 2 * 16  # every image expanded to its tokens
 
 
@@ -107,21 +119,28 @@ def test_stop_ends_the_model_thread_within_a_couple_of_steps(local_backend):
     request = ChatRequest(conv.messages(), GenerationParams(max_new_tokens=5000), session_id=conv.id)
     received, after_cancel = 0, 0
     started = time.monotonic()
-    for _ in backend.stream(request):
+    events = []
+    for event in backend.stream(request):
+        events.append(event)
+        if not isinstance(event, TextDelta):
+            continue
         if request.cancel.is_set():
             after_cancel += 1
         received += 1
         if received == 5:
             request.cancel.set()
     assert after_cancel <= 2
+    assert isinstance(events[-1], Usage) and events[-1].finish_reason == "cancelled"
+    assert 5 <= events[-1].completion_tokens < 5000
     assert time.monotonic() - started < 10
     assert not [t for t in threading.enumerate() if t.name == "llava-generate" and t.is_alive()]
     # The model is free: the next question starts at once.
     conv.answer("stopped", stopped=True)
     conv.ask("next")
     t0 = time.monotonic()
-    first = next(iter(backend.stream(ChatRequest(conv.messages(), GREEDY, session_id=conv.id))))
-    assert first and time.monotonic() - t0 < 5
+    events = iter(backend.stream(ChatRequest(conv.messages(), GREEDY, session_id=conv.id)))
+    first = next(e for e in events if isinstance(e, TextDelta))
+    assert first.text and time.monotonic() - t0 < 5
 
 
 def test_a_consumer_that_goes_away_frees_the_model(local_backend):
@@ -151,8 +170,8 @@ def test_out_of_memory_becomes_a_clear_message_and_the_next_request_works(local_
 
 def test_placeholder_tokens_typed_by_the_user_do_not_become_image_slots(backend):
     conv = conversation_with(backend, [("red", (64, 48))], "What is <image> and <video> here?")
-    chunks, request = run(backend, conv)
+    chunks, streamed = run(backend, conv)
     assert "".join(chunks).strip()
-    assert request.info.n_images == 1
-    assert request.info.text.count(backend.processor.image_token) == 1
-    assert "< image>" in request.info.text
+    assert streamed.info.n_images == 1
+    assert streamed.info.text.count(backend.processor.image_token) == 1
+    assert "< image>" in streamed.info.text

@@ -426,8 +426,12 @@ class OutsideImageAnswerBackend(Backend):
         self.supports_images, self.context_length = inner.supports_images, inner.context_length
 
     def stream(self, request):
-        yield from self.inner.stream(request)
-        yield self.TAIL
+        from llava_app.engine.base import TextDelta, Usage
+
+        for event in self.inner.stream(request):
+            if isinstance(event, Usage):
+                yield TextDelta(self.TAIL)
+            yield event
 
     def prompt_info(self, messages):
         return self.inner.prompt_info(messages)

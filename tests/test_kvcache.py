@@ -55,7 +55,12 @@ def answer(service, conv, system=SYSTEM, max_new=MAX_NEW):
     messages = conv.messages(system)
     for _ in service.stream_answer(conv, GenerationParams(max_new_tokens=max_new), system):
         pass
-    return service.backend.last_run, messages
+    stats, answered = service.backend.last_run, conv.turns[-1].stats
+    # What the page shows under the answer is what the engine did.
+    assert (answered.prompt_tokens, answered.prefilled_tokens, answered.images_encoded) == \
+        (stats.prompt_tokens, stats.prefilled_tokens, stats.images_encoded)
+    assert answered.completion_tokens == len(stats.new_token_ids) and answered.ttft_s > 0
+    return stats, messages
 
 
 def ask(service, conv, question, system=SYSTEM, max_new=MAX_NEW):
@@ -301,7 +306,7 @@ def test_common_prefix_never_reuses_a_different_picture_or_half_an_image():
 
 
 def test_byte_lru_evicts_least_recently_used_first_and_refuses_what_cannot_fit():
-    from llava_app.engine.kvcache import ByteLRU
+    from llava_app.engine.lru import ByteLRU
 
     evicted = []
     lru = ByteLRU(100, on_evict=lambda k, v: evicted.append(k))

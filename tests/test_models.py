@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import TINY_FAMILIES
-from llava_app.errors import ModelNotFoundError, UserError
+from llava_app.errors import ConfigError, MissingDependency, ModelNotFoundError, UserError
 from llava_app.engine.models import (BITSANDBYTES_MIN_VERSION, CUDA_REQUIREMENTS, LoadOptions, model_load_kwargs,
                                      quantization_config, quantization_skip_modules)
 
@@ -24,8 +24,46 @@ def test_cpu_loads_float32_without_device_map():
 
 
 def test_quantisation_needs_cuda_and_says_so():
-    with pytest.raises(ModelNotFoundError, match="CUDA"):
+    with pytest.raises(ConfigError, match="CUDA") as err:
         model_load_kwargs(LoadOptions(device="cpu", load_in_4bit=True))
+    assert not isinstance(err.value, ModelNotFoundError)
+    with pytest.raises(ConfigError, match="not both"):
+        quantization_config(LoadOptions(load_in_4bit=True, load_in_8bit=True))
+
+
+def test_device_mistakes_are_config_errors_not_a_missing_model(monkeypatch, store):
+    import torch
+
+    from llava_app.engine.local import LocalBackend
+
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="no CUDA device is available") as err:
+            LocalBackend("tiny-random", store, device="cuda:0")
+        assert not isinstance(err.value, ModelNotFoundError)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ConfigError, match=r"cuda:3 .*1 CUDA device\(s\) \(cuda:0 to cuda:0\)"):
+        model_load_kwargs(LoadOptions(device="cuda:3"))
+    with pytest.raises(ConfigError, match="not a device name"):
+        model_load_kwargs(LoadOptions(device="gpu"))
+
+
+def test_an_unknown_backend_is_a_config_error(store):
+    import dataclasses
+
+    from llava_app.config import Config
+    from llava_app.engine import make_backend
+
+    with pytest.raises(ConfigError, match="unknown backend 'nope'"):
+        make_backend(dataclasses.replace(Config(), backend="nope"), store)
+
+
+def test_loading_a_model_does_not_import_the_tiny_builder_unless_it_builds():
+    code = ("import sys, llava_app.engine.models, llava_app.engine.remote, llava_app.engine.local; "
+            "print('llava_app.engine.tiny' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "False"
 
 
 @pytest.mark.parametrize("bits", [4, 8])
@@ -118,3 +156,17 @@ def test_app_start_up_with_a_missing_model_prints_one_line_and_no_traceback(tmp_
     assert "Traceback" not in proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("error: Model 'no-such-org/no-such-model' was not found")
+
+
+def test_app_start_up_on_a_missing_gpu_says_so_in_one_line(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    proc = subprocess.run(
+        [sys.executable, "app.py", "--model", "tiny-random", "--device", "cuda:0", "--data-dir", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last == "error: --device cuda:0 was asked for, but no CUDA device is available; use --device cpu"

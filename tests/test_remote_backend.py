@@ -18,7 +18,7 @@ from gradio_client import Client, handle_file
 import openai_schemas
 from conftest import attach_file, launched_app
 from fake_openai import FakeOpenAIServer
-from llava_app.engine.base import ChatRequest, GenerationParams
+from llava_app.engine.base import ChatRequest, GenerationParams, PromptReady, TextDelta, Usage
 from llava_app.engine.remote import OpenAIBackend
 from llava_app.chat.conversation import Conversation
 from llava_app.errors import UserError
@@ -68,7 +68,8 @@ def test_messages_keep_the_local_engines_order_labels_and_images(store, image_fi
     conv = _conversation(store, image_files)
     request = ChatRequest(conv.messages("Be brief."), GenerationParams(temperature=0.7, top_p=0.8, max_new_tokens=33),
                           session_id=conv.id)
-    assert "".join(backend.stream(request)) == "Image 3 is green."
+    events = list(backend.stream(request))
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "Image 3 is green."
     (call,) = client.calls
     assert call["model"] == "m" and call["stream"] is True
     assert (call["temperature"], call["top_p"], call["max_tokens"]) == (0.7, 0.8, 33)
@@ -87,7 +88,9 @@ def test_messages_keep_the_local_engines_order_labels_and_images(store, image_fi
     for url, ref in zip(urls, conv.images):
         assert url.startswith("data:image/png;base64,")
         assert base64.b64decode(url.split(",", 1)[1]) == open(ref.path, "rb").read()
-    assert request.info.image_labels == ["Image 1", "Image 2", "Image 3"]
+    assert isinstance(events[0], PromptReady) and events[0].info.image_labels == ["Image 1", "Image 2", "Image 3"]
+    # This client's stream carries no usage: the answer's pieces are counted instead.
+    assert events[-1] == Usage(prompt_tokens=None, completion_tokens=2, finish_reason="stop")
 
 
 def test_every_request_body_follows_the_openai_request_schema(fake, store, image_files):
@@ -129,16 +132,21 @@ def test_start_up_check_names_the_problem_in_one_line(fake):
     assert backend.context_length == 2048 and backend.is_random
 
 
-def _ask(backend, max_new_tokens=20) -> tuple[ChatRequest, list[str], UserError | None]:
+def _ask(backend, max_new_tokens=20) -> tuple[list, list[str], UserError | None]:
+    """The events of one answer to "hi", its text pieces, and the error that ended it (if any)."""
     request = ChatRequest([{"role": "user", "content": [{"type": "text", "text": "hi"}]}],
                           GenerationParams(max_new_tokens=max_new_tokens))
-    got: list[str] = []
+    events: list = []
     try:
-        for piece in backend.stream(request):
-            got.append(piece)
+        for event in backend.stream(request):
+            events.append(event)
     except UserError as exc:
-        return request, got, exc
-    return request, got, None
+        return events, _pieces(events), exc
+    return events, _pieces(events), None
+
+
+def _pieces(events) -> list[str]:
+    return [e.text for e in events if isinstance(e, TextDelta)]
 
 
 @pytest.mark.parametrize("status, message, expected", [
@@ -176,9 +184,9 @@ def test_a_stream_cut_in_the_middle_keeps_what_arrived(fake):
 
 def test_a_complete_stream_reports_the_servers_token_count(fake):
     backend = OpenAIBackend("tiny-random", fake.url)
-    request, got, err = _ask(backend)
+    events, got, err = _ask(backend)
     assert err is None and "".join(got) == "red green blue "
-    assert request.info.n_tokens == 42  # from the usage chunk
+    assert events[-1] == Usage(prompt_tokens=42, completion_tokens=3, finish_reason="stop")  # the usage chunk
 
 
 def test_a_server_that_refuses_stream_options_is_asked_again_without(fake):
@@ -212,8 +220,9 @@ def test_stop_closes_the_stream_and_the_server_sees_it(fake, mode):
 
     threading.Thread(target=stop_soon).start()
     started = time.monotonic()
-    for piece in backend.stream(request):
-        got.append(piece)
+    events = list(backend.stream(request))
+    got = _pieces(events)
+    assert events[-1].finish_reason == "cancelled"
     # Unstopped, "slow" streams for 30 s and "silent" holds the line for 10 s.
     assert time.monotonic() - started < 5, "Stop did not end the stream at once"
     assert fake.disconnected.wait(3), "the server never saw the connection close"

@@ -92,6 +92,7 @@ def test_generation_runs_under_spaces_gpu_with_a_duration_that_fits_the_answer(m
         assert spaces.calls[0]["duration"] == gpu_seconds(8, 2)
         # The prompt info crossed the process boundary too.
         assert conv.last_prompt.n_images == 2 and conv.last_prompt.image_labels == ["Image 1", "Image 2"]
+        assert conv.turns[-1].stats.completion_tokens == 8 and conv.turns[-1].stats.finish_reason == "length"
         # Same greedy answer as the engine gives without the decorator: it is the real generation.
         _, direct = _answer(ChatService(backend.engine, store), image_files[:2], 8)
         assert short == direct and short.strip()

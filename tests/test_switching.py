@@ -67,13 +67,19 @@ def test_switch_keeps_the_conversation_and_frees_the_old_model(config, store, im
         service.add_images(conv, [(str(p), p.name) for p in image_files[:2]])
         first = _answer(service, conv, "Compare Image 1 and Image 2")
         before = conv.last_prompt
-        old_model = weakref.ref(backend.engine.model)
+        from llava_app.web.openai_api import OpenAIEndpoint
+
+        api = OpenAIEndpoint(service, config)  # /v1 beside the page: it must not keep the old engine's parts
+        old_engine, old_model = weakref.ref(backend.engine), weakref.ref(backend.engine.model)
+        old_tokenizer = weakref.ref(backend.engine.processor.tokenizer)
         steps = []
         assert backend.switch(OTHER, report=lambda fraction, message: steps.append((fraction, message))) is True
         assert backend.model_name == OTHER and backend.is_random
         assert [f for f, _ in steps] == sorted(f for f, _ in steps) and steps[-1][0] == 1.0
         gc.collect()
         assert old_model() is None, "the previous model is still in memory"
+        assert old_tokenizer() is None and old_engine() is None, "the previous engine or tokenizer is still held"
+        assert api.service.backend is backend
 
         second = _answer(service, conv, "Which one is brighter?")
         assert second.strip()

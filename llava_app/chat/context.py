@@ -20,7 +20,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from llava_app.engine.base import Backend, ChatRequest, GenerationParams
+from llava_app.engine.base import Backend, ChatRequest, GenerationParams, TextDelta
 from llava_app.chat.conversation import SUMMARY_LEAD, Conversation, ImageRef, PromptInfo
 from llava_app.errors import UserError
 
@@ -62,27 +62,24 @@ class ContextFitter:
     @property
     def window(self) -> int | None:
         """The model's context window in tokens, when known."""
-        return getattr(self.backend, "context_length", None) or None
+        return self.backend.context_length or None
 
     @property
     def active(self) -> bool:
         """Fitting needs exact counts and a known window (a remote server may give neither)."""
-        return bool(getattr(self.backend, "counts_tokens", False) and self.window)
+        return bool(self.backend.counts_tokens and self.window)
 
     def count(self, conv: Conversation, system_prompt: str, first_visible: int | None = None,
-              summary: str | None = None) -> PromptInfo:
-        """The engine's own count of the prompt, as it would be with ``first_visible``/``summary``."""
-        msgs = conv.messages(system_prompt, first_visible, summary)
-        if msgs and msgs[-1]["role"] == "assistant":  # regenerate/preview: the prompt ends at the question
-            msgs = msgs[:-1]
-        return self.backend.prompt_info(msgs)
+              summary: str | None = None) -> int:
+        """The engine's own count of the prompt's tokens, as it would be with ``first_visible``/``summary``."""
+        return self.backend.count_tokens(_prompt_messages(conv, system_prompt, first_visible, summary))
 
     # ----- fitting -------------------------------------------------------------------------
     def fit(self, conv: Conversation, system_prompt: str, params: GenerationParams,
-            cancel: threading.Event | None = None) -> PromptInfo | None:
+            cancel: threading.Event | None = None) -> int | None:
         """Make the pending turn's prompt fit, dropping (and summarising) old turns; refuse what cannot fit.
 
-        Returns the count of the prompt the model will get (None when fitting is off).
+        Returns the prompt's token count, as the model will get it (None when fitting is off).
         Raises ``UserError`` (before anything is generated) when even the newest turn
         with all the images does not fit.
         """
@@ -94,14 +91,16 @@ class ContextFitter:
         if budget <= 0:
             raise UserError(f"Max new tokens ({params.max_new_tokens:,}) leaves no room for the prompt in the model's "
                             f"{window:,}-token context window. Lower it.")
-        info = self.count(conv, system_prompt)
-        if info.n_tokens <= budget:
-            return info
+        tokens = self.count(conv, system_prompt)
+        if tokens <= budget:
+            return tokens
         last = len(conv.turns) - 1
         minimal = self.count(conv, system_prompt, last, "")
-        if minimal.n_tokens > budget:
-            raise UserError(too_big_message(minimal, window, params.max_new_tokens))
-        target = minimal.n_tokens + int(self.low_water * (budget - minimal.n_tokens))
+        if minimal > budget:
+            # Said once, with the numbers: the full count tells the images' part.
+            info = self.backend.prompt_info(_prompt_messages(conv, system_prompt, last, ""))
+            raise UserError(too_big_message(info, window, params.max_new_tokens))
+        target = minimal + int(self.low_water * (budget - minimal))
         old_start, old_summary = conv.first_visible, conv.context_summary
         summary = ""
         if old_start == last:
@@ -112,8 +111,8 @@ class ContextFitter:
             start = self._smallest_start(conv, system_prompt, old_start + 1, last, target - reserve, "")
             summary = self.summarize_turns(conv, old_summary, old_start, start, cancel)
             if cancel is not None and cancel.is_set():
-                return info  # stopped while summarising: the conversation stays as it was
-            if summary and self.count(conv, system_prompt, last, summary).n_tokens > budget:
+                return tokens  # stopped while summarising: the conversation stays as it was
+            if summary and self.count(conv, system_prompt, last, summary) > budget:
                 summary = ""  # not even the summary fits beside the images
             if summary:
                 start = self._smallest_start(conv, system_prompt, start, last, budget, summary)
@@ -122,7 +121,7 @@ class ContextFitter:
         conv.first_visible, conv.context_summary = start, summary
         fitted = self.count(conv, system_prompt)
         log.info("context: dropped turns %d..%d of conversation %s (%d -> %d tokens, budget %d%s)", old_start,
-                 start - 1, conv.id[:8], info.n_tokens, fitted.n_tokens, budget, ", summarised" if summary else "")
+                 start - 1, conv.id[:8], tokens, fitted, budget, ", summarised" if summary else "")
         return fitted
 
     def _smallest_start(self, conv: Conversation, system_prompt: str, lo: int, hi: int, limit: int,
@@ -134,7 +133,7 @@ class ContextFitter:
         lo = min(lo, hi)
         while lo < hi:
             mid = (lo + hi) // 2
-            if self.count(conv, system_prompt, mid, summary).n_tokens <= limit:
+            if self.count(conv, system_prompt, mid, summary) <= limit:
                 hi = mid
             else:
                 lo = mid + 1
@@ -152,7 +151,7 @@ class ContextFitter:
         while True:
             transcript = (f"{SUMMARY_LEAD} {previous}\n" if previous else "") + "\n".join(lines)
             msgs = [{"role": "user", "content": [{"type": "text", "text": f"{transcript}\n\n{SUMMARY_INSTRUCTION}"}]}]
-            fits = self.backend.prompt_info(msgs).n_tokens + self.summary_tokens <= window
+            fits = self.backend.count_tokens(msgs) + self.summary_tokens <= window
             if fits or not lines:
                 break
             lines.pop(0)  # the oldest turns are left out of what is summarised, never the newest
@@ -160,12 +159,12 @@ class ContextFitter:
             return previous
         request = ChatRequest(msgs, GenerationParams(temperature=0.0, max_new_tokens=self.summary_tokens),
                               session_id=conv.id, cancel=cancel or threading.Event())
-        return "".join(self.backend.stream(request)).strip()
+        return "".join(e.text for e in self.backend.stream(request) if isinstance(e, TextDelta)).strip()
 
     # ----- images ----------------------------------------------------------------------------
     def image_tokens(self, image: ImageRef) -> int | None:
         """What one image costs in the prompt, counted by the engine (cached per picture)."""
-        if not getattr(self.backend, "counts_tokens", False):
+        if not self.backend.counts_tokens:
             return None
         key = (self.backend.model_name, image.sha256)  # the model may be switched while the app runs
         with self._lock:
@@ -197,6 +196,15 @@ class ContextFitter:
         with self._lock:
             costs = [self._image_costs.get((self.backend.model_name, im.sha256)) for im in conv.images]
         return None if None in costs else sum(costs)  # type: ignore[arg-type]
+
+
+def _prompt_messages(conv: Conversation, system_prompt: str, first_visible: int | None,
+                     summary: str | None) -> list[dict[str, Any]]:
+    """The messages of the prompt for the pending (or last) turn: a prompt ends at its question."""
+    msgs = conv.messages(system_prompt, first_visible, summary)
+    if msgs and msgs[-1]["role"] == "assistant":  # regenerate/preview: the prompt ends at the question
+        msgs = msgs[:-1]
+    return msgs
 
 
 def too_big_message(info: PromptInfo, window: int, answer_tokens: int) -> str:

@@ -47,6 +47,20 @@ class ImageRef:
         return image_label(self.number)
 
 
+@dataclass(frozen=True)
+class AnswerStats:
+    """How an answer was made: the engine's ``Usage`` and the timing the service measured."""
+
+    ttft_s: float | None  # request sent to first text, seconds
+    tokens_per_s: float | None  # decode rate after the first text
+    prompt_tokens: int | None
+    completion_tokens: int
+    prefilled_tokens: int | None = None  # prompt tokens computed again (the rest came from a cached prefix)
+    images_encoded: int | None = None
+    images_cached: int | None = None
+    finish_reason: str = "stop"  # "stop", "length" or "cancelled"
+
+
 @dataclass
 class Turn:
     """One exchange: the user's question and the model's answer (None while pending)."""
@@ -54,6 +68,7 @@ class Turn:
     user: str
     assistant: str | None = None
     stopped: bool = False  # the user pressed Stop; the partial answer is kept
+    stats: AnswerStats | None = None  # set when the answer was generated here (not for loaded ones)
 
 
 @dataclass
@@ -140,10 +155,11 @@ class Conversation:
         self.turns.append(turn)
         return turn
 
-    def answer(self, text: str, stopped: bool = False) -> None:
+    def answer(self, text: str, stopped: bool = False, stats: AnswerStats | None = None) -> None:
         """Record the answer of the newest turn."""
         self.turns[-1].assistant = text
         self.turns[-1].stopped = stopped
+        self.turns[-1].stats = stats
 
     def retract(self) -> str:
         """Drop the newest turn (a failed generation); its images go back to pending."""
@@ -166,6 +182,7 @@ class Conversation:
         turn = self.turns[-1]
         turn.assistant = None
         turn.stopped = False
+        turn.stats = None
         return turn
 
     # ----- the record (saved conversations, export, import, feedback, /v1) ----------------

@@ -15,15 +15,14 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
-from llava_app.engine.base import Backend, ChatRequest, GenerationParams
+from llava_app.engine.base import Backend, ChatRequest, GenerationParams, PromptReady, TextDelta, Usage, require
 from llava_app.chat.context import ContextFitter
-from llava_app.chat.conversation import Conversation, PromptInfo
+from llava_app.chat.conversation import AnswerStats, Conversation, PromptInfo
 from llava_app.errors import UserError
 from llava_app.faults import out_of_memory_error
 from llava_app.storage.images import ImageError, ImageLimits, ImageStore, load_image_file
 from llava_app.chat.sessions import Sessions
 from llava_app.engine.catalog import any_model_allowed, check_allowed, choices
-from llava_app.engine.switchable import SwitchableBackend
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +34,42 @@ class _Run:
     cancel: threading.Event
     started: bool = False
     armed_at: float = dataclasses.field(default_factory=time.monotonic)
+
+
+class _AnswerClock:
+    """Times one answer as its consumer sees it: time to the first text, then the decode rate."""
+
+    def __init__(self):
+        self.started = time.perf_counter()
+        self.first: float | None = None
+        self.latest: float | None = None
+        self.usage: Usage | None = None
+
+    def text(self) -> None:
+        self.latest = time.perf_counter()
+        if self.first is None:
+            self.first = self.latest
+
+    def stats(self) -> AnswerStats | None:
+        """The answer's stats; None when the engine sent no ``Usage`` (a stream that failed or was cut)."""
+        u = self.usage
+        if u is None:
+            return None
+        ttft = None if self.first is None else self.first - self.started
+        rate = None
+        if self.first is not None and self.latest is not None and self.latest > self.first and u.completion_tokens > 1:
+            rate = (u.completion_tokens - 1) / (self.latest - self.first)
+        return AnswerStats(ttft_s=ttft, tokens_per_s=rate, prompt_tokens=u.prompt_tokens,
+                           completion_tokens=u.completion_tokens, prefilled_tokens=u.prefilled_tokens,
+                           images_encoded=u.images_encoded, images_cached=u.images_cached,
+                           finish_reason=u.finish_reason)
+
+
+def _count_prompt(conv: Conversation, usage: Usage) -> None:
+    """An engine that learns the prompt's size only at the end (a remote server) fills it in now."""
+    info = conv.last_prompt
+    if info is not None and not info.n_tokens and usage.prompt_tokens:
+        conv.last_prompt = dataclasses.replace(info, n_tokens=usage.prompt_tokens)
 
 
 @dataclass
@@ -93,6 +128,7 @@ class ChatService:
         for path, name in files:
             name = name or os.path.basename(path)
             try:
+                require(self.backend, "supports_images")
                 self._check_per_message(conv)
                 img = load_image_file(path, self.upload_limits())
                 stored = self.store.put(img)
@@ -122,8 +158,7 @@ class ChatService:
         """The upload limits, storing no more pixels than the current model's processor uses."""
         if self.image_limits.model_size is not None:
             return self.image_limits
-        resolution = getattr(self.backend, "image_resolution", None)  # duck-typed test engines may lack it
-        return dataclasses.replace(self.image_limits, model_size=resolution() if resolution else None)
+        return dataclasses.replace(self.image_limits, model_size=self.backend.image_resolution())
 
     def context_warnings(self, conv: Conversation) -> list[str]:
         """Warnings about the context window (images that leave no room); counting them warms the meter."""
@@ -207,20 +242,23 @@ class ChatService:
                 raise oom from None
             raise
         request = ChatRequest(conv.messages(system_prompt), params, session_id=conv.id, cancel=cancel)
-        text, failed = "", False
-        chunks = self.backend.stream(request)
+        text, failed, clock = "", False, _AnswerClock()
+        events = self.backend.stream(request)
         last = 0.0
         try:
-            for chunk in chunks:
-                text += chunk
-                if request.info is not None:
-                    conv.last_prompt = request.info
-                now = time.monotonic()
-                if now - last >= self.stream_interval:
-                    last = now
-                    yield text
-            if request.info is not None:
-                conv.last_prompt = request.info
+            for event in events:
+                if isinstance(event, TextDelta):
+                    clock.text()
+                    text += event.text
+                    now = time.monotonic()
+                    if now - last >= self.stream_interval:
+                        last = now
+                        yield text
+                elif isinstance(event, PromptReady):
+                    conv.last_prompt = event.info
+                elif isinstance(event, Usage):
+                    clock.usage = event
+                    _count_prompt(conv, event)
             yield text
         except BaseException as exc:
             failed = True
@@ -231,14 +269,14 @@ class ChatService:
         finally:
             stopped = cancel.is_set()
             cancel.set()
-            close = getattr(chunks, "close", None)
+            close = getattr(events, "close", None)  # a generator: closing it ends the engine's work now
             if close:
                 close()
             self._release(conv, cancel)
             if failed and not text:
                 conv.retract()
             elif conv.turns and conv.turns[-1].assistant is None:
-                conv.answer(text, stopped=stopped or failed)
+                conv.answer(text, stopped=stopped or failed, stats=clock.stats())
 
     def preview(self, conv: Conversation, system_prompt: str = "") -> PromptInfo:
         """The prompt the model was (or would be) given for the newest turn."""
@@ -307,15 +345,13 @@ class ChatService:
 
     def model_choices(self) -> tuple[list[str], bool] | None:
         """The models users may switch to and whether any id may be typed; None when switching is off."""
-        if not isinstance(self.backend, SwitchableBackend):
+        if not self.backend.can_switch:
             return None
         allowed = self.allowed_models or [self.model_name]
         return choices(allowed), any_model_allowed(allowed)
 
     def switch_model(self, name: str, report: Callable[[float, str], None] | None = None) -> str:
         """Load an allowed model in place of the current one (conversations stay); returns its name."""
-        if not isinstance(self.backend, SwitchableBackend):
-            raise UserError("This server cannot switch models.")
         self.backend.switch(check_allowed(name, self.allowed_models or [self.model_name]), report=report)
         return self.backend.model_name
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from llava_app.engine.base import Backend, ChatRequest, GenerationParams
+from llava_app.errors import ConfigError
 
 if TYPE_CHECKING:
     from llava_app.config import Config
@@ -37,7 +38,7 @@ def make_backend(config: "Config", image_store: "ImageStore") -> Backend:
 
         return OpenAIBackend(config.model, config.base_url, api_key=config.api_key, timeout=config.request_timeout,
                              context_length=config.context_length or None)
-    raise SystemExit(f"error: unknown backend {config.backend!r}")
+    raise ConfigError(f"unknown backend {config.backend!r}; use local or openai")
 
 
 def make_app_backend(config: "Config", image_store: "ImageStore") -> Backend:

@@ -1,12 +1,13 @@
-"""The one backend interface: a conversation in, text chunks out."""
+"""The one backend interface: a conversation in, typed events (prompt, text, usage) out."""
 
 from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
+from llava_app.errors import UserError
 from llava_app.storage.images import ModelImageSize
 
 
@@ -40,12 +41,13 @@ class TextDelta:
 class Usage:
     """How the answer was made (sent once, last). Timing is measured by the consumer.
 
+    ``prompt_tokens`` is None when the engine cannot tell (a server that sends no usage).
     ``prefilled_tokens`` are the prompt tokens computed again (the rest came from a
     cached prefix); ``images_encoded``/``images_cached`` count vision-tower passes and
     feature-cache hits. Engines that cannot tell leave them None.
     """
 
-    prompt_tokens: int
+    prompt_tokens: int | None
     completion_tokens: int
     finish_reason: str = "stop"  # "stop", "length" or "cancelled"
     prefilled_tokens: int | None = None
@@ -75,36 +77,60 @@ class ChatRequest:
     """One generation: messages (``Conversation.messages()``), parameters and a cancel flag.
 
     ``cancel`` is set by Stop, by a closed tab, or by the consumer abandoning the
-    stream; the engine checks it between decode steps. The engine fills ``info`` with
-    what the model was given before the first chunk.
+    stream; the engine checks it between decode steps.
     """
 
     messages: list[dict[str, Any]]
     params: GenerationParams = field(default_factory=GenerationParams)
     session_id: str = ""
     cancel: threading.Event = field(default_factory=threading.Event)
-    info: PromptInfo | None = None
+
+
+class Unsupported(UserError):
+    """The engine lacks a capability the caller needs (see ``Backend`` and ``require``)."""
+
+
+#: the capabilities an engine declares (class attributes of ``Backend``), and what their absence means
+CAPABILITIES = {
+    "supports_images": "This model takes no images; ask in words only.",
+    "counts_tokens": "This engine cannot count a prompt's tokens.",
+    "can_switch": "This server runs one model; it cannot load another.",
+}
 
 
 class Backend(ABC):
-    """A chat engine. Implementations stream text chunks and state their capabilities."""
+    """A chat engine: ``stream`` yields typed events; capabilities are the class attributes below.
+
+    Capabilities are declared here, read as plain attributes, and enforced in one
+    place (``require``). Wrappers expose this interface and nothing else.
+    """
 
     #: shown in the page header
     model_name: str = ""
     #: answers come from random weights (tiny test models): the page says so
     is_random: bool = False
-    #: the engine accepts images
-    supports_images: bool = True
     #: the context window in tokens, when known
     context_length: int | None = None
     #: how many generations the engine takes at once; the page queues the rest
     max_concurrency: int = 1
-    #: ``prompt_info`` counts the prompt's tokens exactly (needed to fit the context window)
+    # ----- capabilities (see ``CAPABILITIES``) -----
+    #: the engine accepts images
+    supports_images: bool = True
+    #: ``count_tokens`` is exact (needed to fit the context window)
     counts_tokens: bool = False
+    #: ``switch`` loads another model in place of the current one
+    can_switch: bool = False
 
     @abstractmethod
-    def stream(self, request: ChatRequest) -> Iterator[str]:
-        """Yield the answer as text chunks (deltas) until it ends or ``request.cancel`` is set."""
+    def stream(self, request: ChatRequest) -> Iterator[Event]:
+        """Yield ``PromptReady`` once, then ``TextDelta``s, then ``Usage`` once, until the answer ends
+        or ``request.cancel`` is set (a cancelled stream ends with a "cancelled" ``Usage`` where the
+        engine can tell; one its consumer closes early ends without)."""
+
+    def count_tokens(self, messages: list[dict[str, Any]]) -> int:
+        """The exact number of prompt tokens ``stream`` would give the model for ``messages``."""
+        require(self, "counts_tokens")
+        raise NotImplementedError(f"{type(self).__name__} declares counts_tokens but does not count")
 
     def prompt_info(self, messages: list[dict[str, Any]]) -> PromptInfo:
         """Render the prompt for ``messages`` without generating (for the page's panel)."""
@@ -115,11 +141,24 @@ class Backend(ABC):
         """The resolution the model's image processor uses (uploads are stored no larger), if known."""
         return None
 
+    def switch(self, name: str, report: Callable[[float, str], None] | None = None) -> bool:
+        """Load model ``name`` in place of the current one (engines with ``can_switch``)."""
+        require(self, "can_switch")
+        raise NotImplementedError(f"{type(self).__name__} declares can_switch but does not switch")
+
     def forget(self, session_id: str) -> None:
         """Drop whatever the engine cached for a session (closed tab, new chat)."""
 
     def close(self) -> None:
         """Release the model and its memory."""
+
+
+def require(backend: Backend, capability: str) -> None:
+    """The one capability check: raise ``Unsupported`` (a ``UserError``) when ``backend`` lacks it."""
+    if capability not in CAPABILITIES:
+        raise ValueError(f"unknown capability {capability!r}; declared: {', '.join(CAPABILITIES)}")
+    if not getattr(backend, capability):
+        raise Unsupported(CAPABILITIES[capability])
 
 
 def image_refs(messages: list[dict[str, Any]]) -> list[Any]:

@@ -10,6 +10,20 @@ if TYPE_CHECKING:
 
 ANY_MODEL = "*"
 
+# The tiny random-weight models --model accepts, and the family each builds (tiny.py builds them).
+TINY_PRESETS = {
+    "tiny-random": "llava",
+    "tiny-random-llava": "llava",
+    "tiny-random-llava-next": "llava_next",
+    "tiny-random-llava-onevision": "llava_onevision",
+    "tiny-random-bench": "bench",
+}
+
+
+def is_tiny(name: str) -> bool:
+    """True for the names that build a tiny random model (its answers are random words)."""
+    return name in TINY_PRESETS
+
 
 @dataclass(frozen=True)
 class Preset:

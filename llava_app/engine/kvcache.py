@@ -23,93 +23,15 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import OrderedDict
+from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generic, Hashable, Iterable, TypeVar
+from typing import Any, Callable, Iterable
+
+from llava_app.engine.compat import processing_kwargs
+from llava_app.engine.lru import ByteLRU, cache_nbytes
 
 log = logging.getLogger(__name__)
-
-K = TypeVar("K", bound=Hashable)
-V = TypeVar("V")
-
-
-class ByteLRU(Generic[K, V]):
-    """A dict bounded by the bytes of its values, least recently used out first (thread-safe)."""
-
-    def __init__(self, budget_bytes: int, on_evict: Callable[[K, V], None] | None = None):
-        self.budget = max(0, int(budget_bytes))
-        self._items: OrderedDict[K, tuple[V, int]] = OrderedDict()
-        self._bytes = 0
-        self._lock = threading.Lock()
-        self._on_evict = on_evict
-        self.hits = self.misses = self.evictions = 0
-
-    def get(self, key: K) -> V | None:
-        """The value (now the most recently used), or None."""
-        with self._lock:
-            item = self._items.get(key)
-            if item is None:
-                self.misses += 1
-                return None
-            self._items.move_to_end(key)
-            self.hits += 1
-            return item[0]
-
-    def put(self, key: K, value: V, nbytes: int) -> bool:
-        """Store ``value``, evicting the least recently used until it fits; False when it alone is too big."""
-        evicted: list[tuple[K, V]] = []
-        with self._lock:
-            old = self._items.pop(key, None)
-            if old is not None:
-                self._bytes -= old[1]
-            if nbytes > self.budget:
-                return False
-            while self._items and self._bytes + nbytes > self.budget:
-                k, (v, n) = self._items.popitem(last=False)
-                self._bytes -= n
-                self.evictions += 1
-                evicted.append((k, v))
-            self._items[key] = (value, nbytes)
-            self._bytes += nbytes
-        for k, v in evicted:
-            log.debug("evicted %r to stay within %d bytes", k, self.budget)
-            if self._on_evict:
-                self._on_evict(k, v)
-        return True
-
-    def pop(self, key: K) -> V | None:
-        """Remove and return ``key``'s value (no hit or miss counted)."""
-        with self._lock:
-            item = self._items.pop(key, None)
-            if item is None:
-                return None
-            self._bytes -= item[1]
-            return item[0]
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-            self._bytes = 0
-
-    def __contains__(self, key: object) -> bool:
-        with self._lock:
-            return key in self._items
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._items)
-
-    def keys(self) -> list[K]:
-        """Keys from least to most recently used."""
-        with self._lock:
-            return list(self._items)
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes held now."""
-        return self._bytes
-
 
 @dataclass(frozen=True)
 class ImageSpan:
@@ -132,7 +54,7 @@ class CachedPrefix:
 
 @dataclass
 class RunStats:
-    """What the engine did for one request (for logs, tests and the benchmark)."""
+    """What the engine did for one request (its ``Usage`` event is made from it). Timing is the consumer's."""
 
     session_id: str = ""
     prompt_tokens: int = 0
@@ -142,16 +64,8 @@ class RunStats:
     image_tokens: int = 0  # of prompt_tokens, those standing for images
     images_encoded: int = 0  # run through the vision tower for this request
     image_feature_hits: int = 0  # taken from the feature cache
-    started_at: float = 0.0
-    first_token_at: float | None = None
-    finished_at: float | None = None
     prompt_ids: Any = None  # the prompt's token ids as given to the model (1-D, CPU)
     new_token_ids: list[int] = field(default_factory=list)
-
-    @property
-    def ttft(self) -> float | None:
-        """Seconds from the request to the first new token."""
-        return None if self.first_token_at is None else self.first_token_at - self.started_at
 
 
 @dataclass
@@ -192,22 +106,6 @@ def common_prefix(cached_ids, cached_spans: Iterable[ImageSpan], ids, spans: Ite
     return n
 
 
-def cache_nbytes(cache) -> int:
-    """Bytes held by a KV cache's tensors (each storage counted once)."""
-    seen: set[int] = set()
-    total = 0
-    for layer in getattr(cache, "layers", []):
-        for t in (getattr(layer, "keys", None), getattr(layer, "values", None)):
-            if t is None or not hasattr(t, "untyped_storage"):
-                continue
-            storage = t.untyped_storage()
-            if storage.data_ptr() in seen:
-                continue
-            seen.add(storage.data_ptr())
-            total += storage.nbytes()
-    return total
-
-
 class PrefixReuse:
     """Builds each request's model inputs with prefix KV reuse and cached image features.
 
@@ -221,10 +119,12 @@ class PrefixReuse:
         model_id: names the model in feature-cache keys.
         kv_budget_bytes: bytes of KV kept across all sessions; 0 keeps none (every turn re-reads its prompt).
         feature_budget_bytes: bytes of image features kept; 0 keeps none.
+        tokenizer_lock: held around every tokenizer call (the engine's one lock; a fast
+            tokenizer used from two threads at once fails with "Already borrowed").
     """
 
     def __init__(self, model, processor, open_image: Callable[[str], Any], model_id: str,
-                 kv_budget_bytes: int, feature_budget_bytes: int):
+                 kv_budget_bytes: int, feature_budget_bytes: int, tokenizer_lock: Any = None):
         self.model = model
         self.processor = processor
         self.open_image = open_image
@@ -245,22 +145,15 @@ class PrefixReuse:
         self._lock = threading.Lock()
         self.vision_calls = 0
         self.images_encoded = 0
-        self._kwargs = self._processing_kwargs()
-        self.reuse_kv = kv_budget_bytes > 0 and self._croppable()
-        if kv_budget_bytes > 0 and not self.reuse_kv:
+        self._tokenizer_lock = tokenizer_lock or nullcontext()
+        self._kwargs = processing_kwargs(processor)
+        #: prompts are laid out here (prefix reuse, cached features); off when transformers lacks what it needs
+        self.layout_ok = self._kwargs is not None
+        self.reuse_kv = self.layout_ok and kv_budget_bytes > 0 and self._croppable()
+        if self.layout_ok and kv_budget_bytes > 0 and not self.reuse_kv:
             log.info("KV reuse is off: this model's cache has layers that cannot be cropped (sliding window)")
 
     # ----- setup ----------------------------------------------------------------------------
-    def _processing_kwargs(self) -> dict[str, dict]:
-        """The processor's own merged defaults, as its ``__call__`` uses them."""
-        tok = self.processor.tokenizer
-        merged = self.processor._merge_kwargs(tokenizer_init_kwargs=getattr(tok, "init_kwargs", {}),
-                                              return_tensors="pt")
-        text_kwargs = dict(merged["text_kwargs"])
-        for key in ("return_mm_token_type_ids", "return_text_replacement_offsets"):
-            text_kwargs.pop(key, None)
-        return {"text": text_kwargs, "images": dict(merged["images_kwargs"])}
-
     def _new_cache(self):
         from transformers import DynamicCache
 
@@ -334,6 +227,8 @@ class PrefixReuse:
         """
         import torch
 
+        if not self.layout_ok:
+            raise ValueError("this transformers version lacks what the prompt layout needs")
         with self._layout_lock:
             missing = [s for s in dict.fromkeys(shas) if self._feature_key(s) not in self._replacements]
             processed = self._process(missing) if missing else None
@@ -342,8 +237,9 @@ class PrefixReuse:
                 self._replacements.move_to_end(self._feature_key(s))
         if text.count(self.image_token) != len(shas):
             raise ValueError(f"the prompt has {text.count(self.image_token)} image placeholders for {len(shas)} images")
-        expanded, _ = self.processor.get_text_with_replacements([text], repl)
-        ids = self.processor.tokenizer(expanded, **self._kwargs["text"])["input_ids"][0]
+        with self._tokenizer_lock:
+            expanded, _ = self.processor.get_text_with_replacements([text], repl)
+            ids = self.processor.tokenizer(expanded, **self._kwargs["text"])["input_ids"][0]
         ids = torch.as_tensor(ids, dtype=torch.long).flatten().cpu()
         spans, pos = [], 0
         is_image = (ids == self.image_token_id).tolist()
@@ -365,7 +261,7 @@ class PrefixReuse:
         and features only for the images after it."""
         import torch
 
-        stats = RunStats(session_id=session_id, started_at=time.perf_counter(), images=len(shas))
+        stats = RunStats(session_id=session_id, images=len(shas))
         try:
             with torch.inference_mode():
                 return self._prepare(session_id, text, shas, stats)
@@ -377,6 +273,8 @@ class PrefixReuse:
         import torch
         from transformers.modeling_outputs import BaseModelOutputWithPooling
 
+        if not self.layout_ok:  # compat.py warned once already
+            return self._whole(session_id, text, shas, stats)
         try:
             ids, spans, processed, processed_shas = self.layout(text, shas)
         except ValueError as exc:  # a processor whose placeholders this engine cannot lay out
@@ -437,7 +335,9 @@ class PrefixReuse:
         """The plain path: the processor on the whole prompt and every image, no cache kept."""
         self._return(session_id)
         self.kv.pop(session_id)
-        inputs = self.processor(text=text, images=[self.open_image(s) for s in shas] or None, return_tensors="pt")
+        pictures = [self.open_image(s) for s in shas] or None
+        with self._tokenizer_lock:
+            inputs = self.processor(text=text, images=pictures, return_tensors="pt")
         inputs = inputs.to(self.device)
         if "pixel_values" in inputs:
             inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-import functools
 import logging
+import queue
 import threading
 import time
 from typing import Any, Iterator
 
+from llava_app.engine.base import Backend, ChatRequest, Event, PromptInfo, PromptReady, TextDelta, Usage, image_refs
+from llava_app.engine.catalog import is_tiny
+from llava_app.errors import EngineError, MissingDependency, UserError
 from llava_app.faults import out_of_memory_error
 from llava_app.storage.images import ImageStore, ModelImageSize
-from llava_app.engine.base import Backend, ChatRequest, PromptInfo, image_refs
 
 log = logging.getLogger(__name__)
+
+#: how often the consumer wakes while waiting for text, to notice a generate thread that died
+POLL_S = 0.5
 
 
 def _require_torch():
@@ -20,7 +25,7 @@ def _require_torch():
         import torch  # noqa: F401
         import transformers  # noqa: F401
     except ImportError as exc:  # pragma: no cover - depends on the install
-        raise SystemExit(
+        raise MissingDependency(
             "The local backend needs torch and transformers: pip install -r requirements.txt "
             "(or use --backend openai with a remote server, which needs neither)."
         ) from exc
@@ -57,7 +62,9 @@ class LocalBackend(Backend):
 
     One generation at a time per model object (``self._lock``); each request gets a
     fresh ``TextIteratorStreamer`` and thread, and a stopping criterion that watches
-    the request's cancel flag, so Stop ends the decode loop itself.
+    the request's cancel flag, so Stop ends the decode loop itself. Every tokenizer
+    call (prompt layout, counting, the streamer's decoding) holds ``tokenizer_lock``:
+    a fast tokenizer used by two threads at once fails ("Already borrowed").
     """
 
     counts_tokens = True
@@ -67,8 +74,8 @@ class LocalBackend(Backend):
                  context_length: int | None = None, kv_cache_bytes: int = 2048 * 2**20,
                  feature_cache_bytes: int = 512 * 2**20):
         _require_torch()
+        from llava_app.engine.kvcache import PrefixReuse, RunStats
         from llava_app.engine.models import LoadOptions, load_model_and_processor
-        from llava_app.engine.tiny import is_tiny
 
         started = time.perf_counter()
         self.model, self.processor, self.path = load_model_and_processor(
@@ -79,39 +86,39 @@ class LocalBackend(Backend):
         self.is_random = is_tiny(model)
         self.images = image_store
         self.stream_delay = stream_delay
-        text_config = self.model.config.get_text_config()
-        self.context_length = context_length or getattr(text_config, "max_position_embeddings", None)
+        self.context_length = context_length or self.model.config.get_text_config().max_position_embeddings
         self.device = next(self.model.parameters()).device
         self._lock = threading.Lock()
+        self.tokenizer_lock = threading.RLock()
+        # The processor's placeholder tokens, which user text must not contain (LLaVA processors declare both).
+        self._reserved = tuple(t for t in (self.processor.image_token, getattr(self.processor, "video_token", None))
+                               if t)
         # Multi-turn reuse (kvcache.py): per-session prefix KV and cached image features.
-        from llava_app.engine.kvcache import PrefixReuse, RunStats
-
         # Look the store up on each call: whoever holds the engine may hand it another store.
         self.reuse = PrefixReuse(self.model, self.processor, lambda sha: self.images.open(sha), model_id=str(self.path),
-                                 kv_budget_bytes=kv_cache_bytes, feature_budget_bytes=feature_cache_bytes)
-        #: what the engine did for the latest request (reused tokens, images encoded, new token ids)
+                                 kv_budget_bytes=kv_cache_bytes, feature_budget_bytes=feature_cache_bytes,
+                                 tokenizer_lock=self.tokenizer_lock)
+        #: what the engine did for the latest request (diagnostics for tests and benchmarks; the app reads ``Usage``)
         self.last_run: RunStats | None = None
 
     # ----- prompt ---------------------------------------------------------------------------
     def render(self, messages: list[dict[str, Any]]) -> str:
         """The prompt text from the model's chat template (image placeholders unexpanded)."""
-        reserved = tuple(t for t in (getattr(self.processor, "image_token", None),
-                                     getattr(self.processor, "video_token", None)) if t)
-        return self.processor.apply_chat_template(template_messages(messages, reserved), add_generation_prompt=True,
-                                                  tokenize=False)
+        with self.tokenizer_lock:
+            return self.processor.apply_chat_template(template_messages(messages, self._reserved),
+                                                      add_generation_prompt=True, tokenize=False)
 
     def encode(self, messages: list[dict[str, Any]]):
         """Processor inputs (token ids with image tokens expanded, pixel values) and the prompt info."""
         text = self.render(messages)
         refs = image_refs(messages)
         pictures = [self.images.open(r.sha256) for r in refs]
-        inputs = self.processor(text=text, images=pictures or None, return_tensors="pt")
-        info = PromptInfo(text=text, n_images=len(refs), n_tokens=int(inputs["input_ids"].shape[1]),
-                          image_labels=[r.label for r in refs])
-        image_token_id = getattr(self.processor, "image_token_id", None)
-        if image_token_id is not None:
-            info.n_image_tokens = int((inputs["input_ids"] == image_token_id).sum())
-        return inputs, info
+        with self.tokenizer_lock:
+            inputs = self.processor(text=text, images=pictures or None, return_tensors="pt")
+        ids = inputs["input_ids"]
+        return inputs, PromptInfo(text=text, n_images=len(refs), n_tokens=int(ids.shape[1]),
+                                  image_labels=[r.label for r in refs],
+                                  n_image_tokens=int((ids == self.processor.image_token_id).sum()))
 
     def image_resolution(self) -> ModelImageSize | None:
         return ModelImageSize.from_processor(self.processor.image_processor)
@@ -128,6 +135,9 @@ class LocalBackend(Backend):
         return PromptInfo(text=text, n_images=len(refs), n_tokens=int(ids.numel()),
                           image_labels=[r.label for r in refs], n_image_tokens=sum(s.stop - s.start for s in spans))
 
+    def count_tokens(self, messages: list[dict[str, Any]]) -> int:
+        return self.prompt_info(messages).n_tokens
+
     # ----- generation -----------------------------------------------------------------------
     def generation_kwargs(self, request: ChatRequest) -> dict[str, Any]:
         """``generate`` arguments for the request's sampling parameters."""
@@ -139,20 +149,8 @@ class LocalBackend(Backend):
             kwargs.update(do_sample=True, temperature=float(p.temperature), top_p=float(p.top_p), top_k=None)
         return kwargs
 
-    def stream(self, request: ChatRequest) -> Iterator[str]:
-        from transformers import StoppingCriteria, StoppingCriteriaList
-
-        cancel, delay = request.cancel, self.stream_delay
-        abandoned = threading.Event()  # the consumer went away without setting cancel
-
-        class _Cancelled(StoppingCriteria):
-            """Stops the decode loop when the request is cancelled (checked every step)."""
-
-            def __call__(self, input_ids, scores, **kwargs):
-                if delay > 0:  # test knob: emulate a slower model; wakes at once on cancel
-                    cancel.wait(delay)
-                return cancel.is_set() or abandoned.is_set()
-
+    def stream(self, request: ChatRequest) -> Iterator[Event]:
+        cancel = request.cancel
         with self._lock:
             if cancel.is_set():
                 return
@@ -162,37 +160,18 @@ class LocalBackend(Backend):
             refs = image_refs(request.messages)
             prepared = self.reuse.prepare(request.session_id, text, [r.sha256 for r in refs])
             stats = self.last_run = prepared.stats
-            request.info = PromptInfo(text=text, n_images=len(refs), n_tokens=stats.prompt_tokens,
-                                      image_labels=[r.label for r in refs], n_image_tokens=stats.image_tokens)
-            streamer = _timed_streamer(stats, self.processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
+            abandoned = threading.Event()  # the consumer went away without setting cancel
+            streamer = self._streamer()
             failure: list[BaseException] = []
-
-            def run() -> None:
-                import torch
-
-                sequences = None
-                try:
-                    # inference_mode, not just generate's no_grad: less bookkeeping per op, which
-                    # shows on small models; the kept KV tensors are only ever used this way.
-                    with torch.inference_mode():
-                        sequences = self.model.generate(**prepared.generate_kwargs, **self.generation_kwargs(request),
-                                                        streamer=streamer,
-                                                        stopping_criteria=StoppingCriteriaList([_Cancelled()]))
-                except BaseException as exc:  # noqa: BLE001 - handed to the consumer below
-                    failure.append(exc)
-                    streamer.end()
-                finally:
-                    self.reuse.finish(prepared, sequences, ok=sequences is not None)
-                    stats.finished_at = time.perf_counter()
-                    if sequences is not None:
-                        stats.new_token_ids = sequences[0, prepared.input_ids.shape[1]:].tolist()
-
-            thread = threading.Thread(target=run, name="llava-generate", daemon=True)
+            thread = threading.Thread(target=self._generate, name="llava-generate", daemon=True,
+                                      args=(request, prepared, streamer, abandoned, failure))
             thread.start()
             try:
-                for chunk in streamer:
-                    if chunk:
-                        yield chunk
+                yield PromptReady(PromptInfo(text=text, n_images=len(refs), n_tokens=stats.prompt_tokens,
+                                             image_labels=[r.label for r in refs], n_image_tokens=stats.image_tokens))
+                for piece in _texts(streamer, thread):
+                    if piece:
+                        yield TextDelta(piece)
                     if cancel.is_set():
                         break
             finally:
@@ -200,12 +179,62 @@ class LocalBackend(Backend):
                 thread.join()
                 self._release_memory()
             if failure:
-                exc = failure.pop()
                 del prepared  # out of memory: the failed step's inputs must go before the memory is released
-                oom = out_of_memory_error(exc)
-                if oom is not None:
-                    raise oom from None
-                raise exc
+                raise _user_facing(failure.pop())
+        yield self._usage(request, stats, stopped=cancel.is_set())
+
+    def _streamer(self):
+        """A fresh ``TextIteratorStreamer`` whose decoding holds the tokenizer lock."""
+        from transformers import TextIteratorStreamer
+
+        return TextIteratorStreamer(_LockedDecoder(self.processor.tokenizer, self.tokenizer_lock), skip_prompt=True,
+                                    timeout=POLL_S, skip_special_tokens=True)
+
+    def _generate(self, request: ChatRequest, prepared, streamer, abandoned: threading.Event,
+                  failure: list[BaseException]) -> None:
+        """The generate thread: runs the model, feeds ``streamer``, and keeps the session's cache."""
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        cancel, delay = request.cancel, self.stream_delay
+
+        class _Cancelled(StoppingCriteria):
+            """Stops the decode loop when the request is cancelled (checked every step)."""
+
+            def __call__(self, input_ids, scores, **kwargs):
+                if delay > 0:  # test knob: emulate a slower model; wakes at once on cancel
+                    cancel.wait(delay)
+                return cancel.is_set() or abandoned.is_set()
+
+        sequences = None
+        try:
+            # inference_mode, not just generate's no_grad: less bookkeeping per op, which
+            # shows on small models; the kept KV tensors are only ever used this way.
+            with torch.inference_mode():
+                sequences = self.model.generate(**prepared.generate_kwargs, **self.generation_kwargs(request),
+                                                streamer=streamer,
+                                                stopping_criteria=StoppingCriteriaList([_Cancelled()]))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            failure.append(exc)
+            try:
+                streamer.end()
+            except BaseException:  # noqa: BLE001 - the consumer notices the thread ended (``_texts``)
+                pass
+        finally:
+            self.reuse.finish(prepared, sequences, ok=sequences is not None)
+            if sequences is not None:
+                prepared.stats.new_token_ids = sequences[0, prepared.input_ids.shape[1]:].tolist()
+
+    @staticmethod
+    def _usage(request: ChatRequest, stats, stopped: bool) -> Usage:
+        completion = len(stats.new_token_ids)
+        if stopped:
+            reason = "cancelled"
+        else:
+            reason = "length" if completion >= request.params.max_new_tokens else "stop"
+        return Usage(prompt_tokens=stats.prompt_tokens, completion_tokens=completion, finish_reason=reason,
+                     prefilled_tokens=stats.prefilled_tokens, images_encoded=stats.images_encoded,
+                     images_cached=stats.images - stats.images_encoded)
 
     def _release_memory(self) -> None:
         import torch
@@ -218,29 +247,47 @@ class LocalBackend(Backend):
         self.reuse.forget(session_id)
 
     def close(self) -> None:
+        """Drop the model, the processor (tokenizer) and every cache; the engine is unusable after."""
         self.reuse.clear()
-        del self.model
+        del self.reuse, self.model, self.processor
+        self.last_run = None
         self._release_memory()
 
 
-def _timed_streamer(stats, tokenizer, **kwargs):
-    """A ``TextIteratorStreamer`` that notes when the first new token arrived (in ``stats``)."""
-    streamer = _timed_streamer_class()(tokenizer, **kwargs)
-    streamer.stats = stats
-    return streamer
+class _LockedDecoder:
+    """What ``TextIteratorStreamer`` uses of a tokenizer (``decode``), under the engine's tokenizer lock."""
+
+    def __init__(self, tokenizer, lock):
+        self._tokenizer, self._lock = tokenizer, lock
+
+    def decode(self, *args, **kwargs) -> str:
+        with self._lock:
+            return self._tokenizer.decode(*args, **kwargs)
 
 
-@functools.lru_cache(maxsize=1)
-def _timed_streamer_class():
-    from transformers import TextIteratorStreamer
+def _texts(streamer, thread: threading.Thread) -> Iterator[str]:
+    """The streamer's text until it ends, or until the generate thread is gone without ending it.
 
-    class TimedStreamer(TextIteratorStreamer):
-        stats = None
+    The streamer's queue is read with a timeout, so a generate thread that died before it
+    could end the stream (its own failure in the decoding) never leaves the consumer waiting.
+    """
+    while True:
+        try:
+            yield next(streamer)
+        except StopIteration:
+            return
+        except queue.Empty:
+            if not thread.is_alive():
+                return
 
-        def put(self, value):
-            # The first call carries the prompt; the next one the first new token.
-            if not self.next_tokens_are_prompt and self.stats.first_token_at is None:
-                self.stats.first_token_at = time.perf_counter()
-            super().put(value)
 
-    return TimedStreamer
+def _user_facing(exc: BaseException) -> BaseException:
+    """What the consumer gets for a failure inside ``generate``: the project's own errors."""
+    oom = out_of_memory_error(exc)
+    if oom is not None:
+        return oom
+    if isinstance(exc, (EngineError, UserError)) or not isinstance(exc, Exception):
+        return exc
+    error = EngineError(f"The model failed while writing the answer ({type(exc).__name__}: {exc}).")
+    error.__cause__ = exc
+    return error

@@ -10,41 +10,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llava_app.errors import ModelNotFoundError, UserError
+from llava_app.engine.catalog import is_tiny
+from llava_app.errors import ConfigError, MissingDependency, ModelNotFoundError, UserError
 
 log = logging.getLogger(__name__)
-
-
-def _image_only_onevision_class():
-    """A LLaVA-OneVision processor without its video processor.
-
-    transformers' OneVision video processor needs torchvision, which a CPU-only
-    install of torch often lacks; this app sends images only, so the image
-    processor and the tokenizer are all it needs.
-    """
-    from transformers import LlavaOnevisionProcessor
-
-    class ImageOnlyLlavaOnevisionProcessor(LlavaOnevisionProcessor):
-        def __init__(self, image_processor=None, tokenizer=None, **kwargs):
-            kwargs.pop("video_processor", None)
-            super().__init__(image_processor, tokenizer, None, **kwargs)
-
-        def __call__(self, *args, videos=None, **kwargs):
-            if videos is not None:
-                raise ValueError("this processor was loaded without a video processor (torchvision is missing)")
-            return super().__call__(*args, **kwargs)
-
-    return ImageOnlyLlavaOnevisionProcessor
-
-
-def make_image_only_onevision_processor(image_processor, tokenizer, **kwargs):
-    """Build the torchvision-free OneVision processor from its parts."""
-    return _image_only_onevision_class()(image_processor, tokenizer, **kwargs)
 
 
 def load_processor(path: str, **hub_kwargs):
     """``AutoProcessor.from_pretrained``, with the torchvision-free OneVision fallback."""
     from transformers import AutoConfig, AutoProcessor
+
+    from llava_app.engine.processors import make_image_only_onevision_processor
 
     try:
         return AutoProcessor.from_pretrained(path, **hub_kwargs)
@@ -57,7 +33,6 @@ def load_processor(path: str, **hub_kwargs):
     from transformers.models.llava_onevision.image_processing_pil_llava_onevision import (
         LlavaOnevisionImageProcessorPil,
     )
-    from transformers.utils import cached_file
 
     image_processor = LlavaOnevisionImageProcessorPil.from_pretrained(path, **hub_kwargs)
     tokenizer = AutoTokenizer.from_pretrained(path, **hub_kwargs)
@@ -68,17 +43,27 @@ def load_processor(path: str, **hub_kwargs):
         "vision_feature_select_strategy": config.vision_feature_select_strategy,
         "vision_aspect_ratio": config.vision_aspect_ratio,
     }
-    cfg_file = cached_file(path, "processor_config.json", _raise_exceptions_for_missing_entries=False, **hub_kwargs)
+    cfg_file = _optional_file(path, "processor_config.json", **hub_kwargs)
     if cfg_file:
         saved = json.loads(Path(cfg_file).read_text())
         for key in ("num_image_tokens", "vision_feature_select_strategy", "vision_aspect_ratio"):
             if key in saved:
                 extra[key] = saved[key]
     chat_template = getattr(tokenizer, "chat_template", None)
-    tmpl_file = cached_file(path, "chat_template.jinja", _raise_exceptions_for_missing_entries=False, **hub_kwargs)
+    tmpl_file = _optional_file(path, "chat_template.jinja", **hub_kwargs)
     if tmpl_file:
         chat_template = Path(tmpl_file).read_text()
     return make_image_only_onevision_processor(image_processor, tokenizer, chat_template=chat_template, **extra)
+
+
+def _optional_file(path: str, filename: str, **hub_kwargs) -> str | None:
+    """A checkpoint file's local path, or None when the checkpoint has no such file."""
+    from transformers.utils import cached_file
+
+    try:
+        return cached_file(path, filename, **hub_kwargs)
+    except OSError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -92,13 +77,22 @@ class LoadOptions:
 
 
 def resolve_device(device: str) -> str:
-    """``auto`` means CUDA when available, else the CPU."""
+    """``auto`` means CUDA when available, else the CPU; a device that is not here is a ``ConfigError``."""
     import torch
 
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ModelNotFoundError(f"--device {device} was asked for, but no CUDA device is available; use --device cpu")
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"--device {device!r} is not a device name; use auto, cpu, cuda or cuda:N") from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {device} was asked for, but no CUDA device is available; use --device cpu")
+        count = torch.cuda.device_count()
+        if parsed.index is not None and parsed.index >= count:
+            raise ConfigError(f"--device {device} was asked for, but this machine has {count} CUDA device(s) "
+                              f"(cuda:0 to cuda:{count - 1})")
     return device
 
 
@@ -127,7 +121,7 @@ def quantization_config(options: LoadOptions):
     if not (options.load_in_4bit or options.load_in_8bit):
         return None
     if options.load_in_4bit and options.load_in_8bit:
-        raise ModelNotFoundError("choose one of --load-in-4bit and --load-in-8bit, not both")
+        raise ConfigError("choose one of --load-in-4bit and --load-in-8bit, not both")
     import torch
     from transformers import BitsAndBytesConfig
 
@@ -165,20 +159,19 @@ def require_bitsandbytes() -> None:
     if installed is not None and Version(installed) >= Version(BITSANDBYTES_MIN_VERSION):
         return
     found = "it is not installed" if installed is None else f"{installed} is installed"
-    raise UserError(f"--load-in-4bit/--load-in-8bit need bitsandbytes>={BITSANDBYTES_MIN_VERSION} and {found}: "
+    raise MissingDependency(f"--load-in-4bit/--load-in-8bit need bitsandbytes>={BITSANDBYTES_MIN_VERSION} and {found}: "
                     f"pip install -r {CUDA_REQUIREMENTS}")
 
 
 def model_load_kwargs(options: LoadOptions) -> dict[str, Any]:
     """The keyword arguments for ``from_pretrained``: dtype, device_map, quantisation."""
     device = resolve_device(options.device)
+    kwargs: dict[str, Any] = {"dtype": resolve_dtype(options.dtype, device)}
+    if (options.load_in_4bit or options.load_in_8bit) and not device.startswith("cuda"):
+        raise ConfigError("--load-in-4bit/--load-in-8bit need a CUDA GPU (bitsandbytes); drop the flag on the CPU")
     quant = quantization_config(options)
     if quant is not None:
-        if not device.startswith("cuda"):
-            raise ModelNotFoundError("--load-in-4bit/--load-in-8bit need a CUDA GPU (bitsandbytes); drop the flag on the CPU")
         require_bitsandbytes()
-    kwargs: dict[str, Any] = {"dtype": resolve_dtype(options.dtype, device)}
-    if quant is not None:
         kwargs["quantization_config"] = quant
     from llava_app.engine.spaces_support import on_zerogpu
 
@@ -249,17 +242,20 @@ def load_model_and_processor(name: str, options: LoadOptions):
     Returns ``(model, processor, path)``. A model that cannot be found raises
     ``ModelNotFoundError`` with one line that says what was tried and what to do.
     """
-    from llava_app.engine.tiny import build_tiny_model, is_tiny
+    kwargs = model_load_kwargs(options)  # device and quantisation mistakes are told before any loading
+    if is_tiny(name):
+        from llava_app.engine.tiny import build_tiny_model
 
-    path = str(build_tiny_model(name)) if is_tiny(name) else os.path.expanduser(name)
-    kwargs = model_load_kwargs(options)
+        path = str(build_tiny_model(name))
+    else:
+        path = os.path.expanduser(name)
     try:
         from transformers import AutoModelForImageTextToText
 
         hub = hub_kwargs_for(path)
         processor = load_processor(path, **hub)
         model = AutoModelForImageTextToText.from_pretrained(path, **kwargs, **hub)
-    except ModelNotFoundError:
+    except UserError:
         raise
     except (OSError, ValueError, KeyError) as exc:
         raise ModelNotFoundError(_describe_missing(name, exc)) from exc

@@ -18,8 +18,10 @@ import threading
 from collections import OrderedDict
 from typing import Any, Iterator
 
-from llava_app.errors import UserError
-from llava_app.engine.base import Backend, ChatRequest, PromptInfo
+from llava_app.errors import MissingDependency, UserError
+from llava_app.engine.base import (Backend, ChatRequest, Event, PromptInfo, PromptReady, TextDelta, Usage,
+                                   image_refs)
+from llava_app.engine.catalog import is_tiny
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +39,7 @@ def _import_openai():
     try:
         import openai
     except ImportError as exc:  # pragma: no cover - depends on the install
-        raise SystemExit("The openai backend needs the openai client: pip install openai") from exc
+        raise MissingDependency("The openai backend needs the openai client: pip install openai") from exc
     return openai
 
 
@@ -88,8 +90,6 @@ class OpenAIBackend(Backend):
 
     def __init__(self, model: str, base_url: str, api_key: str = "", *, timeout: float = 120.0, client: Any = None,
                  check: bool = True, max_concurrency: int = 16, context_length: int | None = None):
-        from llava_app.engine.tiny import is_tiny  # torch-free: only the preset names
-
         self.model_name = model
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
@@ -191,11 +191,12 @@ class OpenAIBackend(Backend):
         except self._openai.OpenAIError as exc:
             raise self.describe(exc, request) from None
 
-    def stream(self, request: ChatRequest) -> Iterator[str]:
+    def stream(self, request: ChatRequest) -> Iterator[Event]:
         if request.cancel.is_set():
             return
-        request.info = self.prompt_info(request.messages)
+        info = self.prompt_info(request.messages)
         stream = self._open(request)
+        yield PromptReady(info)
         finished, abort_lock = threading.Event(), threading.Lock()
 
         def watch() -> None:
@@ -208,32 +209,33 @@ class OpenAIBackend(Backend):
                     return
 
         threading.Thread(target=watch, name="llava-remote-stop", daemon=True).start()
-        got_text, finish, complete = False, None, False
+        pieces, finish, complete, usage = 0, None, False, None
         try:
             for chunk in stream:
-                usage = getattr(chunk, "usage", None)
-                if usage is not None and usage.prompt_tokens:
-                    request.info.n_tokens = int(usage.prompt_tokens)
+                usage = chunk.usage or usage
                 for choice in chunk.choices or []:
                     if choice.delta is not None and choice.delta.content:
-                        got_text = True
-                        yield choice.delta.content
+                        pieces += 1
+                        yield TextDelta(choice.delta.content)
                     finish = choice.finish_reason or finish
                 if request.cancel.is_set():
-                    return
-            complete = True
+                    break
+            else:
+                complete = True
         except (self._openai.OpenAIError, ValueError) as exc:
-            if request.cancel.is_set():
-                return  # our own Stop closed the connection
-            raise self.describe(exc, request, cut=got_text) from None
+            if not request.cancel.is_set():  # else our own Stop closed the connection
+                raise self.describe(exc, request, cut=pieces > 0) from None
         finally:
             with abort_lock:
                 finished.set()
                 if not complete:  # a finished response went back to the connection pool: leave it be
                     _abort(stream)
-        if finish is None:
+        if request.cancel.is_set():
+            finish = "cancelled"
+        elif finish is None:
             # The connection ended cleanly but the answer never said it was done (a proxy, a dying server).
-            raise UserError(_cut_message("the stream ended before the answer was finished", got_text))
+            raise UserError(_cut_message("the stream ended before the answer was finished", pieces > 0))
+        yield _usage(usage, pieces, finish)
 
     # ----- errors ---------------------------------------------------------------------------
     def describe(self, exc: Exception, request: ChatRequest | None = None, cut: bool = False,
@@ -262,7 +264,7 @@ class OpenAIBackend(Backend):
         if status == 400:
             limit = _IMAGE_LIMIT.search(detail) or _IMAGE_LIMIT_OLD.search(detail)
             if limit:
-                n = len(request.info.image_labels) if request is not None and request.info else None
+                n = len(image_refs(request.messages)) if request is not None else None
                 has = f" and this conversation has {n}" if n is not None else ""
                 return (f"The model server takes at most {limit.group(1)} image(s) per prompt{has}. Remove an image "
                         "or start a new chat (the operator can raise vLLM's --limit-mm-per-prompt to match "
@@ -280,6 +282,14 @@ class OpenAIBackend(Backend):
         if status >= 500:
             return f"The model server failed (HTTP {status}): {detail}"
         return f"The model server answered HTTP {status}: {detail}"
+
+
+def _usage(usage: Any, pieces: int, finish: str) -> Usage:
+    """The answer's ``Usage``: the server's counts when it sent them, else its text pieces (about one token each)."""
+    if usage is None:
+        return Usage(prompt_tokens=None, completion_tokens=pieces, finish_reason=finish)
+    return Usage(prompt_tokens=usage.prompt_tokens or None, completion_tokens=usage.completion_tokens,
+                 finish_reason=finish)
 
 
 def _sentence(text: str) -> str:

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
 from llava_app.errors import UserError
-from llava_app.engine.base import Backend, ChatRequest, PromptInfo
+from llava_app.engine.base import Backend, ChatRequest, Event, PromptInfo
 
 log = logging.getLogger(__name__)
 
@@ -23,13 +23,16 @@ Report = Callable[[float, str], None]
 
 
 class SwitchableBackend(Backend):
-    """Implements ``Backend`` by delegating to the engine it currently holds.
+    """Implements ``Backend`` by delegating to the engine it currently holds (and nothing more:
+    code that needs the engine's own parts reads ``engine``).
 
     ``switch`` waits for the answers being written to finish (new ones wait for the
     switch), closes the current engine, loads the new one with ``factory``, and on a
     failure loads the previous model again, so the server is never left without one
     when it can be helped.
     """
+
+    can_switch = True
 
     def __init__(self, engine: Backend, factory: Callable[[str], Backend]):
         self._engine: Backend | None = engine
@@ -60,6 +63,10 @@ class SwitchableBackend(Backend):
     def counts_tokens(self) -> bool:  # type: ignore[override]
         return self._engine.counts_tokens if self._engine is not None else False
 
+    @property
+    def max_concurrency(self) -> int:  # type: ignore[override]
+        return self._engine.max_concurrency if self._engine is not None else 1
+
     def image_resolution(self):
         engine = self._engine
         return engine.image_resolution() if engine is not None else None
@@ -73,13 +80,6 @@ class SwitchableBackend(Backend):
     def switching(self) -> bool:
         """True while a model is being swapped."""
         return self._switching
-
-    def __getattr__(self, name: str) -> Any:
-        # Engine-specific attributes (processor, device, caches) read through to the held engine.
-        engine = self.__dict__.get("_engine")
-        if engine is None or name.startswith("__"):
-            raise AttributeError(name)
-        return getattr(engine, name)
 
     # ----- the Backend interface ---------------------------------------------------------
     @contextmanager
@@ -98,9 +98,13 @@ class SwitchableBackend(Backend):
                 self._in_use -= 1
                 self._cond.notify_all()
 
-    def stream(self, request: ChatRequest) -> Iterator[str]:
+    def stream(self, request: ChatRequest) -> Iterator[Event]:
         with self._use() as engine:
             yield from engine.stream(request)
+
+    def count_tokens(self, messages: list[dict[str, Any]]) -> int:
+        with self._use() as engine:
+            return engine.count_tokens(messages)
 
     def prompt_info(self, messages: list[dict[str, Any]]) -> PromptInfo:
         with self._use() as engine:

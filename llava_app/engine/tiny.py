@@ -16,14 +16,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-# The names accepted by --model. "tiny-random" is the default tiny family.
-TINY_PRESETS = {
-    "tiny-random": "llava",
-    "tiny-random-llava": "llava",
-    "tiny-random-llava-next": "llava_next",
-    "tiny-random-llava-onevision": "llava_onevision",
-    "tiny-random-bench": "bench",
-}
+from llava_app.engine.catalog import TINY_PRESETS, is_tiny  # noqa: F401 - the names accepted by --model
 BUILDER_VERSION = "5"  # bump when the recipe changes; old folders are rebuilt
 
 _WORDS = """
@@ -136,22 +129,8 @@ def _build_tokenizer():
     return tok
 
 
-def _build(spec: TinySpec, out: Path) -> None:
-    import torch
-    from transformers import (
-        AutoModelForImageTextToText,
-        CLIPImageProcessor,
-        LlavaConfig,
-        LlavaNextConfig,
-        LlavaNextImageProcessor,
-        LlavaNextProcessor,
-        LlavaOnevisionConfig,
-        LlavaProcessor,
-    )
-
-    tokenizer = _build_tokenizer()
-    image_id = tokenizer.convert_tokens_to_ids(SPECIAL["image"])
-    video_id = tokenizer.convert_tokens_to_ids(SPECIAL["video"])
+def _sizes(spec: TinySpec, tokenizer) -> tuple[dict, dict]:
+    """The text and vision configs' sizes (plain dicts, shared by the families)."""
     text = dict(
         vocab_size=len(tokenizer),
         hidden_size=spec.text_hidden,
@@ -172,73 +151,105 @@ def _build(spec: TinySpec, out: Path) -> None:
         image_size=spec.image_size,
         patch_size=spec.patch_size,
     )
-    mean, std = [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]
+    return text, vision
+
+
+_CLIP_MEAN, _CLIP_STD = [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]
+
+
+def _llava(spec: TinySpec, tokenizer, text: dict, vision: dict):
+    """LLaVA-1.5: CLIP vision tower, Llama text model."""
+    from transformers import CLIPImageProcessor, LlavaConfig, LlavaProcessor
+
     side = spec.image_size
-    pinpoints = [[side, side], [side, 2 * side], [2 * side, side], [2 * side, 2 * side]]
-    if spec.family == "llava":
-        config = LlavaConfig(
-            vision_config={"model_type": "clip_vision_model", **vision, "projection_dim": 32},
-            text_config={"model_type": "llama", **text},
-            image_token_index=image_id,
-            image_seq_length=(side // spec.patch_size) ** 2,
-        )
-        image_processor = CLIPImageProcessor(
-            size={"shortest_edge": side}, crop_size={"height": side, "width": side}, image_mean=mean, image_std=std
-        )
-        processor = LlavaProcessor(
-            image_processor=image_processor, tokenizer=tokenizer, patch_size=spec.patch_size,
-            vision_feature_select_strategy="default", num_additional_image_tokens=1, chat_template=CHAT_TEMPLATE,
-        )
-    elif spec.family == "llava_next":
-        config = LlavaNextConfig(
-            vision_config={"model_type": "clip_vision_model", **vision, "projection_dim": 32},
-            text_config={"model_type": "llama", **text},
-            image_token_index=image_id,
-            image_grid_pinpoints=pinpoints,
-            image_seq_length=(side // spec.patch_size) ** 2,
-        )
-        image_processor = LlavaNextImageProcessor(
-            size={"shortest_edge": side}, crop_size={"height": side, "width": side},
-            image_grid_pinpoints=pinpoints, image_mean=mean, image_std=std,
-        )
-        processor = LlavaNextProcessor(
-            image_processor=image_processor, tokenizer=tokenizer, patch_size=spec.patch_size,
-            vision_feature_select_strategy="default", num_additional_image_tokens=1, chat_template=CHAT_TEMPLATE,
-        )
-    elif spec.family == "llava_onevision":
-        config = LlavaOnevisionConfig(
-            vision_config={"model_type": "siglip_vision_model", **vision},
-            text_config={"model_type": "qwen2", **text},
-            image_token_index=image_id,
-            video_token_index=video_id,
-            image_grid_pinpoints=pinpoints,
-            vision_feature_select_strategy="full",
-        )
-        from transformers.models.llava_onevision.image_processing_pil_llava_onevision import (
-            LlavaOnevisionImageProcessorPil,
-        )
+    config = LlavaConfig(
+        vision_config={"model_type": "clip_vision_model", **vision, "projection_dim": 32},
+        text_config={"model_type": "llama", **text},
+        image_token_index=tokenizer.convert_tokens_to_ids(SPECIAL["image"]),
+        image_seq_length=(side // spec.patch_size) ** 2,
+    )
+    image_processor = CLIPImageProcessor(
+        size={"shortest_edge": side}, crop_size={"height": side, "width": side}, image_mean=_CLIP_MEAN,
+        image_std=_CLIP_STD,
+    )
+    processor = LlavaProcessor(
+        image_processor=image_processor, tokenizer=tokenizer, patch_size=spec.patch_size,
+        vision_feature_select_strategy="default", num_additional_image_tokens=1, chat_template=CHAT_TEMPLATE,
+    )
+    return config, processor
 
-        from llava_app.engine.models import make_image_only_onevision_processor
 
-        image_processor = LlavaOnevisionImageProcessorPil(
-            size={"height": side, "width": side}, image_grid_pinpoints=pinpoints,
-            image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5],
-        )
-        processor = make_image_only_onevision_processor(
-            image_processor, tokenizer,
-            num_image_tokens=(side // spec.patch_size) ** 2, vision_feature_select_strategy="full",
-            chat_template=CHAT_TEMPLATE,
-        )
-    else:  # pragma: no cover - guarded by TINY_PRESETS
-        raise ValueError(spec.family)
+def _pinpoints(spec: TinySpec) -> list[list[int]]:
+    side = spec.image_size
+    return [[side, side], [side, 2 * side], [2 * side, side], [2 * side, 2 * side]]
 
-    torch.manual_seed(0)
-    model = AutoModelForImageTextToText.from_config(config)
-    model.eval()
-    # Random weights, but not degenerate: with the default tiny init a random model
-    # repeats one word for ever and ignores its input. Larger language-model weights
-    # make each answer a varied walk through the vocabulary that depends on the
-    # question and the images (so tests can tell a right cache from a wrong one).
+
+def _llava_next(spec: TinySpec, tokenizer, text: dict, vision: dict):
+    """LLaVA-NeXT: high-resolution tiles (any-resolution grid), Llama text model."""
+    from transformers import LlavaNextConfig, LlavaNextImageProcessor, LlavaNextProcessor
+
+    side = spec.image_size
+    config = LlavaNextConfig(
+        vision_config={"model_type": "clip_vision_model", **vision, "projection_dim": 32},
+        text_config={"model_type": "llama", **text},
+        image_token_index=tokenizer.convert_tokens_to_ids(SPECIAL["image"]),
+        image_grid_pinpoints=_pinpoints(spec),
+        image_seq_length=(side // spec.patch_size) ** 2,
+    )
+    image_processor = LlavaNextImageProcessor(
+        size={"shortest_edge": side}, crop_size={"height": side, "width": side},
+        image_grid_pinpoints=_pinpoints(spec), image_mean=_CLIP_MEAN, image_std=_CLIP_STD,
+    )
+    processor = LlavaNextProcessor(
+        image_processor=image_processor, tokenizer=tokenizer, patch_size=spec.patch_size,
+        vision_feature_select_strategy="default", num_additional_image_tokens=1, chat_template=CHAT_TEMPLATE,
+    )
+    return config, processor
+
+
+def _llava_onevision(spec: TinySpec, tokenizer, text: dict, vision: dict):
+    """LLaVA-OneVision: SigLIP vision tower, Qwen2 text model (the processor without video support)."""
+    from transformers import LlavaOnevisionConfig
+    from transformers.models.llava_onevision.image_processing_pil_llava_onevision import (
+        LlavaOnevisionImageProcessorPil,
+    )
+
+    from llava_app.engine.processors import make_image_only_onevision_processor
+
+    side = spec.image_size
+    config = LlavaOnevisionConfig(
+        vision_config={"model_type": "siglip_vision_model", **vision},
+        text_config={"model_type": "qwen2", **text},
+        image_token_index=tokenizer.convert_tokens_to_ids(SPECIAL["image"]),
+        video_token_index=tokenizer.convert_tokens_to_ids(SPECIAL["video"]),
+        image_grid_pinpoints=_pinpoints(spec),
+        vision_feature_select_strategy="full",
+    )
+    image_processor = LlavaOnevisionImageProcessorPil(
+        size={"height": side, "width": side}, image_grid_pinpoints=_pinpoints(spec),
+        image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5],
+    )
+    processor = make_image_only_onevision_processor(
+        image_processor, tokenizer,
+        num_image_tokens=(side // spec.patch_size) ** 2, vision_feature_select_strategy="full",
+        chat_template=CHAT_TEMPLATE,
+    )
+    return config, processor
+
+
+_FAMILIES = {"llava": _llava, "llava_next": _llava_next, "llava_onevision": _llava_onevision}
+
+
+def _randomise(model, tokenizer) -> None:
+    """Random weights, but not degenerate.
+
+    With the default tiny init a random model repeats one word for ever and ignores its
+    input. Larger language-model weights make each answer a varied walk through the
+    vocabulary that depends on the question and the images (so tests can tell a right
+    cache from a wrong one).
+    """
+    import torch
+
     with torch.no_grad():
         model.get_input_embeddings().weight.normal_(0.0, 0.3)
         head = model.get_output_embeddings()
@@ -249,6 +260,19 @@ def _build(spec: TinySpec, out: Path) -> None:
         # Keep the end-of-turn token unlikely so answers run to max_new_tokens
         # (tests and the streaming demo want long, predictable-length answers).
         head.weight[tokenizer.eos_token_id].zero_()
+
+
+def _build(spec: TinySpec, out: Path) -> None:
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    tokenizer = _build_tokenizer()
+    text, vision = _sizes(spec, tokenizer)
+    config, processor = _FAMILIES[spec.family](spec, tokenizer, text, vision)
+    torch.manual_seed(0)
+    model = AutoModelForImageTextToText.from_config(config)
+    model.eval()
+    _randomise(model, tokenizer)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.save_pretrained(out)
@@ -312,8 +336,3 @@ def build_tiny_model(preset: str = "tiny-random", cache_dir: str | os.PathLike |
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
-
-
-def is_tiny(name: str) -> bool:
-    """True for the names that build a tiny random model."""
-    return name in TINY_PRESETS

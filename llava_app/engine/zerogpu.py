@@ -15,7 +15,7 @@ import itertools
 from typing import Any, Callable, Iterator
 
 from llava_app.engine.spaces_support import gpu_seconds
-from llava_app.engine.base import Backend, ChatRequest, GenerationParams, PromptInfo, image_refs
+from llava_app.engine.base import Backend, ChatRequest, Event, GenerationParams, PromptInfo, image_refs
 
 # Engines by key, reachable from ZeroGPU's forked worker (arguments must be picklable,
 # a model is not). Holds engines, never conversations.
@@ -24,18 +24,9 @@ _KEYS = itertools.count(1)
 
 
 def generate_on_gpu(key: int, messages: list[dict[str, Any]], params: GenerationParams,
-                    session_id: str) -> Iterator[tuple[str, Any]]:
-    """Stream one answer; yields ``("info", PromptInfo)`` once, then ``("text", chunk)`` items."""
-    engine = _ENGINES[key]
-    request = ChatRequest(messages, params, session_id=session_id)
-    sent_info = False
-    for chunk in engine.stream(request):
-        if not sent_info and request.info is not None:
-            sent_info = True
-            yield "info", request.info
-        yield "text", chunk
-    if not sent_info and request.info is not None:
-        yield "info", request.info
+                    session_id: str) -> Iterator[Event]:
+    """Stream one answer: the engine's events, which pickle across the worker's process boundary."""
+    yield from _ENGINES[key].stream(ChatRequest(messages, params, session_id=session_id))
 
 
 def gpu_duration(key: int, messages: list[dict[str, Any]], params: GenerationParams, session_id: str) -> int:
@@ -44,10 +35,13 @@ def gpu_duration(key: int, messages: list[dict[str, Any]], params: GenerationPar
 
 
 class ZeroGPUBackend(Backend):
-    """Wraps an engine so each generation runs through ``gpu(duration=gpu_duration)``."""
+    """Wraps an engine so each generation runs through ``gpu(duration=gpu_duration)``.
+
+    It exposes the ``Backend`` interface only; ``engine`` is the wrapped engine.
+    """
 
     def __init__(self, engine: Backend, gpu: Callable[..., Any]):
-        self.engine = engine
+        self._engine = engine
         self.key = next(_KEYS)
         _ENGINES[self.key] = engine
         self._generate = gpu(duration=gpu_duration)(generate_on_gpu)
@@ -57,42 +51,38 @@ class ZeroGPUBackend(Backend):
         self.context_length = engine.context_length
         self.counts_tokens = engine.counts_tokens  # counting needs the processor only, no GPU
 
-    def __getattr__(self, name: str) -> Any:
-        # Engine-specific attributes (processor, device) read through to the engine.
-        engine = self.__dict__.get("engine")
-        if engine is None or name.startswith("__"):
-            raise AttributeError(name)
-        return getattr(engine, name)
+    @property
+    def engine(self) -> Backend:
+        """The wrapped engine."""
+        return self._engine
 
-    def stream(self, request: ChatRequest) -> Iterator[str]:
+    def stream(self, request: ChatRequest) -> Iterator[Event]:
         if request.cancel.is_set():
             return
         items = self._generate(self.key, request.messages, request.params, request.session_id)
         try:
-            for kind, value in items:
-                if kind == "info":
-                    request.info = value
-                else:
-                    yield value
+            for event in items:
+                yield event
                 if request.cancel.is_set():
-                    break
+                    break  # the worker's own Usage is not awaited: closing stops it
         finally:
-            close = getattr(items, "close", None)
-            if close:
-                close()  # ZeroGPU then stops the worker's generator, and so the model
+            items.close()  # ZeroGPU then stops the worker's generator, and so the model
+
+    def count_tokens(self, messages: list[dict[str, Any]]) -> int:
+        return self._engine.count_tokens(messages)  # the processor only: no GPU needed
 
     def prompt_info(self, messages: list[dict[str, Any]]) -> PromptInfo:
-        return self.engine.prompt_info(messages)  # the processor only: no GPU needed
+        return self._engine.prompt_info(messages)
 
     def image_resolution(self):
-        return self.engine.image_resolution()
+        return self._engine.image_resolution()
 
     def forget(self, session_id: str) -> None:
-        self.engine.forget(session_id)
+        self._engine.forget(session_id)
 
     def close(self) -> None:
         _ENGINES.pop(self.key, None)
-        self.engine.close()
+        self._engine.close()
 
 
 def on_gpu(engine: Backend, spaces: Any) -> Backend:

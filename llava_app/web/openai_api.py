@@ -79,7 +79,7 @@ class OpenAIEndpoint:
     @property
     def model_name(self) -> str:
         """The model held now (a switch in the page changes it)."""
-        return self.service.backend.model_name
+        return self.service.model_name
 
     # ----- routes ---------------------------------------------------------------------------
     async def models(self, request: Request) -> Response:
@@ -153,13 +153,16 @@ class OpenAIEndpoint:
                 seen = text
 
     def _usage(self, parsed: ParsedRequest, text: str) -> dict[str, int]:
+        """The engine's own counts for the answer (its ``Usage``, kept on the turn by the service)."""
+        stats = parsed.conv.turns[-1].stats
         info = parsed.conv.last_prompt
-        prompt = info.n_tokens if info else 0
-        completion = _token_counter(self.service.backend)(text)  # the tokenizer of the model held now
+        prompt = (stats.prompt_tokens if stats else None) or (info.n_tokens if info else 0)
+        completion = stats.completion_tokens if stats else 0
         return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
     def _finish_reason(self, parsed: ParsedRequest, usage: dict[str, int]) -> str:
-        return "length" if usage["completion_tokens"] >= parsed.params.max_new_tokens else "stop"
+        stats = parsed.conv.turns[-1].stats
+        return "length" if stats is not None and stats.finish_reason == "length" else "stop"
 
     async def _complete(self, parsed: ParsedRequest, scope, receive, send) -> None:
         text = ""
@@ -252,9 +255,3 @@ def _engine_error(exc: BaseException) -> APIError:
     return APIError(500, f"The model failed on this request ({type(exc).__name__}).", code="engine_error")
 
 
-def _token_counter(backend: Any) -> Callable[[str], int]:
-    """Counts an answer's tokens with the engine's tokenizer (re-encoding the text it streamed)."""
-    tokenizer = getattr(getattr(backend, "processor", None), "tokenizer", None)
-    if tokenizer is None:
-        return lambda text: len(text.split())  # an engine without a tokenizer here: words, roughly
-    return lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else 0

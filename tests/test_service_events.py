@@ -1,0 +1,85 @@
+"""How the service consumes an engine's events: the prompt, the text, and usage plus its own timing."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from llava_app.chat.conversation import Conversation
+from llava_app.chat.service import ChatService
+from llava_app.engine.base import Backend, GenerationParams, PromptInfo, PromptReady, TextDelta, Unsupported, Usage
+
+
+class Scripted(Backend):
+    """Plays back a fixed list of events, pausing where the script says, and records each request."""
+
+    def __init__(self, script, **attrs):
+        self.script, self.requests = script, []
+        for name, value in attrs.items():
+            setattr(self, name, value)
+
+    def stream(self, request):
+        self.requests.append(request)
+        for item in self.script:
+            if isinstance(item, (int, float)):
+                time.sleep(item)
+            else:
+                yield item
+
+
+def answer(backend, store) -> Conversation:
+    service, conv = ChatService(backend, store, stream_interval=0), Conversation()
+    service.ask(conv, "Hello?")
+    assert list(service.stream_answer(conv, GenerationParams(max_new_tokens=5)))[-1] == "one two three"
+    return conv
+
+
+def test_the_turn_keeps_usage_and_the_timing_the_service_measured(store):
+    info = PromptInfo(text="prompt", n_tokens=17)
+    backend = Scripted([PromptReady(info), 0.2, TextDelta("one"), 0.1, TextDelta(" two"), 0.1, TextDelta(" three"),
+                        Usage(prompt_tokens=17, completion_tokens=3, finish_reason="length", prefilled_tokens=5,
+                              images_encoded=0, images_cached=1)])
+    conv = answer(backend, store)
+    stats = conv.turns[-1].stats
+    assert conv.last_prompt is info and conv.turns[-1].assistant == "one two three"
+    assert 0.2 <= stats.ttft_s < 1.0
+    assert 5 < stats.tokens_per_s < 15  # 2 tokens after the first, in about 0.2 s
+    assert (stats.prompt_tokens, stats.completion_tokens, stats.prefilled_tokens) == (17, 3, 5)
+    assert (stats.images_encoded, stats.images_cached, stats.finish_reason) == (0, 1, "length")
+
+
+def test_a_prompt_size_known_only_at_the_end_fills_the_meter(store):
+    backend = Scripted([PromptReady(PromptInfo(text="[user] Hello?")), TextDelta("one two three"),
+                        Usage(prompt_tokens=42, completion_tokens=3)])
+    conv = answer(backend, store)
+    assert conv.last_prompt.n_tokens == 42 and conv.last_prompt.text == "[user] Hello?"
+
+
+def test_without_usage_the_answer_is_kept_without_stats(store):
+    conv = answer(Scripted([PromptReady(PromptInfo()), TextDelta("one two three")]), store)
+    assert conv.turns[-1].assistant == "one two three" and conv.turns[-1].stats is None
+
+
+def test_regenerate_clears_the_old_stats(store):
+    conv = answer(Scripted([TextDelta("one two three"), Usage(prompt_tokens=1, completion_tokens=3)]), store)
+    conv.regenerate()
+    assert conv.turns[-1].stats is None
+
+
+def test_an_engine_without_images_refuses_uploads_with_its_capability_message(store, image_files):
+    service = ChatService(Scripted([], supports_images=False), store)
+    result = service.add_images(Conversation(), [(str(image_files[0]), "a.png")])
+    assert result.added == [] and result.errors == ["a.png: This model takes no images; ask in words only."]
+
+
+def test_capabilities_are_checked_in_one_place():
+    from llava_app.engine.base import require
+
+    engine = Scripted([])
+    with pytest.raises(Unsupported, match="cannot count"):
+        engine.count_tokens([])
+    with pytest.raises(Unsupported, match="cannot load another"):
+        engine.switch("other")
+    with pytest.raises(ValueError, match="unknown capability"):
+        require(engine, "counts_token")
