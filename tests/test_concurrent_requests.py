@@ -20,7 +20,7 @@ def test_page_and_v1_requests_at_once_all_succeed(tmp_path, tiny_cache, image_fi
     answers: dict[str, str] = {}
     errors: list[BaseException] = []
 
-    with launched_app(config) as url:
+    with launched_app(config) as (url, _, _):
         def v1(i: int, color: str) -> None:
             try:
                 client = openai.OpenAI(base_url=f"{url}v1", api_key="unused", max_retries=0, timeout=120)

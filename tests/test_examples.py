@@ -7,6 +7,7 @@ import importlib.util
 import pytest
 from PIL import Image, ImageChops
 
+from fakes import RecordingBackend
 from llava_app.chat.conversation import Conversation
 from llava_app.errors import UserError
 from llava_app.chat.examples import ASSETS_DIR, EXAMPLES, available_examples, language_of, load_example
@@ -42,13 +43,11 @@ def test_every_example_has_its_images():
     assert kinds == {1, 2} and any(ex.prelude for ex in EXAMPLES)
 
 
-class _NoModel:
-    """ChatService needs a backend only to answer; loading examples never calls it."""
 
 
 @pytest.fixture
 def service(tmp_path):
-    return ChatService(_NoModel(), ImageStore(tmp_path / "images"), max_images=3)
+    return ChatService(RecordingBackend(), ImageStore(tmp_path / "images"), max_images=3)
 
 
 def test_examples_join_the_conversation_with_their_labels(service, image_files):

@@ -78,7 +78,9 @@ def test_quantisation_without_bitsandbytes_is_one_line_that_says_what_to_install
 
     monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # as on a machine without the package
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # reach the CUDA branch on a CPU-only machine
-    with pytest.raises(UserError) as err:
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    with pytest.raises(MissingDependency) as err:
         model_load_kwargs(LoadOptions(device="cuda", load_in_8bit=True))
     message = str(err.value)
     assert f"pip install -r {CUDA_REQUIREMENTS}" in message and "not installed" in message and "\n" not in message

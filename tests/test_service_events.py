@@ -43,8 +43,8 @@ def test_the_turn_keeps_usage_and_the_timing_the_service_measured(store):
     conv = answer(backend, store)
     stats = conv.turns[-1].stats
     assert conv.last_prompt is info and conv.turns[-1].assistant == "one two three"
-    assert 0.2 <= stats.ttft_s < 1.0
-    assert 5 < stats.tokens_per_s < 15  # 2 tokens after the first, in about 0.2 s
+    assert 0.2 <= stats.ttft_s < 3.0  # measured by the service, from its own clock (a loaded machine is slower)
+    assert 1 < stats.tokens_per_s < 15  # 2 tokens after the first, in about 0.2 s (less when the machine is busy)
     assert (stats.prompt_tokens, stats.completion_tokens, stats.prefilled_tokens) == (17, 3, 5)
     assert (stats.images_encoded, stats.images_cached, stats.finish_reason) == (0, 1, "length")
 

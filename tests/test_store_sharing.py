@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from fakes import RecordingBackend
 from llava_app.chat.conversation import Conversation
 from llava_app.chat.service import ChatService
 from llava_app.storage.export import new_export_folder
@@ -160,8 +161,6 @@ def test_a_sweep_waits_for_another_process_reusing_a_file(tmp_path):
         assert holder.wait(60) == 0
 
 
-class _NoModel:
-    """ChatService needs a backend to answer; uploads and housekeeping only tell it to forget a conversation."""
 
     def forget(self, conv_id: str) -> None:
         pass
@@ -170,7 +169,7 @@ class _NoModel:
 def test_a_lease_is_written_before_the_first_upload_and_each_pass_names_what_conversations_use(
         tmp_path, image_files):
     store = ImageStore(tmp_path / "img")
-    service = ChatService(_NoModel(), store, session_ttl=3600)
+    service = ChatService(RecordingBackend(), store, session_ttl=3600)
     assert not store.leases.path.exists()  # a process that stores nothing holds nothing
     conv = Conversation()
     service.add_images(conv, [(str(image_files[0]), "a.png")])
