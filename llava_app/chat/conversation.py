@@ -32,6 +32,13 @@ class ImageRef:
     height: int
     joined_at: int  # index of the user turn whose message carries this image
     name: str = ""
+    video: str = ""  # the clip this image is a keyframe of ("clip.mp4"); its name then says when
+
+    @property
+    def frame_time(self) -> str:
+        """A keyframe's time in its clip ("0:12"), from its name "clip.mp4 @ 0:12"; "" for other images."""
+        lead = f"{self.video} @ "
+        return self.name[len(lead):] if self.video and self.name.startswith(lead) else ""
 
     @property
     def label(self) -> str:
@@ -69,7 +76,7 @@ class Conversation:
         return next((im for im in self.images if im.sha256 == sha256), None)
 
     def add_image(self, sha256: str, path: str, width: int, height: int, name: str = "",
-                  max_images: int | None = None) -> tuple[ImageRef, bool]:
+                  max_images: int | None = None, video: str = "") -> tuple[ImageRef, bool]:
         """Add an image at the current turn; returns ``(ref, added)``.
 
         The same picture uploaded twice is kept once (``added`` is False).
@@ -83,7 +90,7 @@ class Conversation:
                 "Remove one (x on its thumbnail) or start a new chat."
             )
         ref = ImageRef(number=self.next_number, sha256=sha256, path=path, width=width, height=height,
-                       joined_at=len(self.turns), name=name)
+                       joined_at=len(self.turns), name=name, video=video)
         self.next_number += 1
         self.images.append(ref)
         return ref, True
@@ -164,6 +171,7 @@ class Conversation:
         final turn with no answer yet ends the list (the engine adds the generation prompt).
         Turns before ``first_visible`` (default: the conversation's own) are left out;
         their images, and the ``summary`` of them, open the first turn that is kept.
+        Keyframes of one video are introduced by a text part saying so (``image_parts``).
         """
         start = self.first_visible if first_visible is None else first_visible
         summary = self.context_summary if summary is None else summary
@@ -176,9 +184,7 @@ class Conversation:
             content: list[dict[str, Any]] = []
             if i == start and start > 0 and summary.strip():
                 content.append({"type": "text", "text": f"{SUMMARY_LEAD} {summary.strip()}\n"})
-            for im in self.prompt_images_for_turn(i, start):
-                content.append({"type": "text", "text": f"{im.label}:"})
-                content.append({"type": "image", "ref": im})
+            content += image_parts(self.prompt_images_for_turn(i, start))
             content.append({"type": "text", "text": turn.user})
             msgs.append({"role": "user", "content": content})
             if turn.assistant is not None:
@@ -208,3 +214,22 @@ class Conversation:
                 "summary": self.context_summary,
             },
         }
+
+
+def image_parts(images: list[ImageRef]) -> list[dict[str, Any]]:
+    """Content parts for images: each label before its image; a run of one video's keyframes opens with
+    a line telling the model they are frames of one clip, in time order, and when each was taken."""
+    parts: list[dict[str, Any]] = []
+    for k, im in enumerate(images):
+        if im.video and (k == 0 or images[k - 1].video != im.video):
+            run = [im]
+            for nxt in images[k + 1:]:
+                if nxt.video != im.video:
+                    break
+                run.append(nxt)
+            times = ", ".join(f"{f.label} at {f.frame_time}" if f.frame_time else f.label for f in run)
+            parts.append({"type": "text", "text": f"The next {len(run)} image(s) are frames of one video, "
+                                                  f"{im.video}, in time order ({times})."})
+        parts.append({"type": "text", "text": f"{im.label}:"})
+        parts.append({"type": "image", "ref": im})
+    return parts

@@ -62,7 +62,7 @@ def to_record(conv: Conversation) -> dict[str, Any]:
         "version": FORMAT_VERSION,
         "next_number": conv.next_number,
         "images": [{"number": im.number, "sha256": im.sha256, "width": im.width, "height": im.height,
-                    "joined_at": im.joined_at, "name": im.name} for im in conv.images],
+                    "joined_at": im.joined_at, "name": im.name, "video": im.video} for im in conv.images],
         "turns": [{"user": t.user, "assistant": t.assistant, "stopped": t.stopped} for t in conv.turns],
         "last_prompt": None if info is None else {"text": info.text, "n_images": info.n_images,
                                                   "n_tokens": info.n_tokens, "image_labels": info.image_labels},
@@ -80,7 +80,8 @@ def from_record(record: dict[str, Any], image_path: dict[str, str]) -> Conversat
             log.warning("an archived image file is missing; the conversation is restored without it")
             continue
         conv.images.append(ImageRef(number=int(im["number"]), sha256=im["sha256"], path=path, width=int(im["width"]),
-                                    height=int(im["height"]), joined_at=int(im["joined_at"]), name=im.get("name", "")))
+                                    height=int(im["height"]), joined_at=int(im["joined_at"]), name=im.get("name", ""),
+                                    video=im.get("video", "")))
     lp = record.get("last_prompt")
     if lp:
         conv.last_prompt = PromptInfo(text=lp["text"], n_images=lp["n_images"], n_tokens=lp["n_tokens"],
