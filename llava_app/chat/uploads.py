@@ -103,8 +103,13 @@ def _file_reader(path: str, name: str, limits: ImageLimits, video_limits: VideoL
     return read
 
 
+def fetch_bytes(url: str, policy: FetchPolicy) -> bytes:
+    """The body at ``url``, fetched under ``policy`` (``FetchError``, a ``UserError``, says why not)."""
+    return fetch_url(url, policy).data
+
+
 def _url_reader(url: str, policy: FetchPolicy) -> Callable[[], bytes]:
-    return lambda: fetch_url(url, policy).data
+    return lambda: fetch_bytes(url, policy)
 
 
 def _url_label(url: str) -> str:
