@@ -82,16 +82,18 @@ class ChatService:
         file attaches none of its files. ``options`` choose keyframes and pages; ``progress``
         hears ``(fraction, message)`` while a video or PDF is decoded (call this off the event loop).
         """
-        limits = self.upload_limits()
-        return self._attach(conv, self.intake.file_sources(files, limits), all_or_nothing, options, progress)
+        return self.attach(conv, files, (), all_or_nothing, options, progress)
 
     def add_urls(self, conv: Conversation, urls: Iterable[str], all_or_nothing: bool = False,
                  options: MediaOptions | None = None, progress: Progress | None = None) -> UploadResult:
         """Fetch pictures, videos or PDFs from http(s) URLs (only where the operator allows) and attach them."""
-        return self._attach(conv, self.intake.url_sources(urls), all_or_nothing, options, progress)
+        return self.attach(conv, (), urls, all_or_nothing, options, progress)
 
-    def _attach(self, conv: Conversation, sources, all_or_nothing: bool, options: MediaOptions | None,
-                progress: Progress | None) -> UploadResult:
+    def attach(self, conv: Conversation, files: Iterable[tuple[str, str]] = (), urls: Iterable[str] = (),
+               all_or_nothing: bool = False, options: MediaOptions | None = None,
+               progress: Progress | None = None) -> UploadResult:
+        """Files, then URLs, as one batch (``add_images`` and ``add_urls`` in one; the API's /chat)."""
+        sources = self.intake.file_sources(files, self.upload_limits()) + self.intake.url_sources(urls)
         self.sessions.touch(conv)
         before = (len(conv.images), conv.next_number)
         result = self.intake.attach(conv, sources, lambda: self._room(conv), self.upload_limits(), self.max_images,

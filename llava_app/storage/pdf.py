@@ -74,8 +74,7 @@ def page_count(data: bytes, name: str) -> int:
 def pdf_pages(data: bytes, name: str, pages: list[int], limits: ImageLimits = ImageLimits(),
               progress: Progress | None = None) -> list[PdfPage]:
     """Render the given 1-based ``pages`` of the PDF in ``data``, or raise ``ImageError`` saying why not."""
-    import pypdfium2 as pdfium
-
+    pdfium = _pdfium(name)
     out: list[PdfPage] = []
     with _PDFIUM:
         document = _open(data, name)
@@ -103,8 +102,7 @@ def pdf_pages(data: bytes, name: str, pages: list[int], limits: ImageLimits = Im
 
 def _open(data: bytes, name: str):
     """The document (caller holds ``_PDFIUM`` and closes it)."""
-    import pypdfium2 as pdfium
-
+    pdfium = _pdfium(name)
     try:
         return pdfium.PdfDocument(data)
     except pdfium.PdfiumError as exc:
@@ -112,3 +110,13 @@ def _open(data: bytes, name: str):
             raise ImageError(f"{name} is encrypted (it needs a password); save an unprotected copy and "
                              "upload that.") from None
         raise ImageError(f"{name} could not be read as a PDF: the file looks damaged or truncated.") from None
+
+
+def _pdfium(name: str):
+    """The pypdfium2 module, imported when a PDF arrives."""
+    try:
+        import pypdfium2
+    except ImportError:
+        raise ImageError(f"{name} is a PDF, but this server cannot read PDFs (the operator can "
+                         "pip install pypdfium2).") from None
+    return pypdfium2

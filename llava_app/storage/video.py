@@ -59,8 +59,11 @@ def video_frames(data: bytes, name: str, count: int, limits: VideoLimits = Video
         image_limits: how each frame is normalised (as an uploaded image).
         progress: called with (fraction done, message) after each frame.
     """
-    import av  # FFmpeg bindings: only when a video arrives
-
+    try:
+        import av  # FFmpeg bindings: only when a video arrives
+    except ImportError:
+        raise ImageError(f"{name} is a video, but this server cannot read videos (the operator can "
+                         "pip install av).") from None
     if len(data) > limits.max_bytes:
         raise ImageError(f"{name} is {len(data) / 1e6:.1f} MB; videos up to {limits.max_bytes / 1e6:.0f} MB "
                          "are read. Trim or compress it.")
