@@ -135,8 +135,8 @@ def address_refusal(address: str | IPAddress) -> str | None:
             return f"{reason} inside an IPv6 address" if reason else None
     checks = [("is_unspecified", "an unspecified address"), ("is_loopback", "a loopback address"),
               ("is_link_local", "a link-local address (where cloud metadata services live)"),
-              ("is_multicast", "a multicast address"), ("is_private", "a private address"),
-              ("is_reserved", "a reserved address")]
+              ("is_multicast", "a multicast address"), ("is_reserved", "a reserved address"),
+              ("is_private", "a private address")]
     for attribute, reason in checks:
         if getattr(ip, attribute):
             return reason
@@ -168,12 +168,20 @@ def resolve_checked(host: str, port: int, policy: FetchPolicy) -> str:
         for address in addresses:
             reason = address_refusal(address)
             if reason:
-                shown = host if address == host else f"{host} ({address})"
+                shown = host if _is_plain_ip(host) else f"{host} ({address})"  # 0x7f.1 (127.0.0.1)
                 raise FetchError(f"{shown} is {reason}: this server fetches pictures only from public addresses "
                                  "(an operator can allow a host with --image-url-allow).")
     if not addresses:
         raise FetchError(f"The host {host} could not be found.")
     return addresses[0]
+
+
+def _is_plain_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return False
 
 
 class _PinnedTransport(httpx.HTTPTransport):
