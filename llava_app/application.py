@@ -114,16 +114,15 @@ def open_saved(config: Config) -> ConversationArchive | None:
                                max_bytes=int(config.history_max_mb * 1024 * 1024))
 
 
-def url_policy(config: Config, max_bytes: int | None = None) -> FetchPolicy:
-    """How URLs are fetched (for /chat's urls and /v1's image URLs): allowed hosts and limits."""
-    largest = max(config.max_upload_bytes, int(config.max_video_mb * 1024 * 1024))
+def url_policy(config: Config) -> FetchPolicy:
+    """How URLs are fetched (for /chat's urls and /v1's image URLs): allowed hosts, the upload and time limits."""
     return FetchPolicy.from_list(config.image_url_allow, timeout_s=config.image_url_timeout,
-                                 max_bytes=largest if max_bytes is None else max_bytes)
+                                 max_bytes=config.max_upload_bytes)
 
 
 def media_intake(config: Config, store: ImageStore) -> Intake:
     """How uploads and URLs become pictures: video limits, keyframes, and URLs only with --image-urls."""
-    video = VideoLimits(max_bytes=int(config.max_video_mb * 1024 * 1024), max_seconds=config.max_video_seconds)
+    video = VideoLimits(max_bytes=config.max_upload_bytes, max_seconds=config.max_video_seconds)
     return Intake(store, video_limits=video, url_policy=url_policy(config) if config.image_urls else None,
                   options=MediaOptions(frames=config.video_frames))
 

@@ -58,7 +58,6 @@ class Config:
     image_url_allow: str = ""  # hosts exempt from the public-address check of fetched URLs
     image_url_timeout: float = 10.0
     video_frames: int = 4
-    max_video_mb: float = 100.0
     max_video_seconds: float = 300.0
     allowed_models: str = "presets"  # what the page's model picker may load; see catalog.allowed_models
     feedback_file: str = ""  # JSONL file for like/dislike; empty: feedback is off
@@ -126,8 +125,8 @@ _HELP: dict[str, str] = {
     "(e.g. an intranet picture server; '*.example.com' for a domain and its subdomains); for --image-urls and "
     "--openai-api-image-urls",
     "image_url_timeout": "seconds one URL fetch may take in all, redirects included",
-    "video_frames": "keyframes taken from a video, evenly spaced (a user may ask for up to --max-images-per-message)",
-    "max_video_mb": "largest video accepted, in megabytes",
+    "video_frames": "keyframes taken from a video, evenly spaced (a user may ask for up to --max-images-per-message); videos, like "
+    "every upload, are at most --max-upload-mb",
     "max_video_seconds": "longest video accepted, in seconds",
     "allowed_models": "comma-separated models the page's picker may load (ids, local folders, tiny-random names); "
     "'presets' stands for the README's models table, '*' lets users type any id (the server then downloads it); "
@@ -240,8 +239,8 @@ def validate(config: Config) -> None:
         problems.append("--history-days and --history-max-mb must be positive")
     if config.backend == "openai" and not config.base_url:
         problems.append("--backend openai needs --base-url (e.g. http://localhost:8000/v1)")
-    if config.video_frames < 1 or config.max_video_mb <= 0 or config.max_video_seconds <= 0:
-        problems.append("--video-frames must be at least 1, --max-video-mb and --max-video-seconds positive")
+    if config.video_frames < 1 or config.max_video_seconds <= 0:
+        problems.append("--video-frames must be at least 1 and --max-video-seconds positive")
     if config.image_url_timeout <= 0:
         problems.append("--image-url-timeout must be positive")
     if config.feedback_images and not config.feedback_file:

@@ -23,7 +23,7 @@ Progress = Callable[[float, str], None]
 class VideoLimits:
     """Bounds on videos; the defaults suit a public demo."""
 
-    max_bytes: int = 100 * 1024 * 1024
+    max_bytes: int = 20 * 1024 * 1024  # the app passes its upload limit
     max_seconds: float = 300.0
     max_frame_pixels: int = 4096 * 2304  # 4K and a little more
 

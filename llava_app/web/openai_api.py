@@ -323,7 +323,7 @@ class OpenAIEndpoint:
         from llava_app.chat.uploads import fetch_bytes
 
         try:
-            return fetch_bytes(url, url_policy(self.config, max_bytes=self.service.image_limits.max_bytes))
+            return fetch_bytes(url, url_policy(self.config))
         except UserError as exc:
             raise APIError(400, f"{name}: {exc}", code="invalid_image", param="messages") from None
 
