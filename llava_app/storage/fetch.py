@@ -218,12 +218,12 @@ def fetch_url(url: str, policy: FetchPolicy) -> Fetched:
         current = httpx.URL(url.strip())
     except (httpx.InvalidURL, TypeError) as exc:
         raise FetchError(f"{_short(url)} is not a valid URL ({exc}).") from None
-    for hop in range(policy.max_redirects + 1):
+    for _ in range(policy.max_redirects + 1):
         try:
             fetched, location = _fetch_hop(current, policy, deadline)
         except httpx.TimeoutException:
             raise FetchError(f"Fetching {_short(url)} took longer than {policy.timeout_s:g} s.") from None
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise FetchError(f"Could not fetch {_short(current)} ({type(exc).__name__}).") from None
         if fetched is not None:
             return fetched
