@@ -130,3 +130,15 @@ def test_a_video_that_does_not_fit_the_question_is_cut_with_a_warning(tmp_path, 
     assert "took 2 frame(s)" in result.warnings[0]
     refused = service.add_images(conv, [(str(path), "again.mp4")])
     assert refused.added == [] and "At most 2 new images go with one question" in refused.errors[0]
+
+
+def test_a_saved_conversation_still_knows_which_images_are_frames_of_a_clip(tmp_path, store):
+    from llava_app.storage.saved import from_record, to_record
+
+    path = tmp_path / "clip.mp4"
+    path.write_bytes(make_video())
+    conv = Conversation()
+    ChatService(NoModel(), store).add_images(conv, [(str(path), "clip.mp4")])
+    restored = from_record(to_record(conv), {im.sha256: im.path for im in conv.images})
+    assert [(im.name, im.video, im.frame_time) for im in restored.images] == [
+        (f"clip.mp4 @ 0:0{t}.5", "clip.mp4", f"0:0{t}.5") for t in range(4)]
