@@ -18,6 +18,7 @@ from llava_app.chat.saved import BrowserSaves
 from llava_app.chat.service import ChatService
 from llava_app.chat.sessions import Janitor
 from llava_app.chat.transfer import export_conversation, import_conversation
+from llava_app.chat.uploads import Intake
 from llava_app.config import Config
 from llava_app.engine import make_app_backend
 from llava_app.engine.base import Backend
@@ -25,8 +26,11 @@ from llava_app.engine.catalog import allowed_models
 from llava_app.errors import UserError
 from llava_app.storage.export import new_export_folder
 from llava_app.storage.feedback import FeedbackLog
+from llava_app.storage.fetch import FetchPolicy
 from llava_app.storage.images import ImageLimits, ImageStore
+from llava_app.storage.media import MediaOptions
 from llava_app.storage.saved import SavedConversations
+from llava_app.storage.video import VideoLimits
 
 EXPORT_KINDS = ("markdown", "json", "zip")
 
@@ -101,6 +105,19 @@ def open_saved(config: Config) -> SavedConversations | None:
                               max_bytes=int(config.history_max_mb * 1024 * 1024))
 
 
+def url_policy(config: Config) -> FetchPolicy:
+    """How URLs are fetched (for /chat's urls and /v1's image URLs): allowed hosts, the upload and time limits."""
+    return FetchPolicy.from_list(config.image_url_allow, timeout_s=config.image_url_timeout,
+                                 max_bytes=config.max_upload_bytes)
+
+
+def media_intake(config: Config, store: ImageStore) -> Intake:
+    """How uploads and URLs become pictures: video limits, keyframes, and URLs only with --image-urls."""
+    video = VideoLimits(max_bytes=config.max_upload_bytes, max_seconds=config.max_video_seconds)
+    return Intake(store, video_limits=video, url_policy=url_policy(config) if config.image_urls else None,
+                  options=MediaOptions(frames=config.video_frames))
+
+
 def create_app(config: Config, backend: Backend | None = None, store: ImageStore | None = None) -> App:
     """Build every part of the app from ``config``; ``backend``/``store`` may be given (tests share a model).
 
@@ -116,6 +133,7 @@ def create_app(config: Config, backend: Backend | None = None, store: ImageStore
         context=ContextFitter(backend, summarize=config.summarize_dropped, answer_tokens=config.max_new_tokens),
         max_images_per_message=config.max_images_per_message, session_ttl=config.session_ttl,
         max_new_tokens_limit=config.max_new_tokens_limit, allowed_models=allowed_models(config),
+        intake=media_intake(config, store),
     )
     saved = BrowserSaves(open_saved(config), store)
     service.on_release.append(saved.release)

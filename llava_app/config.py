@@ -55,6 +55,11 @@ class Config:
     openai_api_key: str = ""
     openai_api_image_urls: bool = False
     openai_api_open: bool = False  # serve /v1 without credentials even when the page has a login
+    image_urls: bool = False  # users may send http(s) URLs of pictures, videos and PDFs for the server to fetch
+    image_url_allow: str = ""  # hosts exempt from the public-address check of fetched URLs
+    image_url_timeout: float = 10.0
+    video_frames: int = 4
+    max_video_seconds: float = 300.0
     allowed_models: str = "presets"  # what the page's model picker may load; see catalog.allowed_models
     feedback_file: str = ""  # JSONL file for like/dislike; empty: feedback is off
     feedback_images: bool = False
@@ -117,6 +122,16 @@ _HELP: dict[str, str] = {
     "(off: only data URLs, no server-side fetches)",
     "openai_api_open": "with --openai-api and a login (--auth/--auth-file): serve /v1 to anyone, without "
     "credentials (off: /v1 asks for --openai-api-key or a login user, like the page)",
+    "image_urls": "let users send http(s) URLs of pictures, videos and PDFs (the /chat API's urls), which this "
+    "server then fetches: only from public addresses (never loopback, private, link-local or other inner ones, "
+    "checked at every redirect), within --max-upload-mb and --image-url-timeout",
+    "image_url_allow": "comma-separated hosts whose URLs may be fetched although they resolve to an inner address "
+    "(e.g. an intranet picture server; '*.example.com' for a domain and its subdomains); for --image-urls and "
+    "--openai-api-image-urls",
+    "image_url_timeout": "seconds one URL fetch may take in all, redirects included",
+    "video_frames": "keyframes taken from a video, evenly spaced (a user may ask for up to --max-images-per-message); videos, like "
+    "every upload, are at most --max-upload-mb",
+    "max_video_seconds": "longest video accepted, in seconds",
     "allowed_models": "comma-separated models the page's picker may load (ids, local folders, tiny-random names); "
     "'presets' stands for the README's models table, '*' lets users type any id (the server then downloads it); "
     "the --model is always allowed; empty: no picker",
@@ -232,6 +247,10 @@ def validate(config: Config) -> None:
         problems.append("--openai-api-open needs --openai-api")
     if config.openai_api_open and config.openai_api_key:
         problems.append("--openai-api-open serves /v1 without credentials: drop it or --openai-api-key")
+    if config.video_frames < 1 or config.max_video_seconds <= 0:
+        problems.append("--video-frames must be at least 1 and --max-video-seconds positive")
+    if config.image_url_timeout <= 0:
+        problems.append("--image-url-timeout must be positive")
     if config.feedback_images and not config.feedback_file:
         problems.append("--feedback-images needs --feedback-file")
     if problems:

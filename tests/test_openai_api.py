@@ -28,7 +28,7 @@ def api(tmp_path_factory, tiny_cache):
 
     config = Config(model=MODEL, device="cpu", data_dir=str(tmp_path_factory.mktemp("data")), max_new_tokens=12,
                     stream_delay=0.02, max_images=3, max_upload_mb=0.05, openai_api=True, openai_api_key=KEY,
-                    openai_api_image_urls=True)
+                    openai_api_image_urls=True, image_url_allow="127.0.0.1")
     with launched_app(config) as (url, app, demo):
         url = url.rstrip("/")
         client = openai.OpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0, timeout=60)
@@ -291,7 +291,7 @@ def test_image_urls_are_fetched_only_where_allowed(api, tmp_path):
     try:
         url = f"http://127.0.0.1:{httpd.server_address[1]}/photo.png"
         msgs = [{"role": "user", "content": [image_part(url), {"type": "text", "text": "What colour?"}]}]
-        # This app was started with --openai-api-image-urls: it fetches.
+        # This app was started with --openai-api-image-urls and allows the loopback test server: it fetches.
         by_url = api.client.chat.completions.create(model=MODEL, messages=msgs, max_tokens=3)
         by_data = api.client.chat.completions.create(
             model=MODEL, max_tokens=3,
@@ -304,6 +304,11 @@ def test_image_urls_are_fetched_only_where_allowed(api, tmp_path):
 
         endpoint = OpenAIEndpoint(api.service, dataclasses.replace(api.config, openai_api_image_urls=False))
         with pytest.raises(APIError, match="does not fetch image URLs") as err:
+            endpoint.parse({"model": MODEL, "messages": msgs})
+        assert err.value.status == 400
+        # The same fetcher as /chat's urls: an inner address is refused unless the operator allows its host.
+        endpoint = OpenAIEndpoint(api.service, dataclasses.replace(api.config, image_url_allow=""))
+        with pytest.raises(APIError, match="127.0.0.1 is a loopback address") as err:
             endpoint.parse({"model": MODEL, "messages": msgs})
         assert err.value.status == 400
     finally:

@@ -40,6 +40,13 @@ class ImageRef:
     height: int
     joined_at: int  # index of the user turn whose message carries this image
     name: str = ""
+    video: str = ""  # the clip this image is a keyframe of ("clip.mp4"); its name then says when
+
+    @property
+    def frame_time(self) -> str:
+        """A keyframe's time in its clip ("0:12"), from its name "clip.mp4 @ 0:12"; "" for other images."""
+        lead = f"{self.video} @ "
+        return self.name[len(lead):] if self.video and self.name.startswith(lead) else ""
 
     @property
     def label(self) -> str:
@@ -92,7 +99,8 @@ class Conversation:
         return next((im for im in self.images if im.sha256 == sha256), None)
 
     def add_image(self, sha256: str, path: str, width: int, height: int, name: str = "",
-                  max_images: int | None = None, number: int | None = None) -> tuple[ImageRef, bool]:
+                  max_images: int | None = None, number: int | None = None, video: str = ""
+                  ) -> tuple[ImageRef, bool]:
         """Add an image at the current turn; returns ``(ref, added)``.
 
         The same picture uploaded twice is kept once (``added`` is False). ``number``
@@ -112,7 +120,7 @@ class Conversation:
         elif number < 1 or any(im.number == number for im in self.images):
             raise UserError(f"{image_label(number)} is given twice; each image needs a label of its own.")
         ref = ImageRef(number=number, sha256=sha256, path=path, width=width, height=height,
-                       joined_at=len(self.turns), name=name)
+                       joined_at=len(self.turns), name=name, video=video)
         self.next_number = max(self.next_number, number + 1)
         self.images.append(ref)
         return ref, True
@@ -208,7 +216,7 @@ class Conversation:
                     log.warning("an image file of a conversation is missing; it is restored without it")
                     continue
                 conv.add_image(im.sha256, path, im.width, im.height, im.name, max_images=max_images,
-                               number=im.number)
+                               number=im.number, video=im.video)
 
         for i, turn in enumerate(record.turns):
             add_images_of(i)
@@ -229,7 +237,7 @@ class Conversation:
         info = self.last_prompt if with_prompt else None
         return ConversationRecord(
             images=[ImageRecord(number=im.number, sha256=im.sha256, width=im.width, height=im.height,
-                                turn=im.joined_at, name=im.name) for im in self.images],
+                                turn=im.joined_at, name=im.name, video=im.video) for im in self.images],
             turns=[TurnRecord(user=t.user, assistant=t.assistant, stopped=t.stopped) for t in self.turns],
             next_number=self.next_number, conversation_id=self.id, model=model, system_prompt=system_prompt,
             last_prompt=None if info is None else PromptRecord(text=info.text, n_images=info.n_images,
@@ -248,6 +256,7 @@ class Conversation:
         final turn with no answer yet ends the list (the engine adds the generation prompt).
         Turns before ``first_visible`` (default: the conversation's own) are left out;
         their images, and the ``summary`` of them, open the first turn that is kept.
+        Keyframes of one video are introduced by a text part saying so (``image_parts``).
         """
         start = self.first_visible if first_visible is None else first_visible
         summary = self.context_summary if summary is None else summary
@@ -260,9 +269,7 @@ class Conversation:
             content: list[dict[str, Any]] = []
             if i == start and start > 0 and summary.strip():
                 content.append({"type": "text", "text": f"{SUMMARY_LEAD} {summary.strip()}\n"})
-            for im in self.prompt_images_for_turn(i, start):
-                content.append({"type": "text", "text": f"{im.label}:"})
-                content.append({"type": "image", "ref": im})
+            content += image_parts(self.prompt_images_for_turn(i, start))
             content.append({"type": "text", "text": turn.user})
             msgs.append({"role": "user", "content": content})
             if turn.assistant is not None:
@@ -292,3 +299,22 @@ class Conversation:
                 "summary": self.context_summary,
             },
         }
+
+
+def image_parts(images: list[ImageRef]) -> list[dict[str, Any]]:
+    """Content parts for images: each label before its image; a run of one video's keyframes opens with
+    a line telling the model they are frames of one clip, in time order, and when each was taken."""
+    parts: list[dict[str, Any]] = []
+    for k, im in enumerate(images):
+        if im.video and (k == 0 or images[k - 1].video != im.video):
+            run = [im]
+            for nxt in images[k + 1:]:
+                if nxt.video != im.video:
+                    break
+                run.append(nxt)
+            times = ", ".join(f"{f.label} at {f.frame_time}" if f.frame_time else f.label for f in run)
+            parts.append({"type": "text", "text": f"The next {len(run)} image(s) are frames of one video, "
+                                                  f"{im.video}, in time order ({times})."})
+        parts.append({"type": "text", "text": f"{im.label}:"})
+        parts.append({"type": "image", "ref": im})
+    return parts

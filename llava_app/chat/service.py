@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass
@@ -20,8 +19,10 @@ from llava_app.chat.context import ContextFitter
 from llava_app.chat.conversation import AnswerStats, Conversation, PromptInfo
 from llava_app.errors import UserError
 from llava_app.faults import out_of_memory_error
-from llava_app.storage.images import ImageError, ImageLimits, ImageStore, load_image_file
+from llava_app.storage.images import ImageLimits, ImageStore
+from llava_app.storage.media import MediaOptions
 from llava_app.chat.sessions import Sessions
+from llava_app.chat.uploads import Intake, Progress, UploadResult
 from llava_app.engine.catalog import any_model_allowed, check_allowed, choices
 
 log = logging.getLogger(__name__)
@@ -72,16 +73,6 @@ def _count_prompt(conv: Conversation, usage: Usage) -> None:
         conv.last_prompt = dataclasses.replace(info, n_tokens=usage.prompt_tokens)
 
 
-@dataclass
-class UploadResult:
-    """What became of a batch of uploads: the new labels and a message per refused file."""
-
-    added: list[str]
-    skipped: list[str]
-    errors: list[str]
-    warnings: list[str] = dataclasses.field(default_factory=list)  # accepted, but worth telling the user
-
-
 class ChatService:
     """The app's behaviour; the UI and the API are thin layers over it."""
 
@@ -89,8 +80,10 @@ class ChatService:
                  image_limits: ImageLimits | None = None, stream_interval: float = 0.05,
                  context: ContextFitter | None = None, max_images_per_message: int | None = None,
                  session_ttl: float = 3600.0, max_new_tokens_limit: int = 2048,
-                 allowed_models: list[str] | None = None):
+                 allowed_models: list[str] | None = None, intake: Intake | None = None):
         self.backend = backend
+        #: how videos, PDFs and URLs are read (their limits; whether URLs are fetched at all)
+        self.intake = intake or Intake(store)
         #: the most new tokens a user may ask for
         self.max_new_tokens_limit = max_new_tokens_limit
         #: the models users may switch to (the operator's allow-list; '*' allows any id)
@@ -115,31 +108,31 @@ class ChatService:
         self._lock = threading.Lock()
 
     # ----- images -----------------------------------------------------------------------------
-    def add_images(self, conv: Conversation, files: Iterable[tuple[str, str]], all_or_nothing: bool = False
-                   ) -> UploadResult:
+    def add_images(self, conv: Conversation, files: Iterable[tuple[str, str]], all_or_nothing: bool = False,
+                   options: MediaOptions | None = None, progress: Progress | None = None) -> UploadResult:
         """Decode, store and attach uploaded files ``(path, display name)``; refused files are reported.
 
+        A file is read by its content: a picture, a video (its keyframes) or a PDF (its pages).
         With ``all_or_nothing`` (the API: one request, one answer) a batch with any refused
-        file attaches none of its files.
+        file attaches none of its files. ``options`` choose keyframes and pages; ``progress``
+        hears ``(fraction, message)`` while a video or PDF is decoded (call this off the event loop).
         """
-        result = UploadResult([], [], [])
+        return self.attach(conv, files, (), all_or_nothing, options, progress)
+
+    def add_urls(self, conv: Conversation, urls: Iterable[str], all_or_nothing: bool = False,
+                 options: MediaOptions | None = None, progress: Progress | None = None) -> UploadResult:
+        """Fetch pictures, videos or PDFs from http(s) URLs (only where the operator allows) and attach them."""
+        return self.attach(conv, (), urls, all_or_nothing, options, progress)
+
+    def attach(self, conv: Conversation, files: Iterable[tuple[str, str]] = (), urls: Iterable[str] = (),
+               all_or_nothing: bool = False, options: MediaOptions | None = None,
+               progress: Progress | None = None) -> UploadResult:
+        """Files, then URLs, as one batch (``add_images`` and ``add_urls`` in one; the API's /chat)."""
+        sources = self.intake.file_sources(files, self.upload_limits()) + self.intake.url_sources(urls)
         self.sessions.touch(conv)
         before = (len(conv.images), conv.next_number)
-        for path, name in files:
-            name = name or os.path.basename(path)
-            try:
-                require(self.backend, "supports_images")
-                self._check_per_message(conv)
-                img = load_image_file(path, self.upload_limits())
-                stored = self.store.put(img)
-                ref, added = conv.add_image(stored.sha256, stored.path, stored.width, stored.height, name,
-                                            max_images=self.max_images)
-            except UserError as exc:
-                result.errors.append(str(exc) if isinstance(exc, ImageError) else f"{name}: {exc}")
-                continue
-            (result.added if added else result.skipped).append(ref.label)
-            if not added:
-                result.errors.append(f"{name} is already in this conversation as {ref.label}.")
+        result = self.intake.attach(conv, sources, lambda: self._room(conv), self.upload_limits(), self.max_images,
+                                    options, progress)
         if all_or_nothing and result.errors and result.added:
             del conv.images[before[0]:]
             conv.next_number = before[1]
@@ -147,6 +140,15 @@ class ChatService:
         if result.added:
             result.warnings += self.context_warnings(conv)
         return result
+
+    def _room(self, conv: Conversation) -> int:
+        """How many more images may join now (at least 1: a full conversation refuses with its own message)."""
+        require(self.backend, "supports_images")
+        self._check_per_message(conv)
+        room = max(1, self.max_images - len(conv.images))
+        if self.max_images_per_message is not None:
+            room = min(room, self.max_images_per_message - len(conv.pending_images))
+        return room
 
     def _check_per_message(self, conv: Conversation) -> None:
         limit = self.max_images_per_message

@@ -122,6 +122,11 @@ def decode_image(data: bytes, limits: ImageLimits = ImageLimits(), name: str = "
                          "it was not decoded.") from None
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as exc:
         raise ImageError(f"{name} could not be read as {fmt}: the file looks damaged or truncated.") from exc
+    return normalise_image(img, limits, name)
+
+
+def normalise_image(img: Image.Image, limits: ImageLimits = ImageLimits(), name: str = "upload") -> Image.Image:
+    """Check a decoded RGB image's shape and scale it to the stored size (uploads, video frames, PDF pages)."""
     w, h = img.size
     if min(w, h) < limits.min_side or max(w, h) / min(w, h) > limits.max_aspect:
         raise ImageError(f"{name} is {w} x {h} pixels; images must be at least {limits.min_side} px on each side "

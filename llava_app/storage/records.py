@@ -39,6 +39,7 @@ class ImageRecord:
     height: int
     turn: int  # the user turn whose message carries it (== number of turns: waiting for the next question)
     name: str = ""
+    video: str = ""  # the clip this image is a keyframe of (its name then says when)
 
     @property
     def label(self) -> str:
@@ -104,7 +105,8 @@ class ConversationRecord:
             data["system_prompt"] = self.system_prompt
         data["next_number"] = self.next_number
         data["images"] = [{"number": im.number, "label": im.label, "name": im.name, "width": im.width,
-                           "height": im.height, "turn": im.turn, "sha256": im.sha256} for im in self.images]
+                           "height": im.height, "turn": im.turn, "sha256": im.sha256,
+                           **({"video": im.video} if im.video else {})} for im in self.images]
         data["turns"] = [{"user": t.user, "assistant": t.assistant, "stopped": t.stopped} for t in self.turns]
         if self.last_prompt is not None:
             lp = self.last_prompt
@@ -183,7 +185,8 @@ def _image(entry: Any, name: str) -> ImageRecord:
     sha256 = _text(entry.get("sha256"), f"the content hash of {label}", name)
     return ImageRecord(number=number, sha256=sha256, width=_whole(entry.get("width"), 1, f"the width of {label}", name),
                        height=_whole(entry.get("height"), 1, f"the height of {label}", name), turn=entry["turn"],
-                       name=_text(entry.get("name", ""), f"the name of {label}", name))
+                       name=_text(entry.get("name", ""), f"the name of {label}", name),
+                       video=_text(entry.get("video", ""), f"the video of {label}", name))
 
 
 def _prompt(value: Any) -> PromptRecord | None:

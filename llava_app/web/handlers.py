@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import logging
 import os
+from functools import partial
 from typing import Any, AsyncIterator, Callable
 
+import anyio
 import gradio as gr
 
 from llava_app.application import App
@@ -46,6 +48,16 @@ def file_paths(value: Any) -> list[tuple[str, str]]:
         if path:
             out.append((str(path), os.path.basename(str(path))))
     return out
+
+
+def url_list(value: Any) -> list[str]:
+    """URLs from the API's ``urls`` (a list of strings, or one string); anything else is refused."""
+    if value in (None, "", []):
+        return []
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(u, str) for u in items):
+        raise UserError("urls must be a list of http(s) URLs (strings).")
+    return [u.strip() for u in items if u.strip()]
 
 
 def page_message(exc: BaseException) -> str:
@@ -83,9 +95,11 @@ class ChatHandlers:
         return views.meter_text(conv, *self.service.context_usage(conv))
 
     # ----- images -------------------------------------------------------------------------
-    def on_upload(self, value, conv: Conversation):
-        """Files dropped on the gallery: decoded, stored and labelled, or refused with a message."""
-        result = self.service.add_images(conv, upload_files(value))
+    def on_upload(self, value, conv: Conversation, progress=gr.Progress()):
+        """Files dropped on the gallery: decoded (videos as keyframes, PDFs as pages), stored and labelled,
+        or refused with a message; a video or PDF shows its progress."""
+        result = self.service.add_images(conv, upload_files(value),
+                                         progress=lambda fraction, message: progress(fraction, desc=message))
         for message in result.errors + result.warnings:
             gr.Warning(views.plain(message))
         self.saved.save(conv)
@@ -237,13 +251,17 @@ class ChatHandlers:
             self.app.feedback.record(record, turn, data.liked)
 
     # ----- the API ------------------------------------------------------------------------
-    async def api_chat(self, message: str, images, conv: Conversation, request: gr.Request
+    async def api_chat(self, message: str, images, urls, conv: Conversation, request: gr.Request
                        ) -> AsyncIterator[tuple[str, Conversation]]:
-        """Add the given images (may be none) to this client's conversation, ask, stream the answer."""
+        """Add the given images, videos, PDFs and URLs (may be none) to this client's conversation, ask,
+        stream the answer."""
         self._remember_loop()
         try:
             self.service.touch(conv, client=request.session_hash)
-            result = self.service.add_images(conv, file_paths(images), all_or_nothing=True)
+            files, links = file_paths(images), url_list(urls)
+            # Decoding videos and PDFs and fetching URLs take a while: never on the event loop.
+            result = await anyio.to_thread.run_sync(
+                partial(self.service.attach, conv, files, links, all_or_nothing=True))
             if result.errors:
                 raise UserError(" ".join(result.errors))
             self.service.ask(conv, message)

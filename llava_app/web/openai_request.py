@@ -24,7 +24,6 @@ from llava_app.errors import UserError
 _LABEL = re.compile(r"^\s*Image (\d+):\s*$")
 _UNSUPPORTED = ("stop", "tools", "functions", "logprobs", "top_logprobs")  # refused unless empty
 _DETAIL = ("auto", "low", "high")
-URL_FETCH_TIMEOUT = 10.0
 
 
 class APIError(Exception):
@@ -200,25 +199,15 @@ class RequestParser:
             raise APIError(400, str(exc), code="invalid_image", param="messages") from None
 
     def _fetch(self, url: str, name: str) -> bytes:
-        """Download an image URL, reading no more than the upload limit."""
-        import httpx
+        """Download an image URL with the app's guarded fetcher: public addresses only (or the operator's
+        --image-url-allow hosts), checked at every redirect, within the upload size and a time limit."""
+        from llava_app.application import url_policy
+        from llava_app.chat.uploads import fetch_bytes
 
-        limit = self.service.image_limits.max_bytes
         try:
-            with httpx.Client(timeout=URL_FETCH_TIMEOUT, follow_redirects=True) as client:
-                with client.stream("GET", url) as response:
-                    if response.status_code != 200:
-                        raise APIError(400, f"{name}: fetching {url} gave HTTP {response.status_code}.",
-                                       code="invalid_image", param="messages")
-                    data = b""
-                    for chunk in response.iter_bytes():
-                        data += chunk
-                        if len(data) > limit:
-                            break
-                    return data
-        except httpx.HTTPError as exc:
-            raise APIError(400, f"{name}: could not fetch {url} ({type(exc).__name__}).", code="invalid_image",
-                           param="messages") from None
+            return fetch_bytes(url, url_policy(self.config))
+        except UserError as exc:
+            raise APIError(400, f"{name}: {exc}", code="invalid_image", param="messages") from None
 
 
 def _user_parts(content: Any, where: str, turn: dict[str, Any]) -> None:

@@ -264,11 +264,12 @@ def _wire_api(page: Page, handlers: ChatHandlers, app: App) -> None:
     """API-only endpoints on hidden components: /chat, /context, /reset."""
     with gr.Column(visible=False):
         message = gr.Textbox(label="message")
-        images = gr.File(label="images", file_count="multiple", type="filepath")
+        images = gr.File(label="images", file_count="multiple", type="filepath")  # pictures, videos, PDFs
+        urls = gr.JSON(value=[], label="urls")  # http(s) URLs, fetched with --image-urls
         answer = gr.Textbox(label="answer")
         context = gr.JSON(label="context")
         chat_btn, context_btn, reset_btn = gr.Button(), gr.Button(), gr.Button()
-    chat_btn.click(handlers.api_chat, [message, images, page.state], [answer, page.state], api_name="chat",
+    chat_btn.click(handlers.api_chat, [message, images, urls, page.state], [answer, page.state], api_name="chat",
                    concurrency_limit=app.service.max_concurrency, concurrency_id=GENERATION_CONCURRENCY_ID)
     context_btn.click(handlers.api_context, [page.state], [context], api_name="context")
     reset_btn.click(handlers.api_reset, [page.state], [page.state], api_name="reset")

@@ -1,0 +1,119 @@
+"""Files and URLs into a conversation: each read (or fetched), sniffed, decoded, stored and labelled.
+
+A picture becomes one image of the conversation; a video its keyframes ("clip.mp4 @ 0:12"),
+a PDF its pages ("report.pdf p. 3"), as many as still go with the question. The service
+(``ChatService.add_images`` / ``add_urls``) decides the room; this module does the rest,
+the same way for every source.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+from llava_app.chat.conversation import Conversation
+from llava_app.errors import UserError
+from llava_app.storage.fetch import FetchPolicy, fetch_url, url_name
+from llava_app.storage.images import ImageError, ImageLimits, ImageStore
+from llava_app.storage.media import MediaOptions, decode_media, sniff_kind
+from llava_app.storage.video import VideoLimits
+
+Progress = Callable[[float, str], None]
+#: a source: its display name and a function that returns its bytes (raising ``UserError`` when it cannot)
+Source = tuple[str, Callable[[], bytes]]
+
+
+@dataclass
+class UploadResult:
+    """What became of a batch of uploads: the new labels and a message per refused file."""
+
+    added: list[str]
+    skipped: list[str]
+    errors: list[str]
+    warnings: list[str] = dataclasses.field(default_factory=list)  # accepted, but worth telling the user
+
+
+@dataclass(frozen=True)
+class Intake:
+    """How sources are read and decoded: the limits, and the URL policy (None: URLs are not fetched)."""
+
+    store: ImageStore
+    video_limits: VideoLimits = VideoLimits()
+    url_policy: FetchPolicy | None = None
+    options: MediaOptions = MediaOptions()
+
+    def file_sources(self, files: Iterable[tuple[str, str]], limits: ImageLimits) -> list[Source]:
+        """Uploaded files ``(path, display name)`` as sources."""
+        return [(name or os.path.basename(path), _file_reader(path, name or os.path.basename(path), limits,
+                                                              self.video_limits))
+                for path, name in files]
+
+    def url_sources(self, urls: Iterable[str]) -> list[Source]:
+        """URLs as sources (fetched when read); refused at once when this server does not fetch URLs."""
+        urls = [u.strip() for u in urls if u and u.strip()]
+        if urls and self.url_policy is None:
+            raise UserError("This server does not fetch pictures from URLs; upload the file instead "
+                            "(the operator can allow URLs with --image-urls).")
+        return [(_url_label(u), _url_reader(u, self.url_policy)) for u in urls]
+
+    def attach(self, conv: Conversation, sources: list[Source], room: Callable[[], int], limits: ImageLimits,
+               max_images: int | None, options: MediaOptions | None = None,
+               progress: Progress | None = None) -> UploadResult:
+        """Decode each source into pictures (at most ``room()`` each) and add them to ``conv``."""
+        result = UploadResult([], [], [])
+        options = options or self.options
+        for name, read in sources:
+            try:
+                decoded = decode_media(read(), name, room(), limits, self.video_limits, options, progress)
+            except UserError as exc:
+                result.errors.append(str(exc) if isinstance(exc, ImageError) else f"{name}: {exc}")
+                continue
+            result.warnings += decoded.warnings
+            for picture in decoded.pictures:
+                try:
+                    stored = self.store.put(picture.image)
+                    ref, added = conv.add_image(stored.sha256, stored.path, stored.width, stored.height,
+                                                picture.name, max_images=max_images, video=picture.video)
+                except UserError as exc:
+                    result.errors.append(f"{picture.name}: {exc}")
+                    break
+                (result.added if added else result.skipped).append(ref.label)
+                if not added and len(decoded.pictures) == 1:  # a repeated frame or page is left out quietly
+                    result.errors.append(f"{name} is already in this conversation as {ref.label}.")
+        return result
+
+
+def _file_reader(path: str, name: str, limits: ImageLimits, video_limits: VideoLimits) -> Callable[[], bytes]:
+    def read() -> bytes:
+        try:
+            with open(path, "rb") as fh:
+                kind = sniff_kind(fh.read(1024))
+                size = os.fstat(fh.fileno()).st_size
+                limit = video_limits.max_bytes if kind == "video" else limits.max_bytes
+                if size > limit:
+                    what = "videos" if kind == "video" else "files"
+                    raise ImageError(f"{name} is {size / 1e6:.1f} MB; {what} up to {limit / 1e6:.0f} MB are read. "
+                                     "Upload a smaller one.")
+                fh.seek(0)
+                return fh.read(limit + 1)
+        except OSError as exc:
+            raise ImageError(f"{name} could not be read.") from exc
+    return read
+
+
+def fetch_bytes(url: str, policy: FetchPolicy) -> bytes:
+    """The body at ``url``, fetched under ``policy`` (``FetchError``, a ``UserError``, says why not)."""
+    return fetch_url(url, policy).data
+
+
+def _url_reader(url: str, policy: FetchPolicy) -> Callable[[], bytes]:
+    return lambda: fetch_bytes(url, policy)
+
+
+def _url_label(url: str) -> str:
+    try:
+        return url_name(url)
+    except Exception:  # noqa: BLE001 - an unparsable URL is refused when read, with the reason
+        return url[:80]
