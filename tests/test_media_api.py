@@ -10,6 +10,7 @@ import pytest
 from gradio_client import Client, handle_file
 
 from conftest import launched_app, make_image
+from fakes import RecordingBackend
 from llava_app.chat.conversation import Conversation
 from llava_app.chat.service import ChatService
 from llava_app.errors import UserError
@@ -123,6 +124,6 @@ def test_decoding_and_fetching_run_off_the_event_loop(server, files, monkeypatch
 
 
 def test_urls_are_refused_unless_the_operator_turns_them_on(store):
-    service = ChatService(None, store)  # no --image-urls: nothing is fetched, nothing is asked of a model
+    service = ChatService(RecordingBackend(), store)  # no --image-urls: nothing is fetched, nothing is asked of a model
     with pytest.raises(UserError, match="This server does not fetch pictures from URLs"):
         service.add_urls(Conversation(), ["http://127.0.0.1:9/photo.png"])

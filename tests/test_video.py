@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from llava_app.chat.conversation import Conversation
+from llava_app.chat.conversation import Conversation, ConversationRecord
 from llava_app.chat.service import ChatService
 from llava_app.engine.base import Backend
 from llava_app.storage.images import ImageError
@@ -133,12 +133,13 @@ def test_a_video_that_does_not_fit_the_question_is_cut_with_a_warning(tmp_path, 
 
 
 def test_a_saved_conversation_still_knows_which_images_are_frames_of_a_clip(tmp_path, store):
-    from llava_app.storage.saved import from_record, to_record
-
     path = tmp_path / "clip.mp4"
     path.write_bytes(make_video())
     conv = Conversation()
     ChatService(NoModel(), store).add_images(conv, [(str(path), "clip.mp4")])
-    restored = from_record(to_record(conv), {im.sha256: im.path for im in conv.images})
+    record = conv.to_record()
+    back = ConversationRecord.from_json(record.to_json())  # through JSON, as a saved conversation is
+    back.files.update(record.files)
+    restored = Conversation.restore(back)
     assert [(im.name, im.video, im.frame_time) for im in restored.images] == [
         (f"clip.mp4 @ 0:0{t}.5", "clip.mp4", f"0:0{t}.5") for t in range(4)]
