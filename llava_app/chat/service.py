@@ -16,10 +16,11 @@ from typing import Callable, Iterable, Iterator
 
 from llava_app.engine.base import Backend, ChatRequest, GenerationParams, PromptReady, TextDelta, Usage, require
 from llava_app.chat.context import ContextFitter
-from llava_app.chat.conversation import AnswerStats, Conversation, PromptInfo
+from llava_app.chat.conversation import Conversation, PromptInfo
+from llava_app.chat.timing import AnswerClock, count_prompt
 from llava_app.errors import UserError
 from llava_app.faults import out_of_memory_error
-from llava_app.storage.images import ImageLimits, ImageStore
+from llava_app.storage.images import ImageLimits, ImageStore, decode_image
 from llava_app.storage.media import MediaOptions
 from llava_app.chat.sessions import Sessions
 from llava_app.chat.uploads import Intake, Progress, UploadResult
@@ -35,42 +36,6 @@ class _Run:
     cancel: threading.Event
     started: bool = False
     armed_at: float = dataclasses.field(default_factory=time.monotonic)
-
-
-class _AnswerClock:
-    """Times one answer as its consumer sees it: time to the first text, then the decode rate."""
-
-    def __init__(self):
-        self.started = time.perf_counter()
-        self.first: float | None = None
-        self.latest: float | None = None
-        self.usage: Usage | None = None
-
-    def text(self) -> None:
-        self.latest = time.perf_counter()
-        if self.first is None:
-            self.first = self.latest
-
-    def stats(self) -> AnswerStats | None:
-        """The answer's stats; None when the engine sent no ``Usage`` (a stream that failed or was cut)."""
-        u = self.usage
-        if u is None:
-            return None
-        ttft = None if self.first is None else self.first - self.started
-        rate = None
-        if self.first is not None and self.latest is not None and self.latest > self.first and u.completion_tokens > 1:
-            rate = (u.completion_tokens - 1) / (self.latest - self.first)
-        return AnswerStats(ttft_s=ttft, tokens_per_s=rate, prompt_tokens=u.prompt_tokens,
-                           completion_tokens=u.completion_tokens, prefilled_tokens=u.prefilled_tokens,
-                           images_encoded=u.images_encoded, images_cached=u.images_cached,
-                           finish_reason=u.finish_reason)
-
-
-def _count_prompt(conv: Conversation, usage: Usage) -> None:
-    """An engine that learns the prompt's size only at the end (a remote server) fills it in now."""
-    info = conv.last_prompt
-    if info is not None and not info.n_tokens and usage.prompt_tokens:
-        conv.last_prompt = dataclasses.replace(info, n_tokens=usage.prompt_tokens)
 
 
 class ChatService:
@@ -155,6 +120,10 @@ class ChatService:
         if limit is not None and len(conv.pending_images) >= limit:
             raise UserError(f"At most {limit} new images go with one question, and {len(conv.pending_images)} "
                             "are waiting already. Ask about them first, then add more.")
+
+    def decode_image(self, data: bytes, name: str):
+        """Bytes sent by a client as a picture, decoded as uploads are (format, size and pixel limits)."""
+        return decode_image(data, self.upload_limits(), name)
 
     def upload_limits(self) -> ImageLimits:
         """The upload limits, storing no more pixels than the current model's processor uses."""
@@ -244,7 +213,7 @@ class ChatService:
                 raise oom from None
             raise
         request = ChatRequest(conv.messages(system_prompt), params, session_id=conv.id, cancel=cancel)
-        text, failed, clock = "", False, _AnswerClock()
+        text, failed, clock = "", False, AnswerClock()
         events = self.backend.stream(request)
         last = 0.0
         try:
@@ -260,7 +229,7 @@ class ChatService:
                     conv.last_prompt = event.info
                 elif isinstance(event, Usage):
                     clock.usage = event
-                    _count_prompt(conv, event)
+                    count_prompt(conv, event)
             yield text
         except BaseException as exc:
             failed = True

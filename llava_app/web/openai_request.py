@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from llava_app.chat.conversation import Conversation, ConversationRecord, ImageRecord, TurnRecord
-from llava_app.chat.service import ChatService
+from llava_app.chat.service import ChatService, GenerationParams
 from llava_app.config import Config
-from llava_app.engine.base import GenerationParams
 from llava_app.errors import UserError
 
 # A text part "Image N:" right before an image is that image's label (what this app's
@@ -167,7 +166,6 @@ class RequestParser:
 
     def _image(self, url: str, k: int):
         """Image ``k`` of the request from a data URL (or an http(s) URL when allowed), decoded safely."""
-        from llava_app.storage.images import decode_image  # Pillow only
 
         name = f"image {k}"
         if url.startswith("data:"):
@@ -194,7 +192,7 @@ class RequestParser:
             raise APIError(400, f"{name}: only data URLs (and http(s) URLs where allowed) are accepted.",
                            code="invalid_image", param="messages")
         try:
-            return decode_image(data, self.service.upload_limits(), name)
+            return self.service.decode_image(data, name)
         except UserError as exc:
             raise APIError(400, str(exc), code="invalid_image", param="messages") from None
 

@@ -1,0 +1,45 @@
+"""An answer's timing and usage, as its consumer (the service) sees it."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+from llava_app.chat.conversation import AnswerStats, Conversation
+from llava_app.engine.base import Usage
+
+
+class AnswerClock:
+    """Times one answer as its consumer sees it: time to the first text, then the decode rate."""
+
+    def __init__(self):
+        self.started = time.perf_counter()
+        self.first: float | None = None
+        self.latest: float | None = None
+        self.usage: Usage | None = None
+
+    def text(self) -> None:
+        self.latest = time.perf_counter()
+        if self.first is None:
+            self.first = self.latest
+
+    def stats(self) -> AnswerStats | None:
+        """The answer's stats; None when the engine sent no ``Usage`` (a stream that failed or was cut)."""
+        u = self.usage
+        if u is None:
+            return None
+        ttft = None if self.first is None else self.first - self.started
+        rate = None
+        if self.first is not None and self.latest is not None and self.latest > self.first and u.completion_tokens > 1:
+            rate = (u.completion_tokens - 1) / (self.latest - self.first)
+        return AnswerStats(ttft_s=ttft, tokens_per_s=rate, prompt_tokens=u.prompt_tokens,
+                           completion_tokens=u.completion_tokens, prefilled_tokens=u.prefilled_tokens,
+                           images_encoded=u.images_encoded, images_cached=u.images_cached,
+                           finish_reason=u.finish_reason)
+
+
+def count_prompt(conv: Conversation, usage: Usage) -> None:
+    """An engine that learns the prompt's size only at the end (a remote server) fills it in now."""
+    info = conv.last_prompt
+    if info is not None and not info.n_tokens and usage.prompt_tokens:
+        conv.last_prompt = dataclasses.replace(info, n_tokens=usage.prompt_tokens)
