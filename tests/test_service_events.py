@@ -83,3 +83,36 @@ def test_capabilities_are_checked_in_one_place():
         engine.switch("other")
     with pytest.raises(ValueError, match="unknown capability"):
         require(engine, "counts_token")
+
+
+def test_the_generation_thread_writes_the_answer_only_under_the_conversation_lock(store):
+    """Ownership is explicit: a reader holding ``conv.lock`` never sees the answer change under it."""
+    import copy
+    import pickle
+    import threading
+
+    from fakes import RecordingBackend
+
+    backend = RecordingBackend().enqueue("one", " two")
+    backend.hold.clear()  # the engine pauses after its first chunk
+    service, conv = ChatService(backend, store, stream_interval=0), Conversation()
+    service.ask(conv, "Hello?")
+    first, whole = threading.Event(), threading.Event()
+
+    def generate():
+        for text in service.stream_answer(conv, GenerationParams(max_new_tokens=5)):
+            (whole if text == "one two" else first).set()
+
+    worker = threading.Thread(target=generate)
+    worker.start()
+    assert first.wait(10)
+    with conv.lock:  # a view being built while the answer streams
+        backend.hold.set()
+        assert whole.wait(10)  # the whole answer has streamed...
+        worker.join(0.3)
+        assert worker.is_alive() and conv.turns[-1].assistant is None  # ...and waits to write it
+    worker.join(10)
+    assert conv.turns[-1].assistant == "one two" and conv.turns[-1].stats.completion_tokens == 2
+    # Copies (Gradio's state, saved sessions) get a lock of their own.
+    for twin in (copy.deepcopy(conv), pickle.loads(pickle.dumps(conv))):
+        assert twin == conv and twin.lock is not conv.lock and twin.lock.acquire(blocking=False)

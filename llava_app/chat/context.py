@@ -86,7 +86,8 @@ class ContextFitter:
         if not self.active or not conv.turns:
             return None
         window = int(self.window)
-        conv.context_window = window
+        with conv.lock:
+            conv.context_window = window
         budget = window - params.max_new_tokens
         if budget <= 0:
             raise UserError(f"Max new tokens ({params.max_new_tokens:,}) leaves no room for the prompt in the model's "
@@ -118,7 +119,8 @@ class ContextFitter:
                 start = self._smallest_start(conv, system_prompt, start, last, budget, summary)
         else:
             start = self._smallest_start(conv, system_prompt, old_start + 1, last, target, "")
-        conv.first_visible, conv.context_summary = start, summary
+        with conv.lock:
+            conv.first_visible, conv.context_summary = start, summary
         fitted = self.count(conv, system_prompt)
         log.info("context: dropped turns %d..%d of conversation %s (%d -> %d tokens, budget %d%s)", old_start,
                  start - 1, conv.id[:8], tokens, fitted, budget, ", summarised" if summary else "")

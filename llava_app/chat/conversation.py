@@ -14,7 +14,9 @@ from data by ``restore``. The record types are imported here for the layers abov
 
 from __future__ import annotations
 
+import functools
 import logging
+import threading
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -78,9 +80,18 @@ class Turn:
     stats: AnswerStats | None = None  # set when the answer was generated here (not for loaded ones)
 
 
+def _locked(method):
+    """Run ``method`` holding the conversation's lock."""
+    @functools.wraps(method)
+    def locked(self, *args, **kwargs):
+        with self.lock:
+            return method(self, *args, **kwargs)
+    return locked
+
+
 @dataclass
 class Conversation:
-    """The state of one chat. Plain data; copy-safe; no locks, no tensors."""
+    """The state of one chat. Plain data and its lock; copy-safe; no tensors."""
 
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     images: list[ImageRef] = field(default_factory=list)
@@ -92,12 +103,29 @@ class Conversation:
     first_visible: int = 0
     context_summary: str = ""
     context_window: int | None = None
+    #: held by every change, and by reads that need one consistent state (see the module docstring)
+    lock: threading.RLock = field(default_factory=threading.RLock, init=False, repr=False, compare=False)
+
+    def __getstate__(self) -> dict[str, Any]:  # copies and pickles get a lock of their own
+        state = self.__dict__.copy()
+        state.pop("lock", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.lock = threading.RLock()
+
+    @_locked
+    def set_prompt(self, info: PromptInfo | None) -> None:
+        """What the model was (or would be) given for the newest turn."""
+        self.last_prompt = info
 
     # ----- images -------------------------------------------------------------------------
     def find_image(self, sha256: str) -> ImageRef | None:
         """The image with this content hash, if the conversation has it."""
         return next((im for im in self.images if im.sha256 == sha256), None)
 
+    @_locked
     def add_image(self, sha256: str, path: str, width: int, height: int, name: str = "",
                   max_images: int | None = None, number: int | None = None, video: str = ""
                   ) -> tuple[ImageRef, bool]:
@@ -125,6 +153,7 @@ class Conversation:
         self.images.append(ref)
         return ref, True
 
+    @_locked
     def remove_image(self, number: int) -> ImageRef:
         """Remove ``Image <number>``; the other labels stay as they are."""
         for i, im in enumerate(self.images):
@@ -153,6 +182,7 @@ class Conversation:
         return [im for im in self.images if im.joined_at >= len(self.turns)]
 
     # ----- turns --------------------------------------------------------------------------
+    @_locked
     def ask(self, question: str) -> Turn:
         """Start a new turn with the pending images; its answer is generated next."""
         if self.turns and self.turns[-1].assistant is None:
@@ -163,12 +193,14 @@ class Conversation:
         self.turns.append(turn)
         return turn
 
+    @_locked
     def answer(self, text: str, stopped: bool = False, stats: AnswerStats | None = None) -> None:
         """Record the answer of the newest turn."""
         self.turns[-1].assistant = text
         self.turns[-1].stopped = stopped
         self.turns[-1].stats = stats
 
+    @_locked
     def retract(self) -> str:
         """Drop the newest turn (a failed generation); its images go back to pending."""
         turn = self.turns.pop()
@@ -177,12 +209,14 @@ class Conversation:
             self.context_summary = ""
         return turn.user
 
+    @_locked
     def undo(self) -> str:
         """Remove the last exchange; returns its question (to put back in the box)."""
         if not self.turns:
             raise UserError("There is nothing to undo.")
         return self.retract()
 
+    @_locked
     def regenerate(self) -> Turn:
         """Clear the last answer so it is generated again."""
         if not self.turns:
@@ -231,6 +265,7 @@ class Conversation:
                                           image_labels=list(lp.image_labels))
         return conv
 
+    @_locked
     def to_record(self, *, model: str = "", system_prompt: str | None = None,
                   with_prompt: bool = False) -> ConversationRecord:
         """The conversation as a record (with where its image files are); ``with_prompt`` keeps the last prompt."""
@@ -247,6 +282,7 @@ class Conversation:
         )
 
     # ----- what the model gets ------------------------------------------------------------
+    @_locked
     def messages(self, system_prompt: str = "", first_visible: int | None = None,
                  summary: str | None = None) -> list[dict[str, Any]]:
         """The conversation as chat-template messages with ``image``/``text`` content parts.
@@ -276,6 +312,7 @@ class Conversation:
                 msgs.append({"role": "assistant", "content": [{"type": "text", "text": turn.assistant}]})
         return msgs
 
+    @_locked
     def summary(self) -> dict[str, Any]:
         """A JSON-able description for ``/context`` and the page's panel."""
         info = self.last_prompt or PromptInfo()

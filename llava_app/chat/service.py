@@ -99,8 +99,9 @@ class ChatService:
         result = self.intake.attach(conv, sources, lambda: self._room(conv), self.upload_limits(), self.max_images,
                                     options, progress)
         if all_or_nothing and result.errors and result.added:
-            del conv.images[before[0]:]
-            conv.next_number = before[1]
+            with conv.lock:
+                del conv.images[before[0]:]
+                conv.next_number = before[1]
             result.added = []
         if result.added:
             result.warnings += self.context_warnings(conv)
@@ -133,7 +134,8 @@ class ChatService:
 
     def context_warnings(self, conv: Conversation) -> list[str]:
         """Warnings about the context window (images that leave no room); counting them warms the meter."""
-        conv.context_window = self.context.window
+        with conv.lock:
+            conv.context_window = self.context.window
         warning = self.context.images_warning(conv)
         return [warning] if warning else []
 
@@ -226,7 +228,7 @@ class ChatService:
                         last = now
                         yield text
                 elif isinstance(event, PromptReady):
-                    conv.last_prompt = event.info
+                    conv.set_prompt(event.info)
                 elif isinstance(event, Usage):
                     clock.usage = event
                     count_prompt(conv, event)
@@ -244,10 +246,11 @@ class ChatService:
             if close:
                 close()
             self._release(conv, cancel)
-            if failed and not text:
-                conv.retract()
-            elif conv.turns and conv.turns[-1].assistant is None:
-                conv.answer(text, stopped=stopped or failed, stats=clock.stats())
+            with conv.lock:  # the answer is written whole, never beside a reader
+                if failed and not text:
+                    conv.retract()
+                elif conv.turns and conv.turns[-1].assistant is None:
+                    conv.answer(text, stopped=stopped or failed, stats=clock.stats())
 
     def preview(self, conv: Conversation, system_prompt: str = "") -> PromptInfo:
         """The prompt the model was (or would be) given for the newest turn."""

@@ -126,7 +126,11 @@ class Sessions:
 
     def images_in_use(self) -> set[str]:
         """Content hashes of every image a live conversation holds."""
-        return {im.sha256 for conv in self.live() for im in conv.images}
+        used = set()
+        for conv in self.live():
+            with conv.lock:
+                used.update(im.sha256 for im in conv.images)
+        return used
 
     def clients(self) -> Iterable[str]:
         """Session hashes of clients not yet gone."""

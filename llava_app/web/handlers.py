@@ -86,6 +86,10 @@ class ChatHandlers:
     # ----- views --------------------------------------------------------------------------
     def views(self, conv: Conversation, partial: str | None = None) -> tuple:
         """Values for the chat, the prompt panel, its stats line and the context meter."""
+        with conv.lock:  # one consistent state, while the generation thread may write the answer
+            return self._views(conv, partial)
+
+    def _views(self, conv: Conversation, partial: str | None) -> tuple:
         info = conv.last_prompt
         return (views.chat_value(conv, partial), (info.text if info else ""),
                 views.prompt_stats(info, str(T("no_prompt"))), self.meter(conv))
@@ -175,7 +179,7 @@ class ChatHandlers:
         except UserError as exc:
             gr.Warning(page_message(exc))
             return gr.update(), conv, *self.views(conv)
-        conv.last_prompt = self.service.preview(conv, system_prompt) if conv.turns else None
+        conv.set_prompt(self.service.preview(conv, system_prompt) if conv.turns else None)
         self.saved.save(conv)
         return text, conv, *self.views(conv)
 
