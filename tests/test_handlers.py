@@ -1,0 +1,123 @@
+"""The page's handlers, called as methods without a server, on the recording fake engine (no torch)."""
+
+from __future__ import annotations
+
+import asyncio
+import warnings
+from types import SimpleNamespace
+
+import pytest
+
+from fakes import RecordingBackend
+from llava_app.application import create_app
+from llava_app.chat.conversation import Conversation
+from llava_app.config import Config
+from llava_app.web.handlers import ChatHandlers
+
+
+@pytest.fixture
+def setup(tmp_path):
+    backend = RecordingBackend()
+    config = Config(model="recording-fake", data_dir=str(tmp_path / "data"), max_images=3, max_new_tokens=8)
+    app = create_app(config, backend=backend)
+    yield app, ChatHandlers(app), backend
+    app.close()
+
+
+def tab(name: str = "tab-1"):
+    """What Gradio hands a handler as ``gr.Request``: here only the session and the headers are read."""
+    return SimpleNamespace(session_hash=name, username=None, headers={})
+
+
+def generate(handlers, conv, system_prompt="", temperature=0.0):
+    """Run ``on_generate`` to its end; returns every update it sent."""
+    async def run():
+        return [update async for update in handlers.on_generate(conv, system_prompt, temperature, 0.9, 8)]
+    return asyncio.run(run())
+
+
+def test_upload_ask_stream_and_undo_through_the_handlers(setup, image_files):
+    app, handlers, backend = setup
+    conv = Conversation()
+    gallery, conv, notice, meter = handlers.on_upload([str(p) for p in image_files[:2]], conv)
+    assert [label for _, label in gallery] == ["Image 1", "Image 2"] and notice == "Added Image 1, Image 2."
+    question, conv, chat, *_ = handlers.on_submit("Compare Image 1 and Image 2", conv)
+    assert question == "" and chat[-1] == {"role": "assistant", "content": ""}  # the answer's place is shown
+    backend.enqueue("They", " differ.")
+    updates = generate(handlers, conv, system_prompt="Be brief.")
+    final_chat = updates[-1][2]
+    assert final_chat[-1]["content"] == "They differ."
+    assert "[system] Be brief." in backend.last_prompt and backend.last_prompt.count("<image>") == 2
+    assert conv.turns[-1].stats.completion_tokens == 2
+    text, conv, chat, prompt, stats, meter = handlers.on_undo(conv, "")
+    assert text == "Compare Image 1 and Image 2" and conv.turns == [] and chat == []  # the images wait again
+    assert [im.label for im in conv.pending_images] == ["Image 1", "Image 2"]
+
+
+def test_a_refused_question_is_a_message_and_the_box_keeps_it(setup):
+    _, handlers, _ = setup
+    conv = Conversation()
+    with pytest.warns(UserWarning, match="Type a question first"):  # gr.Warning outside a page event
+        question, *_ = handlers.on_submit("   ", conv)
+    assert conv.turns == [] and question != ""
+
+
+def test_an_engine_failure_is_a_message_and_the_question_returns_to_the_box(setup):
+    app, handlers, backend = setup
+
+    def broken(request):
+        raise RuntimeError("CUDA error: device-side assert")
+        yield
+
+    backend.stream = broken
+    conv = Conversation()
+    handlers.on_submit("Hello?", conv)
+    with pytest.warns(UserWarning) as caught:
+        updates = generate(handlers, conv)
+    assert [str(w.message) for w in caught] == [
+        "The model failed on this request (RuntimeError). Your conversation is kept; try again."]
+    assert updates[-1][0] == "Hello?" and conv.turns == []  # nothing of the engine's text reaches the page
+
+
+@pytest.mark.parametrize("how", ["new chat", "reset", "import"])
+def test_new_chat_reset_and_import_replace_the_conversation_tied_to_the_same_tab(setup, image_files, tmp_path, how):
+    """One ``replace``: the old conversation ends, the new one belongs to the tab, so closing the tab ends it."""
+    app, handlers, backend = setup
+    old = Conversation()
+    app.service.touch(old, client="tab-1")
+    handlers.on_upload([str(image_files[0])], old)
+    handlers.on_submit("What is it?", old)
+    generate(handlers, old)
+    if how == "new chat":
+        new = handlers.on_new_chat(old, tab())[0]
+    elif how == "reset":
+        new = handlers.api_reset(old, tab())
+    else:
+        exported = handlers.on_export("json", old, "")
+        new = handlers.on_import(exported, old, "", tab())[0]
+        assert [im.label for im in new.images] == ["Image 1"] and new.turns[0].assistant == "ok"
+    live = {c.id for c in app.service.sessions.live()}
+    assert old.id not in live and new.id in live and old.id in backend.forgotten
+    assert app.service.close_client("tab-1") is True
+    assert new.id not in {c.id for c in app.service.sessions.live()}  # closing the tab ended the new one too
+
+
+def test_export_with_nothing_to_export_says_so(setup):
+    _, handlers, _ = setup
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert handlers.on_export("zip", Conversation(), "") is None
+    assert "nothing to export yet" in str(caught[-1].message)
+
+
+def test_the_api_reports_context_and_streams_through_the_same_service(setup, image_files):
+    _, handlers, backend = setup
+    conv = Conversation()
+    backend.enqueue("A", " red", " square.")
+
+    async def ask():
+        return [text async for text, _ in handlers.api_chat("What is it?", [str(image_files[0])], [], conv, tab())]
+    texts = asyncio.run(ask())
+    assert texts[-1] == "A red square."
+    summary = handlers.api_context(conv)
+    assert summary["image_count"] == 1 and summary["turns"][0]["assistant"] == "A red square."
