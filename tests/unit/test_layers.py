@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[1] / "llava_app"
+PACKAGE = Path(__file__).resolve().parents[2] / "llava_app"
 
 SHARED = {"config", "errors", "faults"}
 # What each part of the package may import from the package (besides itself).

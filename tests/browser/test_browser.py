@@ -25,7 +25,7 @@ from llava_app.engine.base import Backend
 
 pytestmark = pytest.mark.browser
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "artifacts" / "screenshots"
 STREAM_DELAY = 0.05  # seconds per decode step: a 16-token answer streams for about a second
 ANSWER_TOKENS = 16

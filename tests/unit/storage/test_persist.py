@@ -209,7 +209,7 @@ _CRASH = textwrap.dedent("""
 
 @pytest.mark.parametrize("where", ["image", "row"])
 def test_crash_mid_write_leaves_the_last_good_conversation(tmp_path, where):
-    paths = dict(root=str(Path(__file__).resolve().parents[1]), images=str(tmp_path / "images"),
+    paths = dict(root=str(Path(__file__).resolve().parents[3]), images=str(tmp_path / "images"),
                  db=str(tmp_path / "h" / "c.sqlite3"), files=str(tmp_path / "h" / "img"), where=where)
     done = subprocess.run([sys.executable, "-c", _CRASH.format(**paths)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 9, done.stderr[-2000:]

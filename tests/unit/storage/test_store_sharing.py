@@ -26,7 +26,7 @@ from llava_app.storage.images import ImageStore
 from llava_app.storage.leases import fcntl, stale_after
 from llava_app.storage.saved import SavedConversations
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 class Clock:

@@ -219,7 +219,7 @@ def test_readme_front_matter_is_a_spaces_config_matching_requirements():
     from llava_app.engine.catalog import PRESETS
     from llava_app.config import DEFAULT_MODEL
 
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     text = (root / "README.md").read_text(encoding="utf-8")
     assert text.startswith("---\n"), "Spaces reads the configuration from the README's first lines"
     meta = yaml.safe_load(text.split("---\n", 2)[1])
@@ -237,7 +237,7 @@ def test_the_licence_file_is_the_one_the_front_matter_names():
 
     import yaml
 
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     meta = yaml.safe_load((root / "README.md").read_text(encoding="utf-8").split("---\n", 2)[1])
     assert meta["license"] == "apache-2.0"
     words = (root / "LICENSE").read_text(encoding="ascii").split()

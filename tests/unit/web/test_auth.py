@@ -18,7 +18,7 @@ from llava_app.web.auth import load_users, parse_users
 from llava_app.config import Config, parse_config
 from llava_app.errors import UserError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_users_from_flag_file_and_environment(tmp_path):

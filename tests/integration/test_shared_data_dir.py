@@ -24,7 +24,7 @@ from gradio_client import Client, handle_file
 
 from conftest import free_port
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 STARTUP_LIMIT = 240  # seconds; importing torch and gradio on a busy 2-core machine is slow
 PASS_LINE = "housekeeping pass:"
 

@@ -13,7 +13,7 @@ from llava_app.errors import ConfigError, MissingDependency, ModelNotFoundError,
 from llava_app.engine.models import (BITSANDBYTES_MIN_VERSION, CUDA_REQUIREMENTS, LoadOptions, model_load_kwargs,
                                      quantization_config, quantization_skip_modules)
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_cpu_loads_float32_without_device_map():
