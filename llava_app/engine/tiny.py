@@ -16,6 +16,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from llava_app.engine.faithful import FAITHFUL_PRESETS
+
 # The names accepted by --model. "tiny-random" is the default tiny family.
 TINY_PRESETS = {
     "tiny-random": "llava",
@@ -24,6 +26,8 @@ TINY_PRESETS = {
     "tiny-random-llava-onevision": "llava_onevision",
     "tiny-random-bench": "bench",
 }
+# Tiny models with the real checkpoints' tokenizers, templates and image geometry (faithful.py).
+TINY_PRESETS.update({name: "faithful" for name in FAITHFUL_PRESETS})
 BUILDER_VERSION = "5"  # bump when the recipe changes; old folders are rebuilt
 
 _WORDS = """
@@ -285,14 +289,15 @@ def build_tiny_model(preset: str = "tiny-random", cache_dir: str | os.PathLike |
     """
     if preset not in TINY_PRESETS:
         raise KeyError(f"unknown tiny model {preset!r}; choose one of {', '.join(TINY_PRESETS)}")
-    spec = spec_for(preset, context_length)
+    faithful = TINY_PRESETS[preset] == "faithful"
+    spec = None if faithful else spec_for(preset, context_length)
     root = Path(cache_dir) if cache_dir else default_cache_dir()
     name = preset if context_length is None else f"{preset}-ctx{context_length}"
     out = root / name
     marker = out / "tiny_model.json"
     if marker.exists():
         try:
-            if json.loads(marker.read_text()).get("builder") == BUILDER_VERSION:
+            if json.loads(marker.read_text()).get("builder") == _builder_version(preset):
                 return out
         except (OSError, ValueError):
             pass
@@ -301,7 +306,12 @@ def build_tiny_model(preset: str = "tiny-random", cache_dir: str | os.PathLike |
     # never leaves a half-written model behind.
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root))
     try:
-        _build(spec, tmp)
+        if faithful:
+            from llava_app.engine.faithful import build_faithful
+
+            build_faithful(preset, tmp, context_length)
+        else:
+            _build(spec, tmp)
         if out.exists():
             shutil.rmtree(out, ignore_errors=True)
         try:
@@ -312,6 +322,14 @@ def build_tiny_model(preset: str = "tiny-random", cache_dir: str | os.PathLike |
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def _builder_version(preset: str) -> str:
+    if TINY_PRESETS[preset] == "faithful":
+        from llava_app.engine.faithful import builder_version
+
+        return builder_version(preset)
+    return BUILDER_VERSION
 
 
 def is_tiny(name: str) -> bool:
