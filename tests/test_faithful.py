@@ -160,3 +160,60 @@ def test_streaming_split_characters_never_shows_half_a_character_and_ends_at_the
     texts = list(service.stream_answer(conv2, GenerationParams(max_new_tokens=64), SYSTEM))
     assert texts[-1] == expected == conv2.turns[-1].assistant
     assert all("\ufffd" not in t and expected.startswith(t) for t in texts)
+
+
+# ----- KV reuse under real BPE -------------------------------------------------------------------
+def chat(backend, monkeypatch, records: bool = True):
+    """Three turns: two images and a question; a text-only follow-up; an image added mid-chat. The first
+    two answers are written in byte-sized tokens (not how the tokenizer would write that text), the
+    third is the model's own greedy answer. Returns each turn's stats."""
+    from llava_app.chat.conversation import Conversation
+    from llava_app.chat.service import ChatService
+
+    tok = backend.processor.tokenizer
+    eot = backend.model.generation_config.eos_token_id
+    force_answers(backend, monkeypatch, [byte_ids(tok, MIXED) + [eot], byte_ids(tok, " The second, 深色 🌙.") + [eot]])
+    backend.reuse.records.enabled = records
+    service, conv = ChatService(backend, backend.images, stream_interval=0.0), Conversation()
+    for color, size in [("red", (64, 48)), ("navy", (40, 90))]:
+        s = stored(backend, color, size)
+        conv.add_image(s.sha256, s.path, s.width, s.height)
+    stats = []
+    for question in ["Compare Image 1 and Image 2", "Which one is darker?", "And Image 3?"]:
+        if question == "And Image 3?":
+            s = stored(backend, "green", (80, 80))
+            conv.add_image(s.sha256, s.path, s.width, s.height)
+        service.ask(conv, question)
+        for _ in service.stream_answer(conv, GenerationParams(max_new_tokens=40), SYSTEM):
+            pass
+        stats.append(backend.last_run)
+    backend.reuse.records.enabled = True
+    backend.forget(conv.id)
+    return stats
+
+
+def new_tokens(prev, cur) -> int:
+    """Tokens of ``cur``'s prompt after the previous prompt and its answer: the new question, the
+    template's turn markers (and a new image's tokens)."""
+    return cur.prompt_tokens - prev.prompt_tokens - len(prev.new_token_ids) + 1  # less the end-of-turn token
+
+
+def test_follow_ups_prefill_only_the_new_turn_and_answer_as_without_reuse(preset, local_backend, monkeypatch):
+    backend = local_backend(preset)
+    plain = local_backend(preset, kv_cache_bytes=0)  # no KV reuse: every prompt read whole
+    kept, scratch, before = chat(backend, monkeypatch), chat(plain, monkeypatch), chat(backend, monkeypatch, False)
+    for turn in (1, 2):
+        fresh = new_tokens(kept[turn - 1], kept[turn])
+        print(f"{preset} turn {turn + 1}: prefilled {kept[turn].prefilled_tokens} (new turn {fresh}); "
+              f"re-tokenised answers: {before[turn].prefilled_tokens}")
+        assert kept[turn].prompt_ids.tolist() == scratch[turn].prompt_ids.tolist()
+        assert kept[turn].new_token_ids == scratch[turn].new_token_ids  # greedy, token for token
+        assert scratch[turn].prefilled_tokens == scratch[turn].prompt_tokens
+        if preset == "tiny-faithful-interleave":
+            # Its template writes an answer as "assistant\n\n<answer>" after prompting with "assistant\n":
+            # the answer is read again whatever its ids, but nothing before it (the bound of issue 13).
+            assert kept[turn].prefilled_tokens <= kept[turn].prompt_tokens - kept[turn - 1].prompt_tokens + 1
+        else:
+            assert kept[turn].prefilled_tokens == fresh
+    # Re-tokenising the byte-written answer parts from the model's own ids: all of it is read again.
+    assert before[1].prefilled_tokens > kept[1].prefilled_tokens or preset == "tiny-faithful-interleave"

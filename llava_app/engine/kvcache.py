@@ -246,6 +246,10 @@ class PrefixReuse:
         self.vision_calls = 0
         self.images_encoded = 0
         self._kwargs = self._processing_kwargs()
+        # The ids each session's model read and wrote: answers keep their generated ids (token_record.py).
+        from llava_app.engine.token_record import TokenRecords
+
+        self.records = TokenRecords(processor.tokenizer)
         self.reuse_kv = kv_budget_bytes > 0 and self._croppable()
         if kv_budget_bytes > 0 and not self.reuse_kv:
             log.info("KV reuse is off: this model's cache has layers that cannot be cropped (sliding window)")
@@ -382,6 +386,8 @@ class PrefixReuse:
         except ValueError as exc:  # a processor whose placeholders this engine cannot lay out
             log.warning("prefix reuse off for this prompt (%s); the processor reads it whole", exc)
             return self._whole(session_id, text, shas, stats)
+        if session_id:
+            ids, spans = self.records.keep_recorded_ids(session_id, ids, spans, self.image_token_id, ImageSpan)
         stats.prompt_tokens = int(ids.numel())
         stats.image_tokens = sum(s.stop - s.start for s in spans)
         stats.prompt_ids = ids
@@ -452,6 +458,8 @@ class PrefixReuse:
         sid = prepared.session_id
         cache = prepared.cache
         forgotten = self._return(sid)
+        if ok and sid and not forgotten and sequences is not None:
+            self.records.remember(sid, sequences[0].detach().cpu())
         if not (ok and cache is not None and sid and self.reuse_kv) or forgotten:
             return
         length = cache.get_seq_length()
@@ -470,10 +478,12 @@ class PrefixReuse:
             if session_id in self._checked_out:
                 self._checked_out[session_id] = True
         self.kv.pop(session_id)
+        self.records.forget(session_id)
 
     def clear(self) -> None:
         """Drop every session's KV and every cached image feature."""
         self.kv.clear()
+        self.records.clear()
         self.features.clear()
         with self._layout_lock:
             self._replacements.clear()
