@@ -217,3 +217,26 @@ def test_follow_ups_prefill_only_the_new_turn_and_answer_as_without_reuse(preset
             assert kept[turn].prefilled_tokens == fresh
     # Re-tokenising the byte-written answer parts from the model's own ids: all of it is read again.
     assert before[1].prefilled_tokens > kept[1].prefilled_tokens or preset == "tiny-faithful-interleave"
+
+
+def test_without_the_vocabularies_the_build_falls_back_to_words_and_says_so(monkeypatch, tmp_path):
+    from llava_app.engine import real_tokenizers
+    from llava_app.engine.faithful import model_info
+    from llava_app.engine.models import load_processor
+    from llava_app.engine.tiny import build_tiny_model
+
+    monkeypatch.setattr(real_tokenizers, "vocab_dirs", lambda: [tmp_path / "nowhere"])
+    path = build_tiny_model("tiny-faithful-llava", cache_dir=tmp_path)
+    info = model_info(path)
+    assert info["tokenizer"].startswith("word-level fallback: no ggml-vocab-llama-spm.gguf")
+    assert info["builder"].endswith("-fallback")  # rebuilt with the real tokenizer once it is there
+    processor = load_processor(str(path))
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is this?"}]}]
+    assert processor.apply_chat_template(messages, add_generation_prompt=True) == "USER: <image>\nWhat is this? ASSISTANT:"
+    # The fidelity tests skip on such a model, and fail under CI=true.
+    paths = {"tiny-faithful-llava": path}
+    with pytest.raises(pytest.skip.Exception, match="not available here"):
+        real_or_skip(paths.get, "tiny-faithful-llava")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="not available here"):
+        real_or_skip(paths.get, "tiny-faithful-llava")
