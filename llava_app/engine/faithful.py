@@ -17,7 +17,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-FAITHFUL_VERSION = "f1"  # bump when the recipe changes; old folders are rebuilt
+FAITHFUL_VERSION = "f2"  # bump when the recipe changes; old folders are rebuilt
 
 # ----- chat templates, as the checkpoints ship them ---------------------------------------------
 # llava-hf/llava-1.5-7b-hf and llava-hf/llava-v1.6-vicuna-7b-hf (Vicuna v1 format): transformers'
@@ -87,7 +87,8 @@ class FaithfulSpec:
     pinpoints: list = field(default_factory=list)
     text_hidden: int = 32
     text_layers: int = 2
-    context_length: int = 8192
+    context_length: int = 4096  # the text model's window: Vicuna v1.5 4,096; Qwen2/Qwen1.5 32,768
+    tie_embeddings: bool = False  # the bench model shares them: Qwen2's 152k-row table dominates its size
 
 
 FAITHFUL_PRESETS = {
@@ -101,12 +102,17 @@ FAITHFUL_PRESETS = {
         "llava_onevision", "llava-hf/llava-onevision-qwen2-0.5b-ov-hf", "qwen2", ONEVISION_TEMPLATE,
         "siglip_vision_model", 384, 14, added_tokens=("<image>", "<video>"), pad_token="<|endoftext|>",
         vocab_size=152000, end_of_turn="<|im_end|>", select_strategy="full", feature_layer=-1,
-        pinpoints=ONEVISION_PINPOINTS),
+        pinpoints=ONEVISION_PINPOINTS, context_length=32768),
     "tiny-faithful-interleave": FaithfulSpec(
         "llava", "llava-hf/llava-interleave-qwen-0.5b-hf", "qwen2", INTERLEAVE_TEMPLATE, "siglip_vision_model",
         384, 14, pad_token="<|endoftext|>", vocab_size=152000, end_of_turn="<|im_end|>", select_strategy="full",
-        feature_layer=-1),
+        feature_layer=-1, context_length=32768),
 }
+# For the multi-turn benchmark: the interleave checkpoint's tokenizer, template and geometry (729 tokens
+# per image) with a text model big enough that prefill costs real time on a CPU.
+FAITHFUL_PRESETS["tiny-faithful-bench"] = FaithfulSpec(
+    **{**FAITHFUL_PRESETS["tiny-faithful-interleave"].__dict__, "text_hidden": 256, "text_layers": 8,
+       "tie_embeddings": True})
 
 
 def builder_version(preset: str) -> str:
@@ -155,7 +161,7 @@ def _configs(spec: FaithfulSpec, tok, context_length: int):
         "intermediate_size": spec.text_hidden * 2, "num_hidden_layers": spec.text_layers,
         "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": context_length,
         "pad_token_id": tok.pad_token_id, "bos_token_id": tok.bos_token_id,
-        "eos_token_id": end_of_turn_id(spec, tok), "tie_word_embeddings": False,
+        "eos_token_id": end_of_turn_id(spec, tok), "tie_word_embeddings": spec.tie_embeddings,
     }
     vision = {"model_type": spec.vision, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
               "num_attention_heads": 4, "image_size": spec.image_size, "patch_size": spec.patch_size}
@@ -222,7 +228,8 @@ def _randomise(model, tok, spec: FaithfulSpec) -> None:
     with torch.no_grad():
         model.get_input_embeddings().weight.normal_(0.0, 0.3)
         head = model.get_output_embeddings()
-        head.weight.normal_(0.0, 1.0)
+        if not spec.tie_embeddings:
+            head.weight.normal_(0.0, 1.0)
         for name, weight in model.named_parameters():
             if "language_model" in name and weight.dim() == 2 and "embed" not in name:
                 weight.normal_(0.0, 0.2)

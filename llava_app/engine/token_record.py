@@ -21,6 +21,9 @@ import threading
 from collections import OrderedDict
 
 MAX_REALIGN = 512  # tokens looked at on either side to find where two tokenisations meet again
+# Context fitting counts the plain tokenisation (``prompt_info`` knows no session); a prompt that the
+# record makes longer than that by more is taken as it tokenises, so the count is never off by more.
+MAX_LONGER = 64
 
 
 class TokenRecords:
@@ -89,7 +92,7 @@ class TokenRecords:
 
         plain = ids.tolist()
         spliced = self.splice(session_id, plain)
-        if spliced == plain:
+        if spliced == plain or len(spliced) > len(plain) + MAX_LONGER:
             return ids, spans
         moved = respan(spliced, spans, image_token_id, make_span)
         if moved is None:  # pragma: no cover - a splice never crosses an image placeholder
