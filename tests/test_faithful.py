@@ -241,3 +241,25 @@ def test_without_the_vocabularies_the_build_falls_back_to_words_and_says_so(monk
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception, match="not available here"):
         real_or_skip(paths.get, "tiny-faithful-llava")
+
+
+def test_recorded_answer_ids_stand_in_only_where_the_text_is_the_same(local_backend, tiny_model_path):
+    from llava_app.engine.token_record import TokenRecords
+
+    name = "tiny-faithful-llava-onevision"
+    real_or_skip(tiny_model_path, name)
+    tok = local_backend(name).processor.tokenizer
+    head = "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    record = tok(head)["input_ids"] + byte_ids(tok, MIXED) + [tok.convert_tokens_to_ids("<|im_end|>")]
+    records = TokenRecords(tok)
+    records.remember("s", record)
+    follow_up = f"{head}{MIXED}<|im_end|>\n<|im_start|>user\nMore?<|im_end|>\n<|im_start|>assistant\n"
+    plain = tok(follow_up)["input_ids"]
+    spliced = records.splice("s", plain)
+    assert spliced[:len(record)] == record and spliced != plain  # the model's own ids, then the new turn
+    for text in (follow_up, follow_up.replace("你好", "你们"), follow_up.replace("Hello", "Help"),
+                 f"{head} Hello<|im_end|>\n", "<|im_start|>system\nNew<|im_end|>\n" + follow_up):
+        ids = tok(text)["input_ids"]
+        out = records.splice("s", ids)
+        assert tok.decode(out) == tok.decode(ids) == text  # the prompt's text never changes
+    assert records.splice("other", plain) == plain
