@@ -232,6 +232,10 @@ class PrefixReuse:
         self.device = next(model.parameters()).device
         self.image_token = processor.image_token
         self.image_token_id = int(model.config.image_token_id)
+        # The ids each session's model read and wrote: answers keep their generated ids (token_record.py).
+        from llava_app.engine.token_record import TokenRecords
+
+        self.records = TokenRecords(processor.tokenizer)
         self.kv = ByteLRU[str, CachedPrefix](kv_budget_bytes)
         self.features = ByteLRU[tuple, Any](feature_budget_bytes)
         # Replacement strings (the image's placeholder tokens) are tiny; kept longer than features.
@@ -246,10 +250,6 @@ class PrefixReuse:
         self.vision_calls = 0
         self.images_encoded = 0
         self._kwargs = self._processing_kwargs()
-        # The ids each session's model read and wrote: answers keep their generated ids (token_record.py).
-        from llava_app.engine.token_record import TokenRecords
-
-        self.records = TokenRecords(processor.tokenizer)
         self.reuse_kv = kv_budget_bytes > 0 and self._croppable()
         if kv_budget_bytes > 0 and not self.reuse_kv:
             log.info("KV reuse is off: this model's cache has layers that cannot be cropped (sliding window)")

@@ -16,8 +16,6 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from llava_app.engine.faithful import FAITHFUL_PRESETS
-
 # The names accepted by --model. "tiny-random" is the default tiny family.
 TINY_PRESETS = {
     "tiny-random": "llava",
@@ -26,8 +24,6 @@ TINY_PRESETS = {
     "tiny-random-llava-onevision": "llava_onevision",
     "tiny-random-bench": "bench",
 }
-# Tiny models with the real checkpoints' tokenizers, templates and image geometry (faithful.py).
-TINY_PRESETS.update({name: "faithful" for name in FAITHFUL_PRESETS})
 BUILDER_VERSION = "5"  # bump when the recipe changes; old folders are rebuilt
 
 _WORDS = """
@@ -274,6 +270,21 @@ def _fix_processor_class(out: Path, family: str) -> None:
                 f.write_text(json.dumps(data, indent=2))
 
 
+# Tiny models with the real checkpoints' tokenizers, templates and image geometry (faithful.py builds them).
+from llava_app.engine.faithful import FAITHFUL_PRESETS  # noqa: E402 - a standard-library-only module
+
+TINY_PRESETS.update({name: "faithful" for name in FAITHFUL_PRESETS})
+
+
+def _builder_version(preset: str) -> str:
+    """The recipe version a built folder must carry (faithful models: theirs, with the tokenizer's source)."""
+    if TINY_PRESETS[preset] == "faithful":
+        from llava_app.engine.faithful import builder_version
+
+        return builder_version(preset)
+    return BUILDER_VERSION
+
+
 def build_tiny_model(preset: str = "tiny-random", cache_dir: str | os.PathLike | None = None,
                      context_length: int | None = None) -> Path:
     """Build (once) the tiny model ``preset`` into a cache folder and return its path.
@@ -322,14 +333,6 @@ def build_tiny_model(preset: str = "tiny-random", cache_dir: str | os.PathLike |
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
-
-
-def _builder_version(preset: str) -> str:
-    if TINY_PRESETS[preset] == "faithful":
-        from llava_app.engine.faithful import builder_version
-
-        return builder_version(preset)
-    return BUILDER_VERSION
 
 
 def is_tiny(name: str) -> bool:

@@ -16,6 +16,7 @@ each session whether or not its KV cache is, so prompts are the same with and wi
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
 from collections import OrderedDict
@@ -29,8 +30,9 @@ MAX_LONGER = 64
 class TokenRecords:
     """Per session, the ids of the latest prompt plus answer (bounded number of sessions, thread-safe)."""
 
-    def __init__(self, tokenizer, max_sessions: int = 256):
+    def __init__(self, tokenizer, max_sessions: int = 256, tokenizer_lock=None):
         self.tokenizer = tokenizer
+        self._tokenizer_lock = tokenizer_lock or contextlib.nullcontext()  # held around tokenizer calls
         added = getattr(tokenizer, "added_tokens_decoder", {}) or {}
         self.special = set(tokenizer.all_special_ids) | {i for i, t in added.items() if getattr(t, "special", False)}
         self.max_sessions = max_sessions
@@ -124,8 +126,9 @@ class TokenRecords:
         """The bytes a token stands for (byte-level BPE or SentencePiece with byte fallback)."""
         cached = self._token_bytes.get(token_id)
         if cached is None:
-            cached = self._token_bytes[token_id] = _piece_bytes(self.tokenizer.convert_ids_to_tokens(token_id),
-                                                                self._byte_level)
+            with self._tokenizer_lock:
+                piece = self.tokenizer.convert_ids_to_tokens(token_id)
+            cached = self._token_bytes[token_id] = _piece_bytes(piece, self._byte_level)
         return cached
 
 
