@@ -16,14 +16,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-# The names accepted by --model. "tiny-random" is the default tiny family.
-TINY_PRESETS = {
-    "tiny-random": "llava",
-    "tiny-random-llava": "llava",
-    "tiny-random-llava-next": "llava_next",
-    "tiny-random-llava-onevision": "llava_onevision",
-    "tiny-random-bench": "bench",
-}
+from llava_app.engine.catalog import TINY_PRESETS, is_tiny  # noqa: F401 - the names accepted by --model
 BUILDER_VERSION = "5"  # bump when the recipe changes; old folders are rebuilt
 
 _WORDS = """
@@ -270,12 +263,6 @@ def _fix_processor_class(out: Path, family: str) -> None:
                 f.write_text(json.dumps(data, indent=2))
 
 
-# Tiny models with the real checkpoints' tokenizers, templates and image geometry (faithful.py builds them).
-from llava_app.engine.faithful import FAITHFUL_PRESETS  # noqa: E402 - a standard-library-only module
-
-TINY_PRESETS.update({name: "faithful" for name in FAITHFUL_PRESETS})
-
-
 def _builder_version(preset: str) -> str:
     """The recipe version a built folder must carry (faithful models: theirs, with the tokenizer's source)."""
     if TINY_PRESETS[preset] == "faithful":
@@ -334,7 +321,3 @@ def build_tiny_model(preset: str = "tiny-random", cache_dir: str | os.PathLike |
         shutil.rmtree(tmp, ignore_errors=True)
     return out
 
-
-def is_tiny(name: str) -> bool:
-    """True for the names that build a tiny random model."""
-    return name in TINY_PRESETS
