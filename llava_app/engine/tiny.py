@@ -320,4 +320,3 @@ def build_tiny_model(preset: str = "tiny-random", cache_dir: str | os.PathLike |
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
-
