@@ -244,6 +244,8 @@ def test_without_the_vocabularies_the_build_falls_back_to_words_and_says_so(monk
 
 
 def test_recorded_answer_ids_stand_in_only_where_the_text_is_the_same(local_backend, tiny_model_path):
+    import torch
+
     from llava_app.engine.token_record import TokenRecords
 
     name = "tiny-faithful-llava-onevision"
@@ -252,7 +254,7 @@ def test_recorded_answer_ids_stand_in_only_where_the_text_is_the_same(local_back
     head = "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
     record = tok(head)["input_ids"] + byte_ids(tok, MIXED) + [tok.convert_tokens_to_ids("<|im_end|>")]
     records = TokenRecords(tok)
-    records.remember("s", record)
+    records.remember("s", torch.tensor([record]))
     follow_up = f"{head}{MIXED}<|im_end|>\n<|im_start|>user\nMore?<|im_end|>\n<|im_start|>assistant\n"
     plain = tok(follow_up)["input_ids"]
     spliced = records.splice("s", plain)

@@ -232,10 +232,8 @@ class PrefixReuse:
         self.device = next(model.parameters()).device
         self.image_token = processor.image_token
         self.image_token_id = int(model.config.image_token_id)
-        # The ids each session's model read and wrote: answers keep their generated ids (token_record.py).
         from llava_app.engine.token_record import TokenRecords
-
-        self.records = TokenRecords(processor.tokenizer)
+        self.records = TokenRecords(processor.tokenizer)  # each session's ids: answers keep their generated ids
         self.kv = ByteLRU[str, CachedPrefix](kv_budget_bytes)
         self.features = ByteLRU[tuple, Any](feature_budget_bytes)
         # Replacement strings (the image's placeholder tokens) are tiny; kept longer than features.
@@ -386,8 +384,7 @@ class PrefixReuse:
         except ValueError as exc:  # a processor whose placeholders this engine cannot lay out
             log.warning("prefix reuse off for this prompt (%s); the processor reads it whole", exc)
             return self._whole(session_id, text, shas, stats)
-        if session_id:
-            ids, spans = self.records.keep_recorded_ids(session_id, ids, spans, self.image_token_id, ImageSpan)
+        ids, spans = self.records.keep_recorded_ids(session_id, ids, spans, self.image_token_id, ImageSpan)
         stats.prompt_tokens = int(ids.numel())
         stats.image_tokens = sum(s.stop - s.start for s in spans)
         stats.prompt_ids = ids
@@ -458,8 +455,7 @@ class PrefixReuse:
         sid = prepared.session_id
         cache = prepared.cache
         forgotten = self._return(sid)
-        if ok and sid and not forgotten and sequences is not None:
-            self.records.remember(sid, sequences[0].detach().cpu())
+        self.records.remember(sid, sequences if ok and not forgotten else None)
         if not (ok and cache is not None and sid and self.reuse_kv) or forgotten:
             return
         length = cache.get_seq_length()

@@ -47,11 +47,12 @@ class TokenRecords:
             getattr(getattr(tokenizer, "backend_tokenizer", None), "pre_tokenizer", None))
         self._lock = threading.Lock()
 
-    def remember(self, session_id: str, ids) -> None:
-        """Record what the model read and wrote in its latest turn (``generate``'s output sequence)."""
-        if not session_id:
+    def remember(self, session_id: str, sequences) -> None:
+        """Record what the model read and wrote in its latest turn (``generate``'s output, batch of one;
+        None when the turn failed or was forgotten meanwhile: nothing is recorded)."""
+        if not session_id or sequences is None:
             return
-        ids = [int(i) for i in (ids.tolist() if hasattr(ids, "tolist") else ids)]
+        ids = [int(i) for i in sequences[0].tolist()]
         with self._lock:
             self._records[session_id] = ids
             self._records.move_to_end(session_id)
@@ -92,6 +93,8 @@ class TokenRecords:
         """``ids`` (1-D tensor) with the session's recorded ids where the text is the same; image spans moved along."""
         import torch
 
+        if not session_id:
+            return ids, spans
         plain = ids.tolist()
         spliced = self.splice(session_id, plain)
         if spliced == plain or len(spliced) > len(plain) + MAX_LONGER:
