@@ -17,7 +17,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-FAITHFUL_VERSION = "f2"  # bump when the recipe changes; old folders are rebuilt
+FAITHFUL_VERSION = "f3"  # bump when the recipe changes; old folders are rebuilt
 
 # ----- chat templates, as the checkpoints ship them ---------------------------------------------
 # llava-hf/llava-1.5-7b-hf and llava-hf/llava-v1.6-vicuna-7b-hf (Vicuna v1 format): transformers'
@@ -227,7 +227,6 @@ def _randomise(model, tok, spec: FaithfulSpec) -> None:
     """
     import torch
 
-    torch.manual_seed(0)
     with torch.no_grad():
         model.get_input_embeddings().weight.normal_(0.0, 0.3)
         head = model.get_output_embeddings()
@@ -243,6 +242,7 @@ def _randomise(model, tok, spec: FaithfulSpec) -> None:
 
 def build_faithful(preset: str, out: Path, context_length: int | None = None) -> None:
     """Build the faithful tiny model ``preset`` into the folder ``out``."""
+    import torch
     from transformers import AutoModelForImageTextToText
 
     spec = FAITHFUL_PRESETS[preset]
@@ -250,6 +250,7 @@ def build_faithful(preset: str, out: Path, context_length: int | None = None) ->
     if described.startswith("word-level"):
         tok.chat_template = spec.template
     config = _configs(spec, tok, int(context_length or spec.context_length))
+    torch.manual_seed(0)  # the same weights on every machine
     model = AutoModelForImageTextToText.from_config(config)
     model.eval()
     _randomise(model, tok, spec)
