@@ -75,7 +75,8 @@ class Config:
 # name -> (help, extra argparse kwargs). Every field gets --kebab-name and LLAVA_APP_UPPER_NAME.
 _HELP: dict[str, str] = {
     "model": "Hugging Face model id or local folder (e.g. llava-hf/llava-1.5-7b-hf); 'tiny-random' builds a "
-    "tiny random-weight LLaVA offline (also tiny-random-llava-next, tiny-random-llava-onevision)",
+    "tiny random-weight LLaVA offline (also tiny-random-llava-next, tiny-random-llava-onevision; "
+    "tiny-faithful-llava, -llava-next, -llava-onevision, tiny-faithful-interleave: real tokenizers and templates)",
     "backend": "'local' runs the model in this process with transformers; 'openai' talks to an "
     "OpenAI-compatible server (vLLM, SGLang, TGI) at --base-url",
     "device": "auto (CUDA if available, else CPU), cpu, cuda or cuda:N",

@@ -80,3 +80,10 @@ def check_allowed(name: str, allowed: list[str]) -> str:
 def choices(allowed: list[str]) -> list[str]:
     """What the picker lists (the ``*`` marker is not a model)."""
     return [name for name in allowed if name != ANY_MODEL]
+
+
+# The faithful tiny models: random weights, but the real checkpoints' tokenizers, chat templates and
+# image geometry (engine/faithful.py, standard library only, builds them with tiny.py).
+from llava_app.engine.faithful import FAITHFUL_PRESETS  # noqa: E402
+
+TINY_PRESETS.update({name: "faithful" for name in FAITHFUL_PRESETS})

@@ -132,6 +132,8 @@ class PrefixReuse:
         self.device = next(model.parameters()).device
         self.image_token = processor.image_token
         self.image_token_id = int(model.config.image_token_id)
+        from llava_app.engine.token_record import TokenRecords
+        self.records = TokenRecords(processor.tokenizer)  # each session's ids: answers keep their generated ids
         self.kv = ByteLRU[str, CachedPrefix](kv_budget_bytes)
         self.features = ByteLRU[tuple, Any](feature_budget_bytes)
         # Replacement strings (the image's placeholder tokens) are tiny; kept longer than features.
@@ -280,6 +282,7 @@ class PrefixReuse:
         except ValueError as exc:  # a processor whose placeholders this engine cannot lay out
             log.warning("prefix reuse off for this prompt (%s); the processor reads it whole", exc)
             return self._whole(session_id, text, shas, stats)
+        ids, spans = self.records.keep_recorded_ids(session_id, ids, spans, self.image_token_id, ImageSpan)
         stats.prompt_tokens = int(ids.numel())
         stats.image_tokens = sum(s.stop - s.start for s in spans)
         stats.prompt_ids = ids
@@ -352,6 +355,7 @@ class PrefixReuse:
         sid = prepared.session_id
         cache = prepared.cache
         forgotten = self._return(sid)
+        self.records.remember(sid, sequences if ok and not forgotten else None)
         if not (ok and cache is not None and sid and self.reuse_kv) or forgotten:
             return
         length = cache.get_seq_length()
@@ -370,10 +374,12 @@ class PrefixReuse:
             if session_id in self._checked_out:
                 self._checked_out[session_id] = True
         self.kv.pop(session_id)
+        self.records.forget(session_id)
 
     def clear(self) -> None:
         """Drop every session's KV and every cached image feature."""
         self.kv.clear()
+        self.records.clear()
         self.features.clear()
         with self._layout_lock:
             self._replacements.clear()

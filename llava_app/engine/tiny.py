@@ -294,6 +294,15 @@ def _fix_processor_class(out: Path, family: str) -> None:
                 f.write_text(json.dumps(data, indent=2))
 
 
+def _builder_version(preset: str) -> str:
+    """The recipe version a built folder must carry (faithful models: theirs, with the tokenizer's source)."""
+    if TINY_PRESETS[preset] == "faithful":
+        from llava_app.engine.faithful import builder_version
+
+        return builder_version(preset)
+    return BUILDER_VERSION
+
+
 def build_tiny_model(preset: str = "tiny-random", cache_dir: str | os.PathLike | None = None,
                      context_length: int | None = None) -> Path:
     """Build (once) the tiny model ``preset`` into a cache folder and return its path.
@@ -309,14 +318,15 @@ def build_tiny_model(preset: str = "tiny-random", cache_dir: str | os.PathLike |
     """
     if preset not in TINY_PRESETS:
         raise KeyError(f"unknown tiny model {preset!r}; choose one of {', '.join(TINY_PRESETS)}")
-    spec = spec_for(preset, context_length)
+    faithful = TINY_PRESETS[preset] == "faithful"
+    spec = None if faithful else spec_for(preset, context_length)
     root = Path(cache_dir) if cache_dir else default_cache_dir()
     name = preset if context_length is None else f"{preset}-ctx{context_length}"
     out = root / name
     marker = out / "tiny_model.json"
     if marker.exists():
         try:
-            if json.loads(marker.read_text()).get("builder") == BUILDER_VERSION:
+            if json.loads(marker.read_text()).get("builder") == _builder_version(preset):
                 return out
         except (OSError, ValueError):
             pass
@@ -325,7 +335,12 @@ def build_tiny_model(preset: str = "tiny-random", cache_dir: str | os.PathLike |
     # never leaves a half-written model behind.
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root))
     try:
-        _build(spec, tmp)
+        if faithful:
+            from llava_app.engine.faithful import build_faithful
+
+            build_faithful(preset, tmp, context_length)
+        else:
+            _build(spec, tmp)
         if out.exists():
             shutil.rmtree(out, ignore_errors=True)
         try:
