@@ -206,10 +206,7 @@ def _processor(spec: FaithfulSpec, tok):
         LlavaOnevisionImageProcessorPil,
     )
 
-    try:  # where the engine refactor put it (engine/processors.py); engine/models.py before that
-        from llava_app.engine.processors import make_image_only_onevision_processor
-    except ImportError:
-        from llava_app.engine.models import make_image_only_onevision_processor
+    from llava_app.engine.processors import make_image_only_onevision_processor
 
     images = LlavaOnevisionImageProcessorPil(size={"height": side, "width": side}, image_grid_pinpoints=spec.pinpoints,
                                              image_mean=[0.5] * 3, image_std=[0.5] * 3)

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from llava_app.engine.compat import processing_kwargs
+from llava_app.engine.token_record import TokenRecords
 from llava_app.engine.lru import ByteLRU, cache_nbytes
 
 log = logging.getLogger(__name__)
@@ -132,8 +133,6 @@ class PrefixReuse:
         self.device = next(model.parameters()).device
         self.image_token = processor.image_token
         self.image_token_id = int(model.config.image_token_id)
-        from llava_app.engine.token_record import TokenRecords
-        self.records = TokenRecords(processor.tokenizer)  # each session's ids: answers keep their generated ids
         self.kv = ByteLRU[str, CachedPrefix](kv_budget_bytes)
         self.features = ByteLRU[tuple, Any](feature_budget_bytes)
         # Replacement strings (the image's placeholder tokens) are tiny; kept longer than features.
@@ -148,6 +147,8 @@ class PrefixReuse:
         self.vision_calls = 0
         self.images_encoded = 0
         self._tokenizer_lock = tokenizer_lock or nullcontext()
+        # Each session's ids: answers keep their generated ids (re-tokenising them may break the prefix).
+        self.records = TokenRecords(processor.tokenizer, tokenizer_lock=tokenizer_lock)
         self._kwargs = processing_kwargs(processor)
         #: prompts are laid out here (prefix reuse, cached features); off when transformers lacks what it needs
         self.layout_ok = self._kwargs is not None
