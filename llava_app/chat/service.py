@@ -22,6 +22,8 @@ from llava_app.errors import UserError
 from llava_app.faults import out_of_memory_error
 from llava_app.storage.images import ImageLimits, ImageStore, decode_image
 from llava_app.storage.media import MediaOptions
+from llava_app.chat.line import Line
+from llava_app.chat.runs import Runs
 from llava_app.chat.sessions import Sessions
 from llava_app.chat.uploads import Intake, Progress, UploadResult
 from llava_app.engine.catalog import any_model_allowed, check_allowed, choices
@@ -29,13 +31,11 @@ from llava_app.engine.catalog import any_model_allowed, check_allowed, choices
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class _Run:
-    """A generation that was asked for: its cancel flag, and whether the model began it."""
+@dataclass(frozen=True)
+class Waiting:
+    """An answer waits in the engine's line; ``place`` 1 is next."""
 
-    cancel: threading.Event
-    started: bool = False
-    armed_at: float = dataclasses.field(default_factory=time.monotonic)
+    place: int
 
 
 class ChatService:
@@ -65,12 +65,14 @@ class ChatService:
         self.image_limits = image_limits or ImageLimits()
         #: fits each prompt into the model's context window (drops, summarises, refuses)
         self.context = context or ContextFitter(backend)
+        #: answers wait here for the engine, in the order they were asked
+        self.line = Line(lambda: self.backend.max_concurrency)
         #: the least time between two updates pushed to the page; faster chunks are coalesced.
         #: Each update costs gradio a few ms of CPU, taken from the model on a small machine:
         #: 20 a second read smoothly and keep the app's rate near raw generate (bench.py).
         self.stream_interval = stream_interval
-        self._active: dict[str, _Run] = {}
-        self._lock = threading.Lock()
+        #: one cancel flag per asked-for answer (Stop works while it waits)
+        self.runs = Runs(ttl_s=session_ttl)
 
     # ----- images -----------------------------------------------------------------------------
     def add_images(self, conv: Conversation, files: Iterable[tuple[str, str]], all_or_nothing: bool = False,
@@ -156,10 +158,8 @@ class ChatService:
         return question
 
     def is_running(self, conv: Conversation) -> bool:
-        """True while an answer for this conversation is being generated."""
-        with self._lock:
-            run = self._active.get(conv.id)
-            return run is not None and run.started
+        """True while an answer for this conversation is being generated (or waits in line)."""
+        return self.runs.is_running(conv.id)
 
     def ask(self, conv: Conversation, text: str | None) -> None:
         """Add the user's question as a new turn (its answer is streamed by ``stream_answer``)."""
@@ -187,24 +187,42 @@ class ChatService:
 
     def stop(self, conv: Conversation) -> bool:
         """Ask the running generation of this conversation to stop; True when one was running."""
-        with self._lock:
-            run = self._active.get(conv.id)
-        if run is None:
-            return False
-        run.cancel.set()
-        return True
+        return self.runs.stop(conv.id)
 
-    def stream_answer(self, conv: Conversation, params: GenerationParams, system_prompt: str = "") -> Iterator[str]:
+    def stream_answer(self, conv: Conversation, params: GenerationParams, system_prompt: str = "",
+                      report_waiting: bool = False) -> Iterator[str | Waiting]:
         """Generate the pending turn's answer, yielding the growing text.
 
-        The answer is written into the conversation when the stream ends, however it
-        ends (finished, stopped, abandoned by a closed tab); on an error the turn is
-        taken back so the conversation stays as it was, and the error propagates.
+        The answer waits its turn in the engine's line first (with ``report_waiting``, a
+        ``Waiting`` is yielded each time its place changes); Stop while waiting takes the
+        question back. The answer is written into the conversation when the stream ends,
+        however it ends (finished, stopped, abandoned by a closed tab); on an error the turn
+        is taken back so the conversation stays as it was, and the error propagates.
         """
         if not conv.turns or conv.turns[-1].assistant is not None:
             return
         self.sessions.touch(conv)
         cancel = self._arm(conv, start=True)
+        ticket, served = self.line.join(), False
+        try:
+            place = None
+            while (now := self.line.wait(ticket, 0.2)) and not cancel.is_set():
+                if report_waiting and now != place:
+                    yield Waiting(now)
+                place = now
+            served = now == 0
+            if not served or cancel.is_set():  # stopped (or gone) while waiting
+                self._release(conv, cancel)
+                with conv.lock:
+                    conv.retract()
+                return
+            yield from self._generate(conv, params, system_prompt, cancel)
+        finally:
+            self.line.leave(ticket, served)
+
+    def _generate(self, conv: Conversation, params: GenerationParams, system_prompt: str,
+                  cancel: threading.Event) -> Iterator[str]:
+        """Fit the prompt into the window, then stream the engine's answer into the conversation."""
         try:  # drop old turns (or refuse) before generating, so the prompt fits the window
             self.context.fit(conv, system_prompt, params, cancel)
         except BaseException as exc:
@@ -331,51 +349,22 @@ class ChatService:
 
     # ----- internals ---------------------------------------------------------------------------
     def _arm(self, conv: Conversation, start: bool = False) -> threading.Event:
-        """The cancel flag of this conversation's next (or current) generation.
+        return self.runs.arm(conv.id, start)
 
-        A flag armed when the question is asked lets Stop work while the request still
-        waits in the queue; ``start`` marks that the model has taken it up.
-        """
-        with self._lock:
-            run = self._active.get(conv.id)
-            if run is None:
-                run = self._active[conv.id] = _Run(threading.Event())
-            run.started = run.started or start
-            return run.cancel
+    def _release(self, conv: Conversation, cancel: threading.Event) -> None:
+        self.runs.release(conv.id, cancel)
+
+    def _busy(self, conv_id: str) -> bool:
+        return self.runs.busy(conv_id)
 
     def _end_conversation(self, conv_id: str) -> None:
         """A conversation ended: stop its generation, drop its flag and the engine's caches for it."""
-        with self._lock:
-            run = self._active.get(conv_id)
-            if run is not None:
-                run.cancel.set()
-                if not run.started:
-                    del self._active[conv_id]  # a started run removes itself when its stream ends
+        self.runs.end(conv_id)
         self.backend.forget(conv_id)
         for hook in self.on_release:
             hook(conv_id)
 
-    def _busy(self, conv_id: str) -> bool:
-        """Generating, or asked and waiting for the model (for less than a time-to-live)."""
-        with self._lock:
-            run = self._active.get(conv_id)
-            if run is None:
-                return False
-            return run.started or time.monotonic() - run.armed_at < self.sessions.ttl_s
-
-    def _release(self, conv: Conversation, cancel: threading.Event) -> None:
-        """Forget the run of this cancel flag (a newer run of the conversation is left alone)."""
-        with self._lock:
-            run = self._active.get(conv.id)
-            if run is not None and run.cancel is cancel:
-                del self._active[conv.id]
-
     def _drop_orphan(self, conv: Conversation) -> None:
         """A question whose generation never began (the queue refused it) is taken back."""
-        with self._lock:
-            run = self._active.get(conv.id)
-            if run is not None and run.started:
-                return
-            self._active.pop(conv.id, None)
-        if conv.turns and conv.turns[-1].assistant is None:
+        if self.runs.drop_unstarted(conv.id) and conv.turns and conv.turns[-1].assistant is None:
             conv.retract()

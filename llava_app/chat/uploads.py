@@ -16,7 +16,7 @@ from typing import Callable, Iterable
 from llava_app.chat.conversation import Conversation
 from llava_app.errors import UserError
 from llava_app.storage.fetch import FetchPolicy, fetch_url, url_name
-from llava_app.storage.images import ImageError, ImageLimits, ImageStore
+from llava_app.storage.images import ImageError, ImageLimits, ImageStore, too_big
 from llava_app.storage.media import MediaOptions, decode_media, sniff_kind
 from llava_app.storage.video import VideoLimits
 
@@ -93,9 +93,7 @@ def _file_reader(path: str, name: str, limits: ImageLimits, video_limits: VideoL
                 size = os.fstat(fh.fileno()).st_size
                 limit = video_limits.max_bytes if kind == "video" else limits.max_bytes
                 if size > limit:
-                    what = "videos" if kind == "video" else "files"
-                    raise ImageError(f"{name} is {size / 1e6:.1f} MB; {what} up to {limit / 1e6:.0f} MB are read. "
-                                     "Upload a smaller one.")
+                    raise too_big(name, size, limit)
                 fh.seek(0)
                 return fh.read(limit + 1)
         except OSError as exc:

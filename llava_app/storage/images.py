@@ -92,12 +92,23 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB") if img.mode != "RGB" else img
 
 
+def megabytes(n: int) -> str:
+    """A size as the limits are given (``--max-upload-mb 20`` is 20 x 2**20 bytes): "27 MB", "1.5 MB"."""
+    mb = n / 2**20
+    if mb < 0.01:
+        return f"{n / 1024:.1f} KB"
+    return f"{mb:.0f} MB" if mb >= 10 else f"{mb:.1f} MB" if mb >= 1 else f"{mb:.2g} MB"
+
+
+def too_big(name: str, size: int, limit: int) -> ImageError:
+    """The message for a file over the upload limit, with both sizes."""
+    return ImageError(f"{name} is {megabytes(size)}; the limit is {megabytes(limit)}. Upload a smaller file.")
+
+
 def decode_image(data: bytes, limits: ImageLimits = ImageLimits(), name: str = "upload") -> Image.Image:
     """Decode upload bytes into a normalised RGB image, or raise ``ImageError`` saying why."""
     if len(data) > limits.max_bytes:
-        raise ImageError(
-            f"{name} is {len(data) / 1e6:.1f} MB; the limit is {limits.max_bytes / 1e6:.0f} MB. Upload a smaller image."
-        )
+        raise too_big(name, len(data), limits.max_bytes)
     if not data:
         raise ImageError(f"{name} is empty.")
     fmt = sniff_format(data[:16])

@@ -14,7 +14,7 @@ from typing import Callable
 
 from PIL import Image
 
-from llava_app.storage.images import ImageError, ImageLimits, decode_image, sniff_format
+from llava_app.storage.images import ImageError, ImageLimits, decode_image, sniff_format, too_big
 from llava_app.storage.pdf import page_count, parse_pages, pdf_pages
 from llava_app.storage.video import VideoLimits, video_frames
 
@@ -102,7 +102,7 @@ def _video(data: bytes, name: str, room: int, limits: ImageLimits, video_limits:
 def _pdf(data: bytes, name: str, room: int, limits: ImageLimits, options: MediaOptions,
          progress: Progress | None) -> Decoded:
     if len(data) > limits.max_bytes:
-        raise ImageError(f"{name} is {len(data) / 1e6:.1f} MB; the limit is {limits.max_bytes / 1e6:.0f} MB.")
+        raise too_big(name, len(data), limits.max_bytes)
     total = page_count(data, name)
     if total == 0:
         raise ImageError(f"{name} has no pages.")

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from PIL import Image
 
-from llava_app.storage.images import ImageError, ImageLimits, normalise_image
+from llava_app.storage.images import ImageError, ImageLimits, normalise_image, too_big
 
 Progress = Callable[[float, str], None]
 
@@ -65,8 +65,7 @@ def video_frames(data: bytes, name: str, count: int, limits: VideoLimits = Video
         raise ImageError(f"{name} is a video, but this server cannot read videos (the operator can "
                          "pip install av).") from None
     if len(data) > limits.max_bytes:
-        raise ImageError(f"{name} is {len(data) / 1e6:.1f} MB; videos up to {limits.max_bytes / 1e6:.0f} MB "
-                         "are read. Trim or compress it.")
+        raise too_big(name, len(data), limits.max_bytes)
     try:
         with av.open(io.BytesIO(data), mode="r") as container:
             return _frames(container, name, max(1, count), limits, image_limits, progress)

@@ -18,6 +18,7 @@ import gradio as gr
 
 from llava_app.application import App
 from llava_app.chat.conversation import Conversation
+from llava_app.chat.service import Waiting
 from llava_app.chat.examples import Example, language_of, load_example
 from llava_app.errors import UserError
 from llava_app.web import views
@@ -26,6 +27,9 @@ from llava_app.web.i18n import T, model_line
 from llava_app.web.streaming import iterate_in_thread
 
 log = logging.getLogger(__name__)
+
+#: Regenerate samples at least this hot: at temperature 0 (greedy) it would repeat the answer word for word
+REGENERATE_TEMPERATURE = 0.7
 
 
 def upload_files(value: Any) -> list[tuple[str, str]]:
@@ -37,6 +41,16 @@ def upload_files(value: Any) -> list[tuple[str, str]]:
             continue
         files.append((str(path), os.path.basename(str(path))))
     return files
+
+
+def message_text(value: Any) -> str:
+    """The text of the question box (a ``MultimodalTextbox`` value, or plain text from older clients)."""
+    return str(value.get("text") or "") if isinstance(value, dict) else str(value or "")
+
+
+def message_files(value: Any) -> list[tuple[str, str]]:
+    """Paths and names of the files in the question box."""
+    return file_paths(value.get("files") or []) if isinstance(value, dict) else []
 
 
 def file_paths(value: Any) -> list[tuple[str, str]]:
@@ -78,99 +92,142 @@ class ChatHandlers:
         self.saved = app.saved
         self.config = app.config
         self.gradio = gradio_sessions
+        #: conversations whose next answer is a Regenerate at temperature 0: it samples instead
+        self._resample: set[str] = set()
 
     def _remember_loop(self) -> None:
         if self.gradio is not None:
             self.gradio.remember_loop()
 
     # ----- views --------------------------------------------------------------------------
-    def views(self, conv: Conversation, partial: str | None = None) -> tuple:
+    def views(self, conv: Conversation, partial: str | None = None, waiting: int | None = None) -> tuple:
         """Values for the chat, the prompt panel, its stats line and the context meter."""
         with conv.lock:  # one consistent state, while the generation thread may write the answer
-            return self._views(conv, partial)
+            return self._views(conv, partial, waiting)
 
-    def _views(self, conv: Conversation, partial: str | None) -> tuple:
+    def _views(self, conv: Conversation, partial: str | None, waiting: int | None) -> tuple:
         info = conv.last_prompt
-        return (views.chat_value(conv, partial), (info.text if info else ""),
+        return (views.chat_value(conv, partial, waiting), (info.text if info else ""),
                 views.prompt_stats(info, str(T("no_prompt"))), self.meter(conv))
 
     def meter(self, conv: Conversation) -> str:
         """The context meter's text."""
         return views.meter_text(conv, *self.service.context_usage(conv))
 
-    # ----- images -------------------------------------------------------------------------
-    def on_upload(self, value, conv: Conversation, progress=gr.Progress()):
-        """Files dropped on the gallery: decoded (videos as keyframes, PDFs as pages), stored and labelled,
-        or refused with a message; a video or PDF shows its progress."""
-        result = self.service.add_images(conv, upload_files(value),
-                                         progress=lambda fraction, message: progress(fraction, desc=message))
+    def limits_text(self, conv: Conversation) -> str:
+        """The limits next to the strip, shown before anyone reaches them."""
+        text = f"{len(conv.images)} of {self.service.max_images} images"
+        per = self.service.max_images_per_message
+        return text + (f" · up to {per} with one question" if per and per < self.service.max_images else "")
+
+    def _images(self, conv: Conversation, notice: str) -> tuple:
+        """Values for the strip, the conversation, the notice, the limits and the meter."""
+        return views.gallery_value(conv), conv, notice, self.limits_text(conv), self.meter(conv)
+
+    def _attach(self, conv: Conversation, files: list[tuple[str, str]], progress=None) -> str:
+        """Every way a picture arrives ends here: decoded, labelled, saved; the notice tells what happened."""
+        report = None if progress is None else (lambda fraction, message: progress(fraction, desc=message))
+        result = self.service.add_images(conv, files, progress=report)
         for message in result.errors + result.warnings:
             gr.Warning(views.plain(message))
         self.saved.save(conv)
-        notice = views.added_notice(result.added, result.errors + result.warnings)
-        return views.gallery_value(conv), conv, notice, self.meter(conv)
+        return views.added_notice(result.added, result.errors + result.warnings)
+
+    # ----- images -------------------------------------------------------------------------
+    def on_upload(self, value, conv: Conversation, progress=gr.Progress()):
+        """Files dropped on the strip (or taken with the webcam, or pasted there): decoded (videos as keyframes,
+        PDFs as pages), stored and labelled, or refused with a message; a video or PDF shows its progress."""
+        return self._images(conv, self._attach(conv, upload_files(value), progress))
+
+    def on_attach(self, value, conv: Conversation, progress=gr.Progress()):
+        """Files attached in, pasted into or dropped on the question box join the strip at once; the text stays."""
+        files = message_files(value)
+        if not files:
+            return (gr.skip(),) * 6
+        notice = self._attach(conv, files, progress)
+        return {"text": message_text(value), "files": []}, *self._images(conv, notice)
 
     def on_delete(self, value, conv: Conversation):
-        """Images gone from the gallery leave the conversation (the others keep their labels)."""
+        """Images gone from the strip leave the conversation (the others keep their labels)."""
         kept = {str(c) for _, c in (value or []) if c}
         gone = [im.number for im in conv.images if im.label not in kept]
         self.service.remove_images(conv, gone)
         self.saved.save(conv)
         text = f"Removed {', '.join(f'Image {n}' for n in gone)}." if gone else ""
-        return views.gallery_value(conv), conv, text, self.meter(conv)
+        return self._images(conv, text)
 
     def on_gallery_change(self, value, conv: Conversation):
-        """The gallery's own Clear button empties it with no delete event: the images go too.
+        """The strip's own Clear button empties it with no delete event: the images go too.
 
         Only an empty gallery is acted on: the change event of an upload may arrive after the
         upload's own handler, holding the new files without their labels.
         """
         if value or not conv.images:
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            return (gr.skip(),) * 5
         return self.on_delete(value, conv)
 
     # ----- asking -------------------------------------------------------------------------
-    def on_submit(self, text: str, conv: Conversation):
-        """A question joins the conversation (its answer is generated by ``on_generate``)."""
+    def on_submit(self, value, conv: Conversation):
+        """A question (and any files still in the box) joins the conversation; ``on_generate`` answers it."""
+        files, notice = message_files(value), ""
+        if files:
+            notice = self._attach(conv, files)
         try:
-            self.service.ask(conv, text)
+            self.service.ask(conv, message_text(value))
         except UserError as exc:
             gr.Warning(page_message(exc))
-            return gr.update(), conv, *self.views(conv)
+            keep = {"text": message_text(value), "files": []} if files else gr.update()
+            return keep, *self._images(conv, notice or page_message(exc))[:4], *self.views(conv)
         self.saved.save(conv)
-        return "", conv, *self.views(conv, partial="")
+        return "", *self._images(conv, notice)[:4], *self.views(conv, partial="")
 
     async def on_generate(self, conv: Conversation, system_prompt: str, temperature: float, top_p: float,
                           max_new_tokens: float):
-        """Stream the pending turn's answer into the chat; a failure is a message, the conversation stays."""
+        """Stream the pending turn's answer into the chat; a failure is a message, the conversation stays.
+
+        While the answer waits for the engine the chat says where it stands ("2nd in line").
+        """
         self._remember_loop()
+        if conv.id in self._resample:  # Regenerate at temperature 0 would write the same answer again
+            self._resample.discard(conv.id)
+            temperature = max(float(temperature or 0), REGENERATE_TEMPERATURE)
         params = self.service.params(temperature, top_p, max_new_tokens)
         pending = conv.turns[-1].user if conv.turns else ""
         n_turns = len(conv.turns)
         try:
-            async for text in iterate_in_thread(
-                    lambda: self.saved.saving(self.service.stream_answer(conv, params, system_prompt), conv),
+            async for item in iterate_in_thread(
+                    lambda: self.saved.saving(self.service.stream_answer(conv, params, system_prompt,
+                                                                         report_waiting=True), conv),
                     on_cancel=lambda: self.service.stop(conv)):
-                yield gr.update(), conv, *self.views(conv, partial=text)
+                if isinstance(item, Waiting):
+                    yield gr.update(), conv, *self.views(conv, waiting=item.place)
+                else:
+                    yield gr.update(), conv, *self.views(conv, partial=item)
         except Exception as exc:  # noqa: BLE001 - the page must survive any engine fault
             gr.Warning(page_message(exc))
             # A failed question taken back from the conversation returns to the box (a cut-off
             # answer keeps its turn, and the box stays as it is).
             yield (pending if len(conv.turns) < n_turns else gr.update()), conv, *self.views(conv)
             return
-        yield gr.update(), conv, *self.views(conv)
+        # Stopped while it waited: the question is back in the box, as after a failure.
+        yield (pending if len(conv.turns) < n_turns else gr.update()), conv, *self.views(conv)
 
     def on_stop(self, conv: Conversation) -> None:
         """Stop: the model itself stops within a decode step."""
         self.service.stop(conv)
 
-    def on_regenerate(self, conv: Conversation):
-        """Clear the last answer; ``on_generate`` writes a new one."""
+    def on_regenerate(self, conv: Conversation, temperature: float):
+        """Clear the last answer; ``on_generate`` writes a new one, sampled when the setting is greedy."""
         try:
             self.service.regenerate(conv)
         except UserError as exc:
             raise gr.Error(page_message(exc), print_exception=False) from None
-        return conv, *self.views(conv, partial="")
+        notice = ""
+        if not float(temperature or 0) > 0:
+            self._resample.add(conv.id)
+            notice = (f"Regenerating with temperature {REGENERATE_TEMPERATURE} (sampling): at temperature 0 the "
+                      "model would write the same answer again.")
+        return conv, notice, *self.views(conv, partial="")
 
     def on_undo(self, conv: Conversation, system_prompt: str):
         """Take back the last exchange; its question returns to the box."""

@@ -55,6 +55,8 @@ class Page:
     export_buttons: dict[str, gr.Button]
     import_button: gr.UploadButton
     export_file: gr.File
+    limits: gr.Markdown
+    settings_toggle: gr.Button
 
     @property
     def views(self) -> list:
@@ -95,7 +97,7 @@ def build_demo(app: App) -> gr.Blocks:
 
 
 def _layout(app: App, handlers: ChatHandlers) -> Page:
-    """Lay out the components (no events)."""
+    """Lay out the components (no events): the conversation in the middle, settings beside it."""
     config, service = app.config, app.service
 
     def on_session_end(conv: Conversation) -> None:
@@ -106,50 +108,65 @@ def _layout(app: App, handlers: ChatHandlers) -> Page:
     state = gr.State(lambda: Conversation(), delete_callback=on_session_end, time_to_live=config.session_ttl)
     # The browser's key to its saved conversation (localStorage: shared by its tabs, unknown to other browsers).
     browser_key = gr.BrowserState("", storage_key="llava-app-conversation", secret=app.saved.secret())
-    gr.Markdown(T("title"), elem_id="title")
-    header = gr.Markdown(model_line(service.model_name), elem_id="model-name")
-    banner = gr.Markdown(T("random_banner"), elem_id="random-banner", visible=service.is_random)
-    picker = _model_picker(app)
-    with gr.Row(equal_height=False):
-        with gr.Column(scale=2, min_width=280):
-            # file_types=["file"]: every upload reaches on_upload, which says clearly what it cannot
-            # read; Gradio's own image filter answers a non-image with a bare "An error occurred"
-            # once the gallery holds an image.
-            gallery = gr.Gallery(label=T("gallery"), elem_id="gallery", interactive=True, file_types=["file"],
-                                 type="filepath", columns=3, height=360, object_fit="contain", show_label=True,
-                                 format="png")
-            notice = gr.Markdown("", elem_id="notice")
+    with gr.Row(elem_id="app", equal_height=False):
+        with gr.Column(elem_id="main", scale=3, min_width=320):
+            with gr.Row(elem_id="header", equal_height=True):
+                gr.Markdown(T("title"), elem_id="title")
+                header = gr.Markdown(model_line(service.model_name), elem_id="model-name")
+                settings = gr.Button(T("settings"), elem_id="settings-toggle", size="sm", scale=0, min_width=90)
+            banner = gr.Markdown(T("random_banner"), elem_id="random-banner", visible=service.is_random)
+            chatbot = gr.Chatbot(show_label=False, elem_id="chatbot", height="auto", sanitize_html=True,
+                                 render_markdown=True, buttons=["copy"], layout="bubble", autoscroll=True,
+                                 placeholder=str(T("chat_placeholder")))
+            gallery, limits, notice = _image_strip(handlers)
+            with gr.Row(elem_id="composer", equal_height=True):
+                # Any file is taken in (the handler says clearly what it cannot read), and pasted
+                # screenshots arrive here too; they all join the strip above with the next label.
+                question = gr.MultimodalTextbox(placeholder=T("question"), show_label=False, elem_id="question",
+                                                file_count="multiple", sources=["upload"], submit_btn=False,
+                                                lines=1, max_lines=6, autofocus=False, scale=1)
+                send = gr.Button(T("send"), variant="primary", elem_id="send", scale=0, min_width=64)
+                stop = gr.Button(T("stop"), variant="stop", elem_id="stop", interactive=False, scale=0, min_width=64)
+            with gr.Row(elem_id="actions"):
+                regenerate = gr.Button(T("regenerate"), elem_id="regenerate", size="sm", scale=0, min_width=90)
+                undo = gr.Button(T("undo"), elem_id="undo", size="sm", scale=0, min_width=70)
+                new_chat = gr.Button(T("new_chat"), elem_id="new-chat", size="sm", scale=0, min_width=90)
             examples = _example_buttons()
-        with gr.Column(scale=3, min_width=360):
-            chatbot = gr.Chatbot(label=T("chatbot"), elem_id="chatbot", height=460, sanitize_html=True,
-                                 render_markdown=True, buttons=["copy"])
-            question = gr.Textbox(placeholder=T("question"), show_label=False, elem_id="question", lines=1,
-                                  max_lines=6, autofocus=True)
-            with gr.Row():
-                send = gr.Button(T("send"), variant="primary", elem_id="send")
-                stop = gr.Button(T("stop"), variant="stop", elem_id="stop", interactive=False)
-                regenerate = gr.Button(T("regenerate"), elem_id="regenerate")
-                undo = gr.Button(T("undo"), elem_id="undo")
-                new_chat = gr.Button(T("new_chat"), elem_id="new-chat")
+        with gr.Column(elem_id="side", scale=1, min_width=300):
             meter = gr.Markdown(handlers.meter(Conversation()), elem_id="context-meter")
+            panels = _panels(config)
+            picker = _model_picker(app)
     return Page(state, browser_key, header, banner, picker, gallery, notice, examples, chatbot, question, send,
-                stop, regenerate, undo, new_chat, meter, *_panels(config))
+                stop, regenerate, undo, new_chat, meter, *panels, limits=limits, settings_toggle=settings)
+
+
+def _image_strip(handlers: ChatHandlers) -> tuple[gr.Gallery, gr.Markdown, gr.Markdown]:
+    """The conversation's images as a strip of labelled thumbnails, its limits, and the notice under it."""
+    with gr.Row(elem_id="strip", equal_height=True):
+        # file_types=["file"]: every upload reaches on_upload, which says clearly what it cannot
+        # read; Gradio's own image filter answers a non-image with a bare "An error occurred".
+        gallery = gr.Gallery(label=T("gallery"), show_label=False, elem_id="gallery", interactive=True,
+                             file_types=["file"], sources=["upload", "webcam", "clipboard"], type="filepath",
+                             columns=8, fit_columns=False, height=132, object_fit="cover", format="png",
+                             allow_preview=True, scale=1)
+        limits = gr.Markdown(handlers.limits_text(Conversation()), elem_id="limits")
+    notice = gr.Markdown("", elem_id="notice")
+    return gallery, limits, notice
 
 
 def _panels(config) -> tuple:
-    """The accordions under the chat: parameters, what the model sees, export/import."""
+    """The side panel's accordions: what the model sees, parameters, export/import."""
     with gr.Accordion(T("parameters"), open=False, elem_id="parameters"):
         system_prompt = gr.Textbox(value=config.system_prompt, label=T("system_prompt"), lines=2,
                                    elem_id="system-prompt")
-        with gr.Row():
-            temperature = gr.Slider(0.0, 2.0, value=config.temperature, step=0.05, label=T("temperature"),
-                                    elem_id="temperature")
-            top_p = gr.Slider(0.05, 1.0, value=config.top_p, step=0.05, label=T("top_p"), elem_id="top-p")
-            max_new = gr.Slider(1, config.max_new_tokens_limit, value=config.max_new_tokens, step=1,
-                                label=T("max_new_tokens"), elem_id="max-new-tokens")
+        temperature = gr.Slider(0.0, 2.0, value=config.temperature, step=0.05, label=T("temperature"),
+                                elem_id="temperature")
+        top_p = gr.Slider(0.05, 1.0, value=config.top_p, step=0.05, label=T("top_p"), elem_id="top-p")
+        max_new = gr.Slider(1, config.max_new_tokens_limit, value=config.max_new_tokens, step=1,
+                            label=T("max_new_tokens"), elem_id="max-new-tokens")
     with gr.Accordion(T("model_sees"), open=False, elem_id="model-sees"):
         prompt_stats = gr.Markdown(T("no_prompt"), elem_id="prompt-stats")
-        prompt_view = gr.Textbox(label=T("prompt"), lines=10, max_lines=30, interactive=False,
+        prompt_view = gr.Textbox(label=T("prompt"), lines=8, max_lines=24, interactive=False,
                                  elem_id="prompt-view", buttons=["copy"])
     with gr.Accordion(T("export_section"), open=False, elem_id="export-import"):
         with gr.Row():
@@ -191,43 +208,50 @@ def _example_buttons() -> list[tuple[Example, gr.Button]]:
 # ----- events ----------------------------------------------------------------------------------
 SUBMIT = dict(api_visibility="private", show_progress="hidden")
 LOCK = dict(api_visibility="private", queue=False, show_progress="hidden")
+# The view follows a new question and its answer even if the person had scrolled up before
+# sending (Gradio's own autoscroll then keeps following, unless they scroll up during it).
+FOLLOW = "(...args) => { const el = document.querySelector('#chatbot .bubble-wrap'); " \
+         "if (el) el.scrollTop = el.scrollHeight; return args; }"
 
 
-def _generation(page: Page, app: App) -> dict[str, Any]:
-    """Event settings of a generation: one model, its own concurrency limit, progress on the chat."""
-    return dict(api_visibility="private", concurrency_limit=app.service.max_concurrency,
-                concurrency_id=GENERATION_CONCURRENCY_ID, show_progress="minimal", show_progress_on=[page.chatbot])
+def _generation(page: Page) -> dict[str, Any]:
+    """Event settings of a generation: no queue limit here, the service's line orders the answers and tells
+    each where it stands; a minimal progress mark on the chat."""
+    return dict(api_visibility="private", concurrency_limit=None, show_progress="hidden")
 
 
 def _controls(page: Page, busy: bool) -> list:
     return [*[gr.update(interactive=not busy)] * len(page.busy_controls), gr.update(interactive=busy)]
 
 
-def _then_generate(event, page: Page, handlers: ChatHandlers, app: App) -> None:
+def _then_generate(event, page: Page, handlers: ChatHandlers) -> None:
     """After ``event`` succeeds: lock the controls, stream the answer, unlock them however it ended."""
     locked = [*page.busy_controls, page.stop]
     event.success(lambda: _controls(page, True), None, locked, **LOCK).success(
-        handlers.on_generate, page.settings, [page.question, page.state, *page.views], **_generation(page, app)
+        handlers.on_generate, page.settings, [page.question, page.state, *page.views], **_generation(page)
     ).then(lambda: _controls(page, False), None, locked, **LOCK)
 
 
 def _wire_images(page: Page, handlers: ChatHandlers) -> None:
-    outputs = [page.gallery, page.state, page.notice, page.meter]
+    outputs = [page.gallery, page.state, page.notice, page.limits, page.meter]
     page.gallery.upload(handlers.on_upload, [page.gallery, page.state], outputs, api_visibility="private",
                         show_progress="minimal")
     page.gallery.delete(handlers.on_delete, [page.gallery, page.state], outputs, api_visibility="private")
     page.gallery.change(handlers.on_gallery_change, [page.gallery, page.state], outputs, api_visibility="private",
                         show_progress="hidden")
+    page.question.change(handlers.on_attach, [page.question, page.state], [page.question, *outputs],
+                         api_visibility="private", show_progress="hidden", trigger_mode="always_last")
 
 
 def _wire_asking(page: Page, handlers: ChatHandlers, app: App) -> None:
+    asked = [page.question, page.gallery, page.state, page.notice, page.limits, *page.views]
     for trigger in (page.question.submit, page.send.click):
-        event = trigger(handlers.on_submit, [page.question, page.state], [page.question, page.state, *page.views],
-                        **SUBMIT)
-        _then_generate(event, page, handlers, app)
+        event = trigger(handlers.on_submit, [page.question, page.state], asked, js=FOLLOW, **SUBMIT)
+        _then_generate(event, page, handlers)
     page.stop.click(handlers.on_stop, [page.state], None, api_visibility="private", queue=False)
-    event = page.regenerate.click(handlers.on_regenerate, [page.state], [page.state, *page.views], **SUBMIT)
-    _then_generate(event, page, handlers, app)
+    event = page.regenerate.click(handlers.on_regenerate, [page.state, page.temperature],
+                                  [page.state, page.notice, *page.views], js=FOLLOW, **SUBMIT)
+    _then_generate(event, page, handlers)
     page.undo.click(handlers.on_undo, [page.state, page.system_prompt], [page.question, page.state, *page.views],
                     **SUBMIT)
     fresh = [page.state, page.gallery, page.notice, *page.views]
@@ -240,7 +264,9 @@ def _wire_asking(page: Page, handlers: ChatHandlers, app: App) -> None:
                              [page.gallery, page.state, page.notice, page.question, *page.views], **SUBMIT)
         if example.prelude:
             event.success(handlers.on_generate, page.settings, [page.question, page.state, *page.views],
-                          **_generation(page, app))
+                          **_generation(page))
+    # On a phone the side panel (settings, what the model sees) opens over the chat and closes again.
+    page.settings_toggle.click(None, js="() => { document.body.classList.toggle('show-side'); }")
 
 
 def _wire_features(page: Page, handlers: ChatHandlers) -> None:
@@ -270,7 +296,7 @@ def _wire_api(page: Page, handlers: ChatHandlers, app: App) -> None:
         context = gr.JSON(label="context")
         chat_btn, context_btn, reset_btn = gr.Button(), gr.Button(), gr.Button()
     chat_btn.click(handlers.api_chat, [message, images, urls, page.state], [answer, page.state], api_name="chat",
-                   concurrency_limit=app.service.max_concurrency, concurrency_id=GENERATION_CONCURRENCY_ID)
+                   concurrency_limit=None)  # the service's line orders answers from the page, /chat and /v1
     context_btn.click(handlers.api_context, [page.state], [context], api_name="context")
     reset_btn.click(handlers.api_reset, [page.state], [page.state], api_name="reset")
 
@@ -280,9 +306,9 @@ def _wire_session(page: Page, handlers: ChatHandlers, demo: gr.Blocks) -> None:
     header = [page.model_line, page.banner]
     if page.picker is not None:
         demo.load(lambda: handlers.on_page_load(with_picker=True), None, [*header, page.picker.dropdown],
-                  api_visibility="private", queue=False)
+                  api_visibility="private", queue=False, show_progress="hidden")
     else:
-        demo.load(handlers.on_page_load, None, header, api_visibility="private", queue=False)
+        demo.load(handlers.on_page_load, None, header, api_visibility="private", queue=False, show_progress="hidden")
     demo.load(handlers.on_load_saved, [page.browser_key, page.state],
               [page.browser_key, page.state, page.gallery, page.question, *page.views],
               api_visibility="private", queue=False, show_progress="hidden")

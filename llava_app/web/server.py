@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -12,13 +13,12 @@ from llava_app.config import Config
 from llava_app.web.auth import load_users
 from llava_app.web.i18n import I18N
 
-CSS = """
-#random-banner { background: #fff3cd; border: 1px solid #e0b000; border-radius: 8px; padding: 6px 12px; }
-#random-banner p { margin: 0; color: #5c4400; }
-#prompt-view textarea { font-family: ui-monospace, monospace; font-size: 12px; }
-#context-meter p { margin: 0; font-size: 13px; opacity: 0.8; }
-footer { display: none !important; }
-"""
+WEB = Path(__file__).resolve().parent
+CSS = (WEB / "style.css").read_text(encoding="utf-8")
+JS = (WEB / "page.js").read_text(encoding="utf-8")
+
+#: Gradio's own upload cap, as a multiple of --max-upload-mb
+UPLOAD_HARD_CAP = 4
 
 # Images in the page come from this server only: a picture in a question or an answer that
 # points elsewhere never loads (a second guard behind ``display.chat_markdown``).
@@ -50,10 +50,15 @@ def launch_kwargs(app: App) -> dict[str, Any]:
         server_name=config.host,
         server_port=config.port,
         share=config.share,
-        max_file_size=config.max_upload_bytes,
+        # Gradio refuses only what is far over the limit (with a bare error): a file merely too big
+        # reaches our handlers, which say so with both sizes ("photo.jpg is 27 MB; the limit is 20 MB").
+        max_file_size=config.max_upload_bytes * UPLOAD_HARD_CAP,
         allowed_paths=[str(app.image_root), str(app.exports_dir)],
         i18n=I18N,
-        css=CSS,
+        # The stylesheet goes in as written (Gradio rewrites what it gets as ``css``: its media
+        # queries would no longer match the page's body).
+        head=f"<style>{CSS}</style>",
+        js=JS,
         theme=gr.themes.Soft(),
         show_error=False,
         app_kwargs={"middleware": [Middleware(ContentSecurityPolicy)]},

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 EN = {
     "title": "## Chat with your photos",
+    "settings": "Settings",
+    "chat_placeholder": "**Drop pictures here** (or paste a screenshot, or attach them with the clip in the box "
+                        "below), then ask about them. Each picture gets a label you can use in your questions: "
+                        "\"compare Image 1 and Image 2\". Enter sends.",
     "model_prefix": "Model:",
     "random_banner": "**Test model with random weights:** its answers are random words, not descriptions of your "
                      "images.",
     "gallery": "Images (drop several; they stay for the whole conversation)",
     "chatbot": "Conversation",
-    "question": "Ask about your images (Enter sends; e.g. \"compare Image 1 and Image 2\")",
+    "question": "Ask about your images…",
     "send": "Send",
     "stop": "Stop",
     "regenerate": "Regenerate",
@@ -50,11 +54,14 @@ EN = {
 
 ZH_CN = {
     "title": "## 和你的照片聊天",
+    "settings": "设置",
+    "chat_placeholder": "**把图片拖到这里**（或粘贴截图，或用下方输入框里的回形针添加），然后提问。每张图片都有一个标签，"
+                        "提问时可以用它指代图片：“比较 Image 1 和 Image 2”。回车发送。",
     "model_prefix": "模型：",
     "random_banner": "**随机权重的测试模型**：它的回答是随机的词语，并不描述你的图片。",
     "gallery": "图片（可一次拖入多张；整个对话中都会保留）",
     "chatbot": "对话",
-    "question": "问一个关于图片的问题（回车发送；例如“比较 Image 1 和 Image 2”）",
+    "question": "问一个关于图片的问题……",
     "send": "发送",
     "stop": "停止",
     "regenerate": "重新生成",

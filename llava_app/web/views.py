@@ -1,4 +1,4 @@
-"""What the page shows of a conversation: values for the gallery, the chat, the panels (no events here)."""
+"""What the page shows of a conversation: values for the strip, the chat, the panels (no events here)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import html
 from typing import Any
 
 from llava_app.chat.conversation import Conversation, PromptInfo
+import gradio as gr
+
 from llava_app.web.display import chat_markdown
 
 
@@ -14,41 +16,78 @@ def gallery_value(conv: Conversation) -> list[tuple[str, str]]:
     return [(im.path, im.label) for im in conv.images]
 
 
-def chat_value(conv: Conversation, partial: str | None = None) -> list[dict[str, Any]]:
-    """The chatbot's messages: each turn's new images, the question, the answer.
+def chat_value(conv: Conversation, partial: str | None = None, waiting: int | None = None) -> list[dict[str, Any]]:
+    """The chatbot's messages: each turn's images as labelled thumbnails, the question, the answer.
 
-    ``partial`` is the answer being written for the newest turn.
+    ``partial`` is the answer being written for the newest turn; ``waiting`` its place in line
+    while it waits for the engine.
     """
-    out: list[dict[str, Any]] = []
-    note = hidden_note(conv)
-    for i, turn in enumerate(conv.turns):
-        if note and i == conv.first_visible:  # a muted, folded note under the turns the model no longer sees
-            out.append({"role": "assistant", "content": note["body"],
-                        "metadata": {"title": note["title"], "status": "done"}})
-        for im in conv.images_for_turn(i):
-            out.append({"role": "user", "content": {"path": im.path, "alt_text": im.label}})
-        out.append({"role": "user", "content": chat_markdown(turn.user)})
-        if turn.assistant is not None:
-            answer = chat_markdown(turn.assistant) + ("  \n*(stopped)*" if turn.stopped else "")
-            out.append({"role": "assistant", "content": answer})
-        elif partial is not None and i == len(conv.turns) - 1:
-            out.append({"role": "assistant", "content": chat_markdown(partial)})
-    return out
+    return [message for message, _ in _messages(conv, partial, waiting)]
 
 
 def turn_of_message(conv: Conversation, index: Any) -> int | None:
-    """The turn whose answer is message ``index`` of ``chat_value`` (images are messages too)."""
+    """The turn whose answer is message ``index`` of ``chat_value`` (its footer counts as the answer)."""
     position = index[0] if isinstance(index, (list, tuple)) else index
-    n = 0
+    laid_out = _messages(conv)
+    if not isinstance(position, int) or not 0 <= position < len(laid_out):
+        return None
+    message, turn = laid_out[position]
+    return turn if message["role"] == "assistant" else None
+
+
+def _messages(conv: Conversation, partial: str | None = None, waiting: int | None = None
+              ) -> list[tuple[dict[str, Any], int | None]]:
+    """Each message of the chat with the turn whose answer it is (None for the rest)."""
+    out: list[tuple[dict[str, Any], int | None]] = []
+    note = hidden_note(conv)
+    last = len(conv.turns) - 1
     for i, turn in enumerate(conv.turns):
-        if i == conv.first_visible and hidden_note(conv):
-            n += 1  # the note on turns the model no longer sees
-        n += len(conv.images_for_turn(i)) + 1  # the turn's images, then its question
+        if note and i == conv.first_visible:  # a muted, folded note under the turns the model no longer sees
+            out.append(({"role": "assistant", "content": note["body"],
+                         "metadata": {"title": note["title"], "status": "done"}}, None))
+        pictures = conv.images_for_turn(i)
+        if pictures:
+            out.append(({"role": "user", "content": thumbnails(pictures)}, None))
+        out.append(({"role": "user", "content": chat_markdown(turn.user)}, None))
         if turn.assistant is not None:
-            if n == position:
-                return i
-            n += 1
-    return None
+            answer = chat_markdown(turn.assistant) + ("  \n*(stopped)*" if turn.stopped else "")
+            out.append(({"role": "assistant", "content": answer}, i))
+            if turn.stats is not None:  # its own message: copying the answer copies the answer only
+                out.append(({"role": "assistant", "content": answer_footer(turn.stats)}, i))
+        elif i == last and waiting:
+            out.append(({"role": "assistant", "content": f"*{ordinal(waiting)} in line: your answer starts as "
+                                                         "soon as the model is free…*"}, None))
+        elif i == last and partial is not None:
+            out.append(({"role": "assistant", "content": chat_markdown(partial)}, None))
+    return out
+
+
+def thumbnails(pictures: list) -> Any:
+    """A turn's pictures as small labelled thumbnails (a click opens one large, with its label)."""
+    return gr.Gallery(value=[(im.path, im.label) for im in pictures], show_label=False, columns=len(pictures),
+                      fit_columns=False, height=136, object_fit="cover", allow_preview=True, interactive=False,
+                      elem_classes=["turn-images"], buttons=[], container=False)
+
+
+def answer_footer(stats: Any) -> str:
+    """The quiet line under an answer: time to first token, tokens per second, tokens, images cached/encoded."""
+    if stats is None:
+        return ""
+    parts = []
+    if stats.ttft_s is not None:
+        parts.append(f"first token {stats.ttft_s:.2f} s")
+    if stats.tokens_per_s:
+        parts.append(f"{stats.tokens_per_s:.0f} tok/s")
+    parts.append(f"{stats.completion_tokens} tokens")
+    if stats.images_cached is not None or stats.images_encoded is not None:
+        parts.append(f"{stats.images_cached or 0} image(s) from the cache · {stats.images_encoded or 0} encoded")
+    return "<span class=\"answer-footer\">" + html.escape(" · ".join(parts)) + "</span>"
+
+
+def ordinal(n: int) -> str:
+    """1st, 2nd, 3rd, 4th, ... 11th, 12th, 13th, 21st."""
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
 
 
 def prompt_stats(info: PromptInfo | None, no_prompt: str) -> str:

@@ -87,9 +87,17 @@ RECORDER = """() => {
   window.__answers = [];
   window.__controls = [];
   const root = document.querySelector('#chatbot');
+  window.__answerText = (row) => {  // an answer as written: its quiet footer (timing, tokens) left out
+    const copy = row.cloneNode(true);
+    copy.querySelectorAll('.answer-footer').forEach(e => e.remove());
+    document.body.appendChild(copy);
+    const text = copy.innerText.trim();
+    copy.remove();
+    return text;
+  };
   const record = () => {
     const rows = root.querySelectorAll('.message-row.bot-row');
-    const text = rows.length ? rows[rows.length - 1].innerText.trim() : null;
+    const text = rows.length ? window.__answerText(rows[rows.length - 1]) : null;
     const last = window.__answers[window.__answers.length - 1];
     if (!last || last.n !== rows.length || last.text !== text)
       window.__answers.push({t: performance.now(), n: rows.length, text: text});
@@ -146,10 +154,22 @@ class ChatPage:
         return self.page.locator("#chatbot .message-row.bot-row")
 
     def answer_texts(self) -> list[str]:
-        return [t.strip() for t in self.answers.all_inner_texts()]
+        """Each answer's text, without its footer (time to first token, tokens per second, ...)."""
+        return self.page.evaluate("() => [...document.querySelectorAll('#chatbot .message-row.bot-row')]"
+                                  ".map(row => window.__answerText(row))")
+
+    def answer_footers(self) -> list[str]:
+        return [t.strip() for t in self.page.locator("#chatbot .answer-footer").all_inner_texts()]
 
     def question_texts(self) -> list[str]:
-        return [t.strip() for t in self.questions.all_inner_texts()]
+        """Each question's text (its pictures, shown as thumbnails above it, left out)."""
+        return self.page.evaluate("() => [...document.querySelectorAll('#chatbot .message-row.user-row')]"
+                                  ".map(row => [...row.querySelectorAll('.message:not(.component)')]"
+                                  ".map(m => m.innerText.trim()).join('\\n'))")
+
+    def chat_thumbnail_labels(self) -> list[str]:
+        """The labels under the thumbnails in the chat (each turn's pictures)."""
+        return [t.strip() for t in self.page.locator("#chatbot .caption-label").all_inner_texts()]
 
     @property
     def notice(self):

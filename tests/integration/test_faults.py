@@ -222,7 +222,7 @@ def test_idle_sessions_free_state_images_and_caches(tmp_path, local_backend, mon
             assert ended is not None, f"{len(service.sessions)} sessions still live after their time-to-live"
             assert wait_until(lambda: not service.store.files(), timeout=20) is not None, "image files stayed"
         assert set(ids) <= set(forgotten), "the engine was not told to drop some sessions' caches"
-        assert not service._active
+        assert not len(service.runs)
         assert wait_until(lambda: len(demo.state_holder.session_data) == 0, timeout=10) is not None, \
             "Gradio still keeps records of sessions that are gone"
         # Gradio drops expired state too, so nothing of the 8 sessions stays in memory.

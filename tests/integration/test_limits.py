@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
 
 from conftest import make_image
 from conftest import launched_app
@@ -113,14 +114,19 @@ def test_api_refuses_long_and_empty_questions_and_keeps_the_conversation(small_s
 
 def test_upload_size_limit_is_enforced_by_the_server(small_server, tmp_path):
     url, _ = small_server
+    over = tmp_path / "over.png"
+    over.write_bytes(make_image(size=(64, 48)) + b"\0" * 100_000)  # 100 KB > 0.05 MB: our own clear message
+    client = Client(url, verbose=False)
+    with pytest.raises(AppError, match=r"over.png is 0.0\d+ MB; the limit is 0.05 MB"):
+        client.predict("hi", [handle_file(str(over))], api_name="/chat")
     big = tmp_path / "big.png"
-    big.write_bytes(make_image(size=(64, 48)) + b"\0" * 100_000)  # 100 KB > 0.05 MB
+    big.write_bytes(make_image(size=(64, 48)) + b"\0" * 300_000)  # far over (4x the limit): Gradio refuses it
     # The Python client refuses before sending ...
     with pytest.raises(ValueError, match="exceeds the maximum file size"):
         Client(url, verbose=False).predict("hi", [handle_file(str(big))], api_name="/chat")
     # ... and a client that sends anyway is refused by the server, with the limit in the answer.
     resp = httpx.post(url + "gradio_api/upload", files={"files": ("big.png", big.read_bytes(), "image/png")})
     assert resp.status_code == 413
-    assert "52428" in resp.text or "maximum" in resp.text.lower()
+    assert "209715" in resp.text or "maximum" in resp.text.lower()
     ok = httpx.post(url + "gradio_api/upload", files={"files": ("ok.png", make_image(), "image/png")})
     assert ok.status_code == 200

@@ -63,7 +63,7 @@ def test_eight_concurrent_clients_get_their_own_answers_and_nothing_leaks(tmp_pa
         assert wait_until(lambda: len(service.sessions) == 0, timeout=30) is not None
         assert wait_until(lambda: not service.store.files(), timeout=30) is not None
         assert {r["ctx"]["conversation_id"] for r in results} <= set(forgotten)
-        assert not service._active and not generation_threads()
+        assert not len(service.runs) and not generation_threads()
         gc.collect()
         assert wait_until(lambda: not [o for o in gc.get_objects() if type(o) is Conversation
                                        and o.id in {r["ctx"]["conversation_id"] for r in results}],

@@ -129,8 +129,11 @@ def test_thirty_turns_with_three_images_keep_answering_with_all_images(long_chat
     assert len(notes) == 1
     assert f"{hidden} turns above" in shown[notes[0]]["metadata"]["title"]
     assert shown[notes[0] + 1]["content"] == conv.turns[hidden].user
-    answers = [i for i, m in enumerate(shown) if m["role"] == "assistant" and not m.get("metadata")]
+    answers = [i for i, m in enumerate(shown) if m["role"] == "assistant" and not m.get("metadata")
+               and "answer-footer" not in m["content"]]
     assert [turn_of_message(conv, i) for i in answers] == list(range(30))  # likes still find their turn
+    footers = [i for i, m in enumerate(shown) if m["role"] == "assistant" and "answer-footer" in m["content"]]
+    assert [turn_of_message(conv, i) for i in footers] == [turn_of_message(conv, i - 1) for i in footers]
 
 
 def test_drops_come_in_steps_so_the_token_prefix_holds_for_several_turns(long_chat):

@@ -39,14 +39,17 @@ def generate(handlers, conv, system_prompt="", temperature=0.0):
 def test_upload_ask_stream_and_undo_through_the_handlers(setup, image_files):
     app, handlers, backend = setup
     conv = Conversation()
-    gallery, conv, notice, meter = handlers.on_upload([str(p) for p in image_files[:2]], conv)
+    gallery, conv, notice, limits, meter = handlers.on_upload([str(p) for p in image_files[:2]], conv)
     assert [label for _, label in gallery] == ["Image 1", "Image 2"] and notice == "Added Image 1, Image 2."
-    question, conv, chat, *_ = handlers.on_submit("Compare Image 1 and Image 2", conv)
+    assert limits == "2 of 3 images"  # shown before the limit is reached
+    question, gallery, conv, notice, limits, chat, *_ = handlers.on_submit(
+        {"text": "Compare Image 1 and Image 2", "files": []}, conv)
     assert question == "" and chat[-1] == {"role": "assistant", "content": ""}  # the answer's place is shown
     backend.enqueue("They", " differ.")
     updates = generate(handlers, conv, system_prompt="Be brief.")
     final_chat = updates[-1][2]
-    assert final_chat[-1]["content"] == "They differ."
+    assert final_chat[-2]["content"] == "They differ."  # then the answer's footer
+    assert "2 tokens" in final_chat[-1]["content"] and "answer-footer" in final_chat[-1]["content"]
     assert "[system] Be brief." in backend.last_prompt and backend.last_prompt.count("<image>") == 2
     assert conv.turns[-1].stats.completion_tokens == 2
     text, conv, chat, prompt, stats, meter = handlers.on_undo(conv, "")

@@ -37,7 +37,9 @@ def test_chat_images_are_served_in_place_not_hashed_per_update(app_config, image
         out = processing_utils.move_files_to_cache(payload, chatbot, postprocess=True)
     finally:
         processing_utils.hash_file = original
-    served = [m["content"][0]["file"]["path"] for m in out if isinstance(m["content"], list)
-              and m["content"] and m["content"][0].get("type") == "file"]
+    thumbnails = [part for m in out if isinstance(m["content"], list) for part in m["content"]
+                  if part.get("component") == "gallery"]
+    served = [(item["image"]["path"], item["caption"]) for part in thumbnails for item in part["value"]]
     assert calls == []  # no file was read to hash it
-    assert sorted(served) == sorted(str(im.path) for im in conv.images)  # served from the store itself
+    # Served from the store itself, each with its label.
+    assert sorted(served) == sorted((str(im.path), im.label) for im in conv.images)
