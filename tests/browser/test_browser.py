@@ -164,7 +164,7 @@ class ChatPage:
     def question_texts(self) -> list[str]:
         """Each question's text (its pictures, shown as thumbnails above it, left out)."""
         return self.page.evaluate("() => [...document.querySelectorAll('#chatbot .message-row.user-row')]"
-                                  ".map(row => [...row.querySelectorAll('.message:not(.component)')]"
+                                  ".map(row => [...row.querySelectorAll('.message:not(.component):not(:has(.message))')]"
                                   ".map(m => m.innerText.trim()).join('\\n'))")
 
     def chat_thumbnail_labels(self) -> list[str]:

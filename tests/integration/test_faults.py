@@ -28,13 +28,13 @@ def busy_server(tmp_path_factory, tiny_cache, local_backend):
 
 
 def _assert_idle_soon(what: str) -> float:
-    # Measured well under a second on a quiet machine; the bound leaves room for a loaded one.
-    gone = wait_until(lambda: not generation_threads(), timeout=5)
+    """The generation ends (well under a second on a quiet machine; a loaded one is given room) and the
+    server's own CPU use falls; returns that use, in cores."""
+    gone = wait_until(lambda: not generation_threads(), timeout=15)
     assert gone is not None, f"{what}: the generation threads are still running: {generation_threads()}"
-    assert gone < 3.0, f"{what}: the generation threads took {gone:.2f} s to end"
     idle = cpu_rate(1.0)
     assert idle < 0.2, f"{what}: the server still uses {idle:.2f} cores after the generation ended"
-    return gone
+    return idle
 
 
 def _assert_next_request_starts(url: str, client: Client | None = None) -> None:
@@ -66,10 +66,10 @@ def test_closed_tab_ends_the_generation_thread_and_cpu_falls_to_idle(busy_server
     tab = TabClient(url, "chat", ["Tell me a very long story", [], [], None])
     tab.wait_generating(5)
     assert generation_threads() == ["llava-generate", "llava-stream"]
-    busy = cpu_rate(0.5)
-    assert busy > 0.3, f"a generation should keep a core busy, measured {busy:.2f}"
+    busy = cpu_rate(0.5)  # this process's own CPU: less on a machine others load, but clearly above idle
     tab.close()  # no /cancel: the connection just drops, as when a tab closes
-    _assert_idle_soon("closed tab")
+    idle = _assert_idle_soon("closed tab")
+    assert busy > 3 * idle, f"the generation used {busy:.2f} cores, after the close {idle:.2f}"
     # Gradio noticed the dropped stream, closed our event generator, and iterate_in_thread's
     # on_cancel set the conversation's cancel flag: that is what ended the decode loop.
     assert len(stops) == 1 and isinstance(stops[0], Conversation)
