@@ -7,9 +7,11 @@ one record (``Conversation.to_record`` / ``Conversation.restore``).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sqlite3
 import threading
+import time
 from typing import Any, Iterator
 
 from llava_app.chat.conversation import Conversation
@@ -23,9 +25,10 @@ log = logging.getLogger(__name__)
 class BrowserSaves:
     """Ties live conversations to their browser's saved conversation; a no-op without ``saved``."""
 
-    def __init__(self, saved: SavedConversations | None, store: ImageStore):
+    def __init__(self, saved: SavedConversations | None, store: ImageStore, partial_interval_s: float = 2.0):
         self.saved = saved
         self.store = store
+        self.partial_interval_s = partial_interval_s  # how often an answer being written is saved
         self._owner: dict[str, str] = {}  # live conversation id -> its saved conversation's key
         self._lock = threading.Lock()
 
@@ -98,15 +101,38 @@ class BrowserSaves:
         """Pass a stream through and save the conversation when it ends, however it ends.
 
         The key is looked up now, so a tab closed mid-answer still saves the stopped answer.
+        While the answer is written, its text so far is saved (on the first text, then every
+        ``partial_interval_s``) marked ``interrupted``: if the server dies before the end,
+        the page comes back with the half answer marked as cut off, not as complete.
         """
         key = self.key_of(conv)
+        last = None
         try:
-            yield from chunks
+            for text in chunks:
+                now = time.monotonic()
+                if text and (last is None or now - last >= self.partial_interval_s):
+                    last = now
+                    self.save_partial(conv, text, key)
+                yield text
         finally:
             close = getattr(chunks, "close", None)
             if close:
                 close()  # lets stream_answer record the answer before it is saved
             self.save(conv, key)
+
+    def save_partial(self, conv: Conversation, text: str, key: str | None = None) -> None:
+        """Save ``conv`` with ``text`` as its pending answer, marked interrupted (until the real save)."""
+        key = key or self.key_of(conv)
+        if self.saved is None or key is None:
+            return
+        record = conv.to_record(with_prompt=True)
+        if not record.turns or record.turns[-1].assistant is not None:
+            return
+        record.turns[-1] = dataclasses.replace(record.turns[-1], assistant=text, interrupted=True)
+        try:
+            self.saved.save(key, record)
+        except (OSError, sqlite3.Error):
+            log.exception("saving a partial answer failed; the live conversation is unaffected")
 
     def housekeep(self) -> None:
         """Housekeeping's share: sweep the saved conversations (retention, size cap) when due."""
