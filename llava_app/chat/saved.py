@@ -30,6 +30,7 @@ class BrowserSaves:
         self.store = store
         self.partial_interval_s = partial_interval_s  # how often an answer being written is saved
         self._owner: dict[str, str] = {}  # live conversation id -> its saved conversation's key
+        self._tab: dict[str, str] = {}  # live conversation id -> the browser tab that holds it (when known)
         self._lock = threading.Lock()
 
     @property
@@ -41,10 +42,12 @@ class BrowserSaves:
         """The secret that signs the browser-side key (None with saving off)."""
         return self.saved.secret() if self.saved is not None else None
 
-    def open(self, token: Any, username: str | None = None) -> tuple[str, Conversation | None, str | None]:
+    def open(self, token: Any, username: str | None = None, tab: str | None = None
+             ) -> tuple[str, Conversation | None, str | None]:
         """On page load: ``(token, restored conversation or None, question to put back in the box)``.
 
-        A missing or malformed token is replaced by a new one (and nothing is loaded).
+        A missing or malformed token is replaced by a new one (and nothing is loaded). ``tab``
+        names the browser tab (kept across its reloads; see ``held_elsewhere``).
         """
         if self.saved is None:
             return "", None, None
@@ -61,26 +64,43 @@ class BrowserSaves:
         pending = None
         if conv.turns and conv.turns[-1].assistant is None:  # saved while its answer was being written
             pending = conv.retract()
-        self.bind(conv, token, username)
+        self.bind(conv, token, username, tab)
         return token, conv, pending
 
-    def bind(self, conv: Conversation, token: str, username: str | None = None) -> None:
-        """Save ``conv`` as this browser's conversation from now on."""
+    def held_elsewhere(self, token: Any, username: str | None = None, tab: str | None = None) -> bool:
+        """True when another tab of this browser holds its saved conversation live on this server.
+
+        Opening it here too would let the two tabs save over each other's turns; a reload of
+        the same tab (the same ``tab``) is not "elsewhere", nor is anything when ``tab`` is unknown.
+        """
+        if self.saved is None or not tab or not is_browser_token(token):
+            return False
+        key = entry_key(token, username)
+        with self._lock:
+            return any(owned == key and self._tab.get(conv_id, tab) != tab for conv_id, owned in self._owner.items())
+
+    def bind(self, conv: Conversation, token: str, username: str | None = None, tab: str | None = None) -> None:
+        """Save ``conv`` as this browser's conversation from now on (held by browser tab ``tab``)."""
         if self.saved is not None and is_browser_token(token):
             with self._lock:
                 self._owner[conv.id] = entry_key(token, username)
+                if tab:
+                    self._tab[conv.id] = tab
 
     def rebind(self, old: Conversation, new: Conversation) -> None:
         """A new chat replaces the browser's conversation."""
         with self._lock:
-            key = self._owner.pop(old.id, None)
+            key, tab = self._owner.pop(old.id, None), self._tab.pop(old.id, None)
             if key is not None:
                 self._owner[new.id] = key
+                if tab:
+                    self._tab[new.id] = tab
 
     def release(self, conv_id: str) -> None:
         """The conversation ended on the server; its saved copy stays."""
         with self._lock:
             self._owner.pop(conv_id, None)
+            self._tab.pop(conv_id, None)
 
     def key_of(self, conv: Conversation) -> str | None:
         """The key a conversation saves under, if any."""

@@ -24,8 +24,18 @@ from llava_app.web import views
 from llava_app.web.gradio_compat import GradioSessions
 from llava_app.web.i18n import T, model_line
 from llava_app.web.streaming import iterate_in_thread
+from llava_app.web.translations import localize
 
 log = logging.getLogger(__name__)
+
+
+ELSEWHERE = ("This browser's conversation is open in another tab. This tab starts a new one, which is not kept "
+             "across reloads; the other tab keeps yours.")
+
+
+def language(request: gr.Request | None) -> str:
+    """The browser's language (``zh-CN`` or ``en``), from the request's accept-language."""
+    return language_of(request.headers.get("accept-language") if request is not None else None)
 
 
 def upload_files(value: Any) -> list[tuple[str, str]]:
@@ -84,42 +94,49 @@ class ChatHandlers:
             self.gradio.remember_loop()
 
     # ----- views --------------------------------------------------------------------------
-    def views(self, conv: Conversation, partial: str | None = None) -> tuple:
-        """Values for the chat, the prompt panel, its stats line and the context meter."""
+    def views(self, conv: Conversation, partial: str | None = None, lang: str = "en") -> tuple:
+        """Values for the chat, the prompt panel, its stats line and the context meter (in ``lang``)."""
         with conv.lock:  # one consistent state, while the generation thread may write the answer
-            return self._views(conv, partial)
+            return self._views(conv, partial, lang)
 
-    def _views(self, conv: Conversation, partial: str | None) -> tuple:
+    def _views(self, conv: Conversation, partial: str | None, lang: str) -> tuple:
         info = conv.last_prompt
         return (views.chat_value(conv, partial), (info.text if info else ""),
-                views.prompt_stats(info, str(T("no_prompt"))), self.meter(conv))
+                localize(views.prompt_stats(info, str(T("no_prompt"))), lang), self.meter(conv, lang))
 
-    def meter(self, conv: Conversation) -> str:
+    def meter(self, conv: Conversation, lang: str = "en") -> str:
         """The context meter's text."""
-        return views.meter_text(conv, *self.service.context_usage(conv))
+        return localize(views.meter_text(conv, *self.service.context_usage(conv)), lang)
+
+    @staticmethod
+    def warn(message: str, lang: str) -> None:
+        """A toast with the server's (escaped) ``message`` in the browser's language."""
+        gr.Warning(localize(message, lang))
 
     # ----- images -------------------------------------------------------------------------
-    def on_upload(self, value, conv: Conversation, progress=gr.Progress()):
+    def on_upload(self, value, conv: Conversation, request: gr.Request | None = None, progress=gr.Progress()):
         """Files dropped on the gallery: decoded (videos as keyframes, PDFs as pages), stored and labelled,
         or refused with a message; a video or PDF shows its progress."""
         result = self.service.add_images(conv, upload_files(value),
                                          progress=lambda fraction, message: progress(fraction, desc=message))
+        lang = language(request)
         for message in result.errors + result.warnings:
-            gr.Warning(views.plain(message))
+            self.warn(views.plain(message), lang)
         self.saved.save(conv)
-        notice = views.added_notice(result.added, result.errors + result.warnings)
-        return views.gallery_value(conv), conv, notice, self.meter(conv)
+        notice = localize(views.added_notice(result.added, result.errors + result.warnings), lang)
+        return views.gallery_value(conv), conv, notice, self.meter(conv, lang)
 
-    def on_delete(self, value, conv: Conversation):
+    def on_delete(self, value, conv: Conversation, request: gr.Request | None = None):
         """Images gone from the gallery leave the conversation (the others keep their labels)."""
         kept = {str(c) for _, c in (value or []) if c}
         gone = [im.number for im in conv.images if im.label not in kept]
         self.service.remove_images(conv, gone)
         self.saved.save(conv)
         text = f"Removed {', '.join(f'Image {n}' for n in gone)}." if gone else ""
-        return views.gallery_value(conv), conv, text, self.meter(conv)
+        lang = language(request)
+        return views.gallery_value(conv), conv, localize(text, lang), self.meter(conv, lang)
 
-    def on_gallery_change(self, value, conv: Conversation):
+    def on_gallery_change(self, value, conv: Conversation, request: gr.Request | None = None):
         """The gallery's own Clear button empties it with no delete event: the images go too.
 
         Only an empty gallery is acted on: the change event of an upload may arrive after the
@@ -127,23 +144,25 @@ class ChatHandlers:
         """
         if value or not conv.images:
             return gr.skip(), gr.skip(), gr.skip(), gr.skip()
-        return self.on_delete(value, conv)
+        return self.on_delete(value, conv, request)
 
     # ----- asking -------------------------------------------------------------------------
-    def on_submit(self, text: str, conv: Conversation):
+    def on_submit(self, text: str, conv: Conversation, request: gr.Request | None = None):
         """A question joins the conversation (its answer is generated by ``on_generate``)."""
+        lang = language(request)
         try:
             self.service.ask(conv, text)
         except UserError as exc:
-            gr.Warning(page_message(exc))
-            return gr.update(), conv, *self.views(conv)
+            self.warn(page_message(exc), lang)
+            return gr.update(), conv, *self.views(conv, lang=lang)
         self.saved.save(conv)
-        return "", conv, *self.views(conv, partial="")
+        return "", conv, *self.views(conv, partial="", lang=lang)
 
     async def on_generate(self, conv: Conversation, system_prompt: str, temperature: float, top_p: float,
-                          max_new_tokens: float):
+                          max_new_tokens: float, request: gr.Request | None = None):
         """Stream the pending turn's answer into the chat; a failure is a message, the conversation stays."""
         self._remember_loop()
+        lang = language(request)
         params = self.service.params(temperature, top_p, max_new_tokens)
         pending = conv.turns[-1].user if conv.turns else ""
         n_turns = len(conv.turns)
@@ -151,56 +170,58 @@ class ChatHandlers:
             async for text in iterate_in_thread(
                     lambda: self.saved.saving(self.service.stream_answer(conv, params, system_prompt), conv),
                     on_cancel=lambda: self.service.stop(conv)):
-                yield gr.update(), conv, *self.views(conv, partial=text)
+                yield gr.update(), conv, *self.views(conv, partial=text, lang=lang)
         except Exception as exc:  # noqa: BLE001 - the page must survive any engine fault
-            gr.Warning(page_message(exc))
+            self.warn(page_message(exc), lang)
             # A failed question taken back from the conversation returns to the box (a cut-off
             # answer keeps its turn, and the box stays as it is).
-            yield (pending if len(conv.turns) < n_turns else gr.update()), conv, *self.views(conv)
+            yield (pending if len(conv.turns) < n_turns else gr.update()), conv, *self.views(conv, lang=lang)
             return
-        yield gr.update(), conv, *self.views(conv)
+        yield gr.update(), conv, *self.views(conv, lang=lang)
 
     def on_stop(self, conv: Conversation) -> None:
         """Stop: the model itself stops within a decode step."""
         self.service.stop(conv)
 
-    def on_regenerate(self, conv: Conversation):
+    def on_regenerate(self, conv: Conversation, request: gr.Request | None = None):
         """Clear the last answer; ``on_generate`` writes a new one."""
+        lang = language(request)
         try:
             self.service.regenerate(conv)
         except UserError as exc:
-            raise gr.Error(page_message(exc), print_exception=False) from None
-        return conv, *self.views(conv, partial="")
+            raise gr.Error(localize(page_message(exc), lang), print_exception=False) from None
+        return conv, *self.views(conv, partial="", lang=lang)
 
-    def on_undo(self, conv: Conversation, system_prompt: str):
+    def on_undo(self, conv: Conversation, system_prompt: str, request: gr.Request | None = None):
         """Take back the last exchange; its question returns to the box."""
+        lang = language(request)
         try:
             text = self.service.undo(conv)
         except UserError as exc:
-            gr.Warning(page_message(exc))
-            return gr.update(), conv, *self.views(conv)
+            self.warn(page_message(exc), lang)
+            return gr.update(), conv, *self.views(conv, lang=lang)
         conv.set_prompt(self.service.preview(conv, system_prompt) if conv.turns else None)
         self.saved.save(conv)
-        return text, conv, *self.views(conv)
+        return text, conv, *self.views(conv, lang=lang)
 
     def on_new_chat(self, conv: Conversation, request: gr.Request):
         """A fresh conversation in place of this one (the browser's saved entry follows)."""
         fresh = self.app.replace(conv, Conversation(), request.session_hash)
-        return fresh, [], "", *self.views(fresh)
+        return fresh, [], "", *self.views(fresh, lang=language(request))
 
     # ----- examples, the model, export/import, feedback ---------------------------------------
     def on_example(self, example: Example, conv: Conversation, request: gr.Request | None):
         """An example's images join the conversation and its question goes in the box."""
-        language = language_of(request.headers.get("accept-language") if request else None)
+        lang = language(request)
         try:
-            labels, text = load_example(self.service, conv, example, language)
+            labels, text = load_example(self.service, conv, example, lang)
         except UserError as exc:
-            gr.Warning(page_message(exc))
-            return views.gallery_value(conv), conv, gr.update(), gr.update(), *self.views(conv)
+            self.warn(page_message(exc), lang)
+            return views.gallery_value(conv), conv, gr.update(), gr.update(), *self.views(conv, lang=lang)
         self.saved.save(conv)
         pending = bool(conv.turns) and conv.turns[-1].assistant is None
-        return (views.gallery_value(conv), conv, f"Added {', '.join(labels)}.", text,
-                *self.views(conv, partial="" if pending else None))
+        return (views.gallery_value(conv), conv, localize(f"Added {', '.join(labels)}.", lang), text,
+                *self.views(conv, partial="" if pending else None, lang=lang))
 
     def example_handler(self, example: Example) -> Callable:
         """``on_example`` for one example (Gradio reads the request from the handler's annotations)."""
@@ -208,44 +229,36 @@ class ChatHandlers:
             return self.on_example(example, conv, request)
         return handler
 
-    def on_switch(self, name: str, progress=gr.Progress(track_tqdm=True)):
-        """Load another allowed model; the conversations stay as they are."""
-        try:
-            self.service.switch_model(name, report=lambda fraction, message: progress(fraction, desc=message))
-        except UserError as exc:
-            raise gr.Error(page_message(exc), print_exception=False) from None
-        return (model_line(self.service.model_name), gr.update(visible=self.service.is_random),
-                str(T("model_loaded")), gr.update(value=self.service.model_name))
-
     def on_page_load(self, with_picker: bool = False) -> list:
         """The header follows the model held now (it may have been switched since the page was built)."""
         shown = [model_line(self.service.model_name), gr.update(visible=self.service.is_random)]
         return [*shown, gr.update(value=self.service.model_name)] if with_picker else shown
 
-    def on_export(self, kind: str, conv: Conversation, system_prompt: str) -> str | None:
+    def on_export(self, kind: str, conv: Conversation, system_prompt: str, lang: str = "en") -> str | None:
         """Write an export for download; nothing to export is a message."""
         try:
             return str(self.app.export(kind, conv, system_prompt))
         except UserError as exc:
-            gr.Warning(page_message(exc))
+            self.warn(page_message(exc), lang)
             return None
 
     def export_handler(self, kind: str) -> Callable:
         """``on_export`` for one kind of export."""
-        def handler(conv: Conversation, system_prompt: str):
-            return self.on_export(kind, conv, system_prompt)
+        def handler(conv: Conversation, system_prompt: str, request: gr.Request):
+            return self.on_export(kind, conv, system_prompt, language(request))
         return handler
 
     def on_import(self, file, conv: Conversation, system_prompt: str, request: gr.Request):
         """An exported conversation replaces this one, tied to this tab like any other."""
         path = file if isinstance(file, str) else getattr(file, "name", None) or getattr(file, "path", "")
+        lang = language(request)
         try:
             fresh, imported_prompt = self.app.import_file(path, conv, request.session_hash)
         except UserError as exc:
-            gr.Warning(page_message(exc))
-            return conv, gr.update(), gr.update(), gr.update(), *self.views(conv)
+            self.warn(page_message(exc), lang)
+            return conv, gr.update(), gr.update(), gr.update(), *self.views(conv, lang=lang)
         prompt = imported_prompt if imported_prompt is not None else system_prompt
-        return fresh, views.gallery_value(fresh), str(T("imported")), prompt, *self.views(fresh)
+        return fresh, views.gallery_value(fresh), str(T("imported")), prompt, *self.views(fresh, lang=lang)
 
     def on_like(self, conv: Conversation, system_prompt: str, data: gr.LikeData) -> None:
         """A like or dislike of an answer, written to the feedback log."""
@@ -288,16 +301,25 @@ class ChatHandlers:
         return self.app.replace(conv, Conversation(), request.session_hash)
 
     # ----- saved conversations: page load and tab close ----------------------------------------
-    def on_load_saved(self, token, conv: Conversation, request: gr.Request):
-        """Page load: this browser's saved conversation comes back (a new key for a new browser)."""
-        token, restored, pending = self.saved.open(token, request.username)
-        if restored is not None:
-            conv = restored
+    def on_load_saved(self, token, conv: Conversation, request: gr.Request, tab: str = ""):
+        """Page load: this browser's saved conversation comes back (a new key for a new browser).
+
+        ``tab`` names this browser tab (it survives the tab's reloads): when another tab of the
+        browser has the saved conversation open, this one starts a new conversation that is not
+        saved over it, and the notice says so (the two would otherwise overwrite each other's turns).
+        """
+        lang, notice, pending = language(request), gr.update(), None
+        if self.saved.held_elsewhere(token, request.username, tab):
+            notice = localize(ELSEWHERE, lang)
         else:
-            self.saved.bind(conv, token, request.username)
+            token, restored, pending = self.saved.open(token, request.username, tab)
+            if restored is not None:
+                conv = restored
+            else:
+                self.saved.bind(conv, token, request.username, tab)
         self.service.touch(conv, client=request.session_hash)
         return (token, conv, views.gallery_value(conv), pending if pending is not None else gr.update(),
-                *self.views(conv))
+                *self.views(conv, lang=lang), notice)
 
     async def on_unload(self, request: gr.Request) -> None:
         """The tab closed or reloaded: stop its generation and free its caches now (a reload restores it)."""
