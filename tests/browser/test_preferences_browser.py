@@ -115,3 +115,30 @@ def test_only_admins_get_the_model_picker(browser, tmp_path, tiny_cache):
             assert page.locator("#model-section").is_visible() is sees, user
             context.close()
         assert backend.model_name == "tiny-random"
+
+
+def test_a_failed_switch_puts_the_picker_back_on_the_loaded_model(browser, tmp_path, tiny_cache):
+    import os
+
+    from llava_app.engine import make_app_backend
+    from llava_app.storage.images import ImageStore
+
+    broken = tmp_path / "not-a-model"  # a folder without a checkpoint: loading it fails at once
+    broken.mkdir()
+    config = Config(model="tiny-random", device="cpu", data_dir=str(tmp_path / "d"), max_new_tokens=6,
+                    allowed_models=str(broken), model_switching="everyone")
+    backend = make_app_backend(config, ImageStore(os.path.join(config.data_dir, "images")))
+    with launched_app(config, backend) as (url, app, demo):
+        context = browser.new_context()
+        page = _open(context, url)
+        page.click("#model-section")
+        picker = page.locator("#model-picker input")
+        picker.click()
+        page.locator(f'ul[role="listbox"] li:has-text("{broken.name}")').first.click()
+        _wait(lambda: broken.name in picker.input_value(), what="the broken model picked")
+        page.click("#load-model")
+        _wait(lambda: "Could not load" in page.inner_text("#model-status"), what="the reason")
+        _wait(lambda: picker.input_value() == "tiny-random", what="the picker back on the loaded model")
+        assert "Loaded" not in page.inner_text("#model-status") and "tiny-random" in page.inner_text("#model-name")
+        assert backend.model_name == "tiny-random"
+        context.close()
