@@ -30,8 +30,8 @@ def chat_value(conv: Conversation, partial: str | None = None) -> list[dict[str,
         out.append({"role": "user", "content": chat_markdown(turn.user)})
         if turn.assistant is not None:
             answer = chat_markdown(turn.assistant) + ("  \n*(stopped)*" if turn.stopped else "")
-            if turn.interrupted:  # cut off by a server crash or restart (see ``BrowserSaves.saving``)
-                answer += "  \n*(interrupted: the server stopped before the end; Regenerate writes it again)*"
+            if turn.interrupted:  # cut off by a server crash, a restart or a reload (``BrowserSaves.saving``)
+                answer += "  \n*(interrupted: cut off before the end; Regenerate writes it again)*"
             out.append({"role": "assistant", "content": answer})
         elif partial is not None and i == len(conv.turns) - 1:
             out.append({"role": "assistant", "content": chat_markdown(partial)})
