@@ -61,6 +61,8 @@ class Config:
     video_frames: int = 4
     max_video_seconds: float = 300.0
     allowed_models: str = "presets"  # what the page's model picker may load; see catalog.allowed_models
+    model_switching: str = "admins"  # off | admins | everyone: who may switch the model (it changes it for all)
+    admins: str = ""  # comma-separated user names (of --auth) who may switch the model
     feedback_file: str = ""  # JSONL file for like/dislike; empty: feedback is off
     feedback_images: bool = False
     kv_cache_mb: float = 2048.0  # KV kept between turns, all sessions together; 0 re-reads every prompt
@@ -136,6 +138,11 @@ _HELP: dict[str, str] = {
     "allowed_models": "comma-separated models the page's picker may load (ids, local folders, tiny-random names); "
     "'presets' stands for the README's models table, '*' lets users type any id (the server then downloads it); "
     "the --model is always allowed; empty: no picker",
+    "model_switching": "who may switch the model (which changes it for every user): 'off'; 'admins' (the "
+    "default): only the --admins users, signed in with --auth or --auth-file, so nobody without a login; "
+    "'everyone': every visitor (for a server of your own)",
+    "admins": "comma-separated user names (from --auth or --auth-file) who may switch the model under "
+    "--model-switching admins",
     "feedback_file": "append like/dislike on answers, with the conversation's text, to this JSONL file "
     "(off when empty)",
     "feedback_images": "with --feedback-file: also copy the conversation's images next to the file",
@@ -144,7 +151,8 @@ _HELP: dict[str, str] = {
     "feature_cache_mb": "local backend: megabytes of image features (vision tower outputs) kept, so an image is "
     "encoded once per model; 0 turns the cache off",
 }
-_CHOICES = {"backend": ["local", "openai"], "dtype": ["auto", "float32", "float16", "bfloat16"]}
+SWITCHING_MODES = ("off", "admins", "everyone")
+_CHOICES = {"backend": ["local", "openai"], "model_switching": list(SWITCHING_MODES), "dtype": ["auto", "float32", "float16", "bfloat16"]}
 
 
 def _parse_bool(text: str) -> bool:
@@ -252,6 +260,10 @@ def validate(config: Config) -> None:
         problems.append("--video-frames must be at least 1 and --max-video-seconds positive")
     if config.image_url_timeout <= 0:
         problems.append("--image-url-timeout must be positive")
+    if config.model_switching not in SWITCHING_MODES:
+        problems.append("--model-switching must be one of " + ", ".join(SWITCHING_MODES))
+    if config.admins.strip() and not (config.auth or config.auth_file):
+        problems.append("--admins names users of a login: add --auth or --auth-file")
     if config.feedback_images and not config.feedback_file:
         problems.append("--feedback-images needs --feedback-file")
     if problems:

@@ -77,6 +77,7 @@ class Turn:
     user: str
     assistant: str | None = None
     stopped: bool = False  # the user pressed Stop; the partial answer is kept
+    interrupted: bool = False  # a server crash or restart cut the answer off (restored from a save)
     stats: AnswerStats | None = None  # set when the answer was generated here (not for loaded ones)
 
 
@@ -194,10 +195,12 @@ class Conversation:
         return turn
 
     @_locked
-    def answer(self, text: str, stopped: bool = False, stats: AnswerStats | None = None) -> None:
+    def answer(self, text: str, stopped: bool = False, stats: AnswerStats | None = None,
+               interrupted: bool = False) -> None:
         """Record the answer of the newest turn."""
         self.turns[-1].assistant = text
         self.turns[-1].stopped = stopped
+        self.turns[-1].interrupted = interrupted
         self.turns[-1].stats = stats
 
     @_locked
@@ -224,6 +227,7 @@ class Conversation:
         turn = self.turns[-1]
         turn.assistant = None
         turn.stopped = False
+        turn.interrupted = False
         turn.stats = None
         return turn
 
@@ -256,7 +260,7 @@ class Conversation:
             add_images_of(i)
             conv.ask(turn.user)
             if turn.assistant is not None:
-                conv.answer(turn.assistant, stopped=turn.stopped)
+                conv.answer(turn.assistant, stopped=turn.stopped, interrupted=turn.interrupted)
         add_images_of(last)
         conv.next_number = max([conv.next_number, record.next_number, *(im.number + 1 for im in record.images)])
         lp = record.last_prompt
@@ -273,7 +277,8 @@ class Conversation:
         return ConversationRecord(
             images=[ImageRecord(number=im.number, sha256=im.sha256, width=im.width, height=im.height,
                                 turn=im.joined_at, name=im.name, video=im.video) for im in self.images],
-            turns=[TurnRecord(user=t.user, assistant=t.assistant, stopped=t.stopped) for t in self.turns],
+            turns=[TurnRecord(user=t.user, assistant=t.assistant, stopped=t.stopped, interrupted=t.interrupted)
+                   for t in self.turns],
             next_number=self.next_number, conversation_id=self.id, model=model, system_prompt=system_prompt,
             last_prompt=None if info is None else PromptRecord(text=info.text, n_images=info.n_images,
                                                                n_tokens=info.n_tokens,
@@ -326,8 +331,8 @@ class Conversation:
             "prompt_image_labels": info.image_labels,
             "prompt_tokens": info.n_tokens,
             "prompt": info.text,
-            "turns": [{"user": t.user, "assistant": t.assistant, "stopped": t.stopped, "in_prompt": self.is_visible(i)}
-                      for i, t in enumerate(self.turns)],
+            "turns": [{"user": t.user, "assistant": t.assistant, "stopped": t.stopped, "interrupted": t.interrupted,
+                       "in_prompt": self.is_visible(i)} for i, t in enumerate(self.turns)],
             "context": {
                 "window": self.context_window,
                 "prompt_tokens": info.n_tokens,

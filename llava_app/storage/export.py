@@ -91,7 +91,8 @@ def to_markdown(record: ConversationRecord, *, links: bool = False) -> str:
             lines += [image_line(im), ""]
         lines += [f"**You:** {turn.user}", ""]
         if turn.assistant is not None:
-            lines += [f"**Assistant:** {turn.assistant}" + (" *(stopped)*" if turn.stopped else ""), ""]
+            lines += [f"**Assistant:** {turn.assistant}" + (" *(stopped)*" if turn.stopped else "")
+                      + (" *(interrupted)*" if turn.interrupted else ""), ""]
     pending = record.pending_images
     if pending:
         lines += ["## Images added after the last question", ""]

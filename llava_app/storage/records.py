@@ -48,11 +48,16 @@ class ImageRecord:
 
 @dataclass(frozen=True)
 class TurnRecord:
-    """One exchange; ``assistant`` is None only for a last turn whose answer was never written."""
+    """One exchange; ``assistant`` is None only for a last turn whose answer was never written.
+
+    ``interrupted``: the answer was still being written when it was saved (a server crash or
+    restart cut it off); files written before the flag existed read as False.
+    """
 
     user: str
     assistant: str | None = None
     stopped: bool = False
+    interrupted: bool = False
 
 
 @dataclass(frozen=True)
@@ -107,7 +112,8 @@ class ConversationRecord:
         data["images"] = [{"number": im.number, "label": im.label, "name": im.name, "width": im.width,
                            "height": im.height, "turn": im.turn, "sha256": im.sha256,
                            **({"video": im.video} if im.video else {})} for im in self.images]
-        data["turns"] = [{"user": t.user, "assistant": t.assistant, "stopped": t.stopped} for t in self.turns]
+        data["turns"] = [{"user": t.user, "assistant": t.assistant, "stopped": t.stopped,
+                          **({"interrupted": True} if t.interrupted else {})} for t in self.turns]
         if self.last_prompt is not None:
             lp = self.last_prompt
             data["last_prompt"] = {"text": lp.text, "n_images": lp.n_images, "n_tokens": lp.n_tokens,
@@ -170,7 +176,8 @@ def _turn(entry: Any, i: int, count: int, name: str) -> TurnRecord:
     else:
         assistant = _text(assistant, f"the answer of turn {i + 1}", name)
     return TurnRecord(user=_text(entry.get("user"), f"the question of turn {i + 1}", name), assistant=assistant,
-                      stopped=bool(entry.get("stopped", False)))
+                      stopped=bool(entry.get("stopped", False)),
+                      interrupted=assistant is not None and entry.get("interrupted") is True)
 
 
 def _image(entry: Any, name: str) -> ImageRecord:

@@ -25,8 +25,18 @@ from llava_app.web import views
 from llava_app.web.gradio_compat import GradioSessions
 from llava_app.web.i18n import T, model_line
 from llava_app.web.streaming import iterate_in_thread
+from llava_app.web.translations import localize
 
 log = logging.getLogger(__name__)
+
+ELSEWHERE = ("This browser's conversation is open in another tab. This tab starts a new one, which is not kept "
+             "across reloads; the other tab keeps yours.")
+
+
+def language(request: gr.Request | None) -> str:
+    """The browser's language (``zh-CN`` or ``en``), from the request's accept-language."""
+    return language_of(request.headers.get("accept-language") if request is not None else None)
+
 
 #: Regenerate samples at least this hot: at temperature 0 (greedy) it would repeat the answer word for word
 REGENERATE_TEMPERATURE = 0.7
@@ -100,63 +110,73 @@ class ChatHandlers:
             self.gradio.remember_loop()
 
     # ----- views --------------------------------------------------------------------------
-    def views(self, conv: Conversation, partial: str | None = None, waiting: int | None = None) -> tuple:
-        """Values for the chat, the prompt panel, its stats line and the context meter."""
+    def views(self, conv: Conversation, partial: str | None = None, waiting: int | None = None,
+              lang: str = "en") -> tuple:
+        """Values for the chat, the prompt panel, its stats line and the context meter (in ``lang``)."""
         with conv.lock:  # one consistent state, while the generation thread may write the answer
-            return self._views(conv, partial, waiting)
+            return self._views(conv, partial, waiting, lang)
 
-    def _views(self, conv: Conversation, partial: str | None, waiting: int | None) -> tuple:
+    def _views(self, conv: Conversation, partial: str | None, waiting: int | None, lang: str) -> tuple:
         info = conv.last_prompt
         return (views.chat_value(conv, partial, waiting), (info.text if info else ""),
-                views.prompt_stats(info, str(T("no_prompt"))), self.meter(conv))
+                localize(views.prompt_stats(info, str(T("no_prompt"))), lang), self.meter(conv, lang))
 
-    def meter(self, conv: Conversation) -> str:
+    def meter(self, conv: Conversation, lang: str = "en") -> str:
         """The context meter's text."""
-        return views.meter_text(conv, *self.service.context_usage(conv))
+        return localize(views.meter_text(conv, *self.service.context_usage(conv)), lang)
 
-    def limits_text(self, conv: Conversation) -> str:
+    @staticmethod
+    def warn(message: str, lang: str) -> None:
+        """A toast with the server's (escaped) ``message`` in the browser's language."""
+        gr.Warning(localize(message, lang))
+
+    def limits_text(self, conv: Conversation, lang: str = "en") -> str:
         """The limits next to the strip, shown before anyone reaches them."""
         text = f"{len(conv.images)} of {self.service.max_images} images"
         per = self.service.max_images_per_message
-        return text + (f" · up to {per} with one question" if per and per < self.service.max_images else "")
+        text += f" · up to {per} with one question" if per and per < self.service.max_images else ""
+        return localize(text, lang)
 
-    def _images(self, conv: Conversation, notice: str) -> tuple:
+    def _images(self, conv: Conversation, notice: str, lang: str = "en") -> tuple:
         """Values for the strip, the conversation, the notice, the limits and the meter."""
-        return views.gallery_value(conv), conv, notice, self.limits_text(conv), self.meter(conv)
+        return views.gallery_value(conv), conv, notice, self.limits_text(conv, lang), self.meter(conv, lang)
 
-    def _attach(self, conv: Conversation, files: list[tuple[str, str]], progress=None) -> str:
+    def _attach(self, conv: Conversation, files: list[tuple[str, str]], progress=None, lang: str = "en") -> str:
         """Every way a picture arrives ends here: decoded, labelled, saved; the notice tells what happened."""
         report = None if progress is None else (lambda fraction, message: progress(fraction, desc=message))
         result = self.service.add_images(conv, files, progress=report)
         for message in result.errors + result.warnings:
-            gr.Warning(views.plain(message))
+            self.warn(views.plain(message), lang)
         self.saved.save(conv)
-        return views.added_notice(result.added, result.errors + result.warnings)
+        return localize(views.added_notice(result.added, result.errors + result.warnings), lang)
 
     # ----- images -------------------------------------------------------------------------
-    def on_upload(self, value, conv: Conversation, progress=gr.Progress()):
+    def on_upload(self, value, conv: Conversation, request: gr.Request | None = None, progress=gr.Progress()):
         """Files dropped on the strip (or taken with the webcam, or pasted there): decoded (videos as keyframes,
         PDFs as pages), stored and labelled, or refused with a message; a video or PDF shows its progress."""
-        return self._images(conv, self._attach(conv, upload_files(value), progress))
+        lang = language(request)
+        return self._images(conv, self._attach(conv, upload_files(value), progress, lang), lang)
 
-    def on_attach(self, value, conv: Conversation, progress=gr.Progress()):
+    def on_attach(self, value, conv: Conversation, request: gr.Request | None = None, progress=gr.Progress()):
         """Files attached in, pasted into or dropped on the question box join the strip at once; the text stays."""
         files = message_files(value)
         if not files:
             return (gr.skip(),) * 6
-        notice = self._attach(conv, files, progress)
-        return {"text": message_text(value), "files": []}, *self._images(conv, notice)
+        lang = language(request)
+        notice = self._attach(conv, files, progress, lang)
+        return {"text": message_text(value), "files": []}, *self._images(conv, notice, lang)
 
-    def on_delete(self, value, conv: Conversation):
+    def on_delete(self, value, conv: Conversation, request: gr.Request | None = None):
         """Images gone from the strip leave the conversation (the others keep their labels)."""
         kept = {str(c) for _, c in (value or []) if c}
         gone = [im.number for im in conv.images if im.label not in kept]
         self.service.remove_images(conv, gone)
         self.saved.save(conv)
         text = f"Removed {', '.join(f'Image {n}' for n in gone)}." if gone else ""
-        return self._images(conv, text)
+        lang = language(request)
+        return self._images(conv, localize(text, lang), lang)
 
-    def on_gallery_change(self, value, conv: Conversation):
+    def on_gallery_change(self, value, conv: Conversation, request: gr.Request | None = None):
         """The strip's own Clear button empties it with no delete event: the images go too.
 
         Only an empty gallery is acted on: the change event of an upload may arrive after the
@@ -164,30 +184,32 @@ class ChatHandlers:
         """
         if value or not conv.images:
             return (gr.skip(),) * 5
-        return self.on_delete(value, conv)
+        return self.on_delete(value, conv, request)
 
     # ----- asking -------------------------------------------------------------------------
-    def on_submit(self, value, conv: Conversation):
+    def on_submit(self, value, conv: Conversation, request: gr.Request | None = None):
         """A question (and any files still in the box) joins the conversation; ``on_generate`` answers it."""
-        files, notice = message_files(value), ""
+        lang, files, notice = language(request), message_files(value), ""
         if files:
-            notice = self._attach(conv, files)
+            notice = self._attach(conv, files, lang=lang)
         try:
             self.service.ask(conv, message_text(value))
         except UserError as exc:
-            gr.Warning(page_message(exc))
+            self.warn(page_message(exc), lang)
             keep = {"text": message_text(value), "files": []} if files else gr.update()
-            return keep, *self._images(conv, notice or page_message(exc))[:4], *self.views(conv)
+            notice = notice or localize(page_message(exc), lang)
+            return keep, *self._images(conv, notice, lang)[:4], *self.views(conv, lang=lang)
         self.saved.save(conv)
-        return "", *self._images(conv, notice)[:4], *self.views(conv, partial="")
+        return "", *self._images(conv, notice, lang)[:4], *self.views(conv, partial="", lang=lang)
 
     async def on_generate(self, conv: Conversation, system_prompt: str, temperature: float, top_p: float,
-                          max_new_tokens: float):
+                          max_new_tokens: float, request: gr.Request | None = None):
         """Stream the pending turn's answer into the chat; a failure is a message, the conversation stays.
 
         While the answer waits for the engine the chat says where it stands ("2nd in line").
         """
         self._remember_loop()
+        lang = language(request)
         if conv.id in self._resample:  # Regenerate at temperature 0 would write the same answer again
             self._resample.discard(conv.id)
             temperature = max(float(temperature or 0), REGENERATE_TEMPERATURE)
@@ -200,64 +222,66 @@ class ChatHandlers:
                                                                          report_waiting=True), conv),
                     on_cancel=lambda: self.service.stop(conv)):
                 if isinstance(item, Waiting):
-                    yield gr.update(), conv, *self.views(conv, waiting=item.place)
+                    yield gr.update(), conv, *self.views(conv, waiting=item.place, lang=lang)
                 else:
-                    yield gr.update(), conv, *self.views(conv, partial=item)
+                    yield gr.update(), conv, *self.views(conv, partial=item, lang=lang)
         except Exception as exc:  # noqa: BLE001 - the page must survive any engine fault
-            gr.Warning(page_message(exc))
+            self.warn(page_message(exc), lang)
             # A failed question taken back from the conversation returns to the box (a cut-off
             # answer keeps its turn, and the box stays as it is).
-            yield (pending if len(conv.turns) < n_turns else gr.update()), conv, *self.views(conv)
+            yield (pending if len(conv.turns) < n_turns else gr.update()), conv, *self.views(conv, lang=lang)
             return
         # Stopped while it waited: the question is back in the box, as after a failure.
-        yield (pending if len(conv.turns) < n_turns else gr.update()), conv, *self.views(conv)
+        yield (pending if len(conv.turns) < n_turns else gr.update()), conv, *self.views(conv, lang=lang)
 
     def on_stop(self, conv: Conversation) -> None:
         """Stop: the model itself stops within a decode step."""
         self.service.stop(conv)
 
-    def on_regenerate(self, conv: Conversation, temperature: float):
+    def on_regenerate(self, conv: Conversation, temperature: float, request: gr.Request | None = None):
         """Clear the last answer; ``on_generate`` writes a new one, sampled when the setting is greedy."""
+        lang = language(request)
         try:
             self.service.regenerate(conv)
         except UserError as exc:
-            raise gr.Error(page_message(exc), print_exception=False) from None
+            raise gr.Error(localize(page_message(exc), lang), print_exception=False) from None
         notice = ""
         if not float(temperature or 0) > 0:
             self._resample.add(conv.id)
             notice = (f"Regenerating with temperature {REGENERATE_TEMPERATURE} (sampling): at temperature 0 the "
                       "model would write the same answer again.")
-        return conv, notice, *self.views(conv, partial="")
+        return conv, localize(notice, lang), *self.views(conv, partial="", lang=lang)
 
-    def on_undo(self, conv: Conversation, system_prompt: str):
+    def on_undo(self, conv: Conversation, system_prompt: str, request: gr.Request | None = None):
         """Take back the last exchange; its question returns to the box."""
+        lang = language(request)
         try:
             text = self.service.undo(conv)
         except UserError as exc:
-            gr.Warning(page_message(exc))
-            return gr.update(), conv, *self.views(conv)
+            self.warn(page_message(exc), lang)
+            return gr.update(), conv, *self.views(conv, lang=lang)
         conv.set_prompt(self.service.preview(conv, system_prompt) if conv.turns else None)
         self.saved.save(conv)
-        return text, conv, *self.views(conv)
+        return text, conv, *self.views(conv, lang=lang)
 
     def on_new_chat(self, conv: Conversation, request: gr.Request):
         """A fresh conversation in place of this one (the browser's saved entry follows)."""
         fresh = self.app.replace(conv, Conversation(), request.session_hash)
-        return fresh, [], "", *self.views(fresh)
+        return fresh, [], "", *self.views(fresh, lang=language(request))
 
     # ----- examples, the model, export/import, feedback ---------------------------------------
     def on_example(self, example: Example, conv: Conversation, request: gr.Request | None):
         """An example's images join the conversation and its question goes in the box."""
-        language = language_of(request.headers.get("accept-language") if request else None)
+        lang = language(request)
         try:
-            labels, text = load_example(self.service, conv, example, language)
+            labels, text = load_example(self.service, conv, example, lang)
         except UserError as exc:
-            gr.Warning(page_message(exc))
-            return views.gallery_value(conv), conv, gr.update(), gr.update(), *self.views(conv)
+            self.warn(page_message(exc), lang)
+            return views.gallery_value(conv), conv, gr.update(), gr.update(), *self.views(conv, lang=lang)
         self.saved.save(conv)
         pending = bool(conv.turns) and conv.turns[-1].assistant is None
-        return (views.gallery_value(conv), conv, f"Added {', '.join(labels)}.", text,
-                *self.views(conv, partial="" if pending else None))
+        return (views.gallery_value(conv), conv, localize(f"Added {', '.join(labels)}.", lang), text,
+                *self.views(conv, partial="" if pending else None, lang=lang))
 
     def example_handler(self, example: Example) -> Callable:
         """``on_example`` for one example (Gradio reads the request from the handler's annotations)."""
@@ -265,44 +289,36 @@ class ChatHandlers:
             return self.on_example(example, conv, request)
         return handler
 
-    def on_switch(self, name: str, progress=gr.Progress(track_tqdm=True)):
-        """Load another allowed model; the conversations stay as they are."""
-        try:
-            self.service.switch_model(name, report=lambda fraction, message: progress(fraction, desc=message))
-        except UserError as exc:
-            raise gr.Error(page_message(exc), print_exception=False) from None
-        return (model_line(self.service.model_name), gr.update(visible=self.service.is_random),
-                str(T("model_loaded")), gr.update(value=self.service.model_name))
-
     def on_page_load(self, with_picker: bool = False) -> list:
         """The header follows the model held now (it may have been switched since the page was built)."""
         shown = [model_line(self.service.model_name), gr.update(visible=self.service.is_random)]
         return [*shown, gr.update(value=self.service.model_name)] if with_picker else shown
 
-    def on_export(self, kind: str, conv: Conversation, system_prompt: str) -> str | None:
+    def on_export(self, kind: str, conv: Conversation, system_prompt: str, lang: str = "en") -> str | None:
         """Write an export for download; nothing to export is a message."""
         try:
             return str(self.app.export(kind, conv, system_prompt))
         except UserError as exc:
-            gr.Warning(page_message(exc))
+            self.warn(page_message(exc), lang)
             return None
 
     def export_handler(self, kind: str) -> Callable:
         """``on_export`` for one kind of export."""
-        def handler(conv: Conversation, system_prompt: str):
-            return self.on_export(kind, conv, system_prompt)
+        def handler(conv: Conversation, system_prompt: str, request: gr.Request):
+            return self.on_export(kind, conv, system_prompt, language(request))
         return handler
 
     def on_import(self, file, conv: Conversation, system_prompt: str, request: gr.Request):
         """An exported conversation replaces this one, tied to this tab like any other."""
+        lang = language(request)
         path = file if isinstance(file, str) else getattr(file, "name", None) or getattr(file, "path", "")
         try:
             fresh, imported_prompt = self.app.import_file(path, conv, request.session_hash)
         except UserError as exc:
-            gr.Warning(page_message(exc))
-            return conv, gr.update(), gr.update(), gr.update(), *self.views(conv)
+            self.warn(page_message(exc), lang)
+            return conv, gr.update(), gr.update(), gr.update(), *self.views(conv, lang=lang)
         prompt = imported_prompt if imported_prompt is not None else system_prompt
-        return fresh, views.gallery_value(fresh), str(T("imported")), prompt, *self.views(fresh)
+        return fresh, views.gallery_value(fresh), str(T("imported")), prompt, *self.views(fresh, lang=lang)
 
     def on_like(self, conv: Conversation, system_prompt: str, data: gr.LikeData) -> None:
         """A like or dislike of an answer, written to the feedback log."""
@@ -345,16 +361,25 @@ class ChatHandlers:
         return self.app.replace(conv, Conversation(), request.session_hash)
 
     # ----- saved conversations: page load and tab close ----------------------------------------
-    def on_load_saved(self, token, conv: Conversation, request: gr.Request):
-        """Page load: this browser's saved conversation comes back (a new key for a new browser)."""
-        token, restored, pending = self.saved.open(token, request.username)
-        if restored is not None:
-            conv = restored
+    def on_load_saved(self, token, conv: Conversation, request: gr.Request, tab: str = ""):
+        """Page load: this browser's saved conversation comes back (a new key for a new browser).
+
+        ``tab`` names this browser tab (it survives the tab's reloads): when another tab of the
+        browser has the saved conversation open, this one starts a new conversation that is not
+        saved over it, and the notice says so (the two would otherwise overwrite each other's turns).
+        """
+        lang, notice, pending = language(request), gr.update(), None
+        if self.saved.held_elsewhere(token, request.username, tab):
+            notice = localize(ELSEWHERE, lang)
         else:
-            self.saved.bind(conv, token, request.username)
+            token, restored, pending = self.saved.open(token, request.username, tab)
+            if restored is not None:
+                conv = restored
+            else:
+                self.saved.bind(conv, token, request.username, tab)
         self.service.touch(conv, client=request.session_hash)
         return (token, conv, views.gallery_value(conv), pending if pending is not None else gr.update(),
-                *self.views(conv))
+                *self.views(conv, lang=lang), notice)
 
     async def on_unload(self, request: gr.Request) -> None:
         """The tab closed or reloaded: stop its generation and free its caches now (a reload restores it)."""

@@ -13,6 +13,8 @@ from llava_app.chat.examples import Example, available_examples
 from llava_app.web.gradio_compat import GradioSessions
 from llava_app.web.handlers import ChatHandlers
 from llava_app.web.i18n import T, model_line
+from llava_app.web.session_handlers import SessionHandlers
+from llava_app.web.switching import SwitchPolicy
 
 GENERATION_CONCURRENCY_ID = "model"
 
@@ -24,6 +26,7 @@ class Picker:
     dropdown: gr.Dropdown
     button: gr.Button
     status: gr.Markdown
+    section: gr.Accordion | None = None  # shown per user on page load (``_wire_preferences``)
 
 
 @dataclass
@@ -92,6 +95,7 @@ def build_demo(app: App) -> gr.Blocks:
         _wire_features(page, handlers)
         _wire_api(page, handlers, app)
         _wire_session(page, handlers, demo)
+        _wire_preferences(page, SessionHandlers(app), demo, app)
     app.service.on_client_gone(handlers.gradio.drop)
     return demo
 
@@ -180,18 +184,23 @@ def _panels(config) -> tuple:
 
 
 def _model_picker(app: App) -> Picker | None:
-    """A dropdown of the allowed models and a Load button; None when the server cannot switch."""
+    """A dropdown of the allowed models and a Load button; None when the server cannot switch or nobody may.
+
+    Offered to admins only (``--model-switching admins``), it is built hidden and shown on page load.
+    """
     offered = app.service.model_choices()
-    if offered is None:
+    policy = SwitchPolicy.from_config(app.config)
+    if offered is None or not policy.offered:
         return None
     names, any_allowed = offered
-    with gr.Accordion(T("model_section"), open=False, elem_id="model-section"):
+    with gr.Accordion(T("model_section"), open=False, elem_id="model-section",
+                      visible=policy.for_everyone) as section:
         with gr.Row(equal_height=True):
             dropdown = gr.Dropdown(choices=names, value=app.service.model_name, label=T("model_picker"),
                                    allow_custom_value=any_allowed, elem_id="model-picker", scale=4)
             button = gr.Button(T("load_model"), elem_id="load-model", scale=1)
         status = gr.Markdown("", elem_id="model-status")
-    return Picker(dropdown, button, status)
+    return Picker(dropdown, button, status, section)
 
 
 def _example_buttons() -> list[tuple[Example, gr.Button]]:
@@ -270,12 +279,6 @@ def _wire_asking(page: Page, handlers: ChatHandlers, app: App) -> None:
 
 
 def _wire_features(page: Page, handlers: ChatHandlers) -> None:
-    picker = page.picker
-    if picker is not None:
-        picker.button.click(handlers.on_switch, [picker.dropdown],
-                            [page.model_line, page.banner, picker.status, picker.dropdown],
-                            api_name="switch_model", concurrency_limit=1, concurrency_id=GENERATION_CONCURRENCY_ID,
-                            show_progress="full", show_progress_on=[picker.dropdown])
     for kind, button in page.export_buttons.items():
         button.click(handlers.export_handler(kind), [page.state, page.system_prompt], [page.export_file],
                      api_visibility="private")
@@ -301,6 +304,23 @@ def _wire_api(page: Page, handlers: ChatHandlers, app: App) -> None:
     reset_btn.click(handlers.api_reset, [page.state], [page.state], api_name="reset")
 
 
+# The tab's own id, kept in sessionStorage: a reload keeps it, another tab of the browser has its own.
+TAB_ID_JS = """(...args) => {
+  let id = sessionStorage.getItem("llava-app-tab");
+  if (!id) {
+    id = Math.random().toString(36).slice(2) + Date.now().toString(36);
+    sessionStorage.setItem("llava-app-tab", id);
+  }
+  args[args.length - 1] = id;
+  return args;
+}"""
+
+
+def _tab_id() -> gr.Textbox:
+    """A hidden box the page-load script fills with this tab's id (``TAB_ID_JS``)."""
+    return gr.Textbox("", visible=False, elem_id="tab-id")
+
+
 def _wire_session(page: Page, handlers: ChatHandlers, demo: gr.Blocks) -> None:
     """Page load (the model held now; the browser's saved conversation) and tab close."""
     header = [page.model_line, page.banner]
@@ -309,7 +329,31 @@ def _wire_session(page: Page, handlers: ChatHandlers, demo: gr.Blocks) -> None:
                   api_visibility="private", queue=False, show_progress="hidden")
     else:
         demo.load(handlers.on_page_load, None, header, api_visibility="private", queue=False, show_progress="hidden")
-    demo.load(handlers.on_load_saved, [page.browser_key, page.state],
-              [page.browser_key, page.state, page.gallery, page.question, *page.views],
-              api_visibility="private", queue=False, show_progress="hidden")
+    demo.load(handlers.on_load_saved, [page.browser_key, page.state, _tab_id()],
+              [page.browser_key, page.state, page.gallery, page.question, *page.views, page.notice],
+              api_visibility="private", queue=False, show_progress="hidden", js=TAB_ID_JS)
     demo.unload(handlers.on_unload)
+
+
+# ----- per visitor: kept settings, who may switch the model ------------------------------------
+def _wire_preferences(page: Page, prefs: SessionHandlers, demo: gr.Blocks, app: App) -> None:
+    """Settings kept in the browser and restored on load; the model picker under the operator's policy."""
+    # The browser's settings (localStorage: its tabs share them, other browsers never see them).
+    kept = gr.BrowserState({}, storage_key="llava-app-settings", secret=app.saved.secret())
+    settings = [page.system_prompt, page.temperature, page.top_p, page.max_new]
+    for control in settings:
+        control.change(prefs.on_settings_change, settings, [kept], api_visibility="private", queue=False,
+                       show_progress="hidden")
+    demo.load(prefs.on_settings_load, [kept], settings, api_visibility="private", queue=False,
+              show_progress="hidden")
+    picker = page.picker
+    if picker is None:
+        return
+    shown = [page.model_line, page.banner, picker.status, picker.dropdown]
+    picker.button.click(prefs.on_switch, [picker.dropdown], shown, api_name="switch_model", concurrency_limit=1,
+                        concurrency_id=GENERATION_CONCURRENCY_ID, show_progress="full",
+                        show_progress_on=[picker.dropdown]
+                        ).failure(prefs.after_failed_switch, None, shown, api_visibility="private", queue=False)
+    if picker.section is not None:
+        demo.load(prefs.on_picker_load, None, [picker.section, picker.dropdown], api_visibility="private",
+                  queue=False, show_progress="hidden")

@@ -8,6 +8,9 @@ strings and would show as "[object Object]".
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 EN = {
     "title": "## Chat with your photos",
     "settings": "Settings",
@@ -104,3 +107,67 @@ def key(name: str) -> str:
 
 TRANSLATIONS = {lang: {key(k): v for k, v in table.items()}
                 for lang, table in {"en": EN, "zh-CN": ZH_CN, "zh": ZH_CN}.items()}
+
+
+# ----- text the server writes (notices, the context meter, prompt statistics, warnings) --------
+# The server writes English; ``localize`` turns each known sentence into the browser's language
+# where it is found (a notice may join several), and leaves anything it does not know as written.
+_NAME = r"(?:^|(?<=[.。!?)] ))(?P<name>[^。\n]+?)"  # a file name opening a sentence
+_ZH_MESSAGES: list[tuple[str, Any]] = [
+    (r"Added (Image \d+(?:, Image \d+)*)\.", r"已添加 \1。"),
+    (r"Removed (Image \d+(?:, Image \d+)*)\.", r"已移除 \1。"),
+    (r"Type a question first\.", "请先输入问题。"),
+    (r"Your question is ([\d,]+) characters long; the limit is ([\d,]+)\. Shorten it and send again\.",
+     r"你的问题有 \1 个字符，上限是 \2。请缩短后再发送。"),
+    (r"This conversation already has (\d+) images, the limit is (\d+)\. Remove one \(x on its thumbnail\) or start "
+     r"a new chat\.", r"这个对话已有 \1 张图片，上限是 \2 张。请移除一张（缩略图上的 x）或开始新对话。"),
+    (r"At most (\d+) new images go with one question, and (\d+) are waiting already\. Ask about them first, then "
+     r"add more\.", r"每个问题最多附带 \1 张新图片，已有 \2 张在等待。请先就它们提问，再添加更多。"),
+    (_NAME + r" is not an image this app reads \(PNG, JPEG, GIF, WebP or BMP\)\.",
+     r"\g<name> 不是本应用能读取的图片（PNG、JPEG、GIF、WebP 或 BMP）。"),
+    (_NAME + r" is not an image, video or PDF this app reads \(images: PNG, JPEG, GIF, WebP, BMP; videos: MP4, "
+     r"WebM, MOV; documents: PDF\)\.",
+     r"\g<name> 不是本应用能读取的图片、视频或 PDF（图片：PNG、JPEG、GIF、WebP、BMP；视频：MP4、WebM、MOV；文档：PDF）。"),
+    (_NAME + r" is ([\d.]+) MB; the limit is ([\d.]+) MB\.( Upload a smaller image\.)?",
+     lambda m: f"{m['name']} 有 {m[2]} MB，上限是 {m[3]} MB。" + ("请上传更小的图片。" if m[4] else "")),
+    (_NAME + r" is already in this conversation as (Image \d+)\.", r"\g<name> 已在这个对话中，标签为 \2。"),
+    (_NAME + r" could not be read\.", r"无法读取 \g<name>。"),
+    (_NAME + r" is empty\.", r"\g<name> 是空文件。"),
+    (r"The model failed on this request \((\w+)\)\. Your conversation is kept; try again\.",
+     r"模型处理这个请求时出错（\1）。对话已保留，请重试。"),
+    (r"The model ran out of memory on this request\. Try fewer images, a shorter answer \(lower max new tokens\) "
+     r"or a new chat\. Your conversation is kept\.",
+     "模型处理这个请求时内存不足。请减少图片、缩短回答（降低最多生成的词元数）或开始新对话。对话已保留。"),
+    (r"There is nothing to export yet: add images or ask a question first\.", "还没有可导出的内容：请先添加图片或提问。"),
+    (r"There is nothing to undo\.", "没有可撤销的内容。"),
+    (r"There is no answer to regenerate yet\.", "还没有可重新生成的回答。"),
+    (r"The previous answer is still being written\. Wait for it or press Stop\.", "上一个回答还在生成。请等待或按“停止”。"),
+    (r"Wait for the current answer, or press Stop, before regenerating\.", "请等待当前回答，或先按“停止”，再重新生成。"),
+    (r"Press Stop before undoing the answer that is being written\.", "正在生成回答，请先按“停止”再撤销。"),
+    (r"Only the server's admins may switch the model \(it changes it for every user\)\.",
+     "只有服务器的管理员可以切换模型（切换会影响所有用户）。"),
+    (r"Could not load (\S+): ", r"无法加载 \1："),
+    (r"Still using (\S+?)\.(?=\s|$)", r"仍在使用 \1。"),
+    (r"This browser's conversation is open in another tab\. This tab starts a new one, which is not kept across "
+     r"reloads; the other tab keeps yours\.",
+     "这个浏览器的对话已在另一个标签页中打开。此标签页开始一个新对话（重新加载后不会保留）；你的对话保留在另一个标签页中。"),
+    # the context meter (parts joined by " · ") and the prompt statistics line
+    (r"Context window: ([\d,]+) tokens", r"上下文窗口：\1 词元"),
+    (r"Context: (\*\*[\d,]+\*\*) / ([\d,]+) tokens \((\d+)%\)", r"上下文：\1 / \2 词元（\3%）"),
+    (r"Context: (\*\*[\d,]+\*\*) tokens", r"上下文：\1 词元"),
+    (r"(?:^|(?<= · ))(\d+) images? \(([\d,]+) tokens\)(?= · |$)", r"\1 张图片（\2 词元）"),
+    (r"(?:^|(?<= · ))(\d+) images?(?= · |$)", r"\1 张图片"),
+    (r"(\d+) earlier turns? no longer seen by the model( \(summarised\))?",
+     lambda m: f"模型已看不到较早的 {m[1]} 个回合" + ("（已摘要）" if m[2] else "")),
+    (r"(\*\*\d+\*\*) image\(s\) in the prompt \((.*?)\) · (\*\*[\d,]+\*\*) prompt tokens",
+     lambda m: f"提示词中有 {m[1]} 张图片（{'无' if m[2] == 'none' else m[2]}）· {m[3]} 个提示词元"),
+]
+_COMPILED = {"zh-CN": [(re.compile(pattern), replacement) for pattern, replacement in _ZH_MESSAGES]}
+
+
+def localize(text: str, language: str) -> str:
+    """The server's English ``text`` in ``language`` (``zh-CN``; anything else: as written)."""
+    for pattern, replacement in _COMPILED.get(language, ()):
+        text = pattern.sub(replacement, text)
+    return text
+

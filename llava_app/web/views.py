@@ -51,6 +51,8 @@ def _messages(conv: Conversation, partial: str | None = None, waiting: int | Non
         out.append(({"role": "user", "content": chat_markdown(turn.user)}, None))
         if turn.assistant is not None:
             answer = chat_markdown(turn.assistant) + ("  \n*(stopped)*" if turn.stopped else "")
+            if turn.interrupted:  # cut off by a server crash, a restart or a reload (``BrowserSaves.saving``)
+                answer += "  \n*(interrupted: cut off before the end; Regenerate writes it again)*"
             out.append(({"role": "assistant", "content": answer}, i))
             if turn.stats is not None:  # its own message: copying the answer copies the answer only
                 out.append(({"role": "assistant", "content": answer_footer(turn.stats)}, i))

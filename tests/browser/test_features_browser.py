@@ -26,7 +26,8 @@ def app(tmp_path_factory, tiny_cache):
 
     root = tmp_path_factory.mktemp("browser-app")
     config = Config(model="tiny-random", device="cpu", data_dir=str(root / "data"), max_new_tokens=8,
-                    allowed_models=OTHER, feedback_file=str(root / "feedback" / "feedback.jsonl"))
+                    allowed_models=OTHER, model_switching="everyone",
+                    feedback_file=str(root / "feedback" / "feedback.jsonl"))
     backend = make_app_backend(config, ImageStore(os.path.join(config.data_dir, "images")))
     with launched_app(config, backend=backend) as (url, _, _):
         yield url, config

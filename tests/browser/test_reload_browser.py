@@ -1,4 +1,5 @@
-"""Nothing lost: a reload or a second tab restores the conversation, another browser never sees it.
+"""Nothing lost: a reload restores the conversation, a second tab is told it is open elsewhere (and
+starts its own), another browser never sees it.
 
 Also, in a real page: Stop and closing the tab end the generation thread. Runs in headless
 Debian Chromium; skipped where there is none, except under CI=true where that fails.
@@ -45,8 +46,8 @@ def ask(page, text):
     page.press("#question textarea", "Enter")
 
 
-def test_reload_and_second_tab_restore_the_conversation_other_browser_never(browser, tmp_path, local_backend,
-                                                                          image_files):
+def test_reload_restores_the_conversation_a_second_tab_is_told_other_browser_never(browser, tmp_path,
+                                                                                  local_backend, image_files):
     config = Config(model="tiny-random", device="cpu", data_dir=str(tmp_path / "d"), max_new_tokens=6)
     with launched_app(config, local_backend()) as (url, app, demo):
         alice = browser.new_context()
@@ -70,9 +71,20 @@ def test_reload_and_second_tab_restore_the_conversation_other_browser_never(brow
         assert "<img src=http://tracker.invalid/px.png>" in chat_text(page)  # shown as text, not loaded
         assert page.locator("#gallery img").count() == 1
 
+        # A second tab of the browser is told the conversation is open elsewhere and starts its own, which
+        # never saves over the first tab's (the two would overwrite each other's turns).
         second_tab = open_page(alice, url)
-        wait_text(second_tab, "#chatbot", answer)
-        assert second_tab.locator("#gallery img").count() == 1
+        wait_text(second_tab, "#notice", "open in another tab")
+        assert answer not in chat_text(second_tab) and second_tab.locator("#gallery img").count() == 0
+        ask(second_tab, "The second tab's question")
+        assert wait_until(lambda: any(c.turns and c.turns[0].user == "The second tab's question" and
+                                      c.turns[0].assistant for c in app.service.sessions.live()), timeout=120)
+        page.reload()  # the first tab reloads: still its own conversation
+        wait_text(page, "#chatbot", answer)
+        assert "The second tab's question" not in chat_text(page) and page.inner_text("#notice").strip() == ""
+        second_tab.reload()  # the second tab reloads: still not the first tab's
+        wait_text(second_tab, "#notice", "open in another tab")
+        assert answer not in chat_text(second_tab)
 
         bob = browser.new_context()  # another browser profile: its own (empty) localStorage
         other = open_page(bob, url)
@@ -88,8 +100,14 @@ def test_reload_and_second_tab_restore_the_conversation_other_browser_never(brow
         page.reload()
         wait_text(page, "#chatbot", answer)
         assert "Bob's own question" not in chat_text(page)
+        # Once the first tab is closed, a new tab of the browser gets the conversation again.
+        page.close()
+        second_tab.close()
+        assert wait_until(lambda: len(app.saved) == 1, timeout=30) is not None  # only Bob's is held now
+        third_tab = open_page(alice, url)
+        wait_text(third_tab, "#chatbot", answer)
 
-        for p in (page, second_tab, other):
+        for p in (page, second_tab, third_tab, other):
             assert p.outside_requests == [], f"the page fetched outside resources: {p.outside_requests}"
         alice.close()
         bob.close()

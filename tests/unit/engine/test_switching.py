@@ -26,7 +26,7 @@ OTHER = "tiny-random-llava-onevision"
 @pytest.fixture
 def config(tmp_path, tiny_cache):
     return Config(model="tiny-random", device="cpu", data_dir=str(tmp_path / "data"), max_new_tokens=8,
-                  allowed_models=OTHER)
+                  allowed_models=OTHER, model_switching="everyone")
 
 
 def _switchable(config, store):
@@ -194,3 +194,85 @@ def test_v1_follows_the_model_held_now(config, image_files):
         text = answer["choices"][0]["message"]["content"]
         tokenizer = backend.engine.processor.tokenizer
         assert answer["usage"]["completion_tokens"] == len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+# ----- who may switch: the operator's policy, enforced on the server ----------------------------
+def test_switch_policy():
+    from llava_app.web.switching import SwitchPolicy
+
+    default = SwitchPolicy.from_config(Config())
+    assert default.mode == "admins" and not default.offered and not default.allows(None)  # safe on a shared Space
+    everyone = SwitchPolicy.from_config(Config(model_switching="everyone"))
+    assert everyone.offered and everyone.for_everyone and everyone.allows(None) and everyone.allows("bob")
+    admins = SwitchPolicy.from_config(Config(model_switching="admins", auth="ann:pw1,bob:pw2", admins=" ann , "))
+    assert admins.offered and not admins.for_everyone
+    assert admins.allows("ann") and not admins.allows("bob") and not admins.allows(None)
+    assert not SwitchPolicy.from_config(Config(model_switching="admins", auth="ann:pw1")).offered  # no admins named
+    off = SwitchPolicy.from_config(Config(model_switching="off", auth="ann:pw1", admins="ann"))
+    assert not off.offered and not off.allows("ann")
+
+
+def test_switching_flags_are_checked():
+    from llava_app.config import parse_config
+
+    assert parse_config(["--model-switching", "everyone"], env={}).model_switching == "everyone"
+    assert parse_config([], env={"LLAVA_APP_MODEL_SWITCHING": "off"}).model_switching == "off"
+    with pytest.raises(SystemExit):
+        parse_config([], env={"LLAVA_APP_MODEL_SWITCHING": "anyone"})
+    with pytest.raises(SystemExit):
+        parse_config(["--admins", "ann"], env={})  # admins are users of a login
+
+
+def test_by_default_nobody_gets_the_picker_or_the_endpoint(config, tmp_path):
+    from llava_app.storage.images import ImageStore
+
+    config = dataclasses.replace(config, model_switching="admins")  # the default, without a login
+    backend = _switchable(config, ImageStore(os.path.join(config.data_dir, "images")))
+    with launched_app(config, backend=backend) as (url, _, demo):
+        assert not any(getattr(b, "elem_id", None) == "model-picker" for b in demo.blocks.values())
+        with pytest.raises(Exception):
+            Client(url, verbose=False).predict(OTHER, api_name="/switch_model")
+        assert backend.model_name == "tiny-random"
+
+
+def test_only_admins_may_switch_over_the_api(config):
+    from llava_app.storage.images import ImageStore
+
+    config = dataclasses.replace(config, model_switching="admins", auth="ann:pw-ann-1,bob:pw-bob-1", admins="ann")
+    backend = _switchable(config, ImageStore(os.path.join(config.data_dir, "images")))
+    with launched_app(config, backend=backend) as (url, _, _):
+        bob = Client(url, auth=("bob", "pw-bob-1"), verbose=False)
+        with pytest.raises(Exception, match="Only the server's admins may switch the model"):
+            bob.predict(OTHER, api_name="/switch_model")
+        assert backend.model_name == "tiny-random"
+        shown = Client(url, auth=("ann", "pw-ann-1"), verbose=False).predict(OTHER, api_name="/switch_model")
+        assert OTHER in shown[0] and backend.model_name == OTHER
+
+
+def test_a_failed_switch_leaves_the_picker_on_the_model_still_loaded(config, tmp_path):
+    """The page's picker goes back to the loaded model and says why (not the failed one with "Loaded")."""
+    from types import SimpleNamespace
+
+    from llava_app.application import create_app
+    from llava_app.storage.images import ImageStore
+    from llava_app.web.session_handlers import SessionHandlers
+
+    broken = tmp_path / "not-a-model"
+    broken.mkdir()
+    config = dataclasses.replace(config, allowed_models=str(broken))
+    store = ImageStore(os.path.join(config.data_dir, "images"))
+    app = create_app(config, backend=_switchable(config, store), store=store)
+    try:
+        prefs = SessionHandlers(app)
+        request = SimpleNamespace(username=None, headers={"accept-language": "en-US"})
+        with pytest.raises(Exception, match="Still using tiny-random"):
+            prefs.on_switch(str(broken), request, progress=lambda *a, **k: None)
+        line, _, status, dropdown = prefs.after_failed_switch(request)
+        assert "tiny-random" in line and dropdown["value"] == "tiny-random"
+        assert "Could not load" in status and "Still using tiny-random" in status and "Loaded" not in status
+        refused = SessionHandlers(app, policy=dataclasses.replace(prefs.policy, mode="off"))
+        with pytest.raises(Exception, match="Only the server's admins"):
+            refused.on_switch("tiny-random", request, progress=lambda *a, **k: None)
+        assert "Only the server's admins" in refused.after_failed_switch(request)[2]
+    finally:
+        app.close()

@@ -1,0 +1,88 @@
+"""Handlers of what belongs to a visitor rather than to a conversation: settings kept per browser,
+who may switch the model, and the tab that finds its browser's conversation open elsewhere.
+
+Apart from ``ChatHandlers`` (the conversation's events); ``page._wire_preferences`` wires them.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import gradio as gr
+
+from llava_app.application import App
+from llava_app.web.handlers import language, page_message
+from llava_app.web.i18n import T, model_line
+from llava_app.web.switching import REFUSED, SwitchPolicy
+from llava_app.web.translations import localize
+
+MAX_SYSTEM_PROMPT_CHARS = 8000  # a longer saved value is not restored (localStorage is the user's to edit)
+
+
+class SessionHandlers:
+    """Settings restored from the browser, the model picker's policy, the second-tab notice."""
+
+    def __init__(self, app: App, policy: SwitchPolicy | None = None):
+        self.app = app
+        self.service = app.service
+        self.config = app.config
+        self.policy = policy or SwitchPolicy.from_config(app.config)
+        self._switch_error = ""  # why the last switch failed (switching is one at a time, server-wide)
+
+    # ----- settings kept per browser (system prompt, temperature, top-p, max new tokens) ------
+    @staticmethod
+    def on_settings_change(system_prompt: str, temperature: float, top_p: float, max_new_tokens: float) -> dict:
+        """The settings as the browser keeps them (its ``gr.BrowserState``)."""
+        return {"system_prompt": system_prompt, "temperature": temperature, "top_p": top_p,
+                "max_new_tokens": max_new_tokens}
+
+    def on_settings_load(self, kept: Any) -> list:
+        """Page load: the browser's kept settings back in their controls; a missing or odd value is left as is."""
+        kept = kept if isinstance(kept, dict) else {}
+        limit = self.config.max_new_tokens_limit
+        checks = {
+            "system_prompt": lambda v: isinstance(v, str) and len(v) <= MAX_SYSTEM_PROMPT_CHARS,
+            "temperature": lambda v: _number(v) and 0.0 <= v <= 2.0,
+            "top_p": lambda v: _number(v) and 0.05 <= v <= 1.0,
+            "max_new_tokens": lambda v: _number(v) and 1 <= v <= limit,
+        }
+        out = []
+        for name, ok in checks.items():
+            value = kept.get(name)
+            out.append(gr.update(value=int(value) if name == "max_new_tokens" else value)
+                       if value is not None and ok(value) else gr.skip())
+        return out
+
+    # ----- who may switch the model -----------------------------------------------------------
+    def on_picker_load(self, request: gr.Request):
+        """Page load: the picker is shown to those the policy lets switch, on the model held now."""
+        allowed = self.policy.allows(request.username if request else None)
+        return gr.update(visible=allowed), gr.update(value=self.service.model_name)
+
+    def on_switch(self, name: str, request: gr.Request, progress=gr.Progress(track_tqdm=True)):
+        """Load another allowed model for everyone, if this user may; a refusal or failure is an error
+        (API callers get it as such; the page's ``after_failed_switch`` then puts the picker back)."""
+        lang = language(request)
+        if not self.policy.allows(request.username if request else None):
+            raise gr.Error(localize(REFUSED, lang), print_exception=False)
+        try:
+            self.service.switch_model(name, report=lambda fraction, message: progress(fraction, desc=message))
+        except Exception as exc:  # noqa: BLE001 - any failure leaves the previous model, and says why
+            self._switch_error = page_message(exc)
+            raise gr.Error(localize(self._switch_error, lang), print_exception=False) from None
+        return (model_line(self.service.model_name), gr.update(visible=self.service.is_random),
+                str(T("model_loaded")), gr.update(value=self.service.model_name))
+
+    def after_failed_switch(self, request: gr.Request):
+        """After a refused or failed switch: the picker shows the model still loaded, with the reason."""
+        lang = language(request)
+        allowed = self.policy.allows(request.username if request else None)
+        reason = self._switch_error if allowed else REFUSED
+        name = self.service.model_name
+        status = localize(reason if name in reason else f"{reason} Still using {name}.".strip(), lang)
+        return (model_line(name), gr.update(visible=self.service.is_random), status, gr.update(value=name))
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

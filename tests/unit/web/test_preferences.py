@@ -1,0 +1,120 @@
+"""Per-visitor behaviour without a server: kept settings, the second tab, server text in the browser's language."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import gradio as gr
+import pytest
+from PIL import Image
+
+from llava_app.application import create_app
+from llava_app.chat.conversation import Conversation
+from llava_app.chat.saved import BrowserSaves
+from llava_app.config import Config
+from llava_app.storage.images import ImageStore
+from llava_app.storage.saved import SavedConversations, new_browser_token
+from llava_app.web.handlers import ELSEWHERE, ChatHandlers
+from llava_app.web.session_handlers import SessionHandlers
+from llava_app.web.translations import localize
+from fakes import RecordingBackend
+
+
+@pytest.fixture
+def app(tmp_path):
+    config = Config(model="tiny-random", device="cpu", data_dir=str(tmp_path / "data"), max_new_tokens_limit=512)
+    app = create_app(config, backend=RecordingBackend())
+    yield app
+    app.close()
+
+
+def request(lang="en-US", session="s1"):
+    return SimpleNamespace(username=None, headers={"accept-language": lang}, session_hash=session)
+
+
+def test_kept_settings_come_back_and_odd_values_are_left_alone(app):
+    prefs = SessionHandlers(app)
+    kept = prefs.on_settings_change("Answer in French.", 0.7, 0.5, 300)
+    assert prefs.on_settings_load(kept) == [gr.update(value="Answer in French."), gr.update(value=0.7),
+                                            gr.update(value=0.5), gr.update(value=300)]
+    odd = {"system_prompt": 42, "temperature": 9.0, "top_p": float("nan"), "max_new_tokens": 100_000}
+    assert prefs.on_settings_load(odd) == [gr.skip()] * 4
+    assert prefs.on_settings_load(None) == [gr.skip()] * 4
+
+
+def test_a_second_tab_of_the_browser_does_not_take_the_conversation(tmp_path):
+    store = ImageStore(tmp_path / "images")
+    saves = BrowserSaves(SavedConversations(tmp_path / "s.sqlite3", tmp_path / "simg"), store)
+    token, conv = new_browser_token(), Conversation()
+    s = store.put(Image.new("RGB", (8, 8), "red"))
+    conv.add_image(s.sha256, s.path, 8, 8, "red.png")
+    saves.bind(conv, token, tab="tab-a")
+    saves.save(conv)
+    assert saves.held_elsewhere(token, tab="tab-b")
+    assert not saves.held_elsewhere(token, tab="tab-a")  # a reload of the same tab
+    assert not saves.held_elsewhere(token)  # a tab that names itself not: as before
+    assert not saves.held_elsewhere(new_browser_token(), tab="tab-b")  # another browser
+    fresh = Conversation()
+    saves.rebind(conv, fresh)  # New chat in tab A: still held by tab A
+    assert saves.held_elsewhere(token, tab="tab-b") and not saves.held_elsewhere(token, tab="tab-a")
+    saves.release(fresh.id)  # tab A closed
+    assert not saves.held_elsewhere(token, tab="tab-b")
+
+
+def test_the_load_handler_starts_the_second_tab_afresh_with_a_notice(app):
+    handlers = ChatHandlers(app)
+    token = app.saved.open(None)[0]
+    first = Conversation()
+    out = handlers.on_load_saved(token, first, request(session="a"), "tab-a")
+    assert out[1] is first and out[-1] == gr.update()
+    first.ask("Hello?")
+    app.saved.save(first)
+    out = handlers.on_load_saved(token, Conversation(), request(session="b"), "tab-b")
+    assert out[1] is not first and not out[1].turns and out[-1] == ELSEWHERE
+    assert app.saved.key_of(out[1]) is None  # never saved over tab A's conversation
+    out = handlers.on_load_saved(token, Conversation(), request("zh-CN,zh;q=0.9", session="c"), "tab-c")
+    assert out[-1] == localize(ELSEWHERE, "zh-CN") and "另一个标签页" in out[-1]
+    again = handlers.on_load_saved(token, Conversation(), request(session="a2"), "tab-a")  # tab A reloads
+    assert again[3] == "Hello?" and again[-1] == gr.update()  # its unanswered question is back in the box
+
+
+@pytest.mark.parametrize("english, chinese", [
+    ("Added Image 1, Image 2.", "已添加 Image 1, Image 2。"),
+    ("Removed Image 3.", "已移除 Image 3。"),
+    ("Type a question first.", "请先输入问题。"),
+    ("Your question is 4,001 characters long; the limit is 4,000. Shorten it and send again.", "4,001 个字符"),
+    ("This conversation already has 6 images, the limit is 6. Remove one (x on its thumbnail) or start a new chat.",
+     "已有 6 张图片"),
+    ("At most 4 new images go with one question, and 4 are waiting already. Ask about them first, then add more.",
+     "每个问题最多附带 4 张新图片"),
+    ("notes.txt is not an image this app reads (PNG, JPEG, GIF, WebP or BMP).", "notes.txt 不是本应用能读取的图片"),
+    ("a b.txt is not an image, video or PDF this app reads (images: PNG, JPEG, GIF, WebP, BMP; videos: MP4, WebM, "
+     "MOV; documents: PDF).", "a b.txt 不是本应用能读取的图片、视频或 PDF"),
+    ("Added Image 1. photo.jpg is 27.0 MB; the limit is 20 MB. Upload a smaller image.",
+     "已添加 Image 1。 photo.jpg 有 27.0 MB，上限是 20 MB。请上传更小的图片。"),
+    ("The model failed on this request (RuntimeError). Your conversation is kept; try again.", "模型处理这个请求时出错"),
+    ("There is nothing to export yet: add images or ask a question first.", "还没有可导出的内容"),
+    ("Context: **1,234** / 4,096 tokens (30%) · 2 images (1,152 tokens) · 1 earlier turn no longer seen by the model",
+     "上下文：**1,234** / 4,096 词元（30%） · 2 张图片（1,152 词元） · 模型已看不到较早的 1 个回合"),
+    ("Context window: 4,096 tokens · 0 images", "上下文窗口：4,096 词元 · 0 张图片"),
+    ("**2** image(s) in the prompt (Image 1, Image 2) · **1,234** prompt tokens",
+     "提示词中有 **2** 张图片（Image 1, Image 2）· **1,234** 个提示词元"),
+])
+def test_server_text_in_chinese(english, chinese):
+    translated = localize(english, "zh-CN")
+    assert chinese in translated
+    assert localize(english, "en") == english
+
+
+def test_handlers_write_the_meter_notices_and_warnings_in_the_browsers_language(app, image_files, monkeypatch):
+    handlers, conv = ChatHandlers(app), Conversation()
+    warnings = []
+    monkeypatch.setattr(gr, "Warning", warnings.append)
+    zh = request("zh-CN,zh;q=0.9")
+    _, conv, notice, meter = handlers.on_upload([str(image_files[0])], conv, zh)
+    assert notice == "已添加 Image 1。" and "1 张图片" in meter
+    handlers.on_submit("  ", conv, zh)
+    assert warnings == ["请先输入问题。"]
+    assert handlers.on_export("json", Conversation(), "", "zh-CN") is None and "还没有可导出的内容" in warnings[-1]
+    _, _, notice, _ = handlers.on_upload([str(image_files[0])], conv, request())
+    assert "already in this conversation" in notice  # English stays English
