@@ -128,8 +128,8 @@ _ZH_MESSAGES: list[tuple[str, Any]] = [
     (_NAME + r" is not an image, video or PDF this app reads \(images: PNG, JPEG, GIF, WebP, BMP; videos: MP4, "
      r"WebM, MOV; documents: PDF\)\.",
      r"\g<name> 不是本应用能读取的图片、视频或 PDF（图片：PNG、JPEG、GIF、WebP、BMP；视频：MP4、WebM、MOV；文档：PDF）。"),
-    (_NAME + r" is ([\d.]+) MB; the limit is ([\d.]+) MB\.( Upload a smaller image\.)?",
-     lambda m: f"{m['name']} 有 {m[2]} MB，上限是 {m[3]} MB。" + ("请上传更小的图片。" if m[4] else "")),
+    (_NAME + r" is ([\d.]+ [KM]B); the limit is ([\d.]+ [KM]B)\.( Upload a smaller file\.)?",
+     lambda m: f"{m['name']} 有 {m[2]}，上限是 {m[3]}。" + ("请上传更小的文件。" if m[4] else "")),
     (_NAME + r" is already in this conversation as (Image \d+)\.", r"\g<name> 已在这个对话中，标签为 \2。"),
     (_NAME + r" could not be read\.", r"无法读取 \g<name>。"),
     (_NAME + r" is empty\.", r"\g<name> 是空文件。"),
@@ -151,6 +151,11 @@ _ZH_MESSAGES: list[tuple[str, Any]] = [
     (r"This browser's conversation is open in another tab\. This tab starts a new one, which is not kept across "
      r"reloads; the other tab keeps yours\.",
      "这个浏览器的对话已在另一个标签页中打开。此标签页开始一个新对话（重新加载后不会保留）；你的对话保留在另一个标签页中。"),
+    (r"Regenerating with temperature ([\d.]+) \(sampling\): at temperature 0 the model would write the same answer "
+     r"again\.", r"以温度 \1 重新生成（采样）：温度为 0 时模型会写出完全相同的回答。"),
+    # the limits beside the strip
+    (r"^(\d+) of (\d+) images( · up to (\d+) with one question)?$",
+     lambda m: f"{m[1]} / {m[2]} 张图片" + (f" · 每个问题最多 {m[4]} 张" if m[3] else "")),
     # the context meter (parts joined by " · ") and the prompt statistics line
     (r"Context window: ([\d,]+) tokens", r"上下文窗口：\1 词元"),
     (r"Context: (\*\*[\d,]+\*\*) / ([\d,]+) tokens \((\d+)%\)", r"上下文：\1 / \2 词元（\3%）"),

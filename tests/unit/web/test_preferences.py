@@ -90,8 +90,8 @@ def test_the_load_handler_starts_the_second_tab_afresh_with_a_notice(app):
     ("notes.txt is not an image this app reads (PNG, JPEG, GIF, WebP or BMP).", "notes.txt 不是本应用能读取的图片"),
     ("a b.txt is not an image, video or PDF this app reads (images: PNG, JPEG, GIF, WebP, BMP; videos: MP4, WebM, "
      "MOV; documents: PDF).", "a b.txt 不是本应用能读取的图片、视频或 PDF"),
-    ("Added Image 1. photo.jpg is 27.0 MB; the limit is 20 MB. Upload a smaller image.",
-     "已添加 Image 1。 photo.jpg 有 27.0 MB，上限是 20 MB。请上传更小的图片。"),
+    ("Added Image 1. photo.jpg is 27 MB; the limit is 20 MB. Upload a smaller file.",
+     "已添加 Image 1。 photo.jpg 有 27 MB，上限是 20 MB。请上传更小的文件。"),
     ("The model failed on this request (RuntimeError). Your conversation is kept; try again.", "模型处理这个请求时出错"),
     ("There is nothing to export yet: add images or ask a question first.", "还没有可导出的内容"),
     ("Context: **1,234** / 4,096 tokens (30%) · 2 images (1,152 tokens) · 1 earlier turn no longer seen by the model",
@@ -111,10 +111,10 @@ def test_handlers_write_the_meter_notices_and_warnings_in_the_browsers_language(
     warnings = []
     monkeypatch.setattr(gr, "Warning", warnings.append)
     zh = request("zh-CN,zh;q=0.9")
-    _, conv, notice, meter = handlers.on_upload([str(image_files[0])], conv, zh)
-    assert notice == "已添加 Image 1。" and "1 张图片" in meter
+    _, conv, notice, limits, meter = handlers.on_upload([str(image_files[0])], conv, zh)
+    assert notice == "已添加 Image 1。" and "1 张图片" in meter and limits.startswith("1 / ")
     handlers.on_submit("  ", conv, zh)
     assert warnings == ["请先输入问题。"]
     assert handlers.on_export("json", Conversation(), "", "zh-CN") is None and "还没有可导出的内容" in warnings[-1]
-    _, _, notice, _ = handlers.on_upload([str(image_files[0])], conv, request())
+    _, _, notice, _, _ = handlers.on_upload([str(image_files[0])], conv, request())
     assert "already in this conversation" in notice  # English stays English
