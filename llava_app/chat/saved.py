@@ -117,8 +117,10 @@ class BrowserSaves:
         except (OSError, sqlite3.Error):
             log.exception("saving a conversation failed; the live conversation is unaffected")
 
-    def saving(self, chunks: Iterator[str], conv: Conversation) -> Iterator[str]:
+    def saving(self, chunks: Iterator[Any], conv: Conversation) -> Iterator[Any]:
         """Pass a stream through and save the conversation when it ends, however it ends.
+
+        Text is the answer so far; anything else (the place in line) passes through untouched.
 
         The key is looked up now, so a tab closed mid-answer still saves the stopped answer.
         While the answer is written, its text so far is saved (on the first text, then every
@@ -130,7 +132,7 @@ class BrowserSaves:
         try:
             for text in chunks:
                 now = time.monotonic()
-                if text and (last is None or now - last >= self.partial_interval_s):
+                if isinstance(text, str) and text and (last is None or now - last >= self.partial_interval_s):
                     last = now
                     self.save_partial(conv, text, key)
                 yield text

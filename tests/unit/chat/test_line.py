@@ -50,3 +50,25 @@ def test_a_second_answer_reports_its_place_then_streams_and_stop_while_waiting_t
     # Without report_waiting (the API, /v1) nothing but text comes out.
     service.ask(one, "Again?")
     assert all(isinstance(x, str) for x in service.stream_answer(one, GenerationParams(max_new_tokens=4)))
+
+
+def test_the_place_in_line_passes_through_the_saving_of_a_conversation(store, tmp_path):
+    """The page wraps the stream to save it as it goes: a place in line is no text to save."""
+    from llava_app.chat.saved import BrowserSaves
+    from llava_app.storage.saved import SavedConversations, new_browser_token
+
+    backend = RecordingBackend().enqueue("first").enqueue("second")
+    backend.hold.clear()
+    service = ChatService(backend, store, stream_interval=0)
+    saves = BrowserSaves(SavedConversations(tmp_path / "s.sqlite3", tmp_path / "files"), store)
+    one, two = Conversation(), Conversation()
+    saves.bind(two, new_browser_token())
+    for conv in (one, two):
+        service.ask(conv, "Hello?")
+    first = service.stream_answer(one, GenerationParams(max_new_tokens=4))
+    assert next(first) == "first"
+    second = saves.saving(service.stream_answer(two, GenerationParams(max_new_tokens=4), report_waiting=True), two)
+    assert next(second) == Waiting(1)
+    backend.hold.set()
+    list(first)
+    assert list(second)[-1] == "second" and two.turns[-1].assistant == "second"
