@@ -104,6 +104,8 @@ class Conversation:
     first_visible: int = 0
     context_summary: str = ""
     context_window: int | None = None
+    #: images removed after a question carried them: the chat still shows where they were
+    removed: list[ImageRef] = field(default_factory=list)
     #: held by every change, and by reads that need one consistent state (see the module docstring)
     lock: threading.RLock = field(default_factory=threading.RLock, init=False, repr=False, compare=False)
 
@@ -159,7 +161,10 @@ class Conversation:
         """Remove ``Image <number>``; the other labels stay as they are."""
         for i, im in enumerate(self.images):
             if im.number == number:
-                return self.images.pop(i)
+                ref = self.images.pop(i)
+                if ref.joined_at < len(self.turns):  # an earlier question carried it: keep its place in the chat
+                    self.removed.append(ref)
+                return ref
         raise UserError(f"There is no {image_label(number)} in this conversation.")
 
     def images_for_turn(self, index: int) -> list[ImageRef]:
@@ -207,6 +212,7 @@ class Conversation:
     def retract(self) -> str:
         """Drop the newest turn (a failed generation); its images go back to pending."""
         turn = self.turns.pop()
+        self.removed = [im for im in self.removed if im.joined_at < len(self.turns)]
         self.first_visible = min(self.first_visible, len(self.turns))
         if self.first_visible == 0:
             self.context_summary = ""

@@ -48,6 +48,9 @@ def _messages(conv: Conversation, partial: str | None = None, waiting: int | Non
         pictures = conv.images_for_turn(i)
         if pictures:
             out.append(({"role": "user", "content": thumbnails(pictures)}, None))
+        gone = sorted((im for im in conv.removed if im.joined_at == i), key=lambda im: im.number)
+        if gone:  # earlier turns still read right: the picture they spoke of is named, not silently missing
+            out.append(({"role": "user", "content": " ".join(f"*[{im.label}, removed]*" for im in gone)}, None))
         out.append(({"role": "user", "content": chat_markdown(turn.user)}, None))
         if turn.assistant is not None:
             answer = chat_markdown(turn.assistant) + ("  \n*(stopped)*" if turn.stopped else "")

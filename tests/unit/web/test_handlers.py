@@ -124,3 +124,21 @@ def test_the_api_reports_context_and_streams_through_the_same_service(setup, ima
     assert texts[-1] == "A red square."
     summary = handlers.api_context(conv)
     assert summary["image_count"] == 1 and summary["turns"][0]["assistant"] == "A red square."
+
+
+def test_a_removed_image_stays_in_the_chat_as_a_labelled_placeholder(setup, image_files):
+    _, handlers, _ = setup
+    conv = Conversation()
+    handlers.on_upload([str(p) for p in image_files[:2]], conv)
+    handlers.on_submit({"text": "Compare Image 1 and Image 2", "files": []}, conv)
+    generate(handlers, conv)
+    gallery, conv, notice, limits, _ = handlers.on_delete([(conv.images[1].path, "Image 2")], conv)
+    assert [label for _, label in gallery] == ["Image 2"] and notice == "Removed Image 1." and limits == "1 of 3 images"
+    chat = handlers.views(conv)[0]
+    assert chat[1] == {"role": "user", "content": "*[Image 1, removed]*"}  # under the turn that showed it
+    assert [item["caption"] for item in chat[0]["content"].value] == ["Image 2"]
+    # An image removed before any question carried it leaves no trace.
+    handlers.on_upload([str(image_files[2])], conv)
+    handlers.on_delete([(conv.images[0].path, "Image 2")], conv)
+    assert [m["content"] for m in handlers.views(conv)[0] if isinstance(m["content"], str)].count(
+        "*[Image 1, removed]*") == 1 and len(conv.removed) == 1
