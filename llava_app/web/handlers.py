@@ -104,6 +104,13 @@ class ChatHandlers:
         self.gradio = gradio_sessions
         #: conversations whose next answer is a Regenerate at temperature 0: it samples instead
         self._resample: set[str] = set()
+        #: the files last taken from each conversation's question box (forgotten when it ends)
+        self._attached: dict[str, frozenset[str]] = {}
+        app.service.on_release.append(self._forget)
+
+    def _forget(self, conv_id: str) -> None:
+        self._attached.pop(conv_id, None)
+        self._resample.discard(conv_id)
 
     def _remember_loop(self) -> None:
         if self.gradio is not None:
@@ -160,8 +167,10 @@ class ChatHandlers:
     def on_attach(self, value, conv: Conversation, request: gr.Request | None = None, progress=gr.Progress()):
         """Files attached in, pasted into or dropped on the question box join the strip at once; the text stays."""
         files = message_files(value)
-        if not files:
+        batch = frozenset(path for path, _ in files)
+        if not files or self._attached.get(conv.id) == batch:  # the box reports one upload more than once
             return (gr.skip(),) * 6
+        self._attached[conv.id] = batch
         lang = language(request)
         notice = self._attach(conv, files, progress, lang)
         return {"text": message_text(value), "files": []}, *self._images(conv, notice, lang)

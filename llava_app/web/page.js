@@ -14,4 +14,27 @@
   };
   document.addEventListener('dragover', forward);
   document.addEventListener('drop', forward);
+
+  // A click on a thumbnail (in the strip or in the chat) opens it large, with its label.
+  const close = () => { const box = document.getElementById('lightbox'); if (box) box.remove(); };
+  document.addEventListener('click', (event) => {
+    if (event.target.closest && event.target.closest('#lightbox')) { close(); return; }
+    const img = event.target.closest && event.target.closest('#gallery .thumbnail-item img, #chatbot .thumbnail-item img');
+    if (!img) return;
+    event.preventDefault();
+    event.stopPropagation();
+    const box = document.createElement('div');
+    box.id = 'lightbox';
+    box.setAttribute('role', 'dialog');
+    box.setAttribute('aria-label', img.alt);
+    const large = document.createElement('img');
+    large.src = img.src;
+    large.alt = img.alt;
+    const label = document.createElement('div');
+    label.className = 'lightbox-label';
+    label.textContent = img.alt;
+    box.append(large, label);
+    document.body.appendChild(box);
+  }, true);
+  document.addEventListener('keydown', (event) => { if (event.key === 'Escape') close(); });
 }

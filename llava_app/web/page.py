@@ -152,7 +152,7 @@ def _image_strip(handlers: ChatHandlers) -> tuple[gr.Gallery, gr.Markdown, gr.Ma
         gallery = gr.Gallery(label=T("gallery"), show_label=False, elem_id="gallery", interactive=True,
                              file_types=["file"], sources=["upload", "webcam", "clipboard"], type="filepath",
                              columns=8, fit_columns=False, height=132, object_fit="cover", format="png",
-                             allow_preview=True, scale=1)
+                             allow_preview=False, scale=1)  # page.js opens a thumbnail large, with its label
         limits = gr.Markdown(handlers.limits_text(Conversation()), elem_id="limits")
     notice = gr.Markdown("", elem_id="notice")
     return gallery, limits, notice

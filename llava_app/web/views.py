@@ -70,7 +70,7 @@ def _messages(conv: Conversation, partial: str | None = None, waiting: int | Non
 def thumbnails(pictures: list) -> Any:
     """A turn's pictures as small labelled thumbnails (a click opens one large, with its label)."""
     return gr.Gallery(value=[(im.path, im.label) for im in pictures], show_label=False, columns=len(pictures),
-                      fit_columns=False, height=136, object_fit="cover", allow_preview=True, interactive=False,
+                      fit_columns=False, height=136, object_fit="cover", allow_preview=False, interactive=False,
                       elem_classes=["turn-images"], buttons=[], container=False)
 
 

@@ -1,0 +1,254 @@
+"""The page as a chat, at laptop and phone sizes (issue: a chat that people enjoy).
+
+Each test opens its own browser context on one server per module (short answers, a slowed
+stream where a test must catch an answer mid-way). Waits are for conditions on the page,
+never sleeps; sizes are read from the page's own layout.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from conftest import launched_app
+
+pytestmark = pytest.mark.browser
+
+WAIT_MS = 90_000
+LAPTOPS = [(1280, 800), (1366, 768)]
+PHONE = (390, 844)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, tiny_cache, local_backend):
+    from llava_app.config import Config
+
+    config = Config(model="tiny-random", device="cpu", data_dir=str(tmp_path_factory.mktemp("page")),
+                    max_new_tokens=24, max_new_tokens_limit=2000, stream_delay=0.03, max_upload_mb=1.0)
+    with launched_app(config, local_backend()) as (url, _, _):
+        yield url
+
+
+@pytest.fixture(scope="module")
+def pictures(tmp_path_factory) -> list[Path]:
+    folder = tmp_path_factory.mktemp("page-pictures")
+    paths = []
+    for i, color in enumerate(["#d33", "#36c", "#3a3", "#fc3"], start=1):
+        path = folder / f"photo{i}.png"
+        Image.new("RGB", (120, 90), color).save(path)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture
+def open_page(browser, server):
+    """``open_page((width, height), phone=False)``: a new person's page at that size, loaded."""
+    contexts = []
+
+    def make(size, phone=False):
+        context = browser.new_context(viewport={"width": size[0], "height": size[1]}, is_mobile=phone,
+                                      has_touch=phone)
+        contexts.append(context)
+        page = context.new_page()
+        page.goto(server)
+        page.wait_for_selector("#question textarea", timeout=WAIT_MS)
+        page.wait_for_function("() => localStorage.getItem('llava-app-conversation')", timeout=WAIT_MS)  # loaded
+        return page
+
+    yield make
+    for context in contexts:
+        context.close()
+
+
+def box(page, selector: str) -> dict:
+    return page.locator(selector).first.bounding_box()
+
+
+def in_viewport(page, selector: str) -> bool:
+    b, view = box(page, selector), page.viewport_size
+    return b is not None and b["y"] >= 0 and b["y"] + b["height"] <= view["height"] + 1 and b["x"] >= 0 \
+        and b["x"] + b["width"] <= view["width"] + 1
+
+
+def upload(page, *paths: Path) -> None:
+    page.locator("#gallery input[type=file]").set_input_files([str(p) for p in paths])
+
+
+def captions(page) -> list[str]:
+    return [t.strip() for t in page.locator("#gallery .caption-label").all_inner_texts()]
+
+
+def wait_captions(page, expected: list[str]) -> None:
+    page.wait_for_function("(want) => JSON.stringify([...document.querySelectorAll('#gallery .caption-label')]"
+                           ".map(e => e.innerText.trim())) === JSON.stringify(want)", arg=expected, timeout=WAIT_MS)
+
+
+def ask(page, text: str) -> None:
+    """Send a question and wait until its answer (and its footer) is written out."""
+    before = page.locator("#chatbot .answer-footer").count()
+    page.fill("#question textarea", text)
+    page.click("#send")
+    page.wait_for_function("(n) => document.querySelectorAll('#chatbot .answer-footer').length > n "
+                           "&& !document.querySelector('#send').disabled", arg=before, timeout=WAIT_MS)
+
+
+def no_sideways_scroll(page) -> bool:
+    return page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth")
+
+
+@pytest.mark.parametrize("size", LAPTOPS, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_on_a_laptop_the_question_box_stays_in_view_beside_the_settings(open_page, pictures, size):
+    page = open_page(size)
+    upload(page, *pictures[:2])
+    wait_captions(page, ["Image 1", "Image 2"])
+    for question in ("Compare Image 1 and Image 2", "And which one is brighter?", "One more?"):
+        ask(page, question)
+    for selector in ("#question", "#send", "#stop", "#gallery", "#regenerate"):
+        assert in_viewport(page, selector), f"{selector} is out of view at {size}"
+    assert page.evaluate("() => window.scrollY") == 0 and no_sideways_scroll(page)
+    side = box(page, "#side")
+    assert side["x"] > box(page, "#chatbot")["x"] + box(page, "#chatbot")["width"] - 1  # beside, not under
+    assert page.locator("#context-meter").is_visible()
+    # Each answer has its quiet footer; each turn's pictures are small labelled thumbnails.
+    footer = page.locator("#chatbot .answer-footer").first.inner_text()
+    assert "first token" in footer and "tok/s" in footer and "tokens" in footer and "encoded" in footer
+    thumbs = page.locator("#chatbot .thumbnail-item img")
+    assert thumbs.count() == 2 and all(thumbs.nth(i).bounding_box()["width"] <= 160 for i in range(2))
+    assert page.locator("#chatbot .caption-label").all_inner_texts() == ["Image 1", "Image 2"]
+
+
+def test_on_a_phone_everything_is_reachable_without_jumps_or_sideways_scroll(open_page, pictures):
+    page = open_page(PHONE, phone=True)
+    assert page.evaluate("() => window.scrollY") == 0  # no jump to the question box on load
+    assert in_viewport(page, "#question") and in_viewport(page, "#send") and no_sideways_scroll(page)
+    upload(page, pictures[0])
+    wait_captions(page, ["Image 1"])
+    remove = page.locator("#gallery .delete-button").first
+    # Visible without hover: a touch screen has none.
+    assert remove.is_visible() and page.evaluate(
+        "() => getComputedStyle(document.querySelector('#gallery .delete-button')).opacity") == "1"
+    for selector in ("#send", "#stop", "#regenerate", "#undo", "#new-chat", "#settings-toggle"):
+        assert box(page, selector)["height"] >= 44, f"{selector} is too small to tap"
+    row = [box(page, s)["y"] for s in ("#regenerate", "#undo", "#new-chat")]
+    assert max(row) - min(row) < 5  # on one row
+    assert not page.locator("#side").is_visible()
+    page.click("#settings-toggle")
+    page.locator("#side").wait_for(state="visible")
+    assert in_viewport(page, "#context-meter") and no_sideways_scroll(page)
+    page.click("#settings-toggle")
+    page.locator("#side").wait_for(state="hidden")
+    remove.tap()
+    page.wait_for_function("() => document.querySelector('#notice').innerText.includes('Removed Image 1')",
+                           timeout=WAIT_MS)
+
+
+PASTE = """(b64) => {
+  const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+  const file = new File([bytes], 'screenshot.png', {type: 'image/png'});
+  const data = new DataTransfer();
+  data.items.add(file);
+  const box = document.querySelector('#question textarea');
+  box.focus();
+  box.dispatchEvent(new ClipboardEvent('paste', {clipboardData: data, bubbles: true, cancelable: true}));
+}"""
+
+DROP = """([selector, b64, name]) => {
+  const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+  const data = new DataTransfer();
+  data.items.add(new File([bytes], name, {type: 'image/png'}));
+  const target = document.querySelector(selector);
+  for (const type of ['dragenter', 'dragover', 'drop'])
+    target.dispatchEvent(new DragEvent(type, {dataTransfer: data, bubbles: true, cancelable: true}));
+}"""
+
+
+def png_b64(path: Path) -> str:
+    return base64.b64encode(path.read_bytes()).decode()
+
+
+def test_a_pasted_screenshot_and_files_dropped_on_the_chat_join_the_strip(open_page, pictures):
+    page = open_page(LAPTOPS[0])
+    upload(page, pictures[0])
+    wait_captions(page, ["Image 1"])
+    page.evaluate(PASTE, png_b64(pictures[1]))
+    wait_captions(page, ["Image 1", "Image 2"])
+    page.evaluate(DROP, ["#chatbot .bubble-wrap", png_b64(pictures[2]), "dropped.png"])
+    wait_captions(page, ["Image 1", "Image 2", "Image 3"])
+    assert page.locator("#notice [data-testid=markdown]").inner_text().strip() == "Added Image 3."
+    assert page.locator("#question textarea").input_value() == ""  # the box is free for the question
+
+
+def test_a_new_question_and_its_answer_come_into_view_after_scrolling_up(open_page, pictures):
+    page = open_page(LAPTOPS[1])
+    upload(page, pictures[0])
+    wait_captions(page, ["Image 1"])
+    for i in range(4):
+        ask(page, f"Question {i} about Image 1, at some length so that the chat grows taller than its box")
+    page.evaluate("() => { document.querySelector('#chatbot .bubble-wrap').scrollTop = 0; }")
+    ask(page, "The newest question?")
+    last = page.locator("#chatbot .message-row.bot-row").last
+    chat, shown = box(page, "#chatbot"), last.bounding_box()
+    assert shown["y"] + shown["height"] <= chat["y"] + chat["height"] + 2 and shown["y"] >= chat["y"] - 2
+
+
+def test_a_too_big_upload_says_its_size_and_the_limit(open_page, tmp_path):
+    page = open_page(LAPTOPS[0])
+    big = tmp_path / "photo.png"
+    Image.effect_noise((900, 900), 90).convert("RGB").save(big)  # noise does not compress: about 2.4 MB
+    size_mb = big.stat().st_size / 2**20
+    assert 1 < size_mb < 4  # over the 1 MB limit, under Gradio's own cap (4x)
+    upload(page, big)
+    page.wait_for_function("() => document.querySelector('#notice').innerText.includes('the limit is')",
+                           timeout=WAIT_MS)
+    assert page.locator("#notice [data-testid=markdown]").inner_text().strip() == \
+        f"photo.png is {size_mb:.1f} MB; the limit is 1.0 MB. Upload a smaller file."
+    assert "An error occurred" not in page.content()
+    assert page.locator("#limits").inner_text().strip().startswith("0 of 6 images")
+
+
+def test_waiting_shows_in_the_chat_and_regenerate_at_temperature_zero_samples(open_page, pictures):
+    first, second = open_page(LAPTOPS[0]), open_page(LAPTOPS[0])
+    first.locator("#parameters > button.label-wrap").click()
+    box_ = first.locator("#max-new-tokens input[type=number]")
+    box_.fill("1500")
+    box_.press("Enter")
+    first.fill("#question textarea", "A very long story, please")
+    first.click("#send")
+    first.wait_for_function("() => !document.querySelector('#stop').disabled", timeout=WAIT_MS)
+    second.fill("#question textarea", "My turn?")
+    second.click("#send")
+    second.wait_for_function("() => document.querySelector('#chatbot').innerText.includes('1st in line')",
+                             timeout=WAIT_MS)
+    first.click("#stop")
+    second.wait_for_function("() => document.querySelectorAll('#chatbot .answer-footer').length == 1",
+                             timeout=WAIT_MS)
+    assert "in line" not in second.locator("#chatbot").inner_text()  # the place gave way to the answer
+    second.click("#regenerate")
+    second.wait_for_function("() => document.querySelector('#notice').innerText.includes('temperature 0.7')",
+                             timeout=WAIT_MS)
+    second.wait_for_function("() => document.querySelectorAll('#chatbot .answer-footer').length == 1 "
+                             "&& !document.querySelector('#send').disabled", timeout=WAIT_MS)
+
+
+def test_a_thumbnail_in_the_chat_opens_large_with_its_label(open_page, pictures):
+    page = open_page(LAPTOPS[0])
+    upload(page, pictures[0], pictures[1])
+    wait_captions(page, ["Image 1", "Image 2"])
+    ask(page, "What are these?")
+    page.locator("#chatbot .thumbnail-item img").nth(1).click()
+    lightbox = page.locator("#lightbox")
+    lightbox.wait_for(state="visible", timeout=WAIT_MS)
+    assert lightbox.inner_text().strip() == "Image 2"
+    shown = page.locator("#lightbox img").bounding_box()
+    assert shown["width"] > 300 or shown["height"] > 300  # large, not the 128 px thumbnail
+    page.keyboard.press("Escape")
+    lightbox.wait_for(state="detached")
+    page.locator("#gallery .thumbnail-item img").first.click()  # the strip's thumbnails too
+    lightbox.wait_for(state="visible")
+    assert lightbox.inner_text().strip() == "Image 1"
+    lightbox.click()
+    lightbox.wait_for(state="detached")
