@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import threading
@@ -184,11 +185,9 @@ class LocalBackend(Backend):
         yield self._usage(request, stats, stopped=cancel.is_set())
 
     def _streamer(self):
-        """A fresh ``TextIteratorStreamer`` whose decoding holds the tokenizer lock."""
-        from transformers import TextIteratorStreamer
-
-        return TextIteratorStreamer(_LockedDecoder(self.processor.tokenizer, self.tokenizer_lock), skip_prompt=True,
-                                    timeout=POLL_S, skip_special_tokens=True)
+        """A fresh ``TextIteratorStreamer`` whose decoding holds the tokenizer lock (whole characters at once)."""
+        return _eager_streamer()(_LockedDecoder(self.processor.tokenizer, self.tokenizer_lock), skip_prompt=True,
+                                 timeout=POLL_S, skip_special_tokens=True)
 
     def _generate(self, request: ChatRequest, prepared, streamer, abandoned: threading.Event,
                   failure: list[BaseException]) -> None:
@@ -263,6 +262,43 @@ class _LockedDecoder:
     def decode(self, *args, **kwargs) -> str:
         with self._lock:
             return self._tokenizer.decode(*args, **kwargs)
+
+
+@functools.lru_cache(maxsize=1)
+def _eager_streamer():
+    """``TextIteratorStreamer`` letting text out as soon as it is whole characters.
+
+    transformers' streamer holds a word back until the next space, so the first text waits for the
+    second token (a decode step more before the user sees anything). This one holds back only a
+    trailing incomplete character (U+FFFD: a multi-byte character split across tokens), and
+    anything at all while a longer decode no longer begins with what was shown.
+    """
+    from transformers import TextIteratorStreamer
+
+    class EagerStreamer(TextIteratorStreamer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.shown = ""  # the text let out since the last line's end
+
+        def put(self, value):
+            if len(value.shape) > 1:
+                value = value[0]
+            if self.skip_prompt and self.next_tokens_are_prompt:
+                self.next_tokens_are_prompt = False
+                return
+            self.token_cache.extend(value.tolist())
+            text = self.tokenizer.decode(self.token_cache, **self.decode_kwargs)
+            if text.endswith("\n"):  # a line is done: start the next one afresh (as transformers does)
+                printable, self.token_cache, self.print_len, self.shown = text[self.print_len:], [], 0, ""
+            elif text.startswith(self.shown):
+                printable = text[self.print_len:len(text.rstrip("\ufffd"))]
+                self.print_len += len(printable)
+                self.shown = text[:self.print_len]
+            else:  # a later token changed what the text before it decodes to: wait for the line's end
+                printable = ""
+            self.on_finalized_text(printable)
+
+    return EagerStreamer
 
 
 def _texts(streamer, thread: threading.Thread) -> Iterator[str]:
