@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from llava_app.engine.compat import processing_kwargs
+from llava_app.engine.prompt_ids import PromptIds
 from llava_app.engine.token_record import TokenRecords
 from llava_app.engine.lru import ByteLRU, cache_nbytes
 
@@ -150,6 +151,8 @@ class PrefixReuse:
         self._kwargs = processing_kwargs(processor)
         #: prompts are laid out here (prefix reuse, cached features); off when transformers lacks what it needs
         self.layout_ok = self._kwargs is not None
+        self._prompt_ids = PromptIds(processor, (self._kwargs or {}).get("text", {}), self.image_token,
+                                     self.image_token_id, tokenizer_lock)
         self.reuse_kv = self.layout_ok and kv_budget_bytes > 0 and self._croppable()
         if self.layout_ok and kv_budget_bytes > 0 and not self.reuse_kv:
             log.info("KV reuse is off: this model's cache has layers that cannot be cropped (sliding window)")
@@ -242,10 +245,7 @@ class PrefixReuse:
         last = self._last_layout  # tokenising a long prompt's image placeholders is the costly part
         if processed is None and last is not None and last[0] == key:
             return last[1].clone(), last[2], None, missing
-        with self._tokenizer_lock:
-            expanded, _ = self.processor.get_text_with_replacements([text], repl)
-            ids = self.processor.tokenizer(expanded, **self._kwargs["text"])["input_ids"][0]
-        ids = torch.as_tensor(ids, dtype=torch.long).flatten().cpu()
+        ids = torch.as_tensor(self._prompt_ids(text, repl), dtype=torch.long).flatten().cpu()
         spans, pos = [], 0
         is_image = (ids == self.image_token_id).tolist()
         for sha, r in zip(shas, repl):
