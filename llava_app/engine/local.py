@@ -266,19 +266,29 @@ class _LockedDecoder:
 
 @functools.lru_cache(maxsize=1)
 def _eager_streamer():
-    """``TextIteratorStreamer`` letting text out as soon as it is whole characters.
+    """``TextIteratorStreamer`` letting text out as soon as it is whole characters, decoding only a few tokens.
 
-    transformers' streamer holds a word back until the next space, so the first text waits for the
-    second token (a decode step more before the user sees anything). This one holds back only a
-    trailing incomplete character (U+FFFD: a multi-byte character split across tokens), and
-    anything at all while a longer decode no longer begins with what was shown.
+    transformers' streamer holds a word back until the next space (the first text waits for the second
+    token) and decodes the whole line again at every token (quadratic in a long line). This one, as the
+    serving engines do, decodes a short window: the tokens since the previous piece's start, less what
+    that window decoded to before, is the new text; it is held back while it ends with an incomplete
+    character (U+FFFD: a multi-byte character split across tokens).
     """
     from transformers import TextIteratorStreamer
 
     class EagerStreamer(TextIteratorStreamer):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
-            self.shown = ""  # the text let out since the last line's end
+            self.prefix = self.read = 0  # token_cache[prefix:read] decoded to the text shown last
+
+        def _new_text(self, final: bool) -> str:
+            decode = lambda ids: self.tokenizer.decode(ids, **self.decode_kwargs)  # noqa: E731
+            before = decode(self.token_cache[self.prefix:self.read]) if self.read > self.prefix else ""
+            text = decode(self.token_cache[self.prefix:])
+            if not final and (len(text) <= len(before) or not text.startswith(before) or text.endswith("\ufffd")):
+                return ""  # nothing whole yet (or a later token rewrote the window: wait for more)
+            self.prefix, self.read = self.read, len(self.token_cache)
+            return text[len(before):]
 
         def put(self, value):
             if len(value.shape) > 1:
@@ -287,16 +297,12 @@ def _eager_streamer():
                 self.next_tokens_are_prompt = False
                 return
             self.token_cache.extend(value.tolist())
-            text = self.tokenizer.decode(self.token_cache, **self.decode_kwargs)
-            if text.endswith("\n"):  # a line is done: start the next one afresh (as transformers does)
-                printable, self.token_cache, self.print_len, self.shown = text[self.print_len:], [], 0, ""
-            elif text.startswith(self.shown):
-                printable = text[self.print_len:len(text.rstrip("\ufffd"))]
-                self.print_len += len(printable)
-                self.shown = text[:self.print_len]
-            else:  # a later token changed what the text before it decodes to: wait for the line's end
-                printable = ""
-            self.on_finalized_text(printable)
+            self.on_finalized_text(self._new_text(final=False))
+
+        def end(self):
+            printable = self._new_text(final=True) if len(self.token_cache) > self.read else ""
+            self.token_cache, self.prefix, self.read, self.next_tokens_are_prompt = [], 0, 0, True
+            self.on_finalized_text(printable, stream_end=True)
 
     return EagerStreamer
 
