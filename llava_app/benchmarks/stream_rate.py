@@ -161,9 +161,12 @@ def through_the_app(server, picture: Path) -> dict[str, Any]:
             "updates": updates, "cpu": used}
 
 
-def pair(raw: RawRecipe, server, picture: Path) -> dict[str, Any]:
-    """One raw run, then one app run; their rates side by side."""
+def pair(raw: RawRecipe, server, picture: Path, bare) -> dict[str, Any]:
+    """One raw run, one app run, one call of a bare Gradio endpoint (``bare``: its client); side by side."""
+    from llava_app.benchmarks.ttft import first_chunk
+
     r, a = raw.run(), through_the_app(server, picture)
+    b0, b1, _ = first_chunk(bare, "/stream", "a bare answer")
     ntok = r["tokens"]
 
     def rates(run: dict[str, Any]) -> tuple[float, float]:
@@ -176,6 +179,7 @@ def pair(raw: RawRecipe, server, picture: Path) -> dict[str, Any]:
     return {"tokens": ntok, "raw_stream_tok_s": r_stream, "raw_e2e_tok_s": r_e2e,
             "app_stream_tok_s": a_stream, "app_e2e_tok_s": a_e2e, "app_updates": a["updates"],
             "raw_first_chunk_s": r["first"] - r["started"], "app_first_chunk_s": a["first"] - a["started"],
+            "floor_first_chunk_s": b1 - b0,
             "raw_cpu_s": r["cpu"], "app_server_cpu_s": a["cpu"],
             "same_text": a["text"].strip() == r["text"].strip()}
 
@@ -195,6 +199,10 @@ def summary(model: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
         "raw_e2e_tok_s": med("raw_e2e_tok_s"), "app_e2e_tok_s": med("app_e2e_tok_s"),
         "e2e_rate_ratio": statistics.median(r["app_e2e_tok_s"] / r["raw_e2e_tok_s"] for r in runs),
         "raw_first_chunk_s": med("raw_first_chunk_s"), "app_first_chunk_s": med("app_first_chunk_s"),
+        # Gradio's floor: a bare streaming endpoint's first chunk; what the app adds beyond raw and the floor
+        "floor_first_chunk_s": med("floor_first_chunk_s"),
+        "app_own_first_chunk_s": statistics.median(
+            r["app_first_chunk_s"] - r["raw_first_chunk_s"] - r["floor_first_chunk_s"] for r in runs),
         # CPU per token is what the page's machinery adds, whatever else the machine is doing.
         "raw_cpu_ms_per_token": 1000 * med("raw_cpu_s") / ntok,
         "app_server_cpu_ms_per_token": 1000 * med("app_server_cpu_s") / ntok,
@@ -209,13 +217,21 @@ def run_stream(args, image_paths: list[Path], server=None) -> dict[str, Any]:
     ``args`` needs ``stream_model``, ``stream_tokens``, ``stream_repeats``, ``stream_threads``
     and ``work`` (a scratch folder).
     """
+    from gradio_client import Client
+
+    from llava_app.benchmarks.ttft import bare_endpoint, first_chunk
+
     picture = image_paths[0]
     server = server or AppProcess(args)
     try:
         raw = RawRecipe(args, picture)
         wait_for(server)
-        raw.run(), through_the_app(server, picture)  # warm both paths up (first-call costs are not streaming)
-        runs = [pair(raw, server, picture) for _ in range(args.stream_repeats)]
+        with bare_endpoint() as bare_url:
+            bare = Client(bare_url, verbose=False)
+            # warm the paths up (first-call costs are not streaming)
+            raw.run(), through_the_app(server, picture), first_chunk(bare, "/stream", "warm up")
+            runs = [pair(raw, server, picture, bare) for _ in range(args.stream_repeats)]
+            bare.close()
     finally:
         server.close()
     return summary(args.stream_model, runs)

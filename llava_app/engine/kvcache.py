@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from llava_app.engine.compat import processing_kwargs
+from llava_app.engine.prompt_ids import PromptIds
 from llava_app.engine.token_record import TokenRecords
 from llava_app.engine.lru import ByteLRU, cache_nbytes
 
@@ -126,10 +127,7 @@ class PrefixReuse:
 
     def __init__(self, model, processor, open_image: Callable[[str], Any], model_id: str,
                  kv_budget_bytes: int, feature_budget_bytes: int, tokenizer_lock: Any = None):
-        self.model = model
-        self.processor = processor
-        self.open_image = open_image
-        self.model_id = model_id
+        self.model, self.processor, self.open_image, self.model_id = model, processor, open_image, model_id
         self.device = next(model.parameters()).device
         self.image_token = processor.image_token
         self.image_token_id = int(model.config.image_token_id)
@@ -142,16 +140,19 @@ class PrefixReuse:
         # is usually counted (context fitting) just before it is generated from.
         self._last_processed: tuple[tuple[str, ...], Any] | None = None
         self._layout_lock = threading.RLock()  # layout() also serves prompt counts from other threads
+        # The latest prompt laid out (context fitting counts the prompt the engine lays out next)
+        self._last_layout: tuple[tuple[str, tuple[str, ...]], Any, tuple[ImageSpan, ...]] | None = None
         self._checked_out: dict[str, bool] = {}  # session -> forgotten while generating
         self._lock = threading.Lock()
-        self.vision_calls = 0
-        self.images_encoded = 0
+        self.vision_calls = self.images_encoded = 0
         self._tokenizer_lock = tokenizer_lock or nullcontext()
         # Each session's ids: answers keep their generated ids (re-tokenising them may break the prefix).
         self.records = TokenRecords(processor.tokenizer, tokenizer_lock=tokenizer_lock)
         self._kwargs = processing_kwargs(processor)
         #: prompts are laid out here (prefix reuse, cached features); off when transformers lacks what it needs
         self.layout_ok = self._kwargs is not None
+        self._prompt_ids = PromptIds(processor, (self._kwargs or {}).get("text", {}), self.image_token,
+                                     self.image_token_id, tokenizer_lock)
         self.reuse_kv = self.layout_ok and kv_budget_bytes > 0 and self._croppable()
         if self.layout_ok and kv_budget_bytes > 0 and not self.reuse_kv:
             log.info("KV reuse is off: this model's cache has layers that cannot be cropped (sliding window)")
@@ -240,10 +241,11 @@ class PrefixReuse:
                 self._replacements.move_to_end(self._feature_key(s))
         if text.count(self.image_token) != len(shas):
             raise ValueError(f"the prompt has {text.count(self.image_token)} image placeholders for {len(shas)} images")
-        with self._tokenizer_lock:
-            expanded, _ = self.processor.get_text_with_replacements([text], repl)
-            ids = self.processor.tokenizer(expanded, **self._kwargs["text"])["input_ids"][0]
-        ids = torch.as_tensor(ids, dtype=torch.long).flatten().cpu()
+        key = (text, tuple(shas))
+        last = self._last_layout  # tokenising a long prompt's image placeholders is the costly part
+        if processed is None and last is not None and last[0] == key:
+            return last[1].clone(), last[2], None, missing
+        ids = torch.as_tensor(self._prompt_ids(text, repl), dtype=torch.long).flatten().cpu()
         spans, pos = [], 0
         is_image = (ids == self.image_token_id).tolist()
         for sha, r in zip(shas, repl):
@@ -256,6 +258,7 @@ class PrefixReuse:
             pos += n
         if sum(is_image) != sum(s.stop - s.start for s in spans):
             raise ValueError("the prompt has image tokens that belong to no image")
+        self._last_layout = (key, ids.clone(), tuple(spans))
         return ids, tuple(spans), processed, missing
 
     # ----- a request -----------------------------------------------------------------------
@@ -289,8 +292,7 @@ class PrefixReuse:
         stats.prompt_ids = ids
 
         entry = self._take(session_id) if (self.reuse_kv and session_id) else None
-        n = 0
-        cache = None
+        n, cache = 0, None
         if entry is not None:
             n = common_prefix(entry.ids, entry.spans, ids, spans)
             # At least one token must be fed to get the next token's logits.
@@ -323,10 +325,7 @@ class PrefixReuse:
             stats.images_encoded = len(need)
 
         input_ids = ids.unsqueeze(0).to(self.device)
-        kwargs: dict[str, Any] = {
-            "input_ids": input_ids,
-            "attention_mask": torch.ones_like(input_ids),
-        }
+        kwargs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
         if cache is not None:
             kwargs["past_key_values"] = cache
         if todo:
@@ -363,8 +362,7 @@ class PrefixReuse:
         seq = sequences[0].detach().cpu()
         if length > seq.numel():  # pragma: no cover - generate always feeds less than it returns
             return
-        entry = CachedPrefix(seq[:length].clone(), prepared.spans, cache)
-        entry.nbytes = cache_nbytes(cache)
+        entry = CachedPrefix(seq[:length].clone(), prepared.spans, cache, nbytes=cache_nbytes(cache))
         if not self.kv.put(sid, entry, entry.nbytes):
             log.info("session %s: its KV cache (%.1f MB) is larger than the whole budget; not kept",
                      sid[:8], entry.nbytes / 2**20)
@@ -385,6 +383,7 @@ class PrefixReuse:
         with self._layout_lock:
             self._replacements.clear()
             self._last_processed = None
+            self._last_layout = None
 
     def _take(self, session_id: str) -> CachedPrefix | None:
         """Check a session's cache out for a generation (it is not counted or evictable meanwhile)."""

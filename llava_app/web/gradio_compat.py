@@ -88,3 +88,18 @@ class GradioSessions:
         messages = queue.pending_messages_per_session.get(session_hash)
         if messages is not None and messages.empty():
             queue.pending_messages_per_session.pop(session_hash, None)
+
+
+def skip_absent_matplotlib() -> None:
+    """Gradio tries ``import matplotlib`` twice per call of a function, every step of a stream included.
+
+    Without matplotlib each try searches ``sys.path`` again (a failed import is not remembered):
+    a couple of milliseconds of the event loop per streamed update. Marking the absent module as
+    absent (``None`` in ``sys.modules``) makes those imports fail at once; where matplotlib is
+    installed nothing changes.
+    """
+    import importlib.util
+    import sys
+
+    if "matplotlib" not in sys.modules and importlib.util.find_spec("matplotlib") is None:
+        sys.modules["matplotlib"] = None  # type: ignore[assignment]

@@ -11,6 +11,7 @@ from starlette.middleware import Middleware
 from llava_app.application import App
 from llava_app.config import Config
 from llava_app.web.auth import load_users
+from llava_app.web.gradio_compat import skip_absent_matplotlib
 from llava_app.web.i18n import I18N
 
 WEB = Path(__file__).resolve().parent
@@ -80,4 +81,5 @@ def queue_kwargs(config: Config) -> dict[str, Any]:
 
 def launch(app: App, demo: gr.Blocks, **extra: Any) -> None:
     """Queue and launch ``demo`` as configured (``extra`` goes to ``launch``, e.g. ``prevent_thread_lock``)."""
+    skip_absent_matplotlib()
     demo.queue(**queue_kwargs(app.config)).launch(**launch_kwargs(app), **extra)

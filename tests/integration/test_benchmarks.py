@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from llava_app.benchmarks import context, multiturn, sessions_memory
+from llava_app.benchmarks import context, multiturn, sessions_memory, ttft
 from llava_app.benchmarks.common import bench_images
 from llava_app.benchmarks.naive_vs_ours import InProcess, run_chat
 from llava_app.benchmarks.stream_rate import run_stream, served_here
@@ -58,6 +58,20 @@ def test_streaming_rate_through_gradio_client(tmp_path, tiny_cache, pictures):
     report = multiturn.summarise(None, None, stream, args)
     assert set(report["targets"]) == {"stream_rate_ratio"} and report["rows"] == []
     assert "Streaming (tiny-random, " in multiturn.table(report)
+
+
+def test_ttft_breakdown_of_a_follow_up_against_gradios_floor(tmp_path, tiny_cache, pictures):
+    args = ttft.parse_args(["--model", "tiny-random", "--repeats", "2", "--new-tokens", "2", "--work", str(tmp_path)])
+    report = json.loads(json.dumps(ttft.run(args, pictures[0])))
+
+    assert set(report["stages_s"]) == {key for key, _ in ttft.STAGES} and len(report["follow_ups"]) == 2
+    for follow in report["follow_ups"]:  # the stages are consecutive: they add up to the time to first chunk
+        assert all(v >= 0 for v in follow["stages"].values())
+        assert sum(follow["stages"].values()) == pytest.approx(follow["ttft_s"], abs=1e-6)
+        assert 0 < follow["prefilled_tokens"] < follow["prompt_tokens"]  # a follow-up reuses its prefix
+    pairs = [f["ttft_s"] - b for f, b in zip(report["follow_ups"], report["floor_runs_s"])]
+    assert report["floor_s"] > 0 and report["ours_s"] == pytest.approx(sum(pairs) / 2)  # the median of two
+    assert "| prefill |" in ttft.table(report) and "Gradio's floor" in ttft.table(report)
 
 
 def test_context_fitting_cost(tmp_path, tiny_cache):

@@ -175,3 +175,9 @@ def test_placeholder_tokens_typed_by_the_user_do_not_become_image_slots(backend)
     assert streamed.info.n_images == 1
     assert streamed.info.text.count(backend.processor.image_token) == 1
     assert "< image>" in streamed.info.text
+
+
+@pytest.mark.parametrize("preset", ["tiny-faithful-llava", "tiny-faithful-interleave"])
+def test_streamed_chunks_of_real_tokenizers_join_to_the_non_streamed_greedy_answer(local_backend, preset):
+    """The streamer's pieces under SentencePiece (leading spaces) and byte-level BPE, on the model's own answer."""
+    test_streamed_chunks_join_to_the_non_streamed_greedy_answer(local_backend(preset))

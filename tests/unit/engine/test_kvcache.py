@@ -270,6 +270,7 @@ def test_prompt_layout_matches_the_processor(local_backend, photos, preset):
         assert ids.tolist() == expected.tolist()
         assert [s.sha256 for s in spans] == [r.sha256 for r in refs[:k]]
         assert all((ids[s.start:s.stop] == backend.reuse.image_token_id).all() for s in spans)
+    assert backend.reuse._prompt_ids.fast is True  # the placeholder ids were repeated, not tokenised each
     # The engine's prompt count (context fitting, the page's panel) is the processor's.
     conv_msgs = [{"role": "user", "content": [p for i, r in enumerate(refs) for p in (
         {"type": "text", "text": f"Image {i + 1}:"}, {"type": "image", "ref": _Ref(r.sha256, f"Image {i + 1}")})]
@@ -345,3 +346,21 @@ def test_a_prompt_the_engine_cannot_lay_out_is_read_whole_by_the_processor(local
     stats, msgs = ask(service, conv, "Are you sure ?")
     check(backend, stats, msgs)
     assert stats.reused_tokens == 0 and stats.images_encoded == 1 and conv.id not in backend.reuse.kv
+
+
+def test_prompt_ids_repeat_the_placeholder_id_and_fall_back_where_the_tokenizer_reads_them_otherwise(local_backend):
+    from llava_app.engine.prompt_ids import PromptIds
+
+    backend = local_backend()
+    p = backend.processor
+    text = p.apply_chat_template([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Hi ?"}]}],
+                                 add_generation_prompt=True, tokenize=False)
+    repl = [p.image_token * 7]
+    ids = PromptIds(p, backend.reuse._kwargs["text"], p.image_token, backend.reuse.image_token_id)
+    assert ids.fast is None  # checked on the first prompt with an image
+    assert ids(text, repl) == ids.processor_way(text, repl) and ids.fast is True
+    assert ids(text, repl).count(backend.reuse.image_token_id) == 7
+    odd = PromptIds(p, backend.reuse._kwargs["text"], p.image_token, backend.reuse.image_token_id)
+    odd.processor_way = lambda text, replacements: [1, 2, 3]  # a tokenizer that reads the repeats differently
+    assert odd(text, repl) == [1, 2, 3] and odd.fast is False
+    assert odd(text, repl) == [1, 2, 3]  # the processor's way from then on
