@@ -207,3 +207,10 @@ def restore_tree(conv: Conversation, record, max_images: int | None) -> None:
         conv.chosen[turn.parent] = turn.id
     conv.next_turn = 1
     sync(conv)
+
+
+def is_new_branch(conv: Conversation) -> bool:
+    """The pending turn has siblings: its prompt starts a branch (the engine keeps the other's cache)."""
+    with conv.lock:
+        sync(conv)
+        return bool(conv.turns) and conv.turns[-1].assistant is None and position(conv, len(conv.turns) - 1)[1] > 1

@@ -310,7 +310,8 @@ class Conversation:
             images=[ImageRecord(number=im.number, sha256=im.sha256, width=im.width, height=im.height,
                                 turn=-1 if im in self.stash else im.joined_at, name=im.name, video=im.video)
                     for im in self.all_images()],
-            turns=[branches.turn_record(t) for t in self.turns], branches=[branches.turn_record(t) for t in self.hidden],
+            turns=[branches.turn_record(t) for t in self.turns],
+            branches=[branches.turn_record(t) for t in self.hidden],
             next_number=self.next_number, conversation_id=self.id, model=model, system_prompt=system_prompt,
             last_prompt=None if info is None else PromptRecord(text=info.text, n_images=info.n_images,
                                                                n_tokens=info.n_tokens,

@@ -235,7 +235,8 @@ class ChatService:
             if oom is not None:
                 raise oom from None
             raise
-        request = ChatRequest(conv.messages(system_prompt), params, session_id=conv.id, cancel=cancel)
+        request = ChatRequest(conv.messages(system_prompt), params, session_id=conv.id, cancel=cancel,
+                              new_branch=branches.is_new_branch(conv))
         text, failed, clock = "", False, AnswerClock()
         events = self.backend.stream(request)
         last = 0.0
