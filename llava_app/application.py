@@ -59,6 +59,17 @@ class App:
         self.saved.save(new)
         return new
 
+    def reopen(self, old: Conversation, row: str, client: str | None = None) -> tuple[Conversation, str | None]:
+        """An earlier chat of this browser (``row`` of its list) in place of ``old``, which stays in the list;
+        returns it and a question that was never answered (for the question box)."""
+        if self.service.is_running(old):
+            raise UserError("Press Stop, or wait for the answer, before opening another conversation.")
+        self.saved.save(old)
+        conv, pending = self.saved.reopen(old, row)
+        self.service.forget(old)
+        self.service.touch(conv, client=client)
+        return conv, pending
+
     def import_file(self, path: str, old: Conversation, client: str | None = None
                     ) -> tuple[Conversation, str | None]:
         """A conversation from an exported JSON or zip, in place of ``old``; returns it and its system prompt."""
