@@ -83,6 +83,12 @@ class BrowserSaves:
             with self._lock:
                 self._rows[conv.id] = (entry_key(token, username), new_row_key())
 
+    def bind_client(self, conv: Conversation, client: str, username: str | None = None) -> None:
+        """An API client has no browser key: unless bound already, ``conv`` is listed under one of its session's."""
+        if self.saved is not None and client:
+            with self._lock:
+                self._rows.setdefault(conv.id, (entry_key(f"api\0{client}", username), new_row_key()))
+
     def rebind(self, old: Conversation, new: Conversation) -> None:
         """A new chat (or an import) follows ``old`` in its browser's list; ``old`` stays in it."""
         with self._lock:
