@@ -118,6 +118,25 @@ class BranchingHandlers:
             gr.Warning(_message(exc))
         return self.saved.listing(conv)
 
+    def on_share(self, conv: Conversation) -> dict[str, Any]:
+        """A read-only snapshot of the branch shown: ``{"url": "/share/<token>", "token", "expires"}`` (the
+        page prefixes its own origin); ``{}`` with a message when there is nothing to share or sharing is off."""
+        try:
+            token, expires = self.app.share_links.share(conv, self.service.model_name)
+        except UserError as exc:
+            gr.Warning(_message(exc))
+            return {}
+        return {"url": f"/share/{token}", "token": token, "expires": expires}
+
+    def on_revoke(self, link: str, conv: Conversation) -> bool:
+        """Revoke one of this browser's links (the token or the whole URL); True when it is gone."""
+        try:
+            self.app.share_links.revoke(conv, str(link or ""))
+        except UserError as exc:
+            gr.Warning(_message(exc))
+            return False
+        return True
+
     # ----- the API ----------------------------------------------------------------------------
     def _api_client(self, conv: Conversation, request: gr.Request) -> None:
         """An API client's conversations are listed under its session (it has no browser key)."""
@@ -158,6 +177,24 @@ class BranchingHandlers:
             raise gr.Error(_message(exc), print_exception=False) from None
         self.saved.save(conv)
         return conv.summary(), conv
+
+    def api_share(self, conv: Conversation, request: gr.Request) -> dict[str, Any]:
+        """Share the branch shown: ``{"url": "/share/<token>", "token", "expires"}`` (with --share-links)."""
+        self._api_client(conv, request)
+        try:
+            token, expires = self.app.share_links.share(conv, self.service.model_name)
+        except UserError as exc:
+            raise gr.Error(_message(exc), print_exception=False) from None
+        return {"url": f"/share/{token}", "token": token, "expires": expires}
+
+    def api_revoke(self, link: str, conv: Conversation, request: gr.Request) -> bool:
+        """Revoke a link this client made (the token or the URL)."""
+        self._api_client(conv, request)
+        try:
+            self.app.share_links.revoke(conv, str(link or ""))
+        except UserError as exc:
+            raise gr.Error(_message(exc), print_exception=False) from None
+        return True
 
     def api_conversations(self, conv: Conversation, request: gr.Request) -> list[dict[str, Any]]:
         """This client's saved conversations, newest first: id, title, updated, turns, images, thumbnails."""

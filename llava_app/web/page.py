@@ -290,6 +290,11 @@ def _wire_branch_api(page: Page, handlers: ChatHandlers, app: App, message, imag
     branch_btn.click(handlers.api_branch, [turn, index, page.state], [context, page.state], api_name="branch")
     chats_btn.click(handlers.api_conversations, [page.state], [chats], api_name="conversations")
     open_btn.click(handlers.api_open, [row, page.state], [context, page.state], api_name="open")
+    if app.share_links is not None and app.share_links.enabled:
+        with gr.Column(visible=False):
+            shared, revoked, share_btn, revoke_btn = gr.JSON(label="share"), gr.Checkbox(), gr.Button(), gr.Button()
+        share_btn.click(handlers.api_share, [page.state], [shared], api_name="share")
+        revoke_btn.click(handlers.api_revoke, [row, page.state], [revoked], api_name="revoke")
 
 
 def _wire_session(page: Page, handlers: ChatHandlers, demo: gr.Blocks) -> None:

@@ -65,6 +65,10 @@ def launch_kwargs(app: App) -> dict[str, Any]:
 
         # Routes given to the FastAPI app that launch() creates: served from its first request on.
         kwargs["app_kwargs"]["routes"] = build_router(app.service, config).routes
+    if app.share_links is not None and app.share_links.enabled:
+        from llava_app.web.share_page import share_routes
+
+        kwargs["app_kwargs"].setdefault("routes", []).extend(share_routes(app.share_links))  # no login: by design
     return kwargs
 
 
