@@ -184,3 +184,23 @@ def test_a_copy_keeps_the_tree(chat, image_files):
     twin = copy.deepcopy(conv)
     branches.switch(twin, 1, 0)
     assert shown(twin)[1] == ("q2", "a2") and shown(conv)[1][0] == "q2 edited"
+
+
+def test_export_and_import_keep_the_branches_and_the_finetune_record_takes_the_branch_shown(chat, image_files,
+                                                                                            tmp_path, store):
+    from llava_app.chat.transfer import export_conversation, import_conversation
+    from llava_app.storage.export import finetune_record
+
+    backend, service = chat
+    conv = three_turns(chat, image_files)
+    service.edit(conv, 1, "q2 edited", remove=[2])
+    list(service.stream_answer(conv, PARAMS))
+    (tmp_path / "out").mkdir()
+    path = export_conversation("json", conv, tmp_path / "out")
+    back = import_conversation(path, store, max_images=8).conversation
+    assert shown(back) == shown(conv) and branches.describe(back) == branches.describe(conv)
+    branches.switch(back, 1, 0)
+    assert shown(back)[1:] == [("q2", "a2"), ("q3", "a3")] and [im.label for im in back.images] == ["Image 1", "Image 2"]
+    record = finetune_record(conv.to_record())
+    assert [m["content"] for m in record["messages"] if m["role"] == "user"] == ["Image 1: <image>\nq1", "q2 edited"]
+    assert len(record["images"]) == 1
