@@ -126,6 +126,17 @@ class BrowserSaves:
             log.exception("saving a conversation failed; the live conversation is unaffected")
 
     # ----- the list of earlier chats ----------------------------------------------------------
+    def limits(self) -> dict[str, Any]:
+        """What the page says about the list: how long unused chats are kept, and the size cap of them all."""
+        if self.saved is None:
+            return {}
+        return {"days": self.saved.retention_s / 86400, "max_mb": self.saved.max_bytes / 2**20}
+
+    @property
+    def files_dir(self) -> str | None:
+        """Where the saved conversations' pictures are (the list's thumbnails); None with saving off."""
+        return str(self.saved.files_dir) if self.saved is not None else None
+
     def listing(self, conv: Conversation) -> list[dict[str, Any]]:
         """The saved conversations of ``conv``'s browser, newest first (``current`` marks ``conv``'s own)."""
         owner = self.owner_of(conv)

@@ -51,7 +51,7 @@ def launch_kwargs(app: App) -> dict[str, Any]:
         server_port=config.port,
         share=config.share,
         max_file_size=config.max_upload_bytes,
-        allowed_paths=[str(app.image_root), str(app.exports_dir)],
+        allowed_paths=[str(app.image_root), str(app.exports_dir), *filter(None, [app.saved.files_dir])],
         i18n=I18N,
         css=CSS,
         theme=gr.themes.Soft(),

@@ -52,6 +52,8 @@ def test_new_chat_keeps_the_previous_one_in_the_list_newest_first(app):
     assert [e["current"] for e in listing] == [True, False]
     assert listing[1]["turns"] == 1 and len(listing[1]["thumbnails"]) == 1 and listing[0]["thumbnails"] == []
     assert listing[0]["updated"] >= listing[1]["updated"]
+    assert listing[1]["thumbnails"][0].startswith(app.saved.files_dir)  # served to the page from there
+    assert app.saved.limits() == {"days": 7.0, "max_mb": 1024.0}
 
     # reopen the first: the second stays in the list; the reopened one saves to its own row
     reopened, pending = app.reopen(second, listing[1]["id"])
