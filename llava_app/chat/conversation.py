@@ -5,7 +5,8 @@ A ``Conversation`` is a small plain object (one per browser session, held in
 order ("Image 1", "Image 2", ...) and the numbers never change, even when an earlier
 image is removed. Each image joins the conversation at the turn where it was added:
 it is placed, with its label, in that turn's user message, so earlier turns' input
-does not change when an image arrives mid-conversation.
+does not change when an image arrives mid-conversation. ``turns`` are those of the branch
+shown; edits and Regenerate keep the others (``hidden``, ``stash``: see branches.py).
 
 ``to_record``/``restore`` convert to and from the storage layer's ``ConversationRecord``
 (saved conversations, export and import, feedback); a conversation is only ever built
