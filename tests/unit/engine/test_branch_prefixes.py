@@ -90,3 +90,43 @@ def test_a_session_keeps_a_bounded_number_of_prefixes(local_backend, photos):
     assert backend.reuse.kv.prefixes(conv.id) == PER_SESSION
     service.forget(conv)
     assert conv.id not in backend.reuse.kv
+
+
+def test_under_real_bpe_each_branch_keeps_the_ids_its_answers_were_written_in(local_backend, monkeypatch, request,
+                                                                             tiny_model_path):
+    """Answers written in byte-sized tokens (not how the tokenizer writes their text): a branch switched
+    back to still reads only its new question, because its own recorded ids stand in for its answers."""
+    from faithful_support import MIXED, SYSTEM, byte_ids, force_answers
+    from unit.engine.test_faithful import real_or_skip, stored
+
+    from llava_app.chat.conversation import Conversation
+    from llava_app.chat.service import ChatService
+    from llava_app.engine.base import GenerationParams
+
+    preset = "tiny-faithful-llava"
+    real_or_skip(tiny_model_path, preset)
+    backend = local_backend(preset)
+    tok, eot = backend.processor.tokenizer, backend.model.generation_config.eos_token_id
+    force_answers(backend, monkeypatch, [byte_ids(tok, text) + [eot] for text in
+                                         (MIXED, " The second, 深色 🌙.", " Third 😀.", " Edited 你好.", " Again.")])
+    service, conv = ChatService(backend, backend.images, stream_interval=0.0), Conversation()
+    s = stored(backend, "red", (64, 48))
+    conv.add_image(s.sha256, s.path, s.width, s.height)
+
+    def run():
+        for _ in service.stream_answer(conv, GenerationParams(max_new_tokens=40), SYSTEM):
+            pass
+        return backend.last_run
+
+    for question in ["What is in Image 1?", "Which one is darker?", "Why?"]:
+        service.ask(conv, question)
+        last = run()
+    service.edit(conv, 1, "Which one is lighter?")
+    edited = run()
+    assert edited.reused_tokens > 576 and edited.images_encoded == 0
+    service.switch_branch(conv, 1, 0)
+    service.ask(conv, "Sure?")
+    back = run()
+    fresh = back.prompt_tokens - last.prompt_tokens - len(last.new_token_ids) + 1  # the new question's turn
+    assert back.prefilled_tokens == fresh and back.images_encoded == 0
+    backend.forget(conv.id)
