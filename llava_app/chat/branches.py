@@ -114,6 +114,12 @@ def drop(conv: Conversation, turn: Turn) -> None:
         conv.hidden = [t for t in conv.hidden if t.id != turn.id]
 
 
+def drop_answers(conv: Conversation, turn: Turn) -> None:
+    """Forget ``turn``'s siblings that nothing follows (other answers to it, as Regenerate keeps them)."""
+    parents = {t.parent for t in conv.turns + conv.hidden}
+    conv.hidden = [t for t in conv.hidden if t.parent != turn.parent or t.id in parents]
+
+
 def fork(conv: Conversation, index: int, question: str, add: list[int] = (), remove: list[int] = ()) -> Turn:
     """A new sibling of shown turn ``index`` asking ``question``, with that turn's images less ``remove``
     plus ``add`` (numbers of images waiting for the next question); it becomes the newest turn shown,

@@ -246,9 +246,11 @@ class Conversation:
 
     @_locked
     def undo(self) -> str:
-        """Remove the last exchange; returns its question (to put back in the box)."""
+        """Remove the last exchange and its other answers (Regenerate's); returns its question (for the box).
+        A sibling that other turns follow is a branch of its own: it stays, and is shown."""
         if not self.turns:
             raise UserError("There is nothing to undo.")
+        branches.drop_answers(self, self.turns[-1])
         return self.retract()
 
     @_locked

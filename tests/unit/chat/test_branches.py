@@ -166,14 +166,20 @@ def test_branches_survive_the_record_and_a_version_1_file_still_reads(chat, imag
     assert conv1.turns[-1].parent == conv1.turns[1].id
 
 
-def test_undo_of_a_regenerated_answer_brings_back_the_first(chat, image_files):
+def test_undo_takes_back_the_question_with_its_other_answers_but_keeps_a_branch(chat, image_files):
     backend, service = chat
     conv = three_turns(chat, image_files)
     service.regenerate(conv)
     list(service.stream_answer(conv, PARAMS))
     assert service.undo(conv) == "q3"
-    assert shown(conv)[-1] == ("q3", "a3")
-    assert conv.summary()["branches"][2]["count"] == 1
+    assert shown(conv) == [("q1", "a1"), ("q2", "a2")] and conv.hidden == []
+    # an edited question that has a branch beside it: undo takes the edit back and shows that branch
+    say(service, backend, conv, "q3", "a3")
+    service.edit(conv, 1, "q2 edited")
+    list(service.stream_answer(conv, PARAMS))
+    assert service.undo(conv) == "q2 edited"
+    assert shown(conv) == [("q1", "a1"), ("q2", "a2"), ("q3", "a3")]
+    assert conv.summary()["branches"][1]["count"] == 1
 
 
 def test_a_copy_keeps_the_tree(chat, image_files):
