@@ -17,6 +17,7 @@ from llava_app.chat.conversation import Conversation
 from llava_app.chat.saved import BrowserSaves
 from llava_app.chat.service import ChatService
 from llava_app.chat.sessions import Janitor
+from llava_app.chat.sharing import ShareLinks
 from llava_app.chat.transfer import export_conversation, import_conversation
 from llava_app.chat.uploads import Intake
 from llava_app.config import Config
@@ -30,6 +31,7 @@ from llava_app.storage.fetch import FetchPolicy
 from llava_app.storage.images import ImageLimits, ImageStore
 from llava_app.storage.media import MediaOptions
 from llava_app.storage.saved import SavedConversations
+from llava_app.storage.shares import Shares
 from llava_app.storage.video import VideoLimits
 
 EXPORT_KINDS = ("markdown", "json", "zip")
@@ -48,6 +50,8 @@ class App:
     #: where uploads are stored (served as static files: they never change)
     image_root: Path
     exports_dir: Path
+    #: read-only snapshots at unguessable URLs (off without --share-links)
+    share_links: ShareLinks | None = None
     _janitor: Janitor | None = field(default=None, repr=False)
 
     # ----- one conversation replaces another (New chat, import, the API's /reset) --------------
@@ -58,6 +62,17 @@ class App:
         self.service.touch(new, client=client)
         self.saved.save(new)
         return new
+
+    def reopen(self, old: Conversation, row: str, client: str | None = None) -> tuple[Conversation, str | None]:
+        """An earlier chat of this browser (``row`` of its list) in place of ``old``, which stays in the list;
+        returns it and a question that was never answered (for the question box)."""
+        if self.service.is_running(old):
+            raise UserError("Press Stop, or wait for the answer, before opening another conversation.")
+        self.saved.save(old)
+        conv, pending = self.saved.reopen(old, row)
+        self.service.forget(old)
+        self.service.touch(conv, client=client)
+        return conv, pending
 
     def import_file(self, path: str, old: Conversation, client: str | None = None
                     ) -> tuple[Conversation, str | None]:
@@ -80,6 +95,8 @@ class App:
         """End idle conversations, delete image files none uses, sweep saved ones (the janitor calls this)."""
         self.service.housekeep()
         self.saved.housekeep()
+        if self.share_links is not None:
+            self.share_links.housekeep()
 
     def start_housekeeping(self, interval_s: float | None = None) -> None:
         """Run ``housekeep`` in a daemon thread, every ``interval_s`` (default: half the time-to-live)."""
@@ -103,6 +120,15 @@ def open_saved(config: Config) -> SavedConversations | None:
                               config.history_dir or os.path.join(root, "images"),
                               retention_s=config.history_days * 86400,
                               max_bytes=int(config.history_max_mb * 1024 * 1024))
+
+
+def open_shares(config: Config) -> Shares | None:
+    """The store of shared snapshots (None unless --share-links)."""
+    if not config.share_links:
+        return None
+    root = os.path.join(config.data_dir, "shares")
+    return Shares(os.path.join(root, "shares.sqlite3"), os.path.join(root, "images"),
+                  ttl_s=config.share_link_days * 86400)
 
 
 def url_policy(config: Config) -> FetchPolicy:
@@ -139,6 +165,6 @@ def create_app(config: Config, backend: Backend | None = None, store: ImageStore
     service.on_release.append(saved.release)
     feedback = FeedbackLog(config.feedback_file, with_images=config.feedback_images) if config.feedback_file else None
     app = App(config, service, saved, feedback, image_root=Path(store.root),
-              exports_dir=Path(config.data_dir) / "exports")
+              exports_dir=Path(config.data_dir) / "exports", share_links=ShareLinks(open_shares(config), saved))
     app.start_housekeeping()
     return app

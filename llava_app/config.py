@@ -44,6 +44,8 @@ class Config:
     history_dir: str = ""  # "" = <data_dir>/history/images
     history_days: float = 7.0
     history_max_mb: float = 1024.0
+    share_links: bool = False  # users may make read-only links to a snapshot of a conversation
+    share_link_days: float = 7.0
     auth: str = ""  # user:password[,user2:password2]
     auth_file: str = ""
     context_length: int = 0  # 0: the model's own window; a smaller one for tests
@@ -107,6 +109,10 @@ _HELP: dict[str, str] = {
     "history_dir": "folder for saved conversations' images (default <data-dir>/history/images)",
     "history_days": "saved conversations unused this many days are deleted",
     "history_max_mb": "size cap of saved conversations (rows plus images); the oldest go first",
+    "share_links": "let users share a read-only snapshot of the branch shown (images included) at an "
+                   "unguessable URL that expires; the owner can revoke it. Anyone with the URL can read it, "
+                   "without login",
+    "share_link_days": "with --share-links: days a shared snapshot stays readable",
     "auth": "require login: user:password, several separated by commas (prefer --auth-file or the variable: "
     "flags show in the process list)",
     "auth_file": "require login: a file with one user:password per line (# starts a comment)",
@@ -248,6 +254,8 @@ def validate(config: Config) -> None:
         problems.append("--max-images-per-message must be at least 1")
     if config.session_ttl <= 0:
         problems.append("--session-ttl must be positive")
+    if config.share_link_days <= 0:
+        problems.append("--share-link-days must be positive")
     if config.history_days <= 0 or config.history_max_mb <= 0:
         problems.append("--history-days and --history-max-mb must be positive")
     if config.backend == "openai" and not config.base_url:

@@ -5,7 +5,8 @@ A ``Conversation`` is a small plain object (one per browser session, held in
 order ("Image 1", "Image 2", ...) and the numbers never change, even when an earlier
 image is removed. Each image joins the conversation at the turn where it was added:
 it is placed, with its label, in that turn's user message, so earlier turns' input
-does not change when an image arrives mid-conversation.
+does not change when an image arrives mid-conversation. ``turns`` are those of the branch
+shown; edits and Regenerate keep the others (``hidden``, ``stash``: see branches.py).
 
 ``to_record``/``restore`` convert to and from the storage layer's ``ConversationRecord``
 (saved conversations, export and import, feedback); a conversation is only ever built
@@ -21,6 +22,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from llava_app.chat import branches
+from llava_app.chat.parts import AnswerStats, ImageRef, Turn
 from llava_app.engine.base import PromptInfo
 from llava_app.errors import UserError
 from llava_app.storage.records import ConversationRecord, ImageRecord, PromptRecord, TurnRecord, image_label
@@ -29,56 +32,6 @@ log = logging.getLogger(__name__)
 
 #: opens the model-written summary of the turns dropped to fit the context window
 SUMMARY_LEAD = "Summary of the earlier conversation:"
-
-
-@dataclass
-class ImageRef:
-    """An image of the conversation (stored normalised on disk by ``ImageStore``)."""
-
-    number: int
-    sha256: str
-    path: str
-    width: int
-    height: int
-    joined_at: int  # index of the user turn whose message carries this image
-    name: str = ""
-    video: str = ""  # the clip this image is a keyframe of ("clip.mp4"); its name then says when
-
-    @property
-    def frame_time(self) -> str:
-        """A keyframe's time in its clip ("0:12"), from its name "clip.mp4 @ 0:12"; "" for other images."""
-        lead = f"{self.video} @ "
-        return self.name[len(lead):] if self.video and self.name.startswith(lead) else ""
-
-    @property
-    def label(self) -> str:
-        """The stable label shown under the thumbnail and given to the model."""
-        return image_label(self.number)
-
-
-@dataclass(frozen=True)
-class AnswerStats:
-    """How an answer was made: the engine's ``Usage`` and the timing the service measured."""
-
-    ttft_s: float | None  # request sent to first text, seconds
-    tokens_per_s: float | None  # decode rate after the first text
-    prompt_tokens: int | None
-    completion_tokens: int
-    prefilled_tokens: int | None = None  # prompt tokens computed again (the rest came from a cached prefix)
-    images_encoded: int | None = None
-    images_cached: int | None = None
-    finish_reason: str = "stop"  # "stop", "length" or "cancelled"
-
-
-@dataclass
-class Turn:
-    """One exchange: the user's question and the model's answer (None while pending)."""
-
-    user: str
-    assistant: str | None = None
-    stopped: bool = False  # the user pressed Stop; the partial answer is kept
-    interrupted: bool = False  # a server crash or restart cut the answer off (restored from a save)
-    stats: AnswerStats | None = None  # set when the answer was generated here (not for loaded ones)
 
 
 def _locked(method):
@@ -106,6 +59,12 @@ class Conversation:
     context_window: int | None = None
     #: images removed after a question carried them: the chat still shows where they were
     removed: list[ImageRef] = field(default_factory=list)
+    # Branches (branches.py): ``turns`` is the branch shown; turns of the other branches, the images only
+    # they bring, and each turn's child last shown (parent id -> child id) are kept here.
+    hidden: list[Turn] = field(default_factory=list)
+    stash: list[ImageRef] = field(default_factory=list)
+    chosen: dict[int, int] = field(default_factory=dict)
+    next_turn: int = 1
     #: held by every change, and by reads that need one consistent state (see the module docstring)
     lock: threading.RLock = field(default_factory=threading.RLock, init=False, repr=False, compare=False)
 
@@ -125,8 +84,12 @@ class Conversation:
 
     # ----- images -------------------------------------------------------------------------
     def find_image(self, sha256: str) -> ImageRef | None:
-        """The image with this content hash, if the conversation has it."""
+        """The image with this content hash, if the branch shown has it."""
         return next((im for im in self.images if im.sha256 == sha256), None)
+
+    def all_images(self) -> list[ImageRef]:
+        """Every image of the conversation, on any branch (labels belong to the conversation)."""
+        return [*self.images, *self.stash]
 
     @_locked
     def add_image(self, sha256: str, path: str, width: int, height: int, name: str = "",
@@ -141,6 +104,10 @@ class Conversation:
         existing = self.find_image(sha256)
         if existing is not None:
             return existing, False
+        hidden = next((im for im in self.stash if im.sha256 == sha256), None)
+        if hidden is not None:  # a picture another branch has keeps its label on this one
+            self.stash.remove(hidden)
+            number = hidden.number
         if max_images is not None and len(self.images) >= max_images:
             raise UserError(
                 f"This conversation already has {len(self.images)} images, the limit is {max_images}. "
@@ -148,7 +115,7 @@ class Conversation:
             )
         if number is None:
             number = self.next_number
-        elif number < 1 or any(im.number == number for im in self.images):
+        elif number < 1 or any(im.number == number for im in self.images + self.stash):
             raise UserError(f"{image_label(number)} is given twice; each image needs a label of its own.")
         ref = ImageRef(number=number, sha256=sha256, path=path, width=width, height=height,
                        joined_at=len(self.turns), name=name, video=video)
@@ -158,13 +125,17 @@ class Conversation:
 
     @_locked
     def remove_image(self, number: int) -> ImageRef:
-        """Remove ``Image <number>``; the other labels stay as they are."""
-        for i, im in enumerate(self.images):
-            if im.number == number:
-                ref = self.images.pop(i)
-                if ref.joined_at < len(self.turns):  # an earlier question carried it: keep its place in the chat
-                    self.removed.append(ref)
-                return ref
+        """Remove ``Image <number>`` (from every branch); the other labels stay as they are."""
+        for pool in (self.images, self.stash):
+            for i, im in enumerate(pool):
+                if im.number == number:
+                    for turn in self.turns + self.hidden:
+                        if turn.images and number in turn.images:
+                            turn.images.remove(number)
+                    ref = pool.pop(i)
+                    if pool is self.images and ref.joined_at < len(self.turns):  # a question carried it:
+                        self.removed.append(ref)  # the chat keeps its place, labelled
+                    return ref
         raise UserError(f"There is no {image_label(number)} in this conversation.")
 
     def images_for_turn(self, index: int) -> list[ImageRef]:
@@ -193,9 +164,13 @@ class Conversation:
         """Start a new turn with the pending images; its answer is generated next."""
         if self.turns and self.turns[-1].assistant is None:
             raise UserError("The previous answer is still being written. Wait for it or press Stop.")
-        for im in self.pending_images:
+        branches.sync(self)
+        pending = self.pending_images
+        for im in pending:
             im.joined_at = len(self.turns)
-        turn = Turn(user=question)
+        turn = Turn(user=question, id=branches.new_id(self), parent=self.turns[-1].id if self.turns else 0,
+                    images=[im.number for im in pending])
+        self.chosen[turn.parent] = turn.id
         self.turns.append(turn)
         return turn
 
@@ -210,9 +185,15 @@ class Conversation:
 
     @_locked
     def retract(self) -> str:
-        """Drop the newest turn (a failed generation); its images go back to pending."""
+        """Drop the newest turn (a failed generation); its images go back to pending.
+
+        A turn that had siblings gives way to the newest of them (a failed edit or
+        Regenerate shows the branch it would have replaced).
+        """
+        branches.sync(self)
         turn = self.turns.pop()
         self.removed = [im for im in self.removed if im.joined_at < len(self.turns)]
+        branches.drop(self, turn)
         self.first_visible = min(self.first_visible, len(self.turns))
         if self.first_visible == 0:
             self.context_summary = ""
@@ -220,22 +201,23 @@ class Conversation:
 
     @_locked
     def undo(self) -> str:
-        """Remove the last exchange; returns its question (to put back in the box)."""
+        """Remove the last exchange and its other answers (Regenerate's); returns its question (for the box).
+        A sibling that other turns follow is a branch of its own: it stays, and is shown."""
         if not self.turns:
             raise UserError("There is nothing to undo.")
+        branches.drop_answers(self, self.turns[-1])
         return self.retract()
 
     @_locked
     def regenerate(self) -> Turn:
-        """Clear the last answer so it is generated again."""
+        """A new answer to the last question, as a sibling: the old answer stays on its own branch."""
         if not self.turns:
             raise UserError("There is no answer to regenerate yet.")
-        turn = self.turns[-1]
-        turn.assistant = None
-        turn.stopped = False
-        turn.interrupted = False
-        turn.stats = None
-        return turn
+        last = self.turns[-1]
+        if last.assistant is None:  # never answered: nothing to keep
+            last.stopped, last.interrupted, last.stats = False, False, None
+            return last
+        return branches.fork(self, len(self.turns) - 1, last.user)
 
     # ----- the record (saved conversations, export, import, feedback, /v1) ----------------
     @classmethod
@@ -268,6 +250,7 @@ class Conversation:
             if turn.assistant is not None:
                 conv.answer(turn.assistant, stopped=turn.stopped, interrupted=turn.interrupted)
         add_images_of(last)
+        branches.restore_tree(conv, record, max_images)
         conv.next_number = max([conv.next_number, record.next_number, *(im.number + 1 for im in record.images)])
         lp = record.last_prompt
         if lp is not None:
@@ -279,17 +262,19 @@ class Conversation:
     def to_record(self, *, model: str = "", system_prompt: str | None = None,
                   with_prompt: bool = False) -> ConversationRecord:
         """The conversation as a record (with where its image files are); ``with_prompt`` keeps the last prompt."""
+        branches.sync(self)
         info = self.last_prompt if with_prompt else None
         return ConversationRecord(
             images=[ImageRecord(number=im.number, sha256=im.sha256, width=im.width, height=im.height,
-                                turn=im.joined_at, name=im.name, video=im.video) for im in self.images],
-            turns=[TurnRecord(user=t.user, assistant=t.assistant, stopped=t.stopped, interrupted=t.interrupted)
-                   for t in self.turns],
+                                turn=-1 if im in self.stash else im.joined_at, name=im.name, video=im.video)
+                    for im in self.all_images()],
+            turns=[branches.turn_record(t) for t in self.turns],
+            branches=[branches.turn_record(t) for t in self.hidden],
             next_number=self.next_number, conversation_id=self.id, model=model, system_prompt=system_prompt,
             last_prompt=None if info is None else PromptRecord(text=info.text, n_images=info.n_images,
                                                                n_tokens=info.n_tokens,
                                                                image_labels=tuple(info.image_labels)),
-            files={im.sha256: im.path for im in self.images},
+            files={im.sha256: im.path for im in self.all_images()},
         )
 
     # ----- what the model gets ------------------------------------------------------------
@@ -339,6 +324,7 @@ class Conversation:
             "prompt": info.text,
             "turns": [{"user": t.user, "assistant": t.assistant, "stopped": t.stopped, "interrupted": t.interrupted,
                        "in_prompt": self.is_visible(i)} for i, t in enumerate(self.turns)],
+            "branches": branches.describe(self),
             "context": {
                 "window": self.context_window,
                 "prompt_tokens": info.n_tokens,

@@ -1,8 +1,8 @@
 """What the page and the API do with a conversation, without Gradio.
 
-``ChatService`` takes uploads into a conversation, checks questions, streams answers
-from the backend into the conversation, and keeps one cancel flag per running
-generation so Stop (or a closed tab) ends the model's decode loop.
+``ChatService`` takes uploads into a conversation, checks questions, edits and branches
+(branches.py), streams answers from the backend into the conversation, and keeps one cancel
+flag per running generation so Stop (or a closed tab) ends the model's decode loop.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
 from llava_app.engine.base import Backend, ChatRequest, GenerationParams, PromptReady, TextDelta, Usage, require
+from llava_app.chat import branches
 from llava_app.chat.context import ContextFitter
 from llava_app.chat.conversation import Conversation, PromptInfo
 from llava_app.chat.timing import AnswerClock, count_prompt
@@ -47,10 +48,8 @@ class ChatService:
                  session_ttl: float = 3600.0, max_new_tokens_limit: int = 2048,
                  allowed_models: list[str] | None = None, intake: Intake | None = None):
         self.backend = backend
-        #: how videos, PDFs and URLs are read (their limits; whether URLs are fetched at all)
-        self.intake = intake or Intake(store)
-        #: the most new tokens a user may ask for
-        self.max_new_tokens_limit = max_new_tokens_limit
+        self.intake = intake or Intake(store)  # how videos, PDFs and URLs are read (limits; URLs at all)
+        self.max_new_tokens_limit = max_new_tokens_limit  # the most new tokens a user may ask for
         #: the models users may switch to (the operator's allow-list; '*' allows any id)
         self.allowed_models = allowed_models or []
         self.store = store
@@ -172,11 +171,34 @@ class ChatService:
         self._arm(conv)
 
     def regenerate(self, conv: Conversation) -> None:
-        """Clear the last answer and arm a new generation for it."""
+        """A new answer to the last question (the old one stays, a sibling), armed for generation."""
         if self.is_running(conv):
             raise UserError("Wait for the current answer, or press Stop, before regenerating.")
         conv.regenerate()
         self._arm(conv)
+
+    def edit(self, conv: Conversation, turn: int, text: str | None, files: Iterable[tuple[str, str]] = (),
+             remove: Iterable[int] = ()) -> None:
+        """Ask turn ``turn`` (0-based, on the branch shown) again, edited: new text, images added (``files``)
+        or taken off it (``remove``, numbers); what followed stays on its own branch. ``stream_answer`` answers."""
+        question = self.check_question(text)
+        if self.is_running(conv):
+            raise UserError("Wait for the current answer, or press Stop, before editing a question.")
+        self._drop_orphan(conv)
+        before, files = {im.number for im in conv.images}, list(files)
+        errors = self.attach(conv, files, all_or_nothing=True).errors if files else []
+        if errors:
+            raise UserError(" ".join(errors))
+        branches.fork(conv, turn, question, [im.number for im in conv.images if im.number not in before], list(remove))
+        self._arm(conv)
+
+    def switch_branch(self, conv: Conversation, turn: int, index: int) -> None:
+        """Show version ``index`` (0-based) of turn ``turn`` of the branch shown, and what followed it there."""
+        if self.is_running(conv):
+            raise UserError("Wait for the current answer, or press Stop, before switching branch.")
+        self._drop_orphan(conv)
+        branches.switch(conv, turn, index)
+        self.sessions.touch(conv)
 
     def undo(self, conv: Conversation) -> str:
         """Remove the last exchange; returns its question."""
@@ -232,7 +254,8 @@ class ChatService:
             if oom is not None:
                 raise oom from None
             raise
-        request = ChatRequest(conv.messages(system_prompt), params, session_id=conv.id, cancel=cancel)
+        request = ChatRequest(conv.messages(system_prompt), params, session_id=conv.id, cancel=cancel,
+                              new_branch=branches.is_new_branch(conv))
         text, failed, clock = "", False, AnswerClock()
         events = self.backend.stream(request)
         last = 0.0
@@ -260,9 +283,8 @@ class ChatService:
         finally:
             stopped = cancel.is_set()
             cancel.set()
-            close = getattr(events, "close", None)  # a generator: closing it ends the engine's work now
-            if close:
-                close()
+            if hasattr(events, "close"):  # a generator: closing it ends the engine's work now
+                events.close()
             self._release(conv, cancel)
             with conv.lock:  # the answer is written whole, never beside a reader
                 if failed and not text:
@@ -275,9 +297,7 @@ class ChatService:
         if not conv.turns:
             return PromptInfo()
         msgs = conv.messages(system_prompt)
-        if msgs and msgs[-1]["role"] == "assistant":
-            msgs = msgs[:-1]
-        return self.backend.prompt_info(msgs)
+        return self.backend.prompt_info(msgs[:-1] if msgs and msgs[-1]["role"] == "assistant" else msgs)
 
     def forget(self, conv: Conversation) -> None:
         """Stop and drop whatever is held for a conversation (new chat, closed tab)."""

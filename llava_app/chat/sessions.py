@@ -129,7 +129,7 @@ class Sessions:
         used = set()
         for conv in self.live():
             with conv.lock:
-                used.update(im.sha256 for im in conv.images)
+                used.update(im.sha256 for im in conv.all_images())
         return used
 
     def clients(self) -> Iterable[str]:

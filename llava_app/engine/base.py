@@ -84,6 +84,9 @@ class ChatRequest:
     params: GenerationParams = field(default_factory=GenerationParams)
     session_id: str = ""
     cancel: threading.Event = field(default_factory=threading.Event)
+    #: the prompt starts a new branch of its conversation (an edited question, Regenerate): an engine
+    #: that caches the session's prefix keeps the one this prompt parts from, for a switch back
+    new_branch: bool = False
 
 
 class Unsupported(UserError):

@@ -5,8 +5,10 @@ most of it was already read by the model. ``PrefixReuse`` keeps each session's K
 after a turn, with the token ids it covers and where each image's tokens lie, and on the
 next turn feeds only what follows the longest common prefix (token ids equal, and every
 image inside the prefix the same picture at the same place). Whatever the edit (Undo,
-Regenerate, a new system prompt, an image removed), the cache is cropped to the part that
-still matches, never reused past it.
+Regenerate, an earlier question edited, a new system prompt, an image removed), only the part
+that still matches is reused, never more. A session keeps one prefix per branch of its
+conversation (prefixes.py): an edit copies the shared part and leaves the other branch's
+cache for a switch back.
 
 Images are encoded by the vision tower once per model: their projected features are kept
 in a bounded LRU keyed by the image's content hash, and are handed to ``generate`` as
@@ -31,28 +33,11 @@ from typing import Any, Callable, Iterable
 from llava_app.engine.compat import processing_kwargs
 from llava_app.engine.prompt_ids import PromptIds
 from llava_app.engine.token_record import TokenRecords
-from llava_app.engine.lru import ByteLRU, cache_nbytes
+from llava_app.engine.lru import ByteLRU
+from llava_app.engine.prefixes import (CachedPrefix, ImageSpan, SessionPrefixes,  # noqa: F401 - also imported from here
+                                       common_prefix, entry_for)
 
 log = logging.getLogger(__name__)
-
-@dataclass(frozen=True)
-class ImageSpan:
-    """Where one image's placeholder tokens lie in a prompt: ``ids[start:stop]``."""
-
-    start: int
-    stop: int
-    sha256: str
-
-
-@dataclass
-class CachedPrefix:
-    """A session's KV cache and exactly what it covers: ``ids`` (1-D, CPU) and the image spans."""
-
-    ids: Any  # torch.LongTensor, 1-D, on the CPU
-    spans: tuple[ImageSpan, ...]
-    cache: Any  # transformers DynamicCache on the model's device
-    nbytes: int = 0
-
 
 @dataclass
 class RunStats:
@@ -83,31 +68,6 @@ class Prepared:
     cache: Any = None
 
 
-def common_prefix(cached_ids, cached_spans: Iterable[ImageSpan], ids, spans: Iterable[ImageSpan]) -> int:
-    """How many leading tokens of ``ids`` the cache may stand for.
-
-    Token ids must be equal, and an image whose tokens start inside the prefix must be
-    the same picture at the same place in both (image tokens all share one id, so the
-    ids alone cannot tell two pictures apart). A prefix never ends inside an image: it
-    is cut back to the image's start so the image is fed whole.
-    """
-    import torch
-
-    n = min(int(cached_ids.numel()), int(ids.numel()))
-    if n == 0:
-        return 0
-    diff = torch.nonzero(cached_ids[:n] != ids[:n])
-    if diff.numel():
-        n = int(diff[0, 0])
-    cached = {(s.start, s.stop): s.sha256 for s in cached_spans}
-    for span in spans:  # in prompt order
-        if span.start >= n:
-            break
-        if span.stop > n or cached.get((span.start, span.stop)) != span.sha256:
-            return span.start
-    return n
-
-
 class PrefixReuse:
     """Builds each request's model inputs with prefix KV reuse and cached image features.
 
@@ -131,7 +91,7 @@ class PrefixReuse:
         self.device = next(model.parameters()).device
         self.image_token = processor.image_token
         self.image_token_id = int(model.config.image_token_id)
-        self.kv = ByteLRU[str, CachedPrefix](kv_budget_bytes)
+        self.kv = SessionPrefixes(kv_budget_bytes)  # several per session: one per branch (prefixes.py)
         self.features = ByteLRU[tuple, Any](feature_budget_bytes)
         # Replacement strings (the image's placeholder tokens) are tiny; kept longer than features.
         self._replacements: OrderedDict[tuple, str] = OrderedDict()
@@ -262,20 +222,20 @@ class PrefixReuse:
         return ids, tuple(spans), processed, missing
 
     # ----- a request -----------------------------------------------------------------------
-    def prepare(self, session_id: str, text: str, shas: list[str]) -> Prepared:
-        """The ``generate`` inputs for this prompt: the session's cache cropped to the common prefix,
-        and features only for the images after it."""
+    def prepare(self, session_id: str, text: str, shas: list[str], new_branch: bool = False) -> Prepared:
+        """The ``generate`` inputs for this prompt: the session's cache cropped to the common prefix
+        (copied, the original kept, for a ``new_branch``), and features only for the images after it."""
         import torch
 
         stats = RunStats(session_id=session_id, images=len(shas))
         try:
             with torch.inference_mode():
-                return self._prepare(session_id, text, shas, stats)
+                return self._prepare(session_id, text, shas, stats, new_branch)
         except BaseException:
             self._return(session_id)  # a checked-out cache is dropped, not put back half-cropped
             raise
 
-    def _prepare(self, session_id: str, text: str, shas: list[str], stats: RunStats) -> Prepared:
+    def _prepare(self, session_id: str, text: str, shas: list[str], stats: RunStats, new_branch: bool) -> Prepared:
         import torch
         from transformers.modeling_outputs import BaseModelOutputWithPooling
 
@@ -291,20 +251,7 @@ class PrefixReuse:
         stats.image_tokens = sum(s.stop - s.start for s in spans)
         stats.prompt_ids = ids
 
-        entry = self._take(session_id) if (self.reuse_kv and session_id) else None
-        n, cache = 0, None
-        if entry is not None:
-            n = common_prefix(entry.ids, entry.spans, ids, spans)
-            # At least one token must be fed to get the next token's logits.
-            n = min(n, int(ids.numel()) - 1)
-            n = min([n] + [s.start for s in spans if s.start < n < s.stop])
-            cached_len = entry.cache.get_seq_length()
-            if n > 0 and cached_len >= n:
-                if cached_len > n:
-                    entry.cache.crop(-(cached_len - n))
-                cache = entry.cache
-            else:
-                n = 0
+        cache, n = self._take(session_id, ids, spans, new_branch) if (self.reuse_kv and session_id) else (None, 0)
         if cache is None:
             cache = self._new_cache() if self.reuse_kv else None
         stats.reused_tokens = n
@@ -358,12 +305,8 @@ class PrefixReuse:
         self.records.remember(sid, sequences if ok and not forgotten else None)
         if not (ok and cache is not None and sid and self.reuse_kv) or forgotten:
             return
-        length = cache.get_seq_length()
-        seq = sequences[0].detach().cpu()
-        if length > seq.numel():  # pragma: no cover - generate always feeds less than it returns
-            return
-        entry = CachedPrefix(seq[:length].clone(), prepared.spans, cache, nbytes=cache_nbytes(cache))
-        if not self.kv.put(sid, entry, entry.nbytes):
+        entry = entry_for(sequences, cache, prepared.spans)
+        if entry is not None and not self.kv.put(sid, entry, entry.nbytes):
             log.info("session %s: its KV cache (%.1f MB) is larger than the whole budget; not kept",
                      sid[:8], entry.nbytes / 2**20)
 
@@ -385,11 +328,11 @@ class PrefixReuse:
             self._last_processed = None
             self._last_layout = None
 
-    def _take(self, session_id: str) -> CachedPrefix | None:
-        """Check a session's cache out for a generation (it is not counted or evictable meanwhile)."""
+    def _take(self, session_id: str, ids, spans, new_branch: bool) -> tuple[Any, int]:
+        """Check a session out for a generation; ``(cache, n)``: its best prefix for these ids (``kv.take``)."""
         with self._lock:
             self._checked_out[session_id] = False
-        return self.kv.pop(session_id)
+        return self.kv.take(session_id, ids, spans, self._new_cache, keep=new_branch)
 
     def _return(self, session_id: str) -> bool:
         """End a checkout; True when the session was forgotten meanwhile."""

@@ -159,7 +159,7 @@ class LocalBackend(Backend):
             # after it come from the feature cache (or are encoded once).
             text = self.render(request.messages)
             refs = image_refs(request.messages)
-            prepared = self.reuse.prepare(request.session_id, text, [r.sha256 for r in refs])
+            prepared = self.reuse.prepare(request.session_id, text, [r.sha256 for r in refs], request.new_branch)
             stats = self.last_run = prepared.stats
             abandoned = threading.Event()  # the consumer went away without setting cancel
             streamer = self._streamer()

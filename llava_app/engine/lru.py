@@ -35,6 +35,12 @@ class ByteLRU(Generic[K, V]):
             self.hits += 1
             return item[0]
 
+    def peek(self, key: K) -> V | None:
+        """The value, without counting a hit or making it the most recently used."""
+        with self._lock:
+            item = self._items.get(key)
+            return None if item is None else item[0]
+
     def put(self, key: K, value: V, nbytes: int) -> bool:
         """Store ``value``, evicting the least recently used until it fits; False when it alone is too big."""
         evicted: list[tuple[K, V]] = []

@@ -12,6 +12,8 @@ nearest point at which both decode to the same text again (never across a specia
 placeholders and turn markers stay as the template puts them), and takes the record's ids up to it.
 The prompt text is unchanged; only its tokenisation follows what the model saw. A record is kept for
 each session whether or not its KV cache is, so prompts are the same with and without KV reuse.
+A session keeps one record per branch of its conversation (a turn that extends a record replaces
+it; an edit or Regenerate adds one), and a prompt is spliced with the record it shares most with.
 """
 
 from __future__ import annotations
@@ -25,10 +27,11 @@ MAX_REALIGN = 512  # tokens looked at on either side to find where two tokenisat
 # Context fitting counts the plain tokenisation (``prompt_info`` knows no session); a prompt that the
 # record makes longer than that by more is taken as it tokenises, so the count is never off by more.
 MAX_LONGER = 64
+PER_SESSION = 8  # records kept per session (one per branch it generated); the oldest go first
 
 
 class TokenRecords:
-    """Per session, the ids of the latest prompt plus answer (bounded number of sessions, thread-safe)."""
+    """Per session and branch, the ids of the latest prompt plus answer (bounded, thread-safe)."""
 
     def __init__(self, tokenizer, max_sessions: int = 256, tokenizer_lock=None):
         self.tokenizer = tokenizer
@@ -37,7 +40,7 @@ class TokenRecords:
         self.special = set(tokenizer.all_special_ids) | {i for i, t in added.items() if getattr(t, "special", False)}
         self.max_sessions = max_sessions
         self.enabled = True  # off: prompts are the plain tokenisation of their text (for comparisons)
-        self._records: OrderedDict[str, list[int]] = OrderedDict()
+        self._records: OrderedDict[str, list[list[int]]] = OrderedDict()
         self._token_bytes: dict[int, bytes] = {}
         decoder = getattr(getattr(tokenizer, "backend_tokenizer", None), "decoder", None)
         self._byte_level = "ByteLevel" in repr(decoder)
@@ -54,7 +57,8 @@ class TokenRecords:
             return
         ids = [int(i) for i in sequences[0].tolist()]
         with self._lock:
-            self._records[session_id] = ids
+            kept = [r for r in self._records.get(session_id, []) if r != ids[:len(r)]]  # extended: replaced
+            self._records[session_id] = (kept + [ids])[-PER_SESSION:]
             self._records.move_to_end(session_id)
             while len(self._records) > self.max_sessions:
                 self._records.popitem(last=False)
@@ -70,9 +74,19 @@ class TokenRecords:
     def splice(self, session_id: str, ids: list[int]) -> list[int]:
         """``ids`` (the plain tokenisation of a prompt) with the session's recorded ids wherever the text matches."""
         with self._lock:
-            record = self._records.get(session_id)
-        if not (self.enabled and self.realigns and record):
+            records = list(self._records.get(session_id, []))
+        if not (self.enabled and self.realigns and records):
             return ids
+        best, score = ids, -1
+        for record in reversed(records):  # the newest first: it wins a tie
+            spliced = self._splice(record, ids)
+            common = _common(record, 0, spliced, 0)
+            if common > score:
+                best, score = spliced, common
+        return best
+
+    def _splice(self, record: list[int], ids: list[int]) -> list[int]:
+        """``ids`` with ``record``'s ids wherever the two decode to the same text, from the start."""
         out: list[int] = []
         i = j = 0
         while True:

@@ -277,8 +277,9 @@ def _with_images(raw: dict[str, Any], image_bytes: Callable[[dict[str, Any], str
                  limits: ImageLimits, max_images: int, name: str) -> ConversationRecord:
     """The file's record, each image decoded like an upload and stored (its hash and size from the store)."""
     record = ConversationRecord.from_json(raw, name)
-    if len(record.images) > max_images:
-        raise ConversationFileError(f"{name} has {len(record.images)} images; this server allows {max_images} "
+    shown = [im for im in record.images if im.turn >= 0]  # the others belong to other branches only
+    if len(shown) > max_images or len(record.images) > 4 * max_images:
+        raise ConversationFileError(f"{name} has {len(shown)} images; this server allows {max_images} "
                                     "in a conversation.")
     images: list[ImageRecord] = []
     for im, entry in zip(record.images, raw["images"]):

@@ -16,7 +16,7 @@ from llava_app.errors import UserError
 
 FORMAT = "llava-app.conversation"
 #: the JSON form's version; a reader refuses a newer one (it may mean something this code does not know)
-VERSION = 1
+VERSION = 2  # 2: turns carry ids, parents and their images' numbers; other branches' turns in "branches"
 _MAX_NUMBER = 1_000_000  # image numbers beyond any real chat: a damaged or hostile file
 
 
@@ -37,7 +37,8 @@ class ImageRecord:
     sha256: str
     width: int
     height: int
-    turn: int  # the user turn whose message carries it (== number of turns: waiting for the next question)
+    turn: int  # the user turn whose message carries it (== number of turns: waiting for the next question;
+    # -1: only turns of other branches bring it)
     name: str = ""
     video: str = ""  # the clip this image is a keyframe of (its name then says when)
 
@@ -58,6 +59,9 @@ class TurnRecord:
     assistant: str | None = None
     stopped: bool = False
     interrupted: bool = False
+    id: int = 0  # the turn's id in the conversation's branch tree (0: not recorded, version 1)
+    parent: int = 0  # the id of the turn before it on its branch (0: a first turn)
+    images: tuple[int, ...] | None = None  # the numbers of the images it brought (None: not recorded)
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,8 @@ class ConversationRecord:
     model: str = ""
     system_prompt: str | None = None
     last_prompt: PromptRecord | None = None
+    #: the turns of the branches not shown (each with its id, parent and images); ``turns`` is the branch shown
+    branches: list[TurnRecord] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def images_of_turn(self, index: int) -> list[ImageRecord]:
@@ -112,8 +118,9 @@ class ConversationRecord:
         data["images"] = [{"number": im.number, "label": im.label, "name": im.name, "width": im.width,
                            "height": im.height, "turn": im.turn, "sha256": im.sha256,
                            **({"video": im.video} if im.video else {})} for im in self.images]
-        data["turns"] = [{"user": t.user, "assistant": t.assistant, "stopped": t.stopped,
-                          **({"interrupted": True} if t.interrupted else {})} for t in self.turns]
+        data["turns"] = [_turn_json(t) for t in self.turns]
+        if self.branches:
+            data["branches"] = [_turn_json(t) for t in self.branches]
         if self.last_prompt is not None:
             lp = self.last_prompt
             data["last_prompt"] = {"text": lp.text, "n_images": lp.n_images, "n_tokens": lp.n_tokens,
@@ -135,6 +142,10 @@ class ConversationRecord:
         if not isinstance(turns_in, list) or not isinstance(images_in, list):
             raise ConversationFileError(f"{name} has no turns or images list.")
         turns = [_turn(t, i, len(turns_in), name) for i, t in enumerate(turns_in)]
+        hidden_in = data.get("branches", [])
+        if not isinstance(hidden_in, list):
+            raise ConversationFileError(f"{name}: its branches are damaged.")
+        hidden = [_turn(t, i, len(hidden_in) + 1, name, "branch turn") for i, t in enumerate(hidden_in)]
         images = [_image(entry, name) for entry in images_in]
         numbers = [im.number for im in images]
         if len(set(numbers)) != len(numbers):
@@ -147,7 +158,18 @@ class ConversationRecord:
                    conversation_id=_optional_text(data.get("conversation_id")),
                    model=_optional_text(data.get("model")),
                    system_prompt=system_prompt if isinstance(system_prompt, str) else None,
-                   last_prompt=_prompt(data.get("last_prompt")))
+                   last_prompt=_prompt(data.get("last_prompt")), branches=hidden)
+
+
+def _turn_json(t: TurnRecord) -> dict[str, Any]:
+    data: dict[str, Any] = {"user": t.user, "assistant": t.assistant, "stopped": t.stopped}
+    if t.interrupted:
+        data["interrupted"] = True
+    if t.id:
+        data.update(id=t.id, parent=t.parent)
+    if t.images is not None:
+        data["images"] = list(t.images)
+    return data
 
 
 def _text(value: Any, what: str, name: str) -> str:
@@ -166,17 +188,23 @@ def _whole(value: Any, low: int, what: str, name: str) -> int:
     return value
 
 
-def _turn(entry: Any, i: int, count: int, name: str) -> TurnRecord:
+def _turn(entry: Any, i: int, count: int, name: str, what: str = "turn") -> TurnRecord:
     if not isinstance(entry, dict):
-        raise ConversationFileError(f"{name}: turn {i + 1} is damaged.")
+        raise ConversationFileError(f"{name}: {what} {i + 1} is damaged.")
     assistant = entry.get("assistant")
     if assistant is None:
         if i != count - 1:
-            raise ConversationFileError(f"{name}: turn {i + 1} has no answer, but later turns follow it.")
+            raise ConversationFileError(f"{name}: {what} {i + 1} has no answer, but later turns follow it.")
     else:
-        assistant = _text(assistant, f"the answer of turn {i + 1}", name)
-    return TurnRecord(user=_text(entry.get("user"), f"the question of turn {i + 1}", name), assistant=assistant,
-                      stopped=bool(entry.get("stopped", False)),
+        assistant = _text(assistant, f"the answer of {what} {i + 1}", name)
+    images = entry.get("images")
+    if images is not None:
+        if not isinstance(images, list):
+            raise ConversationFileError(f"{name}: the images of {what} {i + 1} are damaged.")
+        images = tuple(_whole(n, 1, f"an image number of {what} {i + 1}", name) for n in images)
+    return TurnRecord(user=_text(entry.get("user"), f"the question of {what} {i + 1}", name), assistant=assistant,
+                      stopped=bool(entry.get("stopped", False)), id=_whole(entry.get("id", 0), 0, "a turn id", name),
+                      parent=_whole(entry.get("parent", 0), 0, "a turn's parent", name), images=images,
                       interrupted=assistant is not None and entry.get("interrupted") is True)
 
 
@@ -187,7 +215,7 @@ def _image(entry: Any, name: str) -> ImageRecord:
     if isinstance(number, bool) or not isinstance(number, int) or not 1 <= number <= _MAX_NUMBER:
         raise ConversationFileError(f"{name}: image numbers must be distinct positive whole numbers.")
     label = image_label(number)
-    if isinstance(entry.get("turn"), bool) or not isinstance(entry.get("turn"), int) or entry["turn"] < 0:
+    if isinstance(entry.get("turn"), bool) or not isinstance(entry.get("turn"), int) or entry["turn"] < -1:
         raise ConversationFileError(f"{name}: {label} has no turn.")
     sha256 = _text(entry.get("sha256"), f"the content hash of {label}", name)
     return ImageRecord(number=number, sha256=sha256, width=_whole(entry.get("width"), 1, f"the width of {label}", name),

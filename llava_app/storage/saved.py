@@ -4,7 +4,9 @@ The browser keeps a random 256-bit token (``gr.BrowserState``, in its localStora
 every tab of that browser shares it and no other browser has it). The server stores
 only a hash of the token (and of the signed-in user's name, when login is on), so the
 database alone does not let anyone load a conversation. Each saved conversation is one
-row, the ``ConversationRecord``'s JSON (turns, image numbers and hashes), and the images
+row under its browser's key (``owner``; a browser has several: New chat keeps the previous
+one in its list), the ``ConversationRecord``'s JSON (turns, image numbers and hashes), an
+optional title the user gave it, and the images
 are PNG files named by content hash, hard-linked from the image store where the file
 system allows (no second copy).
 
@@ -38,6 +40,23 @@ from llava_app.storage.records import FORMAT, ConversationRecord
 log = logging.getLogger(__name__)
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{43}$")  # secrets.token_urlsafe(32)
+
+
+THUMBNAILS = 3  # first images shown beside a saved conversation in the list
+TITLE_CHARS = 80
+
+
+def _title(question: str) -> str:
+    """A conversation's title from its first question: its first line, cut at a word."""
+    line = " ".join(question.split())
+    if len(line) <= TITLE_CHARS:
+        return line or "New chat"
+    return line[:TITLE_CHARS].rsplit(" ", 1)[0] + "…"
+
+
+def new_row_key() -> str:
+    """The key of a new saved conversation (random: nothing about its browser can be read from it)."""
+    return secrets.token_hex(16)
 
 
 def new_browser_token() -> str:
@@ -92,6 +111,11 @@ class SavedConversations:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("CREATE TABLE IF NOT EXISTS conversations (key TEXT PRIMARY KEY, updated REAL NOT NULL, "
                        "size INTEGER NOT NULL, data TEXT NOT NULL)")
+            columns = {row[1] for row in db.execute("PRAGMA table_info(conversations)")}
+            for column in ("owner", "title"):  # a database of one conversation per browser: its key is its owner
+                if column not in columns:
+                    with contextlib.suppress(sqlite3.OperationalError):  # another process added it first
+                        db.execute(f"ALTER TABLE conversations ADD COLUMN {column} TEXT")
 
     @contextlib.contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
@@ -146,8 +170,9 @@ class SavedConversations:
         os.utime(tmp)  # a link keeps the store file's old time: a sweep's grace runs from now, until the row commits
         os.replace(tmp, dest)
 
-    def save(self, key: str, record: ConversationRecord) -> None:
-        """Replace the saved conversation ``key`` with ``record`` (image files first, then the row, atomically).
+    def save(self, key: str, record: ConversationRecord, owner: str | None = None) -> None:
+        """Replace the saved conversation ``key`` with ``record`` (image files first, then the row, atomically);
+        ``owner`` is the browser's key it is listed under (its title stays).
 
         No sweep here: that is housekeeping's (``housekeep``), off the user's request path.
         """
@@ -162,13 +187,17 @@ class SavedConversations:
                     log.warning("an image of a conversation is gone from the store; not saved")
         data = json.dumps(record.to_json(), ensure_ascii=False)
         with self._lock, self._db() as db:
-            db.execute("INSERT OR REPLACE INTO conversations (key, updated, size, data) VALUES (?, ?, ?, ?)",
-                       (key, time.time(), len(data.encode()), data))
+            db.execute("INSERT INTO conversations (key, updated, size, data, owner) VALUES (?, ?, ?, ?, ?) "
+                       "ON CONFLICT(key) DO UPDATE SET updated = excluded.updated, size = excluded.size, "
+                       "data = excluded.data, owner = COALESCE(excluded.owner, owner)",
+                       (key, time.time(), len(data.encode()), data, owner))
 
-    def load(self, key: str, store: ImageStore) -> ConversationRecord | None:
-        """The record saved under ``key`` with its images linked back into ``store`` (``files``), or None."""
+    def load(self, key: str, store: ImageStore, owner: str | None = None) -> ConversationRecord | None:
+        """The record saved under ``key`` with its images linked back into ``store`` (``files``), or None;
+        with ``owner``, only a conversation listed under that browser's key."""
         with self._db() as db:
-            row = db.execute("SELECT data FROM conversations WHERE key = ?", (key,)).fetchone()
+            row = db.execute("SELECT data FROM conversations WHERE key = ? AND (? IS NULL OR COALESCE(owner, key) = ?)",
+                             (key, owner, owner)).fetchone()
         if row is None:
             return None
         try:
@@ -182,10 +211,36 @@ class SavedConversations:
                 record.files[im.sha256] = str(store.link_in(im.sha256, src))
         return record
 
-    def delete(self, key: str) -> None:
-        """Remove a saved conversation (its image files go at the next sweep when nothing else uses them)."""
+    def delete(self, key: str, owner: str | None = None) -> bool:
+        """Remove a saved conversation (its image files go at the next sweep when nothing else uses them);
+        with ``owner``, only one of that browser's. True when one was removed."""
         with self._lock, self._db() as db:
-            db.execute("DELETE FROM conversations WHERE key = ?", (key,))
+            return db.execute("DELETE FROM conversations WHERE key = ? AND (? IS NULL OR COALESCE(owner, key) = ?)",
+                              (key, owner, owner)).rowcount > 0
+
+    def listing(self, owner: str) -> list[dict[str, Any]]:
+        """A browser's saved conversations, newest first: id, title, date, turns and first images' files."""
+        with self._db() as db:
+            rows = db.execute("SELECT key, updated, title, data FROM conversations WHERE COALESCE(owner, key) = ? "
+                              "ORDER BY updated DESC", (owner,)).fetchall()
+        return [summary for key, updated, title, data in rows if (summary := self._summary(key, updated, title, data))]
+
+    def _summary(self, key: str, updated: float, title: str | None, data: str) -> dict[str, Any] | None:
+        try:
+            record = ConversationRecord.from_json(_upgrade(json.loads(data)), "a saved conversation")
+        except (ValueError, UserError):
+            return None
+        first = record.turns[0].user if record.turns else ""
+        shown = [im for im in record.images if im.turn >= 0][:THUMBNAILS]
+        return {"id": key, "title": title or _title(first), "updated": updated, "turns": len(record.turns),
+                "images": len(record.images),
+                "thumbnails": [str(self.file_for(im.sha256)) for im in shown if self.file_for(im.sha256).exists()]}
+
+    def rename(self, key: str, owner: str, title: str) -> bool:
+        """Give one of a browser's saved conversations a title (empty: back to its first question)."""
+        with self._lock, self._db() as db:
+            return db.execute("UPDATE conversations SET title = ? WHERE key = ? AND COALESCE(owner, key) = ?",
+                              (title.strip()[:TITLE_CHARS] or None, key, owner)).rowcount > 0
 
     def keys(self) -> list[str]:
         """Every saved conversation's key, newest first."""

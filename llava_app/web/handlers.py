@@ -22,6 +22,7 @@ from llava_app.chat.service import Waiting
 from llava_app.chat.examples import Example, language_of, load_example
 from llava_app.errors import UserError
 from llava_app.web import views
+from llava_app.web.branching import BranchingHandlers
 from llava_app.web.gradio_compat import GradioSessions
 from llava_app.web.i18n import T, model_line
 from llava_app.web.streaming import iterate_in_thread
@@ -93,8 +94,9 @@ def page_message(exc: BaseException) -> str:
             "Your conversation is kept; try again.")
 
 
-class ChatHandlers:
-    """Every event of the page and the API, as methods over the app's parts."""
+class ChatHandlers(BranchingHandlers):
+    """Every event of the page and the API, as methods over the app's parts (edits, branches and earlier
+    chats: ``BranchingHandlers``)."""
 
     def __init__(self, app: App, gradio_sessions: GradioSessions | None = None):
         self.app = app
@@ -343,7 +345,7 @@ class ChatHandlers:
         stream the answer."""
         self._remember_loop()
         try:
-            self.service.touch(conv, client=request.session_hash)
+            self._api_client(conv, request)
             files, links = file_paths(images), url_list(urls)
             # Decoding videos and PDFs and fetching URLs take a while: never on the event loop.
             result = await anyio.to_thread.run_sync(
@@ -351,13 +353,8 @@ class ChatHandlers:
             if result.errors:
                 raise UserError(" ".join(result.errors))
             self.service.ask(conv, message)
-            params = self.service.params(self.config.temperature, self.config.top_p, self.config.max_new_tokens)
-            text = ""
-            async for text in iterate_in_thread(
-                    lambda: self.service.stream_answer(conv, params, self.config.system_prompt),
-                    on_cancel=lambda: self.service.stop(conv)):
+            async for text in self.api_stream(conv):
                 yield text, conv
-            yield text, conv
         except Exception as exc:  # noqa: BLE001 - a client gets a message, never a dead stream
             raise gr.Error(page_message(exc), print_exception=False) from None
 

@@ -302,6 +302,28 @@ def _wire_api(page: Page, handlers: ChatHandlers, app: App) -> None:
                    concurrency_limit=None)  # the service's line orders answers from the page, /chat and /v1
     context_btn.click(handlers.api_context, [page.state], [context], api_name="context")
     reset_btn.click(handlers.api_reset, [page.state], [page.state], api_name="reset")
+    _wire_branch_api(page, handlers, app, message, images, answer, context)
+
+
+def _wire_branch_api(page: Page, handlers: ChatHandlers, app: App, message, images, answer, context) -> None:
+    """API-only endpoints for edits, branches and earlier chats: /edit, /branch, /conversations, /open."""
+    with gr.Column(visible=False):
+        turn, index = gr.Number(label="turn", precision=0), gr.Number(label="index", precision=0)
+        remove = gr.JSON(value=[], label="remove")  # image numbers (or labels) taken off the edited turn
+        row = gr.Textbox(label="id")
+        chats = gr.JSON(label="conversations")
+        edit_btn, branch_btn, chats_btn, open_btn = gr.Button(), gr.Button(), gr.Button(), gr.Button()
+    edit_btn.click(handlers.api_edit, [turn, message, images, remove, page.state], [answer, page.state],
+                   api_name="edit", concurrency_limit=app.service.max_concurrency,
+                   concurrency_id=GENERATION_CONCURRENCY_ID)
+    branch_btn.click(handlers.api_branch, [turn, index, page.state], [context, page.state], api_name="branch")
+    chats_btn.click(handlers.api_conversations, [page.state], [chats], api_name="conversations")
+    open_btn.click(handlers.api_open, [row, page.state], [context, page.state], api_name="open")
+    if app.share_links is not None and app.share_links.enabled:
+        with gr.Column(visible=False):
+            shared, revoked, share_btn, revoke_btn = gr.JSON(label="share"), gr.Checkbox(), gr.Button(), gr.Button()
+        share_btn.click(handlers.api_share, [page.state], [shared], api_name="share")
+        revoke_btn.click(handlers.api_revoke, [row, page.state], [revoked], api_name="revoke")
 
 
 # The tab's own id, kept in sessionStorage: a reload keeps it, another tab of the browser has its own.

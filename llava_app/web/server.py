@@ -54,7 +54,7 @@ def launch_kwargs(app: App) -> dict[str, Any]:
         # Gradio refuses only what is far over the limit (with a bare error): a file merely too big
         # reaches our handlers, which say so with both sizes ("photo.jpg is 27 MB; the limit is 20 MB").
         max_file_size=config.max_upload_bytes * UPLOAD_HARD_CAP,
-        allowed_paths=[str(app.image_root), str(app.exports_dir)],
+        allowed_paths=[str(app.image_root), str(app.exports_dir), *filter(None, [app.saved.files_dir])],
         i18n=I18N,
         # The stylesheet goes in as written (Gradio rewrites what it gets as ``css``: its media
         # queries would no longer match the page's body).
@@ -71,6 +71,10 @@ def launch_kwargs(app: App) -> dict[str, Any]:
 
         # Routes given to the FastAPI app that launch() creates: served from its first request on.
         kwargs["app_kwargs"]["routes"] = build_router(app.service, config).routes
+    if app.share_links is not None and app.share_links.enabled:
+        from llava_app.web.share_page import share_routes
+
+        kwargs["app_kwargs"].setdefault("routes", []).extend(share_routes(app.share_links))  # no login: by design
     return kwargs
 
 

@@ -180,7 +180,7 @@ def test_evicted_sessions_reprefill_with_cached_image_features(local_backend, ph
 
     # A budget that holds either conversation's KV but not both.
     probe = local_backend(preset)
-    sizes = [probe.reuse.kv._items[first_turn(service_for(probe), imgs).id][1] for imgs in (photos[:2], photos[2:])]
+    sizes = [probe.reuse.kv.session_bytes(first_turn(service_for(probe), imgs).id) for imgs in (photos[:2], photos[2:])]
     backend = local_backend(preset, kv_cache_bytes=max(sizes) + min(sizes) // 2)
 
     service = service_for(backend)

@@ -106,6 +106,7 @@ def test_saving_stream_saves_the_final_answer_even_when_the_conversation_was_rel
     token = new_browser_token()
     conv = conversation(store, turns=1)
     saves.bind(conv, token)
+    row = saves.key_of(conv)
     conv.ask("Tell me more")
 
     def answer():
@@ -119,8 +120,9 @@ def test_saving_stream_saves_the_final_answer_even_when_the_conversation_was_rel
     next(stream)
     saves.release(conv.id)  # the tab closed mid-answer
     stream.close()
-    back = load(saved, entry_key(token), store)
+    back = load(saved, row, store)
     assert back.turns[-1].assistant == "partial and more" and back.turns[-1].stopped
+    assert [entry["id"] for entry in saved.listing(entry_key(token))] == [row]  # still in the browser's list
 
 
 def test_retention_deletes_old_entries_and_their_files(tmp_path, store):
@@ -268,7 +270,7 @@ def test_saving_never_sweeps_housekeeping_does(tmp_path, store, local_backend):
     conv = conversation(store, colors=("blue",))
     saves.bind(conv, token)
     saves.save(conv)  # on the user's request path: no sweep, however long since the last
-    assert sorted(saved.keys()) == sorted(["old", entry_key(token)])
+    assert sorted(saved.keys()) == sorted(["old", saves.key_of(conv)])
 
     from llava_app.application import App
     from llava_app.config import Config
@@ -277,7 +279,7 @@ def test_saving_never_sweeps_housekeeping_does(tmp_path, store, local_backend):
               image_root=store.root, exports_dir=tmp_path / "exports")
     service = app  # the janitor's pass: the service's housekeeping, then the saved conversations'
     service.housekeep()
-    assert saved.keys() == [entry_key(token)]
+    assert saved.keys() == [saves.key_of(conv)]
     assert len(list(saved.files_dir.glob("*/*.png"))) == 1  # the old one's image went with it
     # Housekeeping runs often; it sweeps saved conversations at most every sweep_interval_s.
     save(saved, "old", conversation(store, colors=("red",)))

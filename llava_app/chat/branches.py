@@ -1,0 +1,222 @@
+"""Branches of a conversation: edit any earlier question, regenerate an answer, keep what came before.
+
+The turns form a tree: each ``Turn`` has an ``id`` (1, 2, ... in the order turns were made)
+and the id of the turn before it on its branch (``parent``; 0 for a first turn). Turns with
+one parent are siblings ("2/3"). ``Conversation.turns`` stays what it always was, the turns
+of the branch shown, so context fitting, the model's messages, the views and the record read
+it unchanged; the turns of the other branches wait in ``Conversation.hidden``.
+
+Image labels belong to the conversation: "Image 4" is one picture on every branch. Each turn
+records the numbers of the images it brought (``Turn.images``); ``Conversation.images`` holds
+the images of the branch shown (and those waiting for the next question), and the images only
+other branches bring wait in ``Conversation.stash``. Switching branch moves them between the two.
+
+Functions here take the conversation's lock themselves where they change it; nothing here
+imports the ``Conversation`` class (it imports this module).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from llava_app.errors import UserError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from llava_app.chat.conversation import Conversation, Turn
+
+
+def new_id(conv: Conversation) -> int:
+    """The next turn id of this conversation."""
+    tid = conv.next_turn
+    conv.next_turn += 1
+    return tid
+
+
+def sync(conv: Conversation) -> None:
+    """Give ids, parents and image lists to turns made without them (older records, hand-built turns)."""
+    known = [t.id for t in conv.turns + conv.hidden if t.id]
+    conv.next_turn = max([conv.next_turn, *(i + 1 for i in known)])
+    parent = 0
+    for i, turn in enumerate(conv.turns):
+        if not turn.id:
+            turn.id = new_id(conv)
+            turn.parent = parent
+        if turn.images is None:
+            turn.images = [im.number for im in conv.images if im.joined_at == i]
+        parent = turn.id
+
+
+def siblings(conv: Conversation, index: int) -> list[Turn]:
+    """The turns that share the parent of shown turn ``index`` (itself included), oldest first."""
+    parent = conv.turns[index].parent
+    return sorted((t for t in conv.turns[index:index + 1] + conv.hidden if t.parent == parent), key=lambda t: t.id)
+
+
+def position(conv: Conversation, index: int) -> tuple[int, int]:
+    """``(k, n)``: shown turn ``index`` is sibling ``k`` (0-based) of ``n``."""
+    group = siblings(conv, index)
+    return next(k for k, t in enumerate(group) if t is conv.turns[index]), len(group)
+
+
+def _children(conv: Conversation, parent: int) -> list[Turn]:
+    return sorted((t for t in conv.turns + conv.hidden if t.parent == parent), key=lambda t: t.id)
+
+
+def _descend(conv: Conversation, turn: Turn) -> list[Turn]:
+    """``turn`` and the turns after it: at each step the child shown last (else the newest)."""
+    path = [turn]
+    while True:
+        kids = [t for t in _children(conv, path[-1].id) if t not in path]  # (a damaged record may loop)
+        if not kids:
+            return path
+        want = conv.chosen.get(path[-1].id)
+        path.append(next((t for t in kids if t.id == want), kids[-1]))
+
+
+def show(conv: Conversation, path: list[Turn], changed_at: int) -> None:
+    """Make ``path`` the branch shown (it differs from the old one from turn ``changed_at`` on).
+
+    Images follow their turns: those the path's turns brought are shown (each at the first
+    turn that brought it), images waiting for the next question keep waiting, the rest wait
+    in the stash. Context fitting that dropped turns after the change starts again.
+    """
+    pool = {im.number: im for im in conv.all_images()}
+    pending = [im for im in conv.images if im.joined_at >= len(conv.turns)]
+    everything = conv.turns + conv.hidden
+    conv.turns = list(path)
+    ids = {t.id for t in path}
+    conv.hidden = [t for t in everything if t.id not in ids]
+    shown: dict[int, int] = {}
+    for i, turn in enumerate(path):
+        for number in turn.images or []:
+            shown.setdefault(number, i)
+        conv.chosen[turn.parent] = turn.id
+    for im in pending:
+        shown.setdefault(im.number, len(path))
+    for number, i in shown.items():
+        if number in pool:
+            pool[number].joined_at = i
+    conv.images = sorted((pool[n] for n in shown if n in pool), key=lambda im: (im.joined_at, im.number))
+    conv.stash = sorted((im for n, im in pool.items() if n not in shown), key=lambda im: im.number)
+    if changed_at < conv.first_visible:
+        conv.first_visible, conv.context_summary = 0, ""
+
+
+def drop(conv: Conversation, turn: Turn) -> None:
+    """``turn``, just taken off the end of the branch shown, is gone; a sibling it replaced comes back."""
+    conv.hidden = [t for t in conv.hidden if t.id != turn.id]
+    if conv.chosen.get(turn.parent) == turn.id:
+        del conv.chosen[turn.parent]
+    rest = [t for t in conv.hidden if t.parent == turn.parent]
+    if rest:
+        conv.turns.append(turn)  # show() reads the images that were pending before the turn was asked
+        show(conv, conv.turns[:-1] + _descend(conv, rest[-1]), len(conv.turns) - 1)
+        conv.hidden = [t for t in conv.hidden if t.id != turn.id]
+
+
+def drop_answers(conv: Conversation, turn: Turn) -> None:
+    """Forget ``turn``'s siblings that nothing follows (other answers to it, as Regenerate keeps them)."""
+    parents = {t.parent for t in conv.turns + conv.hidden}
+    conv.hidden = [t for t in conv.hidden if t.parent != turn.parent or t.id in parents]
+
+
+def fork(conv: Conversation, index: int, question: str, add: list[int] = (), remove: list[int] = ()) -> Turn:
+    """A new sibling of shown turn ``index`` asking ``question``, with that turn's images less ``remove``
+    plus ``add`` (numbers of images waiting for the next question); it becomes the newest turn shown,
+    unanswered. What followed turn ``index`` stays on the branch it was on."""
+    from llava_app.chat.conversation import Turn
+
+    with conv.lock:
+        sync(conv)
+        if not 0 <= index < len(conv.turns):
+            raise UserError(f"There is no turn {index + 1} to edit; this branch has {len(conv.turns)}.")
+        if conv.turns[-1].assistant is None:
+            raise UserError("The previous answer is still being written. Wait for it or press Stop.")
+        base = conv.turns[index]
+        known = {im.number for im in conv.images}
+        waiting = {im.number for im in conv.images if im.joined_at >= len(conv.turns)}
+        for n in remove:
+            if n not in (base.images or []):
+                raise UserError(f"Image {n} is not one of turn {index + 1}'s images.")
+        for n in add:
+            if n not in waiting or n not in known:
+                raise UserError(f"Image {n} is not waiting to be sent.")
+        images = [n for n in base.images or [] if n not in remove] + [n for n in add if n not in (base.images or [])]
+        turn = Turn(user=question, id=new_id(conv), parent=base.parent, images=images)
+        conv.hidden.append(turn)
+        show(conv, conv.turns[:index] + [turn], index)
+        return turn
+
+
+def switch(conv: Conversation, index: int, k: int) -> None:
+    """Show sibling ``k`` (0-based) of shown turn ``index``, with the turns that followed it when last shown."""
+    with conv.lock:
+        sync(conv)
+        if not 0 <= index < len(conv.turns):
+            raise UserError(f"There is no turn {index + 1} on this branch; it has {len(conv.turns)}.")
+        if conv.turns[-1].assistant is None:
+            raise UserError("Wait for the answer being written, or press Stop, before switching branch.")
+        group = siblings(conv, index)
+        if not 0 <= k < len(group):
+            raise UserError(f"Turn {index + 1} has {len(group)} version(s); there is no number {k + 1}.")
+        if group[k] is not conv.turns[index]:
+            show(conv, conv.turns[:index] + _descend(conv, group[k]), index)
+
+
+def describe(conv: Conversation) -> list[dict[str, Any]]:
+    """Per turn shown: which version it is of how many (``/context``'s ``branches``; the page's "< 2/3 >")."""
+    with conv.lock:
+        sync(conv)
+        out = []
+        for i, turn in enumerate(conv.turns):
+            k, n = position(conv, i)
+            out.append({"turn": i, "index": k, "count": n, "images": [f"Image {m}" for m in turn.images or []]})
+        return out
+
+
+# ----- the record (storage/records.py, version 2) -----------------------------------------------
+def turn_record(turn: Turn):
+    """A turn as the record keeps it: with its id, parent and images."""
+    from llava_app.storage.records import TurnRecord
+
+    return TurnRecord(user=turn.user, assistant=turn.assistant, stopped=turn.stopped, interrupted=turn.interrupted,
+                      id=turn.id, parent=turn.parent, images=None if turn.images is None else tuple(turn.images))
+
+
+def restore_tree(conv: Conversation, record, max_images: int | None) -> None:
+    """After ``Conversation.restore`` rebuilt the branch shown: the record's turn ids, the other branches'
+    turns and the images only they bring (a version-1 record has neither: the shown branch is all)."""
+    from llava_app.chat.conversation import ImageRef, Turn
+
+    for im in record.images:
+        path = record.files.get(im.sha256)
+        if im.turn != -1 or path is None:
+            continue
+        if max_images is not None and len(conv.all_images()) >= max_images * 4:
+            break  # a branch-heavy file is not a way around the image limit
+        conv.stash.append(ImageRef(number=im.number, sha256=im.sha256, path=path, width=im.width,
+                                   height=im.height, joined_at=-1, name=im.name, video=im.video))
+    have = {im.number for im in conv.all_images()}
+    for turn, rec in zip(conv.turns, record.turns):
+        if rec.id:
+            turn.id, turn.parent = rec.id, rec.parent
+        if rec.images is not None:
+            turn.images = [n for n in rec.images if n in have]
+    shown = {t.id for t in conv.turns}
+    for rec in record.branches:
+        if not rec.id or rec.id in shown:
+            continue
+        conv.hidden.append(Turn(user=rec.user, assistant=rec.assistant if rec.assistant is not None else "",
+                                stopped=rec.stopped, interrupted=rec.interrupted, id=rec.id, parent=rec.parent,
+                                images=[n for n in rec.images or () if n in have]))
+    for turn in conv.turns:
+        conv.chosen[turn.parent] = turn.id
+    conv.next_turn = 1
+    sync(conv)
+
+
+def is_new_branch(conv: Conversation) -> bool:
+    """The pending turn has siblings: its prompt starts a branch (the engine keeps the other's cache)."""
+    with conv.lock:
+        sync(conv)
+        return bool(conv.turns) and conv.turns[-1].assistant is None and position(conv, len(conv.turns) - 1)[1] > 1

@@ -1,0 +1,211 @@
+"""The handlers for edits, branches and earlier chats: page events and API endpoints.
+
+``ChatHandlers`` (handlers.py) takes these methods in as a base class; they use its
+``app``/``service``/``saved``, its ``views`` and its error messages. Page handlers return
+the conversation and what the page shows of it; API handlers stream text or return JSON.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+from typing import Any, AsyncIterator
+
+import anyio
+import gradio as gr
+
+from llava_app.chat.conversation import Conversation
+from llava_app.errors import UserError
+from llava_app.web import views
+from llava_app.web.streaming import iterate_in_thread
+
+log = logging.getLogger(__name__)
+
+
+def numbers(value: Any) -> list[int]:
+    """Image numbers from the API's ``remove`` (numbers, or labels such as "Image 2")."""
+    items = value if isinstance(value, list) else ([] if value in (None, "") else [value])
+    out = []
+    for item in items:
+        text = str(item).strip()
+        text = text[len("Image "):] if text.startswith("Image ") else text
+        if not text.isdigit():
+            raise UserError("remove must list image numbers (2) or labels (\"Image 2\").")
+        out.append(int(text))
+    return out
+
+
+def whole(value: Any, what: str) -> int:
+    """A 0-based index given by a client."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise UserError(f"{what} must be a whole number (0 for the first).") from None
+
+
+def _message(exc: BaseException) -> str:
+    from llava_app.web.handlers import page_message  # handlers.py imports this module
+
+    return page_message(exc)
+
+
+def _files(value: Any) -> list[tuple[str, str]]:
+    from llava_app.web.handlers import file_paths
+
+    return file_paths(value)
+
+
+class BranchingHandlers:
+    """Edit, Regenerate-as-sibling, the "< 2/3 >" switch, the list of earlier chats; and their API."""
+
+    app: Any
+    service: Any
+    saved: Any
+    config: Any
+
+    # ----- page events ------------------------------------------------------------------------
+    def on_edit(self, turn: Any, text: str, files: Any, remove: Any, conv: Conversation):
+        """Turn ``turn`` (0-based) asked again with ``text``, the pictures in ``files`` added and the image
+        numbers in ``remove`` taken off it; ``on_generate`` then writes the answer. Returns the conversation,
+        the gallery, the chat (with an empty answer to come), the prompt, its stats and the meter."""
+        try:
+            self.service.edit(conv, whole(turn, "turn"), text, _files(files), numbers(remove))
+        except UserError as exc:
+            gr.Warning(_message(exc))
+            return conv, views.gallery_value(conv), *self.views(conv)
+        self.saved.save(conv)
+        return conv, views.gallery_value(conv), *self.views(conv, partial="")
+
+    def on_branch(self, turn: Any, index: Any, conv: Conversation, system_prompt: str):
+        """Show version ``index`` (0-based) of turn ``turn``: the conversation, the gallery and the views."""
+        try:
+            self.service.switch_branch(conv, whole(turn, "turn"), whole(index, "index"))
+        except UserError as exc:
+            gr.Warning(_message(exc))
+            return conv, views.gallery_value(conv), *self.views(conv)
+        conv.set_prompt(self.service.preview(conv, system_prompt) if conv.turns else None)
+        self.saved.save(conv)
+        return conv, views.gallery_value(conv), *self.views(conv)
+
+    def on_chats(self, conv: Conversation) -> list[dict[str, Any]]:
+        """This browser's saved conversations, newest first (see ``BrowserSaves.listing``)."""
+        return self.saved.listing(conv)
+
+    def on_open(self, row: str, conv: Conversation, request: gr.Request):
+        """An earlier chat in place of this one (which stays in the list): the conversation, the gallery,
+        the question box (a question never answered goes back in it) and the views."""
+        try:
+            opened, pending = self.app.reopen(conv, str(row or ""), request.session_hash)
+        except UserError as exc:
+            gr.Warning(_message(exc))
+            return conv, views.gallery_value(conv), gr.update(), *self.views(conv)
+        return (opened, views.gallery_value(opened), pending if pending is not None else "",
+                *self.views(opened))
+
+    def on_rename(self, row: str, title: str, conv: Conversation) -> list[dict[str, Any]]:
+        """Title an earlier chat; returns the list again."""
+        try:
+            self.saved.rename(conv, str(row or ""), str(title or ""))
+        except UserError as exc:
+            gr.Warning(_message(exc))
+        return self.saved.listing(conv)
+
+    def on_delete_chat(self, row: str, conv: Conversation) -> list[dict[str, Any]]:
+        """Delete an earlier chat; returns the list again."""
+        try:
+            self.saved.delete(conv, str(row or ""))
+        except UserError as exc:
+            gr.Warning(_message(exc))
+        return self.saved.listing(conv)
+
+    def on_share(self, conv: Conversation) -> dict[str, Any]:
+        """A read-only snapshot of the branch shown: ``{"url": "/share/<token>", "token", "expires"}`` (the
+        page prefixes its own origin); ``{}`` with a message when there is nothing to share or sharing is off."""
+        try:
+            token, expires = self.app.share_links.share(conv, self.service.model_name)
+        except UserError as exc:
+            gr.Warning(_message(exc))
+            return {}
+        return {"url": f"/share/{token}", "token": token, "expires": expires}
+
+    def on_revoke(self, link: str, conv: Conversation) -> bool:
+        """Revoke one of this browser's links (the token or the whole URL); True when it is gone."""
+        try:
+            self.app.share_links.revoke(conv, str(link or ""))
+        except UserError as exc:
+            gr.Warning(_message(exc))
+            return False
+        return True
+
+    # ----- the API ----------------------------------------------------------------------------
+    def _api_client(self, conv: Conversation, request: gr.Request) -> None:
+        """An API client's conversations are listed under its session (it has no browser key)."""
+        self.service.touch(conv, client=request.session_hash)
+        self.saved.bind_client(conv, request.session_hash, request.username)
+
+    async def api_stream(self, conv: Conversation) -> AsyncIterator[str]:
+        """The pending turn's answer, streamed, saved when it ends (the API's /chat and /edit)."""
+        self._remember_loop()
+        params = self.service.params(self.config.temperature, self.config.top_p, self.config.max_new_tokens)
+        text = ""
+        async for text in iterate_in_thread(
+                lambda: self.saved.saving(self.service.stream_answer(conv, params, self.config.system_prompt), conv),
+                on_cancel=lambda: self.service.stop(conv)):
+            yield text
+        yield text
+
+    async def api_edit(self, turn, message: str, images, remove, conv: Conversation, request: gr.Request
+                       ) -> AsyncIterator[tuple[str, Conversation]]:
+        """Ask turn ``turn`` (0-based) again with ``message``, ``images`` added and ``remove`` (numbers or labels)
+        taken off it; stream the new answer. What followed stays on its own branch."""
+        try:
+            self._api_client(conv, request)
+            edit = partial(self.service.edit, conv, whole(turn, "turn"), message, _files(images),
+                           numbers(remove))
+            await anyio.to_thread.run_sync(edit)  # new pictures are decoded off the event loop
+            async for text in self.api_stream(conv):
+                yield text, conv
+        except Exception as exc:  # noqa: BLE001 - a client gets a message, never a dead stream
+            raise gr.Error(_message(exc), print_exception=False) from None
+
+    def api_branch(self, turn, index, conv: Conversation, request: gr.Request) -> tuple[dict, Conversation]:
+        """Show version ``index`` (0-based) of turn ``turn``; returns ``/context``'s description."""
+        try:
+            self._api_client(conv, request)
+            self.service.switch_branch(conv, whole(turn, "turn"), whole(index, "index"))
+        except UserError as exc:
+            raise gr.Error(_message(exc), print_exception=False) from None
+        self.saved.save(conv)
+        return conv.summary(), conv
+
+    def api_share(self, conv: Conversation, request: gr.Request) -> dict[str, Any]:
+        """Share the branch shown: ``{"url": "/share/<token>", "token", "expires"}`` (with --share-links)."""
+        self._api_client(conv, request)
+        try:
+            token, expires = self.app.share_links.share(conv, self.service.model_name)
+        except UserError as exc:
+            raise gr.Error(_message(exc), print_exception=False) from None
+        return {"url": f"/share/{token}", "token": token, "expires": expires}
+
+    def api_revoke(self, link: str, conv: Conversation, request: gr.Request) -> bool:
+        """Revoke a link this client made (the token or the URL)."""
+        self._api_client(conv, request)
+        try:
+            self.app.share_links.revoke(conv, str(link or ""))
+        except UserError as exc:
+            raise gr.Error(_message(exc), print_exception=False) from None
+        return True
+
+    def api_conversations(self, conv: Conversation, request: gr.Request) -> list[dict[str, Any]]:
+        """This client's saved conversations, newest first: id, title, updated, turns, images, thumbnails."""
+        self._api_client(conv, request)
+        return [{k: v for k, v in entry.items() if k != "thumbnails"} for entry in self.saved.listing(conv)]
+
+    def api_open(self, row: str, conv: Conversation, request: gr.Request) -> tuple[dict, Conversation]:
+        """Open saved conversation ``row`` in place of this one; returns ``/context``'s description."""
+        try:
+            self._api_client(conv, request)
+            opened, _ = self.app.reopen(conv, str(row or ""), request.session_hash)
+        except UserError as exc:
+            raise gr.Error(_message(exc), print_exception=False) from None
+        return opened.summary(), opened
