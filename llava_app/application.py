@@ -159,7 +159,7 @@ def create_app(config: Config, backend: Backend | None = None, store: ImageStore
         context=ContextFitter(backend, summarize=config.summarize_dropped, answer_tokens=config.max_new_tokens),
         max_images_per_message=config.max_images_per_message, session_ttl=config.session_ttl,
         max_new_tokens_limit=config.max_new_tokens_limit, allowed_models=allowed_models(config),
-        intake=media_intake(config, store),
+        intake=media_intake(config, store), queue_size=config.queue_size,
     )
     saved = BrowserSaves(open_saved(config), store)
     service.on_release.append(saved.release)

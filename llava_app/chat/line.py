@@ -13,20 +13,28 @@ import itertools
 import threading
 from typing import Callable
 
+from llava_app.errors import UserError
+
 
 class Line:
     """First come, first served; at most ``capacity()`` holders at once."""
 
-    def __init__(self, capacity: Callable[[], int]):
+    def __init__(self, capacity: Callable[[], int], max_waiting: int | None = None):
         self.capacity = capacity
+        #: more than this many waiting: a newcomer is told the line is full (None: no limit)
+        self.max_waiting = max_waiting
         self._cond = threading.Condition()
         self._waiting: list[int] = []
         self._serving = 0
         self._tickets = itertools.count(1)
 
     def join(self) -> int:
-        """A ticket at the end of the line."""
+        """A ticket at the end of the line; a full line refuses with a message."""
         with self._cond:
+            if self.max_waiting is not None and len(self._waiting) >= self.max_waiting and \
+                    self._serving >= max(1, self.capacity()):
+                raise UserError(f"The queue is full: {len(self._waiting)} answers are waiting for the model. "
+                                "Try again in a minute.")
             ticket = next(self._tickets)
             self._waiting.append(ticket)
             return ticket

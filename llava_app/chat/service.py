@@ -46,7 +46,8 @@ class ChatService:
                  image_limits: ImageLimits | None = None, stream_interval: float = 0.05,
                  context: ContextFitter | None = None, max_images_per_message: int | None = None,
                  session_ttl: float = 3600.0, max_new_tokens_limit: int = 2048,
-                 allowed_models: list[str] | None = None, intake: Intake | None = None):
+                 allowed_models: list[str] | None = None, intake: Intake | None = None,
+                 queue_size: int | None = None):
         self.backend = backend
         self.intake = intake or Intake(store)  # how videos, PDFs and URLs are read (limits; URLs at all)
         self.max_new_tokens_limit = max_new_tokens_limit  # the most new tokens a user may ask for
@@ -65,7 +66,7 @@ class ChatService:
         #: fits each prompt into the model's context window (drops, summarises, refuses)
         self.context = context or ContextFitter(backend)
         #: answers wait here for the engine, in the order they were asked
-        self.line = Line(lambda: self.backend.max_concurrency)
+        self.line = Line(lambda: self.backend.max_concurrency, max_waiting=queue_size)
         #: the least time between two updates pushed to the page; faster chunks are coalesced.
         #: Each update costs gradio a few ms of CPU, taken from the model on a small machine:
         #: 20 a second read smoothly and keep the app's rate near raw generate (bench.py).
@@ -225,7 +226,13 @@ class ChatService:
             return
         self.sessions.touch(conv)
         cancel = self._arm(conv, start=True)
-        ticket, served = self.line.join(), False
+        try:
+            ticket, served = self.line.join(), False
+        except UserError:  # the line is full: the question is taken back, with the message
+            self._release(conv, cancel)
+            with conv.lock:
+                conv.retract()
+            raise
         try:
             place = None
             while (now := self.line.wait(ticket, 0.2)) and not cancel.is_set():

@@ -102,6 +102,11 @@ class SessionPrefixes:
     def budget(self) -> int:
         return self._lru.budget
 
+    @budget.setter
+    def budget(self, value: int) -> None:
+        """A new budget (the next prefix kept evicts down to it)."""
+        self._lru.budget = value
+
     @property
     def nbytes(self) -> int:
         return self._lru.nbytes

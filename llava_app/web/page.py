@@ -298,8 +298,9 @@ def _wire_api(page: Page, handlers: ChatHandlers, app: App) -> None:
         answer = gr.Textbox(label="answer")
         context = gr.JSON(label="context")
         chat_btn, context_btn, reset_btn = gr.Button(), gr.Button(), gr.Button()
+    # API clients wait in Gradio's queue, which tells them their place (and when it is full).
     chat_btn.click(handlers.api_chat, [message, images, urls, page.state], [answer, page.state], api_name="chat",
-                   concurrency_limit=None)  # the service's line orders answers from the page, /chat and /v1
+                   concurrency_limit=app.service.max_concurrency, concurrency_id=GENERATION_CONCURRENCY_ID)
     context_btn.click(handlers.api_context, [page.state], [context], api_name="context")
     reset_btn.click(handlers.api_reset, [page.state], [page.state], api_name="reset")
     _wire_branch_api(page, handlers, app, message, images, answer, context)

@@ -72,3 +72,25 @@ def test_the_place_in_line_passes_through_the_saving_of_a_conversation(store, tm
     backend.hold.set()
     list(first)
     assert list(second)[-1] == "second" and two.turns[-1].assistant == "second"
+
+
+def test_a_full_line_refuses_a_newcomer_at_once_and_takes_the_question_back(store):
+    import pytest
+
+    from llava_app.errors import UserError
+
+    backend = RecordingBackend().enqueue("first")
+    backend.hold.clear()
+    service = ChatService(backend, store, stream_interval=0, queue_size=1)
+    one, two, three = Conversation(), Conversation(), Conversation()
+    for conv in (one, two, three):
+        service.ask(conv, "Hello?")
+    first = service.stream_answer(one, GenerationParams(max_new_tokens=4))
+    assert next(first) == "first"
+    second = service.stream_answer(two, GenerationParams(max_new_tokens=4), report_waiting=True)
+    assert next(second) == Waiting(1)
+    with pytest.raises(UserError, match="queue is full"):
+        next(service.stream_answer(three, GenerationParams(max_new_tokens=4)))
+    assert three.turns == [] and not service.is_running(three)
+    backend.hold.set()
+    list(first), list(second)
