@@ -50,7 +50,7 @@ def _message(exc: BaseException) -> str:
 
 
 def _files(value: Any) -> list[tuple[str, str]]:
-    from llava_app.web.handlers import file_paths
+    from llava_app.web.inputs import file_paths
 
     return file_paths(value)
 

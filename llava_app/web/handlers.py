@@ -9,9 +9,8 @@ page messages here, escaped, never a traceback.
 from __future__ import annotations
 
 import logging
-import os
 from functools import partial
-from typing import Any, AsyncIterator, Callable
+from typing import AsyncIterator, Callable
 
 import anyio
 import gradio as gr
@@ -25,6 +24,7 @@ from llava_app.web import views
 from llava_app.web.branching import BranchingHandlers
 from llava_app.web.gradio_compat import GradioSessions
 from llava_app.web.i18n import T, model_line
+from llava_app.web.inputs import file_paths, message_files, message_text, pasted_urls, upload_files, url_list
 from llava_app.web.streaming import iterate_in_thread
 from llava_app.web.translations import localize
 
@@ -41,48 +41,6 @@ def language(request: gr.Request | None) -> str:
 
 #: Regenerate samples at least this hot: at temperature 0 (greedy) it would repeat the answer word for word
 REGENERATE_TEMPERATURE = 0.7
-
-
-def upload_files(value: Any) -> list[tuple[str, str]]:
-    """Paths and names of newly uploaded gallery items (ours carry an "Image N" caption)."""
-    files = []
-    for item in value or []:
-        path, caption = (item if isinstance(item, (tuple, list)) else (item, None))
-        if caption and str(caption).startswith("Image "):
-            continue
-        files.append((str(path), os.path.basename(str(path))))
-    return files
-
-
-def message_text(value: Any) -> str:
-    """The text of the question box (a ``MultimodalTextbox`` value, or plain text from older clients)."""
-    return str(value.get("text") or "") if isinstance(value, dict) else str(value or "")
-
-
-def message_files(value: Any) -> list[tuple[str, str]]:
-    """Paths and names of the files in the question box."""
-    return file_paths(value.get("files") or []) if isinstance(value, dict) else []
-
-
-def file_paths(value: Any) -> list[tuple[str, str]]:
-    """Paths and names from a ``gr.File`` value (API uploads)."""
-    items = value if isinstance(value, list) else ([value] if value else [])
-    out = []
-    for item in items:
-        path = item if isinstance(item, str) else getattr(item, "name", None) or getattr(item, "path", None)
-        if path:
-            out.append((str(path), os.path.basename(str(path))))
-    return out
-
-
-def url_list(value: Any) -> list[str]:
-    """URLs from the API's ``urls`` (a list of strings, or one string); anything else is refused."""
-    if value in (None, "", []):
-        return []
-    items = [value] if isinstance(value, str) else value
-    if not isinstance(items, list) or not all(isinstance(u, str) for u in items):
-        raise UserError("urls must be a list of http(s) URLs (strings).")
-    return [u.strip() for u in items if u.strip()]
 
 
 def page_message(exc: BaseException) -> str:
@@ -179,7 +137,7 @@ class ChatHandlers(BranchingHandlers):
 
     def on_delete(self, value, conv: Conversation, request: gr.Request | None = None):
         """Images gone from the strip leave the conversation (the others keep their labels)."""
-        kept = {str(c) for _, c in (value or []) if c}
+        kept = {views.label_of(str(c)) for _, c in (value or []) if c}
         gone = [im.number for im in conv.images if im.label not in kept]
         self.service.remove_images(conv, gone)
         self.saved.save(conv)
@@ -199,8 +157,22 @@ class ChatHandlers(BranchingHandlers):
 
     # ----- asking -------------------------------------------------------------------------
     def on_submit(self, value, conv: Conversation, request: gr.Request | None = None):
-        """A question (and any files still in the box) joins the conversation; ``on_generate`` answers it."""
+        """A question (and any files still in the box) joins the conversation; ``on_generate`` answers it.
+
+        A box holding only links (with ``--image-urls``) fetches them into the strip instead: the
+        question comes next.
+        """
         lang, files, notice = language(request), message_files(value), ""
+        urls = pasted_urls(message_text(value)) if self.config.image_urls else []
+        if urls:
+            result = self.service.add_urls(conv, urls)
+            for message in result.errors + result.warnings:
+                self.warn(views.plain(message), lang)
+            self.saved.save(conv)
+            notice = localize(views.added_notice(result.added, result.errors + result.warnings), lang)
+            box = "" if result.added and not result.errors else gr.update()
+            # Not a question: nothing is asked, so the answer step that follows finds nothing to write.
+            return box, *self._images(conv, notice, lang)[:4], *self.views(conv, lang=lang)
         if files:
             notice = self._attach(conv, files, lang=lang)
         try:

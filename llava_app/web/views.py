@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import re
 from typing import Any
 
 from llava_app.chat.conversation import Conversation, PromptInfo
@@ -12,8 +13,22 @@ from llava_app.web.display import chat_markdown
 
 
 def gallery_value(conv: Conversation) -> list[tuple[str, str]]:
-    """The gallery shows every image of the conversation with its stable label."""
-    return [(im.path, im.label) for im in conv.images]
+    """The strip shows every image of the conversation with its stable label (and, for a video's keyframe or
+    a PDF's page, where it came from: "Image 2 · clip.mp4 @ 0:12")."""
+    return [(im.path, caption(im)) for im in conv.images]
+
+
+def caption(im: Any) -> str:
+    """A picture's caption: its label, and its source when it is a keyframe or a page."""
+    return f"{im.label} · {im.name}" if im.video or _PAGE.search(im.name or "") else im.label
+
+
+def label_of(caption_text: str) -> str:
+    """The label a caption starts with."""
+    return caption_text.split(" · ")[0]
+
+
+_PAGE = re.compile(r"\.pdf p\. \d+$")
 
 
 def chat_value(conv: Conversation, partial: str | None = None, waiting: int | None = None) -> list[dict[str, Any]]:

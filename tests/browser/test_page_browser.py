@@ -252,3 +252,21 @@ def test_a_thumbnail_in_the_chat_opens_large_with_its_label(open_page, pictures)
     assert lightbox.inner_text().strip() == "Image 1"
     lightbox.click()
     lightbox.wait_for(state="detached")
+
+
+def test_a_video_and_a_pdf_join_the_strip_as_labelled_keyframes_and_pages(open_page, tmp_path):
+    from media_files import make_pdf, make_video
+
+    page = open_page(LAPTOPS[0])
+    clip, report = tmp_path / "clip.mp4", tmp_path / "report.pdf"
+    clip.write_bytes(make_video())
+    report.write_bytes(make_pdf(2))
+    upload(page, clip)
+    page.wait_for_function("() => document.querySelectorAll('#gallery .caption-label').length == 4", timeout=WAIT_MS)
+    frames = captions(page)
+    assert [c.split(" · ")[0] for c in frames] == ["Image 1", "Image 2", "Image 3", "Image 4"]
+    assert all(" · clip.mp4 @ 0:0" in c for c in frames)
+    ask(page, "What happens in this clip?")
+    upload(page, report)
+    page.wait_for_function("() => document.querySelectorAll('#gallery .caption-label').length == 6", timeout=WAIT_MS)
+    assert captions(page)[4:] == ["Image 5 · report.pdf p. 1", "Image 6 · report.pdf p. 2"]

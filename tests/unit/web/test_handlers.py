@@ -142,3 +142,39 @@ def test_a_removed_image_stays_in_the_chat_as_a_labelled_placeholder(setup, imag
     handlers.on_delete([(conv.images[0].path, "Image 2")], conv)
     assert [m["content"] for m in handlers.views(conv)[0] if isinstance(m["content"], str)].count(
         "*[Image 1, removed]*") == 1 and len(conv.removed) == 1
+
+
+def test_links_pasted_alone_into_the_question_box_are_fetched_into_the_strip(tmp_path, image_files):
+    """With --image-urls, a box holding only links fetches them (loopback allowed by the operator)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    body = image_files[0].read_bytes()
+
+    class Picture(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the http.server name
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Picture)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    config = Config(model="recording-fake", data_dir=str(tmp_path / "data"), image_urls=True,
+                    image_url_allow="127.0.0.1")
+    app = create_app(config, backend=RecordingBackend())
+    try:
+        handlers, conv = ChatHandlers(app), Conversation()
+        url = f"http://127.0.0.1:{server.server_port}/cat.png"
+        box, gallery, conv, notice, *_ = handlers.on_submit({"text": f"  {url}  ", "files": []}, conv)
+        assert box == "" and [label for _, label in gallery] == ["Image 1"] and notice == "Added Image 1."
+        assert conv.turns == []  # a link is not a question
+        _, _, conv, *_ = handlers.on_submit({"text": f"What is at {url}?", "files": []}, conv)
+        assert conv.turns[-1].user == f"What is at {url}?"  # a question that mentions a link is a question
+    finally:
+        app.close()
+        server.shutdown()
