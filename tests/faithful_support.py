@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import functools
+from llava_app.engine.token_record import byte_decoder
 
 FAITHFUL = ["tiny-faithful-llava", "tiny-faithful-llava-next", "tiny-faithful-llava-onevision",
             "tiny-faithful-interleave"]
@@ -11,18 +11,9 @@ SYSTEM = "Answer briefly."
 MIXED = " Hello world, 你好 😀!"
 
 
-@functools.lru_cache(maxsize=1)
 def _byte_chars() -> dict[int, str]:
-    """GPT-2 / Qwen2 byte-level BPE: the printable character that stands for each byte."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return {b: chr(c) for b, c in zip(bs, cs)}
+    """GPT-2 / Qwen2 byte-level BPE: the printable character that stands for each byte (the engine's table)."""
+    return {b: c for c, b in byte_decoder().items()}
 
 
 def byte_ids(tokenizer, text: str) -> list[int]:

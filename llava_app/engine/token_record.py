@@ -150,7 +150,7 @@ class TokenRecords:
 
 
 @functools.lru_cache(maxsize=1)
-def _byte_decoder() -> dict[str, int]:
+def byte_decoder() -> dict[str, int]:
     """GPT-2 byte-level BPE: the byte each printable stand-in character means."""
     bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
     cs = bs[:]
@@ -165,7 +165,7 @@ def _byte_decoder() -> dict[str, int]:
 
 def _piece_bytes(piece: str, byte_level: bool) -> bytes:
     if byte_level:
-        table = _byte_decoder()
+        table = byte_decoder()
         if all(ch in table for ch in piece):
             return bytes(table[ch] for ch in piece)
         return piece.encode("utf-8")

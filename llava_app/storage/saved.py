@@ -83,6 +83,22 @@ def _upgrade(data: dict[str, Any]) -> dict[str, Any]:
 
 
 # ----- the store ---------------------------------------------------------------------------------
+def place_file(source: str, dest: Path) -> None:
+    """Link (or copy) ``source`` to ``dest`` under a temporary name, then rename: never half a file.
+
+    The new file's time is now (a link keeps the store file's old time): a sweep's grace runs from
+    here until the row that names it is written.
+    """
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f"{dest.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        os.link(source, tmp)
+    except OSError:
+        shutil.copyfile(source, tmp)
+    os.utime(tmp)
+    os.replace(tmp, dest)
+
+
 class SavedConversations:
     """The saved conversations: SQLite rows (one per browser) plus content-addressed image files.
 
@@ -156,19 +172,12 @@ class SavedConversations:
         return self.files_dir / sha256[:2] / f"{sha256}.png"
 
     def _save_file(self, sha256: str, source: str) -> None:
-        """Link (or copy) an image in under a temporary name, then rename: never half a file."""
+        """Link (or copy) an image in (``place_file``); one already there is touched: its grace starts again."""
         dest = self.file_for(sha256)
         if dest.exists():
             os.utime(dest)
             return
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f"{dest.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        try:
-            os.link(source, tmp)
-        except OSError:
-            shutil.copyfile(source, tmp)
-        os.utime(tmp)  # a link keeps the store file's old time: a sweep's grace runs from now, until the row commits
-        os.replace(tmp, dest)
+        place_file(source, dest)
 
     def save(self, key: str, record: ConversationRecord, owner: str | None = None) -> None:
         """Replace the saved conversation ``key`` with ``record`` (image files first, then the row, atomically);

@@ -15,7 +15,6 @@ import json
 import os
 import re
 import secrets
-import shutil
 import sqlite3
 import threading
 import time
@@ -24,6 +23,7 @@ from typing import Iterator
 
 from llava_app.errors import UserError
 from llava_app.storage.records import ConversationRecord
+from llava_app.storage.saved import place_file
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{43}$")
 
@@ -72,14 +72,7 @@ class Shares:
                 raise UserError(f"{im.label} is no longer on the server; it cannot be shared.")
             dest = self.file_for(im.sha256)
             if not dest.exists():
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                tmp = dest.with_name(f"{dest.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-                try:
-                    os.link(source, tmp)
-                except OSError:
-                    shutil.copyfile(source, tmp)
-                os.utime(tmp)  # a sweep spares files this young: the row is written just after
-                os.replace(tmp, dest)
+                place_file(source, dest)  # a sweep spares files this young: the row is written just after
         token, now = secrets.token_urlsafe(32), time.time()
         with self._lock, self._db() as db:
             db.execute("INSERT INTO shares (key, owner, created, expires, data) VALUES (?, ?, ?, ?, ?)",
