@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 import weakref
-from typing import Callable, Iterable
+from typing import Callable
 
 from llava_app.chat.conversation import Conversation
 
@@ -131,11 +131,6 @@ class Sessions:
             with conv.lock:
                 used.update(im.sha256 for im in conv.all_images())
         return used
-
-    def clients(self) -> Iterable[str]:
-        """Session hashes of clients not yet gone."""
-        with self._lock:
-            return list(self._clients)
 
     def __len__(self) -> int:
         with self._lock:

@@ -21,9 +21,8 @@ T = TypeVar("T")
 _END = object()
 
 
-async def iterate_in_thread(make: Callable[[], Iterator[T]], on_cancel: Callable[[], None],
-                            latest_only: bool = True) -> AsyncIterator[T]:
-    """Yield what ``make()`` yields; with ``latest_only`` a slow reader gets only the newest item.
+async def iterate_in_thread(make: Callable[[], Iterator[T]], on_cancel: Callable[[], None]) -> AsyncIterator[T]:
+    """Yield what ``make()`` yields; a slow reader gets only the newest item.
 
     Exceptions raised by the generator are re-raised here.
     """
@@ -50,7 +49,7 @@ async def iterate_in_thread(make: Callable[[], Iterator[T]], on_cancel: Callable
                 (ok, item), pending = pending, None
             else:
                 ok, item = await anyio.to_thread.run_sync(items.get, abandon_on_cancel=True)
-            while latest_only and ok and item is not _END:  # coalesce: skip to the newest item
+            while ok and item is not _END:  # coalesce: skip to the newest item
                 try:
                     nxt = items.get_nowait()
                 except queue.Empty:
