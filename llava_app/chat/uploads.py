@@ -115,3 +115,8 @@ def _url_label(url: str) -> str:
         return url_name(url)
     except Exception:  # noqa: BLE001 - an unparsable URL is refused when read, with the reason
         return url[:80]
+
+
+def media_options(frames: float | None, pages: str | None, limit: int) -> MediaOptions:
+    """The user's choices for videos and PDFs from the page: keyframes (1 to ``limit``) and a page selection."""
+    return MediaOptions(frames=max(1, min(int(limit), int(frames or 1))), pages=(pages or "").strip())

@@ -18,6 +18,7 @@ import gradio as gr
 from llava_app.application import App
 from llava_app.chat.conversation import Conversation
 from llava_app.chat.service import Waiting
+from llava_app.chat.uploads import media_options
 from llava_app.chat.examples import Example, language_of, load_example
 from llava_app.errors import UserError
 from llava_app.web import views
@@ -108,23 +109,36 @@ class ChatHandlers(BranchingHandlers):
         """Values for the strip, the conversation, the notice, the limits and the meter."""
         return views.gallery_value(conv), conv, notice, self.limits_text(conv, lang), self.meter(conv, lang)
 
-    def _attach(self, conv: Conversation, files: list[tuple[str, str]], progress=None, lang: str = "en") -> str:
-        """Every way a picture arrives ends here: decoded, labelled, saved; the notice tells what happened."""
+    def _attach(self, conv: Conversation, files: list[tuple[str, str]], progress=None, lang: str = "en",
+                frames: float | None = None, pages: str | None = None) -> str:
+        """Every way a picture arrives ends here: decoded, labelled, saved; the notice tells what happened.
+
+        ``frames`` and ``pages`` are the person's choices for videos (keyframes) and PDFs (pages).
+        """
         report = None if progress is None else (lambda fraction, message: progress(fraction, desc=message))
-        result = self.service.add_images(conv, files, progress=report)
-        for message in result.errors + result.warnings:
+        options = None if frames is None else media_options(frames, pages, self.frames_limit)
+        result = self.service.add_images(conv, files, progress=report, options=options)
+        problems = views.merged(result.errors) + result.warnings  # a batch over a limit: one message
+        for message in problems:
             self.warn(views.plain(message), lang)
         self.saved.save(conv)
-        return localize(views.added_notice(result.added, result.errors + result.warnings), lang)
+        return localize(views.added_notice(result.added, problems), lang)
 
     # ----- images -------------------------------------------------------------------------
-    def on_upload(self, value, conv: Conversation, request: gr.Request | None = None, progress=gr.Progress()):
+    @property
+    def frames_limit(self) -> int:
+        """The most keyframes one video may give: what goes with one question."""
+        return self.service.max_images_per_message or self.service.max_images
+
+    def on_upload(self, value, conv: Conversation, frames: float | None = None, pages: str | None = None,
+                  request: gr.Request | None = None, progress=gr.Progress()):
         """Files dropped on the strip (or taken with the webcam, or pasted there): decoded (videos as keyframes,
         PDFs as pages), stored and labelled, or refused with a message; a video or PDF shows its progress."""
         lang = language(request)
-        return self._images(conv, self._attach(conv, upload_files(value), progress, lang), lang)
+        return self._images(conv, self._attach(conv, upload_files(value), progress, lang, frames, pages), lang)
 
-    def on_attach(self, value, conv: Conversation, request: gr.Request | None = None, progress=gr.Progress()):
+    def on_attach(self, value, conv: Conversation, frames: float | None = None, pages: str | None = None,
+                  request: gr.Request | None = None, progress=gr.Progress()):
         """Files attached in, pasted into or dropped on the question box join the strip at once; the text stays."""
         files = message_files(value)
         batch = frozenset(path for path, _ in files)
@@ -132,7 +146,7 @@ class ChatHandlers(BranchingHandlers):
             return (gr.skip(),) * 6
         self._attached[conv.id] = batch
         lang = language(request)
-        notice = self._attach(conv, files, progress, lang)
+        notice = self._attach(conv, files, progress, lang, frames, pages)
         return {"text": message_text(value), "files": []}, *self._images(conv, notice, lang)
 
     def on_delete(self, value, conv: Conversation, request: gr.Request | None = None):

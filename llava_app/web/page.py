@@ -60,6 +60,8 @@ class Page:
     export_file: gr.File
     limits: gr.Markdown
     settings_toggle: gr.Button
+    frames: gr.Slider
+    pages: gr.Textbox
 
     @property
     def views(self) -> list:
@@ -139,9 +141,10 @@ def _layout(app: App, handlers: ChatHandlers) -> Page:
         with gr.Column(elem_id="side", scale=1, min_width=300):
             meter = gr.Markdown(handlers.meter(Conversation()), elem_id="context-meter")
             panels = _panels(config)
+            frames, pages = _media_choices(config, handlers.frames_limit)
             picker = _model_picker(app)
     return Page(state, browser_key, header, banner, picker, gallery, notice, examples, chatbot, question, send,
-                stop, regenerate, undo, new_chat, meter, *panels, limits=limits, settings_toggle=settings)
+                stop, regenerate, undo, new_chat, meter, *panels, limits=limits, settings_toggle=settings, frames=frames, pages=pages)
 
 
 def _image_strip(handlers: ChatHandlers) -> tuple[gr.Gallery, gr.Markdown, gr.Markdown]:
@@ -181,6 +184,15 @@ def _panels(config) -> tuple:
         export_file = gr.File(label=T("download"), interactive=False, elem_id="export-file")
     return (system_prompt, temperature, top_p, max_new, prompt_stats, prompt_view, export_buttons, import_button,
             export_file)
+
+
+def _media_choices(config, frames_limit: int) -> tuple[gr.Slider, gr.Textbox]:
+    """How many keyframes a video gives and which pages of a PDF are read (for the next ones added)."""
+    with gr.Accordion(T("media_section"), open=False, elem_id="media-choices"):
+        frames = gr.Slider(1, max(2, frames_limit), value=min(config.video_frames, frames_limit), step=1,
+                           label=T("video_frames"), elem_id="video-frames")
+        pages = gr.Textbox(label=T("pdf_pages"), placeholder="1-3, 5", max_lines=1, elem_id="pdf-pages")
+    return frames, pages
 
 
 def _model_picker(app: App) -> Picker | None:
@@ -243,12 +255,13 @@ def _then_generate(event, page: Page, handlers: ChatHandlers) -> None:
 
 def _wire_images(page: Page, handlers: ChatHandlers) -> None:
     outputs = [page.gallery, page.state, page.notice, page.limits, page.meter]
-    page.gallery.upload(handlers.on_upload, [page.gallery, page.state], outputs, api_visibility="private",
+    media = [page.frames, page.pages]  # the person's choices for videos and PDFs
+    page.gallery.upload(handlers.on_upload, [page.gallery, page.state, *media], outputs, api_visibility="private",
                         show_progress="minimal")
     page.gallery.delete(handlers.on_delete, [page.gallery, page.state], outputs, api_visibility="private")
     page.gallery.change(handlers.on_gallery_change, [page.gallery, page.state], outputs, api_visibility="private",
                         show_progress="hidden")
-    page.question.change(handlers.on_attach, [page.question, page.state], [page.question, *outputs],
+    page.question.change(handlers.on_attach, [page.question, page.state, *media], [page.question, *outputs],
                          api_visibility="private", show_progress="hidden", trigger_mode="always_last")
 
 

@@ -13,6 +13,9 @@ from typing import Any
 
 EN = {
     "title": "## Chat with your photos",
+    "media_section": "Videos and PDFs",
+    "video_frames": "Keyframes taken from a video (evenly spaced)",
+    "pdf_pages": "PDF pages to read (empty: from the first, as many as fit)",
     "settings": "Settings",
     "chat_placeholder": "**Drop pictures here** (or paste a screenshot, or attach them with the clip in the box "
                         "below), then ask about them. Each picture gets a label you can use in your questions: "
@@ -57,6 +60,9 @@ EN = {
 
 ZH_CN = {
     "title": "## 和你的照片聊天",
+    "media_section": "视频和 PDF",
+    "video_frames": "从视频中取的关键帧数（均匀分布）",
+    "pdf_pages": "要读取的 PDF 页（留空：从第一页起，能放下多少读多少）",
     "settings": "设置",
     "chat_placeholder": "**把图片拖到这里**（或粘贴截图，或用下方输入框里的回形针添加），然后提问。每张图片都有一个标签，"
                         "提问时可以用它指代图片：“比较 Image 1 和 Image 2”。回车发送。",

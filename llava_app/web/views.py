@@ -157,6 +157,16 @@ def hidden_note(conv: Conversation) -> dict[str, Any] | None:
     return {"title": title, "body": body}
 
 
+def merged(problems: list[str]) -> list[str]:
+    """Messages that differ only in the file they name become one ("a.png, b.png: At most 4 new images ...")."""
+    names: dict[str, list[str]] = {}
+    for message in problems:
+        name, sep, rest = message.partition(": ")
+        names.setdefault(rest if sep else message, []).append(name if sep else "")
+    return [(", ".join(n for n in who if n) + ": " + rest) if len(who) > 1 and all(who) else
+            (f"{who[0]}: {rest}" if who[0] else rest) for rest, who in names.items()]
+
+
 def added_notice(added: list[str], problems: list[str]) -> str:
     """The notice under the gallery after an upload: what was added, then each problem (escaped)."""
     text = f"Added {', '.join(added)}." if added else ""

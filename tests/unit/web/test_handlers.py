@@ -178,3 +178,34 @@ def test_links_pasted_alone_into_the_question_box_are_fetched_into_the_strip(tmp
     finally:
         app.close()
         server.shutdown()
+
+
+def test_a_batch_over_the_per_question_limit_gets_one_message(setup, tmp_path):
+    app, handlers, _ = setup
+    from PIL import Image
+
+    files = []
+    for i, color in enumerate(["red", "green", "blue", "white", "black", "gray"]):
+        path = tmp_path / f"p{i}.png"
+        Image.new("RGB", (32, 24), color).save(path)
+        files.append(str(path))
+    app.service.max_images, app.service.max_images_per_message = 6, 4
+    with pytest.warns(UserWarning) as caught:
+        gallery, conv, notice, limits, _ = handlers.on_upload(files, Conversation())
+    assert len(gallery) == 4 and limits == "4 of 6 images · up to 4 with one question"
+    assert [str(w.message) for w in caught] == [
+        "p4.png, p5.png: At most 4 new images go with one question, and 4 are waiting already. Ask about them "
+        "first, then add more."]
+
+
+def test_the_person_chooses_a_videos_keyframes_and_a_pdfs_pages(setup, tmp_path):
+    from media_files import make_pdf, make_video
+
+    _, handlers, _ = setup
+    clip, report = tmp_path / "clip.mp4", tmp_path / "report.pdf"
+    clip.write_bytes(make_video())
+    report.write_bytes(make_pdf(3))
+    gallery, conv, *_ = handlers.on_upload([str(clip)], Conversation(), 2, "")
+    assert [c.split(" · ")[1].split(" @ ")[0] for _, c in gallery] == ["clip.mp4", "clip.mp4"]  # two keyframes
+    gallery, conv, *_ = handlers.on_upload([str(report)], Conversation(), 2, "3")
+    assert [c for _, c in gallery] == ["Image 1 · report.pdf p. 3"]
