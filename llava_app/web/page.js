@@ -1,8 +1,10 @@
 () => {
-  // Files dropped anywhere on the chat join the conversation like files dropped on the question box.
+  // Files dropped on the chat, or on a strip that already shows pictures (Gradio's gallery takes
+  // drops only while empty), join the conversation like files dropped on the question box.
   const forward = (event) => {
-    const chat = event.target.closest && event.target.closest('#chatbot');
-    if (!chat || !event.dataTransfer || !event.dataTransfer.files.length) return;
+    const on = (selector) => event.target.closest && event.target.closest(selector);
+    const strip = on('#gallery') && document.querySelector('#gallery .gallery-item');
+    if (!(on('#chatbot') || strip) || !event.dataTransfer || !event.dataTransfer.files.length) return;
     event.preventDefault();
     if (event.type !== 'drop') return;
     const input = document.querySelector('#question input[type=file]');

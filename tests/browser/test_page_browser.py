@@ -179,6 +179,9 @@ def test_a_pasted_screenshot_and_files_dropped_on_the_chat_join_the_strip(open_p
     page.evaluate(DROP, ["#chatbot .bubble-wrap", png_b64(pictures[2]), "dropped.png"])
     wait_captions(page, ["Image 1", "Image 2", "Image 3"])
     assert page.locator("#notice [data-testid=markdown]").inner_text().strip() == "Added Image 3."
+    # Dropped on the strip, which already shows pictures: the next label again.
+    page.evaluate(DROP, ["#gallery .grid-wrap", png_b64(pictures[3]), "onto-strip.png"])
+    wait_captions(page, ["Image 1", "Image 2", "Image 3", "Image 4"])
     assert page.locator("#question textarea").input_value() == ""  # the box is free for the question
 
 
