@@ -112,10 +112,10 @@ def test_handlers_write_the_meter_notices_and_warnings_in_the_browsers_language(
     warnings = []
     monkeypatch.setattr(gr, "Warning", warnings.append)
     zh = request("zh-CN,zh;q=0.9")
-    _, conv, notice, limits, meter = handlers.on_upload([str(image_files[0])], conv, zh)
+    _, conv, notice, limits, meter = handlers.on_upload([str(image_files[0])], conv, request=zh)
     assert notice == "已添加 Image 1。" and "1 张图片" in meter and limits.startswith("1 / ")
     handlers.on_submit("  ", conv, zh)
     assert warnings == ["请先输入问题。"]
     assert handlers.on_export("json", Conversation(), "", "zh-CN") is None and "还没有可导出的内容" in warnings[-1]
-    _, _, notice, _, _ = handlers.on_upload([str(image_files[0])], conv, request())
+    _, _, notice, _, _ = handlers.on_upload([str(image_files[0])], conv, request=request())
     assert "already in this conversation" in notice  # English stays English
