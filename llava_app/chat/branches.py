@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from llava_app.errors import UserError
+from llava_app.storage.records import image_label
 
 if TYPE_CHECKING:  # pragma: no cover
     from llava_app.chat.conversation import Conversation, Turn
@@ -137,10 +138,10 @@ def fork(conv: Conversation, index: int, question: str, add: list[int] = (), rem
         waiting = {im.number for im in conv.images if im.joined_at >= len(conv.turns)}
         for n in remove:
             if n not in (base.images or []):
-                raise UserError(f"Image {n} is not one of turn {index + 1}'s images.")
+                raise UserError(f"{image_label(n)} is not one of turn {index + 1}'s images.")
         for n in add:
             if n not in waiting or n not in known:
-                raise UserError(f"Image {n} is not waiting to be sent.")
+                raise UserError(f"{image_label(n)} is not waiting to be sent.")
         images = [n for n in base.images or [] if n not in remove] + [n for n in add if n not in (base.images or [])]
         turn = Turn(user=question, id=new_id(conv), parent=base.parent, images=images)
         conv.hidden.append(turn)
@@ -170,7 +171,7 @@ def describe(conv: Conversation) -> list[dict[str, Any]]:
         out = []
         for i, turn in enumerate(conv.turns):
             k, n = position(conv, i)
-            out.append({"turn": i, "index": k, "count": n, "images": [f"Image {m}" for m in turn.images or []]})
+            out.append({"turn": i, "index": k, "count": n, "images": [image_label(m) for m in turn.images or []]})
         return out
 
 
