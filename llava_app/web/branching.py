@@ -8,12 +8,14 @@ the conversation and what the page shows of it; API handlers stream text or retu
 from __future__ import annotations
 
 import logging
+import re
 from functools import partial
 from typing import Any, AsyncIterator
 
 import anyio
 import gradio as gr
 
+from llava_app.chat import branches
 from llava_app.chat.conversation import Conversation
 from llava_app.errors import UserError
 from llava_app.web import views
@@ -53,6 +55,16 @@ def _files(value: Any) -> list[tuple[str, str]]:
     from llava_app.web.inputs import file_paths
 
     return file_paths(value)
+
+
+#: the chat's and the list's links (``views.turn_tools``, ``views.chats_html``), as page.js passes them on
+ACTION = re.compile(r"^(?:(?P<verb>edit)-(?P<turn>\d+)|branch-(?P<bturn>\d+)-(?P<index>\d+)|"
+                    r"(?P<chat>open|rename|delete)-(?P<row>[A-Za-z0-9_-]+)(?::(?P<title>.*))?)$", re.S)
+SKIP_ACTION = 13  # outputs of ``on_action``: state, gallery, question, notice, list, 4 of the edit bar, 4 views
+
+
+def _closed_bar() -> tuple:
+    return None, gr.update(visible=False), gr.skip(), gr.skip()
 
 
 class BranchingHandlers:
@@ -136,6 +148,105 @@ class BranchingHandlers:
             gr.Warning(_message(exc))
             return False
         return True
+
+    # ----- the page's links, the edit bar, the list, Share ---------------------------------------
+    def on_action(self, action: str, conv: Conversation, system_prompt: str, request: gr.Request):
+        """A link of the chat or of the list, clicked: "edit-2", "branch-1-0", "open-<id>", "rename-<id>:<title>",
+        "delete-<id>". Returns the conversation, the strip, the question box, the notice, the list, the edit
+        bar (turn, shown, title, pictures) and the views; what an action leaves alone is skipped."""
+        match = ACTION.match(str(action or ""))
+        out = [gr.skip()] * SKIP_ACTION
+        if match is None:
+            return tuple(out)
+        if match["verb"]:
+            return self._start_edit(int(match["turn"]), conv, out)
+        if match["bturn"] is not None:
+            shown = self.on_branch(match["bturn"], match["index"], conv, system_prompt)
+            out[0], out[1], out[9:] = shown[0], shown[1], shown[2:]
+            out[4], out[5:9] = self.chats_view(conv), _closed_bar()  # the list's title follows the branch
+            return tuple(out)
+        row = match["row"]
+        if match["chat"] == "open":
+            opened = self.on_open(row, conv, request)
+            out[0], out[1], out[2], out[9:] = opened[0], opened[1], opened[2], opened[3:]
+            out[4], out[5:9] = self.chats_view(opened[0]), _closed_bar()
+        elif match["chat"] == "rename":
+            out[4] = self.chats_view(conv, self.on_rename(row, match["title"] or "", conv))
+        else:
+            out[4] = self.chats_view(conv, self.on_delete_chat(row, conv))
+        return tuple(out)
+
+    def _start_edit(self, turn: int, conv: Conversation, out: list) -> tuple:
+        """The question of ``turn`` goes in the box, and the edit bar says so and lists its pictures."""
+        with conv.lock:
+            answered = 0 <= turn < len(conv.turns) and conv.turns[-1].assistant is not None
+            question = conv.turns[turn] if answered else None
+            labels = branches.describe(conv)[turn]["images"] if answered else []
+        if question is None or self.service.is_running(conv):
+            gr.Warning(views.plain("Wait for the answer being written, or press Stop, before editing a question."))
+            return tuple(out)
+        title = (f"**Editing question {turn + 1}**: Send asks it again; what followed stays on its own branch "
+                 "(‹ › under the question). " + ("Ticked pictures stay with it; " if labels else "")
+                 + "pictures attached now join it.")
+        out[2] = {"text": question.user, "files": []}
+        out[5:9] = [turn, gr.update(visible=True), title,
+                    gr.update(choices=labels, value=labels, visible=bool(labels))]
+        return tuple(out)
+
+    def on_send(self, value, editing: Any, keep: Any, conv: Conversation, request: gr.Request | None = None):
+        """Send: a new question (``on_submit``), or, while a question is edited, that question asked again
+        with the pictures kept and those in the box added. Returns ``on_submit``'s outputs and the edit bar's."""
+        if editing is None:
+            return *self.on_submit(value, conv, request), gr.skip(), gr.skip(), gr.skip()
+        from llava_app.web.inputs import message_files, message_text
+
+        kept = set(keep or [])
+        turn = whole(editing, "turn")
+        shown = branches.describe(conv)
+        remove = numbers([label for label in (shown[turn]["images"] if 0 <= turn < len(shown) else [])
+                          if label not in kept])
+        try:
+            self.service.edit(conv, turn, message_text(value), message_files(value), remove)
+        except UserError as exc:
+            gr.Warning(_message(exc))
+            return (gr.skip(), views.gallery_value(conv), conv, gr.skip(), self.limits_text(conv), *self.views(conv),
+                    gr.skip(), gr.skip(), gr.skip())
+        self.saved.save(conv)
+        return ("", views.gallery_value(conv), conv, "", self.limits_text(conv), *self.views(conv, partial=""),
+                None, gr.update(visible=False), gr.update(choices=[], value=[]))
+
+    def on_cancel_edit(self) -> tuple:
+        """Cancel: the box empties and the edit bar goes; nothing changed."""
+        return "", None, gr.update(visible=False)
+
+    def on_attach_box(self, value, editing: Any, conv: Conversation, frames: float | None = None,
+                      pages: str | None = None, request: gr.Request | None = None, progress=gr.Progress()):
+        """Files put in the question box join the strip at once (``on_attach``); while a question is edited
+        they stay in the box and go with that question when it is sent."""
+        if editing is not None:
+            return (gr.skip(),) * 6
+        return self.on_attach(value, conv, frames, pages, request, progress)
+
+    def chats_view(self, conv: Conversation | None, entries: list[dict[str, Any]] | None = None) -> str:
+        """The list of earlier chats as the page shows it (with the retention and size limits)."""
+        if entries is None:
+            entries = self.saved.listing(conv) if conv is not None else []
+        return views.chats_html(entries, self.saved.limits())
+
+    def on_share_page(self, conv: Conversation, request: gr.Request) -> tuple:
+        """Share: a read-only link to the branch shown (its full address, its expiry), and Revoke."""
+        link = self.on_share(conv)
+        if not link:
+            return gr.skip(), gr.skip(), gr.skip()
+        page = str(request.headers.get("referer") or "").split("#")[0].split("?")[0] if request else ""
+        url = (page if page.endswith("/") else page + "/") + link["url"].lstrip("/") if page else link["url"]
+        return views.share_text(url, link["expires"]), gr.update(visible=True), link["token"]
+
+    def on_revoke_page(self, token: str, conv: Conversation) -> tuple:
+        """Revoke the link just made: it no longer opens."""
+        if token and self.on_revoke(token, conv):
+            return "Link revoked: it no longer opens.", gr.update(visible=False), ""
+        return gr.skip(), gr.skip(), gr.skip()
 
     # ----- the API ----------------------------------------------------------------------------
     def _api_client(self, conv: Conversation, request: gr.Request) -> None:

@@ -39,4 +39,32 @@
     document.body.appendChild(box);
   }, true);
   document.addEventListener('keydown', (event) => { if (event.key === 'Escape') close(); });
+
+  // The chat's and the list's links ("✎ Edit", "‹ 2/3 ›", open, rename, delete an earlier chat) are
+  // actions: the hidden button's event reads window.llavaAction (branch_page.ACTION_JS).
+  document.addEventListener('click', (event) => {
+    const link = event.target.closest && event.target.closest('a[href^="#llava-"]');
+    if (!link) return;
+    event.preventDefault();
+    event.stopPropagation();
+    let action = link.getAttribute('href').slice('#llava-'.length);
+    if (action.startsWith('rename-')) {
+      const title = window.prompt('A new title for this conversation (empty: its first question):',
+                                  link.dataset.title || '');
+      if (title === null) return;
+      action += ':' + title;
+    } else if (action.startsWith('delete-')) {
+      if (!window.confirm('Delete this conversation and its pictures from this browser\'s list?')) return;
+    } else if (action.startsWith('open-')) {
+      document.body.classList.remove('show-side');  // on a phone: back to the chat
+    }
+    const go = document.querySelector('#turn-action-go');
+    if (!go) return;
+    window.llavaAction = action;
+    go.click();
+    if (action.startsWith('edit-')) {
+      const box = document.querySelector('#question textarea');
+      if (box) setTimeout(() => box.focus(), 300);
+    }
+  }, true);
 }

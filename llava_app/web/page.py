@@ -10,13 +10,14 @@ import gradio as gr
 from llava_app.application import EXPORT_KINDS, App
 from llava_app.chat.conversation import Conversation
 from llava_app.chat.examples import Example, available_examples
+from llava_app.web import branch_page
+from llava_app.web.api_page import GENERATION_CONCURRENCY_ID, wire_api
+from llava_app.web.branch_page import Chats, EditBar
 from llava_app.web.gradio_compat import GradioSessions
 from llava_app.web.handlers import ChatHandlers
 from llava_app.web.i18n import T, model_line
 from llava_app.web.session_handlers import SessionHandlers
 from llava_app.web.switching import SwitchPolicy
-
-GENERATION_CONCURRENCY_ID = "model"
 
 
 @dataclass
@@ -62,6 +63,8 @@ class Page:
     settings_toggle: gr.Button
     frames: gr.Slider
     pages: gr.Textbox
+    edit: EditBar
+    chats: Chats
 
     @property
     def views(self) -> list:
@@ -95,7 +98,8 @@ def build_demo(app: App) -> gr.Blocks:
         _wire_images(page, handlers)
         _wire_asking(page, handlers, app)
         _wire_features(page, handlers)
-        _wire_api(page, handlers, app)
+        wire_api(page, handlers, app)
+        branch_page.wire(page, handlers)
         _wire_session(page, handlers, demo)
         _wire_preferences(page, SessionHandlers(app), demo, app)
     app.service.on_client_gone(handlers.gradio.drop)
@@ -125,6 +129,7 @@ def _layout(app: App, handlers: ChatHandlers) -> Page:
                                  render_markdown=True, buttons=["copy"], layout="bubble", autoscroll=True,
                                  placeholder=str(T("chat_placeholder")))
             gallery, limits, notice = _image_strip(handlers)
+            edit = branch_page.edit_bar()
             with gr.Row(elem_id="composer", equal_height=True):
                 # Any file is taken in (the handler says clearly what it cannot read), and pasted
                 # screenshots arrive here too; they all join the strip above with the next label.
@@ -137,14 +142,18 @@ def _layout(app: App, handlers: ChatHandlers) -> Page:
                 regenerate = gr.Button(T("regenerate"), elem_id="regenerate", size="sm", scale=0, min_width=90)
                 undo = gr.Button(T("undo"), elem_id="undo", size="sm", scale=0, min_width=70)
                 new_chat = gr.Button(T("new_chat"), elem_id="new-chat", size="sm", scale=0, min_width=90)
+                share = branch_page.share_button(app.share_links is not None and app.share_links.enabled)
+            chats = branch_page.chats_panel(handlers, share)
             examples = _example_buttons()
         with gr.Column(elem_id="side", scale=1, min_width=300):
             meter = gr.Markdown(handlers.meter(Conversation()), elem_id="context-meter")
+            branch_page.chats_list(handlers, chats)
             panels = _panels(config)
             frames, pages = _media_choices(config, handlers.frames_limit)
             picker = _model_picker(app)
     return Page(state, browser_key, header, banner, picker, gallery, notice, examples, chatbot, question, send,
-                stop, regenerate, undo, new_chat, meter, *panels, limits=limits, settings_toggle=settings, frames=frames, pages=pages)
+                stop, regenerate, undo, new_chat, meter, *panels, limits=limits, settings_toggle=settings, frames=frames,
+                pages=pages, edit=edit, chats=chats)
 
 
 def _image_strip(handlers: ChatHandlers) -> tuple[gr.Gallery, gr.Markdown, gr.Markdown]:
@@ -246,11 +255,13 @@ def _controls(page: Page, busy: bool) -> list:
 
 
 def _then_generate(event, page: Page, handlers: ChatHandlers) -> None:
-    """After ``event`` succeeds: lock the controls, stream the answer, unlock them however it ended."""
+    """After ``event`` succeeds: lock the controls, stream the answer, unlock them however it ended (and
+    show the list of earlier chats again: a new title or date)."""
     locked = [*page.busy_controls, page.stop]
-    event.success(lambda: _controls(page, True), None, locked, **LOCK).success(
+    done = event.success(lambda: _controls(page, True), None, locked, **LOCK).success(
         handlers.on_generate, page.settings, [page.question, page.state, *page.views], **_generation(page)
     ).then(lambda: _controls(page, False), None, locked, **LOCK)
+    branch_page.refresh_list(done, page, handlers)
 
 
 def _wire_images(page: Page, handlers: ChatHandlers) -> None:
@@ -261,26 +272,32 @@ def _wire_images(page: Page, handlers: ChatHandlers) -> None:
     page.gallery.delete(handlers.on_delete, [page.gallery, page.state], outputs, api_visibility="private")
     page.gallery.change(handlers.on_gallery_change, [page.gallery, page.state], outputs, api_visibility="private",
                         show_progress="hidden")
-    page.question.change(handlers.on_attach, [page.question, page.state, *media], [page.question, *outputs],
+    page.question.change(handlers.on_attach_box, [page.question, page.edit.editing, page.state, *media],
+                         [page.question, *outputs],
                          api_visibility="private", show_progress="hidden", trigger_mode="always_last")
 
 
 def _wire_asking(page: Page, handlers: ChatHandlers, app: App) -> None:
-    asked = [page.question, page.gallery, page.state, page.notice, page.limits, *page.views]
-    for trigger in (page.question.submit, page.send.click):
-        event = trigger(handlers.on_submit, [page.question, page.state], asked, js=FOLLOW, **SUBMIT)
+    edit = page.edit
+    asked = [page.question, page.gallery, page.state, page.notice, page.limits, *page.views, edit.editing, edit.bar,
+             edit.keep]
+    for trigger in (page.question.submit, page.send.click):  # a new question, or the one being edited
+        event = trigger(handlers.on_send, [page.question, edit.editing, edit.keep, page.state], asked, js=FOLLOW,
+                        **SUBMIT)
         _then_generate(event, page, handlers)
     page.stop.click(handlers.on_stop, [page.state], None, api_visibility="private", queue=False)
     event = page.regenerate.click(handlers.on_regenerate, [page.state, page.temperature],
                                   [page.state, page.notice, *page.views], js=FOLLOW, **SUBMIT)
     _then_generate(event, page, handlers)
-    page.undo.click(handlers.on_undo, [page.state, page.system_prompt], [page.question, page.state, *page.views],
-                    **SUBMIT)
+    branch_page.refresh_list(page.undo.click(handlers.on_undo, [page.state, page.system_prompt],
+                                             [page.question, page.state, *page.views], **SUBMIT), page, handlers)
     fresh = [page.state, page.gallery, page.notice, *page.views]
-    page.new_chat.click(handlers.on_new_chat, [page.state], fresh, **SUBMIT)
-    # The chatbot's own Clear (bin) button empties the chat view; the conversation goes too,
-    # or the model would still answer from turns the page no longer shows.
-    page.chatbot.clear(handlers.on_new_chat, [page.state], fresh, **SUBMIT)
+    # New chat, and the chatbot's own Clear (bin) button, which empties the chat view: the conversation goes
+    # too, or the model would still answer from turns the page no longer shows. The old one stays in the list.
+    for trigger in (page.new_chat.click, page.chatbot.clear):
+        event = trigger(handlers.on_new_chat, [page.state], fresh, **SUBMIT)
+        branch_page.close_edit(event, page)
+        branch_page.refresh_list(event, page, handlers)
     for example, button in page.examples:
         event = button.click(handlers.example_handler(example), [page.state],
                              [page.gallery, page.state, page.notice, page.question, *page.views], **SUBMIT)
@@ -295,49 +312,14 @@ def _wire_features(page: Page, handlers: ChatHandlers) -> None:
     for kind, button in page.export_buttons.items():
         button.click(handlers.export_handler(kind), [page.state, page.system_prompt], [page.export_file],
                      api_visibility="private")
-    page.import_button.upload(handlers.on_import, [page.import_button, page.state, page.system_prompt],
-                              [page.state, page.gallery, page.notice, page.system_prompt, *page.views], **SUBMIT)
+    event = page.import_button.upload(handlers.on_import, [page.import_button, page.state, page.system_prompt],
+                                      [page.state, page.gallery, page.notice, page.system_prompt, *page.views],
+                                      **SUBMIT)
+    branch_page.close_edit(event, page)
+    branch_page.refresh_list(event, page, handlers)
     if handlers.app.feedback is not None:
         page.chatbot.like(handlers.on_like, [page.state, page.system_prompt], None, api_visibility="private",
                           queue=False)
-
-
-def _wire_api(page: Page, handlers: ChatHandlers, app: App) -> None:
-    """API-only endpoints on hidden components: /chat, /context, /reset."""
-    with gr.Column(visible=False):
-        message = gr.Textbox(label="message")
-        images = gr.File(label="images", file_count="multiple", type="filepath")  # pictures, videos, PDFs
-        urls = gr.JSON(value=[], label="urls")  # http(s) URLs, fetched with --image-urls
-        answer = gr.Textbox(label="answer")
-        context = gr.JSON(label="context")
-        chat_btn, context_btn, reset_btn = gr.Button(), gr.Button(), gr.Button()
-    # API clients wait in Gradio's queue, which tells them their place (and when it is full).
-    chat_btn.click(handlers.api_chat, [message, images, urls, page.state], [answer, page.state], api_name="chat",
-                   concurrency_limit=app.service.max_concurrency, concurrency_id=GENERATION_CONCURRENCY_ID)
-    context_btn.click(handlers.api_context, [page.state], [context], api_name="context")
-    reset_btn.click(handlers.api_reset, [page.state], [page.state], api_name="reset")
-    _wire_branch_api(page, handlers, app, message, images, answer, context)
-
-
-def _wire_branch_api(page: Page, handlers: ChatHandlers, app: App, message, images, answer, context) -> None:
-    """API-only endpoints for edits, branches and earlier chats: /edit, /branch, /conversations, /open."""
-    with gr.Column(visible=False):
-        turn, index = gr.Number(label="turn", precision=0), gr.Number(label="index", precision=0)
-        remove = gr.JSON(value=[], label="remove")  # image numbers (or labels) taken off the edited turn
-        row = gr.Textbox(label="id")
-        chats = gr.JSON(label="conversations")
-        edit_btn, branch_btn, chats_btn, open_btn = gr.Button(), gr.Button(), gr.Button(), gr.Button()
-    edit_btn.click(handlers.api_edit, [turn, message, images, remove, page.state], [answer, page.state],
-                   api_name="edit", concurrency_limit=app.service.max_concurrency,
-                   concurrency_id=GENERATION_CONCURRENCY_ID)
-    branch_btn.click(handlers.api_branch, [turn, index, page.state], [context, page.state], api_name="branch")
-    chats_btn.click(handlers.api_conversations, [page.state], [chats], api_name="conversations")
-    open_btn.click(handlers.api_open, [row, page.state], [context, page.state], api_name="open")
-    if app.share_links is not None and app.share_links.enabled:
-        with gr.Column(visible=False):
-            shared, revoked, share_btn, revoke_btn = gr.JSON(label="share"), gr.Checkbox(), gr.Button(), gr.Button()
-        share_btn.click(handlers.api_share, [page.state], [shared], api_name="share")
-        revoke_btn.click(handlers.api_revoke, [row, page.state], [revoked], api_name="revoke")
 
 
 # The tab's own id, kept in sessionStorage: a reload keeps it, another tab of the browser has its own.
@@ -365,9 +347,10 @@ def _wire_session(page: Page, handlers: ChatHandlers, demo: gr.Blocks) -> None:
                   api_visibility="private", queue=False, show_progress="hidden")
     else:
         demo.load(handlers.on_page_load, None, header, api_visibility="private", queue=False, show_progress="hidden")
-    demo.load(handlers.on_load_saved, [page.browser_key, page.state, _tab_id()],
-              [page.browser_key, page.state, page.gallery, page.question, *page.views, page.notice],
-              api_visibility="private", queue=False, show_progress="hidden", js=TAB_ID_JS)
+    loaded = demo.load(handlers.on_load_saved, [page.browser_key, page.state, _tab_id()],
+                       [page.browser_key, page.state, page.gallery, page.question, *page.views, page.notice],
+                       api_visibility="private", queue=False, show_progress="hidden", js=TAB_ID_JS)
+    branch_page.refresh_list(loaded, page, handlers)
     demo.unload(handlers.on_unload)
 
 

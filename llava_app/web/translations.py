@@ -56,6 +56,11 @@ EN = {
     "download": "Download",
     "import": "Import a JSON or zip",
     "imported": "Imported. Ask a follow-up to continue the conversation.",
+    "chats_section": "Earlier chats",
+    "cancel_edit": "Cancel",
+    "keep_images": "Pictures that stay with this question (untick to take one off)",
+    "share": "Share",
+    "revoke": "Revoke link",
 }
 
 ZH_CN = {
@@ -101,6 +106,11 @@ ZH_CN = {
     "download": "下载",
     "import": "导入 JSON 或 zip",
     "imported": "已导入。继续提问即可接着对话。",
+    "chats_section": "以前的对话",
+    "cancel_edit": "取消",
+    "keep_images": "保留在这个问题上的图片（取消勾选即移除）",
+    "share": "分享",
+    "revoke": "撤销链接",
 }
 
 PREFIX = "llava_"

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import html
 import re
+import time
 from typing import Any
+from urllib.parse import quote
 
+from llava_app.chat import branches
 from llava_app.chat.conversation import Conversation, PromptInfo
 import gradio as gr
 
@@ -56,6 +59,7 @@ def _messages(conv: Conversation, partial: str | None = None, waiting: int | Non
     out: list[tuple[dict[str, Any], int | None]] = []
     note = hidden_note(conv)
     last = len(conv.turns) - 1
+    versions = [(b["index"], b["count"]) for b in branches.describe(conv)]
     for i, turn in enumerate(conv.turns):
         if note and i == conv.first_visible:  # a muted, folded note under the turns the model no longer sees
             out.append(({"role": "assistant", "content": note["body"],
@@ -67,6 +71,8 @@ def _messages(conv: Conversation, partial: str | None = None, waiting: int | Non
         if gone:  # earlier turns still read right: the picture they spoke of is named, not silently missing
             out.append(({"role": "user", "content": " ".join(f"*[{im.label}, removed]*" for im in gone)}, None))
         out.append(({"role": "user", "content": chat_markdown(turn.user)}, None))
+        if turn.assistant is not None and partial is None and not waiting:  # no edits while an answer is written
+            out.append(({"role": "user", "content": turn_tools(i, *versions[i])}, None))
         if turn.assistant is not None:
             answer = chat_markdown(turn.assistant) + ("  \n*(stopped)*" if turn.stopped else "")
             if turn.interrupted:  # cut off by a server crash, a restart or a reload (``BrowserSaves.saving``)
@@ -80,6 +86,22 @@ def _messages(conv: Conversation, partial: str | None = None, waiting: int | Non
         elif i == last and partial is not None:
             out.append(({"role": "assistant", "content": chat_markdown(partial)}, None))
     return out
+
+
+def turn_tools(index: int, k: int, n: int) -> str:
+    """The quiet line under question ``index``: Edit, and "‹ 2/3 ›" when it is version ``k`` (0-based) of ``n``.
+
+    Links, not buttons (the chat's sanitizer keeps links): page.js turns a click on ``#llava-…``
+    into the page's action event, which ``BranchingHandlers.on_action`` reads.
+    """
+    parts = [f'<a href="#llava-edit-{index}" class="turn-edit" title="Edit this question">✎ Edit</a>']
+    if n > 1:
+        back = (f'<a href="#llava-branch-{index}-{k - 1}" class="turn-prev" title="Previous version">‹</a>'
+                if k > 0 else '<span class="turn-off">‹</span>')
+        ahead = (f'<a href="#llava-branch-{index}-{k + 1}" class="turn-next" title="Next version">›</a>'
+                 if k + 1 < n else '<span class="turn-off">›</span>')
+        parts.append(f'<span class="turn-switch">{back} <span class="turn-pos">{k + 1}/{n}</span> {ahead}</span>')
+    return '<span class="turn-tools">' + " ".join(parts) + "</span>"
 
 
 def thumbnails(pictures: list) -> Any:
@@ -178,3 +200,40 @@ def added_notice(added: list[str], problems: list[str]) -> str:
 def plain(text: str) -> str:
     """A message for a toast (which renders HTML): shown as written, never as markup."""
     return html.escape(text, quote=False)
+
+
+def chats_html(entries: list[dict[str, Any]], limits: dict[str, Any]) -> str:
+    """This browser's earlier chats, newest first: thumbnails, title, turns and date, with Rename and Delete
+    (links page.js passes on, as for ``turn_tools``); then how long they are kept. Every text escaped."""
+    esc = html.escape
+    if not limits:
+        return "<p class='chat-limits'>Conversations are not saved on this server.</p>"
+    rows = []
+    for entry in entries:
+        row, title = esc(str(entry["id"])), esc(str(entry.get("title") or "Untitled"))
+        thumbs = "".join(f"<img src='gradio_api/file={esc(quote(path))}' alt=''>"
+                         for path in entry.get("thumbnails", [])[:3])
+        when = time.strftime("%d %b %H:%M", time.localtime(float(entry.get("updated") or 0)))
+        meta = f"{entry.get('turns', 0)} turn{'' if entry.get('turns') == 1 else 's'} · {when}"
+        current = " current" if entry.get("current") else ""
+        rows.append(f"<li class='chat-item{current}' data-chat='{row}'>"
+                    f"<a href='#llava-open-{row}' class='chat-open' title='Open this conversation'>"
+                    f"<span class='chat-thumbs'>{thumbs}</span><span class='chat-text'>"
+                    f"<span class='chat-title'>{title}</span><span class='chat-meta'>{esc(meta)}</span></span></a>"
+                    f"<a href='#llava-rename-{row}' class='chat-rename' title='Rename' data-title='{title}'>✎</a>"
+                    f"<a href='#llava-delete-{row}' class='chat-delete' title='Delete'>✕</a></li>")
+    listed = f"<ul class='chat-items'>{''.join(rows)}</ul>" if rows else \
+        "<p class='chat-empty'>Your conversations appear here once you ask a question.</p>"
+    days = limits.get("days") or 0
+    kept = (f"Kept in this browser for {days:g} day{'' if days == 1 else 's'} after their last use"
+            if days else "Kept in this browser")
+    return listed + f"<p class='chat-limits'>{esc(kept)}; the oldest go first once all of them together pass " \
+                    f"{limits.get('max_mb', 0):,.0f} MB.</p>"
+
+
+def share_text(url: str, expires: float) -> str:
+    """What Share made: the read-only link and until when it opens."""
+    until = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(expires))
+    return (f"Read-only link to the branch shown (anyone with it can read it, until {until}):  \n"
+            f"<a href='{html.escape(url)}' target='_blank' rel='noopener noreferrer' class='share-url'>"
+            f"{html.escape(url)}</a>")

@@ -88,3 +88,101 @@ def test_sharing_is_off_by_default(setup, tmp_path):
             assert ChatHandlers(plain).on_share(conv) == {}
     finally:
         plain.close()
+
+
+SKIP = {"__type__": "update"}  # what gr.skip() is
+
+
+def _chat_text(chat) -> list[str]:
+    return [m["content"] for m in chat if isinstance(m["content"], str)]
+
+
+def test_the_chat_links_edit_a_question_and_switch_its_versions(setup, image_files):
+    """The links under each question (page.js hands their action to ``on_action``): Edit fills the box and the
+    edit bar, Send asks the question again with the pictures kept, ‹ › switch versions."""
+    app, handlers, backend = setup
+    _, conv, *_ = handlers.on_load_saved(new_browser_token(), Conversation(), tab())
+    handlers.on_upload([str(image_files[0]), str(image_files[1])], conv)
+    ask(handlers, backend, conv, "q1", "a1")
+    ask(handlers, backend, conv, "q2", "a2")
+    chat = handlers.views(conv)[0]
+    assert [t for t in _chat_text(chat) if "turn-tools" in t] == [
+        '<span class="turn-tools"><a href="#llava-edit-0" class="turn-edit" title="Edit this question">✎ Edit</a>'
+        '</span>', '<span class="turn-tools"><a href="#llava-edit-1" class="turn-edit" title="Edit this question">'
+        '✎ Edit</a></span>']
+
+    out = handlers.on_action("edit-0", conv, "", tab())
+    assert len(out) == 13 and out[2] == {"text": "q1", "files": []} and out[5] == 0
+    assert out[8]["choices"] == ["Image 1", "Image 2"] and out[8]["value"] == \
+        ["Image 1", "Image 2"]
+    # files put in the box while editing stay there (they go with the edited question)
+    assert all(v == SKIP for v in handlers.on_attach_box({"text": "x", "files": [str(image_files[2])]}, 0, conv))
+    assert len(conv.images) == 2
+
+    backend.enqueue("b1")
+    box, gallery, conv, notice, limits, chat, *rest = handlers.on_send(
+        {"text": "q1 edited", "files": [str(image_files[2])]}, 0, ["Image 1"], conv, tab())
+    assert box == "" and rest[-3] is None  # the bar closes
+    assert [label for _, label in gallery] == ["Image 1", "Image 3"]
+    generate(handlers, conv)
+    assert "Image 1: <image>" in backend.last_prompt and "Image 2:" not in backend.last_prompt
+    assert "Image 3: <image>" in backend.last_prompt and "q1 edited" in backend.last_prompt
+    tools = [t for t in _chat_text(handlers.views(conv)[0]) if "turn-tools" in t]
+    assert len(tools) == 1 and "#llava-branch-0-0" in tools[0] and '<span class="turn-pos">2/2</span>' in tools[0]
+    assert '<span class="turn-off">›</span>' in tools[0]  # no version after the newest
+
+    out = handlers.on_action("branch-0-0", conv, "", tab())
+    conv, chat = out[0], out[9]
+    assert [t.user for t in conv.turns] == ["q1", "q2"]
+    assert [m for m in _chat_text(chat) if m in ("a1", "a2")] == ["a1", "a2"]
+    assert "1/2" in [t for t in _chat_text(chat) if "turn-tools" in t][0]
+    # nonsense from a client changes nothing
+    assert all(v == SKIP for v in handlers.on_action("rm -rf", conv, "", tab()))
+
+
+def test_send_while_not_editing_is_a_new_question_and_cancel_closes_the_bar(setup):
+    app, handlers, backend = setup
+    _, conv, *_ = handlers.on_load_saved(new_browser_token(), Conversation(), tab())
+    backend.enqueue("a1")
+    out = handlers.on_send({"text": "hello", "files": []}, None, [], conv, tab())
+    assert len(out) == 12 and [t.user for t in out[2].turns] == ["hello"]
+    generate(handlers, conv)
+    assert handlers.on_cancel_edit()[:2] == ("", None)
+    # editing a turn that is not there is a message; the conversation stays
+    with pytest.warns(UserWarning, match="no turn 5"):
+        out = handlers.on_send({"text": "x", "files": []}, 4, [], conv, tab())
+    assert [t.user for t in conv.turns] == ["hello"]
+
+
+def test_the_list_of_earlier_chats_is_escaped_and_says_how_long_it_keeps_them(setup):
+    app, handlers, backend = setup
+    token = new_browser_token()
+    _, conv, *_ = handlers.on_load_saved(token, Conversation(), tab())
+    ask(handlers, backend, conv, "<script>alert(1)</script> & more", "ok")
+    page = handlers.chats_view(conv)
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt; &amp; more" in page
+    assert "class='chat-item current'" in page and page.count("#llava-open-") == 1
+    assert "Kept in this browser for 7 days after their last use" in page and "1,024 MB" in page
+    fresh, *_ = handlers.on_new_chat(conv, tab())
+    row = handlers.on_chats(fresh)[0]["id"]
+    out = handlers.on_action(f"rename-{row}:Cats & <dogs>", fresh, "", tab())
+    assert "Cats &amp; &lt;dogs&gt;" in out[4]
+    out = handlers.on_action(f"open-{row}", fresh, "", tab())
+    assert [t.user for t in out[0].turns] == ["<script>alert(1)</script> & more"] and out[5] is None
+    out = handlers.on_action(f"delete-{row}", out[0], "", tab())
+    assert "chat-item" not in out[4] and "appear here" in out[4]
+
+
+def test_share_on_the_page_gives_a_full_link_and_revoke_ends_it(setup):
+    app, handlers, backend = setup
+    _, conv, *_ = handlers.on_load_saved(new_browser_token(), Conversation(), tab())
+    with pytest.warns(UserWarning, match="nothing to share"):
+        assert all(v == SKIP for v in handlers.on_share_page(conv, tab()))
+    ask(handlers, backend, conv, "share me", "ok")
+    request = tab()
+    request.headers["referer"] = "http://127.0.0.1:7860/?lang=en"
+    text, revoke, token = handlers.on_share_page(conv, request)
+    assert f"http://127.0.0.1:7860/share/{token}" in text and "until" in text and revoke["visible"] is True
+    assert app.share_links.shares.get(token) is not None
+    text, revoke, left = handlers.on_revoke_page(token, conv)
+    assert "revoked" in text and left == "" and app.share_links.shares.get(token) is None
