@@ -162,9 +162,11 @@ class ChatPage:
         return [t.strip() for t in self.page.locator("#chatbot .answer-footer").all_inner_texts()]
 
     def question_texts(self) -> list[str]:
-        """Each question's text (its pictures, shown as thumbnails above it, left out)."""
+        """Each question's text (its pictures, shown as thumbnails above it, and its line of Edit and "‹ 2/3 ›"
+        under it left out)."""
         return self.page.evaluate("() => [...document.querySelectorAll('#chatbot .message-row.user-row')]"
-                                  ".map(row => [...row.querySelectorAll('.message:not(.component):not(:has(.message))')]"
+                                  ".map(row => [...row.querySelectorAll('.message:not(.component):not(:has(.message))"
+                                  ":not(:has(.turn-tools))')]"
                                   ".map(m => m.innerText.trim()).join('\\n'))")
 
     def chat_thumbnail_labels(self) -> list[str]:
