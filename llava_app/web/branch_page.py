@@ -30,7 +30,7 @@ class EditBar:
     """Shown while a question is edited: what is edited, which pictures stay with it, Cancel."""
 
     editing: gr.State  # the 0-based turn being edited, or None
-    bar: gr.Column
+    bar: gr.Row
     title: gr.Markdown
     keep: gr.CheckboxGroup
     cancel: gr.Button
@@ -52,11 +52,11 @@ class Chats:
 def edit_bar() -> EditBar:
     """The edit bar (hidden until a question's Edit is clicked); placed just above the question box."""
     editing = gr.State(None)
-    with gr.Column(visible=False, elem_id="edit-bar", variant="panel") as bar:
-        with gr.Row(equal_height=True):
-            title = gr.Markdown("", elem_id="edit-title")
-            cancel = gr.Button(T("cancel_edit"), size="sm", elem_id="cancel-edit", scale=0, min_width=90)
-        keep = gr.CheckboxGroup([], label=T("keep_images"), show_label=False, container=False, elem_id="edit-keep")
+    with gr.Row(visible=False, elem_id="edit-bar", equal_height=True) as bar:
+        title = gr.Markdown("", elem_id="edit-title", min_width=220)
+        keep = gr.CheckboxGroup([], label=T("keep_images"), show_label=False, container=False, elem_id="edit-keep",
+                                scale=0, min_width=160)
+        cancel = gr.Button(T("cancel_edit"), size="sm", elem_id="cancel-edit", scale=0, min_width=90)
     return EditBar(editing, bar, title, keep, cancel)
 
 

@@ -185,9 +185,9 @@ class BranchingHandlers:
         if question is None or self.service.is_running(conv):
             gr.Warning(views.plain("Wait for the answer being written, or press Stop, before editing a question."))
             return tuple(out)
-        title = (f"**Editing question {turn + 1}**: Send asks it again; what followed stays on its own branch "
-                 "(‹ › under the question). " + ("Ticked pictures stay with it; " if labels else "")
-                 + "pictures attached now join it.")
+        title = (f"**Editing question {turn + 1}**: Send asks it again, what followed stays on its own branch. "
+                 + ("Ticked pictures stay with it; attached ones join it." if labels else
+                    "Pictures attached now join it."))
         out[2] = {"text": question.user, "files": []}
         out[5:9] = [turn, gr.update(visible=True), title,
                     gr.update(choices=labels, value=labels, visible=bool(labels))]

@@ -185,7 +185,7 @@ def test_regenerate_keeps_the_old_answer_as_a_sibling(person, pictures):
 
 
 def test_new_chat_keeps_the_old_one_in_the_list_to_reopen_rename_and_delete(person, pictures):
-    me = person()
+    me = person(size=(1366, 768))
     me.upload(pictures[1])
     me.ask("Zebra stripes in Image 1?")
     answer = me.answers()
@@ -218,6 +218,15 @@ def test_new_chat_keeps_the_old_one_in_the_list_to_reopen_rename_and_delete(pers
     me.expect(second).to_have_count(0)
     assert me.chat_titles() == ["Zebras"]
     me.expect(me.page.locator("#chat-list .chat-limits")).to_contain_text("Kept in this browser for 7 days")
+
+    # With the list and "What the model sees" open, the side panel scrolls as one column (it used to wrap
+    # the panels below into a second column, out of sight).
+    me.model_sees()
+    me.expect(me.page.locator("#prompt-view textarea")).to_be_visible()
+    sees, export = (me.page.locator(s).bounding_box() for s in ("#model-sees", "#export-import"))
+    assert abs(export["x"] - sees["x"]) < 2 and export["y"] >= sees["y"] + sees["height"]
+    me.page.locator("#export-import").scroll_into_view_if_needed()
+    me.expect(me.page.locator("#export-import")).to_be_in_viewport()
 
 
 def test_a_shared_snapshot_opens_without_login_and_without_a_question_box_until_revoked(browser, person, pictures):
