@@ -288,9 +288,12 @@ def _wire_asking(page: Page, handlers: ChatHandlers, app: App) -> None:
     page.stop.click(handlers.on_stop, [page.state], None, api_visibility="private", queue=False)
     event = page.regenerate.click(handlers.on_regenerate, [page.state, page.temperature],
                                   [page.state, page.notice, *page.views], js=FOLLOW, **SUBMIT)
+    branch_page.close_edit(event, page)
     _then_generate(event, page, handlers)
-    branch_page.refresh_list(page.undo.click(handlers.on_undo, [page.state, page.system_prompt],
-                                             [page.question, page.state, *page.views], **SUBMIT), page, handlers)
+    event = page.undo.click(handlers.on_undo, [page.state, page.system_prompt], [page.question, page.state,
+                                                                                 *page.views], **SUBMIT)
+    branch_page.close_edit(event, page)  # the box now holds the question taken back, not the one edited
+    branch_page.refresh_list(event, page, handlers)
     fresh = [page.state, page.gallery, page.notice, *page.views]
     # New chat, and the chatbot's own Clear (bin) button, which empties the chat view: the conversation goes
     # too, or the model would still answer from turns the page no longer shows. The old one stays in the list.
