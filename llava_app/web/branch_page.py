@@ -103,7 +103,7 @@ def wire(page: Page, handlers: ChatHandlers) -> None:
 
 def refresh_list(event, page: Page, handlers: ChatHandlers) -> None:
     """After ``event``: the list of earlier chats again (a new title, a new date, a new entry)."""
-    event.then(handlers.chats_view, [page.state], [page.chats.listing], api_visibility="private", queue=False,
+    event.then(handlers.on_list, [page.state], [page.chats.listing], api_visibility="private", queue=False,
                show_progress="hidden")
 
 

@@ -19,6 +19,7 @@ from llava_app.chat import branches
 from llava_app.chat.conversation import Conversation
 from llava_app.errors import UserError
 from llava_app.web import views
+from llava_app.web.translations import localize
 from llava_app.web.streaming import iterate_in_thread
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,12 @@ def _message(exc: BaseException) -> str:
     from llava_app.web.handlers import page_message  # handlers.py imports this module
 
     return page_message(exc)
+
+
+def _lang(request: Any) -> str:
+    from llava_app.web.handlers import language
+
+    return language(request)
 
 
 def _files(value: Any) -> list[tuple[str, str]]:
@@ -158,38 +165,39 @@ class BranchingHandlers:
         out = [gr.skip()] * SKIP_ACTION
         if match is None:
             return tuple(out)
+        lang = _lang(request)
         if match["verb"]:
-            return self._start_edit(int(match["turn"]), conv, out)
+            return self._start_edit(int(match["turn"]), conv, out, lang)
         if match["bturn"] is not None:
             shown = self.on_branch(match["bturn"], match["index"], conv, system_prompt)
             out[0], out[1], out[9:] = shown[0], shown[1], shown[2:]
-            out[4], out[5:9] = self.chats_view(conv), _closed_bar()  # the list's title follows the branch
+            out[4], out[5:9] = self.chats_view(conv, request=request), _closed_bar()  # the title follows the branch
             return tuple(out)
         row = match["row"]
         if match["chat"] == "open":
             opened = self.on_open(row, conv, request)
             out[0], out[1], out[2], out[9:] = opened[0], opened[1], opened[2], opened[3:]
-            out[4], out[5:9] = self.chats_view(opened[0]), _closed_bar()
+            out[4], out[5:9] = self.chats_view(opened[0], request=request), _closed_bar()
         elif match["chat"] == "rename":
-            out[4] = self.chats_view(conv, self.on_rename(row, match["title"] or "", conv))
+            out[4] = self.chats_view(conv, self.on_rename(row, match["title"] or "", conv), request)
         else:
-            out[4] = self.chats_view(conv, self.on_delete_chat(row, conv))
+            out[4] = self.chats_view(conv, self.on_delete_chat(row, conv), request)
         return tuple(out)
 
-    def _start_edit(self, turn: int, conv: Conversation, out: list) -> tuple:
+    def _start_edit(self, turn: int, conv: Conversation, out: list, lang: str) -> tuple:
         """The question of ``turn`` goes in the box, and the edit bar says so and lists its pictures."""
         with conv.lock:
             answered = 0 <= turn < len(conv.turns) and conv.turns[-1].assistant is not None
             question = conv.turns[turn] if answered else None
             labels = branches.describe(conv)[turn]["images"] if answered else []
         if question is None or self.service.is_running(conv):
-            gr.Warning(views.plain("Wait for the answer being written, or press Stop, before editing a question."))
+            self.warn(views.plain("Wait for the answer being written, or press Stop, before editing a question."), lang)
             return tuple(out)
         title = (f"**Editing question {turn + 1}**: Send asks it again, what followed stays on its own branch. "
                  + ("Ticked pictures stay with it; attached ones join it." if labels else
                     "Pictures attached now join it."))
         out[2] = {"text": question.user, "files": []}
-        out[5:9] = [turn, gr.update(visible=True), title,
+        out[5:9] = [turn, gr.update(visible=True), localize(title, lang),
                     gr.update(choices=labels, value=labels, visible=bool(labels))]
         return tuple(out)
 
@@ -208,11 +216,14 @@ class BranchingHandlers:
         try:
             self.service.edit(conv, turn, message_text(value), message_files(value), remove)
         except UserError as exc:
-            gr.Warning(_message(exc))
-            return (gr.skip(), views.gallery_value(conv), conv, gr.skip(), self.limits_text(conv), *self.views(conv),
-                    gr.skip(), gr.skip(), gr.skip())
+            lang = _lang(request)
+            self.warn(_message(exc), lang)
+            return (gr.skip(), views.gallery_value(conv), conv, gr.skip(), self.limits_text(conv, lang),
+                    *self.views(conv, lang=lang), gr.skip(), gr.skip(), gr.skip())
         self.saved.save(conv)
-        return ("", views.gallery_value(conv), conv, "", self.limits_text(conv), *self.views(conv, partial=""),
+        lang = _lang(request)
+        return ("", views.gallery_value(conv), conv, "", self.limits_text(conv, lang),
+                *self.views(conv, partial="", lang=lang),
                 None, gr.update(visible=False), gr.update(choices=[], value=[]))
 
     def on_cancel_edit(self) -> tuple:
@@ -227,11 +238,16 @@ class BranchingHandlers:
             return (gr.skip(),) * 6
         return self.on_attach(value, conv, frames, pages, request, progress)
 
-    def chats_view(self, conv: Conversation | None, entries: list[dict[str, Any]] | None = None) -> str:
+    def chats_view(self, conv: Conversation | None, entries: list[dict[str, Any]] | None = None,
+                   request: gr.Request | None = None) -> str:
         """The list of earlier chats as the page shows it (with the retention and size limits)."""
         if entries is None:
             entries = self.saved.listing(conv) if conv is not None else []
-        return views.chats_html(entries, self.saved.limits())
+        return localize(views.chats_html(entries, self.saved.limits()), _lang(request))
+
+    def on_list(self, conv: Conversation, request: gr.Request) -> str:
+        """The list of earlier chats again (after an answer, New chat, an import, a page load)."""
+        return self.chats_view(conv, request=request)
 
     def on_share_page(self, conv: Conversation, request: gr.Request) -> tuple:
         """Share: a read-only link to the branch shown (its full address, its expiry), and Revoke."""
@@ -240,12 +256,13 @@ class BranchingHandlers:
             return gr.skip(), gr.skip(), gr.skip()
         page = str(request.headers.get("referer") or "").split("#")[0].split("?")[0] if request else ""
         url = (page if page.endswith("/") else page + "/") + link["url"].lstrip("/") if page else link["url"]
-        return views.share_text(url, link["expires"]), gr.update(visible=True), link["token"]
+        text = localize(views.share_text(url, link["expires"]), _lang(request))
+        return text, gr.update(visible=True), link["token"]
 
-    def on_revoke_page(self, token: str, conv: Conversation) -> tuple:
+    def on_revoke_page(self, token: str, conv: Conversation, request: gr.Request | None = None) -> tuple:
         """Revoke the link just made: it no longer opens."""
         if token and self.on_revoke(token, conv):
-            return "Link revoked: it no longer opens.", gr.update(visible=False), ""
+            return localize("Link revoked: it no longer opens.", _lang(request)), gr.update(visible=False), ""
         return gr.skip(), gr.skip(), gr.skip()
 
     # ----- the API ----------------------------------------------------------------------------

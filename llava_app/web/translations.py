@@ -169,6 +169,27 @@ _ZH_MESSAGES: list[tuple[str, Any]] = [
      "这个浏览器的对话已在另一个标签页中打开。此标签页开始一个新对话（重新加载后不会保留）；你的对话保留在另一个标签页中。"),
     (r"Regenerating with temperature ([\d.]+) \(sampling\): at temperature 0 the model would write the same answer "
      r"again\.", r"以温度 \1 重新生成（采样）：温度为 0 时模型会写出完全相同的回答。"),
+    # edits, branches, the list of earlier chats, share links
+    (r"\*\*Editing question (\d+)\*\*: Send asks it again, what followed stays on its own branch\. ",
+     r"**正在编辑第 \1 个问题**：发送即重新提问，之后的内容保留在原来的分支上。"),
+    (r"Ticked pictures stay with it; attached ones join it\.", "勾选的图片留在这个问题上，新添加的图片也会加入。"),
+    (r"Pictures attached now join it\.", "现在添加的图片会加入这个问题。"),
+    (r"Kept in this browser for ([\d.]+) days? after their last use; the oldest go first once all of them together "
+     r"pass ([\d,]+) MB\.", r"在这个浏览器中保留到最后一次使用后 \1 天；全部对话合计超过 \2 MB 时，最旧的先删除。"),
+    (r"Your conversations appear here once you ask a question\.", "提问之后，你的对话会出现在这里。"),
+    (r"Conversations are not saved on this server\.", "这个服务器不保存对话。"),
+    (r"(?<=>)(\d+) turns? · ", r"\1 轮 · "),
+    (r"Read-only link to the branch shown \(anyone with it can read it, until ([^)]+)\):",
+     r"当前分支的只读链接（任何拿到链接的人都能查看，有效期至 \1）："),
+    (r"Link revoked: it no longer opens\.", "链接已撤销，无法再打开。"),
+    (r"There is nothing to share yet: ask a question first\.", "还没有可分享的内容：请先提问。"),
+    (r"Wait for the (?:answer being written|current answer), or press Stop, before editing a question\.",
+     "请等待正在生成的回答，或先按“停止”，再编辑问题。"),
+    (r"Wait for the (?:answer being written|current answer), or press Stop, before switching branch\.",
+     "请等待正在生成的回答，或先按“停止”，再切换分支。"),
+    (r"Press Stop, or wait for the answer, before opening another conversation\.", "请先按“停止”或等待回答，再打开另一个对话。"),
+    (r"That conversation is not in this browser's list(?: \(it may have been deleted\))?\.",
+     "这个对话不在此浏览器的列表中（可能已被删除）。"),
     # the limits beside the strip
     (r"^(\d+) of (\d+) images( · up to (\d+) with one question)?$",
      lambda m: f"{m[1]} / {m[2]} 张图片" + (f" · 每个问题最多 {m[4]} 张" if m[3] else "")),

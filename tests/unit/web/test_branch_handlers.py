@@ -186,3 +186,19 @@ def test_share_on_the_page_gives_a_full_link_and_revoke_ends_it(setup):
     assert app.share_links.shares.get(token) is not None
     text, revoke, left = handlers.on_revoke_page(token, conv)
     assert "revoked" in text and left == "" and app.share_links.shares.get(token) is None
+
+
+def test_the_list_the_edit_bar_and_share_speak_chinese_to_a_chinese_browser(setup):
+    app, handlers, backend = setup
+    request = tab()
+    request.headers["accept-language"] = "zh-CN,zh;q=0.9"
+    _, conv, *_ = handlers.on_load_saved(new_browser_token(), Conversation(), request)
+    assert "提问之后，你的对话会出现在这里。" in handlers.on_list(conv, request)
+    ask(handlers, backend, conv, "第一个问题", "ok")
+    page = handlers.on_list(conv, request)
+    assert "1 轮 · " in page and "最后一次使用后 7 天" in page and "Kept in" not in page
+    out = handlers.on_action("edit-0", conv, "", request)
+    assert out[7].startswith("**正在编辑第 1 个问题**") and "Editing" not in out[7]
+    text, _, token = handlers.on_share_page(conv, request)
+    assert text.startswith("当前分支的只读链接") and token
+    assert handlers.on_revoke_page(token, conv, request)[0] == "链接已撤销，无法再打开。"
