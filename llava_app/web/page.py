@@ -10,7 +10,7 @@ import gradio as gr
 from llava_app.application import EXPORT_KINDS, App
 from llava_app.chat.conversation import Conversation
 from llava_app.chat.examples import Example, available_examples
-from llava_app.web.gradio_compat import GradioSessions
+from llava_app.web.gradio_compat import GradioSessions, without_load_event
 from llava_app.web.handlers import ChatHandlers
 from llava_app.web.i18n import T, model_line
 from llava_app.web.session_handlers import SessionHandlers
@@ -111,7 +111,10 @@ def _layout(app: App, handlers: ChatHandlers) -> Page:
         if isinstance(conv, Conversation):
             service.forget(conv)
 
-    state = gr.State(lambda: Conversation(), delete_callback=on_session_end, time_to_live=config.session_ttl)
+    # Each session's first conversation comes from the factory when first used; the page's load event
+    # (``on_load_saved``) is the one that sets it on load (Gradio's own load event for it would race that).
+    state = without_load_event(gr.State(lambda: Conversation(), delete_callback=on_session_end,
+                                        time_to_live=config.session_ttl))
     # The browser's key to its saved conversation (localStorage: shared by its tabs, unknown to other browsers).
     browser_key = gr.BrowserState("", storage_key="llava-app-conversation", secret=app.saved.secret())
     with gr.Row(elem_id="app", equal_height=False):
