@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import launched_app
+from conftest import launched_app, wait_page_loaded, watch_gradio
 
 pytestmark = pytest.mark.browser
 
@@ -37,8 +37,10 @@ def _page(browser, url: str, locale: str = "en-US"):
     context = browser.new_context(locale=locale, accept_downloads=True, viewport={"width": 1400, "height": 1400})
     page = context.new_page()
     page.set_default_timeout(30_000)
+    watch_gradio(page)
     page.goto(url)
     page.wait_for_selector("#gallery")
+    wait_page_loaded(page)  # the examples are clicked once the page's load events have answered
     return page
 
 
