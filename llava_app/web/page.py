@@ -287,9 +287,8 @@ def _wire_asking(page: Page, handlers: ChatHandlers, app: App) -> None:
     for example, button in page.examples:
         event = button.click(handlers.example_handler(example), [page.state],
                              [page.gallery, page.state, page.notice, page.question, *page.views], **SUBMIT)
-        if example.prelude:
-            event.success(handlers.on_generate, page.settings, [page.question, page.state, *page.views],
-                          **_generation(page))
+        if example.prelude:  # it asks its first question itself: answered like one sent, controls locked
+            _then_generate(event, page, handlers)
     # On a phone the side panel (settings, what the model sees) opens over the chat and closes again.
     page.settings_toggle.click(None, js="() => { document.body.classList.toggle('show-side'); }")
 

@@ -90,7 +90,8 @@ def test_examples_load_images_and_questions(browser, app):
         # and leaves the follow-up question in the box.
         page.click("#example-followup")
         _wait(lambda: _captions(page) == ["Image 1", "Image 2", "Image 3"], what="the chart")
-        _wait(lambda: _answers(page) == 2 and _idle(page), what="the prelude's answer")
+        # Written out: its footer shows (while it streams the bubble is there already, Send locked).
+        _wait(lambda: page.locator("#chatbot .answer-footer").count() == 2 and _idle(page), what="the prelude's answer")
         assert "Which month has the highest bar in Image 3?" in page.locator("#chatbot").inner_text()
         assert _question(page).startswith("By how many cups")
         _send_and_wait(page, 2)
