@@ -191,3 +191,59 @@ def browser():
         chromium = pw.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
         yield chromium
         chromium.close()
+
+
+# ----- the page is ready: its load events have answered ------------------------------------------
+# Added to a page before it opens (``watch_gradio``): counts the page's direct calls to the server
+# (``/run/predict``: the load events, settings changes) and notes which functions have answered.
+GRADIO_WATCH = """(() => {
+  const seen = window.__gradioCalls = {made: 0, inflight: 0, answered: new Set()};
+  const fetch = window.fetch;
+  window.fetch = async function (input, init) {
+    const url = String(typeof input === 'string' ? input : (input && input.url) || '');
+    let fn = null;
+    if (url.includes('/run/predict') && init && typeof init.body === 'string') {
+      try { fn = JSON.parse(init.body).fn_index; } catch (e) { fn = null; }
+    }
+    if (fn === null || fn === undefined) return fetch.apply(this, arguments);
+    seen.made++;
+    seen.inflight++;
+    const done = () => setTimeout(() => { seen.inflight--; seen.answered.add(fn); }, 0);  // after Gradio applies it
+    try {
+      const response = await fetch.apply(this, arguments);
+      response.clone().text().then(done, done);
+      return response;
+    } catch (error) { done(); throw error; }
+  };
+})()"""
+
+# Every page-load event that calls the server directly has answered, and no direct call is in flight.
+PAGE_LOADED = """() => {
+  const config = window.gradio_config, seen = window.__gradioCalls;
+  if (!config || !config.dependencies || !seen) return false;
+  const loads = config.dependencies.filter(d => d.queue === false && d.targets.some(t => t[1] === 'load'));
+  return loads.length > 0 && loads.every(d => seen.answered.has(d.id)) && seen.inflight === 0;
+}"""
+
+
+def watch_gradio(page) -> None:
+    """Before ``page.goto``: let ``wait_page_loaded`` and ``wait_calls_answered`` see the page's calls."""
+    page.add_init_script(GRADIO_WATCH)
+
+
+def wait_page_loaded(page, timeout: float = 90_000) -> None:
+    """The page's load events have all answered (Gradio builds the page before they do; a click or an
+    edit before then can be overwritten by their results, or act on state they have not set yet)."""
+    page.wait_for_function(PAGE_LOADED, timeout=timeout)
+
+
+def calls_made(page) -> int:
+    """How many direct calls the page has made to the server so far (a mark for ``wait_calls_answered``)."""
+    return page.evaluate("() => window.__gradioCalls.made")
+
+
+def wait_calls_answered(page, since: int, timeout: float = 90_000) -> None:
+    """The page has called the server since mark ``since`` (``calls_made``; a settings change, say), and no
+    direct call of it is still waiting for its answer."""
+    page.wait_for_function("(since) => window.__gradioCalls.made > since && window.__gradioCalls.inflight === 0",
+                           arg=since, timeout=timeout)

@@ -38,6 +38,25 @@ def missing_fields(demo: Any) -> list[str]:
     return missing
 
 
+def without_load_event(state: Any) -> Any:
+    """``state`` (a ``gr.State`` built from a factory) without the page-load event Gradio adds for it.
+
+    Gradio calls a ``gr.State``'s factory lazily for each session's first use, and also adds a
+    queued page-load event that sets the state to a fresh value. That event races the page's
+    own load handler, which puts the browser's saved conversation into the same state: when
+    Gradio's event ends last, the page shows the restored chat while the server holds an empty
+    conversation (Regenerate answers "There is no answer to regenerate yet", the next question
+    has no history, nothing more is saved). The lazy first value stays; only the event goes.
+    Checked before use: without the field, one warning, and the race is back.
+    """
+    if not hasattr(state, "load_event_to_attach"):
+        log.warning("this Gradio version has no State.load_event_to_attach: its page-load event for the "
+                    "conversation state may overwrite a restored conversation")
+        return state
+    state.load_event_to_attach = None
+    return state
+
+
 class GradioSessions:
     """Frees what Gradio keeps per session once our housekeeping knows its client is gone."""
 

@@ -150,12 +150,21 @@ class ChatHandlers(BranchingHandlers):
         return {"text": message_text(value), "files": []}, *self._images(conv, notice, lang)
 
     def on_delete(self, value, conv: Conversation, request: gr.Request | None = None):
-        """Images gone from the strip leave the conversation (the others keep their labels)."""
+        """Images gone from the strip leave the conversation (the others keep their labels).
+
+        Removing the strip's last picture sends two events, its delete and its change (now empty),
+        handled at the same time and in either order: the first removes and says so, the other
+        finds nothing gone and leaves the page as it is (were it to answer, its empty notice could
+        land last and wipe "Removed Image 1.").
+        """
         kept = {views.label_of(str(c)) for _, c in (value or []) if c}
-        gone = [im.number for im in conv.images if im.label not in kept]
-        self.service.remove_images(conv, gone)
+        with conv.lock:  # the other event may be removing the same pictures right now
+            gone = [im.number for im in conv.images if im.label not in kept]
+            self.service.remove_images(conv, gone)
+        if not gone:
+            return (gr.skip(),) * 5
         self.saved.save(conv)
-        text = f"Removed {', '.join(f'Image {n}' for n in gone)}." if gone else ""
+        text = f"Removed {', '.join(f'Image {n}' for n in gone)}."
         lang = language(request)
         return self._images(conv, localize(text, lang), lang)
 

@@ -13,7 +13,7 @@ from llava_app.chat.examples import Example, available_examples
 from llava_app.web import branch_page
 from llava_app.web.api_page import GENERATION_CONCURRENCY_ID, wire_api
 from llava_app.web.branch_page import Chats, EditBar
-from llava_app.web.gradio_compat import GradioSessions
+from llava_app.web.gradio_compat import GradioSessions, without_load_event
 from llava_app.web.handlers import ChatHandlers
 from llava_app.web.i18n import T, model_line
 from llava_app.web.session_handlers import SessionHandlers
@@ -115,7 +115,10 @@ def _layout(app: App, handlers: ChatHandlers) -> Page:
         if isinstance(conv, Conversation):
             service.forget(conv)
 
-    state = gr.State(lambda: Conversation(), delete_callback=on_session_end, time_to_live=config.session_ttl)
+    # Each session's first conversation comes from the factory when first used; the page's load event
+    # (``on_load_saved``) is the one that sets it on load (Gradio's own load event for it would race that).
+    state = without_load_event(gr.State(lambda: Conversation(), delete_callback=on_session_end,
+                                        time_to_live=config.session_ttl))
     # The browser's key to its saved conversation (localStorage: shared by its tabs, unknown to other browsers).
     browser_key = gr.BrowserState("", storage_key="llava-app-conversation", secret=app.saved.secret())
     with gr.Row(elem_id="app", equal_height=False):
@@ -304,9 +307,8 @@ def _wire_asking(page: Page, handlers: ChatHandlers, app: App) -> None:
     for example, button in page.examples:
         event = button.click(handlers.example_handler(example), [page.state],
                              [page.gallery, page.state, page.notice, page.question, *page.views], **SUBMIT)
-        if example.prelude:
-            event.success(handlers.on_generate, page.settings, [page.question, page.state, *page.views],
-                          **_generation(page))
+        if example.prelude:  # it asks its first question itself: answered like one sent, controls locked
+            _then_generate(event, page, handlers)
     # On a phone the side panel (settings, what the model sees) opens over the chat and closes again.
     page.settings_toggle.click(None, js="() => { document.body.classList.toggle('show-side'); }")
 

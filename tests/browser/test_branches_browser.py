@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from conftest import launched_app
+from conftest import launched_app, wait_page_loaded, watch_gradio
 
 pytestmark = pytest.mark.browser
 
@@ -60,14 +60,15 @@ class Person:
         self.context = browser.new_context(viewport={"width": size[0], "height": size[1]})
         self.page = page = self.context.new_page()
         page.set_default_timeout(WAIT_MS)
-        self.dialogs: list[str] = []
+        watch_gradio(page)
         page.goto(url)
         page.fill("input[type=text]", USER)
         page.fill("input[type=password]", PASSWORD)
         page.keyboard.press("Enter")
         page.wait_for_selector("#question textarea")
-        page.wait_for_function("() => localStorage.getItem('llava-app-conversation')")  # the page-load ran
-        expect(page.locator("#chat-list .chat-limits")).to_be_visible()  # and the list after it
+        wait_page_loaded(page)
+        page.wait_for_function("() => localStorage.getItem('llava-app-conversation')")  # the saved key is set
+        expect(page.locator("#chat-list .chat-limits")).to_be_visible()  # and the list shown after it
 
     def upload(self, *paths: Path) -> None:
         n = self.page.locator("#gallery .caption-label").count()

@@ -20,7 +20,7 @@ from typing import Iterator
 import pytest
 from PIL import Image, ImageDraw
 
-from conftest import launched_app
+from conftest import launched_app, wait_page_loaded, watch_gradio
 from llava_app.engine.base import Backend
 
 pytestmark = pytest.mark.browser
@@ -131,9 +131,11 @@ class ChatPage:
         page.on("dialog", lambda d: (self.dialogs.append(d.message), d.dismiss()))
 
     def open(self) -> "ChatPage":
+        watch_gradio(self.page)
         self.page.goto(self.url)
         for elem_id in ("gallery", "chatbot", "question", "send", "stop", "regenerate", "undo", "new-chat"):
             self.expect(self.page.locator(f"#{elem_id}")).to_be_visible()  # the page is built
+        wait_page_loaded(self.page, timeout=WAIT_MS)  # and its load events have answered
         self.page.evaluate(RECORDER)
         return self
 

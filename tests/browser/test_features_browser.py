@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import launched_app
+from conftest import launched_app, wait_page_loaded, watch_gradio
 
 pytestmark = pytest.mark.browser
 
@@ -37,8 +37,10 @@ def _page(browser, url: str, locale: str = "en-US"):
     context = browser.new_context(locale=locale, accept_downloads=True, viewport={"width": 1400, "height": 1400})
     page = context.new_page()
     page.set_default_timeout(30_000)
+    watch_gradio(page)
     page.goto(url)
     page.wait_for_selector("#gallery")
+    wait_page_loaded(page)  # the examples are clicked once the page's load events have answered
     return page
 
 
@@ -88,7 +90,8 @@ def test_examples_load_images_and_questions(browser, app):
         # and leaves the follow-up question in the box.
         page.click("#example-followup")
         _wait(lambda: _captions(page) == ["Image 1", "Image 2", "Image 3"], what="the chart")
-        _wait(lambda: _answers(page) == 2 and _idle(page), what="the prelude's answer")
+        # Written out: its footer shows (while it streams the bubble is there already, Send locked).
+        _wait(lambda: page.locator("#chatbot .answer-footer").count() == 2 and _idle(page), what="the prelude's answer")
         assert "Which month has the highest bar in Image 3?" in page.locator("#chatbot").inner_text()
         assert _question(page).startswith("By how many cups")
         _send_and_wait(page, 2)

@@ -3,15 +3,19 @@
 A real ``app.py`` process streams slowly (``--stream-delay``); once the page shows part of
 the answer, the process is killed with SIGKILL and a new one starts on the same port and
 data folder (localStorage belongs to the origin, so the browser's key still applies). The
-reloaded page shows the half answer with the interrupted mark, and Regenerate writes a
-whole answer in its place.
+page reloads itself once the server answers again (Gradio's frontend, having lost its
+connection, polls every 2 s and reloads: the test waits for that reload rather than racing
+it with one of its own), shows the half answer with the interrupted mark, and Regenerate
+writes a whole answer in its place.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -20,7 +24,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import free_port
+from conftest import free_port, wait_page_loaded, watch_gradio
+from hardening import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 STARTUP_LIMIT = 240  # seconds; importing torch and gradio on a busy 2-core machine is slow
@@ -51,6 +56,17 @@ def answer_text(page) -> str:
     return bots.last.inner_text() if bots.count() else ""
 
 
+def saved_answer(data: Path) -> str:
+    """The answer of the last turn as the server has saved it so far (its SQLite store; empty before any)."""
+    db = data / "history" / "conversations.sqlite3"
+    if not db.exists():
+        return ""
+    with contextlib.closing(sqlite3.connect(db, timeout=10)) as con:
+        rows = con.execute("SELECT data FROM conversations").fetchall()
+    turns = [t for (raw,) in rows for t in json.loads(raw).get("turns") or []]
+    return (turns[-1].get("assistant") or "") if turns else ""
+
+
 def test_an_answer_cut_off_by_sigkill_comes_back_marked_interrupted(browser, tmp_path, tiny_cache):
     port, data = free_port(), tmp_path / "data"
     url = f"http://127.0.0.1:{port}/"
@@ -59,19 +75,27 @@ def test_an_answer_cut_off_by_sigkill_comes_back_marked_interrupted(browser, tmp
     try:
         context = browser.new_context()
         page = context.new_page()
+        watch_gradio(page)  # for this load and the page's own reload
         page.goto(url)
         page.wait_for_selector("#question textarea", timeout=60_000)
+        wait_page_loaded(page)  # the conversation is bound to the browser's key, so it is saved as it grows
         page.fill("#question textarea", "Tell me a long story")
         page.press("#question textarea", "Enter")
-        # Words have streamed for a while (past the first partial save and one more).
+        # Words have streamed for a while, and the server has saved some of them (the first text, then every
+        # 2 s): the kill comes once the page shows at least the first three saved words.
         page.wait_for_function("() => ([...document.querySelectorAll('#chatbot .message-row.bot-row')].pop()"
                                "?.innerText || '').split(/\\s+/).length > 12", timeout=120_000)
-        time.sleep(2.5)
+        assert wait_until(lambda: len(saved_answer(data).split()) >= 3, timeout=60, step=0.1) is not None
+        first_saved = " ".join(saved_answer(data).split()[:3])
+        page.wait_for_function("(words) => ([...document.querySelectorAll('#chatbot .message-row.bot-row')].pop()"
+                               "?.innerText || '').split(/\\s+/).join(' ').includes(words)", arg=first_saved,
+                               timeout=60_000)
         shown = answer_text(page)
-        first.send_signal(signal.SIGKILL)
-        first.wait(30)
-        second = start_app(port, data, tmp_path / "second.log")
-        page.reload()
+        # The page lost its server mid-answer: it reloads itself when the new one answers.
+        with page.expect_navigation(timeout=(STARTUP_LIMIT + 60) * 1000):
+            first.send_signal(signal.SIGKILL)
+            first.wait(30)
+            second = start_app(port, data, tmp_path / "second.log")
         page.wait_for_selector("#question textarea", timeout=60_000)
         page.wait_for_function("() => (document.querySelector('#chatbot')?.innerText || '').includes('interrupted')",
                                timeout=60_000)
@@ -81,15 +105,10 @@ def test_an_answer_cut_off_by_sigkill_comes_back_marked_interrupted(browser, tmp
         words = restored.split("(interrupted")[0].split()
         assert len(words) >= 3 and " ".join(words[:3]) in " ".join(shown.split())
         assert "Tell me a long story" in page.inner_text("#chatbot")
-        gone = "() => !(document.querySelector('#chatbot')?.innerText || '').includes('interrupted')"
-        for attempt in range(2):  # a click that lands while the restarted page still settles is clicked again
-            page.click("#regenerate")
-            try:
-                page.wait_for_function(gone, timeout=30_000)
-                break
-            except Exception:  # noqa: BLE001 - playwright's TimeoutError
-                if attempt:
-                    raise
+        wait_page_loaded(page)
+        page.click("#regenerate")
+        page.wait_for_function("() => !(document.querySelector('#chatbot')?.innerText || '').includes('interrupted')",
+                               timeout=60_000)
         page.click("#stop")
         context.close()
     finally:

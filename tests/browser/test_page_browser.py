@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from conftest import launched_app
+from conftest import launched_app, wait_page_loaded, watch_gradio
 
 pytestmark = pytest.mark.browser
 
@@ -54,9 +54,11 @@ def open_page(browser, server):
                                       has_touch=phone)
         contexts.append(context)
         page = context.new_page()
+        watch_gradio(page)
         page.goto(server)
         page.wait_for_selector("#question textarea", timeout=WAIT_MS)
-        page.wait_for_function("() => localStorage.getItem('llava-app-conversation')", timeout=WAIT_MS)  # loaded
+        page.wait_for_function("() => localStorage.getItem('llava-app-conversation')", timeout=WAIT_MS)
+        wait_page_loaded(page, timeout=WAIT_MS)  # every load event has answered
         return page
 
     yield make

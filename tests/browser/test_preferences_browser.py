@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import launched_app
+from conftest import calls_made, launched_app, wait_calls_answered, wait_page_loaded, watch_gradio
 from llava_app.config import Config
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -28,8 +28,10 @@ def _wait(condition, timeout: float = 60.0, what: str = "condition"):
 def _open(context, url):
     page = context.new_page()
     page.set_default_timeout(30_000)
+    watch_gradio(page)
     page.goto(url)
     page.wait_for_selector("#question textarea", timeout=60_000)
+    wait_page_loaded(page)  # the kept settings are in their controls before anything is typed or read
     return page
 
 
@@ -58,19 +60,20 @@ def test_settings_survive_a_reload_in_this_browser_only(browser, tmp_path, local
         page.locator("#system-prompt textarea").blur()
         _set_number(page, "temperature", "0.7")
         _set_number(page, "top-p", "0.5")
+        mark = calls_made(page)
         _set_number(page, "max-new-tokens", "42")
         wanted = ("Answer like a pirate.", "0.7", "0.5", "42")
         _wait(lambda: _settings(page) == wanted, what="the settings typed in")
         _wait(lambda: page.evaluate("localStorage.getItem('llava-app-settings')"), what="the kept settings")
-        time.sleep(1.0)  # the last change event reaches the browser's store
+        wait_calls_answered(page, since=mark)  # the last change event has reached the browser's store
         page.reload()
         page.wait_for_selector("#question textarea")
+        wait_page_loaded(page)
         page.click("#parameters")
         _wait(lambda: _settings(page) == wanted, what="the settings after the reload")
         # Another browser (its own localStorage) gets the defaults.
         other = _open(browser.new_context(locale="en-US"), url)
-        other.click("#parameters")
-        time.sleep(2.0)  # its page load has run
+        other.click("#parameters")  # its page load has run (``_open``)
         assert _settings(other) == defaults and defaults[0] == config.system_prompt
         other.context.close()
         context.close()
@@ -106,12 +109,13 @@ def test_only_admins_get_the_model_picker(browser, tmp_path, tiny_cache):
         for user, password, sees in (("bob", "pw-bob-1", False), ("ann", "pw-ann-1", True)):
             context = browser.new_context()
             page = context.new_page()
+            watch_gradio(page)
             page.goto(url)
             page.fill("input[type=text]", user)
             page.fill("input[type=password]", password)
             page.keyboard.press("Enter")
             page.wait_for_selector("#question textarea", timeout=60_000)
-            time.sleep(2.0)  # the page-load events have run
+            wait_page_loaded(page)  # the picker is shown or not by a page-load event
             assert page.locator("#model-section").is_visible() is sees, user
             context.close()
         assert backend.model_name == "tiny-random"

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import launched_app
+from conftest import launched_app, wait_page_loaded, watch_gradio
 from hardening import cpu_rate, generation_threads, wait_until
 from llava_app.config import Config
 
@@ -25,8 +25,10 @@ def open_page(context, url):
     outside = []
     page.on("request", lambda r: outside.append(r.url) if "127.0.0.1" not in r.url and not
             r.url.startswith(("data:", "blob:")) else None)
+    watch_gradio(page)
     page.goto(url)
     page.wait_for_selector("#question textarea", timeout=60_000)
+    wait_page_loaded(page)
     page.outside_requests = outside
     return page
 

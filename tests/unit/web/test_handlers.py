@@ -6,6 +6,7 @@ import asyncio
 import warnings
 from types import SimpleNamespace
 
+import gradio as gr
 import pytest
 
 from fakes import RecordingBackend
@@ -209,3 +210,18 @@ def test_the_person_chooses_a_videos_keyframes_and_a_pdfs_pages(setup, tmp_path)
     assert [c.split(" · ")[1].split(" @ ")[0] for _, c in gallery] == ["clip.mp4", "clip.mp4"]  # two keyframes
     gallery, conv, *_ = handlers.on_upload([str(report)], Conversation(), 2, "3")
     assert [c for _, c in gallery] == ["Image 1 · report.pdf p. 3"]
+
+
+def test_the_strips_delete_and_change_events_of_one_removal_say_so_once_in_either_order(setup, image_files):
+    """Removing the strip's last picture sends a delete and an (empty) change event, run at once in either
+    order: the second finds nothing gone and leaves the page alone, so "Removed Image 1." stays."""
+    _, handlers, _ = setup
+    for first, second in (("change", "delete"), ("delete", "change")):
+        conv = Conversation()
+        handlers.on_upload([str(image_files[0])], conv)
+        run = {"change": lambda: handlers.on_gallery_change([], conv), "delete": lambda: handlers.on_delete([], conv)}
+        gallery, _, notice, limits, _ = run[first]()
+        assert gallery == [] and notice == "Removed Image 1." and limits.startswith("0 of")
+        later = run[second]()
+        assert later == (gr.skip(),) * 5  # nothing written: the notice keeps what the first one said
+        assert conv.images == []
