@@ -115,7 +115,9 @@ class Scheduler:
         self._closed = False
         self._masks: dict[int, Any] = {}
         self._torch = torch
-        self.steps = 0  # decode steps run (diagnostics)
+        #: diagnostics: decode steps run, the most sequences decoded together, the most KV bytes held at once
+        #: (the batch's buffer and the prefixes kept between turns)
+        self.steps = self.peak_rows = self.peak_bytes = 0
         self.thread = threading.Thread(target=self._run, name="llava-batch", daemon=True)
         self.thread.start()
 
@@ -207,6 +209,8 @@ class Scheduler:
             self.kv.join(cache)
             self.running.append(job)
             self._sync_budget()
+            self.peak_rows = max(self.peak_rows, len(self.running))
+            self.peak_bytes = max(self.peak_bytes, self.kv.nbytes + engine.reuse.kv.nbytes)
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer
             self._finish(job, exc)
 
