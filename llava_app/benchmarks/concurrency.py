@@ -9,7 +9,8 @@ time). Against each, from this process:
 * the 4 clients ask at once: the aggregate rate (new tokens over the time from the requests to
   the last chunk) and each answer, compared with the same client's answer alone (same server);
 * 3 clients ask, and once each has text the 4th asks: its time to first chunk, against the same
-  request alone just before (the same caches warm: its picture's features are cached both times).
+  request alone just before (the same caches warm: its picture's features are cached both times);
+  ``--late-repeats`` such pairs, medians (one pair one at a time, where it waits for 3 whole answers).
 
 Every client sends its own picture with the same question, greedy, ``--new-tokens`` each (the bench
 model never ends early: its special tokens' logits are zero, see ``faithful._randomise``, so every
@@ -109,6 +110,10 @@ def at_once(url: str, pictures: list[Path], late: Path | None = None) -> tuple[l
     return results, late_result
 
 
+def note(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
 def measure(args, batch: int, pictures: list[Path]) -> dict[str, Any]:
     """Alone, at once, and a late arrival, against one server process."""
     server = Server(args, batch)
@@ -116,12 +121,17 @@ def measure(args, batch: int, pictures: list[Path]) -> dict[str, Any]:
         server.wait_ready()
         ask(server.url, pictures[0])  # warm-up: the first request builds what later ones reuse
         alone = [ask(server.url, p) for p in pictures]
+        note(f"--max-batch {batch}: alone, time to first chunk {[round(r['ttft_s'], 3) for r in alone]} s")
         together, _ = at_once(server.url, pictures)
         span = max(r["done"] for r in together) - min(r["start"] for r in together)
         tokens = args.new_tokens * len(pictures)
+        note(f"--max-batch {batch}: {len(pictures)} at once, {tokens} tokens in {span:.1f} s")
         repeats = args.late_repeats if batch > 1 else 1  # one at a time, a late arrival waits for 3 whole answers
-        late_alone = [ask(server.url, pictures[-1])["ttft_s"] for _ in range(repeats)]
-        late = [at_once(server.url, pictures[:-1], late=pictures[-1])[1]["ttft_s"] for _ in range(repeats)]
+        late_alone, late = [], []
+        for _ in range(repeats):  # in pairs: the machine's load drifts between them
+            late_alone.append(ask(server.url, pictures[-1])["ttft_s"])
+            late.append(at_once(server.url, pictures[:-1], late=pictures[-1])[1]["ttft_s"])
+        note(f"--max-batch {batch}: late arrival {[round(x, 3) for x in late]} s, alone {[round(x, 3) for x in late_alone]} s")
         return {
             "max_batch": batch, "alone_texts": [r["text"] for r in alone], "alone_ttft_s": [r["ttft_s"] for r in alone],
             "together_texts": [r["text"] for r in together], "together_ttft_s": [r["ttft_s"] for r in together],
@@ -180,7 +190,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=4, help="--max-batch of the batched server")
     p.add_argument("--clients", type=int, default=4, help="clients asking at once")
     p.add_argument("--new-tokens", type=int, default=128, help="new tokens per answer (greedy)")
-    p.add_argument("--late-repeats", type=int, default=3, help="late arrivals measured (medians)")
+    p.add_argument("--late-repeats", type=int, default=5, help="late arrivals measured (medians)")
     p.add_argument("--threads", type=int, default=0, help="the server's torch threads (0: torch's default)")
     p.add_argument("--out", default="artifacts/bench_concurrency.json", help="JSON report")
     p.add_argument("--work", default="", help="scratch folder (default: a temporary one)")
