@@ -118,8 +118,7 @@ class Scheduler:
         #: diagnostics: decode steps run, the most sequences decoded together, the most KV bytes held at once
         #: (the batch's buffer and the prefixes kept between turns)
         self.steps = self.peak_rows = self.peak_bytes = 0
-        self.thread = threading.Thread(target=self._run, name="llava-batch", daemon=True)
-        self.thread.start()
+        self._thread: threading.Thread | None = None  # exists only while there is work
 
     # ----- from the consumers' threads --------------------------------------------------------
     def submit(self, job: Job) -> None:
@@ -127,6 +126,9 @@ class Scheduler:
             if self._closed:
                 raise EngineError("The model was unloaded; ask again.")
             self._pending.append(job)
+            if self._thread is None:  # the loop ends when idle and starts again with the next request
+                self._thread = threading.Thread(target=self._run, name="llava-generate", daemon=True)
+                self._thread.start()
             self._cond.notify_all()
         self._wake.set()
 
@@ -140,26 +142,42 @@ class Scheduler:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+            thread = self._thread
         self._wake.set()
-        if self.thread is not threading.current_thread():
-            self.thread.join(30)
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(30)
+
+    def settle(self, timeout: float = 1.0) -> None:
+        """After a sequence left: when nothing else waits or runs, let the loop's thread end (it is ending)."""
+        with self._cond:
+            thread = self._thread if not (self._pending or self.running) else None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
 
     def alive(self) -> bool:
-        return self.thread.is_alive()
+        """The loop's thread runs (it ends only once no request is waiting or running)."""
+        thread = self._thread
+        return thread is not None and thread.is_alive()
 
     # ----- the loop ------------------------------------------------------------------------------
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not (self._pending or self.running or self._closed):
-                    self._cond.wait()
                 if self._closed:
                     break
-            with self._torch.inference_mode():
-                self._admit()
-                self._drop_gone()
-                if self.running:
-                    self._decode()
+                if not (self._pending or self.running):
+                    self._thread = None
+                    return
+            try:
+                with self._torch.inference_mode():
+                    self._admit()
+                    self._drop_gone()
+                    if self.running:
+                        self._decode()
+            except BaseException as exc:  # noqa: BLE001 - a fault of the loop itself: every sequence hears of it
+                log.exception("the batching loop failed")
+                for job in list(reversed(self.running)):
+                    self._finish(job, exc)
             delay = self.engine.stream_delay
             if delay > 0 and self.running:  # test knob: a slower model; cut short by a stop
                 self._wake.wait(delay)
@@ -167,6 +185,8 @@ class Scheduler:
         for job in [*self.running, *self._pending]:
             self._finish(job, EngineError("The model was unloaded while answering; ask again."))
         self._pending.clear()
+        with self._cond:
+            self._thread = None
 
     def _admit(self) -> None:
         """Prefill waiting requests into free rows (as many as the batch and the KV budget allow)."""
@@ -229,36 +249,35 @@ class Scheduler:
                 self._finish(self.running[row])
 
     def _decode(self) -> None:
+        """One step for every running sequence (in chunks after an out-of-memory); who ended leaves after it."""
         rows = list(range(len(self.running)))
         chunks = [rows[i:i + self.chunk] for i in range(0, len(rows), self.chunk)]
         width = self.max_batch if self.chunk == self.max_batch else None
-        finished: set[int] = set()
+        ended: dict[int, BaseException | None] = {}  # row -> None (finished) or its error
         for chunk in chunks:
-            finished |= self._try_step(chunk, width)
-        for row in sorted(finished, reverse=True):
-            self._finish(self.running[row])
+            ended.update(self._try_step(chunk, width))
+        for row in sorted(ended, reverse=True):  # the last row moves into a leaving one: highest first
+            self._finish(self.running[row], ended[row])
         self.steps += 1
 
-    def _try_step(self, rows: list[int], width: int | None) -> set[int]:
-        """One step for ``rows``; out of memory: the halves, each alone; returns the rows that finished."""
+    def _try_step(self, rows: list[int], width: int | None) -> dict[int, BaseException | None]:
+        """One step for ``rows``; out of memory: the halves, down to one row; the rows that ended."""
         try:
             return self._step(rows, width or len(rows))
         except BaseException as exc:  # noqa: BLE001 - each sequence's consumer hears of it
             if not is_out_of_memory(exc):
-                self._fail_rows(rows, exc)
-                return set()
+                return dict.fromkeys(rows, exc)
             del exc
             release_memory()
             if len(rows) == 1:
-                self._fail_rows(rows, MemoryError("out of memory in a decode step of one sequence"))
-                return set()
+                return {rows[0]: MemoryError("out of memory in a decode step of one sequence")}
             half = max(1, len(rows) // 2)
             self.chunk = min(self.chunk, half)
             self.limit = min(self.limit, len(self.running))
             log.warning("out of memory in a decode step of %d sequences; retrying %d at a time", len(rows), half)
-            return self._try_step(rows[:half], None) | self._try_step(rows[half:], None)
+            return {**self._try_step(rows[:half], None), **self._try_step(rows[half:], None)}
 
-    def _step(self, rows: list[int], width: int) -> set[int]:
+    def _step(self, rows: list[int], width: int) -> dict[int, BaseException | None]:
         """One forward pass over ``rows`` (padded to ``width``); each row's next token streamed."""
         torch, device = self._torch, self.engine.device
         jobs = [self.running[r] for r in rows]
@@ -271,14 +290,14 @@ class Scheduler:
                                 past_key_values=self.kv, use_cache=True, logits_to_keep=1, batch_rows=step)
         self.kv.end_step()
         logits = out.logits[:len(rows), -1]
-        finished = set()
+        ended: dict[int, BaseException | None] = {}
         for row, job, row_logits in zip(rows, jobs, logits):
             try:
                 if self._emit(job, row_logits):
-                    finished.add(row)
+                    ended[row] = None
             except BaseException as exc:  # noqa: BLE001 - this sequence's streamer failed, not the batch
-                self._fail_rows([row], exc)
-        return finished
+                ended[row] = exc
+        return ended
 
     def _mask(self, width: int):
         """A 4-D placeholder mask: transformers then builds none (the row-wise attention needs none)."""
@@ -287,11 +306,6 @@ class Scheduler:
         return self._masks[width]
 
     # ----- leaving -------------------------------------------------------------------------------
-    def _fail_rows(self, rows: list[int], exc: BaseException) -> None:
-        for job in [self.running[r] for r in rows]:
-            if job in self.running:
-                self._finish(job, exc)
-
     def _finish(self, job: Job, error: BaseException | None = None, cache=None) -> None:
         """The job leaves: its KV goes back to its session (unless it failed), its consumer hears the end."""
         engine = self.engine

@@ -227,7 +227,7 @@ class LocalBackend(Backend):
                 try:
                     item = job.out.get(timeout=POLL_S)
                 except queue.Empty:
-                    if not self.scheduler.alive():
+                    if not job.done.is_set() and not self.scheduler.alive():
                         raise EngineError("The model stopped answering; ask again.") from None
                     continue
                 if item is job.streamer.stop_signal:
@@ -245,7 +245,8 @@ class LocalBackend(Backend):
             job.abandoned.set()  # a consumer that stops early stops its sequence too
             self.scheduler.wake()
             while not job.done.wait(POLL_S) and self.scheduler.alive():
-                pass
+                pass  # the sequence leaves before the next step; its KV is then back with its session
+            self.scheduler.settle()
         if failure is not None:
             raise user_facing(failure)
         if job.stats is not None:
