@@ -8,13 +8,14 @@ time). Against each, from this process:
 * each of 4 clients asks alone, one after the other: its answer and time to first chunk when alone;
 * the 4 clients ask at once: the aggregate rate (new tokens over the time from the requests to
   the last chunk) and each answer, compared with the same client's answer alone (same server);
-* 3 clients ask, and once each has text the 4th asks: its time to first chunk, against the same
+* all but one ask, and once each has text the last one asks: its time to first chunk, against the same
   request alone just before (the same caches warm: its picture's features are cached both times);
-  ``--late-repeats`` such pairs, medians (one pair one at a time, where it waits for 3 whole answers).
+  ``--late-repeats`` such pairs, medians (one pair one at a time, where it waits behind the answer
+  being written).
 
 Every client sends its own picture with the same question, greedy, ``--new-tokens`` each (the bench
 model never ends early: its special tokens' logits are zero, see ``faithful._randomise``, so every
-answer is that many tokens). Prints a table and writes JSON (``--out``). On a GPU:
+answer is that many tokens; a model that can end early is counted as if it had not). Prints a table and writes JSON (``--out``). On a GPU:
 ``python -m llava_app.benchmarks.concurrency --device cuda --model llava-hf/llava-interleave-qwen-0.5b-hf``
 (a model from the Hub, downloaded once; ``--batch 8`` for the GPU's default batch).
 """
@@ -172,7 +173,7 @@ def table(r: dict[str, Any]) -> str:
         f"| {sum(b['identical_to_alone'])}/{r['clients']} |",
         f"| time to first chunk alone, median (ms) | {ms(statistics.median(s['alone_ttft_s']))} "
         f"| {ms(statistics.median(b['alone_ttft_s']))} |",
-        f"| time to first chunk of a request arriving while 3 decode (ms) | {ms(s['late_ttft_s'])} "
+        f"| time to first chunk of a request arriving while {r['clients'] - 1} decode (ms) | {ms(s['late_ttft_s'])} "
         f"| {ms(b['late_ttft_s'])} (**{r['late_ttft_ratio']:.2f}x** its {ms(b['late_alone_ttft_s'])} alone) |",
         "",
         f"Targets: rate at least {TARGETS['rate_ratio']}x: {r['rate_ratio']:.2f}x; answers identical: "

@@ -123,7 +123,14 @@ class LocalBackend(Backend):
             log.info("batched decoding is off for this model (sliding-window cache or %s attention): "
                      "one answer at a time", text._attn_implementation)
             return None
-        self.model.set_attn_implementation({"text_config": register_rows_attention()})
+        try:
+            self.model.set_attn_implementation({"text_config": register_rows_attention()})
+        except Exception as exc:  # noqa: BLE001 - a transformers release without this: one answer at a time
+            log.warning("batched decoding is off: the row-wise attention could not be set (%s)", exc)
+            return None
+        if text._attn_implementation != register_rows_attention():
+            log.warning("batched decoding is off: transformers kept %s attention", text._attn_implementation)
+            return None
         return Scheduler(self, max_batch, kv_budget_bytes)
 
     # ----- prompt ---------------------------------------------------------------------------
