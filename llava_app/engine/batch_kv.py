@@ -75,6 +75,7 @@ class BatchKV:
         self.values: list[Any] = []
         self.rows = self.capacity = 0
         self.lengths: list[int] = []  # per live row
+        self.devices: list[Any] = []  # each layer's device (a model split over GPUs keeps its layers apart)
         self._step: BatchRows | None = None
 
     # ----- sizing ------------------------------------------------------------------------------
@@ -106,13 +107,21 @@ class BatchKV:
         for store in (self.keys, self.values):
             for i in range(self.n_layers):
                 # zeros, not empty: a padded row's keys must never be NaN
-                grown = torch.zeros(shape, dtype=self.dtype, device=self.device)
+                grown = torch.zeros(shape, dtype=self.dtype, device=self._device(i))
                 if i < len(store):
                     grown[:live, :, :used] = store[i][:live, :, :used]
                     store[i] = grown
                 else:
                     store.append(grown)
         self.rows, self.capacity = rows, capacity
+
+    def _device(self, layer: int):
+        return self.devices[layer] if layer < len(self.devices) else self.device
+
+    def place_like(self, cache) -> None:
+        """Put each layer's buffer where the model keeps that layer's cache (before the first allocation)."""
+        if not self.keys:
+            self.devices = [layer.keys.device for layer in cache.layers]
 
     def free(self) -> None:
         """Give the buffers back (the batch is empty)."""
@@ -171,6 +180,8 @@ class BatchKV:
         step = self._step
         n = len(step.rows)
         rows, pos = step.index
+        if rows.device != key_states.device:
+            rows, pos = rows.to(key_states.device), pos.to(key_states.device)
         self.keys[layer_idx][rows, :, pos] = key_states[:n, :, 0]
         self.values[layer_idx][rows, :, pos] = value_states[:n, :, 0]
         return self.keys[layer_idx], self.values[layer_idx]

@@ -225,6 +225,7 @@ class Scheduler:
             del out
             if self._emit(job, logits) or job.gone():
                 return self._finish(job, cache=cache)
+            self.kv.place_like(cache)
             self.kv.reserve(len(self.running) + 1, len(job.ids) + job.kwargs["max_new_tokens"])
             self.kv.join(cache)
             self.running.append(job)

@@ -100,7 +100,7 @@ def test_sessions_memory_with_and_without_cleanup(tiny_cache):
 
 def test_concurrency_batched_against_one_at_a_time(tmp_path, tiny_cache, pictures):
     args = concurrency.parse_args(["--model", "tiny-random", "--clients", "2", "--batch", "2", "--new-tokens", "6",
-                                   "--late-repeats", "1", "--threads", "1", "--work", str(tmp_path)])
+                                   "--rounds", "2", "--late-repeats", "1", "--threads", "1", "--work", str(tmp_path)])
     report = json.loads(json.dumps(concurrency.run(args, pictures[:2])))
 
     assert report["identical"] is True and report["same_as_one_at_a_time"] is True
@@ -109,4 +109,5 @@ def test_concurrency_batched_against_one_at_a_time(tmp_path, tiny_cache, picture
         assert r["tokens"] == 12 and r["rate_tok_s"] > 0 and len(r["together_texts"]) == 2
         assert all(t.strip() for t in r["together_texts"]) and r["late_ttft_s"] > 0
     assert report["batched"]["max_batch"] == 2 and report["one_at_a_time"]["max_batch"] == 1
-    assert "| aggregate rate, all asking at once (tokens/s) |" in concurrency.table(report)
+    assert len(report["round_ratios"]) == 2 and len(report["batched"]["rounds"]) == 2
+    assert "| aggregate rate, all asking at once, median of 2 rounds (tokens/s) |" in concurrency.table(report)
