@@ -69,6 +69,7 @@ class Config:
     feedback_images: bool = False
     kv_cache_mb: float = 2048.0  # KV kept between turns, all sessions together; 0 re-reads every prompt
     feature_cache_mb: float = 512.0  # vision-tower outputs kept per image; 0 re-encodes images every turn
+    max_batch: int = 0  # answers the local engine decodes together; 0: 8 on CUDA, 4 on the CPU
 
     @property
     def max_upload_bytes(self) -> int:
@@ -154,6 +155,9 @@ _HELP: dict[str, str] = {
     "feedback_images": "with --feedback-file: also copy the conversation's images next to the file",
     "kv_cache_mb": "local backend: megabytes of conversation KV cache kept between turns across all sessions "
     "(least recently used sessions evicted first); 0 turns prefix reuse off",
+    "max_batch": "local backend: most answers decoded together, one forward pass per step for all (0: 8 on CUDA, "
+    "4 on the CPU; 1: one at a time); further ones wait in line and are shown their place. The running batch's KV "
+    "comes out of --kv-cache-mb: a sequence joins only if it fits",
     "feature_cache_mb": "local backend: megabytes of image features (vision tower outputs) kept, so an image is "
     "encoded once per model; 0 turns the cache off",
 }
@@ -244,6 +248,8 @@ def validate(config: Config) -> None:
         problems.append("--top-p must be in (0, 1]")
     if config.context_length < 0:
         problems.append("--context-length must be 0 (the model's own) or a number of tokens")
+    if config.max_batch < 0:
+        problems.append("--max-batch must be 0 (sized to the device) or more")
     if config.kv_cache_mb < 0 or config.feature_cache_mb < 0:
         problems.append("--kv-cache-mb and --feature-cache-mb must be 0 or more")
     if config.load_in_4bit and config.load_in_8bit:

@@ -27,6 +27,8 @@ def make_backend(config: "Config", image_store: "ImageStore") -> Backend:
             load_in_4bit=config.load_in_4bit, load_in_8bit=config.load_in_8bit,
             stream_delay=config.stream_delay, context_length=config.context_length or None,
             kv_cache_bytes=int(config.kv_cache_mb * 2**20), feature_cache_bytes=int(config.feature_cache_mb * 2**20),
+            # ZeroGPU runs each answer in a forked worker, where the scheduler's thread does not exist
+            max_batch=config.max_batch, batch=spaces is None,
         )
         if spaces is None:
             return engine

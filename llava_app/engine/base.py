@@ -65,6 +65,8 @@ class GenerationParams:
     temperature: float = 0.0
     top_p: float = 0.9
     max_new_tokens: int = 256
+    #: seeds this answer's own random generator when sampling (None: a fresh random seed)
+    seed: int | None = None
 
     @property
     def greedy(self) -> bool:

@@ -123,6 +123,10 @@ class PrefixReuse:
 
         return DynamicCache(config=self.model.config)
 
+    def full_attention(self) -> bool:
+        """True when every layer keeps its whole past (no sliding window): cacheable, croppable, batchable."""
+        return self._croppable()
+
     def _croppable(self) -> bool:
         """True when every layer keeps its whole past (plain full-attention layers can be cropped)."""
         from transformers.cache_utils import DynamicLayer

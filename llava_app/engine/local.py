@@ -12,7 +12,7 @@ from typing import Any, Iterator
 from llava_app.engine.base import Backend, ChatRequest, Event, PromptInfo, PromptReady, TextDelta, Usage, image_refs
 from llava_app.engine.catalog import is_tiny
 from llava_app.errors import EngineError, MissingDependency, UserError
-from llava_app.faults import out_of_memory_error
+from llava_app.engine.streaming import LockedDecoder, eager_streamer, texts, user_facing
 from llava_app.storage.images import ImageStore, ModelImageSize
 
 log = logging.getLogger(__name__)
@@ -58,12 +58,20 @@ def template_messages(messages: list[dict[str, Any]], reserved: tuple[str, ...] 
     return out
 
 
+def default_max_batch(device) -> int:
+    """Sequences decoded together when ``--max-batch`` is 0: 8 on a GPU, 4 on the CPU."""
+    return 8 if getattr(device, "type", str(device)) == "cuda" else 4
+
+
 class LocalBackend(Backend):
     """Runs ``AutoModelForImageTextToText`` with the processor's own chat template.
 
-    One generation at a time per model object (``self._lock``); each request gets a
-    fresh ``TextIteratorStreamer`` and thread, and a stopping criterion that watches
-    the request's cancel flag, so Stop ends the decode loop itself. Every tokenizer
+    Up to ``max_batch`` generations at once, decoded together by one scheduler thread
+    (batching.py); each request gets a fresh ``TextIteratorStreamer``, and the scheduler
+    checks the request's cancel flag before every step, so Stop ends that sequence's decoding.
+    Where batching cannot work (a sliding-window cache, another attention than ``sdpa``,
+    ZeroGPU's forked workers: ``batch=False``), one generation at a time (``self._lock``)
+    runs in ``generate`` on a thread of its own, with a stopping criterion on the cancel flag. Every tokenizer
     call (prompt layout, counting, the streamer's decoding) holds ``tokenizer_lock``:
     a fast tokenizer used by two threads at once fails ("Already borrowed").
     """
@@ -73,7 +81,7 @@ class LocalBackend(Backend):
     def __init__(self, model: str, image_store: ImageStore, device: str = "auto", dtype: str = "auto",
                  load_in_4bit: bool = False, load_in_8bit: bool = False, stream_delay: float = 0.0,
                  context_length: int | None = None, kv_cache_bytes: int = 2048 * 2**20,
-                 feature_cache_bytes: int = 512 * 2**20):
+                 feature_cache_bytes: int = 512 * 2**20, max_batch: int = 0, batch: bool = True):
         _require_torch()
         from llava_app.engine.kvcache import PrefixReuse, RunStats
         from llava_app.engine.models import LoadOptions, load_model_and_processor
@@ -101,6 +109,29 @@ class LocalBackend(Backend):
                                  tokenizer_lock=self.tokenizer_lock)
         #: what the engine did for the latest request (diagnostics for tests and benchmarks; the app reads ``Usage``)
         self.last_run: RunStats | None = None
+        #: the batching scheduler (None: one generation at a time through ``generate``)
+        self.scheduler = self._scheduler(max_batch or default_max_batch(self.device), kv_cache_bytes) if batch else None
+        self.max_concurrency = self.scheduler.max_batch if self.scheduler is not None else 1
+
+    def _scheduler(self, max_batch: int, kv_budget_bytes: int):
+        """The batching scheduler, where this model's cache and attention allow it (else None)."""
+        from llava_app.engine.batch_kv import register_rows_attention
+        from llava_app.engine.batching import Scheduler
+
+        text = self.model.config.get_text_config()
+        if not self.reuse.full_attention() or text._attn_implementation != "sdpa":
+            log.info("batched decoding is off for this model (sliding-window cache or %s attention): "
+                     "one answer at a time", text._attn_implementation)
+            return None
+        try:
+            self.model.set_attn_implementation({"text_config": register_rows_attention()})
+        except Exception as exc:  # noqa: BLE001 - a transformers release without this: one answer at a time
+            log.warning("batched decoding is off: the row-wise attention could not be set (%s)", exc)
+            return None
+        if text._attn_implementation != register_rows_attention():
+            log.warning("batched decoding is off: transformers kept %s attention", text._attn_implementation)
+            return None
+        return Scheduler(self, max_batch, kv_budget_bytes)
 
     # ----- prompt ---------------------------------------------------------------------------
     def render(self, messages: list[dict[str, Any]]) -> str:
@@ -151,6 +182,9 @@ class LocalBackend(Backend):
         return kwargs
 
     def stream(self, request: ChatRequest) -> Iterator[Event]:
+        if self.scheduler is not None:
+            yield from self._stream_batched(request)
+            return
         cancel = request.cancel
         with self._lock:
             if cancel.is_set():
@@ -170,7 +204,7 @@ class LocalBackend(Backend):
             try:
                 yield PromptReady(PromptInfo(text=text, n_images=len(refs), n_tokens=stats.prompt_tokens,
                                              image_labels=[r.label for r in refs], n_image_tokens=stats.image_tokens))
-                for piece in _texts(streamer, thread):
+                for piece in texts(streamer, thread):
                     if piece:
                         yield TextDelta(piece)
                     if cancel.is_set():
@@ -181,12 +215,53 @@ class LocalBackend(Backend):
                 self._release_memory()
             if failure:
                 del prepared  # out of memory: the failed step's inputs must go before the memory is released
-                raise _user_facing(failure.pop())
+                raise user_facing(failure.pop())
         yield self._usage(request, stats, stopped=cancel.is_set())
 
-    def _streamer(self):
+    def _stream_batched(self, request: ChatRequest) -> Iterator[Event]:
+        """The request's events while the scheduler prefills it and decodes it with the others."""
+        from llava_app.engine.batching import Job
+
+        if request.cancel.is_set():
+            return
+        refs = image_refs(request.messages)
+        job = Job(request, self.render(request.messages), [r.sha256 for r in refs], [r.label for r in refs],
+                  self._streamer(skip_prompt=False), self.generation_kwargs(request))
+        self.scheduler.submit(job)
+        failure = None
+        try:
+            while True:
+                try:
+                    item = job.out.get(timeout=POLL_S)
+                except queue.Empty:
+                    if not job.done.is_set() and not self.scheduler.alive():
+                        raise EngineError("The model stopped answering; ask again.") from None
+                    continue
+                if item is job.streamer.stop_signal:
+                    break
+                if isinstance(item, BaseException):
+                    failure = item
+                    break
+                if isinstance(item, PromptReady):
+                    yield item
+                elif item:
+                    yield TextDelta(item)
+                if request.cancel.is_set():
+                    break
+        finally:
+            job.abandoned.set()  # a consumer that stops early stops its sequence too
+            self.scheduler.wake()
+            while not job.done.wait(POLL_S) and self.scheduler.alive():
+                pass  # the sequence leaves before the next step; its KV is then back with its session
+            self.scheduler.settle()
+        if failure is not None:
+            raise user_facing(failure)
+        if job.stats is not None:
+            yield self._usage(request, job.stats, stopped=request.cancel.is_set())
+
+    def _streamer(self, skip_prompt: bool = True):
         """A fresh ``TextIteratorStreamer`` whose decoding holds the tokenizer lock (whole characters at once)."""
-        return _eager_streamer()(_LockedDecoder(self.processor.tokenizer, self.tokenizer_lock), skip_prompt=True,
+        return eager_streamer()(LockedDecoder(self.processor.tokenizer, self.tokenizer_lock), skip_prompt=skip_prompt,
                                  timeout=POLL_S, skip_special_tokens=True)
 
     def _generate(self, request: ChatRequest, prepared, streamer, abandoned: threading.Event,
@@ -247,89 +322,9 @@ class LocalBackend(Backend):
 
     def close(self) -> None:
         """Drop the model, the processor (tokenizer) and every cache; the engine is unusable after."""
+        if self.scheduler is not None:
+            self.scheduler.close()
         self.reuse.clear()
         del self.reuse, self.model, self.processor
         self.last_run = None
         self._release_memory()
-
-
-class _LockedDecoder:
-    """What ``TextIteratorStreamer`` uses of a tokenizer (``decode``), under the engine's tokenizer lock."""
-
-    def __init__(self, tokenizer, lock):
-        self._tokenizer, self._lock = tokenizer, lock
-
-    def decode(self, *args, **kwargs) -> str:
-        with self._lock:
-            return self._tokenizer.decode(*args, **kwargs)
-
-
-@functools.lru_cache(maxsize=1)
-def _eager_streamer():
-    """``TextIteratorStreamer`` letting text out as soon as it is whole characters, decoding only a few tokens.
-
-    transformers' streamer holds a word back until the next space (the first text waits for the second
-    token) and decodes the whole line again at every token (quadratic in a long line). This one, as the
-    serving engines do, decodes a short window: the tokens since the previous piece's start, less what
-    that window decoded to before, is the new text; it is held back while it ends with an incomplete
-    character (U+FFFD: a multi-byte character split across tokens).
-    """
-    from transformers import TextIteratorStreamer
-
-    class EagerStreamer(TextIteratorStreamer):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            self.prefix = self.read = 0  # token_cache[prefix:read] decoded to the text shown last
-
-        def _new_text(self, final: bool) -> str:
-            decode = lambda ids: self.tokenizer.decode(ids, **self.decode_kwargs)  # noqa: E731
-            before = decode(self.token_cache[self.prefix:self.read]) if self.read > self.prefix else ""
-            text = decode(self.token_cache[self.prefix:])
-            if not final and (len(text) <= len(before) or not text.startswith(before) or text.endswith("\ufffd")):
-                return ""  # nothing whole yet (or a later token rewrote the window: wait for more)
-            self.prefix, self.read = self.read, len(self.token_cache)
-            return text[len(before):]
-
-        def put(self, value):
-            if len(value.shape) > 1:
-                value = value[0]
-            if self.skip_prompt and self.next_tokens_are_prompt:
-                self.next_tokens_are_prompt = False
-                return
-            self.token_cache.extend(value.tolist())
-            self.on_finalized_text(self._new_text(final=False))
-
-        def end(self):
-            printable = self._new_text(final=True) if len(self.token_cache) > self.read else ""
-            self.token_cache, self.prefix, self.read, self.next_tokens_are_prompt = [], 0, 0, True
-            self.on_finalized_text(printable, stream_end=True)
-
-    return EagerStreamer
-
-
-def _texts(streamer, thread: threading.Thread) -> Iterator[str]:
-    """The streamer's text until it ends, or until the generate thread is gone without ending it.
-
-    The streamer's queue is read with a timeout, so a generate thread that died before it
-    could end the stream (its own failure in the decoding) never leaves the consumer waiting.
-    """
-    while True:
-        try:
-            yield next(streamer)
-        except StopIteration:
-            return
-        except queue.Empty:
-            if not thread.is_alive():
-                return
-
-
-def _user_facing(exc: BaseException) -> BaseException:
-    """What the consumer gets for a failure inside ``generate``: the project's own errors."""
-    oom = out_of_memory_error(exc)
-    if oom is not None:
-        return oom
-    if isinstance(exc, (EngineError, UserError)) or not isinstance(exc, Exception):
-        return exc
-    error = EngineError(f"The model failed while writing the answer ({type(exc).__name__}: {exc}).")
-    error.__cause__ = exc
-    return error

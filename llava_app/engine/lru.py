@@ -63,6 +63,19 @@ class ByteLRU(Generic[K, V]):
                 self._on_evict(k, v)
         return True
 
+    def trim(self) -> None:
+        """Evict the least recently used until what is held fits the budget (after the budget shrank)."""
+        evicted: list[tuple[K, V]] = []
+        with self._lock:
+            while self._items and self._bytes > self.budget:
+                k, (v, n) = self._items.popitem(last=False)
+                self._bytes -= n
+                self.evictions += 1
+                evicted.append((k, v))
+        for k, v in evicted:
+            if self._on_evict:
+                self._on_evict(k, v)
+
     def pop(self, key: K) -> V | None:
         """Remove and return ``key``'s value (no hit or miss counted)."""
         with self._lock:

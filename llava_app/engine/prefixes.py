@@ -104,8 +104,9 @@ class SessionPrefixes:
 
     @budget.setter
     def budget(self, value: int) -> None:
-        """A new budget (the next prefix kept evicts down to it)."""
+        """A new budget; the least recently used prefixes go at once until the rest fit."""
         self._lru.budget = value
+        self._lru.trim()
 
     @property
     def nbytes(self) -> int:

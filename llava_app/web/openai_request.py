@@ -105,7 +105,10 @@ class RequestParser:
         top_p = _number(body, "top_p", cfg.top_p, 0.0, 1.0)
         if top_p <= 0.0:
             raise APIError(400, "'top_p' must be greater than 0.", param="top_p")
-        return GenerationParams(temperature=temperature, top_p=top_p, max_new_tokens=max_tokens)
+        seed = body.get("seed")
+        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+            raise APIError(400, "'seed' must be an integer.", param="seed")
+        return GenerationParams(temperature=temperature, top_p=top_p, max_new_tokens=max_tokens, seed=seed)
 
     def _conversation(self, messages: Any) -> tuple[Conversation, str]:
         """Turns and images from OpenAI messages; the last (user) turn awaits its answer."""

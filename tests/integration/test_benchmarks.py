@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from llava_app.benchmarks import context, multiturn, sessions_memory, ttft
+from llava_app.benchmarks import concurrency, context, multiturn, sessions_memory, ttft
 from llava_app.benchmarks.common import bench_images
 from llava_app.benchmarks.naive_vs_ours import InProcess, run_chat
 from llava_app.benchmarks.stream_rate import run_stream, served_here
@@ -96,3 +96,18 @@ def test_sessions_memory_with_and_without_cleanup(tiny_cache):
     assert on["gradio_session_records"] == 0  # our cleanup freed them
     assert all(r["live_conversations"] == 0 and r["image_files_left"] == 0 and r["sessions"] == 1 for r in rows)
     assert isinstance(on["kb_left_per_session"], float)
+
+
+def test_concurrency_batched_against_one_at_a_time(tmp_path, tiny_cache, pictures):
+    args = concurrency.parse_args(["--model", "tiny-random", "--clients", "2", "--batch", "2", "--new-tokens", "6",
+                                   "--rounds", "2", "--late-repeats", "1", "--threads", "1", "--work", str(tmp_path)])
+    report = json.loads(json.dumps(concurrency.run(args, pictures[:2])))
+
+    assert report["identical"] is True and report["same_as_one_at_a_time"] is True
+    for side in ("batched", "one_at_a_time"):
+        r = report[side]
+        assert r["tokens"] == 12 and r["rate_tok_s"] > 0 and len(r["together_texts"]) == 2
+        assert all(t.strip() for t in r["together_texts"]) and r["late_ttft_s"] > 0
+    assert report["batched"]["max_batch"] == 2 and report["one_at_a_time"]["max_batch"] == 1
+    assert len(report["round_ratios"]) == 2 and len(report["batched"]["rounds"]) == 2
+    assert "| aggregate rate, all asking at once, median of 2 rounds (tokens/s) |" in concurrency.table(report)

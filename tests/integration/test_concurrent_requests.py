@@ -1,5 +1,6 @@
 """The page and /v1 at once on one local engine: their prompt counting, context fitting and the
-streamer's decoding share one tokenizer, and every request must still be answered."""
+streamer's decoding share one tokenizer, every request must still be answered, and page and /v1
+answers are decoded in one batch."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ def test_page_and_v1_requests_at_once_all_succeed(tmp_path, tiny_cache, image_fi
     answers: dict[str, str] = {}
     errors: list[BaseException] = []
 
-    with launched_app(config) as (url, _, _):
+    with launched_app(config) as (url, app, _):
         def v1(i: int, color: str) -> None:
             try:
                 client = openai.OpenAI(base_url=f"{url}v1", api_key="unused", max_retries=0, timeout=120)
@@ -49,6 +50,8 @@ def test_page_and_v1_requests_at_once_all_succeed(tmp_path, tiny_cache, image_fi
             t.start()
         for t in threads:
             t.join(180)
+        engine = getattr(app.service.backend, "engine", app.service.backend)
     assert not errors, errors
+    assert engine.scheduler.peak_rows >= 2, "page and /v1 answers should have been decoded in one batch"
     assert sorted(answers) == ["page-0", "page-1", "v1-0", "v1-1", "v1-2"]
     assert all(a.strip() for a in answers.values()), answers

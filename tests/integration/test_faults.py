@@ -173,7 +173,8 @@ def test_out_of_memory_through_the_api_keeps_the_conversation(make_error, tmp_pa
 def test_full_queue_tells_the_client_at_once(tmp_path, local_backend):
     config = Config(model="tiny-random", device="cpu", data_dir=str(tmp_path / "d"), max_new_tokens=2000,
                     queue_size=1)
-    with launched_app(config, local_backend()) as (url, app, demo):
+    # An engine that writes one answer at a time, so the second request waits (a batching one takes 4 first).
+    with launched_app(config, local_backend(max_batch=1)) as (url, app, demo):
         running = Client(url, verbose=False).submit("long story", [], api_name="/chat")
         assert wait_until(lambda: len(running.outputs()) >= 1, timeout=60) is not None
         waiting = Client(url, verbose=False).submit("second", [], api_name="/chat")
