@@ -178,6 +178,8 @@ class OursSide:
 
         kv = self.backend.reuse.kv
         kv.budget = int(kv.nbytes * 1.05)
+        if self.backend.scheduler is not None:  # it hands the kept prefixes what the running batch leaves
+            self.backend.scheduler.kv_budget = kv.budget
         other = Conversation()
         self.service.add_images(other, [(str(self.image_paths[0]), self.image_paths[0].name)])
         self.service.ask(other, "What is this ?")

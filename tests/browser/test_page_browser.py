@@ -29,7 +29,8 @@ def server(tmp_path_factory, tiny_cache, local_backend):
 
     config = Config(model="tiny-random", device="cpu", data_dir=str(tmp_path_factory.mktemp("page")),
                     max_new_tokens=24, max_new_tokens_limit=2000, stream_delay=0.03, max_upload_mb=1.0)
-    with launched_app(config, local_backend()) as (url, _, _):
+    # one answer at a time (--max-batch 1): a second person then waits in line, which a test shows
+    with launched_app(config, local_backend(max_batch=1)) as (url, _, _):
         yield url
 
 

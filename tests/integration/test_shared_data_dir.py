@@ -114,8 +114,9 @@ def test_a_second_instance_keeps_every_image_of_the_first(tmp_path, tiny_cache, 
         assert b.proc.poll() is None and a.proc.poll() is None
         leases = {json.loads(p.read_text())["pid"]: p for p in (data / "images" / "instances").glob("*.json")}
         assert {a.proc.pid, b.proc.pid} <= set(leases), "an instance keeps no lease on the shared store"
-        b.stop(signal.SIGINT)  # Ctrl+C: a clean exit withdraws the lease
-        assert not leases[b.proc.pid].exists(), "B's clean exit left its lease behind"
+        code = b.stop(signal.SIGINT)  # Ctrl+C: a clean exit withdraws the lease
+        assert not leases[b.proc.pid].exists(), \
+            f"B's exit (code {code}; -9: killed after 30 s) left its lease behind:\n{b.text()[-3000:]}"
     finally:
         if b is not None:
             b.stop()
