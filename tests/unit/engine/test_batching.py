@@ -160,14 +160,17 @@ def test_the_kv_budget_bounds_the_batch_and_every_sequence_keeps_its_kv(local_ba
     assert backend.scheduler.peak_rows == 2
     assert backend.scheduler.peak_bytes <= budget and backend.reuse.kv.nbytes <= budget
     # Each finished sequence's KV went back to its session (as far as the budget keeps them): a
-    # follow-up reads only its new turn.
+    # follow-up reads again at most its answer and its new turn, never its first prompt. (Which
+    # conversation is kept depends on which finished when; with tiny-random's word-level tokenizer
+    # some answers do not tokenize back to the ids written, so the reuse may stop inside the answer.)
     kept = [c for c in convs if c.id in backend.reuse.kv]
     assert kept
     conv = kept[-1]
+    first_prompt = backend.count_tokens(conv.messages())
     conv.answer(answers[convs.index(conv)].text)
     conv.ask("And the colour?")
     follow = Answer(backend, conv, params).start().join()
-    assert follow.usage.prefilled_tokens < follow.usage.prompt_tokens // 2
+    assert follow.usage.prefilled_tokens <= follow.usage.prompt_tokens - first_prompt
 
 
 def test_out_of_memory_in_a_batched_step_retries_smaller_and_tells_only_its_user(local_backend, monkeypatch):
