@@ -213,17 +213,16 @@ class BranchingHandlers:
         shown = branches.describe(conv)
         remove = numbers([label for label in (shown[turn]["images"] if 0 <= turn < len(shown) else [])
                           if label not in kept])
+        lang = _lang(request)
         try:
             self.service.edit(conv, turn, message_text(value), message_files(value), remove)
         except UserError as exc:
-            lang = _lang(request)
             self.warn(_message(exc), lang)
             return (gr.skip(), views.gallery_value(conv), conv, gr.skip(), self.limits_text(conv, lang),
                     *self.views(conv, lang=lang), gr.skip(), gr.skip(), gr.skip())
         self.saved.save(conv)
-        lang = _lang(request)
-        return ("", views.gallery_value(conv), conv, "", self.limits_text(conv, lang),
-                *self.views(conv, partial="", lang=lang),
+        # the strip, the conversation, an empty notice and the limits, as ``on_submit`` returns them
+        return ("", *self._images(conv, "", lang)[:4], *self.views(conv, partial="", lang=lang),
                 None, gr.update(visible=False), gr.update(choices=[], value=[]))
 
     def on_cancel_edit(self) -> tuple:
