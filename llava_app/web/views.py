@@ -59,7 +59,8 @@ def _messages(conv: Conversation, partial: str | None = None, waiting: int | Non
     out: list[tuple[dict[str, Any], int | None]] = []
     note = hidden_note(conv)
     last = len(conv.turns) - 1
-    versions = [(b["index"], b["count"]) for b in branches.describe(conv)]
+    settled = partial is None and not waiting  # no edits while an answer is written: no versions to read then
+    versions = [(b["index"], b["count"]) for b in branches.describe(conv)] if settled else []
     for i, turn in enumerate(conv.turns):
         if note and i == conv.first_visible:  # a muted, folded note under the turns the model no longer sees
             out.append(({"role": "assistant", "content": note["body"],
@@ -71,7 +72,7 @@ def _messages(conv: Conversation, partial: str | None = None, waiting: int | Non
         if gone:  # earlier turns still read right: the picture they spoke of is named, not silently missing
             out.append(({"role": "user", "content": " ".join(f"*[{im.label}, removed]*" for im in gone)}, None))
         out.append(({"role": "user", "content": chat_markdown(turn.user)}, None))
-        if turn.assistant is not None and partial is None and not waiting:  # no edits while an answer is written
+        if turn.assistant is not None and settled:
             out.append(({"role": "user", "content": turn_tools(i, *versions[i])}, None))
         if turn.assistant is not None:
             answer = chat_markdown(turn.assistant) + ("  \n*(stopped)*" if turn.stopped else "")
