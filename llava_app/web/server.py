@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +86,42 @@ def queue_kwargs(config: Config) -> dict[str, Any]:
     return dict(max_size=config.queue_size, default_concurrency_limit=4)
 
 
+log = logging.getLogger(__name__)
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def stop_on_signals() -> None:
+    """Ctrl+C (SIGINT) and a service manager's stop (SIGTERM: ``docker stop``, a Space restarting) both end
+    the server the way Gradio ends it on Ctrl+C, so that ``atexit`` runs and the store's lease is withdrawn.
+
+    Python's default SIGTERM ends the process at once, without ``atexit``; and a process started with
+    SIGINT ignored (a shell script's ``python app.py &``, a test runner's child) never sees Ctrl+C or
+    ``kill -INT`` at all, since Python keeps an inherited "ignore". Uvicorn, the server under Gradio,
+    takes both signals itself when it owns the main thread; under Gradio it runs in a thread and cannot.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _raise_interrupt)
+
+
 def launch(app: App, demo: gr.Blocks, **extra: Any) -> None:
-    """Queue and launch ``demo`` as configured (``extra`` goes to ``launch``, e.g. ``prevent_thread_lock``)."""
+    """Queue and launch ``demo`` as configured (``extra`` goes to ``launch``, e.g. ``prevent_thread_lock``).
+
+    Blocking (the app's own launch), it stops cleanly on SIGINT and SIGTERM, also when one comes while
+    Gradio is still starting up (before its own wait, which catches Ctrl+C, begins).
+    """
     skip_absent_matplotlib()
-    demo.queue(**queue_kwargs(app.config)).launch(**launch_kwargs(app), **extra)
+    blocking = not extra.get("prevent_thread_lock")
+    if blocking:
+        stop_on_signals()
+    try:
+        demo.queue(**queue_kwargs(app.config)).launch(**launch_kwargs(app), **extra)
+    except KeyboardInterrupt as stop:
+        if not blocking:
+            raise
+        log.info("stopped by %s", stop or "SIGINT")
+        demo.close()
