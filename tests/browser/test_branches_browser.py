@@ -89,9 +89,21 @@ class Person:
     def settled(self, n_turns: int) -> None:
         """The chat shows ``n_turns`` answered turns with their lines of tools (hidden while an answer is
         written), and Send is back."""
-        self.expect(self.page.locator("#chatbot .turn-tools")).to_have_count(n_turns)
-        self.expect(self.page.locator(BOT)).to_have_count(n_turns)
-        self.expect(self.page.locator("#send")).to_be_enabled()
+        try:
+            self.expect(self.page.locator("#chatbot .turn-tools")).to_have_count(n_turns)
+            self.expect(self.page.locator(BOT)).to_have_count(n_turns)
+            self.expect(self.page.locator("#send")).to_be_enabled()
+        except AssertionError as exc:  # say what the page showed instead
+            raise AssertionError(f"{exc}\n--- the page showed:\n{self.shown()}") from None
+
+    def shown(self) -> str:
+        return self.page.evaluate("""() => {
+            const text = sel => [...document.querySelectorAll(sel)].map(e => e.innerText.trim()).join(' | ');
+            const send = document.querySelector('#send');
+            return ['chat: ' + text('#chatbot .message'), 'notice: ' + text('#notice'),
+                    'toasts: ' + text('.toast-body'), 'box: ' + (document.querySelector('#question textarea') || {}).value,
+                    'strip: ' + text('#gallery .caption-label'), 'send enabled: ' + (send && !send.disabled),
+                    'edit bar: ' + text('#edit-bar')].join('\\n'); }""")
 
     def ask(self, text: str) -> None:
         n = len(self.questions())
