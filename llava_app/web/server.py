@@ -98,14 +98,16 @@ def stop_on_signals() -> None:
     the server the way Gradio ends it on Ctrl+C, so that ``atexit`` runs and the store's lease is withdrawn.
 
     Python's default SIGTERM ends the process at once, without ``atexit``; and a process started with
-    SIGINT ignored (a shell script's ``python app.py &``, a test runner's child) never sees Ctrl+C or
-    ``kill -INT`` at all, since Python keeps an inherited "ignore". Uvicorn, the server under Gradio,
+    SIGINT ignored (a shell script's ``python app.py &``) never sees Ctrl+C or ``kill -INT`` at all,
+    since Python keeps an inherited "ignore" (and an inherited signal mask). Uvicorn, the server under Gradio,
     takes both signals itself when it owns the main thread; under Gradio it runs in a thread and cannot.
     """
     if threading.current_thread() is not threading.main_thread():
         return
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    stops = (signal.SIGINT, signal.SIGTERM)
+    for sig in stops:
         signal.signal(sig, _raise_interrupt)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)  # nor kept blocked, were the parent's mask to block them
 
 
 def launch(app: App, demo: gr.Blocks, **extra: Any) -> None:

@@ -43,7 +43,8 @@ class AppProcess:
         self.log = logs / f"{name}.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith("LLAVA_APP_") or k == "LLAVA_APP_CACHE"}
         env.update(HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1",
-                   LLAVA_APP_LOG_LEVEL=log_level)
+                   LLAVA_APP_LOG_LEVEL=log_level, PYTHONFAULTHANDLER="1")  # SIGABRT: every thread's stack
+        self.signals = ""
         # trap "" INT: the app inherits SIGINT as ignored, as from a non-interactive shell's background job
         shell = ["sh", "-c", 'trap "" INT; exec "$@"', "sh"] if sigint_ignored else []
         cmd = [*shell, sys.executable, "app.py", "--model", "tiny-random", "--device", "cpu",
@@ -73,14 +74,31 @@ class AppProcess:
         return seen
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
+        """Send ``sig`` and wait 30 s for the exit; past that, SIGABRT (the log gets every thread's stack)
+        and SIGKILL. Returns the exit code (-6 or -9: it did not exit on ``sig``)."""
         if self.proc.poll() is None:
+            with contextlib.suppress(OSError):  # its signal masks, for a report should it not exit
+                self.signals = " ".join(line.replace("\t", "") for line in
+                                        Path(f"/proc/{self.proc.pid}/status").read_text().splitlines()
+                                        if line.startswith(("SigBlk", "SigIgn", "SigCgt")))
             self.proc.send_signal(sig)
             try:
                 self.proc.wait(30)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+                self.proc.send_signal(signal.SIGABRT)
+                try:
+                    self.proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait()
         return self.proc.returncode
+
+    def exit_report(self, code: int) -> str:
+        """What to say when it did not exit cleanly: its code, its signal masks, the end of its log (with
+        the threads' stacks after a SIGABRT)."""
+        text = self.text()
+        start = text.rfind("Fatal Python error")
+        return f"code {code} (-6/-9: no exit in 30 s); {self.signals}\n{text[start:] if start >= 0 else text[-3000:]}"
 
 
 def _image_path(data_dir: Path, sha: str) -> Path:
@@ -120,11 +138,9 @@ def test_a_second_instance_keeps_every_image_of_the_first(tmp_path, tiny_cache, 
         leases = {json.loads(p.read_text())["pid"]: p for p in (data / "images" / "instances").glob("*.json")}
         assert {a.proc.pid, b.proc.pid} <= set(leases), "an instance keeps no lease on the shared store"
         code = b.stop(signal.SIGTERM)
-        assert code == 0 and not leases[b.proc.pid].exists(), \
-            f"B's exit on SIGTERM (code {code}; -9: killed after 30 s) left its lease behind:\n{b.text()[-3000:]}"
+        assert code == 0 and not leases[b.proc.pid].exists(), f"B's exit on SIGTERM: {b.exit_report(code)}"
         code = a.stop(signal.SIGINT)
-        assert code == 0 and not leases[a.proc.pid].exists(), \
-            f"A's exit on SIGINT (code {code}; -9: killed after 30 s) left its lease behind:\n{a.text()[-3000:]}"
+        assert code == 0 and not leases[a.proc.pid].exists(), f"A's exit on SIGINT: {a.exit_report(code)}"
     finally:
         if b is not None:
             b.stop()
