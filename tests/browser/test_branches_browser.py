@@ -99,9 +99,9 @@ class Person:
     def shown(self) -> str:
         return self.page.evaluate("""() => {
             const text = sel => [...document.querySelectorAll(sel)].map(e => e.innerText.trim()).join(' | ');
-            const send = document.querySelector('#send');
+            const send = document.querySelector('#send'), box = document.querySelector('#question textarea');
             return ['chat: ' + text('#chatbot .message'), 'notice: ' + text('#notice'),
-                    'toasts: ' + text('.toast-body'), 'box: ' + (document.querySelector('#question textarea') || {}).value,
+                    'toasts: ' + text('.toast-body'), 'box: ' + (box && box.value),
                     'strip: ' + text('#gallery .caption-label'), 'send enabled: ' + (send && !send.disabled),
                     'edit bar: ' + text('#edit-bar')].join('\\n'); }""")
 
