@@ -81,6 +81,11 @@ class Sampler:
             self.generator = torch.Generator(device=device)
             self.generator.manual_seed(seed if seed is not None else random.getrandbits(63))
 
+    @property
+    def plain_greedy(self) -> bool:
+        """Greedy with no logits processor: the token is the raw logits' argmax (taken for the whole step at once)."""
+        return not self.sample and not self.processors
+
     def choose(self, logits, ids: list[int]) -> int:
         """The next token for one sequence from its raw logits (1-D) and its ids so far."""
         import torch
@@ -235,9 +240,11 @@ class Scheduler:
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer
             self._finish(job, exc)
 
-    def _emit(self, job: Job, logits) -> bool:
-        """Choose and stream the job's next token; True when its answer is complete."""
-        token = job.sampler.choose(logits, job.ids)
+    def _emit(self, job: Job, logits, token: int | None = None) -> bool:
+        """Choose (unless ``token`` was chosen already) and stream the job's next token; True when its answer
+        is complete."""
+        if token is None:
+            token = job.sampler.choose(logits, job.ids)
         job.ids.append(token)
         job.new += 1
         job.streamer.put(self._torch.tensor([token]))
@@ -291,10 +298,14 @@ class Scheduler:
                                 past_key_values=self.kv, use_cache=True, logits_to_keep=1, batch_rows=step)
         self.kv.end_step()
         logits = out.logits[:len(rows), -1]
+        # One argmax over the rows for every plain greedy sequence (an argmax over 152,000 words is a
+        # parallel reduction: one per step, not one per row); it picks the same index a row's own would.
+        greedy = [job.sampler.plain_greedy for job in jobs]
+        best = logits.argmax(-1).tolist() if any(greedy) else []
         ended: dict[int, BaseException | None] = {}
-        for row, job, row_logits in zip(rows, jobs, logits):
+        for i, (row, job, row_logits) in enumerate(zip(rows, jobs, logits)):
             try:
-                if self._emit(job, row_logits):
+                if self._emit(job, row_logits, best[i] if greedy[i] else None):
                     ended[row] = None
             except BaseException as exc:  # noqa: BLE001 - this sequence's streamer failed, not the batch
                 ended[row] = exc
