@@ -17,6 +17,8 @@ from llava_app.web.auth import load_users
 from llava_app.web.gradio_compat import skip_absent_matplotlib
 from llava_app.web.i18n import I18N
 
+log = logging.getLogger(__name__)
+
 WEB = Path(__file__).resolve().parent
 CSS = (WEB / "style.css").read_text(encoding="utf-8")
 JS = (WEB / "page.js").read_text(encoding="utf-8")
@@ -84,9 +86,6 @@ def launch_kwargs(app: App) -> dict[str, Any]:
 def queue_kwargs(config: Config) -> dict[str, Any]:
     """Arguments for ``demo.queue``."""
     return dict(max_size=config.queue_size, default_concurrency_limit=4)
-
-
-log = logging.getLogger(__name__)
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:
