@@ -262,4 +262,7 @@ def load_model_and_processor(name: str, options: LoadOptions):
     model.eval()
     if "device_map" not in kwargs and "quantization_config" not in kwargs:
         model.to(resolve_device(options.device))
+    from llava_app.engine.cpu_linears import install
+
+    install(model)  # a decode step's few-row products on a CPU (cpu_linears.py); nothing elsewhere
     return model, processor, path

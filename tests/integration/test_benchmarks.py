@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from llava_app.benchmarks import concurrency, context, multiturn, sessions_memory, ttft
+from llava_app.benchmarks import concurrency, context, decode_step, multiturn, sessions_memory, ttft
 from llava_app.benchmarks.common import bench_images
 from llava_app.benchmarks.naive_vs_ours import InProcess, run_chat
 from llava_app.benchmarks.stream_rate import run_stream, served_here
@@ -111,3 +111,15 @@ def test_concurrency_batched_against_one_at_a_time(tmp_path, tiny_cache, picture
     assert report["batched"]["max_batch"] == 2 and report["one_at_a_time"]["max_batch"] == 1
     assert len(report["round_ratios"]) == 2 and len(report["batched"]["rounds"]) == 2
     assert "| aggregate rate, all asking at once, median of 2 rounds (tokens/s) |" in concurrency.table(report)
+
+
+def test_decode_step_with_and_without_the_few_row_path(tiny_cache):
+    args = decode_step.parse_args(["--model", "tiny-faithful-interleave", "--context", "20", "--steps", "2",
+                                   "--rounds", "2"])
+    report = json.loads(json.dumps(decode_step.run(args)))
+
+    assert set(report["median_ms"]) == set(decode_step.WAYS)
+    for way in decode_step.WAYS:
+        assert all(report["median_ms"][way][w]["step"] > 0 and report["median_ms"][way][w]["head"] > 0 for w in "14")
+        assert report["batching_ceiling"][way] == pytest.approx(4 / report["step_ratio"][way])
+    assert "| few-row W·xᵀ: whole step |" in decode_step.table(report)
