@@ -14,7 +14,7 @@ from starlette.middleware import Middleware
 from llava_app.application import App
 from llava_app.config import Config
 from llava_app.web.auth import load_users
-from llava_app.web.gradio_compat import skip_absent_matplotlib
+from llava_app.web.gradio_compat import poll_queue_less, skip_absent_matplotlib
 from llava_app.web.i18n import I18N
 
 log = logging.getLogger(__name__)
@@ -120,7 +120,9 @@ def launch(app: App, demo: gr.Blocks, **extra: Any) -> None:
     if blocking:
         stop_on_signals()
     try:
-        demo.queue(**queue_kwargs(app.config)).launch(**launch_kwargs(app), **extra)
+        demo.queue(**queue_kwargs(app.config))
+        poll_queue_less(demo)
+        demo.launch(**launch_kwargs(app), **extra)
     except KeyboardInterrupt as stop:
         if not blocking:
             raise
