@@ -10,11 +10,11 @@ bench model's 152,000 x 256 output layer 7 ms instead of 33 ms. One row stays a 
 takes 7, so on such a layer a single row is padded too. ``python -m llava_app.benchmarks.decode_step``
 measures a whole step.
 
-What stays the same: a row's result does not depend on the other rows or on its place among them (the
-kernel works on columns in fours, and a lone fifth column takes another path: rows are padded to 4 or 8
-columns, tested), so a
-sequence decodes to the same bits whoever it is batched with, and the batch keeps its fixed width
-(batching.py). More than 8 rows (a prompt's prefill, the vision tower) and layers with a bias go
+What stays the same: a row's result does not depend on the other rows or on its place among them, so
+a sequence decodes to the same bits whoever it is batched with (the batch also keeps its fixed width,
+batching.py). That needs the padding: MKL gives a column the same bits in products of 4 to 11 columns,
+but a 5th column of 5 (and a column of 1 to 3) other bits, so rows are padded to 4 or 8 columns (tested
+bitwise). More than 8 rows (a prompt's prefill, the vision tower) and layers with a bias go
 through ``F.linear`` as before; so does everything off the CPU, in another dtype than float32, or
 without MKL. The layers keep their weights (tied embeddings stay tied); ``restore`` undoes it.
 
