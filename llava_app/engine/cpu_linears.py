@@ -52,8 +52,9 @@ def _few_rows_linear():
             out = torch.mm(self.weight, flat.T).T[:rows]
             # An output layer's logits stay a transposed view (copying 4 x 152,000 costs more than reading
             # them strided); other layers' outputs are made contiguous, as later views may expect.
-            return out.reshape(*x.shape[:-1], self.out_features) if tall else out.contiguous().reshape(
-                *x.shape[:-1], self.out_features)
+            if not tall:
+                out = out.contiguous()
+            return out.reshape(*x.shape[:-1], self.out_features)
 
     return FewRowsLinear
 
@@ -78,13 +79,11 @@ def language_linears(model) -> list:
         decoder = model.get_decoder()
     except (AttributeError, ValueError):
         decoder = None
-    found = [head, *(decoder.modules() if decoder is not None else ())]
-    seen, layers = set(), []
-    for module in found:
-        if isinstance(module, torch.nn.Linear) and module.bias is None and id(module) not in seen:
-            if type(module) in (torch.nn.Linear, _few_rows_linear()):
-                seen.add(id(module))
-                layers.append(module)
+    plain = (torch.nn.Linear, _few_rows_linear())  # not a subclass of another kind (a quantised layer, ...)
+    layers = []
+    for module in (head, *(decoder.modules() if decoder is not None else ())):
+        if type(module) in plain and module.bias is None and module not in layers:
+            layers.append(module)
     return layers
 
 

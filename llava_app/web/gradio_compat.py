@@ -115,9 +115,9 @@ QUEUE_POLL_S = 0.01
 
 def poll_queue_less(demo: Any, seconds: float = QUEUE_POLL_S) -> None:
     """Gradio's queue looks for new events every millisecond when it has none, in a loop on the event loop:
-    about 10% of a core for a server that does nothing (measured here), and a thousand wake-ups a second
+    9.5% of a core for a server that does nothing (measured here), and a thousand wake-ups a second
     that take the GIL from the model's thread while it writes answers. Every 10 ms instead: an event
-    starts at most 10 ms later (invisible beside a model's answer), the idle server costs about 1%.
+    starts at most 10 ms later (invisible beside a model's answer), the idle server costs 3.2%.
     After ``demo.queue()``; checked before use: without the field, one warning, Gradio's own rate.
     """
     queue = getattr(demo, "_queue", None)
