@@ -1,6 +1,6 @@
 """Several people at once: batched decoding against one answer at a time, through ``gradio_client``.
 
-Run ``python -m llava_app.benchmarks.concurrency`` (about 10 minutes on a 2-core CPU). The app runs
+Run ``python -m llava_app.benchmarks.concurrency`` (about 4 minutes on a 2-core CPU). The app runs
 as two server processes (``app.py``, as deployed) in one run, on the same model, settings and
 questions: one with ``--max-batch 4`` (batched), one with ``--max-batch 1`` (one at a time).
 Against each, from this process:
@@ -256,8 +256,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=4, help="--max-batch of the batched server")
     p.add_argument("--clients", type=int, default=4, help="clients asking at once")
     p.add_argument("--new-tokens", type=int, default=128, help="new tokens per answer (greedy)")
-    p.add_argument("--rounds", type=int, default=3, help="at-once rounds against each server, alternating")
-    p.add_argument("--late-repeats", type=int, default=5, help="late arrivals measured (medians)")
+    p.add_argument("--rounds", type=int, default=5, help="at-once rounds against each server, alternating")
+    p.add_argument("--late-repeats", type=int, default=7, help="late arrivals measured (medians)")
     p.add_argument("--threads", type=int, default=0, help="the server's torch threads (0: torch's default)")
     p.add_argument("--out", default="artifacts/bench_concurrency.json", help="JSON report")
     p.add_argument("--work", default="", help="scratch folder (default: a temporary one)")
