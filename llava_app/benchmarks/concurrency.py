@@ -100,7 +100,7 @@ def ask(url: str, picture: Path, started: threading.Event | None = None, client=
     """One answer (a new conversation unless ``client`` has one): text, time to first chunk, end time.
 
     The job's outputs are read every ``POLL_S`` from its public ``outputs()``/``done()``, not by
-    iterating it: the iterator polls every millisecond, and four clients doing that took a third of
+    iterating it: the iterator polls every millisecond, and with four clients that was about 40% of
     the CPU time the benchmark's own process used, on the two cores the measured server runs on.
     """
     from gradio_client import handle_file
@@ -138,8 +138,11 @@ def at_once(url: str, pictures: list[Path], late: Path | None = None) -> tuple[l
     barrier = threading.Barrier(len(pictures))
 
     def run(i: int) -> None:
-        barrier.wait()
-        results[i] = ask(url, pictures[i], flags[i], clients[i])
+        try:
+            barrier.wait()
+            results[i] = ask(url, pictures[i], flags[i], clients[i])
+        finally:
+            flags[i].set()  # a failed request must not keep the late arrival waiting
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(len(pictures))]
     for t in threads:
