@@ -14,7 +14,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
-from llava_app.engine.base import Backend, ChatRequest, GenerationParams, PromptReady, TextDelta, Usage, require
+from llava_app.engine.base import (Backend, ChatRequest, GenerationParams, PromptReady, Queued, TextDelta, Usage,
+                                   require)
 from llava_app.chat import branches
 from llava_app.chat.context import ContextFitter
 from llava_app.chat.conversation import Conversation, PromptInfo
@@ -245,12 +246,12 @@ class ChatService:
                 with conv.lock:
                     conv.retract()
                 return
-            yield from self._generate(conv, params, system_prompt, cancel)
+            yield from self._generate(conv, params, system_prompt, cancel, report_waiting)
         finally:
             self.line.leave(ticket, served)
 
     def _generate(self, conv: Conversation, params: GenerationParams, system_prompt: str,
-                  cancel: threading.Event) -> Iterator[str]:
+                  cancel: threading.Event, report_waiting: bool = False) -> Iterator[str | Waiting]:
         """Fit the prompt into the window, then stream the engine's answer into the conversation."""
         try:  # drop old turns (or refuse) before generating, so the prompt fits the window
             self.context.fit(conv, system_prompt, params, cancel)
@@ -275,6 +276,9 @@ class ChatService:
                     if now - last >= self.stream_interval:
                         last = now
                         yield text
+                elif isinstance(event, Queued):  # past the line, the engine's batch has no room for it yet
+                    if report_waiting and not text:
+                        yield Waiting(event.place)
                 elif isinstance(event, PromptReady):
                     conv.set_prompt(event.info)
                 elif isinstance(event, Usage):

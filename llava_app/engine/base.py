@@ -55,7 +55,16 @@ class Usage:
     images_cached: int | None = None
 
 
-Event = PromptReady | TextDelta | Usage
+@dataclass(frozen=True)
+class Queued:
+    """The answer waits for room in the running batch, its place ``place`` (1 is next): sent before
+    ``PromptReady`` when the batch's KV would outgrow the memory budget (or, after an out-of-memory,
+    the batch was made smaller), and again each time the place changes."""
+
+    place: int
+
+
+Event = Queued | PromptReady | TextDelta | Usage
 
 
 @dataclass(frozen=True)

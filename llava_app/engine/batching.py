@@ -10,7 +10,8 @@ processors and random generator (seeded from ``GenerationParams.seed`` when give
 
 Memory: the batch's KV buffer shares ``--kv-cache-mb`` with the prefixes kept between turns (they
 are evicted to make room); a second sequence joins only if the grown buffer fits in the budget,
-else it waits for a row to free (a lone sequence always runs, as before). A step that runs out of
+else it waits for a row to free (a lone sequence always runs, as before), and hears its place
+(``Queued``, shown on the page) each time it changes; a stopped one leaves the wait at once. A step that runs out of
 memory is retried on halves of the batch, down to one sequence: only a sequence that fails alone is
 ended (its user told "out of memory"); the others go on, in smaller steps until the batch empties.
 
@@ -27,7 +28,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from llava_app.engine.base import ChatRequest, PromptInfo, PromptReady
+from llava_app.engine.base import ChatRequest, PromptInfo, PromptReady, Queued
 from llava_app.engine.batch_kv import BatchKV
 from llava_app.errors import EngineError
 from llava_app.faults import is_out_of_memory, release_memory
@@ -52,6 +53,8 @@ class Job:
     sampler: Any = None
     ids: list[int] = field(default_factory=list)  # prompt and answer so far
     new: int = 0  # answer tokens so far
+    place: int = 0  # its place while it waits for room in the batch (0: not told it waits)
+    positions: int | None = None  # the KV positions it needs: its prompt and its new tokens (counted once)
 
     @property
     def out(self) -> queue.Queue:
@@ -194,11 +197,14 @@ class Scheduler:
             self._thread = None
 
     def _admit(self) -> None:
-        """Prefill waiting requests into free rows (as many as the batch and the KV budget allow)."""
+        """Prefill waiting requests into free rows (as many as the batch and the KV budget allow); the
+        ones left waiting hear their place."""
         while True:
             with self._cond:
-                if not self._pending or len(self.running) >= self.limit:
+                if not self._pending:
                     return
+                if len(self.running) >= self.limit:
+                    break
                 job = self._pending.popleft()
             if job.gone():
                 self._end(job)
@@ -206,12 +212,29 @@ class Scheduler:
             if self.running and not self._fits(job):
                 with self._cond:
                     self._pending.appendleft(job)  # waits for a row to free
-                return
+                break
             self._start(job)
+        self._tell_places()
 
     def _fits(self, job: Job) -> bool:
-        n = self.engine.prompt_info(job.request.messages).n_tokens + job.request.params.max_new_tokens
-        return self.kv.bytes_for(len(self.running) + 1, n + 1) <= self.kv_budget
+        if job.positions is None:  # the prompt is tokenised once, not at every step it waits
+            job.positions = self.engine.prompt_info(job.request.messages).n_tokens + job.request.params.max_new_tokens
+        return self.kv.bytes_for(len(self.running) + 1, job.positions + 1) <= self.kv_budget
+
+    def _tell_places(self) -> None:
+        """Stopped requests leave the wait at once, wherever they stand; each one still waiting hears
+        its place when it changed (the page shows it)."""
+        with self._cond:
+            gone = [job for job in self._pending if job.gone()]
+            for job in gone:
+                self._pending.remove(job)
+            waiting = list(self._pending)
+        for job in gone:
+            self._end(job)
+        for place, job in enumerate(waiting, 1):
+            if job.place != place:
+                job.place = place
+                job.out.put(Queued(place))
 
     def _start(self, job: Job) -> None:
         """Prepare and prefill one request on its own; its first token; then it joins the batch (or is done)."""

@@ -9,7 +9,8 @@ import threading
 import time
 from typing import Any, Iterator
 
-from llava_app.engine.base import Backend, ChatRequest, Event, PromptInfo, PromptReady, TextDelta, Usage, image_refs
+from llava_app.engine.base import (Backend, ChatRequest, Event, PromptInfo, PromptReady, Queued, TextDelta, Usage,
+                                   image_refs)
 from llava_app.engine.catalog import is_tiny
 from llava_app.errors import EngineError, MissingDependency, UserError
 from llava_app.engine.streaming import LockedDecoder, eager_streamer, texts, user_facing
@@ -242,7 +243,7 @@ class LocalBackend(Backend):
                 if isinstance(item, BaseException):
                     failure = item
                     break
-                if isinstance(item, PromptReady):
+                if isinstance(item, (PromptReady, Queued)):
                     yield item
                 elif item:
                     yield TextDelta(item)

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from llava_app.chat.conversation import Conversation
-from llava_app.engine.base import ChatRequest, GenerationParams, TextDelta, Usage
+from llava_app.engine.base import ChatRequest, GenerationParams, PromptReady, Queued, TextDelta, Usage
 from llava_app.errors import UserError
 
 FAMILIES = ["tiny-random", "tiny-random-llava-next", "tiny-random-llava-onevision", "tiny-faithful-interleave"]
@@ -36,13 +36,14 @@ class Answer:
 
     def __init__(self, backend, conv, params=GREEDY, session=True):
         self.request = ChatRequest(conv.messages(), params, session_id=conv.id if session else "")
-        self.pieces, self.usage, self.error = [], None, None
+        self.pieces, self.usage, self.error, self.events = [], None, None, []
         self.first_text = threading.Event()
         self.thread = threading.Thread(target=self._run, args=(backend,), daemon=True)
 
     def _run(self, backend):
         try:
             for event in backend.stream(self.request):
+                self.events.append(event)
                 if isinstance(event, TextDelta):
                     self.pieces.append(event.text)
                     self.first_text.set()
@@ -171,6 +172,72 @@ def test_the_kv_budget_bounds_the_batch_and_every_sequence_keeps_its_kv(local_ba
     conv.ask("And the colour?")
     follow = Answer(backend, conv, params).start().join()
     assert follow.usage.prefilled_tokens <= follow.usage.prompt_tokens - first_prompt
+
+
+def budget_for_two_rows(local_backend, params):
+    """A KV budget with room for two rows of the batch, not three (on tiny-random's prompts)."""
+    probe = local_backend("tiny-random", stream_delay=0.002)
+    need = probe.count_tokens(conversations(probe)[0].messages()) + params.max_new_tokens + 1
+    row_bytes = -(-need // 64) * 64 * probe.scheduler.kv.token_bytes
+    return 2 * row_bytes + row_bytes // 2
+
+
+def wait_for(predicate, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.002)
+
+
+def test_a_request_waiting_for_kv_room_hears_its_place_and_a_stop_there_ends_it_at_once(local_backend):
+    params = GenerationParams(max_new_tokens=30)
+    backend = local_backend("tiny-random", stream_delay=0.05, kv_cache_bytes=budget_for_two_rows(local_backend, params))
+    convs = conversations(backend)
+    solo = alone(backend, convs[2], params)
+    running = [Answer(backend, c, params, session=False).start() for c in convs[:2]]
+    wait_for(lambda: all(a.first_text.is_set() for a in running))
+    third = Answer(backend, convs[2], params, session=False).start()
+    wait_for(lambda: Queued(1) in third.events)
+    fourth = Answer(backend, convs[3], params, session=False).start()
+    wait_for(lambda: Queued(2) in fourth.events)
+    assert not any(isinstance(e, PromptReady) for e in third.events + fourth.events), "they wait before any prefill"
+
+    fourth.request.cancel.set()  # Stop while waiting for room: it leaves now, not once a row frees
+    fourth.thread.join(5)
+    assert not fourth.thread.is_alive() and all(a.thread.is_alive() for a in running)
+    assert fourth.error is None and fourth.text == ""
+
+    for a in running:
+        a.join()
+    third.join()
+    assert third.error is None and third.text == solo
+    kinds = [type(e) for e in third.events]
+    assert kinds.index(Queued) < kinds.index(PromptReady) < kinds.index(TextDelta)
+    assert [e for e in third.events if isinstance(e, Queued)] == [Queued(1)]  # told once: its place never changed
+    assert backend.scheduler.peak_rows == 2
+
+
+def test_the_page_hears_the_place_of_an_answer_waiting_for_kv_room(local_backend):
+    from llava_app.chat.service import ChatService, Waiting
+
+    params = GenerationParams(max_new_tokens=30)
+    backend = local_backend("tiny-random", stream_delay=0.05, kv_cache_bytes=budget_for_two_rows(local_backend, params))
+    service = ChatService(backend, backend.images, stream_interval=0.0)
+    convs = conversations(backend, n=3)
+    seen: dict[int, list] = {0: [], 1: [], 2: []}
+    threads = [threading.Thread(target=lambda i=i: seen[i].extend(
+        service.stream_answer(convs[i], params, report_waiting=True))) for i in range(3)]
+    for t in threads[:2]:
+        t.start()
+    wait_for(lambda: any(isinstance(x, str) and x for x in seen[0]) and any(isinstance(x, str) and x for x in seen[1]))
+    threads[2].start()
+    for t in threads:
+        t.join(60)
+    assert not any(isinstance(x, Waiting) for x in seen[0] + seen[1])
+    assert Waiting(1) in seen[2], "the line let it in (4 rows), the KV budget held it back: its place is shown"
+    assert isinstance(seen[2][-1], str) and seen[2][-1].strip()
+    assert seen[2].index(Waiting(1)) < next(i for i, x in enumerate(seen[2]) if isinstance(x, str))
+    assert convs[2].turns[-1].assistant == seen[2][-1]
 
 
 def test_out_of_memory_in_a_batched_step_retries_smaller_and_tells_only_its_user(local_backend, monkeypatch):
