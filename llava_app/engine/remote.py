@@ -162,6 +162,8 @@ class OpenAIBackend(Backend):
             "top_p": float(p.top_p),
             "max_tokens": int(p.max_new_tokens),
         }
+        if p.seed is not None:  # vLLM, SGLang and TGI seed their sampler with it (OpenAI: best effort)
+            kwargs["seed"] = int(p.seed)
         if self._stream_usage:
             kwargs["stream_options"] = {"include_usage": True}
         if request.session_id:

@@ -75,6 +75,7 @@ def test_messages_keep_the_local_engines_order_labels_and_images(store, image_fi
     assert (call["temperature"], call["top_p"], call["max_tokens"]) == (0.7, 0.8, 33)
     assert call["stream_options"] == {"include_usage": True}
     assert call["extra_headers"] == {"X-Session-ID": conv.id}
+    assert "seed" not in call  # none given: the server picks its own
     messages = call["messages"]
     assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
     assert messages[0]["content"] == "Be brief." and messages[2]["content"] == "They differ."
@@ -274,3 +275,13 @@ def test_the_app_shows_upstream_errors_and_keeps_the_conversation(fake, tmp_path
         assert set(fake.session_ids) == {ctx["conversation_id"]}
         for body in fake.requests:  # what the page's questions sent upstream, checked against OpenAI's schema
             openai_schemas.check("CreateChatCompletionRequest", body)
+
+
+def test_a_seed_is_sent_to_the_server(store, image_files):
+    client = RecordingClient(["Same ", "again."])
+    backend = OpenAIBackend("m", "http://unused/v1", client=client)
+    conv = _conversation(store, image_files)
+    params = GenerationParams(temperature=0.9, top_p=0.95, max_new_tokens=8, seed=1234)
+    list(backend.stream(ChatRequest(conv.messages(), params, session_id=conv.id)))
+    (call,) = client.calls
+    assert call["seed"] == 1234 and call["temperature"] == 0.9
