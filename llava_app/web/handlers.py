@@ -86,7 +86,7 @@ class ChatHandlers(BranchingHandlers):
 
     def _views(self, conv: Conversation, partial: str | None, waiting: int | None, lang: str) -> tuple:
         info = conv.last_prompt
-        return (views.chat_value(conv, partial, waiting), (info.text if info else ""),
+        return (views.chat_value(conv, partial, waiting, lang), (info.text if info else ""),
                 localize(views.prompt_stats(info, str(T("no_prompt"))), lang), self.meter(conv, lang))
 
     def meter(self, conv: Conversation, lang: str = "en") -> str:

@@ -13,6 +13,7 @@ from llava_app.chat.conversation import Conversation, PromptInfo
 import gradio as gr
 
 from llava_app.web.display import chat_markdown
+from llava_app.web.translations import localize
 
 
 def gallery_value(conv: Conversation) -> list[tuple[str, str]]:
@@ -34,13 +35,14 @@ def label_of(caption_text: str) -> str:
 _PAGE = re.compile(r"\.pdf p\. \d+$")
 
 
-def chat_value(conv: Conversation, partial: str | None = None, waiting: int | None = None) -> list[dict[str, Any]]:
+def chat_value(conv: Conversation, partial: str | None = None, waiting: int | None = None,
+               lang: str = "en") -> list[dict[str, Any]]:
     """The chatbot's messages: each turn's images as labelled thumbnails, the question, the answer.
 
     ``partial`` is the answer being written for the newest turn; ``waiting`` its place in line
     while it waits for the engine.
     """
-    return [message for message, _ in _messages(conv, partial, waiting)]
+    return [message for message, _ in _messages(conv, partial, waiting, lang)]
 
 
 def turn_of_message(conv: Conversation, index: Any) -> int | None:
@@ -53,10 +55,15 @@ def turn_of_message(conv: Conversation, index: Any) -> int | None:
     return turn if message["role"] == "assistant" else None
 
 
-def _messages(conv: Conversation, partial: str | None = None, waiting: int | None = None
+def _messages(conv: Conversation, partial: str | None = None, waiting: int | None = None, lang: str = "en"
               ) -> list[tuple[dict[str, Any], int | None]]:
-    """Each message of the chat with the turn whose answer it is (None for the rest)."""
+    """Each message of the chat with the turn whose answer it is (None for the rest).
+
+    The app's own marks (stopped, in line, Edit, the footers) are in ``lang``; what people and the
+    model wrote is never touched.
+    """
     out: list[tuple[dict[str, Any], int | None]] = []
+    mark = lambda text: localize(text, lang)  # noqa: E731
     note = hidden_note(conv)
     last = len(conv.turns) - 1
     settled = partial is None and not waiting  # no edits while an answer is written: no versions to read then
@@ -70,20 +77,20 @@ def _messages(conv: Conversation, partial: str | None = None, waiting: int | Non
             out.append(({"role": "user", "content": thumbnails(pictures)}, None))
         gone = sorted((im for im in conv.removed if im.joined_at == i), key=lambda im: im.number)
         if gone:  # earlier turns still read right: the picture they spoke of is named, not silently missing
-            out.append(({"role": "user", "content": " ".join(f"*[{im.label}, removed]*" for im in gone)}, None))
+            out.append(({"role": "user", "content": mark(" ".join(f"*[{im.label}, removed]*" for im in gone))}, None))
         out.append(({"role": "user", "content": chat_markdown(turn.user)}, None))
         if turn.assistant is not None and settled:
-            out.append(({"role": "user", "content": turn_tools(i, *versions[i])}, None))
+            out.append(({"role": "user", "content": mark(turn_tools(i, *versions[i]))}, None))
         if turn.assistant is not None:
-            answer = chat_markdown(turn.assistant) + ("  \n*(stopped)*" if turn.stopped else "")
+            answer = chat_markdown(turn.assistant) + (mark("  \n*(stopped)*") if turn.stopped else "")
             if turn.interrupted:  # cut off by a server crash, a restart or a reload (``BrowserSaves.saving``)
-                answer += "  \n*(interrupted: cut off before the end; Regenerate writes it again)*"
+                answer += mark("  \n*(interrupted: cut off before the end; Regenerate writes it again)*")
             out.append(({"role": "assistant", "content": answer}, i))
             if turn.stats is not None:  # its own message: copying the answer copies the answer only
-                out.append(({"role": "assistant", "content": answer_footer(turn.stats)}, i))
+                out.append(({"role": "assistant", "content": mark(answer_footer(turn.stats))}, i))
         elif i == last and waiting:
-            out.append(({"role": "assistant", "content": f"*{ordinal(waiting)} in line: your answer starts as "
-                                                         "soon as the model is free…*"}, None))
+            out.append(({"role": "assistant", "content": mark(f"*{ordinal(waiting)} in line: your answer starts as "
+                                                              "soon as the model is free…*")}, None))
         elif i == last and partial is not None:
             out.append(({"role": "assistant", "content": chat_markdown(partial)}, None))
     return out

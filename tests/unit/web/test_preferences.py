@@ -119,3 +119,26 @@ def test_handlers_write_the_meter_notices_and_warnings_in_the_browsers_language(
     assert handlers.on_export("json", Conversation(), "", "zh-CN") is None and "还没有可导出的内容" in warnings[-1]
     _, _, notice, _, _ = handlers.on_upload([str(image_files[0])], conv, request=request())
     assert "already in this conversation" in notice  # English stays English
+
+
+def test_the_chats_own_marks_follow_the_browsers_language_and_the_words_written_do_not(app):
+    from llava_app.chat.parts import AnswerStats
+
+    handlers, conv = ChatHandlers(app), Conversation()
+    conv.ask("Is it (stopped)?")
+    conv.answer("It says *(stopped)* on the sign.", stopped=True,
+                stats=AnswerStats(ttft_s=0.31, tokens_per_s=42.0, prompt_tokens=90, completion_tokens=12,
+                                  images_encoded=0, images_cached=1))
+    english = [m["content"] for m in handlers.views(conv)[0]]  # question, Edit, answer, footer
+    chinese = [m["content"] for m in handlers.views(conv, lang="zh-CN")[0]]
+    assert len(english) == len(chinese) == 4
+    # the question and the answer as written (a sign reading "(stopped)" stays), the mark after it translated
+    assert chinese[0] == english[0] == "Is it (stopped)?"
+    assert chinese[2].startswith("It says *(stopped)* on the sign.") and chinese[2].endswith("*（已停止）*")
+    assert english[2].endswith("*(stopped)*")
+    assert "✎ 编辑" in chinese[1] and "✎ Edit" in english[1]
+    assert chinese[3] == ('<span class="answer-footer">首个词元 0.31 秒 · 42 词元/秒 · 12 个词元 · '
+                          "1 张图片来自缓存 · 0 张新编码</span>")
+    conv.ask("And then?")
+    waiting = [handlers.views(conv, waiting=2, lang=lang)[0][-1]["content"] for lang in ("en", "zh-CN")]
+    assert waiting[0].startswith("*2nd in line") and waiting[1] == "*排队第 2 位：模型一空闲就开始写你的回答…*"
