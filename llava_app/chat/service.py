@@ -276,9 +276,8 @@ class ChatService:
                     if now - last >= self.stream_interval:
                         last = now
                         yield text
-                elif isinstance(event, Queued):  # past the line, the engine's batch has no room for it yet
-                    if report_waiting and not text:
-                        yield Waiting(event.place)
+                elif isinstance(event, Queued) and report_waiting and not text:  # past the line, no room yet
+                    yield Waiting(event.place)
                 elif isinstance(event, PromptReady):
                     conv.set_prompt(event.info)
                 elif isinstance(event, Usage):
