@@ -20,16 +20,21 @@ def make_backend(config: "Config", image_store: "ImageStore") -> Backend:
         from llava_app.engine.spaces_support import load_spaces
 
         spaces = load_spaces()  # before torch: ZeroGPU patches it on import
-        from llava_app.engine.local import LocalBackend
-
-        engine = LocalBackend(
-            config.model, image_store, device=config.device, dtype=config.dtype,
+        kwargs = dict(
+            model=config.model, device=config.device, dtype=config.dtype,
             load_in_4bit=config.load_in_4bit, load_in_8bit=config.load_in_8bit,
             stream_delay=config.stream_delay, context_length=config.context_length or None,
             kv_cache_bytes=int(config.kv_cache_mb * 2**20), feature_cache_bytes=int(config.feature_cache_mb * 2**20),
             # ZeroGPU runs each answer in a forked worker, where the scheduler's thread does not exist
             max_batch=config.max_batch, batch=spaces is None,
         )
+        if spaces is None and config.engine_process:  # the model apart from the web server (engine/worker.py)
+            from llava_app.engine.worker import EngineProcess
+
+            return EngineProcess(kwargs, image_store.root)
+        from llava_app.engine.local import LocalBackend
+
+        engine = LocalBackend(image_store=image_store, **kwargs)
         if spaces is None:
             return engine
         from llava_app.engine.zerogpu import on_gpu

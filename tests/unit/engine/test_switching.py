@@ -25,8 +25,10 @@ OTHER = "tiny-random-llava-onevision"
 
 @pytest.fixture
 def config(tmp_path, tiny_cache):
+    # in the app's process: these tests look into the engines (their weights freed); test_worker.py
+    # switches engines that run in processes of their own
     return Config(model="tiny-random", device="cpu", data_dir=str(tmp_path / "data"), max_new_tokens=8,
-                  allowed_models=OTHER, model_switching="everyone")
+                  allowed_models=OTHER, model_switching="everyone", engine_process=False)
 
 
 def _switchable(config, store):
