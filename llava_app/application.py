@@ -53,6 +53,8 @@ class App:
     #: read-only snapshots at unguessable URLs (off without --share-links)
     share_links: ShareLinks | None = None
     _janitor: Janitor | None = field(default=None, repr=False)
+    #: the engine was made here (not handed in): ``close`` closes it too (its model process ends)
+    owns_backend: bool = field(default=False, repr=False)
 
     # ----- one conversation replaces another (New chat, import, the API's /reset) --------------
     def replace(self, old: Conversation, new: Conversation, client: str | None = None) -> Conversation:
@@ -105,10 +107,13 @@ class App:
             self._janitor = Janitor(self, "housekeep", interval_s or max(0.5, min(60.0, ttl / 2)))
 
     def close(self) -> None:
-        """Stop background work (the model stays loaded: a test may share it)."""
+        """Stop background work; close the engine if it was made here (one handed in stays: a test may share it)."""
         if self._janitor is not None:
             self._janitor.stop()
             self._janitor = None
+        if self.owns_backend:
+            self.owns_backend = False
+            self.service.backend.close()
 
 
 def open_saved(config: Config) -> SavedConversations | None:
@@ -152,6 +157,7 @@ def create_app(config: Config, backend: Backend | None = None, store: ImageStore
         >>> build_demo(app).queue(**queue_kwargs(app.config)).launch(**launch_kwargs(app))  # doctest: +SKIP
     """
     store = store or ImageStore(os.path.join(config.data_dir, "images"))
+    owns_backend = backend is None
     backend = backend or make_app_backend(config, store)
     service = ChatService(
         backend, store, max_images=config.max_images, max_question_chars=config.max_question_chars,
@@ -165,6 +171,7 @@ def create_app(config: Config, backend: Backend | None = None, store: ImageStore
     service.on_release.append(saved.release)
     feedback = FeedbackLog(config.feedback_file, with_images=config.feedback_images) if config.feedback_file else None
     app = App(config, service, saved, feedback, image_root=Path(store.root),
-              exports_dir=Path(config.data_dir) / "exports", share_links=ShareLinks(open_shares(config), saved))
+              exports_dir=Path(config.data_dir) / "exports", share_links=ShareLinks(open_shares(config), saved),
+              owns_backend=owns_backend)
     app.start_housekeeping()
     return app

@@ -192,8 +192,10 @@ def run(args, picture: Path) -> dict[str, Any]:
 
     from llava_app.config import Config
 
+    # the engine in this process (--no-engine-process): the breakdown times its own calls
     config = Config(model=args.model, device="cpu", data_dir=str(Path(args.work) / "app"), temperature=0.0,
-                    max_new_tokens=args.new_tokens, max_new_tokens_limit=max(args.new_tokens, 2048))
+                    max_new_tokens=args.new_tokens, max_new_tokens_limit=max(args.new_tokens, 2048),
+                    engine_process=False)
     with launched_app(config) as (url, app, _demo), bare_endpoint() as bare_url:
         probe, engine = instrument(app)
         client, bare = Client(url, verbose=False), Client(bare_url, verbose=False)
