@@ -70,7 +70,7 @@ class Config:
     kv_cache_mb: float = 2048.0  # KV kept between turns, all sessions together; 0 re-reads every prompt
     feature_cache_mb: float = 512.0  # vision-tower outputs kept per image; 0 re-encodes images every turn
     max_batch: int = 0  # answers the local engine decodes together; 0: 8 on CUDA, 4 on the CPU
-    engine_process: bool = True  # the local engine in a process of its own (engine/worker.py)
+    engine_process: bool = False  # the local engine in a process of its own (engine/worker.py)
 
     @property
     def max_upload_bytes(self) -> int:
@@ -160,7 +160,8 @@ _HELP: dict[str, str] = {
     "4 on the CPU; 1: one at a time); further ones wait in line and are shown their place. The running batch's KV "
     "comes out of --kv-cache-mb: a sequence joins only if it fits",
     "engine_process": "local backend: run the model in a process of its own, so the web server's Python never holds "
-    "the interpreter lock the model's thread needs between its steps (off: in the app's process)",
+    "the interpreter lock the model's thread needs between its steps (recommended for several users at once; "
+    "off: in the app's process)",
     "feature_cache_mb": "local backend: megabytes of image features (vision tower outputs) kept, so an image is "
     "encoded once per model; 0 turns the cache off",
 }

@@ -47,7 +47,8 @@ TARGETS = {"rate_ratio": 2.5, "late_ttft_ratio": 1.5}
 
 
 class Server:
-    """``app.py`` on a free loopback port with ``--max-batch batch``."""
+    """``app.py`` on a free loopback port with ``--max-batch batch`` and the model in its own process
+    (``--engine-process``, both servers alike)."""
 
     def __init__(self, args, batch: int):
         port = free_port()
@@ -56,7 +57,7 @@ class Server:
             [sys.executable, str(REPO / "app.py"), "--model", args.model, "--device", args.device,
              "--port", str(port), "--data-dir", str(Path(args.work) / f"app-{batch}"), "--max-new-tokens", n,
              "--max-new-tokens-limit", str(max(args.new_tokens, 2048)), "--temperature", "0",
-             "--max-batch", str(batch), "--no-history"],
+             "--max-batch", str(batch), "--no-history", "--engine-process"],
             stdout=subprocess.DEVNULL, stderr=open(Path(args.work) / f"app-{batch}.log", "wb"),
             env=threads_env(args.threads))
         self.url = f"http://127.0.0.1:{port}/"

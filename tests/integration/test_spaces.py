@@ -148,12 +148,12 @@ def test_stop_closes_the_gpu_call(monkeypatch, config, store, image_files):
 
 def test_without_spaces_the_engine_is_used_directly(monkeypatch, config, store, image_files):
     from llava_app.engine import make_backend
-    from llava_app.engine.worker import EngineProcess
+    from llava_app.engine.local import LocalBackend
 
     monkeypatch.setitem(sys.modules, "spaces", None)  # import spaces -> ImportError
     backend = make_backend(config, store)
     try:
-        assert type(backend) is EngineProcess  # the engine itself, in its own process (no ZeroGPU wrapper)
+        assert type(backend) is LocalBackend
         _, text = _answer(ChatService(backend, store), image_files[:1], 6)
         assert text.strip()
     finally:

@@ -1,7 +1,7 @@
 """The local engine in a process of its own (engine/worker.py): the same answers as in the app's process,
 decoded together; Stop crosses the pipe within a step or two; errors arrive as the project's own; a
 child that dies ends the waiting answers with a clear message and leaves the app running; the config
-picks it, and a model switch starts a new process and ends the old one."""
+picks it when told to, and a model switch starts a new process and ends the old one."""
 
 from __future__ import annotations
 
@@ -99,14 +99,14 @@ def test_a_child_that_dies_ends_the_waiting_answer_with_a_message(tiny_cache, lo
         engine.close()
 
 
-def test_the_config_runs_the_local_engine_in_its_own_process_unless_told_not_to(tiny_cache, store):
+def test_the_config_runs_the_local_engine_in_its_own_process_when_told_to(tiny_cache, store):
     from llava_app.engine import make_app_backend, make_backend
     from llava_app.engine.local import LocalBackend
     from llava_app.engine.worker import EngineProcess
 
-    assert Config().engine_process and not parse_config(["--no-engine-process"]).engine_process
+    assert not Config().engine_process and parse_config(["--engine-process"]).engine_process
     config = Config(model="tiny-random", device="cpu", allowed_models="tiny-random-llava-onevision",
-                    model_switching="everyone")
+                    model_switching="everyone", engine_process=True)
     here = make_backend(dataclasses.replace(config, engine_process=False), store)
     try:
         assert isinstance(here, LocalBackend)
