@@ -37,8 +37,6 @@ from typing import Any, Iterator
 from llava_app.engine.base import Backend, ChatRequest, Event, PromptInfo
 from llava_app.errors import EngineError, UserError
 
-log = logging.getLogger(__name__)
-
 #: how often the thread reading a stream looks at its request's ``cancel``
 CANCEL_POLL_S = 0.005
 #: how long the child may take to load the model before the app gives up
@@ -49,7 +47,6 @@ START_TIMEOUT_S = 1800.0
 ENGINE_NICE = 5
 #: the facts ``EngineProcess`` copies from the child's ``LocalBackend``
 FACTS = ("model_name", "is_random", "context_length", "max_concurrency", "supports_images", "counts_tokens")
-CALLS = ("prompt_info", "count_tokens", "image_resolution")
 
 
 def _portable(exc: BaseException) -> BaseException:
@@ -230,12 +227,12 @@ class EngineProcess(Backend):
         try:
             self._send(("stream", rid, request.messages, request.params, request.session_id, request.new_branch))
             while True:
+                if request.cancel.is_set() and not cancelled:
+                    cancelled = True
+                    self._send(("cancel", rid))
                 try:
                     kind, _, value = inbox.get(timeout=CANCEL_POLL_S)
                 except queue.Empty:
-                    if request.cancel.is_set() and not cancelled:
-                        cancelled = True
-                        self._send(("cancel", rid))
                     continue
                 if kind == "end":
                     ended = True
@@ -243,9 +240,6 @@ class EngineProcess(Backend):
                         raise value
                     return
                 yield value
-                if request.cancel.is_set() and not cancelled:
-                    cancelled = True
-                    self._send(("cancel", rid))
         finally:
             if not ended and self._gone is None:  # the consumer stopped early: the child's sequence stops too
                 try:

@@ -66,6 +66,16 @@ class Answer:
         return self
 
 
+def stop_after_pieces(answer: Answer, pieces: int, timeout: float) -> int:
+    """Stop ``answer`` once it has streamed ``pieces`` pieces (or ``timeout`` passed); the pieces it had then."""
+    deadline = time.monotonic() + timeout
+    while len(answer.pieces) < pieces and time.monotonic() < deadline:
+        time.sleep(0.002)
+    held = len(answer.pieces)
+    answer.request.cancel.set()
+    return held
+
+
 def alone(backend, conv, params=GREEDY) -> str:
     return Answer(backend, conv, params, session=False).start().join().text
 
@@ -101,11 +111,7 @@ def test_stopping_one_of_four_ends_it_within_two_steps_and_the_others_go_on(loca
     solo = [alone(backend, c, params) for c in convs]
     answers = [Answer(backend, c, params, session=False).start() for c in convs]
     victim = answers[1]
-    deadline = time.monotonic() + 30
-    while len(victim.pieces) < 5 and time.monotonic() < deadline:
-        time.sleep(0.005)
-    held = len(victim.pieces)
-    victim.request.cancel.set()
+    held = stop_after_pieces(victim, 5, timeout=30)
     for a in answers:
         a.join()
     assert len(victim.pieces) - held <= 2

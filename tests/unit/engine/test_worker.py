@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
-import time
 
 import pytest
 
@@ -16,7 +15,7 @@ from llava_app.config import Config, parse_config
 from llava_app.engine.base import GenerationParams, PromptReady, TextDelta, Usage
 from llava_app.errors import EngineError, ModelNotFoundError
 
-from test_batching import Answer, alone, conversations
+from test_batching import Answer, alone, conversations, stop_after_pieces
 
 PARAMS = GenerationParams(max_new_tokens=24)
 
@@ -54,11 +53,7 @@ def test_stopping_one_of_four_through_the_pipe_ends_it_within_two_steps(engine_p
     params = GenerationParams(max_new_tokens=80)
     answers = [Answer(engine_process, c, params, session=False).start() for c in convs]
     victim = answers[2]
-    deadline = time.monotonic() + 60
-    while len(victim.pieces) < 5 and time.monotonic() < deadline:
-        time.sleep(0.002)
-    held = len(victim.pieces)
-    victim.request.cancel.set()
+    held = stop_after_pieces(victim, 5, timeout=60)
     for a in answers:
         a.join()
     assert len(victim.pieces) - held <= 2
