@@ -40,7 +40,7 @@ from llava_app.errors import EngineError, UserError
 
 #: how often the thread reading a stream looks at its request's ``cancel`` while no event comes (it looks after
 #: each event too). Not shorter: at 5 ms, 4 answers streaming woke the web server 800 times a second; the web
-#: server's CPU per at-once round of the concurrency benchmark (4 rounds each, side by side): 0.74-0.98 s at
+#: server's CPU per at-once round of the concurrency benchmark (3-4 rounds each, side by side): 0.74-0.98 s at
 #: 5 ms, 0.61-0.64 s at 100 ms; later, the machine slower: 1.07-1.20 s at 5 ms, 0.91-1.15 s at 50 ms
 CANCEL_POLL_S = 0.05
 #: how long the child may take to load the model before the app gives up

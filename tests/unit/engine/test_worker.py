@@ -8,11 +8,12 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
+import time
 
 import pytest
 
 from llava_app.config import Config, parse_config
-from llava_app.engine.base import GenerationParams, PromptReady, TextDelta, Usage
+from llava_app.engine.base import GenerationParams, PromptReady, Queued, TextDelta, Usage
 from llava_app.errors import EngineError, ModelNotFoundError
 
 from test_batching import Answer, alone, conversations, stop_after_pieces
@@ -59,6 +60,30 @@ def test_stopping_one_of_four_through_the_pipe_ends_it_within_two_steps(engine_p
     assert len(victim.pieces) - held <= 2
     assert victim.usage.finish_reason == "cancelled"
     assert all(a.usage.finish_reason == "length" for a in answers if a is not victim)
+
+
+def test_stopping_an_answer_waiting_in_line_ends_it_though_no_event_crosses_the_pipe(engine_process, local_backend):
+    """A fifth answer waits for a row: after its place, nothing comes through the pipe for it, so the reader
+    sees its Stop by its timeout (``CANCEL_POLL_S``), not after the next event (that would be once a row frees)."""
+    convs = conversations(local_backend("tiny-random"), n=5)
+    running = [Answer(engine_process, c, GenerationParams(max_new_tokens=200), session=False).start() for c in convs[:4]]
+    for a in running:
+        assert a.first_text.wait(60)
+    waiting = Answer(engine_process, convs[4], PARAMS, session=False).start()
+    deadline = time.monotonic() + 30
+    while Queued(1) not in waiting.events and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert Queued(1) in waiting.events
+    stopped = time.monotonic()
+    waiting.request.cancel.set()
+    waiting.thread.join(30)
+    took = time.monotonic() - stopped
+    assert not waiting.thread.is_alive() and waiting.error is None and not waiting.pieces
+    assert any(a.thread.is_alive() for a in running), f"it ended only once the batch had ({took:.2f} s)"
+    assert took < 1.5
+    for a in running:
+        a.join()
+    assert all(a.usage.finish_reason == "length" for a in running)
 
 
 def test_a_failure_in_the_child_arrives_as_a_clear_error_and_the_engine_goes_on(engine_process, local_backend):
