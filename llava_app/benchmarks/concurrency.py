@@ -125,8 +125,6 @@ def ask(url: str, picture: Path, started: threading.Event | None = None, client=
     gradio_client's own iterator looks every millisecond, and a client polling every 5 ms (as before)
     woke 4-5 threads 200 times a second each on the two cores the measured server runs on.
     """
-    import concurrent.futures
-
     from gradio_client import handle_file
 
     client = client or connect(url)
@@ -135,21 +133,21 @@ def ask(url: str, picture: Path, started: threading.Event | None = None, client=
     heard = job.communicator.job.outputs.event
     job.future.add_done_callback(lambda _: heard.set())
     first = None
-    while first is None and not job.future.done():
-        heard.wait()
-        heard.clear()  # then look: an output added since is seen now, or sets the event again
+    while True:
+        heard.clear()  # then look: an output or the end that comes after this sets it again
         if any(job.outputs()):
             first = time.perf_counter()
-    if first is None and any(job.outputs()):  # the first output came with the end
-        first = time.perf_counter()
+            break
+        if job.future.done():
+            break
+        heard.wait()
     if started is not None:
         started.set()
-    concurrent.futures.wait([job.future])
+    error = job.future.exception()  # waits for the end
     end = time.perf_counter()
-    outputs = job.outputs()
-    if job.future.exception() is not None:
-        raise RuntimeError(f"the app answered with an error: {job.future.exception()}")
-    text = next((o for o in reversed(outputs) if o), "")
+    if error is not None:
+        raise RuntimeError(f"the app answered with an error: {error}")
+    text = next((o for o in reversed(job.outputs()) if o), "")
     return {"start": t0, "first": first, "done": end, "ttft_s": (first or end) - t0, "text": text}
 
 

@@ -16,7 +16,7 @@ from llava_app.config import Config, parse_config
 from llava_app.engine.base import GenerationParams, PromptReady, Queued, TextDelta, Usage
 from llava_app.errors import EngineError, ModelNotFoundError
 
-from test_batching import Answer, alone, conversations, stop_after_pieces
+from test_batching import Answer, alone, conversations, stop_after_pieces, wait_for
 
 PARAMS = GenerationParams(max_new_tokens=24)
 
@@ -70,10 +70,7 @@ def test_stopping_an_answer_waiting_in_line_ends_it_though_no_event_crosses_the_
     for a in running:
         assert a.first_text.wait(60)
     waiting = Answer(engine_process, convs[4], PARAMS, session=False).start()
-    deadline = time.monotonic() + 30
-    while Queued(1) not in waiting.events and time.monotonic() < deadline:
-        time.sleep(0.005)
-    assert Queued(1) in waiting.events
+    wait_for(lambda: Queued(1) in waiting.events)
     stopped = time.monotonic()
     waiting.request.cancel.set()
     waiting.thread.join(30)
