@@ -34,6 +34,15 @@ log = logging.getLogger(__name__)
 SUMMARY_LEAD = "Summary of the earlier conversation:"
 
 
+@dataclass(frozen=True)
+class ImageSnapshot:
+    """The images of a conversation at one moment (``Conversation.image_snapshot``)."""
+
+    images: list[ImageRef]
+    stash: list[ImageRef]
+    next_number: int
+
+
 def _locked(method):
     """Run ``method`` holding the conversation's lock."""
     @functools.wraps(method)
@@ -122,6 +131,19 @@ class Conversation:
         self.next_number = max(self.next_number, number + 1)
         self.images.append(ref)
         return ref, True
+
+    @_locked
+    def image_snapshot(self) -> ImageSnapshot:
+        """The images of every branch and the numbering, for ``restore_images`` (an all-or-nothing attach)."""
+        return ImageSnapshot(list(self.images), list(self.stash), self.next_number)
+
+    @_locked
+    def restore_images(self, snapshot: ImageSnapshot) -> None:
+        """Put the images back as ``image_snapshot`` found them: a picture taken from another branch's stash
+        by a refused batch goes back there, and numbers given in the batch are given again."""
+        self.images[:] = snapshot.images
+        self.stash[:] = snapshot.stash
+        self.next_number = snapshot.next_number
 
     @_locked
     def remove_image(self, number: int) -> ImageRef:

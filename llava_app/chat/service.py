@@ -98,13 +98,11 @@ class ChatService:
         """Files, then URLs, as one batch (``add_images`` and ``add_urls`` in one; the API's /chat)."""
         sources = self.intake.file_sources(files, self.upload_limits()) + self.intake.url_sources(urls)
         self.sessions.touch(conv)
-        before = (len(conv.images), conv.next_number)
+        before = conv.image_snapshot()
         result = self.intake.attach(conv, sources, lambda: self._room(conv), self.upload_limits(), self.max_images,
                                     options, progress)
         if all_or_nothing and result.errors and result.added:
-            with conv.lock:
-                del conv.images[before[0]:]
-                conv.next_number = before[1]
+            conv.restore_images(before)
             result.added = []
         if result.added:
             result.warnings += self.context_warnings(conv)

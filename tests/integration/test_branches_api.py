@@ -65,3 +65,26 @@ def test_earlier_chats_are_listed_and_reopened(server):
     assert other.predict(api_name="/conversations") == []
     with pytest.raises(Exception, match="not in this browser's list"):
         other.predict(chats[0]["id"], api_name="/open")
+
+
+def test_a_refused_attach_leaves_the_other_branch_its_picture(server, image_files, tmp_path):
+    """An edit drops Image 1 on a new branch (it now lives only on the old one); a /chat sending that picture
+    again with a file that is refused attaches neither, and the old branch still has its picture."""
+    url, _ = server
+    client = Client(url, verbose=False)
+    client.predict("What is in Image 1?", [handle_file(str(image_files[0]))], [], api_name="/chat")
+    client.predict(0, "Nothing to look at", [], [1], api_name="/edit")  # turn 1 again, without Image 1
+    assert client.predict(api_name="/context")["images"] == []
+    bad = tmp_path / "notes.png"
+    bad.write_bytes(b"not a picture at all")
+    with pytest.raises(Exception, match="notes.png"):
+        client.predict("And now?", [handle_file(str(image_files[0])), handle_file(str(bad))], [], api_name="/chat")
+    ctx = client.predict(api_name="/context")
+    assert ctx["images"] == [] and [t["user"] for t in ctx["turns"]] == ["Nothing to look at"]
+    ctx = client.predict(0, 0, api_name="/branch")  # back to the first version of turn 1
+    assert [t["user"] for t in ctx["turns"]] == ["What is in Image 1?"]
+    assert [im["label"] for im in ctx["images"]] == ["Image 1"]
+    # sent again on its own, the picture keeps its label
+    client.predict(0, 1, api_name="/branch")
+    client.predict("Look again", [handle_file(str(image_files[0]))], [], api_name="/chat")
+    assert [im["label"] for im in client.predict(api_name="/context")["images"]] == ["Image 1"]
