@@ -11,7 +11,7 @@ from llava_app.application import EXPORT_KINDS, App
 from llava_app.chat.conversation import Conversation
 from llava_app.chat.examples import Example, available_examples
 from llava_app.web import branch_page
-from llava_app.web.api_page import GENERATION_CONCURRENCY_ID, wire_api
+from llava_app.web.api_page import wire_api
 from llava_app.web.branch_page import Chats, EditBar
 from llava_app.web.gradio_compat import GradioSessions, without_load_event
 from llava_app.web.handlers import ChatHandlers
@@ -374,8 +374,11 @@ def _wire_preferences(page: Page, prefs: SessionHandlers, demo: gr.Blocks, app: 
     if picker is None:
         return
     shown = [page.model_line, page.banner, picker.status, picker.dropdown]
+    # One switch at a time, in a group of its own: Gradio keeps the lowest limit of a concurrency group, so
+    # sharing the answers' group capped every /chat at one answer at once after the first press of Load.
+    # SwitchableBackend itself lets a switch wait for the answers being written and holds new ones meanwhile.
     picker.button.click(prefs.on_switch, [picker.dropdown], shown, api_name="switch_model", concurrency_limit=1,
-                        concurrency_id=GENERATION_CONCURRENCY_ID, show_progress="full",
+                        concurrency_id="model-switch", show_progress="full",
                         show_progress_on=[picker.dropdown]
                         ).failure(prefs.after_failed_switch, None, shown, api_visibility="private", queue=False)
     if picker.section is not None:

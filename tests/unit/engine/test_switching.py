@@ -155,6 +155,25 @@ def test_switching_over_the_api_keeps_the_conversation(config, image_files):
         assert ctx["prompt_images"] == 2 and ctx["prompt_tokens"] != tokens_before
 
 
+def test_api_answers_overlap_after_a_load_press(config):
+    """A press of Load (refused, then accepted) leaves /chat its own limit: four answers at once are decoded
+    together. Switches had shared the answers' concurrency group, and Gradio keeps a group's lowest limit."""
+    from llava_app.storage.images import ImageStore
+
+    config = dataclasses.replace(config, max_new_tokens=12, stream_delay=0.05)  # about 0.6 s an answer
+    backend = _switchable(config, ImageStore(os.path.join(config.data_dir, "images")))
+    with launched_app(config, backend=backend) as (url, _, _):
+        client = Client(url, verbose=False)
+        with pytest.raises(Exception, match="not in the list of choices|not one of the models"):
+            client.predict("someone/any-model", api_name="/switch_model")
+        client.predict(OTHER, api_name="/switch_model")
+        clients = [Client(url, verbose=False) for _ in range(4)]
+        jobs = [c.submit(f"Question {i}", [], [], api_name="/chat") for i, c in enumerate(clients)]
+        answers = [job.result(timeout=120) for job in jobs]
+    assert all(a.strip() for a in answers)
+    assert backend.model_name == OTHER and backend.engine.scheduler.peak_rows >= 2, "answers waited in turn"
+
+
 def test_v1_follows_the_model_held_now(config, image_files):
     """After a switch in the page, /v1 lists, accepts and names the new model, and refuses the old one."""
     import base64
