@@ -52,7 +52,7 @@ def bar_chart() -> Image.Image:
     d.line((x0, y0, x0, y1), fill=INK, width=2)
     d.line((x0, y1, x1, y1), fill=INK, width=2)
     slot = (x1 - x0) / len(months)
-    for i, (month, value, color) in enumerate(zip(months, sold, colors)):
+    for i, (month, value, color) in enumerate(zip(months, sold, colors, strict=False)):
         left, right = x0 + slot * i + 18, x0 + slot * (i + 1) - 18
         y = y1 - (y1 - y0) * value / top
         d.rectangle((left, y, right, y1), fill=color)
@@ -106,13 +106,13 @@ def diagram() -> Image.Image:
     steps = ["Upload photos", "Check & resize", "Ask a question", "Model answers"]
     fills = [(232, 240, 254), (230, 244, 234), (254, 247, 224), (252, 232, 230)]
     boxes = []
-    for i, (label, fill) in enumerate(zip(steps, fills)):
+    for i, (label, fill) in enumerate(zip(steps, fills, strict=False)):
         left = 30 + i * 220
         box = (left, 110, left + 170, 200)
         d.rounded_rectangle(box, radius=16, fill=fill, outline=INK, width=3)
         centered(d, box, label, 20)
         boxes.append(box)
-    for a, b in zip(boxes, boxes[1:]):
+    for a, b in zip(boxes, boxes[1:], strict=False):
         y = (a[1] + a[3]) / 2
         d.line((a[2] + 4, y, b[0] - 12, y), fill=INK, width=4)
         d.polygon([(b[0] - 4, y), (b[0] - 18, y - 9), (b[0] - 18, y + 9)], fill=INK)

@@ -6,8 +6,9 @@ import argparse
 import dataclasses
 import os
 import tempfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 DEFAULT_MODEL = "llava-hf/llava-interleave-qwen-0.5b-hf"
 ENV_PREFIX = "LLAVA_APP_"

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import shutil
 import io
 import os
+import shutil
 import socket
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, NamedTuple
+from typing import Any, NamedTuple
 
 import pytest
 from PIL import Image
@@ -66,6 +68,25 @@ def attach_file(conv, store, path):
 
     stored = store.put(load_image_file(path))
     return conv.add_image(stored.sha256, stored.path, stored.width, stored.height, Path(path).name)[0]
+
+
+@pytest.fixture
+def photos(tmp_path):
+    """Four pictures of different shapes (LLaVA-NeXT/OneVision give them different token counts),
+    new to every test: no other test (they share engines) has their features cached."""
+    import random
+
+    from PIL import Image
+
+    rng = random.Random(uuid.uuid4().int)
+    paths = []
+    for i, size in enumerate([(64, 48), (40, 90), (80, 80), (120, 30)], start=1):
+        img = Image.new("RGB", size)
+        img.putdata([tuple(rng.randrange(256) for _ in range(3)) for _ in range(size[0] * size[1])])
+        p = tmp_path / f"p{i}.png"
+        img.save(p)
+        paths.append(p)
+    return paths
 
 
 @pytest.fixture

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
-from llava_app.engine.base import (Backend, ChatRequest, Event, PromptInfo, PromptReady, TextDelta, Usage,
-                                   image_refs)
+from llava_app.engine.base import Backend, ChatRequest, Event, PromptInfo, PromptReady, TextDelta, Usage, image_refs
 
 
 def render(messages: list[dict[str, Any]]) -> str:
@@ -42,7 +42,7 @@ class RecordingBackend(Backend):
         self.hold = threading.Event()
         self.hold.set()
 
-    def enqueue(self, *chunks: str) -> "RecordingBackend":
+    def enqueue(self, *chunks: str) -> RecordingBackend:
         """The next answer, chunk by chunk."""
         self._answers.append(list(chunks))
         return self

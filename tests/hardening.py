@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import json
-import os
 import threading
 import time
 import uuid

@@ -8,8 +8,9 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 #: the repository's root (where ``app.py`` is)
 REPO = Path(__file__).resolve().parents[2]
@@ -109,7 +110,7 @@ def bench_images(folder: Path, n: int = 4) -> list[Path]:
         noisy = np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype("uint8")
         img = Image.fromarray(noisy)
         draw = ImageDraw.Draw(img)
-        for k in range(3 + i):
+        for _k in range(3 + i):
             x0, y0 = int(rng.integers(0, w - 80)), int(rng.integers(0, h - 80))
             draw.ellipse([x0, y0, x0 + 70, y0 + 70], fill=tuple(int(c) for c in rng.integers(0, 255, 3)))
         p = folder / f"photo{i + 1}.png"

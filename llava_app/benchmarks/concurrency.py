@@ -39,8 +39,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from llava_app.benchmarks.common import (REPO, bench_images, free_port, prepare_models, quiet_environment, threads_env,
-                                         wait_until, write_json)
+from llava_app.benchmarks.common import (
+    REPO,
+    bench_images,
+    free_port,
+    prepare_models,
+    quiet_environment,
+    threads_env,
+    wait_until,
+    write_json,
+)
 
 QUESTION = "Tell a long story about Image 1 ."
 TARGETS = {"rate_ratio": 2.5, "late_ttft_ratio": 1.5}

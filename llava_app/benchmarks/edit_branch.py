@@ -23,8 +23,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from llava_app.benchmarks.common import (VisionCalls, as_the_app_stores_it, bench_images, prepare_models,
-                                         quiet_environment, write_json)
+from llava_app.benchmarks.common import (
+    VisionCalls,
+    as_the_app_stores_it,
+    bench_images,
+    prepare_models,
+    quiet_environment,
+    write_json,
+)
 from llava_app.benchmarks.naive_vs_ours import SYSTEM_PROMPT, NaiveChat
 
 QUESTIONS = [

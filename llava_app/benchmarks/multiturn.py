@@ -32,8 +32,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from llava_app.benchmarks.common import (bench_images, prepare_models, quiet_environment, threads_env,
-                                         torch_threads, write_json)
+from llava_app.benchmarks.common import (
+    bench_images,
+    prepare_models,
+    quiet_environment,
+    threads_env,
+    torch_threads,
+    write_json,
+)
 from llava_app.benchmarks.naive_vs_ours import QUESTIONS, run_chat, serve_side
 from llava_app.benchmarks.stream_rate import run_stream
 
@@ -44,7 +50,7 @@ TARGETS = {"ttft_ratio_turn6": 8.0, "stream_rate_ratio": 0.9}
 def compare_rows(naive: dict | None, ours: dict | None) -> list[dict[str, Any]]:
     """One row per turn: the two sides side by side."""
     rows = []
-    for a, b in zip((naive or {}).get("turns", []), (ours or {}).get("turns", [])):
+    for a, b in zip((naive or {}).get("turns", []), (ours or {}).get("turns", []), strict=False):
         rows.append({
             "turn": a["turn"], "naive_ttft_s": a["ttft_s"], "ours_ttft_s": b["ttft_s"],
             "ttft_ratio": a["ttft_s"] / b["ttft_s"], "naive_total_s": a["total_s"], "ours_total_s": b["total_s"],
@@ -124,7 +130,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m llava_app.benchmarks.multiturn", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="tiny-faithful-bench",
                    help="model for the multi-turn comparison (tiny-random-bench: the word-level tokenizer)")
-    p.add_argument("--turns", type=int, default=6, help="turns before Undo (at most %d)" % len(QUESTIONS))
+    p.add_argument("--turns", type=int, default=6, help=f"turns before Undo (at most {len(QUESTIONS)})")
     p.add_argument("--new-tokens", type=int, default=64, help="new tokens per answer (greedy)")
     p.add_argument("--kv-cache-mb", type=float, default=2048.0, help="ours: KV budget before the eviction turn")
     p.add_argument("--stream-model", default="tiny-random",

@@ -51,7 +51,7 @@ class NaiveChat:
 
         started = time.perf_counter()
         content: list[dict[str, Any]] = []
-        brought = self._pending + list(zip(labels, images))
+        brought = self._pending + list(zip(labels, images, strict=False))
         self._pending = []
         for label, img in brought:
             content += [{"type": "text", "text": f"{label}:"}, {"type": "image"}]
@@ -133,11 +133,11 @@ class OursSide:
     """The app's service and engine, driven as the page drives them."""
 
     def __init__(self, args, image_paths: list[Path]):
+        from llava_app.chat.conversation import Conversation
+        from llava_app.chat.service import ChatService
         from llava_app.engine.base import GenerationParams
         from llava_app.engine.local import LocalBackend
-        from llava_app.chat.conversation import Conversation
         from llava_app.storage.images import ImageStore
-        from llava_app.chat.service import ChatService
 
         store = ImageStore(Path(args.work) / "ours-images")
         self.backend = LocalBackend(args.model, store, device="cpu", kv_cache_bytes=int(args.kv_cache_mb * 2**20))
@@ -173,8 +173,8 @@ class OursSide:
     def evict(self) -> dict[str, Any]:
         """Memory pressure: the budget shrinks to this session's size and another user asks about
         a picture, so the least recently used session (ours) is evicted."""
-        from llava_app.engine.base import GenerationParams
         from llava_app.chat.conversation import Conversation
+        from llava_app.engine.base import GenerationParams
 
         kv = self.backend.reuse.kv
         kv.budget = int(kv.nbytes * 1.05)

@@ -18,8 +18,9 @@ import os
 import tempfile
 import time
 import tracemalloc
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from llava_app.benchmarks.common import launched_app, quiet_environment, small_png, wait_until, write_json
 

@@ -15,11 +15,18 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-from llava_app.benchmarks.common import (REPO, as_the_app_stores_it, free_port, launched_app, process_cpu_seconds,
-                                         threads_env)
+from llava_app.benchmarks.common import (
+    REPO,
+    as_the_app_stores_it,
+    free_port,
+    launched_app,
+    process_cpu_seconds,
+    threads_env,
+)
 
 QUESTION = "Tell a long story about Image 1 ."
 
@@ -134,9 +141,9 @@ def wait_for(server, timeout: float = 180) -> None:
         try:
             Client(server.url, verbose=False).close()
             return
-        except Exception:  # noqa: BLE001 - not up yet
+        except Exception as exc:  # noqa: BLE001 - not up yet
             if not server.alive() or time.monotonic() > deadline:
-                raise RuntimeError("the app server did not start")
+                raise RuntimeError("the app server did not start") from exc
             time.sleep(0.5)
 
 

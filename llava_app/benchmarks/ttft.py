@@ -23,11 +23,18 @@ import contextlib
 import statistics
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
-from llava_app.benchmarks.common import (bench_images, free_port, launched_app, prepare_models, quiet_environment,
-                                         write_json)
+from llava_app.benchmarks.common import (
+    bench_images,
+    free_port,
+    launched_app,
+    prepare_models,
+    quiet_environment,
+    write_json,
+)
 
 FOLLOW_UPS = ["Which image has the most red ?", "Compare the colours .", "What is in the background ?",
               "Is there text in it ?", "Which part is brightest ?", "Describe the shapes .",
@@ -227,7 +234,7 @@ def summary(args, follow: list[dict[str, Any]], floor: list[float]) -> dict[str,
     stage_s = {key: med(f["stages"][key] for f in follow) for key, _ in STAGES}
     web = stage_s["web_in"] + stage_s["web_out"]
     # Paired: each follow-up less the bare call right after it (the machine's load drifts between pairs).
-    ours = med(f["ttft_s"] - b for f, b in zip(follow, floor))
+    ours = med(f["ttft_s"] - b for f, b in zip(follow, floor, strict=False))
     return {"model": args.model, "repeats": args.repeats, "new_tokens": args.new_tokens,
             "ttft_s": ttft, "floor_s": floor_s, "ours_s": ours, "stages_s": stage_s,
             "web_beyond_floor_s": web - floor_s, "engine_s": sum(stage_s.values()) - web,

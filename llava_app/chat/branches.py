@@ -198,7 +198,7 @@ def restore_tree(conv: Conversation, record, max_images: int | None) -> None:
         conv.stash.append(ImageRef(number=im.number, sha256=im.sha256, path=path, width=im.width,
                                    height=im.height, joined_at=-1, name=im.name, video=im.video))
     have = {im.number for im in conv.all_images()}
-    for turn, rec in zip(conv.turns, record.turns):
+    for turn, rec in zip(conv.turns, record.turns, strict=False):
         if rec.id:
             turn.id, turn.parent = rec.id, rec.parent
         if rec.images is not None:

@@ -20,8 +20,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from llava_app.engine.base import Backend, ChatRequest, GenerationParams, TextDelta
 from llava_app.chat.conversation import SUMMARY_LEAD, Conversation, ImageRef, PromptInfo
+from llava_app.engine.base import Backend, ChatRequest, GenerationParams, TextDelta
 from llava_app.errors import UserError
 
 log = logging.getLogger(__name__)

@@ -26,7 +26,13 @@ from llava_app.chat import branches
 from llava_app.chat.parts import AnswerStats, ImageRef, Turn
 from llava_app.engine.base import PromptInfo
 from llava_app.errors import UserError
-from llava_app.storage.records import ConversationRecord, ImageRecord, PromptRecord, TurnRecord, image_label
+from llava_app.storage.records import (  # noqa: F401 - TurnRecord: re-exported for /v1, to go
+    ConversationRecord,
+    ImageRecord,
+    PromptRecord,
+    TurnRecord,
+    image_label,
+)
 
 log = logging.getLogger(__name__)
 

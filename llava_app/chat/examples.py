@@ -66,7 +66,7 @@ def language_of(accept_language: str | None) -> str:
     return "zh-CN" if first.startswith("zh") else "en"
 
 
-def load_example(service: "ChatService", conv: "Conversation", example: Example,
+def load_example(service: ChatService, conv: Conversation, example: Example,
                  language: str = "en") -> tuple[list[str], str]:
     """Add the example's images to ``conv`` (kept once if already there) and ask its prelude.
 

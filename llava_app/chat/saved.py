@@ -12,13 +12,13 @@ import logging
 import sqlite3
 import threading
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from llava_app.chat.conversation import Conversation
 from llava_app.errors import UserError
 from llava_app.storage.images import ImageStore
-from llava_app.storage.saved import (SavedConversations, entry_key, is_browser_token, new_browser_token,
-                                      new_row_key)
+from llava_app.storage.saved import SavedConversations, entry_key, is_browser_token, new_browser_token, new_row_key
 
 log = logging.getLogger(__name__)
 

@@ -11,24 +11,23 @@ import dataclasses
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator
 
-from llava_app.engine.base import (Backend, ChatRequest, GenerationParams, PromptReady, Queued, TextDelta, Usage,
-                                   require)
 from llava_app.chat import branches
 from llava_app.chat.context import ContextFitter
 from llava_app.chat.conversation import Conversation, PromptInfo
+from llava_app.chat.line import Line
+from llava_app.chat.runs import Runs
+from llava_app.chat.sessions import Sessions
 from llava_app.chat.timing import AnswerClock, count_prompt
+from llava_app.chat.uploads import Intake, Progress, UploadResult
+from llava_app.engine.base import Backend, ChatRequest, GenerationParams, PromptReady, Queued, TextDelta, Usage, require
+from llava_app.engine.catalog import any_model_allowed, check_allowed, choices
 from llava_app.errors import UserError
 from llava_app.faults import out_of_memory_error
 from llava_app.storage.images import ImageLimits, ImageStore, decode_image
 from llava_app.storage.media import MediaOptions
-from llava_app.chat.line import Line
-from llava_app.chat.runs import Runs
-from llava_app.chat.sessions import Sessions
-from llava_app.chat.uploads import Intake, Progress, UploadResult
-from llava_app.engine.catalog import any_model_allowed, check_allowed, choices
 
 log = logging.getLogger(__name__)
 

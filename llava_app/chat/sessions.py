@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 import weakref
-from typing import Callable
+from collections.abc import Callable
 
 from llava_app.chat.conversation import Conversation
 

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 __all__ = ["Backend", "ChatRequest", "GenerationParams", "make_app_backend", "make_backend"]
 
 
-def make_backend(config: "Config", image_store: "ImageStore") -> Backend:
+def make_backend(config: Config, image_store: ImageStore) -> Backend:
     """The engine the config asks for (heavy imports happen only here, lazily)."""
     if config.backend == "local":
         from llava_app.engine.spaces_support import load_spaces
@@ -48,7 +48,7 @@ def make_backend(config: "Config", image_store: "ImageStore") -> Backend:
     raise ConfigError(f"unknown backend {config.backend!r}; use local or openai")
 
 
-def make_app_backend(config: "Config", image_store: "ImageStore") -> Backend:
+def make_app_backend(config: Config, image_store: ImageStore) -> Backend:
     """The app's backend: ``make_backend``, held by a ``SwitchableBackend`` when the page may switch models.
 
     Switching needs the local engine and more than one allowed model; ZeroGPU moves

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from llava_app.errors import UserError
 from llava_app.storage.images import ModelImageSize
@@ -151,7 +152,7 @@ class Backend(ABC):
         labels = [p["ref"].label for m in messages for p in m["content"] if p["type"] == "image"]
         return PromptInfo(text="", n_images=len(labels), n_tokens=0, image_labels=labels)
 
-    def image_resolution(self) -> "ModelImageSize | None":
+    def image_resolution(self) -> ModelImageSize | None:
         """The resolution the model's image processor uses (uploads are stored no larger), if known."""
         return None
 
@@ -160,10 +161,10 @@ class Backend(ABC):
         require(self, "can_switch")
         raise NotImplementedError(f"{type(self).__name__} declares can_switch but does not switch")
 
-    def forget(self, session_id: str) -> None:
+    def forget(self, session_id: str) -> None:  # noqa: B027 - optional: engines without a cache keep nothing
         """Drop whatever the engine cached for a session (closed tab, new chat)."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional: an engine holding nothing has nothing to release
         """Release the model and its memory."""
 
 

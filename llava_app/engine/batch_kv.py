@@ -54,7 +54,7 @@ def register_rows_attention() -> str:
 
         width, heads, _, dim = query.shape
         out = torch.zeros((width, 1, heads, dim), dtype=query.dtype, device=query.device)
-        for i, (row, length) in enumerate(zip(batch_rows.rows, batch_rows.lengths)):
+        for i, (row, length) in enumerate(zip(batch_rows.rows, batch_rows.lengths, strict=False)):
             o, _ = sdpa_attention_forward(module, query[i:i + 1], key[row:row + 1, :, :length],
                                           value[row:row + 1, :, :length], None, scaling=scaling, **kwargs)
             out[i] = o[0]
@@ -172,7 +172,7 @@ class BatchKV:
     def end_step(self) -> None:
         """The step succeeded: its rows are one longer."""
         step, self._step = self._step, None
-        for r, n in zip(step.rows, step.lengths):
+        for r, n in zip(step.rows, step.lengths, strict=False):
             self.lengths[r] = n
 
     def update(self, key_states, value_states, layer_idx: int, *args, **kwargs):

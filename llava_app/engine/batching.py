@@ -326,7 +326,7 @@ class Scheduler:
         greedy = [job.sampler.plain_greedy for job in jobs]
         best = logits.argmax(-1).tolist() if any(greedy) else []
         ended: dict[int, BaseException | None] = {}
-        for i, (row, job, row_logits) in enumerate(zip(rows, jobs, logits)):
+        for i, (row, job, row_logits) in enumerate(zip(rows, jobs, logits, strict=False)):
             try:
                 if self._emit(job, row_logits, best[i] if greedy[i] else None):
                     ended[row] = None

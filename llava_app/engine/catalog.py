@@ -42,7 +42,7 @@ PRESETS = (
 )
 
 
-def allowed_models(config: "Config") -> list[str]:
+def allowed_models(config: Config) -> list[str]:
     """The models users may switch to, in picker order; the startup model comes first.
 
     ``presets`` expands to ``PRESETS``; ``*`` is kept as a marker that any id is allowed.

@@ -26,16 +26,16 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from llava_app.engine.compat import processing_kwargs
+from llava_app.engine.lru import ByteLRU
+from llava_app.engine.prefixes import CachedPrefix, ImageSpan, SessionPrefixes, common_prefix, entry_for  # noqa: F401 - also imported from here
 from llava_app.engine.prompt_ids import PromptIds
 from llava_app.engine.token_record import TokenRecords
-from llava_app.engine.lru import ByteLRU
-from llava_app.engine.prefixes import (CachedPrefix, ImageSpan, SessionPrefixes,  # noqa: F401 - also imported from here
-                                       common_prefix, entry_for)
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ class PrefixReuse:
         processed = self.processor.image_processor([self.open_image(s) for s in shas], **images_kwargs)
         repl = [self.processor.replace_image_token(processed, image_idx=i, **images_kwargs) for i in range(len(shas))]
         with self._layout_lock:
-            for sha, r in zip(shas, repl):
+            for sha, r in zip(shas, repl, strict=False):
                 self._remember_replacement(sha, r)
             self._last_processed = (tuple(shas), processed)
         return processed
@@ -182,7 +182,7 @@ class PrefixReuse:
         # Own copies: the per-image features are views of one batch tensor, which would stay
         # alive (and be miscounted) as long as any one of them is cached.
         feats = [f.detach().clone() for f in feats]
-        for sha, f in zip(shas, feats):
+        for sha, f in zip(shas, feats, strict=False):
             self.features.put(self._feature_key(sha), f, f.numel() * f.element_size())
         return feats
 
@@ -212,7 +212,7 @@ class PrefixReuse:
         ids = torch.as_tensor(self._prompt_ids(text, repl), dtype=torch.long).flatten().cpu()
         spans, pos = [], 0
         is_image = (ids == self.image_token_id).tolist()
-        for sha, r in zip(shas, repl):
+        for sha, r in zip(shas, repl, strict=False):
             n = r.count(self.image_token)
             while pos < len(is_image) and not is_image[pos]:
                 pos += 1
@@ -271,7 +271,7 @@ class PrefixReuse:
         need = list(dict.fromkeys(s.sha256 for s in todo if s.sha256 not in feats))
         if need:
             batch = processed if processed is not None and processed_shas == need else None
-            for sha, f in zip(need, self._encode(need, batch)):
+            for sha, f in zip(need, self._encode(need, batch), strict=False):
                 feats[sha] = f
             stats.images_encoded = len(need)
 

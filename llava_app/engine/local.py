@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import queue
 import threading
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
-from llava_app.engine.base import (Backend, ChatRequest, Event, PromptInfo, PromptReady, Queued, TextDelta, Usage,
-                                   image_refs)
+from llava_app.engine.base import (
+    Backend,
+    ChatRequest,
+    Event,
+    PromptInfo,
+    PromptReady,
+    Queued,
+    TextDelta,
+    Usage,
+    image_refs,
+)
 from llava_app.engine.catalog import is_tiny
-from llava_app.errors import EngineError, MissingDependency, UserError
 from llava_app.engine.streaming import LockedDecoder, eager_streamer, texts, user_facing
+from llava_app.errors import EngineError, MissingDependency
 from llava_app.storage.images import ImageStore, ModelImageSize
 
 log = logging.getLogger(__name__)

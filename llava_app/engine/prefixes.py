@@ -16,8 +16,9 @@ torch and transformers are imported lazily: this module belongs to the local eng
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from llava_app.engine.lru import ByteLRU, cache_nbytes
 

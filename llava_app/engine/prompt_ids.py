@@ -38,7 +38,7 @@ class PromptIds:
 
     def __call__(self, text: str, replacements: list[str]) -> list[int]:
         counts = [r.count(self.image_token) for r in replacements]
-        if self.fast is False or any(r != self.image_token * n for r, n in zip(replacements, counts)):
+        if self.fast is False or any(r != self.image_token * n for r, n in zip(replacements, counts, strict=False)):
             return self.processor_way(text, replacements)
         with self._lock:
             short = self._tokenise(text)

@@ -122,4 +122,4 @@ def llama_cpp_vectors(kind: str = "qwen2") -> list[tuple[str, list[int]]]:
         return []
     texts = inp.read_text(encoding="utf-8").split("\n__ggml_vocab_test__\n")
     ids = out.read_text(encoding="utf-8").split("\n")
-    return [(text, [int(i) for i in line.split()]) for text, line in zip(texts, ids)]
+    return [(text, [int(i) for i in line.split()]) for text, line in zip(texts, ids, strict=False)]

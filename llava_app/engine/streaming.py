@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import queue
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
 from llava_app.errors import EngineError, UserError
 from llava_app.faults import out_of_memory_error

@@ -11,11 +11,12 @@ from __future__ import annotations
 import gc
 import logging
 import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any
 
-from llava_app.errors import UserError
 from llava_app.engine.base import Backend, ChatRequest, Event, PromptInfo
+from llava_app.errors import UserError
 
 log = logging.getLogger(__name__)
 

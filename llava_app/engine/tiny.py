@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llava_app.engine.catalog import TINY_PRESETS, is_tiny  # noqa: F401 - the names accepted by --model
+
 BUILDER_VERSION = "5"  # bump when the recipe changes; old folders are rebuilt
 
 _WORDS = """

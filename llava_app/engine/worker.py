@@ -33,7 +33,8 @@ import logging
 import os
 import queue
 import threading
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from llava_app.engine.base import Backend, ChatRequest, Event, PromptInfo
 from llava_app.errors import EngineError, UserError

@@ -12,10 +12,11 @@ parameters), and the cancel flag is honoured here, between chunks, by closing.
 from __future__ import annotations
 
 import itertools
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
-from llava_app.engine.spaces_support import gpu_seconds
 from llava_app.engine.base import Backend, ChatRequest, Event, GenerationParams, PromptInfo, image_refs
+from llava_app.engine.spaces_support import gpu_seconds
 
 # Engines by key, reachable from ZeroGPU's forked worker (arguments must be picklable,
 # a model is not). Holds engines, never conversations.

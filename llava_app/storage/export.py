@@ -23,9 +23,10 @@ import shutil
 import tempfile
 import time
 import zipfile
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from llava_app.storage.images import ImageLimits, ImageStore, decode_image
 from llava_app.storage.records import ConversationFileError, ConversationRecord, ImageRecord
@@ -50,7 +51,7 @@ def image_filename(im: ImageRecord) -> str:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def _image_file(record: ConversationRecord, im: ImageRecord) -> str:
@@ -65,7 +66,7 @@ def export_json(record: ConversationRecord, *, embed_images: bool = True) -> dic
     """The record's JSON plus the export time; images as base64 (``embed_images``) or as zip file names."""
     data = record.to_json()
     data["exported_at"] = _now()
-    for entry, im in zip(data["images"], record.images):
+    for entry, im in zip(data["images"], record.images, strict=False):
         if embed_images:
             entry["data"] = base64.b64encode(Path(_image_file(record, im)).read_bytes()).decode("ascii")
         else:
@@ -282,7 +283,7 @@ def _with_images(raw: dict[str, Any], image_bytes: Callable[[dict[str, Any], str
         raise ConversationFileError(f"{name} has {len(shown)} images; this server allows {max_images} "
                                     "in a conversation.")
     images: list[ImageRecord] = []
-    for im, entry in zip(record.images, raw["images"]):
+    for im, entry in zip(record.images, raw["images"], strict=False):
         img = decode_image(image_bytes(entry, im.label), limits, f"{name}: {im.label}")
         stored = store.put(img)
         images.append(dataclasses.replace(im, sha256=stored.sha256, width=stored.width, height=stored.height))

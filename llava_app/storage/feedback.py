@@ -7,7 +7,7 @@ import logging
 import os
 import shutil
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,14 +37,14 @@ class FeedbackLog:
         """
         turns = conversation.turns
         record = {
-            "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "time": datetime.now(UTC).isoformat(timespec="seconds"),
             "turn": turn_index,
             "liked": liked,
             "answer": turns[turn_index].assistant if 0 <= turn_index < len(turns) else None,
             **conversation.to_json(),
         }
         if self.with_images:
-            for entry, im in zip(record["images"], conversation.images):
+            for entry, im in zip(record["images"], conversation.images, strict=False):
                 source = conversation.files.get(im.sha256)
                 if source is not None:
                     entry["file"] = self._copy_image(source, im.sha256)

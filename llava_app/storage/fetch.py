@@ -20,8 +20,8 @@ from __future__ import annotations
 import ipaddress
 import socket
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 import httpx
 from PIL import Image
@@ -51,7 +51,7 @@ class FetchPolicy:
     max_redirects: int = 3
 
     @classmethod
-    def from_list(cls, hosts: str, **limits) -> "FetchPolicy":
+    def from_list(cls, hosts: str, **limits) -> FetchPolicy:
         """A policy from the comma-separated ``--image-url-allow`` value."""
         return cls(allow_hosts=tuple(h.strip().lower() for h in hosts.split(",") if h.strip()), **limits)
 

@@ -20,9 +20,10 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from PIL import Image, ImageOps
 
@@ -62,7 +63,7 @@ class ImageLimits:
     min_side: int = 4
     max_aspect: float = 50.0
     #: the resolution the model's processor uses; larger images are stored no larger than that
-    model_size: "ModelImageSize | None" = None
+    model_size: ModelImageSize | None = None
 
 
 def sniff_format(head: bytes) -> str | None:
@@ -322,7 +323,7 @@ class ModelImageSize:
     floor: int = 336
 
     @classmethod
-    def from_processor(cls, image_processor: Any, floor: int = 336) -> "ModelImageSize | None":
+    def from_processor(cls, image_processor: Any, floor: int = 336) -> ModelImageSize | None:
         """Read ``size``/``crop_size``/``image_grid_pinpoints`` of a transformers image processor."""
 
         def get(obj: Any, key: str) -> Any:

@@ -39,9 +39,9 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
 
 try:
     import fcntl
@@ -187,7 +187,7 @@ class FilesLock:
         self._thread_lock = threading.Lock()
         self._fd: int | None = None
 
-    def __enter__(self) -> "FilesLock":
+    def __enter__(self) -> FilesLock:
         self._thread_lock.acquire()
         try:
             self._fd = _flock(self.path)

@@ -30,8 +30,9 @@ import sqlite3
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from llava_app.errors import UserError
 from llava_app.storage.images import ImageStore

@@ -18,8 +18,8 @@ import secrets
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from llava_app.errors import UserError
 from llava_app.storage.records import ConversationRecord

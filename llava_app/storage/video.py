@@ -9,8 +9,9 @@ clip's size, length and frame size are checked before anything is decoded.
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from PIL import Image
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import AsyncIterator
 from functools import partial
-from typing import Any, AsyncIterator
+from typing import Any
 
 import anyio
 import gradio as gr
@@ -19,8 +20,8 @@ from llava_app.chat import branches
 from llava_app.chat.conversation import Conversation
 from llava_app.errors import UserError
 from llava_app.web import views
-from llava_app.web.translations import localize
 from llava_app.web.streaming import iterate_in_thread
+from llava_app.web.translations import localize
 
 log = logging.getLogger(__name__)
 

@@ -9,17 +9,17 @@ page messages here, escaped, never a traceback.
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator, Callable
 from functools import partial
-from typing import AsyncIterator, Callable
 
 import anyio
 import gradio as gr
 
 from llava_app.application import App
 from llava_app.chat.conversation import Conversation
+from llava_app.chat.examples import Example, language_of, load_example
 from llava_app.chat.service import Waiting
 from llava_app.chat.uploads import media_options
-from llava_app.chat.examples import Example, language_of, load_example
 from llava_app.errors import UserError
 from llava_app.web import views
 from llava_app.web.branching import BranchingHandlers

@@ -21,16 +21,17 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import anyio
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
 
+from llava_app.chat.service import ChatService
 from llava_app.config import Config
 from llava_app.errors import UserError
-from llava_app.chat.service import ChatService
 from llava_app.web.auth import APIAccess, load_users
 from llava_app.web.openai_request import APIError, ParsedRequest, RequestParser
 from llava_app.web.streaming import iterate_in_thread

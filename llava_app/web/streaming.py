@@ -13,7 +13,8 @@ from __future__ import annotations
 import contextvars
 import queue
 import threading
-from typing import AsyncIterator, Callable, Iterator, TypeVar
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import TypeVar
 
 import anyio
 

@@ -9,10 +9,10 @@ import time
 from typing import Any
 from urllib.parse import quote
 
-from llava_app.chat import branches
-from llava_app.chat.conversation import Conversation, PromptInfo
 import gradio as gr
 
+from llava_app.chat import branches
+from llava_app.chat.conversation import Conversation, PromptInfo
 from llava_app.web.display import chat_markdown
 from llava_app.web.translations import localize
 

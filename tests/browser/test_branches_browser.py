@@ -11,9 +11,8 @@ import re
 from pathlib import Path
 
 import pytest
-from PIL import Image
-
 from conftest import launched_app, wait_page_loaded, watch_gradio
+from PIL import Image
 
 pytestmark = pytest.mark.browser
 

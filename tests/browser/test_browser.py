@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
+from conftest import launched_app, wait_page_loaded, watch_gradio
 from PIL import Image, ImageDraw
 
-from conftest import launched_app, wait_page_loaded, watch_gradio
 from llava_app.engine.base import Backend
 
 pytestmark = pytest.mark.browser
@@ -44,8 +44,8 @@ def _patient_expectations():
 @pytest.fixture(scope="module")
 def app_setup(tmp_path_factory, tiny_cache):
     """The config and the real local engine (tiny random model, slowed stream) the servers share."""
-    from llava_app.engine import make_backend
     from llava_app.config import Config
+    from llava_app.engine import make_backend
     from llava_app.storage.images import ImageStore
 
     data = tmp_path_factory.mktemp("browser-data")
@@ -130,7 +130,7 @@ class ChatPage:
         self.dialogs: list[str] = []
         page.on("dialog", lambda d: (self.dialogs.append(d.message), d.dismiss()))
 
-    def open(self) -> "ChatPage":
+    def open(self) -> ChatPage:
         watch_gradio(self.page)
         self.page.goto(self.url)
         for elem_id in ("gallery", "chatbot", "question", "send", "stop", "regenerate", "undo", "new-chat"):
@@ -305,7 +305,7 @@ def test_2_the_answer_grows_while_it_streams(new_tab, pictures):
     intermediate = [t for t in dict.fromkeys(texts) if t != final]
     assert final and len(intermediate) >= 3, f"the answer did not grow in view: {texts}"
     steps = intermediate + [final]
-    assert all(b.startswith(a) and len(b) > len(a) for a, b in zip(steps, steps[1:])), steps
+    assert all(b.startswith(a) and len(b) > len(a) for a, b in zip(steps, steps[1:], strict=False)), steps
 
 
 def test_3_a_follow_up_keeps_both_images_in_what_the_model_sees(new_tab, pictures):

@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import launched_app, wait_page_loaded, watch_gradio
 
 pytestmark = pytest.mark.browser
@@ -20,8 +19,8 @@ BOT = '#chatbot [data-testid="bot"]:not(:has(.answer-footer))'  # answers, not t
 @pytest.fixture(scope="module")
 def app(tmp_path_factory, tiny_cache):
     """One app for the module: feedback on, one other model allowed (the switching test runs last)."""
-    from llava_app.engine import make_app_backend
     from llava_app.config import Config
+    from llava_app.engine import make_app_backend
     from llava_app.storage.images import ImageStore
 
     root = tmp_path_factory.mktemp("browser-app")

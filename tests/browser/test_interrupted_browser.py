@@ -23,7 +23,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from conftest import free_port, wait_page_loaded, watch_gradio
 from hardening import wait_until
 

@@ -8,13 +8,11 @@ never sleeps; sizes are read from the page's own layout.
 from __future__ import annotations
 
 import base64
-import io
 from pathlib import Path
 
 import pytest
-from PIL import Image
-
 from conftest import launched_app, wait_page_loaded, watch_gradio
+from PIL import Image
 
 pytestmark = pytest.mark.browser
 

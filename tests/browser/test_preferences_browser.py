@@ -6,8 +6,8 @@ from __future__ import annotations
 import time
 
 import pytest
-
 from conftest import calls_made, launched_app, wait_calls_answered, wait_page_loaded, watch_gradio
+
 from llava_app.config import Config
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -98,9 +98,10 @@ def test_server_text_follows_a_chinese_browser(browser, tmp_path, local_backend,
 
 
 def test_only_admins_get_the_model_picker(browser, tmp_path, tiny_cache):
+    import os
+
     from llava_app.engine import make_app_backend
     from llava_app.storage.images import ImageStore
-    import os
 
     config = Config(model="tiny-random", device="cpu", data_dir=str(tmp_path / "d"), max_new_tokens=6,
                     allowed_models=OTHER, auth="ann:pw-ann-1,bob:pw-bob-1", admins="ann")

@@ -7,12 +7,10 @@ Debian Chromium; skipped where there is none, except under CI=true where that fa
 
 from __future__ import annotations
 
-import time
-
 import pytest
-
 from conftest import launched_app, wait_page_loaded, watch_gradio
 from hardening import cpu_rate, generation_threads, wait_until
+
 from llava_app.config import Config
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]

@@ -5,9 +5,8 @@ from __future__ import annotations
 import time
 
 import pytest
-from gradio_client import Client, handle_file
-
 from conftest import launched_app
+from gradio_client import Client, handle_file
 
 
 @pytest.fixture(scope="module")

@@ -69,7 +69,7 @@ def test_ttft_breakdown_of_a_follow_up_against_gradios_floor(tmp_path, tiny_cach
         assert all(v >= 0 for v in follow["stages"].values())
         assert sum(follow["stages"].values()) == pytest.approx(follow["ttft_s"], abs=1e-6)
         assert 0 < follow["prefilled_tokens"] < follow["prompt_tokens"]  # a follow-up reuses its prefix
-    pairs = [f["ttft_s"] - b for f, b in zip(report["follow_ups"], report["floor_runs_s"])]
+    pairs = [f["ttft_s"] - b for f, b in zip(report["follow_ups"], report["floor_runs_s"], strict=False)]
     assert report["floor_s"] > 0 and report["ours_s"] == pytest.approx(sum(pairs) / 2)  # the median of two
     assert "| prefill |" in ttft.table(report) and "Gradio's floor" in ttft.table(report)
 

@@ -8,9 +8,8 @@ import base64
 import threading
 
 import openai
-from gradio_client import Client, handle_file
-
 from conftest import launched_app, make_image
+from gradio_client import Client, handle_file
 
 
 def test_page_and_v1_requests_at_once_all_succeed(tmp_path, tiny_cache, image_files):

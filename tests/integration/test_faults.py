@@ -9,12 +9,12 @@ import time
 import weakref
 
 import pytest
-from gradio_client import Client, handle_file
-
 from conftest import launched_app
+from gradio_client import Client, handle_file
 from hardening import TabClient, cpu_rate, generation_threads, wait_until
-from llava_app.config import Config
+
 from llava_app.chat.conversation import Conversation
+from llava_app.config import Config
 from llava_app.faults import OutOfMemory
 
 
@@ -127,8 +127,8 @@ def _cuda_oom():
 @pytest.mark.parametrize("make_error", [MemoryError, _cuda_oom], ids=["MemoryError", "torch.OutOfMemoryError"])
 def test_out_of_memory_releases_memory_before_the_user_hears_of_it(make_error, local_backend, store, image_files,
                                                                  monkeypatch):
-    from llava_app.engine.base import GenerationParams
     from llava_app.chat.service import ChatService
+    from llava_app.engine.base import GenerationParams
 
     backend = local_backend()
     monkeypatch.setattr(backend, "images", store)

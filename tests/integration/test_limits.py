@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from conftest import launched_app, make_image
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
-from conftest import make_image
-from conftest import launched_app
-from llava_app.engine.base import Backend
-from llava_app.config import Config, parse_config
 from llava_app.chat.conversation import Conversation
-from llava_app.errors import UserError
 from llava_app.chat.service import ChatService
+from llava_app.config import Config, parse_config
+from llava_app.engine.base import Backend
+from llava_app.errors import UserError
 
 
 class _NoModel(Backend):

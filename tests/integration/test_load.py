@@ -6,13 +6,12 @@ import gc
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from conftest import launched_app, make_image
 from gradio_client import Client, handle_file
-
-from conftest import make_image
-from conftest import launched_app
 from hardening import generation_threads, wait_until
-from llava_app.config import Config
+
 from llava_app.chat.conversation import Conversation
+from llava_app.config import Config
 
 CLIENTS = 8
 
@@ -46,7 +45,7 @@ def test_eight_concurrent_clients_get_their_own_answers_and_nothing_leaks(tmp_pa
             results = [f.result(timeout=240) for f in futures]  # nobody waits forever
 
         hashes = [{im["sha256"] for im in r["ctx"]["images"]} for r in results]
-        for r, own in zip(results, hashes):
+        for r, own in zip(results, hashes, strict=False):
             assert r["first"].strip() and r["second"].strip(), f"client {r['i']} got no answer"
             assert r["ctx"]["image_count"] == 2 and len(own) == 2
             assert [t["user"] for t in r["ctx"]["turns"]] == [f"Client {r['i']}: compare Image 1 and Image 2",

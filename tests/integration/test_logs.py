@@ -5,10 +5,9 @@ from __future__ import annotations
 import base64
 import logging
 
+from conftest import launched_app, make_image
 from gradio_client import Client, handle_file
 
-from conftest import make_image
-from conftest import launched_app
 from llava_app.config import Config
 
 SECRET_QUESTION = "zebra-7731 what is my private holiday photo about"

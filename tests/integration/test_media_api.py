@@ -7,15 +7,14 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from gradio_client import Client, handle_file
-
 from conftest import launched_app, make_image
 from fakes import RecordingBackend
+from gradio_client import Client, handle_file
+from media_files import make_pdf, make_video
+
 from llava_app.chat.conversation import Conversation
 from llava_app.chat.service import ChatService
 from llava_app.errors import UserError
-
-from media_files import make_pdf, make_video
 
 pytest.importorskip("av")
 pytest.importorskip("pypdfium2")

@@ -13,10 +13,9 @@ from types import SimpleNamespace
 
 import httpx
 import openai
-import pytest
-
 import openai_schemas
-from conftest import free_port, launched_app, make_image
+import pytest
+from conftest import launched_app, make_image
 
 KEY = "sk-test-key"
 MODEL = "tiny-random"

@@ -6,9 +6,9 @@ from __future__ import annotations
 import logging
 import types
 
+from conftest import launched_app
 from gradio_client import Client
 
-from conftest import launched_app
 from llava_app.web.gradio_compat import QUEUE_POLL_S, poll_queue_less
 
 

@@ -18,9 +18,8 @@ from types import SimpleNamespace
 import httpx
 import openai
 import pytest
-from gradio_client import Client, handle_file
-
 from conftest import free_port, launched_app
+from gradio_client import Client, handle_file
 
 ROOT = Path(__file__).resolve().parents[2]
 STARTUP_LIMIT = 240  # seconds; importing torch and gradio on a busy 2-core machine is slow
@@ -44,7 +43,7 @@ class Upstream:
                "--port", str(self.port), "--data-dir", str(data_dir), *extra]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=open(self.log, "wb"), stderr=subprocess.STDOUT)
 
-    def wait_ready(self) -> "Upstream":
+    def wait_ready(self) -> Upstream:
         deadline = time.monotonic() + STARTUP_LIMIT
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

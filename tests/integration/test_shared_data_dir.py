@@ -22,9 +22,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from gradio_client import Client, handle_file
-
 from conftest import free_port
+from gradio_client import Client, handle_file
 
 ROOT = Path(__file__).resolve().parents[2]
 STARTUP_LIMIT = 240  # seconds; importing torch and gradio on a busy 2-core machine is slow
@@ -54,7 +53,7 @@ class AppProcess:
     def text(self) -> str:
         return self.log.read_text(errors="replace")
 
-    def wait_ready(self) -> "AppProcess":
+    def wait_ready(self) -> AppProcess:
         deadline = time.monotonic() + STARTUP_LIMIT
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -8,10 +8,10 @@ import types
 
 import pytest
 
-from llava_app.engine.base import GenerationParams
-from llava_app.config import Config, parse_config
 from llava_app.chat.conversation import Conversation
 from llava_app.chat.service import ChatService
+from llava_app.config import Config, parse_config
+from llava_app.engine.base import GenerationParams
 from llava_app.engine.spaces_support import GPU_MAX_SECONDS, GPU_MIN_SECONDS, gpu_seconds
 
 
@@ -70,7 +70,7 @@ def _answer(service: ChatService, store_images: list, max_new_tokens: int, quest
     assert not result.errors
     service.ask(conv, question)
     text = ""
-    for text in service.stream_answer(conv, GenerationParams(max_new_tokens=max_new_tokens)):
+    for text in service.stream_answer(conv, GenerationParams(max_new_tokens=max_new_tokens)):  # noqa: B007 - the last is the answer
         pass
     return conv, text
 
@@ -104,9 +104,9 @@ def test_in_the_app_the_gpu_call_knows_the_visitor(monkeypatch, config, image_fi
     """ZeroGPU reads gradio's request from the calling context to charge the visitor's quota."""
     import os
 
+    from conftest import launched_app
     from gradio_client import Client, handle_file
 
-    from conftest import launched_app
     from llava_app.engine import make_app_backend
     from llava_app.storage.images import ImageStore
 
@@ -216,8 +216,8 @@ def test_readme_front_matter_is_a_spaces_config_matching_requirements():
     import gradio
     import yaml
 
-    from llava_app.engine.catalog import PRESETS
     from llava_app.config import DEFAULT_MODEL
+    from llava_app.engine.catalog import PRESETS
 
     root = Path(__file__).resolve().parents[2]
     text = (root / "README.md").read_text(encoding="utf-8")

@@ -136,7 +136,7 @@ def test_the_layering_checker_sees_an_upward_import(tmp_path):
 
 
 def test_our_own_warnings_fail_a_test_while_third_party_ones_stay_quiet():
-    """pytest.ini hides other libraries' deprecations, never ours."""
+    """pyproject.toml's pytest settings hide other libraries' deprecations, never ours."""
     import warnings
 
     import pytest

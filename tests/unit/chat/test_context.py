@@ -6,9 +6,8 @@ import dataclasses
 from pathlib import Path
 
 import pytest
-from PIL import Image
-
 from conftest import make_image
+from PIL import Image
 
 WINDOW = 256  # tokens; a tiny-random image costs 16, a turn about 26
 ANSWER = 8  # max new tokens: keeps 30 turns fast
@@ -85,12 +84,12 @@ def _chat(service, conv, n_turns, images_at, params, system_prompt="You are help
 @pytest.fixture(scope="module")
 def long_chat(small_window_backend, tmp_path_factory):
     """A 30-turn chat with three images (added at turns 1, 4 and 8) in a 256-token window, recorded."""
-    from llava_app.engine.base import GenerationParams
     from llava_app.chat.conversation import Conversation
+    from llava_app.engine.base import GenerationParams
 
     folder = tmp_path_factory.mktemp("long-chat")
     images = {}
-    for turn, (color, size) in zip([0, 3, 7], [("red", (64, 48)), ("blue", (40, 90)), ("green", (80, 80))]):
+    for turn, (color, size) in zip([0, 3, 7], [("red", (64, 48)), ("blue", (40, 90)), ("green", (80, 80))], strict=False):
         images[turn] = folder / f"{color}.png"
         images[turn].write_bytes(make_image(color, size))
     service = _service(small_window_backend)
@@ -141,7 +140,7 @@ def test_drops_come_in_steps_so_the_token_prefix_holds_for_several_turns(long_ch
     ids = [rec.ids_of(r) for r in rec.requests]
     drops = [k for k in range(1, len(turns)) if turns[k]["first_visible"] != turns[k - 1]["first_visible"]]
     assert len(drops) >= 4
-    assert all(b - a >= 4 for a, b in zip(drops, drops[1:]))  # several turns between drops
+    assert all(b - a >= 4 for a, b in zip(drops, drops[1:], strict=False))  # several turns between drops
     for d in drops[:-1]:
         # After a drop the next turns only append: each prompt's ids start with the previous prompt's ids.
         for k in range(d, d + 3):
@@ -153,9 +152,9 @@ def test_drops_come_in_steps_so_the_token_prefix_holds_for_several_turns(long_ch
 
 
 def test_summarize_dropped_replaces_dropped_turns_by_a_summary_the_model_writes(small_window_backend, image_files):
-    from llava_app.engine.base import GenerationParams
     from llava_app.chat.context import SUMMARY_INSTRUCTION
     from llava_app.chat.conversation import SUMMARY_LEAD, Conversation
+    from llava_app.engine.base import GenerationParams
 
     service = _service(small_window_backend, summarize=True, summary_tokens=6)
     conv = Conversation()
@@ -184,8 +183,8 @@ def test_summarize_dropped_replaces_dropped_turns_by_a_summary_the_model_writes(
 
 
 def test_images_that_cannot_fit_are_refused_before_generating(local_backend, tmp_path):
-    from llava_app.engine.base import GenerationParams
     from llava_app.chat.conversation import Conversation
+    from llava_app.engine.base import GenerationParams
     from llava_app.errors import UserError
 
     backend = local_backend("tiny-random-llava-next", context_length=WINDOW)  # --context-length overrides
@@ -218,8 +217,8 @@ def test_images_that_cannot_fit_are_refused_before_generating(local_backend, tmp
 
 
 def test_a_question_too_long_for_the_window_is_refused_with_its_own_message(local_backend):
-    from llava_app.engine.base import GenerationParams
     from llava_app.chat.conversation import Conversation
+    from llava_app.engine.base import GenerationParams
     from llava_app.errors import UserError
 
     backend = local_backend("tiny-random", context_length=64)
@@ -235,8 +234,8 @@ def test_a_question_too_long_for_the_window_is_refused_with_its_own_message(loca
 
 
 def test_undo_and_regenerate_after_a_drop(small_window_backend, image_files):
-    from llava_app.engine.base import GenerationParams
     from llava_app.chat.conversation import Conversation
+    from llava_app.engine.base import GenerationParams
 
     service = _service(small_window_backend)
     conv = Conversation()
@@ -255,9 +254,9 @@ def test_undo_and_regenerate_after_a_drop(small_window_backend, image_files):
 
 
 def test_image_limit_per_conversation_has_a_clear_message(local_backend, tmp_path):
-    from llava_app.config import Config
     from llava_app.chat.conversation import Conversation
     from llava_app.chat.service import ChatService
+    from llava_app.config import Config
 
     assert Config().max_images == 6
     service = ChatService(local_backend("tiny-random"), local_backend("tiny-random").images, max_images=2)
@@ -303,8 +302,8 @@ def test_downscaling_to_the_processor_resolution_keeps_what_the_model_gets(size,
 
 def test_uploads_are_stored_no_larger_than_the_model_uses(local_backend, tmp_path):
     from llava_app.chat.conversation import Conversation
-    from llava_app.storage.images import ModelImageSize
     from llava_app.chat.service import ChatService
+    from llava_app.storage.images import ModelImageSize
 
     backend = local_backend("tiny-random")
     assert backend.image_resolution() == ModelImageSize(base=(32, 32))  # 32 px model, 336 px floor for the eye
@@ -320,9 +319,9 @@ def test_uploads_are_stored_no_larger_than_the_model_uses(local_backend, tmp_pat
 
 
 def test_fitting_is_off_when_the_engine_cannot_count():
-    from llava_app.engine.base import Backend, GenerationParams, TextDelta
     from llava_app.chat.context import ContextFitter
     from llava_app.chat.conversation import Conversation
+    from llava_app.engine.base import Backend, GenerationParams, TextDelta
     from llava_app.web.views import meter_text
 
     class Remote(Backend):
@@ -342,9 +341,9 @@ def test_fitting_is_off_when_the_engine_cannot_count():
 
 
 def test_context_endpoint_and_meter_report_window_images_and_hidden_turns(tmp_path, tiny_cache, image_files):
+    from conftest import launched_app
     from gradio_client import Client, handle_file
 
-    from conftest import launched_app
     from llava_app.config import parse_config
 
     config = parse_config(["--model", "tiny-random", "--device", "cpu", "--data-dir", str(tmp_path / "d"),
@@ -401,9 +400,9 @@ def test_messages_move_images_of_hidden_turns_to_the_first_kept_turn():
 
 
 def test_fitting_and_downscaling_see_through_the_switchable_and_zerogpu_wrappers(local_backend):
+    from llava_app.chat.context import ContextFitter
     from llava_app.engine.switchable import SwitchableBackend
     from llava_app.engine.zerogpu import ZeroGPUBackend
-    from llava_app.chat.context import ContextFitter
 
     engine = local_backend("tiny-random", context_length=WINDOW)
     wrapped = [SwitchableBackend(engine, factory=lambda name: engine),

@@ -5,14 +5,14 @@ from __future__ import annotations
 import importlib.util
 
 import pytest
+from fakes import RecordingBackend
 from PIL import Image, ImageChops
 
-from fakes import RecordingBackend
 from llava_app.chat.conversation import Conversation
-from llava_app.errors import UserError
 from llava_app.chat.examples import ASSETS_DIR, EXAMPLES, available_examples, language_of, load_example
-from llava_app.storage.images import ImageStore, load_image_file
 from llava_app.chat.service import ChatService
+from llava_app.errors import UserError
+from llava_app.storage.images import ImageStore, load_image_file
 
 
 def _script():

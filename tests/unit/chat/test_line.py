@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import threading
-
 from fakes import RecordingBackend
+
 from llava_app.chat.conversation import Conversation
 from llava_app.chat.line import Line
 from llava_app.chat.service import ChatService, Waiting

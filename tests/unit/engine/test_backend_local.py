@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import threading
 import time
-
-import pytest
-
-from conftest import TINY_FAMILIES
 from dataclasses import dataclass
 
-from llava_app.engine.base import ChatRequest, GenerationParams, PromptInfo, PromptReady, TextDelta, Usage
-from llava_app.engine.local import template_messages
-from llava_app.chat.conversation import Conversation
-from llava_app.errors import UserError
+import pytest
+from conftest import TINY_FAMILIES
 from PIL import Image
+
+from llava_app.chat.conversation import Conversation
+from llava_app.engine.base import ChatRequest, GenerationParams, PromptInfo, TextDelta, Usage
+from llava_app.engine.local import template_messages
+from llava_app.errors import UserError
 
 GREEDY = GenerationParams(temperature=0.0, max_new_tokens=12)
 

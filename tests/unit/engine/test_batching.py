@@ -141,8 +141,8 @@ def test_each_sequence_samples_with_its_own_seed(local_backend):
     backend = local_backend("tiny-random", stream_delay=0.002)
     convs = conversations(backend)
     seeded = [GenerationParams(temperature=1.0, top_p=0.95, max_new_tokens=20, seed=s) for s in (1, 2, 3, 4)]
-    solo = [alone(backend, c, p) for c, p in zip(convs, seeded)]
-    answers = [Answer(backend, c, p, session=False) for c, p in zip(convs, seeded)]
+    solo = [alone(backend, c, p) for c, p in zip(convs, seeded, strict=False)]
+    answers = [Answer(backend, c, p, session=False) for c, p in zip(convs, seeded, strict=False)]
     for a in answers:
         a.start()
     assert [a.join().text for a in answers] == solo

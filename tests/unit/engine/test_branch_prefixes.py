@@ -7,9 +7,8 @@ history, then generate), as in test_kvcache.py.
 from __future__ import annotations
 
 import pytest
-
 from conftest import TINY_FAMILIES
-from unit.engine.test_kvcache import answer, ask, check, photos, service_for, user_turn_start  # noqa: F401
+from unit.engine.test_kvcache import answer, ask, check, service_for, user_turn_start
 
 QUESTIONS = ["What is in Image 1 ?", "And in Image 2 ?", "Which is larger ?", "Name a color .", "Why ?", "Sure ?"]
 

@@ -7,7 +7,6 @@ import logging
 import threading
 import time
 
-import pytest
 from PIL import Image
 
 from llava_app.chat.conversation import Conversation

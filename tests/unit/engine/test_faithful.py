@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 
 import pytest
+from faithful_support import FAITHFUL, MIXED, SYSTEM, byte_ids, documented_prompt, force_answers, text_of
 from PIL import Image
 
-from faithful_support import FAITHFUL, MIXED, SYSTEM, byte_ids, documented_prompt, force_answers, text_of
 from llava_app.engine.base import ChatRequest, GenerationParams
 
 TOKENS_PER_IMAGE = {"tiny-faithful-llava": 576, "tiny-faithful-interleave": 729}  # fixed-size families

@@ -3,33 +3,11 @@ token-identical to a from-scratch run (processor on everything + generate), for 
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
-
 from conftest import TINY_FAMILIES
 
 MAX_NEW = 10
 SYSTEM = "Answer briefly."
-
-
-@pytest.fixture
-def photos(tmp_path):
-    """Four pictures of different shapes (LLaVA-NeXT/OneVision give them different token counts),
-    new to every test: no other test (they share engines) has their features cached."""
-    import random
-
-    from PIL import Image
-
-    rng = random.Random(uuid.uuid4().int)
-    paths = []
-    for i, size in enumerate([(64, 48), (40, 90), (80, 80), (120, 30)], start=1):
-        img = Image.new("RGB", size)
-        img.putdata([tuple(rng.randrange(256) for _ in range(3)) for _ in range(size[0] * size[1])])
-        p = tmp_path / f"p{i}.png"
-        img.save(p)
-        paths.append(p)
-    return paths
 
 
 def service_for(backend):
@@ -150,8 +128,8 @@ def test_undo_regenerate_system_prompt_and_image_edits_fall_back_to_the_matching
 
 @pytest.mark.parametrize("preset", TINY_FAMILIES)
 def test_a_stopped_partial_answer_in_the_history_keeps_the_cache_correct(local_backend, photos, preset):
-    from llava_app.engine.base import GenerationParams
     from llava_app.chat.conversation import Conversation
+    from llava_app.engine.base import GenerationParams
 
     backend = local_backend(preset)
     service, conv = service_for(backend), Conversation()

@@ -7,11 +7,17 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import TINY_FAMILIES
-from llava_app.errors import ConfigError, MissingDependency, ModelNotFoundError, UserError
-from llava_app.engine.models import (BITSANDBYTES_MIN_VERSION, CUDA_REQUIREMENTS, LoadOptions, model_load_kwargs,
-                                     quantization_config, quantization_skip_modules)
+
+from llava_app.engine.models import (
+    BITSANDBYTES_MIN_VERSION,
+    CUDA_REQUIREMENTS,
+    LoadOptions,
+    model_load_kwargs,
+    quantization_config,
+    quantization_skip_modules,
+)
+from llava_app.errors import ConfigError, MissingDependency, ModelNotFoundError
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -93,8 +99,8 @@ def test_the_cuda_requirements_ask_for_the_bitsandbytes_transformers_needs():
     lines = (ROOT / CUDA_REQUIREMENTS).read_text().splitlines()
     assert f"bitsandbytes>={BITSANDBYTES_MIN_VERSION}" in lines
     # A CPU-only install never needs it: the app's own requirements leave it out.
-    assert "bitsandbytes" not in "".join(l for l in (ROOT / "requirements.txt").read_text().splitlines()
-                                         if not l.startswith("#"))
+    assert "bitsandbytes" not in "".join(line for line in (ROOT / "requirements.txt").read_text().splitlines()
+                                         if not line.startswith("#"))
 
 
 @pytest.mark.parametrize("preset", TINY_FAMILIES)

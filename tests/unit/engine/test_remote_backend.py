@@ -12,15 +12,15 @@ import threading
 import time
 from types import SimpleNamespace
 
-import pytest
-from gradio_client import Client, handle_file
-
 import openai_schemas
+import pytest
 from conftest import attach_file, launched_app
 from fake_openai import FakeOpenAIServer
+from gradio_client import Client, handle_file
+
+from llava_app.chat.conversation import Conversation
 from llava_app.engine.base import ChatRequest, GenerationParams, PromptReady, TextDelta, Usage
 from llava_app.engine.remote import OpenAIBackend
-from llava_app.chat.conversation import Conversation
 from llava_app.errors import UserError
 
 
@@ -86,7 +86,7 @@ def test_messages_keep_the_local_engines_order_labels_and_images(store, image_fi
         ("text", "Image 3:"), ("image_url", None), ("text", "And Image 3?")]
     # Each image is the stored PNG itself, as a data URL, in label order.
     urls = [p["image_url"]["url"] for m in (messages[1], messages[3]) for p in m["content"] if p["type"] == "image_url"]
-    for url, ref in zip(urls, conv.images):
+    for url, ref in zip(urls, conv.images, strict=False):
         assert url.startswith("data:image/png;base64,")
         assert base64.b64decode(url.split(",", 1)[1]) == open(ref.path, "rb").read()
     assert isinstance(events[0], PromptReady) and events[0].info.image_labels == ["Image 1", "Image 2", "Image 3"]

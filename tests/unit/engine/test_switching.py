@@ -10,15 +10,15 @@ import time
 import weakref
 
 import pytest
+from conftest import launched_app
 from gradio_client import Client, handle_file
 
-from conftest import launched_app
+from llava_app.chat.conversation import Conversation
+from llava_app.chat.service import ChatService
+from llava_app.config import Config
 from llava_app.engine.base import GenerationParams
 from llava_app.engine.catalog import PRESETS, allowed_models, check_allowed
-from llava_app.config import Config
-from llava_app.chat.conversation import Conversation
 from llava_app.errors import UserError
-from llava_app.chat.service import ChatService
 
 OTHER = "tiny-random-llava-onevision"
 
@@ -43,7 +43,7 @@ def _switchable(config, store):
 def _answer(service, conv, question, max_new_tokens=8) -> str:
     service.ask(conv, question)
     text = ""
-    for text in service.stream_answer(conv, GenerationParams(max_new_tokens=max_new_tokens)):
+    for text in service.stream_answer(conv, GenerationParams(max_new_tokens=max_new_tokens)):  # noqa: B007 - the last is the answer
         pass
     return text
 
@@ -179,8 +179,8 @@ def test_v1_follows_the_model_held_now(config, image_files):
     import base64
 
     import httpx
-
     import openai_schemas
+
     from llava_app.storage.images import ImageStore
 
     config = dataclasses.replace(config, openai_api=True)

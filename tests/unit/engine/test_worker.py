@@ -11,12 +11,11 @@ import signal
 import time
 
 import pytest
+from test_batching import Answer, alone, conversations, stop_after_pieces, wait_for
 
 from llava_app.config import Config, parse_config
 from llava_app.engine.base import GenerationParams, PromptReady, Queued, TextDelta, Usage
 from llava_app.errors import EngineError, ModelNotFoundError
-
-from test_batching import Answer, alone, conversations, stop_after_pieces, wait_for
 
 PARAMS = GenerationParams(max_new_tokens=24)
 

@@ -8,15 +8,21 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from conftest import make_image
-from llava_app.engine.base import GenerationParams
+
 from llava_app.chat.conversation import Conversation
-from llava_app.chat.transfer import export_conversation, import_conversation
-from llava_app.storage.export import (DATASET_NAME, SFT_FILE, ConversationFileError, finetune_record, image_filename,
-                                      to_markdown)
-from llava_app.storage.images import ImageError, ImageStore
 from llava_app.chat.service import ChatService
+from llava_app.chat.transfer import export_conversation, import_conversation
+from llava_app.engine.base import GenerationParams
+from llava_app.storage.export import (
+    DATASET_NAME,
+    SFT_FILE,
+    ConversationFileError,
+    finetune_record,
+    image_filename,
+    to_markdown,
+)
+from llava_app.storage.images import ImageError, ImageStore
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +33,7 @@ def engine(local_backend):
 def _answer(service: ChatService, conv: Conversation, question: str) -> str:
     service.ask(conv, question)
     text = ""
-    for text in service.stream_answer(conv, GenerationParams(max_new_tokens=6)):
+    for text in service.stream_answer(conv, GenerationParams(max_new_tokens=6)):  # noqa: B007 - the last is the answer
         pass
     return text
 
@@ -65,7 +71,7 @@ def _same(a: Conversation, b: Conversation) -> None:
     assert [(t.user, t.assistant, t.stopped) for t in a.turns] == [(t.user, t.assistant, t.stopped) for t in b.turns]
     assert [(i.number, i.label, i.name, i.width, i.height, i.joined_at, i.sha256) for i in a.images] == \
            [(i.number, i.label, i.name, i.width, i.height, i.joined_at, i.sha256) for i in b.images]
-    for x, y in zip(a.images, b.images):
+    for x, y in zip(a.images, b.images, strict=False):
         assert x.path != y.path  # a different store...
         assert Path(x.path).read_bytes() == Path(y.path).read_bytes()  # ...the same bytes
     assert a.next_number == b.next_number
@@ -216,7 +222,7 @@ def load_as_llama_factory(dataset_dir: Path, name: str = DATASET_NAME) -> list[d
         images = record[columns["images"]]
         contents = [m[tags["content_tag"]] for m in messages]
         assert sum(c.count("<image>") for c in contents) == len(images)
-        assert all("<image>" not in c for c, r in zip(contents, roles) if r == tags["assistant_tag"])
+        assert all("<image>" not in c for c, r in zip(contents, roles, strict=False) if r == tags["assistant_tag"])
         for path in images:
             assert not Path(path).is_absolute() and ".." not in Path(path).parts
             assert (dataset_dir / path).is_file()
@@ -313,14 +319,14 @@ def _earlier_export(tmp_path: Path, image_files) -> tuple[dict, list[bytes]]:
 def test_files_written_by_the_earlier_export_still_import(tmp_path, image_files, kind):
     record, data = _earlier_export(tmp_path, image_files)
     if kind == "json":
-        for entry, raw in zip(record["images"], data):
+        for entry, raw in zip(record["images"], data, strict=False):
             entry["data"] = base64.b64encode(raw).decode()
         path = tmp_path / "old.json"
         path.write_text(json.dumps(record, indent=1))
     else:
         path = tmp_path / "old.zip"
         with zipfile.ZipFile(path, "w") as zf:
-            for entry, raw in zip(record["images"], data):
+            for entry, raw in zip(record["images"], data, strict=False):
                 entry["file"] = f"images/image-{entry['number']}.png"  # the earlier names
                 zf.writestr(entry["file"], raw)
             zf.writestr("conversation.json", json.dumps(record))

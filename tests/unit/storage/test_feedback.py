@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from conftest import attach_file
+
 from llava_app.chat.conversation import Conversation
 from llava_app.storage.feedback import FeedbackLog
 from llava_app.storage.images import ImageStore
@@ -44,7 +45,7 @@ def test_images_are_copied_only_when_asked(tmp_path, image_files):
     log = FeedbackLog(tmp_path / "feedback.jsonl", with_images=True)
     record = log.record(conv.to_record(), 0, True)
     record_again = log.record(conv.to_record(), 1, True)
-    for im, ref in zip(record["images"], conv.images):
+    for im, ref in zip(record["images"], conv.images, strict=False):
         copy = tmp_path / im["file"]
         assert copy.parent.name == "feedback_images" and copy.read_bytes() == Path(ref.path).read_bytes()
     assert record_again["images"] == record["images"]

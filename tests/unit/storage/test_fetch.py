@@ -13,8 +13,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-
 from conftest import make_image
+
 from llava_app.storage import fetch as fetch_module
 from llava_app.storage.fetch import FetchError, FetchPolicy, address_refusal, fetch_image, fetch_url, numeric_host
 from llava_app.storage.images import ImageError, ImageLimits

@@ -12,7 +12,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from llava_app.storage.images import DEFAULT_MAX_PIXELS, ImageError, ImageLimits, ImageStore, decode_image, load_image_file
+from llava_app.storage.images import (
+    DEFAULT_MAX_PIXELS,
+    ImageError,
+    ImageLimits,
+    ImageStore,
+    decode_image,
+    load_image_file,
+)
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:

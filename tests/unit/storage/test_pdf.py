@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from media_files import PAGE_COLOURS, encrypt_pdf, make_pdf
 
 from llava_app.chat.conversation import Conversation
 from llava_app.chat.service import ChatService
@@ -10,8 +11,6 @@ from llava_app.engine.base import Backend
 from llava_app.storage.images import ImageError, ImageLimits, ModelImageSize
 from llava_app.storage.media import MediaOptions, decode_media, sniff_kind
 from llava_app.storage.pdf import parse_pages, render_scale
-
-from media_files import PAGE_COLOURS, encrypt_pdf, make_pdf
 
 pytest.importorskip("pypdfium2")
 
@@ -28,7 +27,7 @@ class NoModel(Backend):
 
 def colour(picture) -> str:
     pixel = picture.image.getpixel((picture.image.width // 2, picture.image.height // 2))
-    return min(RGB, key=lambda name: sum(abs(a - b) for a, b in zip(RGB[name], pixel)))
+    return min(RGB, key=lambda name: sum(abs(a - b) for a, b in zip(RGB[name], pixel, strict=False)))
 
 
 def test_each_page_becomes_an_image_labelled_with_its_page():

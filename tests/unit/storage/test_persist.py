@@ -138,7 +138,7 @@ def test_retention_deletes_old_entries_and_their_files(tmp_path, store):
 
 def test_size_cap_drops_the_oldest_first_and_keeps_the_newest(tmp_path, store):
     saved = SavedConversations(tmp_path / "c.sqlite3", tmp_path / "img", orphan_grace_s=0)
-    for i, color in enumerate(["red", "green", "blue", "white"]):
+    for i, _color in enumerate(["red", "green", "blue", "white"]):
         img = Image.effect_noise((64, 64), 40 + i).convert("RGB")  # ~12 KB each, incompressible
         conv = Conversation()
         s = store.put(img)

@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 
 import pytest
+from fakes import RecordingBackend
 from PIL import Image
 
-from fakes import RecordingBackend
 from llava_app.chat.conversation import Conversation
 from llava_app.chat.service import ChatService
 from llava_app.storage.export import new_export_folder
@@ -217,7 +217,7 @@ def test_processes_starting_on_a_new_folder_share_one_secret(tmp_path):
         start = threading.Barrier(len(archives))
         secrets: list[str] = []
 
-        def read(archive):
+        def read(archive, start=start, secrets=secrets):
             start.wait()
             secrets.append(archive.secret())
 

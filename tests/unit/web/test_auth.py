@@ -9,14 +9,14 @@ from pathlib import Path
 import gradio
 import httpx
 import openai
+import openai_schemas
 import pytest
+from conftest import launched_app
 from gradio_client import Client
 
-import openai_schemas
-from conftest import launched_app
-from llava_app.web.auth import load_users, parse_users
 from llava_app.config import Config, parse_config
 from llava_app.errors import UserError
+from llava_app.web.auth import load_users, parse_users
 
 ROOT = Path(__file__).resolve().parents[3]
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-
 from fakes import RecordingBackend
+from unit.web.test_handlers import generate, tab
+
 from llava_app.application import create_app
 from llava_app.chat.conversation import Conversation
 from llava_app.config import Config
 from llava_app.storage.saved import new_browser_token
 from llava_app.web.handlers import ChatHandlers
-from unit.web.test_handlers import generate, tab
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ from types import SimpleNamespace
 
 import gradio as gr
 import pytest
-
 from fakes import RecordingBackend
+
 from llava_app.application import create_app
 from llava_app.chat.conversation import Conversation
 from llava_app.config import Config
@@ -219,7 +219,7 @@ def test_the_strips_delete_and_change_events_of_one_removal_say_so_once_in_eithe
     for first, second in (("change", "delete"), ("delete", "change")):
         conv = Conversation()
         handlers.on_upload([str(image_files[0])], conv)
-        run = {"change": lambda: handlers.on_gallery_change([], conv), "delete": lambda: handlers.on_delete([], conv)}
+        run = {"change": lambda c=conv: handlers.on_gallery_change([], c), "delete": lambda c=conv: handlers.on_delete([], c)}
         gallery, _, notice, limits, _ = run[first]()
         assert gallery == [] and notice == "Removed Image 1." and limits.startswith("0 of")
         later = run[second]()

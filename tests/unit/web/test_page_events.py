@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fakes import RecordingBackend
+
 from llava_app.application import create_app
 from llava_app.config import Config
 from llava_app.web.page import build_demo

@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import gradio as gr
 import pytest
+from fakes import RecordingBackend
 from PIL import Image
 
 from llava_app.application import create_app
@@ -17,7 +18,6 @@ from llava_app.storage.saved import SavedConversations, new_browser_token
 from llava_app.web.handlers import ELSEWHERE, ChatHandlers
 from llava_app.web.session_handlers import SessionHandlers
 from llava_app.web.translations import localize
-from fakes import RecordingBackend
 
 
 @pytest.fixture

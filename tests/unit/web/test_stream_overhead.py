@@ -6,10 +6,10 @@ from __future__ import annotations
 def test_chat_images_are_served_in_place_not_hashed_per_update(app_config, image_files):
     from gradio import processing_utils
 
-    from llava_app.engine.base import Backend
-    from llava_app.chat.conversation import Conversation
-    from llava_app.storage.images import ImageStore, load_image_file
     from llava_app.application import create_app
+    from llava_app.chat.conversation import Conversation
+    from llava_app.engine.base import Backend
+    from llava_app.storage.images import ImageStore, load_image_file
     from llava_app.web.page import build_demo
     from llava_app.web.views import chat_value
 
