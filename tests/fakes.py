@@ -9,6 +9,7 @@ model would have seen. It speaks the engine contract (``PromptReady``, ``TextDel
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from collections.abc import Iterator
 from typing import Any
@@ -41,6 +42,8 @@ class RecordingBackend(Backend):
         #: set by a test to hold the stream after its first chunk until released
         self.hold = threading.Event()
         self.hold.set()
+        #: seconds each chunk takes, not cut short by a cancel (a slow decode step on a loaded machine)
+        self.step_s = 0.0
 
     def enqueue(self, *chunks: str) -> RecordingBackend:
         """The next answer, chunk by chunk."""
@@ -65,6 +68,8 @@ class RecordingBackend(Backend):
         for i, chunk in enumerate(chunks):
             if request.cancel.is_set():
                 break
+            if self.step_s:
+                time.sleep(self.step_s)
             yield TextDelta(chunk)
             sent += 1
             if i == 0:

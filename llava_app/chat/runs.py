@@ -12,6 +12,10 @@ import threading
 import time
 from dataclasses import dataclass
 
+#: a question right after a cancel: how long the cancel may take to arrive, and the stopped answer to end
+STOP_NOTICE_S = 1.0
+STOP_WAIT_S = 30.0
+
 
 @dataclass
 class _Run:
@@ -29,6 +33,7 @@ class Runs:
         self.ttl_s = ttl_s
         self._active: dict[str, _Run] = {}
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)  # a run ended or was stopped
 
     def arm(self, conv_id: str, start: bool = False) -> threading.Event:
         """The cancel flag of this conversation's next (or current) generation; ``start`` marks it taken up."""
@@ -52,7 +57,29 @@ class Runs:
         if run is None:
             return False
         run.cancel.set()
+        with self._changed:
+            self._changed.notify_all()
         return True
+
+    def settled(self, conv_id: str) -> bool:
+        """True when no answer of the conversation is being written, after waiting for one that was stopped."""
+        return self.wait_until_stopped(conv_id, STOP_NOTICE_S, STOP_WAIT_S)
+
+    def wait_until_stopped(self, conv_id: str, notice_s: float, stop_s: float) -> bool:
+        """A question while an answer is being written: wait for that answer to end if it was stopped
+        (a client that cancelled its request and asks again at once; Stop, then Send). A stop may
+        still be on its way (``notice_s``); a stopped answer ends within a few decode steps
+        (``stop_s``). True when no generation of the conversation is running now."""
+        def running() -> _Run | None:
+            run = self._active.get(conv_id)
+            return run if run is not None and run.started else None
+
+        with self._changed:
+            self._changed.wait_for(lambda: (r := running()) is None or r.cancel.is_set(), notice_s)
+            run = running()
+            if run is None or not run.cancel.is_set():
+                return run is None
+            return self._changed.wait_for(lambda: running() is None, stop_s)
 
     def release(self, conv_id: str, cancel: threading.Event) -> None:
         """Forget the run of this cancel flag (a newer run of the conversation is left alone)."""
@@ -60,6 +87,7 @@ class Runs:
             run = self._active.get(conv_id)
             if run is not None and run.cancel is cancel:
                 del self._active[conv_id]
+                self._changed.notify_all()
 
     def end(self, conv_id: str) -> None:
         """The conversation ended: stop its generation; a run never taken up is forgotten now."""
@@ -69,6 +97,7 @@ class Runs:
                 run.cancel.set()
                 if not run.started:
                     del self._active[conv_id]  # a started run removes itself when its stream ends
+                self._changed.notify_all()
 
     def busy(self, conv_id: str) -> bool:
         """Generating, or asked and waiting (for less than a time-to-live)."""

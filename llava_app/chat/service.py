@@ -164,14 +164,14 @@ class ChatService:
         question = self.check_question(text)
         self.sessions.touch(conv)
         self._drop_orphan(conv)
-        if self.is_running(conv):
+        if not self.runs.settled(conv.id):
             raise UserError("The previous answer is still being written. Wait for it or press Stop.")
         conv.ask(question)
         self._arm(conv)
 
     def regenerate(self, conv: Conversation) -> None:
         """A new answer to the last question (the old one stays, a sibling), armed for generation."""
-        if self.is_running(conv):
+        if not self.runs.settled(conv.id):
             raise UserError("Wait for the current answer, or press Stop, before regenerating.")
         conv.regenerate()
         self._arm(conv)
@@ -181,7 +181,7 @@ class ChatService:
         """Ask turn ``turn`` (0-based, on the branch shown) again, edited: new text, images added (``files``)
         or taken off it (``remove``, numbers); what followed stays on its own branch. ``stream_answer`` answers."""
         question = self.check_question(text)
-        if self.is_running(conv):
+        if not self.runs.settled(conv.id):
             raise UserError("Wait for the current answer, or press Stop, before editing a question.")
         self._drop_orphan(conv)
         before, files = {im.number for im in conv.images}, list(files)
@@ -292,12 +292,14 @@ class ChatService:
             cancel.set()
             if hasattr(events, "close"):  # a generator: closing it ends the engine's work now
                 events.close()
-            self._release(conv, cancel)
-            with conv.lock:  # the answer is written whole, never beside a reader
-                if failed and not text:
-                    conv.retract()
-                elif conv.turns and conv.turns[-1].assistant is None:
-                    conv.answer(text, stopped=stopped or failed, stats=clock.stats())
+            try:  # written before the run ends: a question waiting for a stopped answer finds it in place
+                with conv.lock:  # the answer is written whole, never beside a reader
+                    if failed and not text:
+                        conv.retract()
+                    elif conv.turns and conv.turns[-1].assistant is None:
+                        conv.answer(text, stopped=stopped or failed, stats=clock.stats())
+            finally:
+                self._release(conv, cancel)
 
     def preview(self, conv: Conversation, system_prompt: str = "") -> PromptInfo:
         """The prompt the model was (or would be) given for the newest turn."""

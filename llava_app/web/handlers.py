@@ -347,7 +347,8 @@ class ChatHandlers(BranchingHandlers):
                 partial(self.service.attach, conv, files, links, all_or_nothing=True))
             if result.errors:
                 raise UserError(" ".join(result.errors))
-            self.service.ask(conv, message)
+            # off the event loop: a question right after a cancelled one waits for that answer to stop
+            await anyio.to_thread.run_sync(partial(self.service.ask, conv, message))
             async for text in self.api_stream(conv):
                 yield text, conv
         except Exception as exc:  # noqa: BLE001 - a client gets a message, never a dead stream

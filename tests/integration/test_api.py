@@ -101,3 +101,34 @@ def test_streaming_grows_and_cancel_frees_the_model_at_once(tmp_path, tiny_cache
         assert waited < 8, f"the next question waited {waited:.1f} s"
         ctx = client.predict(api_name="/context")
         assert ctx["turns"][0]["stopped"] is True
+
+
+def test_a_client_that_cancels_and_asks_again_at_once_is_answered(tmp_path):
+    """gradio_client's job.cancel() then the next question 0.3 s later, four times in one conversation,
+    while each step of the model takes 0.8 s (a loaded machine): each new question waits until the
+    cancelled answer has stopped (it is saved as stopped), then is answered; none is refused as "still
+    being written"."""
+    from fakes import RecordingBackend
+
+    from llava_app.config import Config
+
+    backend = RecordingBackend()
+    backend.step_s = 0.8
+    config = Config(model="recording-fake", data_dir=str(tmp_path / "d"))
+    with launched_app(config, backend) as (url, _, _):
+        client = Client(url, verbose=False)
+        for i in range(4):
+            backend.enqueue(*[f"long{i} "] * 50).enqueue(f"short{i}")
+            job = client.submit(f"Tell me a long story ({i})", [], api_name="/chat")
+            deadline = time.monotonic() + 30
+            while not job.outputs() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert job.outputs(), "the answer did not stream"
+            job.cancel()
+            time.sleep(0.3)
+            assert client.predict(f"A short one ({i})", [], api_name="/chat") == f"short{i}"
+        ctx = client.predict(api_name="/context")
+    assert [t["user"] for t in ctx["turns"]] == [q for i in range(4)
+                                                 for q in (f"Tell me a long story ({i})", f"A short one ({i})")]
+    assert [t["stopped"] for t in ctx["turns"]] == [True, False] * 4
+    assert all(t["assistant"].startswith(f"long{i}") for i, t in enumerate(ctx["turns"][::2]))
