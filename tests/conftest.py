@@ -34,11 +34,34 @@ def _isolated_env(monkeypatch):
     monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
 
 
+def _builders_digest() -> str:
+    """A digest of the code that builds the tiny models (and the vocabularies they read): a change to any
+    of it builds them anew, so a cache kept across runs never serves a model of an older recipe."""
+    import hashlib
+
+    engine = Path(__file__).resolve().parents[1] / "llava_app" / "engine"
+    digest = hashlib.sha256()
+    for path in sorted(engine.rglob("*")):
+        rel = path.relative_to(engine)
+        if path.is_file() and path.suffix != ".pyc" and any(
+                key in part for part in rel.parts for key in ("tiny", "faithful", "vocab", "tokenizer")):
+            digest.update(rel.as_posix().encode())
+            digest.update(path.read_bytes())
+    import transformers
+
+    digest.update(transformers.__version__.encode())
+    return digest.hexdigest()[:16]
+
+
 @pytest.fixture(scope="session")
-def tiny_cache(tmp_path_factory) -> Path:
-    """Tiny models are built once per test run (or reused from LLAVA_APP_CACHE)."""
+def tiny_cache() -> Path:
+    """Tiny models are built once and kept across runs (LLAVA_APP_CACHE, or ~/.cache/llava-app-tests/<digest
+    of their recipe>); the builder writes each into a temporary folder and renames it, so test processes
+    running side by side (pytest-xdist) never see half a model."""
     root = os.environ.get("LLAVA_APP_CACHE")
-    path = Path(root) / "tiny-models" if root else tmp_path_factory.mktemp("tiny-models")
+    if not root:
+        root = os.path.join(os.path.expanduser("~"), ".cache", "llava-app-tests", _builders_digest())
+    path = Path(root) / "tiny-models"
     os.environ["LLAVA_APP_CACHE"] = str(path.parent)
     return path
 
@@ -111,12 +134,18 @@ _BACKENDS: dict[tuple, object] = {}
 
 
 @pytest.fixture(scope="session")
-def local_backend(tiny_cache):
+def backend_images(tmp_path_factory) -> Path:
+    """The image folder of the shared tiny-model backends (an engine process given it opens the same files)."""
+    return tmp_path_factory.mktemp("backend-images")
+
+
+@pytest.fixture(scope="session")
+def local_backend(tiny_cache, backend_images):
     """``local_backend(preset, **kwargs)``: a LocalBackend on a tiny model, shared per session."""
     from llava_app.engine.local import LocalBackend
     from llava_app.storage.images import ImageStore
 
-    store_root = tiny_cache.parent / "backend-images"
+    store_root = backend_images
 
     def get(preset: str = "tiny-random", **kwargs):
         key = (preset, tuple(sorted(kwargs.items())))
@@ -198,9 +227,10 @@ def _no_browser(reason: str):
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def browser():
-    """One headless Chromium per test module; missing: skipped here, a failure under CI=true."""
+    """One headless Chromium per test process (each test opens its own context: cookies and storage apart);
+    missing: skipped here, a failure under CI=true."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:

@@ -17,7 +17,9 @@ def server(tmp_path_factory, tiny_cache, local_backend):
         yield url, app
 
 
-def test_edit_an_earlier_turn_switch_back_and_regenerate_keeps_siblings(server, image_files):
+def test_edit_an_earlier_turn_switch_back_and_regenerate_keeps_siblings(server, photos):
+    """(``photos``: pictures new to this run, so no other test using the shared engine has their features.)"""
+    image_files = photos
     url, app = server
     client = Client(url, verbose=False)
     client.predict("What is in Image 1?", [handle_file(str(image_files[0]))], [], api_name="/chat")

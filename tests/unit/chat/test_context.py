@@ -49,13 +49,13 @@ class Recorder:
 
 
 @pytest.fixture(scope="module")
-def small_window_backend(tiny_model_path, tiny_cache):
+def small_window_backend(tiny_model_path, backend_images):
     """A tiny LLaVA whose own config has a 256-token window (``max_position_embeddings``)."""
     from llava_app.engine.local import LocalBackend
     from llava_app.storage.images import ImageStore
 
     path = tiny_model_path("tiny-random", context_length=WINDOW)
-    backend = LocalBackend(str(path), ImageStore(tiny_cache.parent / "backend-images"), device="cpu")
+    backend = LocalBackend(str(path), ImageStore(backend_images), device="cpu")
     assert backend.context_length == WINDOW  # read from the model, no override
     return backend
 
