@@ -10,7 +10,7 @@ if TYPE_CHECKING:
 
 ANY_MODEL = "*"
 
-# The tiny random-weight models --model accepts, and the family each builds (tiny.py builds them).
+# The tiny random-weight models --model accepts, and the family each builds (tiny/build.py builds them).
 TINY_PRESETS = {
     "tiny-random": "llava",
     "tiny-random-llava": "llava",
@@ -83,7 +83,7 @@ def choices(allowed: list[str]) -> list[str]:
 
 
 # The faithful tiny models: random weights, but the real checkpoints' tokenizers, chat templates and
-# image geometry (engine/faithful.py, standard library only, builds them with tiny.py).
-from llava_app.engine.faithful import FAITHFUL_PRESETS  # noqa: E402
+# image geometry (engine/tiny/faithful.py, standard library only, builds them with tiny/build.py).
+from llava_app.engine.tiny.faithful import FAITHFUL_PRESETS  # noqa: E402
 
 TINY_PRESETS.update({name: "faithful" for name in FAITHFUL_PRESETS})

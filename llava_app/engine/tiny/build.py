@@ -215,7 +215,7 @@ def _llava_onevision(spec: TinySpec, tokenizer, text: dict, vision: dict):
         LlavaOnevisionImageProcessorPil,
     )
 
-    from llava_app.engine.processors import make_image_only_onevision_processor
+    from llava_app.engine.local.processors import make_image_only_onevision_processor
 
     side = spec.image_size
     config = LlavaOnevisionConfig(
@@ -298,7 +298,7 @@ def _fix_processor_class(out: Path, family: str) -> None:
 def _builder_version(preset: str) -> str:
     """The recipe version a built folder must carry (faithful models: theirs, with the tokenizer's source)."""
     if TINY_PRESETS[preset] == "faithful":
-        from llava_app.engine.faithful import builder_version
+        from llava_app.engine.tiny.faithful import builder_version
 
         return builder_version(preset)
     return BUILDER_VERSION
@@ -337,7 +337,7 @@ def build_tiny_model(preset: str = "tiny-random", cache_dir: str | os.PathLike |
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root))
     try:
         if faithful:
-            from llava_app.engine.faithful import build_faithful
+            from llava_app.engine.tiny.faithful import build_faithful
 
             build_faithful(preset, tmp, context_length)
         else:

@@ -77,7 +77,7 @@ def serve(conn, kwargs: dict[str, Any], store_root: str, log_level: int) -> None
     if hasattr(os, "nice"):  # the web's short bursts (an upload, a streamed chunk) come first
         os.nice(ENGINE_NICE)
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from llava_app.engine.local import LocalBackend
+    from llava_app.engine.local.backend import LocalBackend
     from llava_app.storage.images import ImageStore
 
     try:

@@ -5,7 +5,7 @@ Each matches its reference checkpoint in everything but width, depth and weights
 template, and its image geometry (image size, patch, anyres grids), so prompts, token counts, BPE
 re-tokenisation, streaming of multi-byte characters and end-of-turn tokens behave as with the real
 model. Where the vocabulary files are missing they fall back to the word-level tokenizer of
-``tiny.py`` and say so (``tiny_model.json``: ``"tokenizer": "word-level fallback: ..."``).
+``build.py`` and say so (``tiny_model.json``: ``"tokenizer": "word-level fallback: ..."``).
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ FAITHFUL_PRESETS["tiny-faithful-bench"] = FaithfulSpec(
 def builder_version(preset: str) -> str:
     """The recipe's version, and whether the real tokenizer could be used (a fallback build is redone
     once the vocabulary is there)."""
-    from llava_app.engine.real_tokenizers import unavailable_reason
+    from llava_app.engine.tiny.real_tokenizers import unavailable_reason
 
     real = unavailable_reason(FAITHFUL_PRESETS[preset].vocab) is None
     return f"{FAITHFUL_VERSION}-{'real' if real else 'fallback'}"
@@ -131,7 +131,7 @@ def model_info(path: str | Path) -> dict:
 
 def _tokenizer(spec: FaithfulSpec):
     """``(tokenizer, description)``: the real one, or the word-level fallback with the reason."""
-    from llava_app.engine import real_tokenizers
+    from llava_app.engine.tiny import real_tokenizers
 
     reason = real_tokenizers.unavailable_reason(spec.vocab)
     if reason is None:
@@ -139,7 +139,7 @@ def _tokenizer(spec: FaithfulSpec):
             return real_tokenizers.qwen2_tokenizer(list(spec.added_tokens)), "qwen2 (llama.cpp GGUF vocabulary)"
         tok = real_tokenizers.llama_tokenizer(list(spec.added_tokens), pad_token=spec.pad_token)
         return tok, "llama-spm (llama.cpp GGUF vocabulary)"
-    from llava_app.engine.tiny import _build_tokenizer
+    from llava_app.engine.tiny.build import _build_tokenizer
 
     log.warning("%s: the real tokenizer is not available (%s); using the word-level one", spec.reference, reason)
     return _build_tokenizer(), f"word-level fallback: {reason}"
@@ -206,7 +206,7 @@ def _processor(spec: FaithfulSpec, tok):
         LlavaOnevisionImageProcessorPil,
     )
 
-    from llava_app.engine.processors import make_image_only_onevision_processor
+    from llava_app.engine.local.processors import make_image_only_onevision_processor
 
     images = LlavaOnevisionImageProcessorPil(size={"height": side, "width": side}, image_grid_pinpoints=spec.pinpoints,
                                              image_mean=[0.5] * 3, image_std=[0.5] * 3)
@@ -216,7 +216,7 @@ def _processor(spec: FaithfulSpec, tok):
 
 
 def _randomise(model, tok, spec: FaithfulSpec) -> None:
-    """Random but not degenerate weights (as in ``tiny.py``); no special token is ever likely.
+    """Random but not degenerate weights (as in ``build.py``); no special token is ever likely.
 
     The rows of the output layer for special tokens (end of turn, image, ...) are zeroed, so random
     answers run to ``max_new_tokens`` and never contain a placeholder; tests that need the end of turn
@@ -258,7 +258,7 @@ def build_faithful(preset: str, out: Path, context_length: int | None = None) ->
     model.save_pretrained(out)
     processor.save_pretrained(out)
     if spec.family == "llava_onevision":
-        from llava_app.engine.tiny import _fix_processor_class
+        from llava_app.engine.tiny.build import _fix_processor_class
 
         _fix_processor_class(out, spec.family)
     info = {"builder": builder_version(preset), "preset": preset, "reference": spec.reference,
