@@ -20,8 +20,8 @@ from llava_app.engine.base import (
     Usage,
     image_refs,
 )
-from llava_app.engine.catalog import is_tiny
 from llava_app.engine.local.streaming import LockedDecoder, eager_streamer, texts, user_facing
+from llava_app.engine.tiny.presets import is_tiny
 from llava_app.errors import EngineError, MissingDependency
 from llava_app.storage.images import ImageStore, ModelImageSize
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llava_app.engine.catalog import is_tiny
+from llava_app.engine.tiny.presets import is_tiny
 from llava_app.errors import ConfigError, MissingDependency, ModelNotFoundError, UserError
 
 log = logging.getLogger(__name__)
