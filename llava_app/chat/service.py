@@ -18,6 +18,7 @@ from llava_app.chat import branches
 from llava_app.chat.context import ContextFitter
 from llava_app.chat.conversation import Conversation, PromptInfo
 from llava_app.chat.line import Line
+from llava_app.chat.one_off import OneOffChats
 from llava_app.chat.runs import Runs
 from llava_app.chat.sessions import Sessions
 from llava_app.chat.timing import AnswerClock, count_prompt
@@ -39,8 +40,8 @@ class Waiting:
     place: int
 
 
-class ChatService:
-    """The app's behaviour; the UI and the API are thin layers over it."""
+class ChatService(OneOffChats):
+    """The app's behaviour; the UI and the API are thin layers over it (/v1's one-off conversations: one_off.py)."""
 
     def __init__(self, backend: Backend, store: ImageStore, *, max_images: int = 6, max_question_chars: int = 4000,
                  image_limits: ImageLimits | None = None, stream_interval: float = 0.05,
@@ -307,7 +308,7 @@ class ChatService:
         return self.backend.prompt_info(msgs[:-1] if msgs and msgs[-1]["role"] == "assistant" else msgs)
 
     def forget(self, conv: Conversation) -> None:
-        """Stop and drop whatever is held for a conversation (new chat, closed tab)."""
+        """Stop and drop whatever is held for a conversation (new chat, closed tab, a /v1 request answered)."""
         if not self.sessions.end(conv.id):
             self._end_conversation(conv.id)
 

@@ -89,8 +89,8 @@ class OpenAIEndpoint:
         except APIError as err:
             return err.response()
         model = {"id": self.model_name, "object": "model", "created": self.created, "owned_by": "llava-app"}
-        if self.service.backend.context_length:
-            model["max_model_len"] = int(self.service.backend.context_length)  # as vLLM reports it
+        if self.service.context_length:
+            model["max_model_len"] = int(self.service.context_length)  # as vLLM reports it
         return JSONResponse({"object": "list", "data": [model]})
 
     async def chat_completions(self, request: Request) -> Response:
@@ -145,7 +145,7 @@ class OpenAIEndpoint:
             try:
                 yield from service.stream_answer(conv, parsed.params, parsed.system_prompt)
             finally:
-                service.backend.forget(conv.id)  # nothing is kept for a one-off conversation
+                service.forget(conv)  # nothing is kept for a one-off conversation
 
         seen = ""
         async for text in iterate_in_thread(generate, on_cancel=lambda: service.stop(conv)):
