@@ -41,6 +41,8 @@ class RecordingBackend(Backend):
         #: set by a test to hold the stream after its first chunk until released
         self.hold = threading.Event()
         self.hold.set()
+        #: set by a test: raised by the next streams once the prompt is ready (an engine fault)
+        self.fail_with: BaseException | None = None
 
     def enqueue(self, *chunks: str) -> RecordingBackend:
         """The next answer, chunk by chunk."""
@@ -61,6 +63,8 @@ class RecordingBackend(Backend):
         chunks = self._answers.popleft() if self._answers else ["ok"]
         info = self.prompt_info(request.messages)
         yield PromptReady(info)
+        if self.fail_with is not None:
+            raise self.fail_with
         sent = 0
         for i, chunk in enumerate(chunks):
             if request.cancel.is_set():

@@ -32,6 +32,7 @@ from starlette.responses import JSONResponse, Response
 from llava_app.chat.service import ChatService
 from llava_app.config import Config
 from llava_app.errors import UserError
+from llava_app.faults import traceback_only
 from llava_app.web.auth import APIAccess, load_users
 from llava_app.web.openai_request import APIError, ParsedRequest, RequestParser
 from llava_app.web.streaming import iterate_in_thread
@@ -252,7 +253,7 @@ def _event(data: dict[str, Any]) -> bytes:
 def _engine_error(exc: BaseException) -> APIError:
     if isinstance(exc, UserError):
         return APIError(400, str(exc), code="engine_refused")
-    log.error("generation failed: %s: %s", type(exc).__name__, exc)
+    log.error("generation failed: %s", type(exc).__name__, exc_info=traceback_only(exc))
     return APIError(500, f"The model failed on this request ({type(exc).__name__}).", code="engine_error")
 
 

@@ -136,7 +136,7 @@ class LocalBackend(Backend):
         try:
             self.model.set_attn_implementation({"text_config": register_rows_attention()})
         except Exception as exc:  # noqa: BLE001 - a transformers release without this: one answer at a time
-            log.warning("batched decoding is off: the row-wise attention could not be set (%s)", exc)
+            log.warning("batched decoding is off: the row-wise attention could not be set (%s)", exc, exc_info=True)
             return None
         if text._attn_implementation != register_rows_attention():
             log.warning("batched decoding is off: transformers kept %s attention", text._attn_implementation)
