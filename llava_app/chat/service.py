@@ -70,7 +70,7 @@ class ChatService(OneOffChats):
         self.line = Line(lambda: self.backend.max_concurrency, max_waiting=queue_size)
         #: the least time between two updates pushed to the page; faster chunks are coalesced.
         #: Each update costs gradio a few ms of CPU, taken from the model on a small machine:
-        #: 20 a second read smoothly and keep the app's rate near raw generate (bench.py).
+        #: 20 a second read smoothly and keep the app's rate near raw generate (benchmarks/stream_rate.py).
         self.stream_interval = stream_interval
         #: one cancel flag per asked-for answer (Stop works while it waits)
         self.runs = Runs(ttl_s=session_ttl)

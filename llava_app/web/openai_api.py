@@ -46,14 +46,14 @@ def build_router(service: ChatService, config: Config) -> APIRouter:
     """The ``/v1`` routes over ``service`` (its backend, image store and limits).
 
     Args:
-        service: the app's ChatService (``demo.service``).
+        service: the app's ChatService (``app.service``).
         config: ``openai_api_key`` (bearer token, empty for none), the login's users (``auth``,
             ``auth_file``: also accepted as HTTP Basic) unless ``openai_api_open``,
             ``openai_api_image_urls``, ``max_images``, ``max_new_tokens`` (the default answer length)
             and its limit.
 
     Example:
-        >>> demo.queue().launch(app_kwargs={"routes": build_router(demo.service, config).routes})  # doctest: +SKIP
+        >>> demo.queue().launch(app_kwargs={"routes": build_router(app.service, config).routes})  # doctest: +SKIP
     """
     api = OpenAIEndpoint(service, config)
     router = APIRouter(prefix="/v1")

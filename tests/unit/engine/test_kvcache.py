@@ -267,7 +267,7 @@ class _Ref:
 def test_common_prefix_never_reuses_a_different_picture_or_half_an_image():
     import torch
 
-    from llava_app.engine.local.kvcache import ImageSpan, common_prefix
+    from llava_app.engine.local.prefixes import ImageSpan, common_prefix
 
     img = 9
     ids = torch.tensor([1, 2, img, img, img, 3, 4, 5])
