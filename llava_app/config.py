@@ -71,7 +71,7 @@ class Config:
     kv_cache_mb: float = 2048.0  # KV kept between turns, all sessions together; 0 re-reads every prompt
     feature_cache_mb: float = 512.0  # vision-tower outputs kept per image; 0 re-encodes images every turn
     max_batch: int = 0  # answers the local engine decodes together; 0: 8 on CUDA, 4 on the CPU
-    engine_process: bool = False  # the local engine in a process of its own (engine/worker.py)
+    engine_process: bool = False  # the local engine in a process of its own (engine/local/worker.py)
 
     @property
     def max_upload_bytes(self) -> int:

@@ -10,6 +10,7 @@ it is cleared before collecting.
 
 from __future__ import annotations
 
+import functools
 import gc
 import sys
 
@@ -72,3 +73,32 @@ def out_of_memory_error(exc: BaseException) -> OutOfMemory | None:
     drop_traceback(exc)
     release_memory()
     return OutOfMemory()
+
+
+def traceback_only(exc: BaseException) -> BaseException:
+    """What to log of an unexpected exception: a stand-in with its type's name, its traceback and its chain
+    of causes, but none of the messages (``log.error(..., exc_info=traceback_only(exc))``).
+
+    Logs never carry what users wrote, and an error raised deep in a tokenizer or a model may quote the
+    prompt; where it was raised, and through which calls, is what finding the fault takes.
+    """
+    stand_ins: dict[int, BaseException] = {}
+
+    def stand_in(error: BaseException | None) -> BaseException | None:
+        if error is None:
+            return None
+        if id(error) not in stand_ins:  # (a chain may loop)
+            copy = stand_ins[id(error)] = _withheld(type(error))()
+            copy.__traceback__ = error.__traceback__
+            copy.__cause__, copy.__context__ = stand_in(error.__cause__), stand_in(error.__context__)
+            copy.__suppress_context__ = error.__suppress_context__
+        return stand_ins[id(error)]
+
+    return stand_in(exc)
+
+
+@functools.cache
+def _withheld(cls: type[BaseException]) -> type[Exception]:
+    """An exception class named and placed as ``cls`` whose instances say their message was withheld."""
+    return type(cls.__name__, (Exception,), {"__module__": cls.__module__, "__qualname__": cls.__qualname__,
+                                             "__str__": lambda self: "(message withheld from the log)"})

@@ -69,7 +69,7 @@ def tiny_cache() -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_path(tiny_cache):
     """``tiny_model_path(preset)``: the folder of a built tiny model."""
-    from llava_app.engine.tiny import build_tiny_model
+    from llava_app.engine.tiny.build import build_tiny_model
 
     def build(preset: str = "tiny-random", context_length: int | None = None) -> Path:
         return build_tiny_model(preset, cache_dir=tiny_cache, context_length=context_length)
@@ -142,7 +142,7 @@ def backend_images(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def local_backend(tiny_cache, backend_images):
     """``local_backend(preset, **kwargs)``: a LocalBackend on a tiny model, shared per session."""
-    from llava_app.engine.local import LocalBackend
+    from llava_app.engine.local.backend import LocalBackend
     from llava_app.storage.images import ImageStore
 
     store_root = backend_images

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from llava_app.engine.token_record import byte_decoder
+from llava_app.engine.local.token_record import byte_decoder
 
 FAITHFUL = ["tiny-faithful-llava", "tiny-faithful-llava-next", "tiny-faithful-llava-onevision",
             "tiny-faithful-interleave"]

@@ -44,6 +44,8 @@ class RecordingBackend(Backend):
         self.hold.set()
         #: seconds each chunk takes, not cut short by a cancel (a slow decode step on a loaded machine)
         self.step_s = 0.0
+        #: set by a test: raised by the next streams once the prompt is ready (an engine fault)
+        self.fail_with: BaseException | None = None
 
     def enqueue(self, *chunks: str) -> RecordingBackend:
         """The next answer, chunk by chunk."""
@@ -64,6 +66,8 @@ class RecordingBackend(Backend):
         chunks = self._answers.popleft() if self._answers else ["ok"]
         info = self.prompt_info(request.messages)
         yield PromptReady(info)
+        if self.fail_with is not None:
+            raise self.fail_with
         sent = 0
         for i, chunk in enumerate(chunks):
             if request.cancel.is_set():

@@ -137,8 +137,8 @@ def as_the_app_stores_it(path: Path, processor):
 
 def prepare_models(*names: str) -> None:
     """Build the tiny models among ``names`` once, outside the timed parts."""
-    from llava_app.engine.catalog import is_tiny
-    from llava_app.engine.tiny import build_tiny_model
+    from llava_app.engine.tiny.build import build_tiny_model
+    from llava_app.engine.tiny.presets import is_tiny
 
     for name in set(names):
         if is_tiny(name):

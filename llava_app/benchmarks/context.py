@@ -54,7 +54,7 @@ def long_chat(args, folder: Path) -> tuple[list[dict], int]:
     from llava_app.chat.conversation import Conversation
     from llava_app.chat.service import ChatService
     from llava_app.engine.base import GenerationParams
-    from llava_app.engine.local import LocalBackend
+    from llava_app.engine.local.backend import LocalBackend
     from llava_app.storage.images import ImageStore
 
     store = ImageStore(folder / "images")

@@ -55,8 +55,8 @@ def head_alone(model, width: int, n: int) -> list[float]:
 
 
 def run(args) -> dict[str, Any]:
-    from llava_app.engine import cpu_linears
-    from llava_app.engine.models import LoadOptions, load_model_and_processor
+    from llava_app.engine.local import cpu_linears
+    from llava_app.engine.local.models import LoadOptions, load_model_and_processor
 
     model, _, _ = load_model_and_processor(args.model, LoadOptions(device="cpu"))
     if not cpu_linears.applies(model):

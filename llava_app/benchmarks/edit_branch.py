@@ -53,7 +53,7 @@ class Bench:
         from llava_app.chat.conversation import Conversation
         from llava_app.chat.service import ChatService
         from llava_app.engine.base import GenerationParams
-        from llava_app.engine.local import LocalBackend
+        from llava_app.engine.local.backend import LocalBackend
         from llava_app.storage.images import ImageStore
 
         store = ImageStore(Path(args.work) / "images")
@@ -104,7 +104,7 @@ class Bench:
 
     def naive(self, turns: int, question: str) -> dict[str, Any]:
         """The recipe: the first ``turns`` turns of the branch shown now as history, then ``question``."""
-        from llava_app.engine.local import template_messages
+        from llava_app.engine.local.backend import template_messages
 
         chat = NaiveChat(self.backend.model, self.backend.processor)
         chat.history = template_messages(self.conv.messages(SYSTEM_PROMPT, 0, "")[:1 + 2 * turns])

@@ -104,7 +104,7 @@ class NaiveSide:
     """The rebuild-everything loop."""
 
     def __init__(self, args, image_paths: list[Path]):
-        from llava_app.engine.models import LoadOptions, load_model_and_processor
+        from llava_app.engine.local.models import LoadOptions, load_model_and_processor
 
         model, processor, _ = load_model_and_processor(args.model, LoadOptions(device="cpu"))
         self.pictures = [as_the_app_stores_it(p, processor) for p in image_paths]
@@ -136,7 +136,7 @@ class OursSide:
         from llava_app.chat.conversation import Conversation
         from llava_app.chat.service import ChatService
         from llava_app.engine.base import GenerationParams
-        from llava_app.engine.local import LocalBackend
+        from llava_app.engine.local.backend import LocalBackend
         from llava_app.storage.images import ImageStore
 
         store = ImageStore(Path(args.work) / "ours-images")

@@ -37,7 +37,7 @@ class RawRecipe:
     def __init__(self, args, picture: Path):
         from llava_app.chat.conversation import Conversation
         from llava_app.config import Config
-        from llava_app.engine.local import LocalBackend
+        from llava_app.engine.local.backend import LocalBackend
         from llava_app.storage.images import ImageStore
 
         self.backend = LocalBackend(args.stream_model, ImageStore(Path(args.work) / "raw-images"), device="cpu")

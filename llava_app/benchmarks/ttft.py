@@ -119,7 +119,7 @@ class Probe:
 def instrument(app) -> tuple[Probe, Any]:
     """Wrap the served app's service and local engine with a probe; returns it and the engine."""
     from llava_app.engine.base import TextDelta
-    from llava_app.engine.local import LocalBackend
+    from llava_app.engine.local.backend import LocalBackend
     from llava_app.engine.switchable import SwitchableBackend
 
     service = app.service

@@ -11,29 +11,44 @@ records the numbers of the images it brought (``Turn.images``); ``Conversation.i
 the images of the branch shown (and those waiting for the next question), and the images only
 other branches bring wait in ``Conversation.stash``. Switching branch moves them between the two.
 
-Functions here take the conversation's lock themselves where they change it; nothing here
-imports the ``Conversation`` class (it imports this module).
+Functions here take the conversation's lock themselves where they change it. They work on what
+``Branched`` names of a conversation; ``Conversation`` imports this module, never the other way round.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import threading
+from typing import Any, Protocol
 
+from llava_app.chat.parts import ImageRef, Turn
 from llava_app.errors import UserError
-from llava_app.storage.records import image_label
-
-if TYPE_CHECKING:  # pragma: no cover
-    from llava_app.chat.conversation import Conversation, Turn
+from llava_app.storage.records import TurnRecord, image_label
 
 
-def new_id(conv: Conversation) -> int:
+class Branched(Protocol):
+    """What these functions read and change of a conversation (``Conversation`` has it all)."""
+
+    turns: list[Turn]  # the branch shown
+    hidden: list[Turn]  # the other branches' turns
+    images: list[ImageRef]  # the branch shown's images, and those waiting for the next question
+    stash: list[ImageRef]  # images only other branches bring
+    chosen: dict[int, int]  # parent turn id -> the child shown last
+    next_turn: int
+    first_visible: int
+    context_summary: str
+    lock: threading.RLock
+
+    def all_images(self) -> list[ImageRef]: ...
+
+
+def new_id(conv: Branched) -> int:
     """The next turn id of this conversation."""
     tid = conv.next_turn
     conv.next_turn += 1
     return tid
 
 
-def sync(conv: Conversation) -> None:
+def sync(conv: Branched) -> None:
     """Give ids, parents and image lists to turns made without them (older records, hand-built turns)."""
     known = [t.id for t in conv.turns + conv.hidden if t.id]
     conv.next_turn = max([conv.next_turn, *(i + 1 for i in known)])
@@ -47,23 +62,23 @@ def sync(conv: Conversation) -> None:
         parent = turn.id
 
 
-def siblings(conv: Conversation, index: int) -> list[Turn]:
+def siblings(conv: Branched, index: int) -> list[Turn]:
     """The turns that share the parent of shown turn ``index`` (itself included), oldest first."""
     parent = conv.turns[index].parent
     return sorted((t for t in conv.turns[index:index + 1] + conv.hidden if t.parent == parent), key=lambda t: t.id)
 
 
-def position(conv: Conversation, index: int) -> tuple[int, int]:
+def position(conv: Branched, index: int) -> tuple[int, int]:
     """``(k, n)``: shown turn ``index`` is sibling ``k`` (0-based) of ``n``."""
     group = siblings(conv, index)
     return next(k for k, t in enumerate(group) if t is conv.turns[index]), len(group)
 
 
-def _children(conv: Conversation, parent: int) -> list[Turn]:
+def _children(conv: Branched, parent: int) -> list[Turn]:
     return sorted((t for t in conv.turns + conv.hidden if t.parent == parent), key=lambda t: t.id)
 
 
-def _descend(conv: Conversation, turn: Turn) -> list[Turn]:
+def _descend(conv: Branched, turn: Turn) -> list[Turn]:
     """``turn`` and the turns after it: at each step the child shown last (else the newest)."""
     path = [turn]
     while True:
@@ -74,7 +89,7 @@ def _descend(conv: Conversation, turn: Turn) -> list[Turn]:
         path.append(next((t for t in kids if t.id == want), kids[-1]))
 
 
-def show(conv: Conversation, path: list[Turn], changed_at: int) -> None:
+def show(conv: Branched, path: list[Turn], changed_at: int) -> None:
     """Make ``path`` the branch shown (it differs from the old one from turn ``changed_at`` on).
 
     Images follow their turns: those the path's turns brought are shown (each at the first
@@ -103,7 +118,7 @@ def show(conv: Conversation, path: list[Turn], changed_at: int) -> None:
         conv.first_visible, conv.context_summary = 0, ""
 
 
-def drop(conv: Conversation, turn: Turn) -> None:
+def drop(conv: Branched, turn: Turn) -> None:
     """``turn``, just taken off the end of the branch shown, is gone; a sibling it replaced comes back."""
     conv.hidden = [t for t in conv.hidden if t.id != turn.id]
     if conv.chosen.get(turn.parent) == turn.id:
@@ -115,18 +130,16 @@ def drop(conv: Conversation, turn: Turn) -> None:
         conv.hidden = [t for t in conv.hidden if t.id != turn.id]
 
 
-def drop_answers(conv: Conversation, turn: Turn) -> None:
+def drop_answers(conv: Branched, turn: Turn) -> None:
     """Forget ``turn``'s siblings that nothing follows (other answers to it, as Regenerate keeps them)."""
     parents = {t.parent for t in conv.turns + conv.hidden}
     conv.hidden = [t for t in conv.hidden if t.parent != turn.parent or t.id in parents]
 
 
-def fork(conv: Conversation, index: int, question: str, add: list[int] = (), remove: list[int] = ()) -> Turn:
+def fork(conv: Branched, index: int, question: str, add: list[int] = (), remove: list[int] = ()) -> Turn:
     """A new sibling of shown turn ``index`` asking ``question``, with that turn's images less ``remove``
     plus ``add`` (numbers of images waiting for the next question); it becomes the newest turn shown,
     unanswered. What followed turn ``index`` stays on the branch it was on."""
-    from llava_app.chat.conversation import Turn
-
     with conv.lock:
         sync(conv)
         if not 0 <= index < len(conv.turns):
@@ -149,7 +162,7 @@ def fork(conv: Conversation, index: int, question: str, add: list[int] = (), rem
         return turn
 
 
-def switch(conv: Conversation, index: int, k: int) -> None:
+def switch(conv: Branched, index: int, k: int) -> None:
     """Show sibling ``k`` (0-based) of shown turn ``index``, with the turns that followed it when last shown."""
     with conv.lock:
         sync(conv)
@@ -164,7 +177,7 @@ def switch(conv: Conversation, index: int, k: int) -> None:
             show(conv, conv.turns[:index] + _descend(conv, group[k]), index)
 
 
-def describe(conv: Conversation) -> list[dict[str, Any]]:
+def describe(conv: Branched) -> list[dict[str, Any]]:
     """Per turn shown: which version it is of how many (``/context``'s ``branches``; the page's "< 2/3 >")."""
     with conv.lock:
         sync(conv)
@@ -178,17 +191,13 @@ def describe(conv: Conversation) -> list[dict[str, Any]]:
 # ----- the record (storage/records.py, version 2) -----------------------------------------------
 def turn_record(turn: Turn):
     """A turn as the record keeps it: with its id, parent and images."""
-    from llava_app.storage.records import TurnRecord
-
     return TurnRecord(user=turn.user, assistant=turn.assistant, stopped=turn.stopped, interrupted=turn.interrupted,
                       id=turn.id, parent=turn.parent, images=None if turn.images is None else tuple(turn.images))
 
 
-def restore_tree(conv: Conversation, record, max_images: int | None) -> None:
+def restore_tree(conv: Branched, record, max_images: int | None) -> None:
     """After ``Conversation.restore`` rebuilt the branch shown: the record's turn ids, the other branches'
     turns and the images only they bring (a version-1 record has neither: the shown branch is all)."""
-    from llava_app.chat.conversation import ImageRef, Turn
-
     for im in record.images:
         path = record.files.get(im.sha256)
         if im.turn != -1 or path is None:
@@ -216,7 +225,7 @@ def restore_tree(conv: Conversation, record, max_images: int | None) -> None:
     sync(conv)
 
 
-def is_new_branch(conv: Conversation) -> bool:
+def is_new_branch(conv: Branched) -> bool:
     """The pending turn has siblings: its prompt starts a branch (the engine keeps the other's cache)."""
     with conv.lock:
         sync(conv)

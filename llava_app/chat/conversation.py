@@ -10,7 +10,7 @@ shown; edits and Regenerate keep the others (``hidden``, ``stash``: see branches
 
 ``to_record``/``restore`` convert to and from the storage layer's ``ConversationRecord``
 (saved conversations, export and import, feedback); a conversation is only ever built
-from data by ``restore``. The record types are imported here for the layers above.
+from data by ``restore``.
 """
 
 from __future__ import annotations
@@ -26,13 +26,7 @@ from llava_app.chat import branches
 from llava_app.chat.parts import AnswerStats, ImageRef, Turn
 from llava_app.engine.base import PromptInfo
 from llava_app.errors import UserError
-from llava_app.storage.records import (  # noqa: F401 - TurnRecord: re-exported for /v1, to go
-    ConversationRecord,
-    ImageRecord,
-    PromptRecord,
-    TurnRecord,
-    image_label,
-)
+from llava_app.storage.records import ConversationRecord, ImageRecord, PromptRecord, image_label
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The line in front of the engine: answers are written in the order they were asked, a few at a time.
 
-The engine declares how many answers it writes at once (``Backend.max_concurrency``: one
-for the local engine today, a batch for a batching engine, many for a remote server). Every
+The engine declares how many answers it writes at once (``Backend.max_concurrency``: the local
+engine's batch, ``--max-batch``, or one where it cannot batch; many for a remote server). Every
 answer (page, ``/chat``, ``/v1``) goes through one ``Line``, so the page can tell a person
 where they stand ("2nd in line") instead of leaving them under an opaque spinner, and Stop
 works while they wait.

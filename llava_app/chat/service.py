@@ -18,6 +18,7 @@ from llava_app.chat import branches
 from llava_app.chat.context import ContextFitter
 from llava_app.chat.conversation import Conversation, PromptInfo
 from llava_app.chat.line import Line
+from llava_app.chat.one_off import OneOffChats
 from llava_app.chat.runs import Runs
 from llava_app.chat.sessions import Sessions
 from llava_app.chat.timing import AnswerClock, count_prompt
@@ -39,8 +40,8 @@ class Waiting:
     place: int
 
 
-class ChatService:
-    """The app's behaviour; the UI and the API are thin layers over it."""
+class ChatService(OneOffChats):
+    """The app's behaviour; the UI and the API are thin layers over it (/v1's one-off conversations: one_off.py)."""
 
     def __init__(self, backend: Backend, store: ImageStore, *, max_images: int = 6, max_question_chars: int = 4000,
                  image_limits: ImageLimits | None = None, stream_interval: float = 0.05,
@@ -69,7 +70,7 @@ class ChatService:
         self.line = Line(lambda: self.backend.max_concurrency, max_waiting=queue_size)
         #: the least time between two updates pushed to the page; faster chunks are coalesced.
         #: Each update costs gradio a few ms of CPU, taken from the model on a small machine:
-        #: 20 a second read smoothly and keep the app's rate near raw generate (bench.py).
+        #: 20 a second read smoothly and keep the app's rate near raw generate (benchmarks/stream_rate.py).
         self.stream_interval = stream_interval
         #: one cancel flag per asked-for answer (Stop works while it waits)
         self.runs = Runs(ttl_s=session_ttl)
@@ -309,7 +310,7 @@ class ChatService:
         return self.backend.prompt_info(msgs[:-1] if msgs and msgs[-1]["role"] == "assistant" else msgs)
 
     def forget(self, conv: Conversation) -> None:
-        """Stop and drop whatever is held for a conversation (new chat, closed tab)."""
+        """Stop and drop whatever is held for a conversation (new chat, closed tab, a /v1 request answered)."""
         if not self.sessions.end(conv.id):
             self._end_conversation(conv.id)
 

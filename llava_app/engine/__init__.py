@@ -17,7 +17,7 @@ __all__ = ["Backend", "ChatRequest", "GenerationParams", "make_app_backend", "ma
 def make_backend(config: Config, image_store: ImageStore) -> Backend:
     """The engine the config asks for (heavy imports happen only here, lazily)."""
     if config.backend == "local":
-        from llava_app.engine.spaces_support import load_spaces
+        from llava_app.engine.hosting.spaces import load_spaces
 
         spaces = load_spaces()  # before torch: ZeroGPU patches it on import
         kwargs = dict(
@@ -28,16 +28,16 @@ def make_backend(config: Config, image_store: ImageStore) -> Backend:
             # ZeroGPU runs each answer in a forked worker, where the scheduler's thread does not exist
             max_batch=config.max_batch, batch=spaces is None,
         )
-        if spaces is None and config.engine_process:  # the model apart from the web server (engine/worker.py)
-            from llava_app.engine.worker import EngineProcess
+        if spaces is None and config.engine_process:  # the model apart from the web server (engine/local/worker.py)
+            from llava_app.engine.local.worker import EngineProcess
 
             return EngineProcess(kwargs, image_store.root)
-        from llava_app.engine.local import LocalBackend
+        from llava_app.engine.local.backend import LocalBackend
 
         engine = LocalBackend(image_store=image_store, **kwargs)
         if spaces is None:
             return engine
-        from llava_app.engine.zerogpu import on_gpu
+        from llava_app.engine.hosting.zerogpu import on_gpu
 
         return on_gpu(engine, spaces)
     if config.backend == "openai":
@@ -57,7 +57,7 @@ def make_app_backend(config: Config, image_store: ImageStore) -> Backend:
     import dataclasses
 
     from llava_app.engine.catalog import allowed_models
-    from llava_app.engine.spaces_support import on_zerogpu
+    from llava_app.engine.hosting.spaces import on_zerogpu
 
     engine = make_backend(config, image_store)
     if config.backend != "local" or len(allowed_models(config)) < 2 or on_zerogpu():

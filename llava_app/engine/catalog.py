@@ -5,24 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from llava_app.errors import UserError
+
 if TYPE_CHECKING:
     from llava_app.config import Config
 
 ANY_MODEL = "*"
-
-# The tiny random-weight models --model accepts, and the family each builds (tiny.py builds them).
-TINY_PRESETS = {
-    "tiny-random": "llava",
-    "tiny-random-llava": "llava",
-    "tiny-random-llava-next": "llava_next",
-    "tiny-random-llava-onevision": "llava_onevision",
-    "tiny-random-bench": "bench",
-}
-
-
-def is_tiny(name: str) -> bool:
-    """True for the names that build a tiny random model (its answers are random words)."""
-    return name in TINY_PRESETS
 
 
 @dataclass(frozen=True)
@@ -66,8 +54,6 @@ def any_model_allowed(allowed: list[str]) -> bool:
 
 def check_allowed(name: str, allowed: list[str]) -> str:
     """The model name, stripped, when the allow-list permits it; a ``UserError`` otherwise."""
-    from llava_app.errors import UserError
-
     name = (name or "").strip()
     if not name or name == ANY_MODEL:
         raise UserError("Choose a model first.")
@@ -81,9 +67,3 @@ def choices(allowed: list[str]) -> list[str]:
     """What the picker lists (the ``*`` marker is not a model)."""
     return [name for name in allowed if name != ANY_MODEL]
 
-
-# The faithful tiny models: random weights, but the real checkpoints' tokenizers, chat templates and
-# image geometry (engine/faithful.py, standard library only, builds them with tiny.py).
-from llava_app.engine.faithful import FAITHFUL_PRESETS  # noqa: E402
-
-TINY_PRESETS.update({name: "faithful" for name in FAITHFUL_PRESETS})

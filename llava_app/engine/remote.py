@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from llava_app.engine.base import Backend, ChatRequest, Event, PromptInfo, PromptReady, TextDelta, Usage, image_refs
-from llava_app.engine.catalog import is_tiny
+from llava_app.engine.tiny.presets import is_tiny
 from llava_app.errors import MissingDependency, UserError
 
 log = logging.getLogger(__name__)

@@ -152,13 +152,13 @@ class SwitchableBackend(Backend):
             try:
                 engine = self._factory(name)
             except BaseException as exc:  # noqa: BLE001 - any load failure: bring the previous model back
-                log.warning("switching to %s failed: %s", name, exc)
+                log.warning("switching to %s failed: %s", name, exc, exc_info=not isinstance(exc, UserError))
                 report(0.6, f"Could not load {name}; loading {previous} again")
                 reason = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
                 try:
                     self._engine = self._factory(previous)
                 except BaseException as again:  # noqa: BLE001
-                    log.error("reloading %s failed too: %s", previous, again)
+                    log.error("reloading %s failed too: %s", previous, again, exc_info=not isinstance(again, UserError))
                     raise UserError(f"Could not load {name} ({reason}), and reloading {previous} failed too. "
                                     "Pick a model and load it.") from exc
                 raise UserError(f"Could not load {name}: {reason} Still using {previous}.") from exc

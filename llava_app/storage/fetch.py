@@ -24,10 +24,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import httpx
-from PIL import Image
 
 from llava_app.errors import UserError
-from llava_app.storage.images import ImageLimits, decode_image
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -278,7 +276,3 @@ def url_name(url: str) -> str:
     name = parsed.path.rstrip("/").rsplit("/", 1)[-1]
     return (name or parsed.host or "download")[:80]
 
-
-def fetch_image(url: str, policy: FetchPolicy, limits: ImageLimits) -> Image.Image:
-    """A picture from ``url``, fetched under ``policy`` and decoded as uploads are (``decode_image``)."""
-    return decode_image(fetch_url(url, policy).data, limits, url_name(url))

@@ -38,7 +38,6 @@ _SIGNATURES: list[tuple[bytes, int, str]] = [
     (b"GIF89a", 0, "GIF"),
     (b"BM", 0, "BMP"),
 ]
-ALLOWED_FORMATS = ("PNG", "JPEG", "GIF", "WEBP", "BMP")
 
 
 class ImageError(UserError):

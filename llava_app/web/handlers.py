@@ -21,6 +21,7 @@ from llava_app.chat.examples import Example, language_of, load_example
 from llava_app.chat.service import Waiting
 from llava_app.chat.uploads import media_options
 from llava_app.errors import UserError
+from llava_app.faults import traceback_only
 from llava_app.web import views
 from llava_app.web.branching import BranchingHandlers
 from llava_app.web.gradio_compat import GradioSessions
@@ -48,7 +49,7 @@ def page_message(exc: BaseException) -> str:
     """The one way an error becomes a page message: ours as written (escaped), anything else by its type only."""
     if isinstance(exc, UserError):
         return views.plain(str(exc))
-    log.error("generation failed: %s", type(exc).__name__)
+    log.error("generation failed: %s", type(exc).__name__, exc_info=traceback_only(exc))
     return (f"The model failed on this request ({type(exc).__name__}). "
             "Your conversation is kept; try again.")
 

@@ -32,6 +32,7 @@ from starlette.responses import JSONResponse, Response
 from llava_app.chat.service import ChatService
 from llava_app.config import Config
 from llava_app.errors import UserError
+from llava_app.faults import traceback_only
 from llava_app.web.auth import APIAccess, load_users
 from llava_app.web.openai_request import APIError, ParsedRequest, RequestParser
 from llava_app.web.streaming import iterate_in_thread
@@ -45,14 +46,14 @@ def build_router(service: ChatService, config: Config) -> APIRouter:
     """The ``/v1`` routes over ``service`` (its backend, image store and limits).
 
     Args:
-        service: the app's ChatService (``demo.service``).
+        service: the app's ChatService (``app.service``).
         config: ``openai_api_key`` (bearer token, empty for none), the login's users (``auth``,
             ``auth_file``: also accepted as HTTP Basic) unless ``openai_api_open``,
             ``openai_api_image_urls``, ``max_images``, ``max_new_tokens`` (the default answer length)
             and its limit.
 
     Example:
-        >>> demo.queue().launch(app_kwargs={"routes": build_router(demo.service, config).routes})  # doctest: +SKIP
+        >>> demo.queue().launch(app_kwargs={"routes": build_router(app.service, config).routes})  # doctest: +SKIP
     """
     api = OpenAIEndpoint(service, config)
     router = APIRouter(prefix="/v1")
@@ -89,8 +90,8 @@ class OpenAIEndpoint:
         except APIError as err:
             return err.response()
         model = {"id": self.model_name, "object": "model", "created": self.created, "owned_by": "llava-app"}
-        if self.service.backend.context_length:
-            model["max_model_len"] = int(self.service.backend.context_length)  # as vLLM reports it
+        if self.service.context_length:
+            model["max_model_len"] = int(self.service.context_length)  # as vLLM reports it
         return JSONResponse({"object": "list", "data": [model]})
 
     async def chat_completions(self, request: Request) -> Response:
@@ -145,7 +146,7 @@ class OpenAIEndpoint:
             try:
                 yield from service.stream_answer(conv, parsed.params, parsed.system_prompt)
             finally:
-                service.backend.forget(conv.id)  # nothing is kept for a one-off conversation
+                service.forget(conv)  # nothing is kept for a one-off conversation
 
         seen = ""
         async for text in iterate_in_thread(generate, on_cancel=lambda: service.stop(conv)):
@@ -252,7 +253,7 @@ def _event(data: dict[str, Any]) -> bytes:
 def _engine_error(exc: BaseException) -> APIError:
     if isinstance(exc, UserError):
         return APIError(400, str(exc), code="engine_refused")
-    log.error("generation failed: %s: %s", type(exc).__name__, exc)
+    log.error("generation failed: %s", type(exc).__name__, exc_info=traceback_only(exc))
     return APIError(500, f"The model failed on this request ({type(exc).__name__}).", code="engine_error")
 
 

@@ -13,7 +13,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from llava_app.chat.conversation import Conversation, ConversationRecord, ImageRecord, TurnRecord
+from llava_app.chat.conversation import Conversation
+from llava_app.chat.one_off import ClientTurn
 from llava_app.chat.service import ChatService, GenerationParams
 from llava_app.config import Config
 from llava_app.errors import UserError
@@ -67,7 +68,7 @@ class RequestParser:
 
     def parse(self, body: dict[str, Any]) -> ParsedRequest:
         """Check a request body and build its conversation (images decoded and stored)."""
-        served = self.service.backend.model_name  # the model held now: a switch changes it
+        served = self.service.model_name  # the model held now: a switch changes it
         model = body.get("model")
         if not isinstance(model, str) or not model:
             raise APIError(400, "'model' is required.", param="model")
@@ -146,26 +147,15 @@ class RequestParser:
         return self._build(turns), "\n\n".join(s for s in system if s.strip())
 
     def _build(self, turns: list[dict[str, Any]]) -> Conversation:
-        """Decode and store every image, then lay the turns out as the page would (``Conversation.restore``)."""
-        record = ConversationRecord()
-        used = {n for t in turns for n, _ in t["images"] if n}
-        taken: set[int] = set()
-        next_free, k = 1, 0
-        for index, t in enumerate(turns):
+        """Decode every image, then let the service store them and lay the turns out as the page would."""
+        k, client_turns = 0, []
+        for t in turns:
+            pictures = []
             for number, url in t["images"]:
                 k += 1
-                img = self._image(url, k)
-                stored = self.service.store.put(img)
-                if not number or number in taken:  # unlabelled (or a repeated label): the next free number
-                    while next_free in used or next_free in taken:
-                        next_free += 1
-                    number = next_free
-                taken.add(number)
-                record.images.append(ImageRecord(number=number, sha256=stored.sha256, width=stored.width,
-                                                 height=stored.height, turn=index, name=f"image {k}"))
-                record.files[stored.sha256] = stored.path
-            record.turns.append(TurnRecord(user="\n".join(t["text"]), assistant=t["answer"]))
-        return Conversation.restore(record)
+                pictures.append((number, self._image(url, k)))
+            client_turns.append(ClientTurn("\n".join(t["text"]), pictures, t["answer"]))
+        return self.service.one_off_conversation(client_turns)
 
     def _image(self, url: str, k: int):
         """Image ``k`` of the request from a data URL (or an http(s) URL when allowed), decoded safely."""

@@ -12,7 +12,7 @@ from llava_app.chat.conversation import Conversation
 from llava_app.chat.service import ChatService
 from llava_app.config import Config, parse_config
 from llava_app.engine.base import GenerationParams
-from llava_app.engine.spaces_support import GPU_MAX_SECONDS, GPU_MIN_SECONDS, gpu_seconds
+from llava_app.engine.hosting.spaces import GPU_MAX_SECONDS, GPU_MIN_SECONDS, gpu_seconds
 
 
 class StandInSpaces(types.ModuleType):
@@ -78,7 +78,7 @@ def _answer(service: ChatService, store_images: list, max_new_tokens: int, quest
 def test_generation_runs_under_spaces_gpu_with_a_duration_that_fits_the_answer(monkeypatch, config, store,
                                                                                   image_files):
     from llava_app.engine import make_backend
-    from llava_app.engine.zerogpu import ZeroGPUBackend
+    from llava_app.engine.hosting.zerogpu import ZeroGPUBackend
 
     spaces = StandInSpaces()
     monkeypatch.setitem(sys.modules, "spaces", spaces)
@@ -148,7 +148,7 @@ def test_stop_closes_the_gpu_call(monkeypatch, config, store, image_files):
 
 def test_without_spaces_the_engine_is_used_directly(monkeypatch, config, store, image_files):
     from llava_app.engine import make_backend
-    from llava_app.engine.local import LocalBackend
+    from llava_app.engine.local.backend import LocalBackend
 
     monkeypatch.setitem(sys.modules, "spaces", None)  # import spaces -> ImportError
     backend = make_backend(config, store)
@@ -162,7 +162,7 @@ def test_without_spaces_the_engine_is_used_directly(monkeypatch, config, store, 
 
 def test_spaces_off_zerogpu_leaves_the_engine_as_it_is(monkeypatch, config, store):
     from llava_app.engine import make_backend
-    from llava_app.engine.local import LocalBackend
+    from llava_app.engine.local.backend import LocalBackend
 
     spaces = StandInSpaces(lends_gpu=False)
     monkeypatch.setitem(sys.modules, "spaces", spaces)
@@ -176,8 +176,8 @@ def test_spaces_off_zerogpu_leaves_the_engine_as_it_is(monkeypatch, config, stor
 def test_zerogpu_keeps_the_start_up_model(monkeypatch, config, store):
     """ZeroGPU moves only start-up weights to its GPUs: no model picker there."""
     from llava_app.engine import make_app_backend
+    from llava_app.engine.hosting.zerogpu import ZeroGPUBackend
     from llava_app.engine.switchable import SwitchableBackend
-    from llava_app.engine.zerogpu import ZeroGPUBackend
 
     monkeypatch.setitem(sys.modules, "spaces", StandInSpaces())
     monkeypatch.setenv("SPACES_ZERO_GPU", "true")

@@ -51,7 +51,7 @@ class Recorder:
 @pytest.fixture(scope="module")
 def small_window_backend(tiny_model_path, backend_images):
     """A tiny LLaVA whose own config has a 256-token window (``max_position_embeddings``)."""
-    from llava_app.engine.local import LocalBackend
+    from llava_app.engine.local.backend import LocalBackend
     from llava_app.storage.images import ImageStore
 
     path = tiny_model_path("tiny-random", context_length=WINDOW)
@@ -401,8 +401,8 @@ def test_messages_move_images_of_hidden_turns_to_the_first_kept_turn():
 
 def test_fitting_and_downscaling_see_through_the_switchable_and_zerogpu_wrappers(local_backend):
     from llava_app.chat.context import ContextFitter
+    from llava_app.engine.hosting.zerogpu import ZeroGPUBackend
     from llava_app.engine.switchable import SwitchableBackend
-    from llava_app.engine.zerogpu import ZeroGPUBackend
 
     engine = local_backend("tiny-random", context_length=WINDOW)
     wrapped = [SwitchableBackend(engine, factory=lambda name: engine),

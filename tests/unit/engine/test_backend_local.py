@@ -12,7 +12,7 @@ from PIL import Image
 
 from llava_app.chat.conversation import Conversation
 from llava_app.engine.base import ChatRequest, GenerationParams, PromptInfo, TextDelta, Usage
-from llava_app.engine.local import template_messages
+from llava_app.engine.local.backend import template_messages
 from llava_app.errors import UserError
 
 GREEDY = GenerationParams(temperature=0.0, max_new_tokens=12)

@@ -79,7 +79,7 @@ def test_regenerate_keeps_both_answers_kv(local_backend, photos):
 
 
 def test_a_session_keeps_a_bounded_number_of_prefixes(local_backend, photos):
-    from llava_app.engine.prefixes import PER_SESSION
+    from llava_app.engine.local.prefixes import PER_SESSION
 
     backend = local_backend("tiny-random")
     service, conv = six_turns(backend, photos)

@@ -7,7 +7,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from llava_app.engine import cpu_linears  # noqa: E402
+from llava_app.engine.local import cpu_linears  # noqa: E402
 
 if not torch.backends.mkl.is_available():  # pragma: no cover - the project's CPUs have it
     pytest.skip("the path applies only where torch has MKL", allow_module_level=True)

@@ -187,16 +187,16 @@ def test_counting_from_many_threads_while_an_answer_streams(local_backend):
 
 def test_without_the_private_processor_member_prefix_reuse_is_off_with_one_warning(tiny_model_path, store,
                                                                                     monkeypatch, caplog):
-    from llava_app.engine import compat
-    from llava_app.engine.local import LocalBackend
+    from llava_app.engine.local import compat
+    from llava_app.engine.local.backend import LocalBackend
 
     # A transformers release that renamed the private member (the processor's own call keeps working).
     monkeypatch.setattr(compat, "LAYOUT_MEMBERS", ("_merge_kwargs_renamed", *compat.LAYOUT_MEMBERS[1:]))
     monkeypatch.setattr(compat, "_warned", set())
-    with caplog.at_level(logging.WARNING, logger="llava_app.engine.compat"):
+    with caplog.at_level(logging.WARNING, logger="llava_app.engine.local.compat"):
         first = LocalBackend("tiny-random", store, device="cpu")
         LocalBackend("tiny-random", store, device="cpu")
-    warnings = [r for r in caplog.records if r.name == "llava_app.engine.compat"]
+    warnings = [r for r in caplog.records if r.name == "llava_app.engine.local.compat"]
     assert len(warnings) == 1 and "_merge_kwargs_renamed" in warnings[0].getMessage()
     assert not first.reuse.layout_ok and not first.reuse.reuse_kv
     conv = conversation(first)
@@ -208,10 +208,10 @@ def test_without_the_private_processor_member_prefix_reuse_is_off_with_one_warni
 
 
 def test_with_the_member_present_prefix_reuse_is_on_and_nothing_is_logged(local_backend, caplog):
-    from llava_app.engine import compat
+    from llava_app.engine.local import compat
 
     backend = local_backend("tiny-random")
-    with caplog.at_level(logging.WARNING, logger="llava_app.engine.compat"):
+    with caplog.at_level(logging.WARNING, logger="llava_app.engine.local.compat"):
         kwargs = compat.processing_kwargs(backend.processor)
     assert kwargs is not None and set(kwargs) == {"text", "images"} and backend.reuse.layout_ok
-    assert not [r for r in caplog.records if r.name == "llava_app.engine.compat"]
+    assert not [r for r in caplog.records if r.name == "llava_app.engine.local.compat"]

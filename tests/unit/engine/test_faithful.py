@@ -22,7 +22,7 @@ END_OF_TURN = {"tiny-faithful-llava": "</s>", "tiny-faithful-llava-next": "</s>"
 
 def real_or_skip(tiny_model_path, preset: str):
     """Skip (fail under CI=true) when ``preset`` was built with the word-level fallback."""
-    from llava_app.engine.faithful import model_info
+    from llava_app.engine.tiny.faithful import model_info
 
     described = model_info(tiny_model_path(preset))["tokenizer"]
     if described.startswith("word-level"):
@@ -114,7 +114,7 @@ def test_the_llama_tokenizer_gives_the_checkpoints_ids(local_backend, tiny_model
 
 
 def test_llama_cpp_test_vectors_reproduce_for_qwen2(local_backend, tiny_model_path):
-    from llava_app.engine.real_tokenizers import llama_cpp_vectors
+    from llava_app.engine.tiny.real_tokenizers import llama_cpp_vectors
 
     vectors = llama_cpp_vectors("qwen2")
     assert len(vectors) >= 40
@@ -220,10 +220,10 @@ def test_follow_ups_prefill_only_the_new_turn_and_answer_as_without_reuse(preset
 
 
 def test_without_the_vocabularies_the_build_falls_back_to_words_and_says_so(monkeypatch, tmp_path):
-    from llava_app.engine import real_tokenizers
-    from llava_app.engine.faithful import model_info
-    from llava_app.engine.models import load_processor
-    from llava_app.engine.tiny import build_tiny_model
+    from llava_app.engine.local.models import load_processor
+    from llava_app.engine.tiny import real_tokenizers
+    from llava_app.engine.tiny.build import build_tiny_model
+    from llava_app.engine.tiny.faithful import model_info
 
     monkeypatch.setattr(real_tokenizers, "vocab_dirs", lambda: [tmp_path / "nowhere"])
     path = build_tiny_model("tiny-faithful-llava", cache_dir=tmp_path)
@@ -246,7 +246,7 @@ def test_without_the_vocabularies_the_build_falls_back_to_words_and_says_so(monk
 def test_recorded_answer_ids_stand_in_only_where_the_text_is_the_same(local_backend, tiny_model_path):
     import torch
 
-    from llava_app.engine.token_record import TokenRecords
+    from llava_app.engine.local.token_record import TokenRecords
 
     name = "tiny-faithful-llava-onevision"
     real_or_skip(tiny_model_path, name)

@@ -267,7 +267,7 @@ class _Ref:
 def test_common_prefix_never_reuses_a_different_picture_or_half_an_image():
     import torch
 
-    from llava_app.engine.kvcache import ImageSpan, common_prefix
+    from llava_app.engine.local.prefixes import ImageSpan, common_prefix
 
     img = 9
     ids = torch.tensor([1, 2, img, img, img, 3, 4, 5])
@@ -285,7 +285,7 @@ def test_common_prefix_never_reuses_a_different_picture_or_half_an_image():
 
 
 def test_byte_lru_evicts_least_recently_used_first_and_refuses_what_cannot_fit():
-    from llava_app.engine.lru import ByteLRU
+    from llava_app.engine.local.lru import ByteLRU
 
     evicted = []
     lru = ByteLRU(100, on_evict=lambda k, v: evicted.append(k))
@@ -327,7 +327,7 @@ def test_a_prompt_the_engine_cannot_lay_out_is_read_whole_by_the_processor(local
 
 
 def test_prompt_ids_repeat_the_placeholder_id_and_fall_back_where_the_tokenizer_reads_them_otherwise(local_backend):
-    from llava_app.engine.prompt_ids import PromptIds
+    from llava_app.engine.local.prompt_ids import PromptIds
 
     backend = local_backend()
     p = backend.processor

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import TINY_FAMILIES
 
-from llava_app.engine.models import (
+from llava_app.engine.local.models import (
     BITSANDBYTES_MIN_VERSION,
     CUDA_REQUIREMENTS,
     LoadOptions,
@@ -40,7 +40,7 @@ def test_quantisation_needs_cuda_and_says_so():
 def test_device_mistakes_are_config_errors_not_a_missing_model(monkeypatch, store):
     import torch
 
-    from llava_app.engine.local import LocalBackend
+    from llava_app.engine.local.backend import LocalBackend
 
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="no CUDA device is available") as err:
@@ -65,8 +65,8 @@ def test_an_unknown_backend_is_a_config_error(store):
 
 
 def test_loading_a_model_does_not_import_the_tiny_builder_unless_it_builds():
-    code = ("import sys, llava_app.engine.models, llava_app.engine.remote, llava_app.engine.local; "
-            "print('llava_app.engine.tiny' in sys.modules)")
+    code = ("import sys, llava_app.engine.local.models, llava_app.engine.remote, llava_app.engine.local.backend; "
+            "print('llava_app.engine.tiny.build' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "False"
@@ -140,7 +140,7 @@ def test_tiny_model_is_built_once(tiny_model_path):
 
 
 def test_a_local_folder_loads(tiny_model_path, store):
-    from llava_app.engine.local import LocalBackend
+    from llava_app.engine.local.backend import LocalBackend
 
     backend = LocalBackend(str(tiny_model_path("tiny-random-llava-next")), store, device="cpu")
     assert type(backend.model).__name__ == "LlavaNextForConditionalGeneration"
@@ -148,7 +148,7 @@ def test_a_local_folder_loads(tiny_model_path, store):
 
 
 def test_unknown_model_is_one_clear_line(store, monkeypatch):
-    from llava_app.engine.local import LocalBackend
+    from llava_app.engine.local.backend import LocalBackend
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelNotFoundError) as err:

@@ -1,4 +1,4 @@
-"""The local engine in a process of its own (engine/worker.py): the same answers as in the app's process,
+"""The local engine in a process of its own (engine/local/worker.py): the same answers as in the app's process,
 decoded together; Stop crosses the pipe within a step or two; errors arrive as the project's own; a
 child that dies ends the waiting answers with a clear message and leaves the app running; the config
 picks it when told to, and a model switch starts a new process and ends the old one."""
@@ -22,7 +22,7 @@ PARAMS = GenerationParams(max_new_tokens=24)
 
 @pytest.fixture(scope="module")
 def engine_process(tiny_cache, backend_images):
-    from llava_app.engine.worker import EngineProcess
+    from llava_app.engine.local.worker import EngineProcess
 
     engine = EngineProcess({"model": "tiny-random", "device": "cpu", "stream_delay": 0.01},
                            backend_images)
@@ -97,7 +97,7 @@ def test_a_failure_in_the_child_arrives_as_a_clear_error_and_the_engine_goes_on(
 
 
 def test_a_model_that_cannot_load_is_refused_where_the_engine_is_made(tmp_path):
-    from llava_app.engine.worker import EngineProcess
+    from llava_app.engine.local.worker import EngineProcess
 
     with pytest.raises(ModelNotFoundError):
         EngineProcess({"model": str(tmp_path / "no-such-model"), "device": "cpu"}, tmp_path / "images")
@@ -105,7 +105,7 @@ def test_a_model_that_cannot_load_is_refused_where_the_engine_is_made(tmp_path):
 
 def test_a_child_that_dies_ends_the_waiting_answer_with_a_message(tiny_cache, local_backend,
                                                                   backend_images):
-    from llava_app.engine.worker import EngineProcess
+    from llava_app.engine.local.worker import EngineProcess
 
     engine = EngineProcess({"model": "tiny-random", "device": "cpu", "stream_delay": 0.05},
                            backend_images)
@@ -124,8 +124,8 @@ def test_a_child_that_dies_ends_the_waiting_answer_with_a_message(tiny_cache, lo
 
 def test_the_config_runs_the_local_engine_in_its_own_process_when_told_to(tiny_cache, store):
     from llava_app.engine import make_app_backend, make_backend
-    from llava_app.engine.local import LocalBackend
-    from llava_app.engine.worker import EngineProcess
+    from llava_app.engine.local.backend import LocalBackend
+    from llava_app.engine.local.worker import EngineProcess
 
     assert not Config().engine_process and parse_config(["--engine-process"]).engine_process
     config = Config(model="tiny-random", device="cpu", allowed_models="tiny-random-llava-onevision",

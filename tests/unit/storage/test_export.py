@@ -79,7 +79,7 @@ def _same(a: Conversation, b: Conversation) -> None:
 
 @pytest.mark.parametrize("kind", ["json", "zip"])
 def test_round_trip_is_byte_for_byte_and_the_chat_continues(chat, kind, tmp_path):
-    from llava_app.engine.local import LocalBackend
+    from llava_app.engine.local.backend import LocalBackend
 
     service, conv = chat
     path = write(conv, kind, tmp_path / "out", model="tiny-random", system_prompt="Be brief.")

@@ -16,8 +16,8 @@ import pytest
 from conftest import make_image
 
 from llava_app.storage import fetch as fetch_module
-from llava_app.storage.fetch import FetchError, FetchPolicy, address_refusal, fetch_image, fetch_url, numeric_host
-from llava_app.storage.images import ImageError, ImageLimits
+from llava_app.storage.fetch import FetchError, FetchPolicy, address_refusal, fetch_url, numeric_host, url_name
+from llava_app.storage.images import ImageError, ImageLimits, decode_image
 
 PNG = make_image("orange", (30, 30))
 
@@ -191,8 +191,13 @@ def server():
 ALLOWED = FetchPolicy(allow_hosts=("127.0.0.1",), max_bytes=100_000, timeout_s=3.0)
 
 
+def fetch_image(url: str):
+    """A picture from ``url`` as the app takes one: fetched, then decoded as uploads are."""
+    return decode_image(fetch_url(url, ALLOWED).data, ImageLimits(), url_name(url))
+
+
 def test_an_allowed_host_is_fetched_and_decoded_as_uploads_are(server):
-    img = fetch_image(f"{server}/photo.png", ALLOWED, ImageLimits())
+    img = fetch_image(f"{server}/photo.png")
     assert img.size == (30, 30) and img.getpixel((1, 1)) == (255, 165, 0)
     redirected = fetch_url(f"{server}/to-photo", ALLOWED)
     assert redirected.data == PNG and redirected.url.endswith("/photo.png")
@@ -235,7 +240,7 @@ def test_non_image_responses_are_refused(server):
     with pytest.raises(FetchError, match="is text/html, not a picture, video or PDF"):
         fetch_url(f"{server}/page.html", ALLOWED)
     with pytest.raises(ImageError, match="lies.png is not an image this app reads"):
-        fetch_image(f"{server}/lies.png", ALLOWED, ImageLimits())  # labelled image/png; the bytes decide
+        fetch_image(f"{server}/lies.png")  # labelled image/png; the bytes decide
     with pytest.raises(FetchError, match="answered HTTP 404"):
         fetch_url(f"{server}/missing.png", ALLOWED)
 

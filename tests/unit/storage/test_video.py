@@ -6,11 +6,12 @@ import pytest
 from conftest import make_image
 from media_files import make_video
 
-from llava_app.chat.conversation import Conversation, ConversationRecord
+from llava_app.chat.conversation import Conversation
 from llava_app.chat.service import ChatService
 from llava_app.engine.base import Backend
 from llava_app.storage.images import ImageError
 from llava_app.storage.media import MediaOptions, decode_media, sniff_kind
+from llava_app.storage.records import ConversationRecord
 from llava_app.storage.video import VideoLimits, format_time, video_frames
 
 pytest.importorskip("av")

@@ -1,6 +1,6 @@
 """What the server sends the page for hostile text: no live tag, no loading image, escaped toasts.
 
-``tests/test_display.py`` covers ``display.chat_markdown`` itself; here the whole chat
+``tests/unit/web/test_display.py`` covers ``display.chat_markdown`` itself; here the whole chat
 value goes through Gradio's own Chatbot, with questions and answers full of attacks.
 """
 

@@ -16,52 +16,12 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from llava_app.engine.catalog import TINY_PRESETS, is_tiny  # noqa: F401 - the names accepted by --model
+from llava_app.engine.local.processors import make_image_only_onevision_processor, record_stock_processor_class
+from llava_app.engine.tiny.faithful import build_faithful, builder_version
+from llava_app.engine.tiny.presets import TINY_PRESETS
+from llava_app.engine.tiny.words import CHAT_TEMPLATE, SPECIAL, build_tokenizer
 
 BUILDER_VERSION = "5"  # bump when the recipe changes; old folders are rebuilt
-
-_WORDS = """
-the a an and or but of to in on at by for with from up down over under near far left right top bottom
-is are was were be been has have had do does did can could will would should may might must
-image picture photo scene chart diagram receipt table text label number total price item items
-red green blue yellow orange purple black white gray brown pink dark light bright color colors
-cat dog bird horse cow sheep fish tree trees flower grass sky cloud clouds sun moon star water river
-lake sea mountain hill road street car bus truck bike train boat plane house building door window
-wall floor roof room kitchen table chair bed sofa lamp book cup plate bowl bottle glass phone screen
-man woman person people child children boy girl hand face eye eyes hair shirt hat shoe bag box
-one two three four five six seven eight nine ten first second third last many few some all both
-big small large little long short tall wide round square circle triangle line lines shape shapes
-shows show contains appears looks seems there here this that these those it its they them their
-same different similar other another more less most least very quite also only just not no yes
-left middle center background foreground side edge corner front back inside outside between above below
-sunny cloudy rainy snowy day night morning evening old new clean busy quiet happy calm simple
-""".split()
-
-SPECIAL = {
-    "pad": "<pad>",
-    "unk": "<unk>",
-    "bos": "<s>",
-    "eos": "<|im_end|>",
-    "im_start": "<|im_start|>",
-    "image": "<image>",
-    "video": "<video>",
-}
-PUNCT = [".", ",", ":", "?", "!", "'", "(", ")", "-", "0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]
-
-# A ChatML template that renders content parts in order, so each image sits right
-# after its label. Written for these tiny models; real checkpoints bring their own.
-CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' }}"
-    "{% if message['content'] is string %}{{ message['content'] }}"
-    "{% else %}{% for part in message['content'] %}"
-    "{% if part['type'] == 'image' %}{{ '<image>\n' }}"
-    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
-    "{% endfor %}{% endif %}"
-    "{{ '<|im_end|>\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
 
 
 @dataclass(frozen=True)
@@ -103,31 +63,6 @@ def default_cache_dir() -> Path:
     """Where built tiny models live (``LLAVA_APP_CACHE`` or ~/.cache/llava-app)."""
     root = os.environ.get("LLAVA_APP_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "llava-app")
     return Path(root) / "tiny-models"
-
-
-def _build_tokenizer():
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    specials = list(SPECIAL.values())
-    vocab = {tok: i for i, tok in enumerate(specials + PUNCT + sorted(set(_WORDS)))}
-    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token=SPECIAL["unk"]))
-    core.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation(), pre_tokenizers.Digits(individual_digits=True)]
-    )
-    core.normalizer = None
-    # Word-level decoding joins tokens with spaces, so streamed text is readable words.
-    core.decoder = decoders.WordPiece(prefix="##", cleanup=True)
-    tok = PreTrainedTokenizerFast(
-        tokenizer_object=core,
-        pad_token=SPECIAL["pad"],
-        unk_token=SPECIAL["unk"],
-        bos_token=SPECIAL["bos"],
-        eos_token=SPECIAL["eos"],
-        additional_special_tokens=[SPECIAL["im_start"], SPECIAL["image"], SPECIAL["video"]],
-    )
-    tok.chat_template = CHAT_TEMPLATE
-    return tok
 
 
 def _sizes(spec: TinySpec, tokenizer) -> tuple[dict, dict]:
@@ -215,8 +150,6 @@ def _llava_onevision(spec: TinySpec, tokenizer, text: dict, vision: dict):
         LlavaOnevisionImageProcessorPil,
     )
 
-    from llava_app.engine.processors import make_image_only_onevision_processor
-
     side = spec.image_size
     config = LlavaOnevisionConfig(
         vision_config={"model_type": "siglip_vision_model", **vision},
@@ -267,7 +200,7 @@ def _build(spec: TinySpec, out: Path) -> None:
     import torch
     from transformers import AutoModelForImageTextToText
 
-    tokenizer = _build_tokenizer()
+    tokenizer = build_tokenizer()
     text, vision = _sizes(spec, tokenizer)
     config, processor = _FAMILIES[spec.family](spec, tokenizer, text, vision)
     torch.manual_seed(0)
@@ -278,28 +211,13 @@ def _build(spec: TinySpec, out: Path) -> None:
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.save_pretrained(out)
     processor.save_pretrained(out)
-    _fix_processor_class(out, spec.family)
+    record_stock_processor_class(out, spec.family)
     (out / "tiny_model.json").write_text(json.dumps({"builder": BUILDER_VERSION, **spec.__dict__}, indent=1))
-
-
-def _fix_processor_class(out: Path, family: str) -> None:
-    """Record the stock processor class, so AutoProcessor finds it where torchvision exists."""
-    if family != "llava_onevision":
-        return
-    for name in ("processor_config.json", "preprocessor_config.json", "tokenizer_config.json"):
-        f = out / name
-        if f.exists():
-            data = json.loads(f.read_text())
-            if "processor_class" in data:
-                data["processor_class"] = "LlavaOnevisionProcessor"
-                f.write_text(json.dumps(data, indent=2))
 
 
 def _builder_version(preset: str) -> str:
     """The recipe version a built folder must carry (faithful models: theirs, with the tokenizer's source)."""
     if TINY_PRESETS[preset] == "faithful":
-        from llava_app.engine.faithful import builder_version
-
         return builder_version(preset)
     return BUILDER_VERSION
 
@@ -337,8 +255,6 @@ def build_tiny_model(preset: str = "tiny-random", cache_dir: str | os.PathLike |
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root))
     try:
         if faithful:
-            from llava_app.engine.faithful import build_faithful
-
             build_faithful(preset, tmp, context_length)
         else:
             _build(spec, tmp)

@@ -1,6 +1,10 @@
-"""Processors the app builds itself: LLaVA-OneVision without its video processor (no torchvision)."""
+"""Processors the app builds itself: LLaVA-OneVision without its video processor (no torchvision), and the
+class recorded for it in a saved model folder."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 
 def _image_only_onevision_class():
@@ -28,3 +32,16 @@ def _image_only_onevision_class():
 def make_image_only_onevision_processor(image_processor, tokenizer, **kwargs):
     """Build the torchvision-free OneVision processor from its parts."""
     return _image_only_onevision_class()(image_processor, tokenizer, **kwargs)
+
+
+def record_stock_processor_class(out: Path, family: str) -> None:
+    """Record the stock processor class, so AutoProcessor finds it where torchvision exists."""
+    if family != "llava_onevision":
+        return
+    for name in ("processor_config.json", "preprocessor_config.json", "tokenizer_config.json"):
+        f = out / name
+        if f.exists():
+            data = json.loads(f.read_text())
+            if "processor_class" in data:
+                data["processor_class"] = "LlavaOnevisionProcessor"
+                f.write_text(json.dumps(data, indent=2))

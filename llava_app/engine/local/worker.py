@@ -38,6 +38,9 @@ from typing import Any
 
 from llava_app.engine.base import Backend, ChatRequest, Event, PromptInfo
 from llava_app.errors import EngineError, UserError
+from llava_app.faults import traceback_only
+
+log = logging.getLogger(__name__)
 
 #: how often the thread reading a stream looks at its request's ``cancel`` while no event comes (it looks after
 #: each event too). Not shorter: at 5 ms, 4 answers streaming woke the web server 800 times a second; the web
@@ -68,6 +71,14 @@ def _portable(exc: BaseException) -> BaseException:
     return EngineError(f"The model process failed ({type(exc).__name__}: {exc}).")
 
 
+def _for_parent(exc: BaseException, what: str) -> BaseException:
+    """``exc`` as the parent will raise it. An unexpected one is logged here first, with its traceback (which
+    does not cross the pipe) and without its message, as the web server logs its own."""
+    if not isinstance(exc, UserError):
+        log.error("%s failed in the model process: %s", what, type(exc).__name__, exc_info=traceback_only(exc))
+    return _portable(exc)
+
+
 # ----- the child ---------------------------------------------------------------------------------
 def serve(conn, kwargs: dict[str, Any], store_root: str, log_level: int) -> None:
     """The child's main: load the engine, then serve the parent until it says close (or goes away)."""
@@ -77,13 +88,13 @@ def serve(conn, kwargs: dict[str, Any], store_root: str, log_level: int) -> None
     if hasattr(os, "nice"):  # the web's short bursts (an upload, a streamed chunk) come first
         os.nice(ENGINE_NICE)
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from llava_app.engine.local import LocalBackend
+    from llava_app.engine.local.backend import LocalBackend
     from llava_app.storage.images import ImageStore
 
     try:
         backend = LocalBackend(image_store=ImageStore(store_root), **kwargs)
     except BaseException as exc:  # noqa: BLE001 - the parent raises it where the engine is made
-        conn.send(("failed", _portable(exc)))
+        conn.send(("failed", _for_parent(exc, "loading the model")))
         return
     conn.send(("ready", {name: getattr(backend, name) for name in FACTS}))
     Child(conn, backend).run()
@@ -136,7 +147,7 @@ class Child:
             for event in self.backend.stream(request):
                 self.send(("event", rid, event))
         except BaseException as exc:  # noqa: BLE001 - the parent's consumer raises it
-            error = _portable(exc)
+            error = _for_parent(exc, "an answer")
         finally:
             self.cancels.pop(rid, None)
         try:
@@ -148,7 +159,7 @@ class Child:
         try:
             reply = ("reply", cid, True, getattr(self.backend, method)(*args))
         except BaseException as exc:  # noqa: BLE001 - raised in the parent's caller
-            reply = ("reply", cid, False, _portable(exc))
+            reply = ("reply", cid, False, _for_parent(exc, method))
         try:
             self.send(reply)
         except (OSError, ValueError):

@@ -31,7 +31,7 @@ def vocab_dirs() -> list[Path]:
         dirs.append(Path(os.environ["LLAVA_APP_VOCAB_DIR"]))
     here = Path(__file__).resolve().parent
     dirs.append(here / "vocab")  # vendored with the package
-    dirs.append(here.parents[2] / "shared" / "vocab")  # ../shared/vocab beside the checkout
+    dirs.append(here.parents[3] / "shared" / "vocab")  # ../shared/vocab beside the checkout
     return dirs
 
 

@@ -20,8 +20,8 @@ from llava_app.engine.base import (
     Usage,
     image_refs,
 )
-from llava_app.engine.catalog import is_tiny
-from llava_app.engine.streaming import LockedDecoder, eager_streamer, texts, user_facing
+from llava_app.engine.local.streaming import LockedDecoder, eager_streamer, texts, user_facing
+from llava_app.engine.tiny.presets import is_tiny
 from llava_app.errors import EngineError, MissingDependency
 from llava_app.storage.images import ImageStore, ModelImageSize
 
@@ -93,8 +93,8 @@ class LocalBackend(Backend):
                  context_length: int | None = None, kv_cache_bytes: int = 2048 * 2**20,
                  feature_cache_bytes: int = 512 * 2**20, max_batch: int = 0, batch: bool = True):
         _require_torch()
-        from llava_app.engine.kvcache import PrefixReuse, RunStats
-        from llava_app.engine.models import LoadOptions, load_model_and_processor
+        from llava_app.engine.local.kvcache import PrefixReuse, RunStats
+        from llava_app.engine.local.models import LoadOptions, load_model_and_processor
 
         started = time.perf_counter()
         self.model, self.processor, self.path = load_model_and_processor(
@@ -125,8 +125,8 @@ class LocalBackend(Backend):
 
     def _scheduler(self, max_batch: int, kv_budget_bytes: int):
         """The batching scheduler, where this model's cache and attention allow it (else None)."""
-        from llava_app.engine.batch_kv import register_rows_attention
-        from llava_app.engine.batching import Scheduler
+        from llava_app.engine.local.batch_kv import register_rows_attention
+        from llava_app.engine.local.batching import Scheduler
 
         text = self.model.config.get_text_config()
         if not self.reuse.full_attention() or text._attn_implementation != "sdpa":
@@ -136,7 +136,7 @@ class LocalBackend(Backend):
         try:
             self.model.set_attn_implementation({"text_config": register_rows_attention()})
         except Exception as exc:  # noqa: BLE001 - a transformers release without this: one answer at a time
-            log.warning("batched decoding is off: the row-wise attention could not be set (%s)", exc)
+            log.warning("batched decoding is off: the row-wise attention could not be set (%s)", exc, exc_info=True)
             return None
         if text._attn_implementation != register_rows_attention():
             log.warning("batched decoding is off: transformers kept %s attention", text._attn_implementation)
@@ -230,7 +230,7 @@ class LocalBackend(Backend):
 
     def _stream_batched(self, request: ChatRequest) -> Iterator[Event]:
         """The request's events while the scheduler prefills it and decodes it with the others."""
-        from llava_app.engine.batching import Job
+        from llava_app.engine.local.batching import Job
 
         if request.cancel.is_set():
             return

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from llava_app.engine.base import Backend, ChatRequest, Event, GenerationParams, PromptInfo, image_refs
-from llava_app.engine.spaces_support import gpu_seconds
+from llava_app.engine.hosting.spaces import gpu_seconds
 
 # Engines by key, reachable from ZeroGPU's forked worker (arguments must be picklable,
 # a model is not). Holds engines, never conversations.

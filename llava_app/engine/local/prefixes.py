@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from llava_app.engine.lru import ByteLRU, cache_nbytes
+from llava_app.engine.local.lru import ByteLRU, cache_nbytes
 
 #: the most prefixes kept for one session (its least recently used go first)
 PER_SESSION = 8

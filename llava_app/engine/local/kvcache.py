@@ -31,11 +31,11 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
-from llava_app.engine.compat import processing_kwargs
-from llava_app.engine.lru import ByteLRU
-from llava_app.engine.prefixes import CachedPrefix, ImageSpan, SessionPrefixes, common_prefix, entry_for  # noqa: F401 - also imported from here
-from llava_app.engine.prompt_ids import PromptIds
-from llava_app.engine.token_record import TokenRecords
+from llava_app.engine.local.compat import processing_kwargs
+from llava_app.engine.local.lru import ByteLRU
+from llava_app.engine.local.prefixes import ImageSpan, SessionPrefixes, entry_for
+from llava_app.engine.local.prompt_ids import PromptIds
+from llava_app.engine.local.token_record import TokenRecords
 
 log = logging.getLogger(__name__)
 

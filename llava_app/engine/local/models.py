@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llava_app.engine.catalog import is_tiny
+from llava_app.engine.tiny.presets import is_tiny
 from llava_app.errors import ConfigError, MissingDependency, ModelNotFoundError, UserError
 
 log = logging.getLogger(__name__)
@@ -20,7 +20,7 @@ def load_processor(path: str, **hub_kwargs):
     """``AutoProcessor.from_pretrained``, with the torchvision-free OneVision fallback."""
     from transformers import AutoConfig, AutoProcessor
 
-    from llava_app.engine.processors import make_image_only_onevision_processor
+    from llava_app.engine.local.processors import make_image_only_onevision_processor
 
     try:
         return AutoProcessor.from_pretrained(path, **hub_kwargs)
@@ -173,7 +173,7 @@ def model_load_kwargs(options: LoadOptions) -> dict[str, Any]:
     if quant is not None:
         require_bitsandbytes()
         kwargs["quantization_config"] = quant
-    from llava_app.engine.spaces_support import on_zerogpu
+    from llava_app.engine.hosting.spaces import on_zerogpu
 
     # ZeroGPU packs the weights that ``.to("cuda")`` placed at start-up and moves them to
     # the GPU it lends per call; accelerate's device_map would query a GPU that is not there yet.
@@ -244,7 +244,7 @@ def load_model_and_processor(name: str, options: LoadOptions):
     """
     kwargs = model_load_kwargs(options)  # device and quantisation mistakes are told before any loading
     if is_tiny(name):
-        from llava_app.engine.tiny import build_tiny_model
+        from llava_app.engine.tiny.build import build_tiny_model
 
         path = str(build_tiny_model(name))
     else:
@@ -262,7 +262,7 @@ def load_model_and_processor(name: str, options: LoadOptions):
     model.eval()
     if "device_map" not in kwargs and "quantization_config" not in kwargs:
         model.to(resolve_device(options.device))
-    from llava_app.engine.cpu_linears import install
+    from llava_app.engine.local.cpu_linears import install
 
     install(model)  # a decode step's few-row products on a CPU (cpu_linears.py); nothing elsewhere
     return model, processor, path

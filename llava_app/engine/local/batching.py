@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llava_app.engine.base import ChatRequest, PromptInfo, PromptReady, Queued
-from llava_app.engine.batch_kv import BatchKV
+from llava_app.engine.local.batch_kv import BatchKV
 from llava_app.errors import EngineError
 from llava_app.faults import is_out_of_memory, release_memory
 
