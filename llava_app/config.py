@@ -141,7 +141,8 @@ _HELP: dict[str, str] = {
     "(e.g. an intranet picture server; '*.example.com' for a domain and its subdomains); for --image-urls and "
     "--openai-api-image-urls",
     "image_url_timeout": "seconds one URL fetch may take in all, redirects included",
-    "video_frames": "keyframes taken from a video, evenly spaced (a user may ask for up to --max-images-per-message); videos, like "
+    "video_frames": "keyframes taken from a video, evenly spaced (a user may ask for up to "
+    "--max-images-per-message); videos, like "
     "every upload, are at most --max-upload-mb",
     "max_video_seconds": "longest video accepted, in seconds",
     "allowed_models": "comma-separated models the page's picker may load (ids, local folders, tiny-random names); "
@@ -167,7 +168,8 @@ _HELP: dict[str, str] = {
     "encoded once per model; 0 turns the cache off",
 }
 SWITCHING_MODES = ("off", "admins", "everyone")
-_CHOICES = {"backend": ["local", "openai"], "model_switching": list(SWITCHING_MODES), "dtype": ["auto", "float32", "float16", "bfloat16"]}
+_CHOICES = {"backend": ["local", "openai"], "model_switching": list(SWITCHING_MODES),
+            "dtype": ["auto", "float32", "float16", "bfloat16"]}
 
 
 def _parse_bool(text: str) -> bool:

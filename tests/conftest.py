@@ -20,6 +20,10 @@ from PIL import Image
 # depend on one). Set before anything imports huggingface_hub, which reads it once.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+# One torch thread per test process (and the servers and engine processes they start): the suite runs in
+# several processes on two cores, where a second thread each only spins waiting for the other (measured:
+# the engine tests took 22% less CPU time, and no longer, with one). Set before anything imports torch.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 TINY_FAMILIES = ["tiny-random", "tiny-random-llava-next", "tiny-random-llava-onevision"]
 

@@ -23,7 +23,8 @@ Side by side in one run: 2.21x the old way, 2.52x with the connections made firs
 
 Every client sends its own picture with the same question, greedy, ``--new-tokens`` each (the bench
 model never ends early: its special tokens' logits are zero, see ``faithful._randomise``, so every
-answer is that many tokens; a model that can end early is counted as if it had not). Prints a table and writes JSON (``--out``). On a GPU:
+answer is that many tokens; a model that can end early is counted as if it had not). Prints a table and
+writes JSON (``--out``). On a GPU:
 ``python -m llava_app.benchmarks.concurrency --device cuda --model llava-hf/llava-interleave-qwen-0.5b-hf``
 (a model from the Hub, downloaded once; ``--batch 8`` for the GPU's default batch).
 """
@@ -206,7 +207,8 @@ def alone_and_late(args, server: Server, batch: int, pictures: list[Path]) -> di
     for _ in range(repeats):  # in pairs: the machine's load drifts between them
         late_alone.append(ask(server.url, pictures[-1])["ttft_s"])
         late.append(at_once(server.url, pictures[:-1], late=pictures[-1])[1]["ttft_s"])
-    note(f"--max-batch {batch}: late arrival {[round(x, 3) for x in late]} s, alone {[round(x, 3) for x in late_alone]} s")
+    note(f"--max-batch {batch}: late arrival {[round(x, 3) for x in late]} s, "
+         f"alone {[round(x, 3) for x in late_alone]} s")
     return {"max_batch": batch, "alone": alone, "alone_texts": [r["text"] for r in alone],
             "alone_ttft_s": [r["ttft_s"] for r in alone], "late_alone_ttft_s": statistics.median(late_alone),
             "late_ttft_s": statistics.median(late), "late_alone_runs_s": late_alone, "late_runs_s": late,
@@ -269,7 +271,8 @@ def table(r: dict[str, Any]) -> str:
         "|---|---|---|",
         f"| aggregate rate, all asking at once, median of {r['rounds']} rounds (tokens/s) | {s['rate_tok_s']:.1f} "
         f"| {b['rate_tok_s']:.1f} (**{r['rate_ratio']:.2f}x**, median of the rounds' ratios) |",
-        f"| time from the requests to the last answer, median (s) | {s['together_span_s']:.1f} | {b['together_span_s']:.1f} |",
+        f"| time from the requests to the last answer, median (s) | {s['together_span_s']:.1f} "
+        f"| {b['together_span_s']:.1f} |",
         f"| answers identical to each client's answer alone | {sum(s['identical_to_alone'])}/{r['clients']} "
         f"| {sum(b['identical_to_alone'])}/{r['clients']} |",
         f"| time to first chunk alone, median (ms) | {ms(statistics.median(s['alone_ttft_s']))} "

@@ -1,7 +1,8 @@
 """What fitting the context window costs per turn, beside the generation it guards.
 
 A long chat with three LLaVA-1.5-sized images (576 tokens each) on the ``tiny-random-bench``
-model, in a 2,560-token window (room for a dozen turns beside the images): for each turn, the time to count (and, at a drop, to choose
+model, in a 2,560-token window (room for a dozen turns beside the images): for each turn, the time to
+count (and, at a drop, to choose
 the turns to drop) and the time to generate the answer, measured side by side in one run.
 Prints a table and writes JSON.
 
@@ -102,7 +103,8 @@ def print_table(result: dict, turns: int) -> None:
     for name in ("plain_turns", "drop_turns"):
         s = result[name]
         if s["turns"]:
-            print(f"{name:<14}{s['turns']:>4}{s['fit_ms']:>10.1f}{s['generate_ms']:>14.1f}{100 * s['fit_share']:>10.1f}%")
+            print(f"{name:<14}{s['turns']:>4}{s['fit_ms']:>10.1f}{s['generate_ms']:>14.1f}"
+                  f"{100 * s['fit_share']:>10.1f}%")
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -159,7 +159,8 @@ def table(report: dict[str, Any]) -> str:
     lines = ["| step | TTFT naive (s) | TTFT ours (s) | naive/ours | prefilled naive | prefilled ours "
              "| vision calls (images) naive | vision calls (images) ours | same tokens |",
              "|---|---|---|---|---|---|---|---|---|"]
-    middle = sorted(report["edits"], key=lambda e: e["naive"]["ttft_s"] / e["ours"]["ttft_s"])[len(report["edits"]) // 2]
+    by_ratio = sorted(report["edits"], key=lambda e: e["naive"]["ttft_s"] / e["ours"]["ttft_s"])
+    middle = by_ratio[len(report["edits"]) // 2]
     lines.append(row("edit turn 3 of 6 (median)", middle["naive"], middle["ours"], middle["same_tokens"]))
     back = report["switch_back"]
     lines.append(row("switch back, ask", back["naive"], back["ours"], back["same_tokens"]))

@@ -115,8 +115,9 @@ def table(report: dict[str, Any]) -> str:
             f"gradio_client {s['app_tok_s']:.0f} tok/s, ratio {s['rate_ratio']:.2f}. End to end (request to last "
             f"token): raw {s['raw_e2e_tok_s']:.0f} tok/s, app {s['app_e2e_tok_s']:.0f} tok/s, ratio "
             f"{s['e2e_rate_ratio']:.2f}; first chunk after {s['raw_first_chunk_s']:.2f} s raw, "
-            f"{s['app_first_chunk_s']:.2f} s app, {s['floor_first_chunk_s']:.2f} s for a bare Gradio streaming endpoint "
-            f"(the app's own part: {1000 * s['app_own_first_chunk_s']:.0f} ms). CPU per token: raw {s['raw_cpu_ms_per_token']:.2f} ms, app server "
+            f"{s['app_first_chunk_s']:.2f} s app, {s['floor_first_chunk_s']:.2f} s for a bare Gradio "
+            f"streaming endpoint (the app's own part: {1000 * s['app_own_first_chunk_s']:.0f} ms). CPU per "
+            f"token: raw {s['raw_cpu_ms_per_token']:.2f} ms, app server "
             f"{s['app_server_cpu_ms_per_token']:.2f} ms ({s['updates_per_answer']:.0f} updates per answer). "
             f"Same text: {'yes' if s['same_text'] else 'NO'}.")
     lines.append("")

@@ -217,7 +217,8 @@ def run(args, picture: Path) -> dict[str, Any]:
             follow.append({"ttft_s": first - submitted, "stages": s, "prefilled_tokens": run_stats.prefilled_tokens,
                            "reused_tokens": run_stats.reused_tokens, "prompt_tokens": run_stats.prompt_tokens,
                            "prefill_cpu_s": probe.prefill_cpu,
-                           "forwards_before_text": sum(1 for a, _ in probe.forwards if a < probe.marks["engine_text"][0])})
+                           "forwards_before_text": sum(1 for a, _ in probe.forwards
+                                                       if a < probe.marks["engine_text"][0])})
             b0, b1, _ = first_chunk(bare, "/stream", "a bare answer")
             floor.append(b1 - b0)
             print(f"  follow-up {k + 1}: {1000 * (first - submitted):6.1f} ms (prefilled "

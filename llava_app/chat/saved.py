@@ -190,7 +190,8 @@ class BrowserSaves:
             raise UserError("That conversation is not in this browser's list.")
 
     def delete(self, conv: Conversation, row: str) -> None:
-        """Delete one of the browser's saved conversations (deleting the open one leaves it unsaved until it changes)."""
+        """Delete one of the browser's saved conversations (deleting the open one leaves it unsaved until it
+        changes)."""
         owner = self.owner_of(conv)
         if self.saved is None or owner is None or not self.saved.delete(row, owner):
             raise UserError("That conversation is not in this browser's list.")

@@ -80,7 +80,8 @@ class Shares:
         return token, now + self.ttl_s
 
     def get(self, token: str) -> tuple[ConversationRecord, float] | None:
-        """The snapshot and its expiry time, with its image files in ``files``; None when unknown, expired or revoked."""
+        """The snapshot and its expiry time, with its image files in ``files``; None when unknown, expired or
+        revoked."""
         if not isinstance(token, str) or not _TOKEN.match(token):
             return None
         with self._db() as db:

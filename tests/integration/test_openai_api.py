@@ -31,8 +31,8 @@ def api(tmp_path_factory, tiny_cache):
     with launched_app(config) as (url, app, demo):
         url = url.rstrip("/")
         client = openai.OpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0, timeout=60)
-        yield SimpleNamespace(url=url, app=app, demo=demo, service=app.service, backend=app.service.backend, client=client,
-                              config=config)
+        yield SimpleNamespace(url=url, app=app, demo=demo, service=app.service, backend=app.service.backend,
+                              client=client, config=config)
 
 
 def data_url(color, size=(64, 48), fmt="PNG") -> str:

@@ -243,7 +243,8 @@ class Scheduler:
             job.prepared = engine.reuse.prepare(request.session_id, job.text, job.shas, request.new_branch)
             job.stats = engine.last_run = job.prepared.stats
             job.out.put(PromptReady(PromptInfo(text=job.text, n_images=len(job.shas), image_labels=job.labels,
-                                               n_tokens=job.stats.prompt_tokens, n_image_tokens=job.stats.image_tokens)))
+                                               n_tokens=job.stats.prompt_tokens,
+                                               n_image_tokens=job.stats.image_tokens)))
             job.sampler = Sampler(job.kwargs, request.params.seed, engine.device)
             out = engine.model.generate(**job.prepared.generate_kwargs, max_new_tokens=1, do_sample=False,
                                         temperature=None, top_p=None, top_k=None, return_dict_in_generate=True,

@@ -192,7 +192,8 @@ def _describe_missing(name: str, exc: Exception) -> str:
     local = Path(name).expanduser()
     if local.exists():
         return (
-            f"Could not load the model from the folder {local}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}. "
+            f"Could not load the model from the folder {local}: {type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:200]}. "
             "Check that it holds a transformers checkpoint (config.json, weights, processor files)."
         )
     return (

@@ -206,7 +206,8 @@ def test_export_and_import_keep_the_branches_and_the_finetune_record_takes_the_b
     back = import_conversation(path, store, max_images=8).conversation
     assert shown(back) == shown(conv) and branches.describe(back) == branches.describe(conv)
     branches.switch(back, 1, 0)
-    assert shown(back)[1:] == [("q2", "a2"), ("q3", "a3")] and [im.label for im in back.images] == ["Image 1", "Image 2"]
+    assert shown(back)[1:] == [("q2", "a2"), ("q3", "a3")]
+    assert [im.label for im in back.images] == ["Image 1", "Image 2"]
     record = finetune_record(conv.to_record())
     assert [m["content"] for m in record["messages"] if m["role"] == "user"] == ["Image 1: <image>\nq1", "q2 edited"]
     assert len(record["images"]) == 1

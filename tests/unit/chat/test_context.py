@@ -77,7 +77,8 @@ def _chat(service, conv, n_turns, images_at, params, system_prompt="You are help
         service.ask(conv, f"what is the color of the thing on the left in picture {k}")
         for _ in service.stream_answer(conv, params, system_prompt):
             pass
-        turns.append({"answer": conv.turns[-1].assistant, "first_visible": conv.first_visible, "info": conv.last_prompt})
+        turns.append({"answer": conv.turns[-1].assistant, "first_visible": conv.first_visible,
+                      "info": conv.last_prompt})
     return turns
 
 
@@ -89,7 +90,8 @@ def long_chat(small_window_backend, tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("long-chat")
     images = {}
-    for turn, (color, size) in zip([0, 3, 7], [("red", (64, 48)), ("blue", (40, 90)), ("green", (80, 80))], strict=False):
+    for turn, (color, size) in zip([0, 3, 7], [("red", (64, 48)), ("blue", (40, 90)), ("green", (80, 80))],
+                                   strict=True):
         images[turn] = folder / f"{color}.png"
         images[turn].write_bytes(make_image(color, size))
     service = _service(small_window_backend)
@@ -175,7 +177,8 @@ def test_summarize_dropped_replaces_dropped_turns_by_a_summary_the_model_writes(
     assert written and conv.context_summary == written
     prompt = turns[-1]["info"].text
     assert f"{SUMMARY_LEAD} {written}" in prompt
-    assert prompt.index(SUMMARY_LEAD) < prompt.index("Image 1:<image>") < prompt.index(conv.turns[conv.first_visible].user)
+    first_kept = conv.turns[conv.first_visible].user
+    assert prompt.index(SUMMARY_LEAD) < prompt.index("Image 1:<image>") < prompt.index(first_kept)
     assert turns[-1]["info"].image_labels == ["Image 1", "Image 2"]
     assert conv.summary()["context"]["summary"] == written
     if len(summary_calls) > 1:  # a later summary folds in the earlier one

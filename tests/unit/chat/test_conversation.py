@@ -147,7 +147,8 @@ def _record(images, turns, next_number=1):
     from llava_app.storage.records import ConversationRecord, ImageRecord, TurnRecord
 
     return ConversationRecord(
-        images=[ImageRecord(number=n, sha256=sha, width=10, height=10, turn=t, name=f"{sha}.png") for n, sha, t in images],
+        images=[ImageRecord(number=n, sha256=sha, width=10, height=10, turn=t, name=f"{sha}.png")
+                for n, sha, t in images],
         turns=[TurnRecord(user=u, assistant=a) for u, a in turns], next_number=next_number,
         files={sha: f"/img/{sha}.png" for _, sha, _ in images})
 

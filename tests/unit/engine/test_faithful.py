@@ -61,7 +61,8 @@ def fixed_conversation(backend, a1="The first is red, 你好 😀.", a2="Image 2
 
 
 def processor_inputs(backend, text, messages):
-    pictures = [Image.open(p["ref"].path).convert("RGB") for m in messages for p in m["content"] if p["type"] == "image"]
+    pictures = [Image.open(p["ref"].path).convert("RGB")
+                for m in messages for p in m["content"] if p["type"] == "image"]
     return backend.processor(text=text, images=pictures, return_tensors="pt")
 
 
@@ -232,7 +233,8 @@ def test_without_the_vocabularies_the_build_falls_back_to_words_and_says_so(monk
     assert info["builder"].endswith("-fallback")  # rebuilt with the real tokenizer once it is there
     processor = load_processor(str(path))
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is this?"}]}]
-    assert processor.apply_chat_template(messages, add_generation_prompt=True) == "USER: <image>\nWhat is this? ASSISTANT:"
+    rendered = processor.apply_chat_template(messages, add_generation_prompt=True)
+    assert rendered == "USER: <image>\nWhat is this? ASSISTANT:"
     # The fidelity tests skip on such a model, and fail under CI=true.
     paths = {"tiny-faithful-llava": path}
     monkeypatch.delenv("CI", raising=False)

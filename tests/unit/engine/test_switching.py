@@ -251,7 +251,7 @@ def test_by_default_nobody_gets_the_picker_or_the_endpoint(config, tmp_path):
     backend = _switchable(config, ImageStore(os.path.join(config.data_dir, "images")))
     with launched_app(config, backend=backend) as (url, _, demo):
         assert not any(getattr(b, "elem_id", None) == "model-picker" for b in demo.blocks.values())
-        with pytest.raises(Exception):
+        with pytest.raises(ValueError, match="Cannot find a function with `api_name`: /switch_model"):
             Client(url, verbose=False).predict(OTHER, api_name="/switch_model")
         assert backend.model_name == "tiny-random"
 

@@ -33,10 +33,12 @@ def engine_process(tiny_cache, backend_images):
 def test_answers_from_the_process_are_the_answers_in_process_decoded_together(engine_process, local_backend):
     here = local_backend("tiny-random")
     assert engine_process.max_concurrency == here.max_concurrency == 4
-    assert (engine_process.model_name, engine_process.is_random, engine_process.counts_tokens) == ("tiny-random", True, True)
+    facts = (engine_process.model_name, engine_process.is_random, engine_process.counts_tokens)
+    assert facts == ("tiny-random", True, True)
     assert engine_process.context_length == here.context_length
     convs = conversations(here)  # the same image store folder: the child opens the same files
-    assert [engine_process.count_tokens(c.messages()) for c in convs] == [here.count_tokens(c.messages()) for c in convs]
+    assert [engine_process.count_tokens(c.messages()) for c in convs] == \
+        [here.count_tokens(c.messages()) for c in convs]
     assert engine_process.image_resolution() == here.image_resolution()
     solo = [alone(here, c, PARAMS) for c in convs]
     answers = [Answer(engine_process, c, PARAMS, session=False).start() for c in convs]
@@ -65,7 +67,8 @@ def test_stopping_an_answer_waiting_in_line_ends_it_though_no_event_crosses_the_
     """A fifth answer waits for a row: after its place, nothing comes through the pipe for it, so the reader
     sees its Stop by its timeout (``CANCEL_POLL_S``), not after the next event (that would be once a row frees)."""
     convs = conversations(local_backend("tiny-random"), n=5)
-    running = [Answer(engine_process, c, GenerationParams(max_new_tokens=200), session=False).start() for c in convs[:4]]
+    running = [Answer(engine_process, c, GenerationParams(max_new_tokens=200), session=False).start()
+               for c in convs[:4]]
     for a in running:
         assert a.first_text.wait(60)
     waiting = Answer(engine_process, convs[4], PARAMS, session=False).start()

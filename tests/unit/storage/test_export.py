@@ -278,7 +278,8 @@ def test_two_exports_go_into_one_dataset_folder_as_the_readme_says(tmp_path):
     merged: list[dict] = []
     for first, colors, prompt in [("a", ["red", "blue", "green", "white"], "Be brief."),
                                   ("b", ["black", "yellow", "purple", "orange"], "")]:
-        path = write(_photo_chat(tmp_path / first, colors, first), "zip", tmp_path / first / "out", system_prompt=prompt)
+        path = write(_photo_chat(tmp_path / first, colors, first), "zip", tmp_path / first / "out",
+                     system_prompt=prompt)
         with zipfile.ZipFile(path) as zf:
             for member in zf.namelist():
                 if member.startswith("images/"):

@@ -245,7 +245,8 @@ def test_a_row_saved_in_the_earlier_format_still_loads(saved, store):
         "images": [{"number": 1, "sha256": red.sha256, "width": 16, "height": 12, "joined_at": 0, "name": "red.png"},
                    {"number": 2, "sha256": blue.sha256, "width": 17, "height": 12, "joined_at": 1,
                     "name": "blue.png"}],
-        "turns": [{"user": "q1", "assistant": "a1", "stopped": False}, {"user": "q2", "assistant": "a2", "stopped": True}],
+        "turns": [{"user": "q1", "assistant": "a1", "stopped": False},
+                  {"user": "q2", "assistant": "a2", "stopped": True}],
         "last_prompt": {"text": "USER: ...", "n_images": 1, "n_tokens": 42, "image_labels": ["Image 2"]},
     }
     with sqlite3.connect(saved.db_path) as db:

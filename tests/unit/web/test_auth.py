@@ -48,9 +48,9 @@ def test_login_is_required_when_users_are_set(tmp_path, local_backend):
                     auth_file=str(users))
     with launched_app(config, local_backend()) as (url, _, _):
         assert httpx.get(url + "config").status_code == 401
-        with pytest.raises(Exception):
+        with pytest.raises(ValueError, match="Could not fetch config"):
             Client(url, verbose=False)
-        with pytest.raises(Exception):
+        with pytest.raises(ValueError, match="Could not login"):
             Client(url, auth=("ann", "wrong"), verbose=False)
         client = Client(url, auth=("ann", "correct horse"), verbose=False)
         assert client.predict("hello", [], api_name="/chat").strip()
