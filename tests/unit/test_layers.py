@@ -117,7 +117,7 @@ def test_no_function_over_80_lines():
 
 def test_importing_the_app_layers_loads_neither_torch_nor_transformers():
     code = ("import sys; import llava_app.config, llava_app.chat.conversation, llava_app.chat.service, "
-            "llava_app.storage.images, llava_app.engine, llava_app.application, llava_app.web.page; "
+            "llava_app.storage.images, llava_app.engine, llava_app.application, llava_app.web.page.main; "
             "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=PACKAGE.parent, capture_output=True, text=True,
                          timeout=120)

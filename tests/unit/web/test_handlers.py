@@ -13,7 +13,7 @@ from fakes import RecordingBackend
 from llava_app.application import create_app
 from llava_app.chat.conversation import Conversation
 from llava_app.config import Config
-from llava_app.web.handlers import ChatHandlers
+from llava_app.web.handlers.chat import ChatHandlers
 
 
 @pytest.fixture

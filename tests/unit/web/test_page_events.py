@@ -6,7 +6,7 @@ from fakes import RecordingBackend
 
 from llava_app.application import create_app
 from llava_app.config import Config
-from llava_app.web.page import build_demo
+from llava_app.web.page.main import build_demo
 
 
 def test_only_the_pages_own_load_handler_sets_the_conversation_on_load(tmp_path):

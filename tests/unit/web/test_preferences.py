@@ -15,8 +15,8 @@ from llava_app.chat.saved import BrowserSaves
 from llava_app.config import Config
 from llava_app.storage.images import ImageStore
 from llava_app.storage.saved import SavedConversations, new_browser_token
-from llava_app.web.handlers import ELSEWHERE, ChatHandlers
-from llava_app.web.session_handlers import SessionHandlers
+from llava_app.web.handlers.chat import ELSEWHERE, ChatHandlers
+from llava_app.web.handlers.session import SessionHandlers
 from llava_app.web.translations import localize
 
 

@@ -1,5 +1,5 @@
 """The API-only endpoints on hidden components: /chat, /context, /reset, /edit, /branch, /conversations,
-/open, /share and /revoke (the page's own events are wired in ``page``)."""
+/open, /share and /revoke (the page's own events are wired in ``main``)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING
 import gradio as gr
 
 from llava_app.application import App
-from llava_app.web.handlers import ChatHandlers
+from llava_app.web.handlers.chat import ChatHandlers
 
 if TYPE_CHECKING:  # pragma: no cover
-    from llava_app.web.page import Page
+    from llava_app.web.page.main import Page
 
 #: generations of the page and of the API share one concurrency group (the model)
 GENERATION_CONCURRENCY_ID = "model"

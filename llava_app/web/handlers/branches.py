@@ -19,8 +19,8 @@ import gradio as gr
 from llava_app.chat import branches
 from llava_app.chat.conversation import Conversation
 from llava_app.errors import UserError
-from llava_app.web import views
-from llava_app.web.streaming import iterate_in_thread
+from llava_app.web.cancellable import iterate_in_thread
+from llava_app.web.handlers import views
 from llava_app.web.translations import localize
 
 log = logging.getLogger(__name__)
@@ -48,19 +48,19 @@ def whole(value: Any, what: str) -> int:
 
 
 def _message(exc: BaseException) -> str:
-    from llava_app.web.handlers import page_message  # handlers.py imports this module
+    from llava_app.web.handlers.chat import page_message  # handlers.py imports this module
 
     return page_message(exc)
 
 
 def _lang(request: Any) -> str:
-    from llava_app.web.handlers import language
+    from llava_app.web.handlers.chat import language
 
     return language(request)
 
 
 def _files(value: Any) -> list[tuple[str, str]]:
-    from llava_app.web.inputs import file_paths
+    from llava_app.web.handlers.inputs import file_paths
 
     return file_paths(value)
 
@@ -207,7 +207,7 @@ class BranchingHandlers:
         with the pictures kept and those in the box added. Returns ``on_submit``'s outputs and the edit bar's."""
         if editing is None:
             return *self.on_submit(value, conv, request), gr.skip(), gr.skip(), gr.skip()
-        from llava_app.web.inputs import message_files, message_text
+        from llava_app.web.handlers.inputs import message_files, message_text
 
         kept = set(keep or [])
         turn = whole(editing, "turn")

@@ -1,7 +1,7 @@
 """Handlers of what belongs to a visitor rather than to a conversation: settings kept per browser,
 who may switch the model, and the tab that finds its browser's conversation open elsewhere.
 
-Apart from ``ChatHandlers`` (the conversation's events); ``page._wire_preferences`` wires them.
+Apart from ``ChatHandlers`` (the conversation's events); ``page.main._wire_preferences`` wires them.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from typing import Any
 import gradio as gr
 
 from llava_app.application import App
-from llava_app.web.handlers import language, page_message
+from llava_app.web.handlers.chat import language, page_message
+from llava_app.web.handlers.switch_policy import REFUSED, SwitchPolicy
 from llava_app.web.i18n import T, model_line
-from llava_app.web.switching import REFUSED, SwitchPolicy
 from llava_app.web.translations import localize
 
 MAX_SYSTEM_PROMPT_CHARS = 8000  # a longer saved value is not restored (localStorage is the user's to edit)

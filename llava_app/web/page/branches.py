@@ -18,8 +18,8 @@ import gradio as gr
 from llava_app.web.i18n import T
 
 if TYPE_CHECKING:  # pragma: no cover
-    from llava_app.web.handlers import ChatHandlers
-    from llava_app.web.page import Page
+    from llava_app.web.handlers.chat import ChatHandlers
+    from llava_app.web.page.main import Page
 
 # The link clicked (page.js keeps it in ``window.llavaAction``) becomes the event's first input.
 ACTION_JS = "(...args) => { args[0] = window.llavaAction || ''; window.llavaAction = ''; return args; }"

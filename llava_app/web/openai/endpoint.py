@@ -33,8 +33,8 @@ from llava_app.chat.service import ChatService
 from llava_app.config import Config
 from llava_app.errors import UserError
 from llava_app.web.auth import APIAccess, load_users
-from llava_app.web.openai_request import APIError, ParsedRequest, RequestParser
-from llava_app.web.streaming import iterate_in_thread
+from llava_app.web.cancellable import iterate_in_thread
+from llava_app.web.openai.request import APIError, ParsedRequest, RequestParser
 
 log = logging.getLogger(__name__)
 

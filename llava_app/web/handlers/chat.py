@@ -21,12 +21,12 @@ from llava_app.chat.examples import Example, language_of, load_example
 from llava_app.chat.service import Waiting
 from llava_app.chat.uploads import media_options
 from llava_app.errors import UserError
-from llava_app.web import views
-from llava_app.web.branching import BranchingHandlers
+from llava_app.web.cancellable import iterate_in_thread
 from llava_app.web.gradio_compat import GradioSessions
+from llava_app.web.handlers import views
+from llava_app.web.handlers.branches import BranchingHandlers
+from llava_app.web.handlers.inputs import file_paths, message_files, message_text, pasted_urls, upload_files, url_list
 from llava_app.web.i18n import T, model_line
-from llava_app.web.inputs import file_paths, message_files, message_text, pasted_urls, upload_files, url_list
-from llava_app.web.streaming import iterate_in_thread
 from llava_app.web.translations import localize
 
 log = logging.getLogger(__name__)

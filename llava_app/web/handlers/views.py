@@ -13,7 +13,7 @@ import gradio as gr
 
 from llava_app.chat import branches
 from llava_app.chat.conversation import Conversation, PromptInfo
-from llava_app.web.display import chat_markdown
+from llava_app.web.handlers.markdown import chat_markdown
 from llava_app.web.translations import localize
 
 

@@ -1,4 +1,4 @@
-"""The Gradio page: its layout, and which handler each event calls (the handlers are in ``handlers``)."""
+"""The Gradio page: its layout, and which handler each event calls (the handlers are in ``web.handlers``)."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ import gradio as gr
 from llava_app.application import EXPORT_KINDS, App
 from llava_app.chat.conversation import Conversation
 from llava_app.chat.examples import Example, available_examples
-from llava_app.web import branch_page
-from llava_app.web.api_page import wire_api
-from llava_app.web.branch_page import Chats, EditBar
 from llava_app.web.gradio_compat import GradioSessions, without_load_event
-from llava_app.web.handlers import ChatHandlers
+from llava_app.web.handlers.chat import ChatHandlers
+from llava_app.web.handlers.session import SessionHandlers
+from llava_app.web.handlers.switch_policy import SwitchPolicy
 from llava_app.web.i18n import T, model_line
-from llava_app.web.session_handlers import SessionHandlers
-from llava_app.web.switching import SwitchPolicy
+from llava_app.web.page import branches
+from llava_app.web.page.api import wire_api
+from llava_app.web.page.branches import Chats, EditBar
 
 
 @dataclass
@@ -99,7 +99,7 @@ def build_demo(app: App) -> gr.Blocks:
         _wire_asking(page, handlers, app)
         _wire_features(page, handlers)
         wire_api(page, handlers, app)
-        branch_page.wire(page, handlers)
+        branches.wire(page, handlers)
         _wire_session(page, handlers, demo)
         _wire_preferences(page, SessionHandlers(app), demo, app)
     app.service.on_client_gone(handlers.gradio.drop)
@@ -132,7 +132,7 @@ def _layout(app: App, handlers: ChatHandlers) -> Page:
                                  render_markdown=True, buttons=["copy"], layout="bubble", autoscroll=True,
                                  placeholder=str(T("chat_placeholder")))
             gallery, limits, notice = _image_strip(handlers)
-            edit = branch_page.edit_bar()
+            edit = branches.edit_bar()
             with gr.Row(elem_id="composer", equal_height=True):
                 # Any file is taken in (the handler says clearly what it cannot read), and pasted
                 # screenshots arrive here too; they all join the strip above with the next label.
@@ -145,12 +145,12 @@ def _layout(app: App, handlers: ChatHandlers) -> Page:
                 regenerate = gr.Button(T("regenerate"), elem_id="regenerate", size="sm", scale=0, min_width=90)
                 undo = gr.Button(T("undo"), elem_id="undo", size="sm", scale=0, min_width=70)
                 new_chat = gr.Button(T("new_chat"), elem_id="new-chat", size="sm", scale=0, min_width=90)
-                share = branch_page.share_button(app.share_links is not None and app.share_links.enabled)
-            chats = branch_page.chats_panel(handlers, share)
+                share = branches.share_button(app.share_links is not None and app.share_links.enabled)
+            chats = branches.chats_panel(handlers, share)
             examples = _example_buttons()
         with gr.Column(elem_id="side", scale=1, min_width=300):
             meter = gr.Markdown(handlers.meter(Conversation()), elem_id="context-meter")
-            branch_page.chats_list(handlers, chats)
+            branches.chats_list(handlers, chats)
             panels = _panels(config)
             frames, pages = _media_choices(config, handlers.frames_limit)
             picker = _model_picker(app)
@@ -264,7 +264,7 @@ def _then_generate(event, page: Page, handlers: ChatHandlers) -> None:
     done = event.success(lambda: _controls(page, True), None, locked, **LOCK).success(
         handlers.on_generate, page.settings, [page.question, page.state, *page.views], **_generation(page)
     ).then(lambda: _controls(page, False), None, locked, **LOCK)
-    branch_page.refresh_list(done, page, handlers)
+    branches.refresh_list(done, page, handlers)
 
 
 def _wire_images(page: Page, handlers: ChatHandlers) -> None:
@@ -291,19 +291,19 @@ def _wire_asking(page: Page, handlers: ChatHandlers, app: App) -> None:
     page.stop.click(handlers.on_stop, [page.state], None, api_visibility="private", queue=False)
     event = page.regenerate.click(handlers.on_regenerate, [page.state, page.temperature],
                                   [page.state, page.notice, *page.views], js=FOLLOW, **SUBMIT)
-    branch_page.close_edit(event, page)
+    branches.close_edit(event, page)
     _then_generate(event, page, handlers)
     event = page.undo.click(handlers.on_undo, [page.state, page.system_prompt], [page.question, page.state,
                                                                                  *page.views], **SUBMIT)
-    branch_page.close_edit(event, page)  # the box now holds the question taken back, not the one edited
-    branch_page.refresh_list(event, page, handlers)
+    branches.close_edit(event, page)  # the box now holds the question taken back, not the one edited
+    branches.refresh_list(event, page, handlers)
     fresh = [page.state, page.gallery, page.notice, *page.views]
     # New chat, and the chatbot's own Clear (bin) button, which empties the chat view: the conversation goes
     # too, or the model would still answer from turns the page no longer shows. The old one stays in the list.
     for trigger in (page.new_chat.click, page.chatbot.clear):
         event = trigger(handlers.on_new_chat, [page.state], fresh, **SUBMIT)
-        branch_page.close_edit(event, page)
-        branch_page.refresh_list(event, page, handlers)
+        branches.close_edit(event, page)
+        branches.refresh_list(event, page, handlers)
     for example, button in page.examples:
         event = button.click(handlers.example_handler(example), [page.state],
                              [page.gallery, page.state, page.notice, page.question, *page.views], **SUBMIT)
@@ -320,8 +320,8 @@ def _wire_features(page: Page, handlers: ChatHandlers) -> None:
     event = page.import_button.upload(handlers.on_import, [page.import_button, page.state, page.system_prompt],
                                       [page.state, page.gallery, page.notice, page.system_prompt, *page.views],
                                       **SUBMIT)
-    branch_page.close_edit(event, page)
-    branch_page.refresh_list(event, page, handlers)
+    branches.close_edit(event, page)
+    branches.refresh_list(event, page, handlers)
     if handlers.app.feedback is not None:
         page.chatbot.like(handlers.on_like, [page.state, page.system_prompt], None, api_visibility="private",
                           queue=False)
@@ -355,7 +355,7 @@ def _wire_session(page: Page, handlers: ChatHandlers, demo: gr.Blocks) -> None:
     loaded = demo.load(handlers.on_load_saved, [page.browser_key, page.state, _tab_id()],
                        [page.browser_key, page.state, page.gallery, page.question, *page.views, page.notice],
                        api_visibility="private", queue=False, show_progress="hidden", js=TAB_ID_JS)
-    branch_page.refresh_list(loaded, page, handlers)
+    branches.refresh_list(loaded, page, handlers)
     demo.unload(handlers.on_unload)
 
 
