@@ -1,69 +1,28 @@
-"""The handlers for edits, branches and earlier chats: page events and API endpoints.
+"""The page's handlers for edits, branches, earlier chats and share links (their API: ``api``).
 
-``ChatHandlers`` (handlers.py) takes these methods in as a base class; they use its
-``app``/``service``/``saved``, its ``views`` and its error messages. Page handlers return
-the conversation and what the page shows of it; API handlers stream text or return JSON.
+``BranchHandlers`` is given the shared ``HandlerContext`` (the app's parts, the views, the
+error messages) and the ``ChatHandlers`` whose Send and attach it extends while a question is
+edited. They return the conversation and what the page shows of it.
 """
 
 from __future__ import annotations
 
-import logging
 import re
-from collections.abc import AsyncIterator
-from functools import partial
 from typing import Any
 
-import anyio
 import gradio as gr
 
 from llava_app.chat import branches
 from llava_app.chat.conversation import Conversation
 from llava_app.errors import UserError
-from llava_app.web.cancellable import iterate_in_thread
 from llava_app.web.handlers import views
+from llava_app.web.handlers.chat import ChatHandlers
+from llava_app.web.handlers.context import HandlerContext
+from llava_app.web.handlers.context import language as _lang
+from llava_app.web.handlers.context import page_message as _message
+from llava_app.web.handlers.inputs import file_paths as _files
+from llava_app.web.handlers.inputs import message_files, message_text, numbers, whole
 from llava_app.web.translations import localize
-
-log = logging.getLogger(__name__)
-
-
-def numbers(value: Any) -> list[int]:
-    """Image numbers from the API's ``remove`` (numbers, or labels such as "Image 2")."""
-    items = value if isinstance(value, list) else ([] if value in (None, "") else [value])
-    out = []
-    for item in items:
-        text = str(item).strip()
-        text = text[len("Image "):] if text.startswith("Image ") else text
-        if not text.isdigit():
-            raise UserError("remove must list image numbers (2) or labels (\"Image 2\").")
-        out.append(int(text))
-    return out
-
-
-def whole(value: Any, what: str) -> int:
-    """A 0-based index given by a client."""
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise UserError(f"{what} must be a whole number (0 for the first).") from None
-
-
-def _message(exc: BaseException) -> str:
-    from llava_app.web.handlers.chat import page_message  # handlers.py imports this module
-
-    return page_message(exc)
-
-
-def _lang(request: Any) -> str:
-    from llava_app.web.handlers.chat import language
-
-    return language(request)
-
-
-def _files(value: Any) -> list[tuple[str, str]]:
-    from llava_app.web.handlers.inputs import file_paths
-
-    return file_paths(value)
-
 
 #: the chat's and the list's links (``views.turn_tools``, ``views.chats_html``), as page.js passes them on
 ACTION = re.compile(r"^(?:(?P<verb>edit)-(?P<turn>\d+)|branch-(?P<bturn>\d+)-(?P<index>\d+)|"
@@ -75,13 +34,17 @@ def _closed_bar() -> tuple:
     return None, gr.update(visible=False), gr.skip(), gr.skip()
 
 
-class BranchingHandlers:
-    """Edit, Regenerate-as-sibling, the "< 2/3 >" switch, the list of earlier chats; and their API."""
+class BranchHandlers:
+    """Edit, the "< 2/3 >" switch, the list of earlier chats, Share (Regenerate-as-sibling is ``ChatHandlers``')."""
 
-    app: Any
-    service: Any
-    saved: Any
-    config: Any
+    def __init__(self, context: HandlerContext, chat: ChatHandlers):
+        self.app = context.app
+        self.service = context.service
+        self.saved = context.saved
+        self.chat = chat  # a new question (``on_submit``) and files put in the box (``on_attach``)
+        # the shared helpers, under the names these handlers call them by
+        self.views, self.warn, self.limits_text, self._images = (context.views, context.warn, context.limits_text,
+                                                                 context.images)
 
     # ----- page events ------------------------------------------------------------------------
     def on_edit(self, turn: Any, text: str, files: Any, remove: Any, conv: Conversation):
@@ -206,9 +169,7 @@ class BranchingHandlers:
         """Send: a new question (``on_submit``), or, while a question is edited, that question asked again
         with the pictures kept and those in the box added. Returns ``on_submit``'s outputs and the edit bar's."""
         if editing is None:
-            return *self.on_submit(value, conv, request), gr.skip(), gr.skip(), gr.skip()
-        from llava_app.web.handlers.inputs import message_files, message_text
-
+            return *self.chat.on_submit(value, conv, request), gr.skip(), gr.skip(), gr.skip()
         kept = set(keep or [])
         turn = whole(editing, "turn")
         shown = branches.describe(conv)
@@ -236,7 +197,7 @@ class BranchingHandlers:
         they stay in the box and go with that question when it is sent."""
         if editing is not None:
             return (gr.skip(),) * 6
-        return self.on_attach(value, conv, frames, pages, request, progress)
+        return self.chat.on_attach(value, conv, frames, pages, request, progress)
 
     def chats_view(self, conv: Conversation | None, entries: list[dict[str, Any]] | None = None,
                    request: gr.Request | None = None) -> str:
@@ -265,75 +226,3 @@ class BranchingHandlers:
             return localize("Link revoked: it no longer opens.", _lang(request)), gr.update(visible=False), ""
         return gr.skip(), gr.skip(), gr.skip()
 
-    # ----- the API ----------------------------------------------------------------------------
-    def _api_client(self, conv: Conversation, request: gr.Request) -> None:
-        """An API client's conversations are listed under its session (it has no browser key)."""
-        self.service.touch(conv, client=request.session_hash)
-        self.saved.bind_client(conv, request.session_hash, request.username)
-
-    async def api_stream(self, conv: Conversation) -> AsyncIterator[str]:
-        """The pending turn's answer, streamed, saved when it ends (the API's /chat and /edit)."""
-        self._remember_loop()
-        params = self.service.params(self.config.temperature, self.config.top_p, self.config.max_new_tokens)
-        text = ""
-        async for text in iterate_in_thread(
-                lambda: self.saved.saving(self.service.stream_answer(conv, params, self.config.system_prompt), conv),
-                on_cancel=lambda: self.service.stop(conv)):
-            yield text
-        yield text
-
-    async def api_edit(self, turn, message: str, images, remove, conv: Conversation, request: gr.Request
-                       ) -> AsyncIterator[tuple[str, Conversation]]:
-        """Ask turn ``turn`` (0-based) again with ``message``, ``images`` added and ``remove`` (numbers or labels)
-        taken off it; stream the new answer. What followed stays on its own branch."""
-        try:
-            self._api_client(conv, request)
-            edit = partial(self.service.edit, conv, whole(turn, "turn"), message, _files(images),
-                           numbers(remove))
-            await anyio.to_thread.run_sync(edit)  # new pictures are decoded off the event loop
-            async for text in self.api_stream(conv):
-                yield text, conv
-        except Exception as exc:  # noqa: BLE001 - a client gets a message, never a dead stream
-            raise gr.Error(_message(exc), print_exception=False) from None
-
-    def api_branch(self, turn, index, conv: Conversation, request: gr.Request) -> tuple[dict, Conversation]:
-        """Show version ``index`` (0-based) of turn ``turn``; returns ``/context``'s description."""
-        try:
-            self._api_client(conv, request)
-            self.service.switch_branch(conv, whole(turn, "turn"), whole(index, "index"))
-        except UserError as exc:
-            raise gr.Error(_message(exc), print_exception=False) from None
-        self.saved.save(conv)
-        return conv.summary(), conv
-
-    def api_share(self, conv: Conversation, request: gr.Request) -> dict[str, Any]:
-        """Share the branch shown: ``{"url": "/share/<token>", "token", "expires"}`` (with --share-links)."""
-        self._api_client(conv, request)
-        try:
-            token, expires = self.app.share_links.share(conv, self.service.model_name)
-        except UserError as exc:
-            raise gr.Error(_message(exc), print_exception=False) from None
-        return {"url": f"/share/{token}", "token": token, "expires": expires}
-
-    def api_revoke(self, link: str, conv: Conversation, request: gr.Request) -> bool:
-        """Revoke a link this client made (the token or the URL)."""
-        self._api_client(conv, request)
-        try:
-            self.app.share_links.revoke(conv, str(link or ""))
-        except UserError as exc:
-            raise gr.Error(_message(exc), print_exception=False) from None
-        return True
-
-    def api_conversations(self, conv: Conversation, request: gr.Request) -> list[dict[str, Any]]:
-        """This client's saved conversations, newest first: id, title, updated, turns, images, thumbnails."""
-        self._api_client(conv, request)
-        return [{k: v for k, v in entry.items() if k != "thumbnails"} for entry in self.saved.listing(conv)]
-
-    def api_open(self, row: str, conv: Conversation, request: gr.Request) -> tuple[dict, Conversation]:
-        """Open saved conversation ``row`` in place of this one; returns ``/context``'s description."""
-        try:
-            self._api_client(conv, request)
-            opened, _ = self.app.reopen(conv, str(row or ""), request.session_hash)
-        except UserError as exc:
-            raise gr.Error(_message(exc), print_exception=False) from None
-        return opened.summary(), opened

@@ -12,7 +12,7 @@ from typing import Any
 import gradio as gr
 
 from llava_app.application import App
-from llava_app.web.handlers.chat import language, page_message
+from llava_app.web.handlers.context import language, page_message
 from llava_app.web.handlers.switch_policy import REFUSED, SwitchPolicy
 from llava_app.web.i18n import T, model_line
 from llava_app.web.translations import localize

@@ -11,7 +11,7 @@ from llava_app.application import EXPORT_KINDS, App
 from llava_app.chat.conversation import Conversation
 from llava_app.chat.examples import Example, available_examples
 from llava_app.web.gradio_compat import GradioSessions, without_load_event
-from llava_app.web.handlers.chat import ChatHandlers
+from llava_app.web.handlers import Handlers
 from llava_app.web.handlers.session import SessionHandlers
 from llava_app.web.handlers.switch_policy import SwitchPolicy
 from llava_app.web.i18n import T, model_line
@@ -68,7 +68,7 @@ class Page:
 
     @property
     def views(self) -> list:
-        """What ``ChatHandlers.views`` fills."""
+        """What ``HandlerContext.views`` fills."""
         return [self.chatbot, self.prompt_view, self.prompt_stats, self.meter]
 
     @property
@@ -93,7 +93,7 @@ def build_demo(app: App) -> gr.Blocks:
     # not re-hash every picture of the chat (megabytes each) on every streamed update.
     gr.set_static_paths([str(app.image_root)])
     with gr.Blocks(title="llava-app · chat with your photos", fill_width=True) as demo:
-        handlers = ChatHandlers(app, GradioSessions(demo))
+        handlers = Handlers(app, GradioSessions(demo))
         page = _layout(app, handlers)
         _wire_images(page, handlers)
         _wire_asking(page, handlers, app)
@@ -101,12 +101,12 @@ def build_demo(app: App) -> gr.Blocks:
         wire_api(page, handlers, app)
         branches.wire(page, handlers)
         _wire_session(page, handlers, demo)
-        _wire_preferences(page, SessionHandlers(app), demo, app)
-    app.service.on_client_gone(handlers.gradio.drop)
+        _wire_preferences(page, handlers.session, demo, app)
+    app.service.on_client_gone(handlers.context.gradio.drop)
     return demo
 
 
-def _layout(app: App, handlers: ChatHandlers) -> Page:
+def _layout(app: App, handlers: Handlers) -> Page:
     """Lay out the components (no events): the conversation in the middle, settings beside it."""
     config, service = app.config, app.service
 
@@ -149,17 +149,17 @@ def _layout(app: App, handlers: ChatHandlers) -> Page:
             chats = branches.chats_panel(handlers, share)
             examples = _example_buttons()
         with gr.Column(elem_id="side", scale=1, min_width=300):
-            meter = gr.Markdown(handlers.meter(Conversation()), elem_id="context-meter")
+            meter = gr.Markdown(handlers.context.meter(Conversation()), elem_id="context-meter")
             branches.chats_list(handlers, chats)
             panels = _panels(config)
-            frames, pages = _media_choices(config, handlers.frames_limit)
+            frames, pages = _media_choices(config, handlers.chat.frames_limit)
             picker = _model_picker(app)
     return Page(state, browser_key, header, banner, picker, gallery, notice, examples, chatbot, question, send,
                 stop, regenerate, undo, new_chat, meter, *panels, limits=limits, settings_toggle=settings, frames=frames,
                 pages=pages, edit=edit, chats=chats)
 
 
-def _image_strip(handlers: ChatHandlers) -> tuple[gr.Gallery, gr.Markdown, gr.Markdown]:
+def _image_strip(handlers: Handlers) -> tuple[gr.Gallery, gr.Markdown, gr.Markdown]:
     """The conversation's images as a strip of labelled thumbnails, its limits, and the notice under it."""
     with gr.Row(elem_id="strip", equal_height=True):
         # file_types=["file"]: every upload reaches on_upload, which says clearly what it cannot
@@ -168,7 +168,7 @@ def _image_strip(handlers: ChatHandlers) -> tuple[gr.Gallery, gr.Markdown, gr.Ma
                              file_types=["file"], sources=["upload", "webcam", "clipboard"], type="filepath",
                              columns=8, fit_columns=False, height=132, object_fit="cover", format="png",
                              allow_preview=False, scale=1)  # page.js opens a thumbnail large, with its label
-        limits = gr.Markdown(handlers.limits_text(Conversation()), elem_id="limits")
+        limits = gr.Markdown(handlers.context.limits_text(Conversation()), elem_id="limits")
     notice = gr.Markdown("", elem_id="notice")
     return gallery, limits, notice
 
@@ -257,43 +257,43 @@ def _controls(page: Page, busy: bool) -> list:
     return [*[gr.update(interactive=not busy)] * len(page.busy_controls), gr.update(interactive=busy)]
 
 
-def _then_generate(event, page: Page, handlers: ChatHandlers) -> None:
+def _then_generate(event, page: Page, handlers: Handlers) -> None:
     """After ``event`` succeeds: lock the controls, stream the answer, unlock them however it ended (and
     show the list of earlier chats again: a new title or date)."""
     locked = [*page.busy_controls, page.stop]
     done = event.success(lambda: _controls(page, True), None, locked, **LOCK).success(
-        handlers.on_generate, page.settings, [page.question, page.state, *page.views], **_generation(page)
+        handlers.chat.on_generate, page.settings, [page.question, page.state, *page.views], **_generation(page)
     ).then(lambda: _controls(page, False), None, locked, **LOCK)
     branches.refresh_list(done, page, handlers)
 
 
-def _wire_images(page: Page, handlers: ChatHandlers) -> None:
+def _wire_images(page: Page, handlers: Handlers) -> None:
     outputs = [page.gallery, page.state, page.notice, page.limits, page.meter]
     media = [page.frames, page.pages]  # the person's choices for videos and PDFs
-    page.gallery.upload(handlers.on_upload, [page.gallery, page.state, *media], outputs, api_visibility="private",
+    page.gallery.upload(handlers.chat.on_upload, [page.gallery, page.state, *media], outputs, api_visibility="private",
                         show_progress="minimal")
-    page.gallery.delete(handlers.on_delete, [page.gallery, page.state], outputs, api_visibility="private")
-    page.gallery.change(handlers.on_gallery_change, [page.gallery, page.state], outputs, api_visibility="private",
+    page.gallery.delete(handlers.chat.on_delete, [page.gallery, page.state], outputs, api_visibility="private")
+    page.gallery.change(handlers.chat.on_gallery_change, [page.gallery, page.state], outputs, api_visibility="private",
                         show_progress="hidden")
-    page.question.change(handlers.on_attach_box, [page.question, page.edit.editing, page.state, *media],
+    page.question.change(handlers.branches.on_attach_box, [page.question, page.edit.editing, page.state, *media],
                          [page.question, *outputs],
                          api_visibility="private", show_progress="hidden", trigger_mode="always_last")
 
 
-def _wire_asking(page: Page, handlers: ChatHandlers, app: App) -> None:
+def _wire_asking(page: Page, handlers: Handlers, app: App) -> None:
     edit = page.edit
     asked = [page.question, page.gallery, page.state, page.notice, page.limits, *page.views, edit.editing, edit.bar,
              edit.keep]
     for trigger in (page.question.submit, page.send.click):  # a new question, or the one being edited
-        event = trigger(handlers.on_send, [page.question, edit.editing, edit.keep, page.state], asked, js=FOLLOW,
-                        **SUBMIT)
+        event = trigger(handlers.branches.on_send, [page.question, edit.editing, edit.keep, page.state], asked,
+                        js=FOLLOW, **SUBMIT)
         _then_generate(event, page, handlers)
-    page.stop.click(handlers.on_stop, [page.state], None, api_visibility="private", queue=False)
-    event = page.regenerate.click(handlers.on_regenerate, [page.state, page.temperature],
+    page.stop.click(handlers.chat.on_stop, [page.state], None, api_visibility="private", queue=False)
+    event = page.regenerate.click(handlers.chat.on_regenerate, [page.state, page.temperature],
                                   [page.state, page.notice, *page.views], js=FOLLOW, **SUBMIT)
     branches.close_edit(event, page)
     _then_generate(event, page, handlers)
-    event = page.undo.click(handlers.on_undo, [page.state, page.system_prompt], [page.question, page.state,
+    event = page.undo.click(handlers.chat.on_undo, [page.state, page.system_prompt], [page.question, page.state,
                                                                                  *page.views], **SUBMIT)
     branches.close_edit(event, page)  # the box now holds the question taken back, not the one edited
     branches.refresh_list(event, page, handlers)
@@ -301,11 +301,11 @@ def _wire_asking(page: Page, handlers: ChatHandlers, app: App) -> None:
     # New chat, and the chatbot's own Clear (bin) button, which empties the chat view: the conversation goes
     # too, or the model would still answer from turns the page no longer shows. The old one stays in the list.
     for trigger in (page.new_chat.click, page.chatbot.clear):
-        event = trigger(handlers.on_new_chat, [page.state], fresh, **SUBMIT)
+        event = trigger(handlers.chat.on_new_chat, [page.state], fresh, **SUBMIT)
         branches.close_edit(event, page)
         branches.refresh_list(event, page, handlers)
     for example, button in page.examples:
-        event = button.click(handlers.example_handler(example), [page.state],
+        event = button.click(handlers.chat.example_handler(example), [page.state],
                              [page.gallery, page.state, page.notice, page.question, *page.views], **SUBMIT)
         if example.prelude:  # it asks its first question itself: answered like one sent, controls locked
             _then_generate(event, page, handlers)
@@ -313,17 +313,17 @@ def _wire_asking(page: Page, handlers: ChatHandlers, app: App) -> None:
     page.settings_toggle.click(None, js="() => { document.body.classList.toggle('show-side'); }")
 
 
-def _wire_features(page: Page, handlers: ChatHandlers) -> None:
+def _wire_features(page: Page, handlers: Handlers) -> None:
     for kind, button in page.export_buttons.items():
-        button.click(handlers.export_handler(kind), [page.state, page.system_prompt], [page.export_file],
+        button.click(handlers.chat.export_handler(kind), [page.state, page.system_prompt], [page.export_file],
                      api_visibility="private")
-    event = page.import_button.upload(handlers.on_import, [page.import_button, page.state, page.system_prompt],
+    event = page.import_button.upload(handlers.chat.on_import, [page.import_button, page.state, page.system_prompt],
                                       [page.state, page.gallery, page.notice, page.system_prompt, *page.views],
                                       **SUBMIT)
     branches.close_edit(event, page)
     branches.refresh_list(event, page, handlers)
-    if handlers.app.feedback is not None:
-        page.chatbot.like(handlers.on_like, [page.state, page.system_prompt], None, api_visibility="private",
+    if handlers.context.app.feedback is not None:
+        page.chatbot.like(handlers.chat.on_like, [page.state, page.system_prompt], None, api_visibility="private",
                           queue=False)
 
 
@@ -344,19 +344,20 @@ def _tab_id() -> gr.Textbox:
     return gr.Textbox("", visible=False, elem_id="tab-id")
 
 
-def _wire_session(page: Page, handlers: ChatHandlers, demo: gr.Blocks) -> None:
+def _wire_session(page: Page, handlers: Handlers, demo: gr.Blocks) -> None:
     """Page load (the model held now; the browser's saved conversation) and tab close."""
     header = [page.model_line, page.banner]
     if page.picker is not None:
-        demo.load(lambda: handlers.on_page_load(with_picker=True), None, [*header, page.picker.dropdown],
+        demo.load(lambda: handlers.chat.on_page_load(with_picker=True), None, [*header, page.picker.dropdown],
                   api_visibility="private", queue=False, show_progress="hidden")
     else:
-        demo.load(handlers.on_page_load, None, header, api_visibility="private", queue=False, show_progress="hidden")
-    loaded = demo.load(handlers.on_load_saved, [page.browser_key, page.state, _tab_id()],
+        demo.load(handlers.chat.on_page_load, None, header, api_visibility="private", queue=False,
+                  show_progress="hidden")
+    loaded = demo.load(handlers.chat.on_load_saved, [page.browser_key, page.state, _tab_id()],
                        [page.browser_key, page.state, page.gallery, page.question, *page.views, page.notice],
                        api_visibility="private", queue=False, show_progress="hidden", js=TAB_ID_JS)
     branches.refresh_list(loaded, page, handlers)
-    demo.unload(handlers.on_unload)
+    demo.unload(handlers.chat.on_unload)
 
 
 # ----- per visitor: kept settings, who may switch the model ------------------------------------
