@@ -22,16 +22,22 @@ from llava_app.web.handlers.context import language as _lang
 from llava_app.web.handlers.context import page_message as _message
 from llava_app.web.handlers.inputs import file_paths as _files
 from llava_app.web.handlers.inputs import message_files, message_text, numbers, whole
+from llava_app.web.handlers.outputs import Action, Attached, Sent, skipped
 from llava_app.web.translations import localize
 
 #: the chat's and the list's links (``views.turn_tools``, ``views.chats_html``), as page.js passes them on
 ACTION = re.compile(r"^(?:(?P<verb>edit)-(?P<turn>\d+)|branch-(?P<bturn>\d+)-(?P<index>\d+)|"
                     r"(?P<chat>open|rename|delete)-(?P<row>[A-Za-z0-9_-]+)(?::(?P<title>.*))?)$", re.S)
-SKIP_ACTION = 13  # outputs of ``on_action``: state, gallery, question, notice, list, 4 of the edit bar, 4 views
 
 
-def _closed_bar() -> tuple:
-    return None, gr.update(visible=False), gr.skip(), gr.skip()
+def _closed_bar() -> dict[str, Any]:
+    """The edit bar once no question is edited any more (its title and pictures stay as they are)."""
+    return {"editing": None, "edit_bar": gr.update(visible=False)}
+
+
+def _bar_as_is() -> dict[str, Any]:
+    """``on_send``'s edit bar when no edited question was asked: as it is."""
+    return {"editing": gr.skip(), "edit_bar": gr.skip(), "keep": gr.skip()}
 
 
 class BranchHandlers:
@@ -43,8 +49,7 @@ class BranchHandlers:
         self.saved = context.saved
         self.chat = chat  # a new question (``on_submit``) and files put in the box (``on_attach``)
         # the shared helpers, under the names these handlers call them by
-        self.views, self.warn, self.limits_text, self._images = (context.views, context.warn, context.limits_text,
-                                                                 context.images)
+        self.views, self.warn, self._asked = context.views, context.warn, context.asked
 
     # ----- page events ------------------------------------------------------------------------
     def on_edit(self, turn: Any, text: str, files: Any, remove: Any, conv: Conversation):
@@ -59,31 +64,34 @@ class BranchHandlers:
         self.saved.save(conv)
         return conv, views.gallery_value(conv), *self.views(conv, partial="")
 
-    def on_branch(self, turn: Any, index: Any, conv: Conversation, system_prompt: str):
+    def on_branch(self, turn: Any, index: Any, conv: Conversation, system_prompt: str) -> Action:
         """Show version ``index`` (0-based) of turn ``turn``: the conversation, the gallery and the views."""
         try:
             self.service.switch_branch(conv, whole(turn, "turn"), whole(index, "index"))
         except UserError as exc:
             gr.Warning(_message(exc))
-            return conv, views.gallery_value(conv), *self.views(conv)
+            return self._shown(conv)
         conv.set_prompt(self.service.preview(conv, system_prompt) if conv.turns else None)
         self.saved.save(conv)
-        return conv, views.gallery_value(conv), *self.views(conv)
+        return self._shown(conv)
+
+    def _shown(self, conv: Conversation) -> Action:
+        """The conversation, its strip and its views (the rest left as it is)."""
+        return skipped(Action)._replace(state=conv, gallery=views.gallery_value(conv), **self.views(conv)._asdict())
 
     def on_chats(self, conv: Conversation) -> list[dict[str, Any]]:
         """This browser's saved conversations, newest first (see ``BrowserSaves.listing``)."""
         return self.saved.listing(conv)
 
-    def on_open(self, row: str, conv: Conversation, request: gr.Request):
+    def on_open(self, row: str, conv: Conversation, request: gr.Request) -> Action:
         """An earlier chat in place of this one (which stays in the list): the conversation, the gallery,
         the question box (a question never answered goes back in it) and the views."""
         try:
             opened, pending = self.app.reopen(conv, str(row or ""), request.session_hash)
         except UserError as exc:
             gr.Warning(_message(exc))
-            return conv, views.gallery_value(conv), gr.update(), *self.views(conv)
-        return (opened, views.gallery_value(opened), pending if pending is not None else "",
-                *self.views(opened))
+            return self._shown(conv)
+        return self._shown(opened)._replace(question=pending if pending is not None else "")
 
     def on_rename(self, row: str, title: str, conv: Conversation) -> list[dict[str, Any]]:
         """Title an earlier chat; returns the list again."""
@@ -121,34 +129,30 @@ class BranchHandlers:
         return True
 
     # ----- the page's links, the edit bar, the list, Share ---------------------------------------
-    def on_action(self, action: str, conv: Conversation, system_prompt: str, request: gr.Request):
+    def on_action(self, action: str, conv: Conversation, system_prompt: str, request: gr.Request) -> Action:
         """A link of the chat or of the list, clicked: "edit-2", "branch-1-0", "open-<id>", "rename-<id>:<title>",
         "delete-<id>". Returns the conversation, the strip, the question box, the notice, the list, the edit
         bar (turn, shown, title, pictures) and the views; what an action leaves alone is skipped."""
         match = ACTION.match(str(action or ""))
-        out = [gr.skip()] * SKIP_ACTION
+        out = skipped(Action)
         if match is None:
-            return tuple(out)
+            return out
         lang = _lang(request)
         if match["verb"]:
             return self._start_edit(int(match["turn"]), conv, out, lang)
         if match["bturn"] is not None:
             shown = self.on_branch(match["bturn"], match["index"], conv, system_prompt)
-            out[0], out[1], out[9:] = shown[0], shown[1], shown[2:]
-            out[4], out[5:9] = self.chats_view(conv, request=request), _closed_bar()  # the title follows the branch
-            return tuple(out)
+            # the title follows the branch
+            return shown._replace(listing=self.chats_view(conv, request=request), **_closed_bar())
         row = match["row"]
         if match["chat"] == "open":
             opened = self.on_open(row, conv, request)
-            out[0], out[1], out[2], out[9:] = opened[0], opened[1], opened[2], opened[3:]
-            out[4], out[5:9] = self.chats_view(opened[0], request=request), _closed_bar()
-        elif match["chat"] == "rename":
-            out[4] = self.chats_view(conv, self.on_rename(row, match["title"] or "", conv), request)
-        else:
-            out[4] = self.chats_view(conv, self.on_delete_chat(row, conv), request)
-        return tuple(out)
+            return opened._replace(listing=self.chats_view(opened.state, request=request), **_closed_bar())
+        if match["chat"] == "rename":
+            return out._replace(listing=self.chats_view(conv, self.on_rename(row, match["title"] or "", conv), request))
+        return out._replace(listing=self.chats_view(conv, self.on_delete_chat(row, conv), request))
 
-    def _start_edit(self, turn: int, conv: Conversation, out: list, lang: str) -> tuple:
+    def _start_edit(self, turn: int, conv: Conversation, out: Action, lang: str) -> Action:
         """The question of ``turn`` goes in the box, and the edit bar says so and lists its pictures."""
         with conv.lock:
             answered = 0 <= turn < len(conv.turns) and conv.turns[-1].assistant is not None
@@ -156,20 +160,20 @@ class BranchHandlers:
             labels = branches.describe(conv)[turn]["images"] if answered else []
         if question is None or self.service.is_running(conv):
             self.warn(views.plain("Wait for the answer being written, or press Stop, before editing a question."), lang)
-            return tuple(out)
+            return out
         title = (f"**Editing question {turn + 1}**: Send asks it again, what followed stays on its own branch. "
                  + ("Ticked pictures stay with it; attached ones join it." if labels else
                     "Pictures attached now join it."))
-        out[2] = {"text": question.user, "files": []}
-        out[5:9] = [turn, gr.update(visible=True), localize(title, lang),
-                    gr.update(choices=labels, value=labels, visible=bool(labels))]
-        return tuple(out)
+        return out._replace(question={"text": question.user, "files": []}, editing=turn,
+                            edit_bar=gr.update(visible=True), edit_title=localize(title, lang),
+                            keep=gr.update(choices=labels, value=labels, visible=bool(labels)))
 
-    def on_send(self, value, editing: Any, keep: Any, conv: Conversation, request: gr.Request | None = None):
+    def on_send(self, value, editing: Any, keep: Any, conv: Conversation, request: gr.Request | None = None
+                ) -> Sent:
         """Send: a new question (``on_submit``), or, while a question is edited, that question asked again
         with the pictures kept and those in the box added. Returns ``on_submit``'s outputs and the edit bar's."""
         if editing is None:
-            return *self.chat.on_submit(value, conv, request), gr.skip(), gr.skip(), gr.skip()
+            return Sent(**self.chat.on_submit(value, conv, request)._asdict(), **_bar_as_is())
         kept = set(keep or [])
         turn = whole(editing, "turn")
         shown = branches.describe(conv)
@@ -180,12 +184,11 @@ class BranchHandlers:
             self.service.edit(conv, turn, message_text(value), message_files(value), remove)
         except UserError as exc:
             self.warn(_message(exc), lang)
-            return (gr.skip(), views.gallery_value(conv), conv, gr.skip(), self.limits_text(conv, lang),
-                    *self.views(conv, lang=lang), gr.skip(), gr.skip(), gr.skip())
+            return Sent(**self._asked(gr.skip(), conv, gr.skip(), lang)._asdict(), **_bar_as_is())
         self.saved.save(conv)
-        # the strip, the conversation, an empty notice and the limits, as ``on_submit`` returns them
-        return ("", *self._images(conv, "", lang)[:4], *self.views(conv, partial="", lang=lang),
-                None, gr.update(visible=False), gr.update(choices=[], value=[]))
+        # the box emptied, an empty notice and the answer to come, as ``on_submit`` returns them; the bar closes
+        return Sent(**self._asked("", conv, "", lang, partial="")._asdict(), **_closed_bar(),
+                    keep=gr.update(choices=[], value=[]))
 
     def on_cancel_edit(self) -> tuple:
         """Cancel: the box empties and the edit bar goes; nothing changed."""
@@ -196,7 +199,7 @@ class BranchHandlers:
         """Files put in the question box join the strip at once (``on_attach``); while a question is edited
         they stay in the box and go with that question when it is sent."""
         if editing is not None:
-            return (gr.skip(),) * 6
+            return skipped(Attached)
         return self.chat.on_attach(value, conv, frames, pages, request, progress)
 
     def chats_view(self, conv: Conversation | None, entries: list[dict[str, Any]] | None = None,

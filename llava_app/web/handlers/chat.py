@@ -22,6 +22,7 @@ from llava_app.web.cancellable import iterate_in_thread
 from llava_app.web.handlers import views
 from llava_app.web.handlers.context import HandlerContext, language, page_message
 from llava_app.web.handlers.inputs import message_files, message_text, pasted_urls, upload_files
+from llava_app.web.handlers.outputs import Attached, Strip, skipped
 from llava_app.web.i18n import T, model_line
 from llava_app.web.translations import localize
 
@@ -44,8 +45,8 @@ class ChatHandlers:
         self.config = app.config
         self.gradio = context.gradio
         # the shared helpers, under the names these handlers call them by
-        self._remember_loop, self.views, self.warn, self._images = (context.remember_loop, context.views,
-                                                                    context.warn, context.images)
+        self._remember_loop, self.views, self.warn = context.remember_loop, context.views, context.warn
+        self._images, self._asked = context.images, context.asked
         #: conversations whose next answer is a Regenerate at temperature 0: it samples instead
         self._resample: set[str] = set()
         #: the files last taken from each conversation's question box (forgotten when it ends)
@@ -90,11 +91,11 @@ class ChatHandlers:
         files = message_files(value)
         batch = frozenset(path for path, _ in files)
         if not files or self._attached.get(conv.id) == batch:  # the box reports one upload more than once
-            return (gr.skip(),) * 6
+            return skipped(Attached)
         self._attached[conv.id] = batch
         lang = language(request)
         notice = self._attach(conv, files, progress, lang, frames, pages)
-        return {"text": message_text(value), "files": []}, *self._images(conv, notice, lang)
+        return Attached({"text": message_text(value), "files": []}, *self._images(conv, notice, lang))
 
     def on_delete(self, value, conv: Conversation, request: gr.Request | None = None):
         """Images gone from the strip leave the conversation (the others keep their labels).
@@ -109,7 +110,7 @@ class ChatHandlers:
             gone = [im.number for im in conv.images if im.label not in kept]
             self.service.remove_images(conv, gone)
         if not gone:
-            return (gr.skip(),) * 5
+            return skipped(Strip)
         self.saved.save(conv)
         text = f"Removed {', '.join(f'Image {n}' for n in gone)}."
         lang = language(request)
@@ -122,7 +123,7 @@ class ChatHandlers:
         upload's own handler, holding the new files without their labels.
         """
         if value or not conv.images:
-            return (gr.skip(),) * 5
+            return skipped(Strip)
         return self.on_delete(value, conv, request)
 
     # ----- asking -------------------------------------------------------------------------
@@ -142,7 +143,7 @@ class ChatHandlers:
             notice = localize(views.added_notice(result.added, result.errors + result.warnings), lang)
             box = "" if result.added and not result.errors else gr.update()
             # Not a question: nothing is asked, so the answer step that follows finds nothing to write.
-            return box, *self._images(conv, notice, lang)[:4], *self.views(conv, lang=lang)
+            return self._asked(box, conv, notice, lang)
         if files:
             notice = self._attach(conv, files, lang=lang)
         try:
@@ -151,9 +152,9 @@ class ChatHandlers:
             self.warn(page_message(exc), lang)
             keep = {"text": message_text(value), "files": []} if files else gr.update()
             notice = notice or localize(page_message(exc), lang)
-            return keep, *self._images(conv, notice, lang)[:4], *self.views(conv, lang=lang)
+            return self._asked(keep, conv, notice, lang)
         self.saved.save(conv)
-        return "", *self._images(conv, notice, lang)[:4], *self.views(conv, partial="", lang=lang)
+        return self._asked("", conv, notice, lang, partial="")
 
     async def on_generate(self, conv: Conversation, system_prompt: str, temperature: float, top_p: float,
                           max_new_tokens: float, request: gr.Request | None = None):

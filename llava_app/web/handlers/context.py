@@ -18,6 +18,7 @@ from llava_app.chat.examples import language_of
 from llava_app.errors import UserError
 from llava_app.web.gradio_compat import GradioSessions
 from llava_app.web.handlers import views
+from llava_app.web.handlers.outputs import Asked, Strip, Views
 from llava_app.web.i18n import T
 from llava_app.web.translations import localize
 
@@ -56,15 +57,15 @@ class HandlerContext:
 
     # ----- views --------------------------------------------------------------------------
     def views(self, conv: Conversation, partial: str | None = None, waiting: int | None = None,
-              lang: str = "en") -> tuple:
+              lang: str = "en") -> Views:
         """Values for the chat, the prompt panel, its stats line and the context meter (in ``lang``)."""
         with conv.lock:  # one consistent state, while the generation thread may write the answer
             return self._views(conv, partial, waiting, lang)
 
-    def _views(self, conv: Conversation, partial: str | None, waiting: int | None, lang: str) -> tuple:
+    def _views(self, conv: Conversation, partial: str | None, waiting: int | None, lang: str) -> Views:
         info = conv.last_prompt
-        return (views.chat_value(conv, partial, waiting, lang), (info.text if info else ""),
-                localize(views.prompt_stats(info, str(T("no_prompt"))), lang), self.meter(conv, lang))
+        return Views(views.chat_value(conv, partial, waiting, lang), (info.text if info else ""),
+                     localize(views.prompt_stats(info, str(T("no_prompt"))), lang), self.meter(conv, lang))
 
     def meter(self, conv: Conversation, lang: str = "en") -> str:
         """The context meter's text."""
@@ -82,6 +83,12 @@ class HandlerContext:
         text += f" · up to {per} with one question" if per and per < self.service.max_images else ""
         return localize(text, lang)
 
-    def images(self, conv: Conversation, notice: str, lang: str = "en") -> tuple:
+    def images(self, conv: Conversation, notice: str, lang: str = "en") -> Strip:
         """Values for the strip, the conversation, the notice, the limits and the meter."""
-        return views.gallery_value(conv), conv, notice, self.limits_text(conv, lang), self.meter(conv, lang)
+        return Strip(views.gallery_value(conv), conv, notice, self.limits_text(conv, lang), self.meter(conv, lang))
+
+    def asked(self, box, conv: Conversation, notice, lang: str = "en", partial: str | None = None) -> Asked:
+        """After a question is sent (or refused): the box holds ``box``, then the strip and what the page shows
+        (``partial``: the answer to come)."""
+        strip = self.images(conv, notice, lang)
+        return Asked(box, strip.gallery, conv, notice, strip.limits, *self.views(conv, partial, lang=lang))

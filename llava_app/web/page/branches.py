@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import gradio as gr
 
+from llava_app.web.handlers.outputs import Action
 from llava_app.web.i18n import T
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -87,9 +88,7 @@ def chats_list(handlers: Handlers, chats: Chats) -> None:
 def wire(page: Page, handlers: Handlers) -> None:
     """The chat's links, the edit bar's Cancel, and the list's refreshes."""
     edit, chats = page.edit, page.chats
-    outputs = [page.state, page.gallery, page.question, page.notice, chats.listing, edit.editing, edit.bar,
-               edit.title, edit.keep, *page.views]
-    chats.go.click(handlers.branches.on_action, [chats.action, page.state, page.system_prompt], outputs,
+    chats.go.click(handlers.branches.on_action, [chats.action, page.state, page.system_prompt], page.outputs(Action),
                    js=ACTION_JS, api_visibility="private", show_progress="hidden")
     edit.cancel.click(handlers.branches.on_cancel_edit, None, [page.question, edit.editing, edit.bar],
                       api_visibility="private", queue=False, show_progress="hidden")

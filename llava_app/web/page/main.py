@@ -12,6 +12,7 @@ from llava_app.chat.conversation import Conversation
 from llava_app.chat.examples import Example, available_examples
 from llava_app.web.gradio_compat import GradioSessions, without_load_event
 from llava_app.web.handlers import Handlers
+from llava_app.web.handlers.outputs import Attached, Sent, Strip, Views
 from llava_app.web.handlers.session import SessionHandlers
 from llava_app.web.handlers.switch_policy import SwitchPolicy
 from llava_app.web.i18n import T, model_line
@@ -66,10 +67,19 @@ class Page:
     edit: EditBar
     chats: Chats
 
+    def outputs(self, kind: type[tuple]) -> list:
+        """The components a handler's named result (``handlers.outputs``) fills, in the order of its fields."""
+        named = {"state": self.state, "gallery": self.gallery, "question": self.question, "notice": self.notice,
+                 "limits": self.limits, "chatbot": self.chatbot, "prompt_view": self.prompt_view,
+                 "prompt_stats": self.prompt_stats, "meter": self.meter, "listing": self.chats.listing,
+                 "editing": self.edit.editing, "edit_bar": self.edit.bar, "edit_title": self.edit.title,
+                 "keep": self.edit.keep}
+        return [named[field] for field in kind._fields]
+
     @property
     def views(self) -> list:
         """What ``HandlerContext.views`` fills."""
-        return [self.chatbot, self.prompt_view, self.prompt_stats, self.meter]
+        return self.outputs(Views)
 
     @property
     def settings(self) -> list:
@@ -154,9 +164,10 @@ def _layout(app: App, handlers: Handlers) -> Page:
             panels = _panels(config)
             frames, pages = _media_choices(config, handlers.chat.frames_limit)
             picker = _model_picker(app)
-    return Page(state, browser_key, header, banner, picker, gallery, notice, examples, chatbot, question, send,
-                stop, regenerate, undo, new_chat, meter, *panels, limits=limits, settings_toggle=settings, frames=frames,
-                pages=pages, edit=edit, chats=chats)
+    return Page(state=state, browser_key=browser_key, model_line=header, banner=banner, picker=picker,
+                gallery=gallery, notice=notice, examples=examples, chatbot=chatbot, question=question, send=send,
+                stop=stop, regenerate=regenerate, undo=undo, new_chat=new_chat, meter=meter, **panels, limits=limits,
+                settings_toggle=settings, frames=frames, pages=pages, edit=edit, chats=chats)
 
 
 def _image_strip(handlers: Handlers) -> tuple[gr.Gallery, gr.Markdown, gr.Markdown]:
@@ -173,8 +184,8 @@ def _image_strip(handlers: Handlers) -> tuple[gr.Gallery, gr.Markdown, gr.Markdo
     return gallery, limits, notice
 
 
-def _panels(config) -> tuple:
-    """The side panel's accordions: what the model sees, parameters, export/import."""
+def _panels(config) -> dict[str, Any]:
+    """The side panel's accordions: what the model sees, parameters, export/import (``Page``'s fields, by name)."""
     with gr.Accordion(T("parameters"), open=False, elem_id="parameters"):
         system_prompt = gr.Textbox(value=config.system_prompt, label=T("system_prompt"), lines=2,
                                    elem_id="system-prompt")
@@ -194,8 +205,9 @@ def _panels(config) -> tuple:
             import_button = gr.UploadButton(str(T("import")), file_types=[".json", ".zip"], file_count="single",
                                             size="sm", elem_id="import")
         export_file = gr.File(label=T("download"), interactive=False, elem_id="export-file")
-    return (system_prompt, temperature, top_p, max_new, prompt_stats, prompt_view, export_buttons, import_button,
-            export_file)
+    return dict(system_prompt=system_prompt, temperature=temperature, top_p=top_p, max_new=max_new,
+                prompt_stats=prompt_stats, prompt_view=prompt_view, export_buttons=export_buttons,
+                import_button=import_button, export_file=export_file)
 
 
 def _media_choices(config, frames_limit: int) -> tuple[gr.Slider, gr.Textbox]:
@@ -268,7 +280,7 @@ def _then_generate(event, page: Page, handlers: Handlers) -> None:
 
 
 def _wire_images(page: Page, handlers: Handlers) -> None:
-    outputs = [page.gallery, page.state, page.notice, page.limits, page.meter]
+    outputs = page.outputs(Strip)
     media = [page.frames, page.pages]  # the person's choices for videos and PDFs
     page.gallery.upload(handlers.chat.on_upload, [page.gallery, page.state, *media], outputs, api_visibility="private",
                         show_progress="minimal")
@@ -276,14 +288,12 @@ def _wire_images(page: Page, handlers: Handlers) -> None:
     page.gallery.change(handlers.chat.on_gallery_change, [page.gallery, page.state], outputs, api_visibility="private",
                         show_progress="hidden")
     page.question.change(handlers.branches.on_attach_box, [page.question, page.edit.editing, page.state, *media],
-                         [page.question, *outputs],
+                         page.outputs(Attached),
                          api_visibility="private", show_progress="hidden", trigger_mode="always_last")
 
 
 def _wire_asking(page: Page, handlers: Handlers, app: App) -> None:
-    edit = page.edit
-    asked = [page.question, page.gallery, page.state, page.notice, page.limits, *page.views, edit.editing, edit.bar,
-             edit.keep]
+    edit, asked = page.edit, page.outputs(Sent)
     for trigger in (page.question.submit, page.send.click):  # a new question, or the one being edited
         event = trigger(handlers.branches.on_send, [page.question, edit.editing, edit.keep, page.state], asked,
                         js=FOLLOW, **SUBMIT)

@@ -45,13 +45,14 @@ def test_edit_then_switch_with_the_page_handlers(setup, image_files):
     answers = [m["content"] for m in updates[-1][2] if m["role"] == "assistant" and "answer-footer" not in m["content"]]
     assert answers[-1] == "b1" and "Image 2: <image> q1 again" in backend.last_prompt
     assert handlers.api.api_context(conv)["branches"][0] == {"turn": 0, "index": 1, "count": 2, "images": ["Image 2"]}
-    conv, gallery, chat, *_ = handlers.branches.on_branch(0, 0, conv, "")
+    shown = handlers.branches.on_branch(0, 0, conv, "")
+    conv, gallery, chat = shown.state, shown.gallery, shown.chatbot
     assert [label for _, label in gallery] == ["Image 1"]
     assert [m["content"] for m in chat if m["role"] == "assistant" and "answer-footer" not in m["content"]] == \
         ["a1", "a2"]
     # a refused switch is a message; the conversation stays
     with pytest.warns(UserWarning, match="no number 4"):
-        conv, *_ = handlers.branches.on_branch(0, 3, conv, "")
+        conv = handlers.branches.on_branch(0, 3, conv, "").state
     assert [t.user for t in conv.turns] == ["q1", "q2"]
 
 
@@ -66,7 +67,8 @@ def test_earlier_chats_and_share_links_with_the_page_handlers(setup):
     assert [c["title"] for c in chats] == ["The second chat", "The first chat"]
     renamed = handlers.branches.on_rename(chats[1]["id"], "Renamed", fresh)
     assert [c["title"] for c in renamed] == ["The second chat", "Renamed"]
-    opened, gallery, question, chat, *_ = handlers.branches.on_open(chats[1]["id"], fresh, tab())
+    shown = handlers.branches.on_open(chats[1]["id"], fresh, tab())
+    opened, question = shown.state, shown.question
     assert [t.user for t in opened.turns] == ["The first chat"] and question == ""
     assert [c["id"] for c in handlers.branches.on_delete_chat(chats[0]["id"], opened)] == [chats[1]["id"]]
 
@@ -113,19 +115,20 @@ def test_the_chat_links_edit_a_question_and_switch_its_versions(setup, image_fil
         '✎ Edit</a></span>']
 
     out = handlers.branches.on_action("edit-0", conv, "", tab())
-    assert len(out) == 13 and out[2] == {"text": "q1", "files": []} and out[5] == 0
-    assert out[8]["choices"] == ["Image 1", "Image 2"] and out[8]["value"] == \
-        ["Image 1", "Image 2"]
+    assert out.question == {"text": "q1", "files": []} and out.editing == 0
+    assert out.keep["choices"] == ["Image 1", "Image 2"] and out.keep["value"] == ["Image 1", "Image 2"]
+    assert out.state == SKIP and out.chatbot == SKIP  # the conversation and the chat stay as they are
     # files put in the box while editing stay there (they go with the edited question)
     in_box = {"text": "x", "files": [str(image_files[2])]}
     assert all(v == SKIP for v in handlers.branches.on_attach_box(in_box, 0, conv))
     assert len(conv.images) == 2
 
     backend.enqueue("b1")
-    box, gallery, conv, notice, limits, chat, *rest = handlers.branches.on_send(
-        {"text": "q1 edited", "files": [str(image_files[2])]}, 0, ["Image 1"], conv, tab())
-    assert box == "" and rest[-3] is None  # the bar closes
-    assert [label for _, label in gallery] == ["Image 1", "Image 3"]
+    sent = handlers.branches.on_send({"text": "q1 edited", "files": [str(image_files[2])]}, 0, ["Image 1"], conv,
+                                     tab())
+    assert sent.question == "" and sent.editing is None and sent.edit_bar["visible"] is False  # the bar closes
+    conv = sent.state
+    assert [label for _, label in sent.gallery] == ["Image 1", "Image 3"]
     generate(handlers, conv)
     assert "Image 1: <image>" in backend.last_prompt and "Image 2:" not in backend.last_prompt
     assert "Image 3: <image>" in backend.last_prompt and "q1 edited" in backend.last_prompt
@@ -134,7 +137,7 @@ def test_the_chat_links_edit_a_question_and_switch_its_versions(setup, image_fil
     assert '<span class="turn-off">›</span>' in tools[0]  # no version after the newest
 
     out = handlers.branches.on_action("branch-0-0", conv, "", tab())
-    conv, chat = out[0], out[9]
+    conv, chat = out.state, out.chatbot
     assert [t.user for t in conv.turns] == ["q1", "q2"]
     assert [m for m in _chat_text(chat) if m in ("a1", "a2")] == ["a1", "a2"]
     assert "1/2" in [t for t in _chat_text(chat) if "turn-tools" in t][0]
@@ -147,7 +150,7 @@ def test_send_while_not_editing_is_a_new_question_and_cancel_closes_the_bar(setu
     _, conv, *_ = handlers.chat.on_load_saved(new_browser_token(), Conversation(), tab())
     backend.enqueue("a1")
     out = handlers.branches.on_send({"text": "hello", "files": []}, None, [], conv, tab())
-    assert len(out) == 12 and [t.user for t in out[2].turns] == ["hello"]
+    assert [t.user for t in out.state.turns] == ["hello"] and out.editing == SKIP  # the bar stays as it is
     generate(handlers, conv)
     assert handlers.branches.on_cancel_edit()[:2] == ("", None)
     # editing a turn that is not there is a message; the conversation stays
@@ -168,11 +171,11 @@ def test_the_list_of_earlier_chats_is_escaped_and_says_how_long_it_keeps_them(se
     fresh, *_ = handlers.chat.on_new_chat(conv, tab())
     row = handlers.branches.on_chats(fresh)[0]["id"]
     out = handlers.branches.on_action(f"rename-{row}:Cats & <dogs>", fresh, "", tab())
-    assert "Cats &amp; &lt;dogs&gt;" in out[4]
+    assert "Cats &amp; &lt;dogs&gt;" in out.listing
     out = handlers.branches.on_action(f"open-{row}", fresh, "", tab())
-    assert [t.user for t in out[0].turns] == ["<script>alert(1)</script> & more"] and out[5] is None
-    out = handlers.branches.on_action(f"delete-{row}", out[0], "", tab())
-    assert "chat-item" not in out[4] and "appear here" in out[4]
+    assert [t.user for t in out.state.turns] == ["<script>alert(1)</script> & more"] and out.editing is None
+    out = handlers.branches.on_action(f"delete-{row}", out.state, "", tab())
+    assert "chat-item" not in out.listing and "appear here" in out.listing
 
 
 def test_share_on_the_page_gives_a_full_link_and_revoke_ends_it(setup):
@@ -200,7 +203,7 @@ def test_the_list_the_edit_bar_and_share_speak_chinese_to_a_chinese_browser(setu
     page = handlers.branches.on_list(conv, request)
     assert "1 轮 · " in page and "最后一次使用后 7 天" in page and "Kept in" not in page
     out = handlers.branches.on_action("edit-0", conv, "", request)
-    assert out[7].startswith("**正在编辑第 1 个问题**") and "Editing" not in out[7]
+    assert out.edit_title.startswith("**正在编辑第 1 个问题**") and "Editing" not in out.edit_title
     text, _, token = handlers.branches.on_share_page(conv, request)
     assert text.startswith("当前分支的只读链接") and token
     assert handlers.branches.on_revoke_page(token, conv, request)[0] == "链接已撤销，无法再打开。"
