@@ -125,6 +125,62 @@ def test_importing_the_app_layers_loads_neither_torch_nor_transformers():
     assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
+def _import_graph(root: Path = PACKAGE) -> dict[str, set[str]]:
+    """Each module of the package (dotted) and the package modules it imports, wherever in the file (in a
+    function, under ``TYPE_CHECKING``): ``from llava_app.web.handlers import views`` is the module ``views``."""
+    names = {}
+    for path in sorted(root.rglob("*.py")):
+        parts = path.relative_to(root.parent).with_suffix("").parts
+        names[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph = {}
+    for name, path in names.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = package.split(".")[:len(package.split(".")) - node.level + 1] if node.level else []
+                module = ".".join(base + ([node.module] if node.module else []))
+                found |= {f"{module}.{a.name}" if f"{module}.{a.name}" in names else module for a in node.names}
+            elif isinstance(node, ast.Import):
+                found |= {a.name for a in node.names}
+        graph[name] = {m for m in found if m in names and m != name}
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]], prefix: str) -> list[list[str]]:
+    """The import circles through modules under ``prefix``, each as the path that closes it."""
+    found, done = [], set()
+
+    def visit(module: str, path: list[str]) -> None:
+        for imported in sorted(graph[module]):
+            if imported in path:
+                found.append(path[path.index(imported):] + [imported])
+            elif imported not in done and imported.startswith(prefix):
+                visit(imported, path + [imported])
+        done.add(module)
+
+    for module in sorted(m for m in graph if m.startswith(prefix)):
+        if module not in done:
+            visit(module, [module])
+    return found
+
+
+def test_no_import_circles_in_the_web_layer():
+    """The page, the handlers and the /v1 endpoint import one way: a module the others share is a leaf (the
+    handlers' ``context``, the page's ``components``), never a module that imports them back."""
+    assert _cycles(_import_graph(), "llava_app.web") == []
+
+
+def test_the_circle_checker_sees_a_circle_through_a_function_level_import(tmp_path):
+    package = tmp_path / "llava_app" / "web"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "a.py").write_text("from llava_app.web import b\n")
+    (package / "b.py").write_text("def f():\n    from .a import x\n")
+    assert _cycles(_import_graph(tmp_path / "llava_app"), "llava_app.web") == [
+        ["llava_app.web.a", "llava_app.web.b", "llava_app.web.a"]]
+
+
 def test_the_layering_checker_sees_an_upward_import(tmp_path):
     """The checker itself: a relative upward import from storage into chat is found."""
     probe = tmp_path / "llava_app" / "storage"

@@ -3,15 +3,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import gradio as gr
 
 from llava_app.application import App
 from llava_app.web.handlers import Handlers
-
-if TYPE_CHECKING:  # pragma: no cover
-    from llava_app.web.page.main import Page
+from llava_app.web.page.components import Page
 
 #: generations of the page and of the API share one concurrency group (the model)
 GENERATION_CONCURRENCY_ID = "model"

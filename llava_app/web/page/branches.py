@@ -10,44 +10,15 @@ question, Cancel); Send then asks it again, and what followed stays on its own b
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
 import gradio as gr
 
+from llava_app.web.handlers import Handlers
 from llava_app.web.handlers.outputs import Action
 from llava_app.web.i18n import T
-
-if TYPE_CHECKING:  # pragma: no cover
-    from llava_app.web.handlers import Handlers
-    from llava_app.web.page.main import Page
+from llava_app.web.page.components import Chats, EditBar, Page
 
 # The link clicked (page.js keeps it in ``window.llavaAction``) becomes the event's first input.
 ACTION_JS = "(...args) => { args[0] = window.llavaAction || ''; window.llavaAction = ''; return args; }"
-
-
-@dataclass
-class EditBar:
-    """Shown while a question is edited: what is edited, which pictures stay with it, Cancel."""
-
-    editing: gr.State  # the 0-based turn being edited, or None
-    bar: gr.Row
-    title: gr.Markdown
-    keep: gr.CheckboxGroup
-    cancel: gr.Button
-
-
-@dataclass
-class Chats:
-    """The earlier chats of this browser, the hidden action channel, and the share controls."""
-
-    listing: gr.HTML | None
-    action: gr.Textbox
-    go: gr.Button
-    share: gr.Button | None
-    share_info: gr.Markdown | None
-    revoke: gr.Button | None
-    link: gr.State | None
 
 
 def edit_bar() -> EditBar:
