@@ -34,6 +34,11 @@ ELSEWHERE = ("This browser's conversation is open in another tab. This tab start
 REGENERATE_TEMPERATURE = 0.7
 
 
+def regenerate_temperature(temperature: float | None) -> float:
+    """The temperature of Regenerate's answer: the person's, or ``REGENERATE_TEMPERATURE`` when that is greedy."""
+    return float(temperature) if float(temperature or 0) > 0 else REGENERATE_TEMPERATURE
+
+
 class ChatHandlers:
     """The conversation's events, as methods over the app's parts (edits, branches and earlier chats:
     ``branches.BranchHandlers``; the API: ``api.ApiHandlers``)."""
@@ -47,15 +52,12 @@ class ChatHandlers:
         # the shared helpers, under the names these handlers call them by
         self._remember_loop, self.views, self.warn = context.remember_loop, context.views, context.warn
         self._images, self._asked = context.images, context.asked
-        #: conversations whose next answer is a Regenerate at temperature 0: it samples instead
-        self._resample: set[str] = set()
         #: the files last taken from each conversation's question box (forgotten when it ends)
         self._attached: dict[str, frozenset[str]] = {}
         app.service.on_release.append(self._forget)
 
     def _forget(self, conv_id: str) -> None:
         self._attached.pop(conv_id, None)
-        self._resample.discard(conv_id)
 
     def _attach(self, conv: Conversation, files: list[tuple[str, str]], progress=None, lang: str = "en",
                 frames: float | None = None, pages: str | None = None) -> str:
@@ -164,9 +166,6 @@ class ChatHandlers:
         """
         self._remember_loop()
         lang = language(request)
-        if conv.id in self._resample:  # Regenerate at temperature 0 would write the same answer again
-            self._resample.discard(conv.id)
-            temperature = max(float(temperature or 0), REGENERATE_TEMPERATURE)
         params = self.service.params(temperature, top_p, max_new_tokens)
         pending = conv.turns[-1].user if conv.turns else ""
         n_turns = len(conv.turns)
@@ -188,12 +187,28 @@ class ChatHandlers:
         # Stopped while it waited: the question is back in the box, as after a failure.
         yield (pending if len(conv.turns) < n_turns else gr.update()), conv, *self.views(conv, lang=lang)
 
+    async def on_generate_again(self, conv: Conversation, system_prompt: str, temperature: float, top_p: float,
+                                max_new_tokens: float, request: gr.Request | None = None):
+        """Regenerate's own answer (the page chains it to ``on_regenerate`` alone): ``on_generate``, sampled at
+        ``REGENERATE_TEMPERATURE`` when the person's temperature is greedy.
+
+        The temperature travels with this event and nowhere else: a Regenerate whose answer never ran (the
+        click failed, the tab went away) leaves nothing behind for the next ordinary question.
+        """
+        answer = self.on_generate(conv, system_prompt, regenerate_temperature(temperature), top_p, max_new_tokens,
+                                  request)
+        try:
+            async for update in answer:
+                yield update
+        finally:  # closed here (cancelled, it has ended already): the answer is closed with it
+            await answer.aclose()
+
     def on_stop(self, conv: Conversation) -> None:
         """Stop: the model itself stops within a decode step."""
         self.service.stop(conv)
 
     def on_regenerate(self, conv: Conversation, temperature: float, request: gr.Request | None = None):
-        """Clear the last answer; ``on_generate`` writes a new one, sampled when the setting is greedy."""
+        """Clear the last answer; ``on_generate_again`` writes a new one, sampled when the setting is greedy."""
         lang = language(request)
         try:
             self.service.regenerate(conv)
@@ -201,7 +216,6 @@ class ChatHandlers:
             raise gr.Error(localize(page_message(exc), lang), print_exception=False) from None
         notice = ""
         if not float(temperature or 0) > 0:
-            self._resample.add(conv.id)
             notice = (f"Regenerating with temperature {REGENERATE_TEMPERATURE} (sampling): at temperature 0 the "
                       "model would write the same answer again.")
         return conv, localize(notice, lang), *self.views(conv, partial="", lang=lang)

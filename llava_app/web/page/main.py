@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import gradio as gr
@@ -197,12 +198,14 @@ def _controls(page: Page, busy: bool) -> list:
     return [*[gr.update(interactive=not busy)] * len(page.busy_controls), gr.update(interactive=busy)]
 
 
-def _then_generate(event, page: Page, handlers: Handlers) -> None:
-    """After ``event`` succeeds: lock the controls, stream the answer, unlock them however it ended (and
-    show the list of earlier chats again: a new title or date)."""
+def _then_generate(event, page: Page, handlers: Handlers, generate: Callable | None = None) -> None:
+    """After ``event`` succeeds: lock the controls, stream the answer (``generate``: ``on_generate`` unless the
+    event asks for its own), unlock them however it ended (and show the list of earlier chats again: a new title
+    or date)."""
     locked = [*page.busy_controls, page.stop]
     done = event.success(lambda: _controls(page, True), None, locked, **LOCK).success(
-        handlers.chat.on_generate, page.settings, [page.question, page.state, *page.views], **_generation(page)
+        generate or handlers.chat.on_generate, page.settings, [page.question, page.state, *page.views],
+        **_generation(page)
     ).then(lambda: _controls(page, False), None, locked, **LOCK)
     branches.refresh_list(done, page, handlers)
 
@@ -230,7 +233,7 @@ def _wire_asking(page: Page, handlers: Handlers, app: App) -> None:
     event = page.regenerate.click(handlers.chat.on_regenerate, [page.state, page.temperature],
                                   [page.state, page.notice, *page.views], js=FOLLOW, **SUBMIT)
     branches.close_edit(event, page)
-    _then_generate(event, page, handlers)
+    _then_generate(event, page, handlers, handlers.chat.on_generate_again)  # sampled when the setting is greedy
     event = page.undo.click(handlers.chat.on_undo, [page.state, page.system_prompt], [page.question, page.state,
                                                                                  *page.views], **SUBMIT)
     branches.close_edit(event, page)  # the box now holds the question taken back, not the one edited

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import warnings
 from types import SimpleNamespace
 
@@ -34,6 +35,15 @@ def generate(handlers, conv, system_prompt="", temperature=0.0):
     """Run ``on_generate`` to its end; returns every update it sent."""
     async def run():
         return [update async for update in handlers.chat.on_generate(conv, system_prompt, temperature, 0.9, 8)]
+    return asyncio.run(run())
+
+
+def regenerate(handlers, conv, temperature=0.0):
+    """Regenerate as the page does it: ``on_regenerate``, then its own chained ``on_generate_again``."""
+    handlers.chat.on_regenerate(conv, temperature)
+
+    async def run():
+        return [u async for u in handlers.chat.on_generate_again(conv, "", temperature, 0.9, 8)]
     return asyncio.run(run())
 
 
@@ -236,3 +246,56 @@ def test_a_closed_tab_already_gone_has_gradios_records_freed_later(setup):
     sessions = SimpleNamespace(remember_loop=lambda: None, drop_later=lambda *args: dropped.append(args))
     asyncio.run(Handlers(app, sessions).chat.on_unload(tab("gone")))
     assert dropped == [("gone", 2.0)]
+
+
+def test_regenerate_samples_its_own_answer_and_leaves_nothing_behind_for_the_next_question(setup):
+    """Regenerate at temperature 0 samples its answer at 0.7 (greedy decoding would write the same answer again);
+    a Regenerate whose answer never ran (the click's event failed, the tab went away) leaves nothing on the
+    server: the next ordinary question is answered at the person's temperature, 0."""
+    app, handlers, backend = setup
+    conv = Conversation()
+    handlers.chat.on_submit("What is it?", conv)
+    generate(handlers, conv, temperature=0.0)
+    assert backend.requests[-1].params.temperature == 0.0
+    backend.enqueue("Another", " answer.")
+    regenerate(handlers, conv, temperature=0.0)
+    assert backend.requests[-1].params.temperature == 0.7 and conv.turns[-1].assistant == "Another answer."
+    conv, notice, *_ = handlers.chat.on_regenerate(conv, 0.0)  # its own answer never runs
+    assert notice.startswith("Regenerating with temperature 0.7")
+    handlers.chat.on_submit("And now?", conv)
+    generate(handlers, conv, temperature=0.0)
+    assert conv.turns[-1].user == "And now?" and backend.requests[-1].params.temperature == 0.0
+    regenerate(handlers, conv, temperature=0.3)  # a temperature that samples already is kept
+    assert backend.requests[-1].params.temperature == 0.3
+
+
+def test_a_regenerated_answer_cancelled_midway_stops_the_model(setup):
+    """Gradio cancels the task of a client that went away: ``on_generate_again`` passes that on to the answer in
+    it, whose request's cancel flag is set at once, as for an ordinary answer."""
+    app, handlers, backend = setup
+    conv = Conversation()
+    handlers.chat.on_submit("What is it?", conv)
+    generate(handlers, conv)
+    handlers.chat.on_regenerate(conv, 0.0)
+    backend.enqueue("One", " two", " three.")
+    backend.hold.clear()  # the engine holds after its first chunk
+
+    async def cancel_after_the_first_words():
+        begun = asyncio.Event()
+
+        async def read():
+            async for update in handlers.chat.on_generate_again(conv, "", 0.0, 0.9, 8):
+                if "One" in str(update[2][-1]["content"]):
+                    begun.set()
+
+        task = asyncio.create_task(read())
+        await asyncio.wait_for(begun.wait(), 30)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return backend.requests[-1].cancel.is_set()
+
+    try:
+        assert asyncio.run(cancel_after_the_first_words())
+    finally:
+        backend.hold.set()
