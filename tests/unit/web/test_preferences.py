@@ -43,6 +43,28 @@ def test_kept_settings_come_back_and_odd_values_are_left_alone(app):
     assert prefs.on_settings_load(None) == [gr.skip()] * 4
 
 
+def test_a_failed_switch_says_why_to_the_admin_who_tried_it_and_to_no_other(tmp_path):
+    """Each admin's page shows why its own switch failed: the reason is kept per session, not server-wide."""
+    config = Config(model="recording-fake", data_dir=str(tmp_path / "data"), model_switching="admins",
+                    auth="ann:pw-ann-1,bob:pw-bob-1", admins="ann,bob")
+    app = create_app(config, backend=RecordingBackend())
+    try:
+        prefs = SessionHandlers(app)
+        ann, bob = request(session="ann-tab"), request(session="bob-tab")
+        ann.username, bob.username = "ann", "bob"
+        with pytest.raises(gr.Error, match="not-a-model is not one of the models this server offers"):
+            prefs.on_switch("not-a-model", ann, progress=lambda *a, **k: None)
+        shown_to_bob = prefs.after_failed_switch(bob)[2]
+        assert shown_to_bob == "Still using recording-fake." and "not-a-model" not in shown_to_bob
+        with pytest.raises(gr.Error, match="Choose a model first"):
+            prefs.on_switch("", bob, progress=lambda *a, **k: None)
+        assert prefs.after_failed_switch(ann)[2].startswith("not-a-model is not one of the models")
+        assert prefs.after_failed_switch(bob)[2] == "Choose a model first. Still using recording-fake."
+        assert prefs.after_failed_switch(ann)[2] == "Still using recording-fake."  # shown once, then gone
+    finally:
+        app.close()
+
+
 def test_a_second_tab_of_the_browser_does_not_take_the_conversation(tmp_path):
     store = ImageStore(tmp_path / "images")
     saves = BrowserSaves(SavedConversations(tmp_path / "s.sqlite3", tmp_path / "simg"), store)
