@@ -20,7 +20,6 @@ from llava_app.web.handlers.chat import ChatHandlers
 from llava_app.web.handlers.context import HandlerContext
 from llava_app.web.handlers.context import language as _lang
 from llava_app.web.handlers.context import page_message as _message
-from llava_app.web.handlers.inputs import file_paths as _files
 from llava_app.web.handlers.inputs import message_files, message_text, numbers, whole
 from llava_app.web.handlers.outputs import Action, Attached, Sent, skipped
 from llava_app.web.translations import localize
@@ -52,18 +51,6 @@ class BranchHandlers:
         self.views, self.warn, self._asked = context.views, context.warn, context.asked
 
     # ----- page events ------------------------------------------------------------------------
-    def on_edit(self, turn: Any, text: str, files: Any, remove: Any, conv: Conversation):
-        """Turn ``turn`` (0-based) asked again with ``text``, the pictures in ``files`` added and the image
-        numbers in ``remove`` taken off it; ``on_generate`` then writes the answer. Returns the conversation,
-        the gallery, the chat (with an empty answer to come), the prompt, its stats and the meter."""
-        try:
-            self.service.edit(conv, whole(turn, "turn"), text, _files(files), numbers(remove))
-        except UserError as exc:
-            gr.Warning(_message(exc))
-            return conv, views.gallery_value(conv), *self.views(conv)
-        self.saved.save(conv)
-        return conv, views.gallery_value(conv), *self.views(conv, partial="")
-
     def on_branch(self, turn: Any, index: Any, conv: Conversation, system_prompt: str) -> Action:
         """Show version ``index`` (0-based) of turn ``turn``: the conversation, the gallery and the views."""
         try:
@@ -78,10 +65,6 @@ class BranchHandlers:
     def _shown(self, conv: Conversation) -> Action:
         """The conversation, its strip and its views (the rest left as it is)."""
         return skipped(Action)._replace(state=conv, gallery=views.gallery_value(conv), **self.views(conv)._asdict())
-
-    def on_chats(self, conv: Conversation) -> list[dict[str, Any]]:
-        """This browser's saved conversations, newest first (see ``BrowserSaves.listing``)."""
-        return self.saved.listing(conv)
 
     def on_open(self, row: str, conv: Conversation, request: gr.Request) -> Action:
         """An earlier chat in place of this one (which stays in the list): the conversation, the gallery,

@@ -37,7 +37,7 @@ def share_button(enabled: bool) -> gr.Button | None:
     return gr.Button(T("share"), elem_id="share", size="sm", scale=0, min_width=80) if enabled else None
 
 
-def chats_panel(handlers: Handlers, share: gr.Button | None) -> Chats:
+def chats_panel(share: gr.Button | None) -> Chats:
     """Under the actions: what Share made (the link, its expiry, Revoke); the hidden channel for the links."""
     info = revoke = link = None
     if share is not None:

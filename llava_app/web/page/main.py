@@ -35,7 +35,7 @@ def build_demo(app: App) -> gr.Blocks:
         handlers = Handlers(app, GradioSessions(demo))
         page = _layout(app, handlers)
         _wire_images(page, handlers)
-        _wire_asking(page, handlers, app)
+        _wire_asking(page, handlers)
         _wire_features(page, handlers)
         wire_api(page, handlers, app)
         branches.wire(page, handlers)
@@ -85,7 +85,7 @@ def _layout(app: App, handlers: Handlers) -> Page:
                 undo = gr.Button(T("undo"), elem_id="undo", size="sm", scale=0, min_width=70)
                 new_chat = gr.Button(T("new_chat"), elem_id="new-chat", size="sm", scale=0, min_width=90)
                 share = branches.share_button(app.share_links is not None and app.share_links.enabled)
-            chats = branches.chats_panel(handlers, share)
+            chats = branches.chats_panel(share)
             examples = _example_buttons()
         with gr.Column(elem_id="side", scale=1, min_width=300):
             meter = gr.Markdown(handlers.context.meter(Conversation()), elem_id="context-meter")
@@ -188,7 +188,7 @@ FOLLOW = "(...args) => { const el = document.querySelector('#chatbot .bubble-wra
          "if (el) el.scrollTop = el.scrollHeight; return args; }"
 
 
-def _generation(page: Page) -> dict[str, Any]:
+def _generation() -> dict[str, Any]:
     """Event settings of a generation: no queue limit here, the service's line orders the answers and tells
     each where it stands; a minimal progress mark on the chat."""
     return dict(api_visibility="private", concurrency_limit=None, show_progress="hidden")
@@ -205,7 +205,7 @@ def _then_generate(event, page: Page, handlers: Handlers, generate: Callable | N
     locked = [*page.busy_controls, page.stop]
     done = event.success(lambda: _controls(page, True), None, locked, **LOCK).success(
         generate or handlers.chat.on_generate, page.settings, [page.question, page.state, *page.views],
-        **_generation(page)
+        **_generation()
     ).then(lambda: _controls(page, False), None, locked, **LOCK)
     branches.refresh_list(done, page, handlers)
 
@@ -223,7 +223,7 @@ def _wire_images(page: Page, handlers: Handlers) -> None:
                          api_visibility="private", show_progress="hidden", trigger_mode="always_last")
 
 
-def _wire_asking(page: Page, handlers: Handlers, app: App) -> None:
+def _wire_asking(page: Page, handlers: Handlers) -> None:
     edit, asked = page.edit, page.outputs(Sent)
     for trigger in (page.question.submit, page.send.click):  # a new question, or the one being edited
         event = trigger(handlers.branches.on_send, [page.question, edit.editing, edit.keep, page.state], asked,

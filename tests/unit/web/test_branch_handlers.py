@@ -38,7 +38,9 @@ def test_edit_then_switch_with_the_page_handlers(setup, image_files):
     handlers.chat.on_upload([str(image_files[0])], conv)
     ask(handlers, backend, conv, "q1", "a1")
     ask(handlers, backend, conv, "q2", "a2")
-    conv, gallery, chat, *_ = handlers.branches.on_edit(0, "q1 again", [str(image_files[1])], [1], conv)
+    # Send while question 1 is edited, its picture unticked and another in the box
+    sent = handlers.branches.on_send({"text": "q1 again", "files": [str(image_files[1])]}, 0, [], conv, tab())
+    conv, gallery, chat = sent.state, sent.gallery, sent.chatbot
     assert [label for _, label in gallery] == ["Image 2"] and chat[-1] == {"role": "assistant", "content": ""}
     backend.enqueue("b1")
     updates = generate(handlers, conv)
@@ -63,7 +65,7 @@ def test_earlier_chats_and_share_links_with_the_page_handlers(setup):
     ask(handlers, backend, conv, "The first chat", "ok")
     fresh, *_ = handlers.chat.on_new_chat(conv, tab())
     ask(handlers, backend, fresh, "The second chat", "ok")
-    chats = handlers.branches.on_chats(fresh)
+    chats = app.saved.listing(fresh)
     assert [c["title"] for c in chats] == ["The second chat", "The first chat"]
     renamed = handlers.branches.on_rename(chats[1]["id"], "Renamed", fresh)
     assert [c["title"] for c in renamed] == ["The second chat", "Renamed"]
@@ -169,7 +171,7 @@ def test_the_list_of_earlier_chats_is_escaped_and_says_how_long_it_keeps_them(se
     assert "class='chat-item current'" in page and page.count("#llava-open-") == 1
     assert "Kept in this browser for 7 days after their last use" in page and "1,024 MB" in page
     fresh, *_ = handlers.chat.on_new_chat(conv, tab())
-    row = handlers.branches.on_chats(fresh)[0]["id"]
+    row = app.saved.listing(fresh)[0]["id"]
     out = handlers.branches.on_action(f"rename-{row}:Cats & <dogs>", fresh, "", tab())
     assert "Cats &amp; &lt;dogs&gt;" in out.listing
     out = handlers.branches.on_action(f"open-{row}", fresh, "", tab())
