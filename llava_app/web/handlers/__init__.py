@@ -1,6 +1,7 @@
 """What each event of the page and the API does: the conversation's events (``chat``), edits, branches
 and earlier chats (``branches``), the API's endpoints (``api``), what belongs to a visitor (``session``,
-``switch_policy``); what the events send (``inputs``) and what the page shows (``views``, ``markdown``).
+``switch_policy``); what the events send (``inputs``), what the page shows (``views``, ``markdown``) and
+the handlers' named results (``outputs``).
 
 The handler classes are composed, not inherited: each is given one shared ``HandlerContext``
 (``context``: the app's parts, the views, the error messages), and ``BranchHandlers`` the
