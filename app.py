@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> None:
     except UserError as exc:  # a model that cannot be found, a bad user list: one clear line
         sys.exit(f"error: {exc}")
 
-    from llava_app.web.page import build_demo
+    from llava_app.web.page.main import build_demo
     from llava_app.web.server import launch
 
     launch(app, build_demo(app))

@@ -183,7 +183,7 @@ def launched_app(config, backend=None) -> Iterator[Launched]:
     """
     from llava_app.application import create_app
     from llava_app.storage.images import ImageStore
-    from llava_app.web.page import build_demo
+    from llava_app.web.page.main import build_demo
     from llava_app.web.server import launch
 
     config = dataclasses.replace(config, host="127.0.0.1", port=free_port())

@@ -19,15 +19,16 @@ from llava_app.web.i18n import I18N
 
 log = logging.getLogger(__name__)
 
-WEB = Path(__file__).resolve().parent
-CSS = (WEB / "style.css").read_text(encoding="utf-8")
-JS = (WEB / "page.js").read_text(encoding="utf-8")
+#: the page's own stylesheet and script, beside its layout
+PAGE = Path(__file__).resolve().parent / "page"
+CSS = (PAGE / "style.css").read_text(encoding="utf-8")
+JS = (PAGE / "page.js").read_text(encoding="utf-8")
 
 #: Gradio's own upload cap, as a multiple of --max-upload-mb
 UPLOAD_HARD_CAP = 4
 
 # Images in the page come from this server only: a picture in a question or an answer that
-# points elsewhere never loads (a second guard behind ``display.chat_markdown``).
+# points elsewhere never loads (a second guard behind ``handlers.markdown.chat_markdown``).
 CONTENT_SECURITY_POLICY = "img-src 'self' data: blob:"
 
 
@@ -72,12 +73,12 @@ def launch_kwargs(app: App) -> dict[str, Any]:
         auth_message="Sign in to use this demo.",
     )
     if config.openai_api:
-        from llava_app.web.openai_api import build_router
+        from llava_app.web.openai.endpoint import build_router
 
         # Routes given to the FastAPI app that launch() creates: served from its first request on.
         kwargs["app_kwargs"]["routes"] = build_router(app.service, config).routes
     if app.share_links is not None and app.share_links.enabled:
-        from llava_app.web.share_page import share_routes
+        from llava_app.web.page.share import share_routes
 
         kwargs["app_kwargs"].setdefault("routes", []).extend(share_routes(app.share_links))  # no login: by design
     return kwargs

@@ -264,7 +264,7 @@ def test_closed_tab_frees_its_session_at_once(tmp_path, local_backend, monkeypat
 
 def test_stream_cancel_runs_on_cancel_when_the_consumer_goes_away():
     """The mechanism under both Stop-by-tab-close paths, without a server."""
-    from llava_app.web.streaming import iterate_in_thread
+    from llava_app.web.cancellable import iterate_in_thread
 
     stopped = threading.Event()
 

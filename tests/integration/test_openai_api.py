@@ -299,7 +299,7 @@ def test_image_urls_are_fetched_only_where_allowed(api, tmp_path):
         assert by_url.usage.prompt_tokens == by_data.usage.prompt_tokens
         assert by_url.choices[0].message.content == by_data.choices[0].message.content
         # By default, no server-side fetches.
-        from llava_app.web.openai_api import APIError, OpenAIEndpoint
+        from llava_app.web.openai.endpoint import APIError, OpenAIEndpoint
 
         endpoint = OpenAIEndpoint(api.service, dataclasses.replace(api.config, openai_api_image_urls=False))
         with pytest.raises(APIError, match="does not fetch image URLs") as err:

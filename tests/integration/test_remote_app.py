@@ -175,7 +175,7 @@ def test_a_remote_only_app_imports_neither_torch_nor_transformers(upstreams, tmp
         "import sys\n"
         "from llava_app.config import parse_config\n"
         "from llava_app.application import create_app\n"
-        "from llava_app.web.page import build_demo\n"
+        "from llava_app.web.page.main import build_demo\n"
         "from llava_app.web.server import launch_kwargs\n"
         f"config = parse_config(['--backend', 'openai', '--base-url', {upstreams.main.url!r}, '--model', "
         f"'tiny-random', '--data-dir', {str(tmp_path)!r}, '--openai-api'])\n"

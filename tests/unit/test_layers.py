@@ -117,23 +117,12 @@ def test_no_function_over_80_lines():
 
 def test_importing_the_app_layers_loads_neither_torch_nor_transformers():
     code = ("import sys; import llava_app.config, llava_app.chat.conversation, llava_app.chat.service, "
-            "llava_app.storage.images, llava_app.engine, llava_app.application, llava_app.web.page; "
+            "llava_app.storage.images, llava_app.engine, llava_app.application, llava_app.web.page.main; "
             "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=PACKAGE.parent, capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "[]"
-
-
-# Import cycles the web layer still has while llava_app/web/ is being restructured: each entry is the
-# modules of one cycle, as test_no_import_cycles reports it. Empty this list as they go; an entry that no
-# longer matches a cycle fails the test too, so that the list never allows more than it names.
-KNOWN_WEB_CYCLES: list[set[str]] = [
-    # handlers imports BranchingHandlers; branching imports page_message/language back, inside functions
-    {"llava_app.web.branching", "llava_app.web.handlers"},
-    # page imports branch_page and api_page; they import page's Page for their type hints
-    {"llava_app.web.api_page", "llava_app.web.branch_page", "llava_app.web.page"},
-]
 
 
 def _module_name(path: Path, root: Path) -> str:
@@ -210,10 +199,8 @@ def test_no_import_cycles():
     graph = _import_graph()
     found = _cycles(graph)
     described = {" <-> ".join(sorted(c)): sorted(f"{a} -> {b}" for a in c for b in graph[a] if b in c)
-                 for c in found if c not in KNOWN_WEB_CYCLES}
+                 for c in found}
     assert described == {}
-    stale = [c for c in KNOWN_WEB_CYCLES if c not in found]
-    assert stale == [], "these cycles are gone: take them off KNOWN_WEB_CYCLES"
 
 
 def test_the_cycle_checker_sees_a_cycle_through_a_function_level_import(tmp_path):

@@ -102,7 +102,7 @@ def long_chat(small_window_backend, tmp_path_factory):
 
 
 def test_thirty_turns_with_three_images_keep_answering_with_all_images(long_chat):
-    from llava_app.web.views import chat_value, turn_of_message
+    from llava_app.web.handlers.views import chat_value, turn_of_message
 
     service, conv, turns, rec = long_chat
     assert len(rec.requests) == 30  # one generation per turn, no refusal
@@ -325,7 +325,7 @@ def test_fitting_is_off_when_the_engine_cannot_count():
     from llava_app.chat.context import ContextFitter
     from llava_app.chat.conversation import Conversation
     from llava_app.engine.base import Backend, GenerationParams, TextDelta
-    from llava_app.web.views import meter_text
+    from llava_app.web.handlers.views import meter_text
 
     class Remote(Backend):
         context_length = 100
@@ -367,7 +367,7 @@ def test_context_endpoint_and_meter_report_window_images_and_hidden_turns(tmp_pa
 
 def test_meter_text():
     from llava_app.chat.conversation import Conversation, PromptInfo
-    from llava_app.web.views import meter_text
+    from llava_app.web.handlers.views import meter_text
 
     conv = dataclasses.replace(Conversation(), first_visible=3, context_window=1024, context_summary="they talked")
     conv.last_prompt = PromptInfo(text="x", n_tokens=512)

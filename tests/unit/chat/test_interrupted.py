@@ -14,7 +14,7 @@ from llava_app.chat.saved import BrowserSaves
 from llava_app.storage.images import ImageStore
 from llava_app.storage.records import ConversationRecord
 from llava_app.storage.saved import SavedConversations, entry_key, new_browser_token
-from llava_app.web import views
+from llava_app.web.handlers import views
 
 
 def saves_and_conv(tmp_path):

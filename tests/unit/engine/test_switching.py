@@ -69,7 +69,7 @@ def test_switch_keeps_the_conversation_and_frees_the_old_model(config, store, im
         service.add_images(conv, [(str(p), p.name) for p in image_files[:2]])
         first = _answer(service, conv, "Compare Image 1 and Image 2")
         before = conv.last_prompt
-        from llava_app.web.openai_api import OpenAIEndpoint
+        from llava_app.web.openai.endpoint import OpenAIEndpoint
 
         api = OpenAIEndpoint(service, config)  # /v1 beside the page: it must not keep the old engine's parts
         old_engine, old_model = weakref.ref(backend.engine), weakref.ref(backend.engine.model)
@@ -219,7 +219,7 @@ def test_v1_follows_the_model_held_now(config, image_files):
 
 # ----- who may switch: the operator's policy, enforced on the server ----------------------------
 def test_switch_policy():
-    from llava_app.web.switching import SwitchPolicy
+    from llava_app.web.handlers.switch_policy import SwitchPolicy
 
     default = SwitchPolicy.from_config(Config())
     assert default.mode == "admins" and not default.offered and not default.allows(None)  # safe on a shared Space
@@ -276,7 +276,7 @@ def test_a_failed_switch_leaves_the_picker_on_the_model_still_loaded(config, tmp
 
     from llava_app.application import create_app
     from llava_app.storage.images import ImageStore
-    from llava_app.web.session_handlers import SessionHandlers
+    from llava_app.web.handlers.session import SessionHandlers
 
     broken = tmp_path / "not-a-model"
     broken.mkdir()

@@ -10,7 +10,7 @@ from conftest import attach_file
 from llava_app.chat.conversation import Conversation
 from llava_app.storage.feedback import FeedbackLog
 from llava_app.storage.images import ImageStore
-from llava_app.web.views import chat_value, turn_of_message
+from llava_app.web.handlers.views import chat_value, turn_of_message
 
 
 def _conversation(tmp_path, image_files) -> Conversation:

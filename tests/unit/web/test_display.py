@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from llava_app.web.display import chat_markdown
+from llava_app.web.handlers.markdown import chat_markdown
 
 
 def test_html_is_shown_as_typed_not_rendered():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import warnings
 from types import SimpleNamespace
 
@@ -13,7 +14,7 @@ from fakes import RecordingBackend
 from llava_app.application import create_app
 from llava_app.chat.conversation import Conversation
 from llava_app.config import Config
-from llava_app.web.handlers import ChatHandlers
+from llava_app.web.handlers import Handlers
 
 
 @pytest.fixture
@@ -21,7 +22,7 @@ def setup(tmp_path):
     backend = RecordingBackend()
     config = Config(model="recording-fake", data_dir=str(tmp_path / "data"), max_images=3, max_new_tokens=8)
     app = create_app(config, backend=backend)
-    yield app, ChatHandlers(app), backend
+    yield app, Handlers(app), backend
     app.close()
 
 
@@ -33,17 +34,26 @@ def tab(name: str = "tab-1"):
 def generate(handlers, conv, system_prompt="", temperature=0.0):
     """Run ``on_generate`` to its end; returns every update it sent."""
     async def run():
-        return [update async for update in handlers.on_generate(conv, system_prompt, temperature, 0.9, 8)]
+        return [update async for update in handlers.chat.on_generate(conv, system_prompt, temperature, 0.9, 8)]
+    return asyncio.run(run())
+
+
+def regenerate(handlers, conv, temperature=0.0):
+    """Regenerate as the page does it: ``on_regenerate``, then its own chained ``on_generate_again``."""
+    handlers.chat.on_regenerate(conv, temperature)
+
+    async def run():
+        return [u async for u in handlers.chat.on_generate_again(conv, "", temperature, 0.9, 8)]
     return asyncio.run(run())
 
 
 def test_upload_ask_stream_and_undo_through_the_handlers(setup, image_files):
     app, handlers, backend = setup
     conv = Conversation()
-    gallery, conv, notice, limits, meter = handlers.on_upload([str(p) for p in image_files[:2]], conv)
+    gallery, conv, notice, limits, meter = handlers.chat.on_upload([str(p) for p in image_files[:2]], conv)
     assert [label for _, label in gallery] == ["Image 1", "Image 2"] and notice == "Added Image 1, Image 2."
     assert limits == "2 of 3 images"  # shown before the limit is reached
-    question, gallery, conv, notice, limits, chat, *_ = handlers.on_submit(
+    question, gallery, conv, notice, limits, chat, *_ = handlers.chat.on_submit(
         {"text": "Compare Image 1 and Image 2", "files": []}, conv)
     assert question == "" and chat[-1] == {"role": "assistant", "content": ""}  # the answer's place is shown
     backend.enqueue("They", " differ.")
@@ -53,7 +63,7 @@ def test_upload_ask_stream_and_undo_through_the_handlers(setup, image_files):
     assert "2 tokens" in final_chat[-1]["content"] and "answer-footer" in final_chat[-1]["content"]
     assert "[system] Be brief." in backend.last_prompt and backend.last_prompt.count("<image>") == 2
     assert conv.turns[-1].stats.completion_tokens == 2
-    text, conv, chat, prompt, stats, meter = handlers.on_undo(conv, "")
+    text, conv, chat, prompt, stats, meter = handlers.chat.on_undo(conv, "")
     assert text == "Compare Image 1 and Image 2" and conv.turns == [] and chat == []  # the images wait again
     assert [im.label for im in conv.pending_images] == ["Image 1", "Image 2"]
 
@@ -62,7 +72,7 @@ def test_a_refused_question_is_a_message_and_the_box_keeps_it(setup):
     _, handlers, _ = setup
     conv = Conversation()
     with pytest.warns(UserWarning, match="Type a question first"):  # gr.Warning outside a page event
-        question, *_ = handlers.on_submit("   ", conv)
+        question, *_ = handlers.chat.on_submit("   ", conv)
     assert conv.turns == [] and question != ""
 
 
@@ -75,7 +85,7 @@ def test_an_engine_failure_is_a_message_and_the_question_returns_to_the_box(setu
 
     backend.stream = broken
     conv = Conversation()
-    handlers.on_submit("Hello?", conv)
+    handlers.chat.on_submit("Hello?", conv)
     with pytest.warns(UserWarning) as caught:
         updates = generate(handlers, conv)
     assert [str(w.message) for w in caught] == [
@@ -89,16 +99,16 @@ def test_new_chat_reset_and_import_replace_the_conversation_tied_to_the_same_tab
     app, handlers, backend = setup
     old = Conversation()
     app.service.touch(old, client="tab-1")
-    handlers.on_upload([str(image_files[0])], old)
-    handlers.on_submit("What is it?", old)
+    handlers.chat.on_upload([str(image_files[0])], old)
+    handlers.chat.on_submit("What is it?", old)
     generate(handlers, old)
     if how == "new chat":
-        new = handlers.on_new_chat(old, tab())[0]
+        new = handlers.chat.on_new_chat(old, tab())[0]
     elif how == "reset":
-        new = handlers.api_reset(old, tab())
+        new = handlers.api.api_reset(old, tab())
     else:
-        exported = handlers.on_export("json", old, "")
-        new = handlers.on_import(exported, old, "", tab())[0]
+        exported = handlers.chat.on_export("json", old, "")
+        new = handlers.chat.on_import(exported, old, "", tab())[0]
         assert [im.label for im in new.images] == ["Image 1"] and new.turns[0].assistant == "ok"
     live = {c.id for c in app.service.sessions.live()}
     assert old.id not in live and new.id in live and old.id in backend.forgotten
@@ -110,7 +120,7 @@ def test_export_with_nothing_to_export_says_so(setup):
     _, handlers, _ = setup
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        assert handlers.on_export("zip", Conversation(), "") is None
+        assert handlers.chat.on_export("zip", Conversation(), "") is None
     assert "nothing to export yet" in str(caught[-1].message)
 
 
@@ -120,28 +130,28 @@ def test_the_api_reports_context_and_streams_through_the_same_service(setup, ima
     backend.enqueue("A", " red", " square.")
 
     async def ask():
-        return [text async for text, _ in handlers.api_chat("What is it?", [str(image_files[0])], [], conv, tab())]
+        return [text async for text, _ in handlers.api.api_chat("What is it?", [str(image_files[0])], [], conv, tab())]
     texts = asyncio.run(ask())
     assert texts[-1] == "A red square."
-    summary = handlers.api_context(conv)
+    summary = handlers.api.api_context(conv)
     assert summary["image_count"] == 1 and summary["turns"][0]["assistant"] == "A red square."
 
 
 def test_a_removed_image_stays_in_the_chat_as_a_labelled_placeholder(setup, image_files):
     _, handlers, _ = setup
     conv = Conversation()
-    handlers.on_upload([str(p) for p in image_files[:2]], conv)
-    handlers.on_submit({"text": "Compare Image 1 and Image 2", "files": []}, conv)
+    handlers.chat.on_upload([str(p) for p in image_files[:2]], conv)
+    handlers.chat.on_submit({"text": "Compare Image 1 and Image 2", "files": []}, conv)
     generate(handlers, conv)
-    gallery, conv, notice, limits, _ = handlers.on_delete([(conv.images[1].path, "Image 2")], conv)
+    gallery, conv, notice, limits, _ = handlers.chat.on_delete([(conv.images[1].path, "Image 2")], conv)
     assert [label for _, label in gallery] == ["Image 2"] and notice == "Removed Image 1." and limits == "1 of 3 images"
-    chat = handlers.views(conv)[0]
+    chat = handlers.context.views(conv)[0]
     assert chat[1] == {"role": "user", "content": "*[Image 1, removed]*"}  # under the turn that showed it
     assert [item["caption"] for item in chat[0]["content"].value] == ["Image 2"]
     # An image removed before any question carried it leaves no trace.
-    handlers.on_upload([str(image_files[2])], conv)
-    handlers.on_delete([(conv.images[0].path, "Image 2")], conv)
-    assert [m["content"] for m in handlers.views(conv)[0] if isinstance(m["content"], str)].count(
+    handlers.chat.on_upload([str(image_files[2])], conv)
+    handlers.chat.on_delete([(conv.images[0].path, "Image 2")], conv)
+    assert [m["content"] for m in handlers.context.views(conv)[0] if isinstance(m["content"], str)].count(
         "*[Image 1, removed]*") == 1 and len(conv.removed) == 1
 
 
@@ -169,12 +179,12 @@ def test_links_pasted_alone_into_the_question_box_are_fetched_into_the_strip(tmp
                     image_url_allow="127.0.0.1")
     app = create_app(config, backend=RecordingBackend())
     try:
-        handlers, conv = ChatHandlers(app), Conversation()
+        handlers, conv = Handlers(app), Conversation()
         url = f"http://127.0.0.1:{server.server_port}/cat.png"
-        box, gallery, conv, notice, *_ = handlers.on_submit({"text": f"  {url}  ", "files": []}, conv)
+        box, gallery, conv, notice, *_ = handlers.chat.on_submit({"text": f"  {url}  ", "files": []}, conv)
         assert box == "" and [label for _, label in gallery] == ["Image 1"] and notice == "Added Image 1."
         assert conv.turns == []  # a link is not a question
-        _, _, conv, *_ = handlers.on_submit({"text": f"What is at {url}?", "files": []}, conv)
+        _, _, conv, *_ = handlers.chat.on_submit({"text": f"What is at {url}?", "files": []}, conv)
         assert conv.turns[-1].user == f"What is at {url}?"  # a question that mentions a link is a question
     finally:
         app.close()
@@ -192,7 +202,7 @@ def test_a_batch_over_the_per_question_limit_gets_one_message(setup, tmp_path):
         files.append(str(path))
     app.service.max_images, app.service.max_images_per_message = 6, 4
     with pytest.warns(UserWarning) as caught:
-        gallery, conv, notice, limits, _ = handlers.on_upload(files, Conversation())
+        gallery, conv, notice, limits, _ = handlers.chat.on_upload(files, Conversation())
     assert len(gallery) == 4 and limits == "4 of 6 images · up to 4 with one question"
     assert [str(w.message) for w in caught] == [
         "p4.png, p5.png: At most 4 new images go with one question, and 4 are waiting already. Ask about them "
@@ -206,9 +216,9 @@ def test_the_person_chooses_a_videos_keyframes_and_a_pdfs_pages(setup, tmp_path)
     clip, report = tmp_path / "clip.mp4", tmp_path / "report.pdf"
     clip.write_bytes(make_video())
     report.write_bytes(make_pdf(3))
-    gallery, conv, *_ = handlers.on_upload([str(clip)], Conversation(), 2, "")
+    gallery, conv, *_ = handlers.chat.on_upload([str(clip)], Conversation(), 2, "")
     assert [c.split(" · ")[1].split(" @ ")[0] for _, c in gallery] == ["clip.mp4", "clip.mp4"]  # two keyframes
-    gallery, conv, *_ = handlers.on_upload([str(report)], Conversation(), 2, "3")
+    gallery, conv, *_ = handlers.chat.on_upload([str(report)], Conversation(), 2, "3")
     assert [c for _, c in gallery] == ["Image 1 · report.pdf p. 3"]
 
 
@@ -218,10 +228,74 @@ def test_the_strips_delete_and_change_events_of_one_removal_say_so_once_in_eithe
     _, handlers, _ = setup
     for first, second in (("change", "delete"), ("delete", "change")):
         conv = Conversation()
-        handlers.on_upload([str(image_files[0])], conv)
-        run = {"change": lambda c=conv: handlers.on_gallery_change([], c), "delete": lambda c=conv: handlers.on_delete([], c)}
+        handlers.chat.on_upload([str(image_files[0])], conv)
+        run = {"change": lambda c=conv: handlers.chat.on_gallery_change([], c),
+               "delete": lambda c=conv: handlers.chat.on_delete([], c)}
         gallery, _, notice, limits, _ = run[first]()
         assert gallery == [] and notice == "Removed Image 1." and limits.startswith("0 of")
         later = run[second]()
         assert later == (gr.skip(),) * 5  # nothing written: the notice keeps what the first one said
         assert conv.images == []
+
+
+def test_a_closed_tab_already_gone_has_gradios_records_freed_later(setup):
+    """``on_unload`` of a client housekeeping already ended: Gradio's records (made again by this very event)
+    are freed once it has finished, through the Gradio sessions the handlers were given."""
+    app, _, _ = setup
+    dropped = []
+    sessions = SimpleNamespace(remember_loop=lambda: None, drop_later=lambda *args: dropped.append(args))
+    asyncio.run(Handlers(app, sessions).chat.on_unload(tab("gone")))
+    assert dropped == [("gone", 2.0)]
+
+
+def test_regenerate_samples_its_own_answer_and_leaves_nothing_behind_for_the_next_question(setup):
+    """Regenerate at temperature 0 samples its answer at 0.7 (greedy decoding would write the same answer again);
+    a Regenerate whose answer never ran (the click's event failed, the tab went away) leaves nothing on the
+    server: the next ordinary question is answered at the person's temperature, 0."""
+    app, handlers, backend = setup
+    conv = Conversation()
+    handlers.chat.on_submit("What is it?", conv)
+    generate(handlers, conv, temperature=0.0)
+    assert backend.requests[-1].params.temperature == 0.0
+    backend.enqueue("Another", " answer.")
+    regenerate(handlers, conv, temperature=0.0)
+    assert backend.requests[-1].params.temperature == 0.7 and conv.turns[-1].assistant == "Another answer."
+    conv, notice, *_ = handlers.chat.on_regenerate(conv, 0.0)  # its own answer never runs
+    assert notice.startswith("Regenerating with temperature 0.7")
+    handlers.chat.on_submit("And now?", conv)
+    generate(handlers, conv, temperature=0.0)
+    assert conv.turns[-1].user == "And now?" and backend.requests[-1].params.temperature == 0.0
+    regenerate(handlers, conv, temperature=0.3)  # a temperature that samples already is kept
+    assert backend.requests[-1].params.temperature == 0.3
+
+
+def test_a_regenerated_answer_cancelled_midway_stops_the_model(setup):
+    """Gradio cancels the task of a client that went away: ``on_generate_again`` passes that on to the answer in
+    it, whose request's cancel flag is set at once, as for an ordinary answer."""
+    app, handlers, backend = setup
+    conv = Conversation()
+    handlers.chat.on_submit("What is it?", conv)
+    generate(handlers, conv)
+    handlers.chat.on_regenerate(conv, 0.0)
+    backend.enqueue("One", " two", " three.")
+    backend.hold.clear()  # the engine holds after its first chunk
+
+    async def cancel_after_the_first_words():
+        begun = asyncio.Event()
+
+        async def read():
+            async for update in handlers.chat.on_generate_again(conv, "", 0.0, 0.9, 8):
+                if "One" in str(update[2][-1]["content"]):
+                    begun.set()
+
+        task = asyncio.create_task(read())
+        await asyncio.wait_for(begun.wait(), 30)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return backend.requests[-1].cancel.is_set()
+
+    try:
+        assert asyncio.run(cancel_after_the_first_words())
+    finally:
+        backend.hold.set()

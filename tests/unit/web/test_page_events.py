@@ -6,7 +6,7 @@ from fakes import RecordingBackend
 
 from llava_app.application import create_app
 from llava_app.config import Config
-from llava_app.web.page import build_demo
+from llava_app.web.page.main import build_demo
 
 
 def test_only_the_pages_own_load_handler_sets_the_conversation_on_load(tmp_path):
@@ -20,6 +20,31 @@ def test_only_the_pages_own_load_handler_sets_the_conversation_on_load(tmp_path)
         writers = [demo.fns[d["id"]].name for d in config["dependencies"]
                    if any(event == "load" for _, event in d["targets"]) and set(d["outputs"]) & set(states)]
         assert writers == ["on_load_saved"]
+        demo.close()
+    finally:
+        app.close()
+
+
+def test_regenerate_chains_its_own_answer_and_send_the_ordinary_one(tmp_path):
+    """Regenerate's sampling travels with its own event chain (``on_generate_again``), never on the server for
+    another event to find: every other question is answered by ``on_generate``."""
+    app = create_app(Config(model="recording-fake", data_dir=str(tmp_path / "data")), backend=RecordingBackend())
+    try:
+        demo = build_demo(app)
+        deps = {d["id"]: d for d in demo.get_config_file()["dependencies"]}
+
+        def started_by(dep_id: int) -> str:
+            """The named handler whose success chain runs ``dep_id`` (the lambdas that lock controls are skipped)."""
+            while (before := deps[dep_id]["trigger_after"]) is not None:
+                dep_id = before
+                if demo.fns[dep_id].name != "<lambda>":
+                    return demo.fns[dep_id].name
+            return ""
+
+        answers = {name: sorted({started_by(i) for i in deps if demo.fns[i].name == name})
+                   for name in ("on_generate", "on_generate_again")}
+        assert answers["on_generate_again"] == ["on_regenerate"]
+        assert "on_regenerate" not in answers["on_generate"] and "on_send" in answers["on_generate"]
         demo.close()
     finally:
         app.close()

@@ -15,8 +15,9 @@ from llava_app.chat.saved import BrowserSaves
 from llava_app.config import Config
 from llava_app.storage.images import ImageStore
 from llava_app.storage.saved import SavedConversations, new_browser_token
-from llava_app.web.handlers import ELSEWHERE, ChatHandlers
-from llava_app.web.session_handlers import SessionHandlers
+from llava_app.web.handlers import Handlers
+from llava_app.web.handlers.chat import ELSEWHERE
+from llava_app.web.handlers.session import SessionHandlers
 from llava_app.web.translations import localize
 
 
@@ -42,6 +43,28 @@ def test_kept_settings_come_back_and_odd_values_are_left_alone(app):
     assert prefs.on_settings_load(None) == [gr.skip()] * 4
 
 
+def test_a_failed_switch_says_why_to_the_admin_who_tried_it_and_to_no_other(tmp_path):
+    """Each admin's page shows why its own switch failed: the reason is kept per session, not server-wide."""
+    config = Config(model="recording-fake", data_dir=str(tmp_path / "data"), model_switching="admins",
+                    auth="ann:pw-ann-1,bob:pw-bob-1", admins="ann,bob")
+    app = create_app(config, backend=RecordingBackend())
+    try:
+        prefs = SessionHandlers(app)
+        ann, bob = request(session="ann-tab"), request(session="bob-tab")
+        ann.username, bob.username = "ann", "bob"
+        with pytest.raises(gr.Error, match="not-a-model is not one of the models this server offers"):
+            prefs.on_switch("not-a-model", ann, progress=lambda *a, **k: None)
+        shown_to_bob = prefs.after_failed_switch(bob)[2]
+        assert shown_to_bob == "Still using recording-fake." and "not-a-model" not in shown_to_bob
+        with pytest.raises(gr.Error, match="Choose a model first"):
+            prefs.on_switch("", bob, progress=lambda *a, **k: None)
+        assert prefs.after_failed_switch(ann)[2].startswith("not-a-model is not one of the models")
+        assert prefs.after_failed_switch(bob)[2] == "Choose a model first. Still using recording-fake."
+        assert prefs.after_failed_switch(ann)[2] == "Still using recording-fake."  # shown once, then gone
+    finally:
+        app.close()
+
+
 def test_a_second_tab_of_the_browser_does_not_take_the_conversation(tmp_path):
     store = ImageStore(tmp_path / "images")
     saves = BrowserSaves(SavedConversations(tmp_path / "s.sqlite3", tmp_path / "simg"), store)
@@ -63,19 +86,19 @@ def test_a_second_tab_of_the_browser_does_not_take_the_conversation(tmp_path):
 
 
 def test_the_load_handler_starts_the_second_tab_afresh_with_a_notice(app):
-    handlers = ChatHandlers(app)
+    handlers = Handlers(app)
     token = app.saved.open(None)[0]
     first = Conversation()
-    out = handlers.on_load_saved(token, first, request(session="a"), "tab-a")
+    out = handlers.chat.on_load_saved(token, first, request(session="a"), "tab-a")
     assert out[1] is first and out[-1] == gr.update()
     first.ask("Hello?")
     app.saved.save(first)
-    out = handlers.on_load_saved(token, Conversation(), request(session="b"), "tab-b")
+    out = handlers.chat.on_load_saved(token, Conversation(), request(session="b"), "tab-b")
     assert out[1] is not first and not out[1].turns and out[-1] == ELSEWHERE
     assert app.saved.key_of(out[1]) is None  # never saved over tab A's conversation
-    out = handlers.on_load_saved(token, Conversation(), request("zh-CN,zh;q=0.9", session="c"), "tab-c")
+    out = handlers.chat.on_load_saved(token, Conversation(), request("zh-CN,zh;q=0.9", session="c"), "tab-c")
     assert out[-1] == localize(ELSEWHERE, "zh-CN") and "另一个标签页" in out[-1]
-    again = handlers.on_load_saved(token, Conversation(), request(session="a2"), "tab-a")  # tab A reloads
+    again = handlers.chat.on_load_saved(token, Conversation(), request(session="a2"), "tab-a")  # tab A reloads
     assert again[3] == "Hello?" and again[-1] == gr.update()  # its unanswered question is back in the box
 
 
@@ -108,29 +131,29 @@ def test_server_text_in_chinese(english, chinese):
 
 
 def test_handlers_write_the_meter_notices_and_warnings_in_the_browsers_language(app, image_files, monkeypatch):
-    handlers, conv = ChatHandlers(app), Conversation()
+    handlers, conv = Handlers(app), Conversation()
     warnings = []
     monkeypatch.setattr(gr, "Warning", warnings.append)
     zh = request("zh-CN,zh;q=0.9")
-    _, conv, notice, limits, meter = handlers.on_upload([str(image_files[0])], conv, request=zh)
+    _, conv, notice, limits, meter = handlers.chat.on_upload([str(image_files[0])], conv, request=zh)
     assert notice == "已添加 Image 1。" and "1 张图片" in meter and limits.startswith("1 / ")
-    handlers.on_submit("  ", conv, zh)
+    handlers.chat.on_submit("  ", conv, zh)
     assert warnings == ["请先输入问题。"]
-    assert handlers.on_export("json", Conversation(), "", "zh-CN") is None and "还没有可导出的内容" in warnings[-1]
-    _, _, notice, _, _ = handlers.on_upload([str(image_files[0])], conv, request=request())
+    assert handlers.chat.on_export("json", Conversation(), "", "zh-CN") is None and "还没有可导出的内容" in warnings[-1]
+    _, _, notice, _, _ = handlers.chat.on_upload([str(image_files[0])], conv, request=request())
     assert "already in this conversation" in notice  # English stays English
 
 
 def test_the_chats_own_marks_follow_the_browsers_language_and_the_words_written_do_not(app):
     from llava_app.chat.parts import AnswerStats
 
-    handlers, conv = ChatHandlers(app), Conversation()
+    handlers, conv = Handlers(app), Conversation()
     conv.ask("Is it (stopped)?")
     conv.answer("It says *(stopped)* on the sign.", stopped=True,
                 stats=AnswerStats(ttft_s=0.31, tokens_per_s=42.0, prompt_tokens=90, completion_tokens=12,
                                   images_encoded=0, images_cached=1))
-    english = [m["content"] for m in handlers.views(conv)[0]]  # question, Edit, answer, footer
-    chinese = [m["content"] for m in handlers.views(conv, lang="zh-CN")[0]]
+    english = [m["content"] for m in handlers.context.views(conv)[0]]  # question, Edit, answer, footer
+    chinese = [m["content"] for m in handlers.context.views(conv, lang="zh-CN")[0]]
     assert len(english) == len(chinese) == 4
     # the question and the answer as written (a sign reading "(stopped)" stays), the mark after it translated
     assert chinese[0] == english[0] == "Is it (stopped)?"
@@ -140,5 +163,5 @@ def test_the_chats_own_marks_follow_the_browsers_language_and_the_words_written_
     assert chinese[3] == ('<span class="answer-footer">首个词元 0.31 秒 · 42 词元/秒 · 12 个词元 · '
                           "1 张图片来自缓存 · 0 张新编码</span>")
     conv.ask("And then?")
-    waiting = [handlers.views(conv, waiting=2, lang=lang)[0][-1]["content"] for lang in ("en", "zh-CN")]
+    waiting = [handlers.context.views(conv, waiting=2, lang=lang)[0][-1]["content"] for lang in ("en", "zh-CN")]
     assert waiting[0].startswith("*2nd in line") and waiting[1] == "*排队第 2 位：模型一空闲就开始写你的回答…*"

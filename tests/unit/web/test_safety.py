@@ -1,6 +1,6 @@
 """What the server sends the page for hostile text: no live tag, no loading image, escaped toasts.
 
-``tests/unit/web/test_display.py`` covers ``display.chat_markdown`` itself; here the whole chat
+``tests/unit/web/test_display.py`` covers ``markdown.chat_markdown`` itself; here the whole chat
 value goes through Gradio's own Chatbot, with questions and answers full of attacks.
 """
 
@@ -12,7 +12,7 @@ import gradio as gr
 import pytest
 
 from llava_app.chat.conversation import Conversation
-from llava_app.web.views import chat_value, plain
+from llava_app.web.handlers.views import chat_value, plain
 
 ATTACKS = [
     "<script>alert(1)</script>",

@@ -10,8 +10,8 @@ def test_chat_images_are_served_in_place_not_hashed_per_update(app_config, image
     from llava_app.chat.conversation import Conversation
     from llava_app.engine.base import Backend
     from llava_app.storage.images import ImageStore, load_image_file
-    from llava_app.web.page import build_demo
-    from llava_app.web.views import chat_value
+    from llava_app.web.handlers.views import chat_value
+    from llava_app.web.page.main import build_demo
 
     class NoModel(Backend):  # build_demo needs only the backend's description here; nothing is generated
         model_name, is_random = "none", True

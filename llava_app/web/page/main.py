@@ -1,8 +1,8 @@
-"""The Gradio page: its layout, and which handler each event calls (the handlers are in ``handlers``)."""
+"""The Gradio page: its layout, and which handler each event calls (the handlers are in ``web.handlers``)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import gradio as gr
@@ -10,76 +10,15 @@ import gradio as gr
 from llava_app.application import EXPORT_KINDS, App
 from llava_app.chat.conversation import Conversation
 from llava_app.chat.examples import Example, available_examples
-from llava_app.web import branch_page
-from llava_app.web.api_page import wire_api
-from llava_app.web.branch_page import Chats, EditBar
 from llava_app.web.gradio_compat import GradioSessions, without_load_event
-from llava_app.web.handlers import ChatHandlers
+from llava_app.web.handlers import Handlers
+from llava_app.web.handlers.outputs import Attached, Sent, Strip
+from llava_app.web.handlers.session import SessionHandlers
+from llava_app.web.handlers.switch_policy import SwitchPolicy
 from llava_app.web.i18n import T, model_line
-from llava_app.web.session_handlers import SessionHandlers
-from llava_app.web.switching import SwitchPolicy
-
-
-@dataclass
-class Picker:
-    """The model picker's components."""
-
-    dropdown: gr.Dropdown
-    button: gr.Button
-    status: gr.Markdown
-    section: gr.Accordion | None = None  # shown per user on page load (``_wire_preferences``)
-
-
-@dataclass
-class Page:
-    """The page's components, as ``build_demo`` laid them out."""
-
-    state: gr.State
-    browser_key: gr.BrowserState
-    model_line: gr.Markdown
-    banner: gr.Markdown
-    picker: Picker | None
-    gallery: gr.Gallery
-    notice: gr.Markdown
-    examples: list[tuple[Example, gr.Button]]
-    chatbot: gr.Chatbot
-    question: gr.Textbox
-    send: gr.Button
-    stop: gr.Button
-    regenerate: gr.Button
-    undo: gr.Button
-    new_chat: gr.Button
-    meter: gr.Markdown
-    system_prompt: gr.Textbox
-    temperature: gr.Slider
-    top_p: gr.Slider
-    max_new: gr.Slider
-    prompt_stats: gr.Markdown
-    prompt_view: gr.Textbox
-    export_buttons: dict[str, gr.Button]
-    import_button: gr.UploadButton
-    export_file: gr.File
-    limits: gr.Markdown
-    settings_toggle: gr.Button
-    frames: gr.Slider
-    pages: gr.Textbox
-    edit: EditBar
-    chats: Chats
-
-    @property
-    def views(self) -> list:
-        """What ``ChatHandlers.views`` fills."""
-        return [self.chatbot, self.prompt_view, self.prompt_stats, self.meter]
-
-    @property
-    def settings(self) -> list:
-        """The generation inputs: the conversation, then the system prompt and sampling settings."""
-        return [self.state, self.system_prompt, self.temperature, self.top_p, self.max_new]
-
-    @property
-    def busy_controls(self) -> list:
-        """Controls locked while an answer is written (Stop is the one unlocked)."""
-        return [self.send, self.regenerate, self.undo, self.new_chat]
+from llava_app.web.page import branches
+from llava_app.web.page.api import wire_api
+from llava_app.web.page.components import Page, Picker
 
 
 def build_demo(app: App) -> gr.Blocks:
@@ -93,20 +32,20 @@ def build_demo(app: App) -> gr.Blocks:
     # not re-hash every picture of the chat (megabytes each) on every streamed update.
     gr.set_static_paths([str(app.image_root)])
     with gr.Blocks(title="llava-app · chat with your photos", fill_width=True) as demo:
-        handlers = ChatHandlers(app, GradioSessions(demo))
+        handlers = Handlers(app, GradioSessions(demo))
         page = _layout(app, handlers)
         _wire_images(page, handlers)
-        _wire_asking(page, handlers, app)
+        _wire_asking(page, handlers)
         _wire_features(page, handlers)
         wire_api(page, handlers, app)
-        branch_page.wire(page, handlers)
+        branches.wire(page, handlers)
         _wire_session(page, handlers, demo)
-        _wire_preferences(page, SessionHandlers(app), demo, app)
-    app.service.on_client_gone(handlers.gradio.drop)
+        _wire_preferences(page, handlers.session, demo, app)
+    app.service.on_client_gone(handlers.context.gradio.drop)
     return demo
 
 
-def _layout(app: App, handlers: ChatHandlers) -> Page:
+def _layout(app: App, handlers: Handlers) -> Page:
     """Lay out the components (no events): the conversation in the middle, settings beside it."""
     config, service = app.config, app.service
 
@@ -132,7 +71,7 @@ def _layout(app: App, handlers: ChatHandlers) -> Page:
                                  render_markdown=True, buttons=["copy"], layout="bubble", autoscroll=True,
                                  placeholder=str(T("chat_placeholder")))
             gallery, limits, notice = _image_strip(handlers)
-            edit = branch_page.edit_bar()
+            edit = branches.edit_bar()
             with gr.Row(elem_id="composer", equal_height=True):
                 # Any file is taken in (the handler says clearly what it cannot read), and pasted
                 # screenshots arrive here too; they all join the strip above with the next label.
@@ -145,21 +84,22 @@ def _layout(app: App, handlers: ChatHandlers) -> Page:
                 regenerate = gr.Button(T("regenerate"), elem_id="regenerate", size="sm", scale=0, min_width=90)
                 undo = gr.Button(T("undo"), elem_id="undo", size="sm", scale=0, min_width=70)
                 new_chat = gr.Button(T("new_chat"), elem_id="new-chat", size="sm", scale=0, min_width=90)
-                share = branch_page.share_button(app.share_links is not None and app.share_links.enabled)
-            chats = branch_page.chats_panel(handlers, share)
+                share = branches.share_button(app.share_links is not None and app.share_links.enabled)
+            chats = branches.chats_panel(share)
             examples = _example_buttons()
         with gr.Column(elem_id="side", scale=1, min_width=300):
-            meter = gr.Markdown(handlers.meter(Conversation()), elem_id="context-meter")
-            branch_page.chats_list(handlers, chats)
+            meter = gr.Markdown(handlers.context.meter(Conversation()), elem_id="context-meter")
+            branches.chats_list(handlers, chats)
             panels = _panels(config)
-            frames, pages = _media_choices(config, handlers.frames_limit)
+            frames, pages = _media_choices(config, handlers.chat.frames_limit)
             picker = _model_picker(app)
-    return Page(state, browser_key, header, banner, picker, gallery, notice, examples, chatbot, question, send,
-                stop, regenerate, undo, new_chat, meter, *panels, limits=limits, settings_toggle=settings, frames=frames,
-                pages=pages, edit=edit, chats=chats)
+    return Page(state=state, browser_key=browser_key, model_line=header, banner=banner, picker=picker,
+                gallery=gallery, notice=notice, examples=examples, chatbot=chatbot, question=question, send=send,
+                stop=stop, regenerate=regenerate, undo=undo, new_chat=new_chat, meter=meter, **panels, limits=limits,
+                settings_toggle=settings, frames=frames, pages=pages, edit=edit, chats=chats)
 
 
-def _image_strip(handlers: ChatHandlers) -> tuple[gr.Gallery, gr.Markdown, gr.Markdown]:
+def _image_strip(handlers: Handlers) -> tuple[gr.Gallery, gr.Markdown, gr.Markdown]:
     """The conversation's images as a strip of labelled thumbnails, its limits, and the notice under it."""
     with gr.Row(elem_id="strip", equal_height=True):
         # file_types=["file"]: every upload reaches on_upload, which says clearly what it cannot
@@ -168,13 +108,13 @@ def _image_strip(handlers: ChatHandlers) -> tuple[gr.Gallery, gr.Markdown, gr.Ma
                              file_types=["file"], sources=["upload", "webcam", "clipboard"], type="filepath",
                              columns=8, fit_columns=False, height=132, object_fit="cover", format="png",
                              allow_preview=False, scale=1)  # page.js opens a thumbnail large, with its label
-        limits = gr.Markdown(handlers.limits_text(Conversation()), elem_id="limits")
+        limits = gr.Markdown(handlers.context.limits_text(Conversation()), elem_id="limits")
     notice = gr.Markdown("", elem_id="notice")
     return gallery, limits, notice
 
 
-def _panels(config) -> tuple:
-    """The side panel's accordions: what the model sees, parameters, export/import."""
+def _panels(config) -> dict[str, Any]:
+    """The side panel's accordions: what the model sees, parameters, export/import (``Page``'s fields, by name)."""
     with gr.Accordion(T("parameters"), open=False, elem_id="parameters"):
         system_prompt = gr.Textbox(value=config.system_prompt, label=T("system_prompt"), lines=2,
                                    elem_id="system-prompt")
@@ -194,8 +134,9 @@ def _panels(config) -> tuple:
             import_button = gr.UploadButton(str(T("import")), file_types=[".json", ".zip"], file_count="single",
                                             size="sm", elem_id="import")
         export_file = gr.File(label=T("download"), interactive=False, elem_id="export-file")
-    return (system_prompt, temperature, top_p, max_new, prompt_stats, prompt_view, export_buttons, import_button,
-            export_file)
+    return dict(system_prompt=system_prompt, temperature=temperature, top_p=top_p, max_new=max_new,
+                prompt_stats=prompt_stats, prompt_view=prompt_view, export_buttons=export_buttons,
+                import_button=import_button, export_file=export_file)
 
 
 def _media_choices(config, frames_limit: int) -> tuple[gr.Slider, gr.Textbox]:
@@ -247,7 +188,7 @@ FOLLOW = "(...args) => { const el = document.querySelector('#chatbot .bubble-wra
          "if (el) el.scrollTop = el.scrollHeight; return args; }"
 
 
-def _generation(page: Page) -> dict[str, Any]:
+def _generation() -> dict[str, Any]:
     """Event settings of a generation: no queue limit here, the service's line orders the answers and tells
     each where it stands; a minimal progress mark on the chat."""
     return dict(api_visibility="private", concurrency_limit=None, show_progress="hidden")
@@ -257,55 +198,55 @@ def _controls(page: Page, busy: bool) -> list:
     return [*[gr.update(interactive=not busy)] * len(page.busy_controls), gr.update(interactive=busy)]
 
 
-def _then_generate(event, page: Page, handlers: ChatHandlers) -> None:
-    """After ``event`` succeeds: lock the controls, stream the answer, unlock them however it ended (and
-    show the list of earlier chats again: a new title or date)."""
+def _then_generate(event, page: Page, handlers: Handlers, generate: Callable | None = None) -> None:
+    """After ``event`` succeeds: lock the controls, stream the answer (``generate``: ``on_generate`` unless the
+    event asks for its own), unlock them however it ended (and show the list of earlier chats again: a new title
+    or date)."""
     locked = [*page.busy_controls, page.stop]
     done = event.success(lambda: _controls(page, True), None, locked, **LOCK).success(
-        handlers.on_generate, page.settings, [page.question, page.state, *page.views], **_generation(page)
+        generate or handlers.chat.on_generate, page.settings, [page.question, page.state, *page.views],
+        **_generation()
     ).then(lambda: _controls(page, False), None, locked, **LOCK)
-    branch_page.refresh_list(done, page, handlers)
+    branches.refresh_list(done, page, handlers)
 
 
-def _wire_images(page: Page, handlers: ChatHandlers) -> None:
-    outputs = [page.gallery, page.state, page.notice, page.limits, page.meter]
+def _wire_images(page: Page, handlers: Handlers) -> None:
+    outputs = page.outputs(Strip)
     media = [page.frames, page.pages]  # the person's choices for videos and PDFs
-    page.gallery.upload(handlers.on_upload, [page.gallery, page.state, *media], outputs, api_visibility="private",
+    page.gallery.upload(handlers.chat.on_upload, [page.gallery, page.state, *media], outputs, api_visibility="private",
                         show_progress="minimal")
-    page.gallery.delete(handlers.on_delete, [page.gallery, page.state], outputs, api_visibility="private")
-    page.gallery.change(handlers.on_gallery_change, [page.gallery, page.state], outputs, api_visibility="private",
+    page.gallery.delete(handlers.chat.on_delete, [page.gallery, page.state], outputs, api_visibility="private")
+    page.gallery.change(handlers.chat.on_gallery_change, [page.gallery, page.state], outputs, api_visibility="private",
                         show_progress="hidden")
-    page.question.change(handlers.on_attach_box, [page.question, page.edit.editing, page.state, *media],
-                         [page.question, *outputs],
+    page.question.change(handlers.branches.on_attach_box, [page.question, page.edit.editing, page.state, *media],
+                         page.outputs(Attached),
                          api_visibility="private", show_progress="hidden", trigger_mode="always_last")
 
 
-def _wire_asking(page: Page, handlers: ChatHandlers, app: App) -> None:
-    edit = page.edit
-    asked = [page.question, page.gallery, page.state, page.notice, page.limits, *page.views, edit.editing, edit.bar,
-             edit.keep]
+def _wire_asking(page: Page, handlers: Handlers) -> None:
+    edit, asked = page.edit, page.outputs(Sent)
     for trigger in (page.question.submit, page.send.click):  # a new question, or the one being edited
-        event = trigger(handlers.on_send, [page.question, edit.editing, edit.keep, page.state], asked, js=FOLLOW,
-                        **SUBMIT)
+        event = trigger(handlers.branches.on_send, [page.question, edit.editing, edit.keep, page.state], asked,
+                        js=FOLLOW, **SUBMIT)
         _then_generate(event, page, handlers)
-    page.stop.click(handlers.on_stop, [page.state], None, api_visibility="private", queue=False)
-    event = page.regenerate.click(handlers.on_regenerate, [page.state, page.temperature],
+    page.stop.click(handlers.chat.on_stop, [page.state], None, api_visibility="private", queue=False)
+    event = page.regenerate.click(handlers.chat.on_regenerate, [page.state, page.temperature],
                                   [page.state, page.notice, *page.views], js=FOLLOW, **SUBMIT)
-    branch_page.close_edit(event, page)
-    _then_generate(event, page, handlers)
-    event = page.undo.click(handlers.on_undo, [page.state, page.system_prompt], [page.question, page.state,
+    branches.close_edit(event, page)
+    _then_generate(event, page, handlers, handlers.chat.on_generate_again)  # sampled when the setting is greedy
+    event = page.undo.click(handlers.chat.on_undo, [page.state, page.system_prompt], [page.question, page.state,
                                                                                  *page.views], **SUBMIT)
-    branch_page.close_edit(event, page)  # the box now holds the question taken back, not the one edited
-    branch_page.refresh_list(event, page, handlers)
+    branches.close_edit(event, page)  # the box now holds the question taken back, not the one edited
+    branches.refresh_list(event, page, handlers)
     fresh = [page.state, page.gallery, page.notice, *page.views]
     # New chat, and the chatbot's own Clear (bin) button, which empties the chat view: the conversation goes
     # too, or the model would still answer from turns the page no longer shows. The old one stays in the list.
     for trigger in (page.new_chat.click, page.chatbot.clear):
-        event = trigger(handlers.on_new_chat, [page.state], fresh, **SUBMIT)
-        branch_page.close_edit(event, page)
-        branch_page.refresh_list(event, page, handlers)
+        event = trigger(handlers.chat.on_new_chat, [page.state], fresh, **SUBMIT)
+        branches.close_edit(event, page)
+        branches.refresh_list(event, page, handlers)
     for example, button in page.examples:
-        event = button.click(handlers.example_handler(example), [page.state],
+        event = button.click(handlers.chat.example_handler(example), [page.state],
                              [page.gallery, page.state, page.notice, page.question, *page.views], **SUBMIT)
         if example.prelude:  # it asks its first question itself: answered like one sent, controls locked
             _then_generate(event, page, handlers)
@@ -313,17 +254,17 @@ def _wire_asking(page: Page, handlers: ChatHandlers, app: App) -> None:
     page.settings_toggle.click(None, js="() => { document.body.classList.toggle('show-side'); }")
 
 
-def _wire_features(page: Page, handlers: ChatHandlers) -> None:
+def _wire_features(page: Page, handlers: Handlers) -> None:
     for kind, button in page.export_buttons.items():
-        button.click(handlers.export_handler(kind), [page.state, page.system_prompt], [page.export_file],
+        button.click(handlers.chat.export_handler(kind), [page.state, page.system_prompt], [page.export_file],
                      api_visibility="private")
-    event = page.import_button.upload(handlers.on_import, [page.import_button, page.state, page.system_prompt],
+    event = page.import_button.upload(handlers.chat.on_import, [page.import_button, page.state, page.system_prompt],
                                       [page.state, page.gallery, page.notice, page.system_prompt, *page.views],
                                       **SUBMIT)
-    branch_page.close_edit(event, page)
-    branch_page.refresh_list(event, page, handlers)
-    if handlers.app.feedback is not None:
-        page.chatbot.like(handlers.on_like, [page.state, page.system_prompt], None, api_visibility="private",
+    branches.close_edit(event, page)
+    branches.refresh_list(event, page, handlers)
+    if handlers.context.app.feedback is not None:
+        page.chatbot.like(handlers.chat.on_like, [page.state, page.system_prompt], None, api_visibility="private",
                           queue=False)
 
 
@@ -344,19 +285,20 @@ def _tab_id() -> gr.Textbox:
     return gr.Textbox("", visible=False, elem_id="tab-id")
 
 
-def _wire_session(page: Page, handlers: ChatHandlers, demo: gr.Blocks) -> None:
+def _wire_session(page: Page, handlers: Handlers, demo: gr.Blocks) -> None:
     """Page load (the model held now; the browser's saved conversation) and tab close."""
     header = [page.model_line, page.banner]
     if page.picker is not None:
-        demo.load(lambda: handlers.on_page_load(with_picker=True), None, [*header, page.picker.dropdown],
+        demo.load(lambda: handlers.chat.on_page_load(with_picker=True), None, [*header, page.picker.dropdown],
                   api_visibility="private", queue=False, show_progress="hidden")
     else:
-        demo.load(handlers.on_page_load, None, header, api_visibility="private", queue=False, show_progress="hidden")
-    loaded = demo.load(handlers.on_load_saved, [page.browser_key, page.state, _tab_id()],
+        demo.load(handlers.chat.on_page_load, None, header, api_visibility="private", queue=False,
+                  show_progress="hidden")
+    loaded = demo.load(handlers.chat.on_load_saved, [page.browser_key, page.state, _tab_id()],
                        [page.browser_key, page.state, page.gallery, page.question, *page.views, page.notice],
                        api_visibility="private", queue=False, show_progress="hidden", js=TAB_ID_JS)
-    branch_page.refresh_list(loaded, page, handlers)
-    demo.unload(handlers.on_unload)
+    branches.refresh_list(loaded, page, handlers)
+    demo.unload(handlers.chat.on_unload)
 
 
 # ----- per visitor: kept settings, who may switch the model ------------------------------------

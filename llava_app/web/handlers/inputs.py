@@ -1,4 +1,5 @@
-"""What the page and the API send, read: files from the strip and the question box, links, URL lists."""
+"""What the page and the API send, read: files from the strip and the question box, links, URL lists,
+image numbers and 0-based indexes."""
 
 from __future__ import annotations
 
@@ -57,3 +58,24 @@ def url_list(value: Any) -> list[str]:
     if not isinstance(items, list) or not all(isinstance(u, str) for u in items):
         raise UserError("urls must be a list of http(s) URLs (strings).")
     return [u.strip() for u in items if u.strip()]
+
+
+def numbers(value: Any) -> list[int]:
+    """Image numbers from the API's ``remove`` (numbers, or labels such as "Image 2")."""
+    items = value if isinstance(value, list) else ([] if value in (None, "") else [value])
+    out = []
+    for item in items:
+        text = str(item).strip()
+        text = text[len("Image "):] if text.startswith("Image ") else text
+        if not text.isdigit():
+            raise UserError("remove must list image numbers (2) or labels (\"Image 2\").")
+        out.append(int(text))
+    return out
+
+
+def whole(value: Any, what: str) -> int:
+    """A 0-based index given by a client."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise UserError(f"{what} must be a whole number (0 for the first).") from None

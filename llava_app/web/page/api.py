@@ -1,23 +1,19 @@
 """The API-only endpoints on hidden components: /chat, /context, /reset, /edit, /branch, /conversations,
-/open, /share and /revoke (the page's own events are wired in ``page``)."""
+/open, /share and /revoke (the page's own events are wired in ``main``)."""
 
 from __future__ import annotations
-
-from typing import TYPE_CHECKING
 
 import gradio as gr
 
 from llava_app.application import App
-from llava_app.web.handlers import ChatHandlers
-
-if TYPE_CHECKING:  # pragma: no cover
-    from llava_app.web.page import Page
+from llava_app.web.handlers import Handlers
+from llava_app.web.page.components import Page
 
 #: generations of the page and of the API share one concurrency group (the model)
 GENERATION_CONCURRENCY_ID = "model"
 
 
-def wire_api(page: Page, handlers: ChatHandlers, app: App) -> None:
+def wire_api(page: Page, handlers: Handlers, app: App) -> None:
     """API-only endpoints on hidden components: /chat, /context, /reset."""
     with gr.Column(visible=False):
         message = gr.Textbox(label="message")
@@ -27,14 +23,14 @@ def wire_api(page: Page, handlers: ChatHandlers, app: App) -> None:
         context = gr.JSON(label="context")
         chat_btn, context_btn, reset_btn = gr.Button(), gr.Button(), gr.Button()
     # API clients wait in Gradio's queue, which tells them their place (and when it is full).
-    chat_btn.click(handlers.api_chat, [message, images, urls, page.state], [answer, page.state], api_name="chat",
+    chat_btn.click(handlers.api.api_chat, [message, images, urls, page.state], [answer, page.state], api_name="chat",
                    concurrency_limit=app.service.max_concurrency, concurrency_id=GENERATION_CONCURRENCY_ID)
-    context_btn.click(handlers.api_context, [page.state], [context], api_name="context")
-    reset_btn.click(handlers.api_reset, [page.state], [page.state], api_name="reset")
+    context_btn.click(handlers.api.api_context, [page.state], [context], api_name="context")
+    reset_btn.click(handlers.api.api_reset, [page.state], [page.state], api_name="reset")
     _wire_branch_api(page, handlers, app, message, images, answer, context)
 
 
-def _wire_branch_api(page: Page, handlers: ChatHandlers, app: App, message, images, answer, context) -> None:
+def _wire_branch_api(page: Page, handlers: Handlers, app: App, message, images, answer, context) -> None:
     """API-only endpoints for edits, branches and earlier chats: /edit, /branch, /conversations, /open."""
     with gr.Column(visible=False):
         turn, index = gr.Number(label="turn", precision=0), gr.Number(label="index", precision=0)
@@ -42,14 +38,14 @@ def _wire_branch_api(page: Page, handlers: ChatHandlers, app: App, message, imag
         row = gr.Textbox(label="id")
         chats = gr.JSON(label="conversations")
         edit_btn, branch_btn, chats_btn, open_btn = gr.Button(), gr.Button(), gr.Button(), gr.Button()
-    edit_btn.click(handlers.api_edit, [turn, message, images, remove, page.state], [answer, page.state],
+    edit_btn.click(handlers.api.api_edit, [turn, message, images, remove, page.state], [answer, page.state],
                    api_name="edit", concurrency_limit=app.service.max_concurrency,
                    concurrency_id=GENERATION_CONCURRENCY_ID)
-    branch_btn.click(handlers.api_branch, [turn, index, page.state], [context, page.state], api_name="branch")
-    chats_btn.click(handlers.api_conversations, [page.state], [chats], api_name="conversations")
-    open_btn.click(handlers.api_open, [row, page.state], [context, page.state], api_name="open")
+    branch_btn.click(handlers.api.api_branch, [turn, index, page.state], [context, page.state], api_name="branch")
+    chats_btn.click(handlers.api.api_conversations, [page.state], [chats], api_name="conversations")
+    open_btn.click(handlers.api.api_open, [row, page.state], [context, page.state], api_name="open")
     if app.share_links is not None and app.share_links.enabled:
         with gr.Column(visible=False):
             shared, revoked, share_btn, revoke_btn = gr.JSON(label="share"), gr.Checkbox(), gr.Button(), gr.Button()
-        share_btn.click(handlers.api_share, [page.state], [shared], api_name="share")
-        revoke_btn.click(handlers.api_revoke, [row, page.state], [revoked], api_name="revoke")
+        share_btn.click(handlers.api.api_share, [page.state], [shared], api_name="share")
+        revoke_btn.click(handlers.api.api_revoke, [row, page.state], [revoked], api_name="revoke")

@@ -1,114 +1,63 @@
-"""The page's and the API's event handlers: one class, one method per event.
+"""The conversation's events on the page: pictures in and out, asking, answers, Undo, New chat,
+examples, export/import, feedback, page load and tab close.
 
 ``build_demo`` wires these methods to the page's components; tests call them directly,
 without launching a server. Each handler does one thing through the app's parts (the
 service, the saved conversations, the feedback log) and turns the project's errors into
-page messages here, escaped, never a traceback.
+page messages here (``context.page_message``), escaped, never a traceback.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import AsyncIterator, Callable
-from functools import partial
+from collections.abc import Callable
 
-import anyio
 import gradio as gr
 
-from llava_app.application import App
 from llava_app.chat.conversation import Conversation
-from llava_app.chat.examples import Example, language_of, load_example
+from llava_app.chat.examples import Example, load_example
 from llava_app.chat.service import Waiting
 from llava_app.chat.uploads import media_options
 from llava_app.errors import UserError
-from llava_app.faults import traceback_only
-from llava_app.web import views
-from llava_app.web.branching import BranchingHandlers
-from llava_app.web.gradio_compat import GradioSessions
+from llava_app.web.cancellable import iterate_in_thread
+from llava_app.web.handlers import views
+from llava_app.web.handlers.context import HandlerContext, language, page_message
+from llava_app.web.handlers.inputs import message_files, message_text, pasted_urls, upload_files
+from llava_app.web.handlers.outputs import Attached, Strip, skipped
 from llava_app.web.i18n import T, model_line
-from llava_app.web.inputs import file_paths, message_files, message_text, pasted_urls, upload_files, url_list
-from llava_app.web.streaming import iterate_in_thread
 from llava_app.web.translations import localize
-
-log = logging.getLogger(__name__)
 
 ELSEWHERE = ("This browser's conversation is open in another tab. This tab starts a new one, which is not kept "
              "across reloads; the other tab keeps yours.")
-
-
-def language(request: gr.Request | None) -> str:
-    """The browser's language (``zh-CN`` or ``en``), from the request's accept-language."""
-    return language_of(request.headers.get("accept-language") if request is not None else None)
 
 
 #: Regenerate samples at least this hot: at temperature 0 (greedy) it would repeat the answer word for word
 REGENERATE_TEMPERATURE = 0.7
 
 
-def page_message(exc: BaseException) -> str:
-    """The one way an error becomes a page message: ours as written (escaped), anything else by its type only."""
-    if isinstance(exc, UserError):
-        return views.plain(str(exc))
-    log.error("generation failed: %s", type(exc).__name__, exc_info=traceback_only(exc))
-    return (f"The model failed on this request ({type(exc).__name__}). "
-            "Your conversation is kept; try again.")
+def regenerate_temperature(temperature: float | None) -> float:
+    """The temperature of Regenerate's answer: the person's, or ``REGENERATE_TEMPERATURE`` when that is greedy."""
+    return float(temperature) if float(temperature or 0) > 0 else REGENERATE_TEMPERATURE
 
 
-class ChatHandlers(BranchingHandlers):
-    """Every event of the page and the API, as methods over the app's parts (edits, branches and earlier
-    chats: ``BranchingHandlers``)."""
+class ChatHandlers:
+    """The conversation's events, as methods over the app's parts (edits, branches and earlier chats:
+    ``branches.BranchHandlers``; the API: ``api.ApiHandlers``)."""
 
-    def __init__(self, app: App, gradio_sessions: GradioSessions | None = None):
-        self.app = app
+    def __init__(self, context: HandlerContext):
+        app = self.app = context.app
         self.service = app.service
         self.saved = app.saved
         self.config = app.config
-        self.gradio = gradio_sessions
-        #: conversations whose next answer is a Regenerate at temperature 0: it samples instead
-        self._resample: set[str] = set()
+        self.gradio = context.gradio
+        # the shared helpers, under the names these handlers call them by
+        self._remember_loop, self.views, self.warn = context.remember_loop, context.views, context.warn
+        self._images, self._asked = context.images, context.asked
         #: the files last taken from each conversation's question box (forgotten when it ends)
         self._attached: dict[str, frozenset[str]] = {}
         app.service.on_release.append(self._forget)
 
     def _forget(self, conv_id: str) -> None:
         self._attached.pop(conv_id, None)
-        self._resample.discard(conv_id)
-
-    def _remember_loop(self) -> None:
-        if self.gradio is not None:
-            self.gradio.remember_loop()
-
-    # ----- views --------------------------------------------------------------------------
-    def views(self, conv: Conversation, partial: str | None = None, waiting: int | None = None,
-              lang: str = "en") -> tuple:
-        """Values for the chat, the prompt panel, its stats line and the context meter (in ``lang``)."""
-        with conv.lock:  # one consistent state, while the generation thread may write the answer
-            return self._views(conv, partial, waiting, lang)
-
-    def _views(self, conv: Conversation, partial: str | None, waiting: int | None, lang: str) -> tuple:
-        info = conv.last_prompt
-        return (views.chat_value(conv, partial, waiting, lang), (info.text if info else ""),
-                localize(views.prompt_stats(info, str(T("no_prompt"))), lang), self.meter(conv, lang))
-
-    def meter(self, conv: Conversation, lang: str = "en") -> str:
-        """The context meter's text."""
-        return localize(views.meter_text(conv, *self.service.context_usage(conv)), lang)
-
-    @staticmethod
-    def warn(message: str, lang: str) -> None:
-        """A toast with the server's (escaped) ``message`` in the browser's language."""
-        gr.Warning(localize(message, lang))
-
-    def limits_text(self, conv: Conversation, lang: str = "en") -> str:
-        """The limits next to the strip, shown before anyone reaches them."""
-        text = f"{len(conv.images)} of {self.service.max_images} images"
-        per = self.service.max_images_per_message
-        text += f" · up to {per} with one question" if per and per < self.service.max_images else ""
-        return localize(text, lang)
-
-    def _images(self, conv: Conversation, notice: str, lang: str = "en") -> tuple:
-        """Values for the strip, the conversation, the notice, the limits and the meter."""
-        return views.gallery_value(conv), conv, notice, self.limits_text(conv, lang), self.meter(conv, lang)
 
     def _attach(self, conv: Conversation, files: list[tuple[str, str]], progress=None, lang: str = "en",
                 frames: float | None = None, pages: str | None = None) -> str:
@@ -144,11 +93,11 @@ class ChatHandlers(BranchingHandlers):
         files = message_files(value)
         batch = frozenset(path for path, _ in files)
         if not files or self._attached.get(conv.id) == batch:  # the box reports one upload more than once
-            return (gr.skip(),) * 6
+            return skipped(Attached)
         self._attached[conv.id] = batch
         lang = language(request)
         notice = self._attach(conv, files, progress, lang, frames, pages)
-        return {"text": message_text(value), "files": []}, *self._images(conv, notice, lang)
+        return Attached({"text": message_text(value), "files": []}, *self._images(conv, notice, lang))
 
     def on_delete(self, value, conv: Conversation, request: gr.Request | None = None):
         """Images gone from the strip leave the conversation (the others keep their labels).
@@ -163,7 +112,7 @@ class ChatHandlers(BranchingHandlers):
             gone = [im.number for im in conv.images if im.label not in kept]
             self.service.remove_images(conv, gone)
         if not gone:
-            return (gr.skip(),) * 5
+            return skipped(Strip)
         self.saved.save(conv)
         text = f"Removed {', '.join(f'Image {n}' for n in gone)}."
         lang = language(request)
@@ -176,7 +125,7 @@ class ChatHandlers(BranchingHandlers):
         upload's own handler, holding the new files without their labels.
         """
         if value or not conv.images:
-            return (gr.skip(),) * 5
+            return skipped(Strip)
         return self.on_delete(value, conv, request)
 
     # ----- asking -------------------------------------------------------------------------
@@ -196,7 +145,7 @@ class ChatHandlers(BranchingHandlers):
             notice = localize(views.added_notice(result.added, result.errors + result.warnings), lang)
             box = "" if result.added and not result.errors else gr.update()
             # Not a question: nothing is asked, so the answer step that follows finds nothing to write.
-            return box, *self._images(conv, notice, lang)[:4], *self.views(conv, lang=lang)
+            return self._asked(box, conv, notice, lang)
         if files:
             notice = self._attach(conv, files, lang=lang)
         try:
@@ -205,9 +154,9 @@ class ChatHandlers(BranchingHandlers):
             self.warn(page_message(exc), lang)
             keep = {"text": message_text(value), "files": []} if files else gr.update()
             notice = notice or localize(page_message(exc), lang)
-            return keep, *self._images(conv, notice, lang)[:4], *self.views(conv, lang=lang)
+            return self._asked(keep, conv, notice, lang)
         self.saved.save(conv)
-        return "", *self._images(conv, notice, lang)[:4], *self.views(conv, partial="", lang=lang)
+        return self._asked("", conv, notice, lang, partial="")
 
     async def on_generate(self, conv: Conversation, system_prompt: str, temperature: float, top_p: float,
                           max_new_tokens: float, request: gr.Request | None = None):
@@ -217,9 +166,6 @@ class ChatHandlers(BranchingHandlers):
         """
         self._remember_loop()
         lang = language(request)
-        if conv.id in self._resample:  # Regenerate at temperature 0 would write the same answer again
-            self._resample.discard(conv.id)
-            temperature = max(float(temperature or 0), REGENERATE_TEMPERATURE)
         params = self.service.params(temperature, top_p, max_new_tokens)
         pending = conv.turns[-1].user if conv.turns else ""
         n_turns = len(conv.turns)
@@ -241,12 +187,28 @@ class ChatHandlers(BranchingHandlers):
         # Stopped while it waited: the question is back in the box, as after a failure.
         yield (pending if len(conv.turns) < n_turns else gr.update()), conv, *self.views(conv, lang=lang)
 
+    async def on_generate_again(self, conv: Conversation, system_prompt: str, temperature: float, top_p: float,
+                                max_new_tokens: float, request: gr.Request | None = None):
+        """Regenerate's own answer (the page chains it to ``on_regenerate`` alone): ``on_generate``, sampled at
+        ``REGENERATE_TEMPERATURE`` when the person's temperature is greedy.
+
+        The temperature travels with this event and nowhere else: a Regenerate whose answer never ran (the
+        click failed, the tab went away) leaves nothing behind for the next ordinary question.
+        """
+        answer = self.on_generate(conv, system_prompt, regenerate_temperature(temperature), top_p, max_new_tokens,
+                                  request)
+        try:
+            async for update in answer:
+                yield update
+        finally:  # closed here (cancelled, it has ended already): the answer is closed with it
+            await answer.aclose()
+
     def on_stop(self, conv: Conversation) -> None:
         """Stop: the model itself stops within a decode step."""
         self.service.stop(conv)
 
     def on_regenerate(self, conv: Conversation, temperature: float, request: gr.Request | None = None):
-        """Clear the last answer; ``on_generate`` writes a new one, sampled when the setting is greedy."""
+        """Clear the last answer; ``on_generate_again`` writes a new one, sampled when the setting is greedy."""
         lang = language(request)
         try:
             self.service.regenerate(conv)
@@ -254,7 +216,6 @@ class ChatHandlers(BranchingHandlers):
             raise gr.Error(localize(page_message(exc), lang), print_exception=False) from None
         notice = ""
         if not float(temperature or 0) > 0:
-            self._resample.add(conv.id)
             notice = (f"Regenerating with temperature {REGENERATE_TEMPERATURE} (sampling): at temperature 0 the "
                       "model would write the same answer again.")
         return conv, localize(notice, lang), *self.views(conv, partial="", lang=lang)
@@ -333,35 +294,6 @@ class ChatHandlers(BranchingHandlers):
         if turn is not None and self.app.feedback is not None:
             record = conv.to_record(model=self.service.model_name, system_prompt=system_prompt)
             self.app.feedback.record(record, turn, data.liked)
-
-    # ----- the API ------------------------------------------------------------------------
-    async def api_chat(self, message: str, images, urls, conv: Conversation, request: gr.Request
-                       ) -> AsyncIterator[tuple[str, Conversation]]:
-        """Add the given images, videos, PDFs and URLs (may be none) to this client's conversation, ask,
-        stream the answer."""
-        self._remember_loop()
-        try:
-            self._api_client(conv, request)
-            files, links = file_paths(images), url_list(urls)
-            # Decoding videos and PDFs and fetching URLs take a while: never on the event loop.
-            result = await anyio.to_thread.run_sync(
-                partial(self.service.attach, conv, files, links, all_or_nothing=True))
-            if result.errors:
-                raise UserError(" ".join(result.errors))
-            # off the event loop: a question right after a cancelled one waits for that answer to stop
-            await anyio.to_thread.run_sync(partial(self.service.ask, conv, message))
-            async for text in self.api_stream(conv):
-                yield text, conv
-        except Exception as exc:  # noqa: BLE001 - a client gets a message, never a dead stream
-            raise gr.Error(page_message(exc), print_exception=False) from None
-
-    def api_context(self, conv: Conversation) -> dict:
-        """Image labels and count, prompt token count, the rendered prompt, the turns."""
-        return conv.summary()
-
-    def api_reset(self, conv: Conversation, request: gr.Request) -> Conversation:
-        """Start a new conversation."""
-        return self.app.replace(conv, Conversation(), request.session_hash)
 
     # ----- saved conversations: page load and tab close ----------------------------------------
     def on_load_saved(self, token, conv: Conversation, request: gr.Request, tab: str = ""):

@@ -13,7 +13,7 @@ import gradio as gr
 
 from llava_app.chat import branches
 from llava_app.chat.conversation import Conversation, PromptInfo
-from llava_app.web.display import chat_markdown
+from llava_app.web.handlers.markdown import chat_markdown
 from llava_app.web.translations import localize
 
 
@@ -109,7 +109,7 @@ def turn_tools(index: int, k: int, n: int) -> str:
     """The quiet line under question ``index``: Edit, and "‹ 2/3 ›" when it is version ``k`` (0-based) of ``n``.
 
     Links, not buttons (the chat's sanitizer keeps links): page.js turns a click on ``#llava-…``
-    into the page's action event, which ``BranchingHandlers.on_action`` reads.
+    into the page's action event, which ``BranchHandlers.on_action`` reads.
     """
     parts = [f'<a href="#llava-edit-{index}" class="turn-edit" title="Edit this question">✎ Edit</a>']
     if n > 1:

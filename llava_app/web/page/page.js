@@ -41,7 +41,7 @@
   document.addEventListener('keydown', (event) => { if (event.key === 'Escape') close(); });
 
   // The chat's and the list's links ("✎ Edit", "‹ 2/3 ›", open, rename, delete an earlier chat) are
-  // actions: the hidden button's event reads window.llavaAction (branch_page.ACTION_JS).
+  // actions: the hidden button's event reads window.llavaAction (page/branches.py: ACTION_JS).
   document.addEventListener('click', (event) => {
     const link = event.target.closest && event.target.closest('a[href^="#llava-"]');
     if (!link) return;

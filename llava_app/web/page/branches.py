@@ -3,50 +3,22 @@
 The chat's own lines under each question ("✎ Edit", "‹ 2/3 ›") and the earlier-chats list are
 links (``views.turn_tools``, ``views.chats_html``); page.js turns a click on one into a click
 on the hidden ``#turn-action-go`` button, carrying the link's action ("edit-2", "branch-1-0",
-"open-<id>", ...), which ``BranchingHandlers.on_action`` carries out. Editing a question puts
+"open-<id>", ...), which ``BranchHandlers.on_action`` carries out. Editing a question puts
 its text in the question box and shows the edit bar above it (which pictures stay with the
 question, Cancel); Send then asks it again, and what followed stays on its own branch.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
 import gradio as gr
 
+from llava_app.web.handlers import Handlers
+from llava_app.web.handlers.outputs import Action
 from llava_app.web.i18n import T
-
-if TYPE_CHECKING:  # pragma: no cover
-    from llava_app.web.handlers import ChatHandlers
-    from llava_app.web.page import Page
+from llava_app.web.page.components import Chats, EditBar, Page
 
 # The link clicked (page.js keeps it in ``window.llavaAction``) becomes the event's first input.
 ACTION_JS = "(...args) => { args[0] = window.llavaAction || ''; window.llavaAction = ''; return args; }"
-
-
-@dataclass
-class EditBar:
-    """Shown while a question is edited: what is edited, which pictures stay with it, Cancel."""
-
-    editing: gr.State  # the 0-based turn being edited, or None
-    bar: gr.Row
-    title: gr.Markdown
-    keep: gr.CheckboxGroup
-    cancel: gr.Button
-
-
-@dataclass
-class Chats:
-    """The earlier chats of this browser, the hidden action channel, and the share controls."""
-
-    listing: gr.HTML | None
-    action: gr.Textbox
-    go: gr.Button
-    share: gr.Button | None
-    share_info: gr.Markdown | None
-    revoke: gr.Button | None
-    link: gr.State | None
 
 
 def edit_bar() -> EditBar:
@@ -65,7 +37,7 @@ def share_button(enabled: bool) -> gr.Button | None:
     return gr.Button(T("share"), elem_id="share", size="sm", scale=0, min_width=80) if enabled else None
 
 
-def chats_panel(handlers: ChatHandlers, share: gr.Button | None) -> Chats:
+def chats_panel(share: gr.Button | None) -> Chats:
     """Under the actions: what Share made (the link, its expiry, Revoke); the hidden channel for the links."""
     info = revoke = link = None
     if share is not None:
@@ -78,32 +50,30 @@ def chats_panel(handlers: ChatHandlers, share: gr.Button | None) -> Chats:
     return Chats(None, action, go, share, info, revoke, link)  # the list comes in the side panel
 
 
-def chats_list(handlers: ChatHandlers, chats: Chats) -> None:
+def chats_list(handlers: Handlers, chats: Chats) -> None:
     """The earlier chats, first in the side panel (on a phone: under Settings)."""
     with gr.Accordion(T("chats_section"), open=True, elem_id="earlier-chats"):
-        chats.listing = gr.HTML(handlers.chats_view(None), elem_id="chat-list", padding=False)
+        chats.listing = gr.HTML(handlers.branches.chats_view(None), elem_id="chat-list", padding=False)
 
 
-def wire(page: Page, handlers: ChatHandlers) -> None:
+def wire(page: Page, handlers: Handlers) -> None:
     """The chat's links, the edit bar's Cancel, and the list's refreshes."""
     edit, chats = page.edit, page.chats
-    outputs = [page.state, page.gallery, page.question, page.notice, chats.listing, edit.editing, edit.bar,
-               edit.title, edit.keep, *page.views]
-    chats.go.click(handlers.on_action, [chats.action, page.state, page.system_prompt], outputs,
+    chats.go.click(handlers.branches.on_action, [chats.action, page.state, page.system_prompt], page.outputs(Action),
                    js=ACTION_JS, api_visibility="private", show_progress="hidden")
-    edit.cancel.click(handlers.on_cancel_edit, None, [page.question, edit.editing, edit.bar],
+    edit.cancel.click(handlers.branches.on_cancel_edit, None, [page.question, edit.editing, edit.bar],
                       api_visibility="private", queue=False, show_progress="hidden")
     if chats.share is not None:
-        chats.share.click(handlers.on_share_page, [page.state], [chats.share_info, chats.revoke, chats.link],
+        chats.share.click(handlers.branches.on_share_page, [page.state], [chats.share_info, chats.revoke, chats.link],
                           api_visibility="private", show_progress="hidden")
-        chats.revoke.click(handlers.on_revoke_page, [chats.link, page.state],
+        chats.revoke.click(handlers.branches.on_revoke_page, [chats.link, page.state],
                            [chats.share_info, chats.revoke, chats.link], api_visibility="private",
                            show_progress="hidden")
 
 
-def refresh_list(event, page: Page, handlers: ChatHandlers) -> None:
+def refresh_list(event, page: Page, handlers: Handlers) -> None:
     """After ``event``: the list of earlier chats again (a new title, a new date, a new entry)."""
-    event.then(handlers.on_list, [page.state], [page.chats.listing], api_visibility="private", queue=False,
+    event.then(handlers.branches.on_list, [page.state], [page.chats.listing], api_visibility="private", queue=False,
                show_progress="hidden")
 
 

@@ -1,23 +1,26 @@
 """Handlers of what belongs to a visitor rather than to a conversation: settings kept per browser,
 who may switch the model, and the tab that finds its browser's conversation open elsewhere.
 
-Apart from ``ChatHandlers`` (the conversation's events); ``page._wire_preferences`` wires them.
+Apart from ``ChatHandlers`` (the conversation's events); ``page.main._wire_preferences`` wires them.
 """
 
 from __future__ import annotations
 
 import math
+import threading
+from collections import OrderedDict
 from typing import Any
 
 import gradio as gr
 
 from llava_app.application import App
-from llava_app.web.handlers import language, page_message
+from llava_app.web.handlers.context import language, page_message
+from llava_app.web.handlers.switch_policy import REFUSED, SwitchPolicy
 from llava_app.web.i18n import T, model_line
-from llava_app.web.switching import REFUSED, SwitchPolicy
 from llava_app.web.translations import localize
 
 MAX_SYSTEM_PROMPT_CHARS = 8000  # a longer saved value is not restored (localStorage is the user's to edit)
+MAX_SWITCH_ERRORS = 64  # failed switches whose page has not shown why yet (admins only; an API client never does)
 
 
 class SessionHandlers:
@@ -28,7 +31,9 @@ class SessionHandlers:
         self.service = app.service
         self.config = app.config
         self.policy = policy or SwitchPolicy.from_config(app.config)
-        self._switch_error = ""  # why the last switch failed (switching is one at a time, server-wide)
+        #: why each session's last switch failed, until its page shows it (``after_failed_switch``)
+        self._switch_errors: OrderedDict[str | None, str] = OrderedDict()
+        self._lock = threading.Lock()  # the switch and the page's failure event run in threads of their own
 
     # ----- settings kept per browser (system prompt, temperature, top-p, max new tokens) ------
     @staticmethod
@@ -69,8 +74,8 @@ class SessionHandlers:
         try:
             self.service.switch_model(name, report=lambda fraction, message: progress(fraction, desc=message))
         except Exception as exc:  # noqa: BLE001 - any failure leaves the previous model, and says why
-            self._switch_error = page_message(exc)
-            raise gr.Error(localize(self._switch_error, lang), print_exception=False) from None
+            reason = self._failed(request, page_message(exc))
+            raise gr.Error(localize(reason, lang), print_exception=False) from None
         return (model_line(self.service.model_name), gr.update(visible=self.service.is_random),
                 str(T("model_loaded")), gr.update(value=self.service.model_name))
 
@@ -78,10 +83,25 @@ class SessionHandlers:
         """After a refused or failed switch: the picker shows the model still loaded, with the reason."""
         lang = language(request)
         allowed = self.policy.allows(request.username if request else None)
-        reason = self._switch_error if allowed else REFUSED
+        with self._lock:
+            reason = self._switch_errors.pop(_session(request), "") if allowed else REFUSED
         name = self.service.model_name
         status = localize(reason if name in reason else f"{reason} Still using {name}.".strip(), lang)
         return (model_line(name), gr.update(visible=self.service.is_random), status, gr.update(value=name))
+
+    def _failed(self, request: gr.Request | None, reason: str) -> str:
+        """Keep why this session's switch failed for its own page (an API client's stays until pushed out)."""
+        with self._lock:
+            self._switch_errors[_session(request)] = reason
+            self._switch_errors.move_to_end(_session(request))
+            while len(self._switch_errors) > MAX_SWITCH_ERRORS:
+                self._switch_errors.popitem(last=False)
+        return reason
+
+
+def _session(request: gr.Request | None) -> str | None:
+    """The browser tab (or API client) a request comes from."""
+    return getattr(request, "session_hash", None)
 
 
 def _number(value: Any) -> bool:

@@ -34,8 +34,8 @@ from llava_app.config import Config
 from llava_app.errors import UserError
 from llava_app.faults import traceback_only
 from llava_app.web.auth import APIAccess, load_users
-from llava_app.web.openai_request import APIError, ParsedRequest, RequestParser
-from llava_app.web.streaming import iterate_in_thread
+from llava_app.web.cancellable import iterate_in_thread
+from llava_app.web.openai.request import APIError, ParsedRequest, RequestParser
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ class OpenAIEndpoint:
                 yield text[len(seen):]
                 seen = text
 
-    def _usage(self, parsed: ParsedRequest, text: str) -> dict[str, int]:
+    def _usage(self, parsed: ParsedRequest) -> dict[str, int]:
         """The engine's own counts for the answer (its ``Usage``, kept on the turn by the service)."""
         stats = parsed.conv.turns[-1].stats
         info = parsed.conv.last_prompt
@@ -162,7 +162,7 @@ class OpenAIEndpoint:
         completion = stats.completion_tokens if stats else 0
         return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
-    def _finish_reason(self, parsed: ParsedRequest, usage: dict[str, int]) -> str:
+    def _finish_reason(self, parsed: ParsedRequest) -> str:
         stats = parsed.conv.turns[-1].stats
         return "length" if stats is not None and stats.finish_reason == "length" else "stop"
 
@@ -174,12 +174,12 @@ class OpenAIEndpoint:
         except Exception as exc:  # noqa: BLE001 - answered as error JSON
             await _engine_error(exc).response()(scope, receive, send)
             return
-        usage = self._usage(parsed, text)
+        usage = self._usage(parsed)
         body = {
             "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
             "model": parsed.model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": None},
-                         "logprobs": None, "finish_reason": self._finish_reason(parsed, usage)}],
+                         "logprobs": None, "finish_reason": self._finish_reason(parsed)}],
             "usage": usage,
         }
         await JSONResponse(body)(scope, receive, send)
@@ -200,17 +200,15 @@ class OpenAIEndpoint:
             await send({"type": "http.response.body", "body": data, "more_body": True})
 
         await body(chunk({"role": "assistant", "content": ""}))
-        text = ""
         try:
             async for piece in self._deltas(parsed):
-                text += piece
                 await body(chunk({"content": piece}))
         except Exception as exc:  # noqa: BLE001 - the status is sent already: an error event, as vLLM does
             await body(_event(_engine_error(exc).body()))
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             return
-        usage = self._usage(parsed, text)
-        await body(chunk({}, self._finish_reason(parsed, usage)))
+        usage = self._usage(parsed)
+        await body(chunk({}, self._finish_reason(parsed)))
         if parsed.include_usage:
             await body(_event({"id": ident, "object": "chat.completion.chunk", "created": created,
                                "model": parsed.model, "choices": [], "usage": usage}))
