@@ -13,6 +13,7 @@ import openai_schemas
 import pytest
 from conftest import launched_app
 from gradio_client import Client
+from gradio_client.exceptions import AuthenticationError
 
 from llava_app.config import Config, parse_config
 from llava_app.errors import UserError
@@ -48,7 +49,7 @@ def test_login_is_required_when_users_are_set(tmp_path, local_backend):
                     auth_file=str(users))
     with launched_app(config, local_backend()) as (url, _, _):
         assert httpx.get(url + "config").status_code == 401
-        with pytest.raises(ValueError, match="Could not fetch config"):
+        with pytest.raises(AuthenticationError, match="credentials were not provided"):
             Client(url, verbose=False)
         with pytest.raises(ValueError, match="Could not login"):
             Client(url, auth=("ann", "wrong"), verbose=False)
