@@ -19,6 +19,7 @@ import gradio as gr
 from llava_app.chat import branches
 from llava_app.chat.conversation import Conversation
 from llava_app.errors import UserError
+from llava_app.messages import Message
 from llava_app.web import views
 from llava_app.web.streaming import iterate_in_thread
 from llava_app.web.translations import localize
@@ -34,7 +35,7 @@ def numbers(value: Any) -> list[int]:
         text = str(item).strip()
         text = text[len("Image "):] if text.startswith("Image ") else text
         if not text.isdigit():
-            raise UserError("remove must list image numbers (2) or labels (\"Image 2\").")
+            raise UserError("api.remove_numbers")
         out.append(int(text))
     return out
 
@@ -44,13 +45,13 @@ def whole(value: Any, what: str) -> int:
     try:
         return int(value)
     except (TypeError, ValueError):
-        raise UserError(f"{what} must be a whole number (0 for the first).") from None
+        raise UserError("api.whole_number", what=what) from None
 
 
-def _message(exc: BaseException) -> str:
+def _message(exc: BaseException, lang: str = "en") -> str:
     from llava_app.web.handlers import page_message  # handlers.py imports this module
 
-    return page_message(exc)
+    return page_message(exc, lang)
 
 
 def _lang(request: Any) -> str:
@@ -96,64 +97,64 @@ class BranchingHandlers:
         self.saved.save(conv)
         return conv, views.gallery_value(conv), *self.views(conv, partial="")
 
-    def on_branch(self, turn: Any, index: Any, conv: Conversation, system_prompt: str):
+    def on_branch(self, turn: Any, index: Any, conv: Conversation, system_prompt: str, lang: str = "en"):
         """Show version ``index`` (0-based) of turn ``turn``: the conversation, the gallery and the views."""
         try:
             self.service.switch_branch(conv, whole(turn, "turn"), whole(index, "index"))
         except UserError as exc:
-            gr.Warning(_message(exc))
-            return conv, views.gallery_value(conv), *self.views(conv)
+            gr.Warning(_message(exc, lang))
+            return conv, views.gallery_value(conv), *self.views(conv, lang=lang)
         conv.set_prompt(self.service.preview(conv, system_prompt) if conv.turns else None)
         self.saved.save(conv)
-        return conv, views.gallery_value(conv), *self.views(conv)
+        return conv, views.gallery_value(conv), *self.views(conv, lang=lang)
 
     def on_chats(self, conv: Conversation) -> list[dict[str, Any]]:
         """This browser's saved conversations, newest first (see ``BrowserSaves.listing``)."""
         return self.saved.listing(conv)
 
-    def on_open(self, row: str, conv: Conversation, request: gr.Request):
+    def on_open(self, row: str, conv: Conversation, request: gr.Request, lang: str = "en"):
         """An earlier chat in place of this one (which stays in the list): the conversation, the gallery,
         the question box (a question never answered goes back in it) and the views."""
         try:
             opened, pending = self.app.reopen(conv, str(row or ""), request.session_hash)
         except UserError as exc:
-            gr.Warning(_message(exc))
-            return conv, views.gallery_value(conv), gr.update(), *self.views(conv)
+            gr.Warning(_message(exc, lang))
+            return conv, views.gallery_value(conv), gr.update(), *self.views(conv, lang=lang)
         return (opened, views.gallery_value(opened), pending if pending is not None else "",
-                *self.views(opened))
+                *self.views(opened, lang=lang))
 
-    def on_rename(self, row: str, title: str, conv: Conversation) -> list[dict[str, Any]]:
+    def on_rename(self, row: str, title: str, conv: Conversation, lang: str = "en") -> list[dict[str, Any]]:
         """Title an earlier chat; returns the list again."""
         try:
             self.saved.rename(conv, str(row or ""), str(title or ""))
         except UserError as exc:
-            gr.Warning(_message(exc))
+            gr.Warning(_message(exc, lang))
         return self.saved.listing(conv)
 
-    def on_delete_chat(self, row: str, conv: Conversation) -> list[dict[str, Any]]:
+    def on_delete_chat(self, row: str, conv: Conversation, lang: str = "en") -> list[dict[str, Any]]:
         """Delete an earlier chat; returns the list again."""
         try:
             self.saved.delete(conv, str(row or ""))
         except UserError as exc:
-            gr.Warning(_message(exc))
+            gr.Warning(_message(exc, lang))
         return self.saved.listing(conv)
 
-    def on_share(self, conv: Conversation) -> dict[str, Any]:
+    def on_share(self, conv: Conversation, lang: str = "en") -> dict[str, Any]:
         """A read-only snapshot of the branch shown: ``{"url": "/share/<token>", "token", "expires"}`` (the
         page prefixes its own origin); ``{}`` with a message when there is nothing to share or sharing is off."""
         try:
             token, expires = self.app.share_links.share(conv, self.service.model_name)
         except UserError as exc:
-            gr.Warning(_message(exc))
+            gr.Warning(_message(exc, lang))
             return {}
         return {"url": f"/share/{token}", "token": token, "expires": expires}
 
-    def on_revoke(self, link: str, conv: Conversation) -> bool:
+    def on_revoke(self, link: str, conv: Conversation, lang: str = "en") -> bool:
         """Revoke one of this browser's links (the token or the whole URL); True when it is gone."""
         try:
             self.app.share_links.revoke(conv, str(link or ""))
         except UserError as exc:
-            gr.Warning(_message(exc))
+            gr.Warning(_message(exc, lang))
             return False
         return True
 
@@ -170,19 +171,19 @@ class BranchingHandlers:
         if match["verb"]:
             return self._start_edit(int(match["turn"]), conv, out, lang)
         if match["bturn"] is not None:
-            shown = self.on_branch(match["bturn"], match["index"], conv, system_prompt)
+            shown = self.on_branch(match["bturn"], match["index"], conv, system_prompt, lang)
             out[0], out[1], out[9:] = shown[0], shown[1], shown[2:]
             out[4], out[5:9] = self.chats_view(conv, request=request), _closed_bar()  # the title follows the branch
             return tuple(out)
         row = match["row"]
         if match["chat"] == "open":
-            opened = self.on_open(row, conv, request)
+            opened = self.on_open(row, conv, request, lang)
             out[0], out[1], out[2], out[9:] = opened[0], opened[1], opened[2], opened[3:]
             out[4], out[5:9] = self.chats_view(opened[0], request=request), _closed_bar()
         elif match["chat"] == "rename":
-            out[4] = self.chats_view(conv, self.on_rename(row, match["title"] or "", conv), request)
+            out[4] = self.chats_view(conv, self.on_rename(row, match["title"] or "", conv, lang), request)
         else:
-            out[4] = self.chats_view(conv, self.on_delete_chat(row, conv), request)
+            out[4] = self.chats_view(conv, self.on_delete_chat(row, conv, lang), request)
         return tuple(out)
 
     def _start_edit(self, turn: int, conv: Conversation, out: list, lang: str) -> tuple:
@@ -192,11 +193,9 @@ class BranchingHandlers:
             question = conv.turns[turn] if answered else None
             labels = branches.describe(conv)[turn]["images"] if answered else []
         if question is None or self.service.is_running(conv):
-            self.warn(views.plain("Wait for the answer being written, or press Stop, before editing a question."), lang)
+            self.warn(Message("edit.wait"), lang)
             return tuple(out)
-        title = (f"**Editing question {turn + 1}**: Send asks it again, what followed stays on its own branch. "
-                 + ("Ticked pictures stay with it; attached ones join it." if labels else
-                    "Pictures attached now join it."))
+        title = Message("edit.bar_ticked" if labels else "edit.bar_attached", number=turn + 1)
         out[2] = {"text": question.user, "files": []}
         out[5:9] = [turn, gr.update(visible=True), localize(title, lang),
                     gr.update(choices=labels, value=labels, visible=bool(labels))]
@@ -218,7 +217,7 @@ class BranchingHandlers:
         try:
             self.service.edit(conv, turn, message_text(value), message_files(value), remove)
         except UserError as exc:
-            self.warn(_message(exc), lang)
+            self.warn(_message(exc, lang), lang)
             return (gr.skip(), views.gallery_value(conv), conv, gr.skip(), self.limits_text(conv, lang),
                     *self.views(conv, lang=lang), gr.skip(), gr.skip(), gr.skip())
         self.saved.save(conv)
@@ -243,7 +242,7 @@ class BranchingHandlers:
         """The list of earlier chats as the page shows it (with the retention and size limits)."""
         if entries is None:
             entries = self.saved.listing(conv) if conv is not None else []
-        return localize(views.chats_html(entries, self.saved.limits()), _lang(request))
+        return views.chats_html(entries, self.saved.limits(), _lang(request))
 
     def on_list(self, conv: Conversation, request: gr.Request) -> str:
         """The list of earlier chats again (after an answer, New chat, an import, a page load)."""
@@ -251,18 +250,18 @@ class BranchingHandlers:
 
     def on_share_page(self, conv: Conversation, request: gr.Request) -> tuple:
         """Share: a read-only link to the branch shown (its full address, its expiry), and Revoke."""
-        link = self.on_share(conv)
+        link = self.on_share(conv, _lang(request))
         if not link:
             return gr.skip(), gr.skip(), gr.skip()
         page = str(request.headers.get("referer") or "").split("#")[0].split("?")[0] if request else ""
         url = (page if page.endswith("/") else page + "/") + link["url"].lstrip("/") if page else link["url"]
-        text = localize(views.share_text(url, link["expires"]), _lang(request))
+        text = views.share_text(url, link["expires"], _lang(request))
         return text, gr.update(visible=True), link["token"]
 
     def on_revoke_page(self, token: str, conv: Conversation, request: gr.Request | None = None) -> tuple:
         """Revoke the link just made: it no longer opens."""
-        if token and self.on_revoke(token, conv):
-            return localize("Link revoked: it no longer opens.", _lang(request)), gr.update(visible=False), ""
+        if token and self.on_revoke(token, conv, _lang(request)):
+            return localize(Message("share.revoked"), _lang(request)), gr.update(visible=False), ""
         return gr.skip(), gr.skip(), gr.skip()
 
     # ----- the API ----------------------------------------------------------------------------

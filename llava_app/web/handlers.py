@@ -21,6 +21,7 @@ from llava_app.chat.examples import Example, language_of, load_example
 from llava_app.chat.service import Waiting
 from llava_app.chat.uploads import media_options
 from llava_app.errors import UserError
+from llava_app.messages import Joined, Message
 from llava_app.web import views
 from llava_app.web.branching import BranchingHandlers
 from llava_app.web.gradio_compat import GradioSessions
@@ -31,8 +32,7 @@ from llava_app.web.translations import localize
 
 log = logging.getLogger(__name__)
 
-ELSEWHERE = ("This browser's conversation is open in another tab. This tab starts a new one, which is not kept "
-             "across reloads; the other tab keeps yours.")
+ELSEWHERE = Message("notice.elsewhere")
 
 
 def language(request: gr.Request | None) -> str:
@@ -44,13 +44,13 @@ def language(request: gr.Request | None) -> str:
 REGENERATE_TEMPERATURE = 0.7
 
 
-def page_message(exc: BaseException) -> str:
-    """The one way an error becomes a page message: ours as written (escaped), anything else by its type only."""
+def page_message(exc: BaseException, lang: str = "en") -> str:
+    """The one way an error becomes a page message, in ``lang`` (the API's: English): ours as written (escaped),
+    anything else by its type only."""
     if isinstance(exc, UserError):
-        return views.plain(str(exc))
+        return views.plain(exc.message, lang)
     log.error("generation failed: %s", type(exc).__name__)
-    return (f"The model failed on this request ({type(exc).__name__}). "
-            "Your conversation is kept; try again.")
+    return views.plain(Message("notice.model_failed", kind=type(exc).__name__), lang)
 
 
 class ChatHandlers(BranchingHandlers):
@@ -87,23 +87,25 @@ class ChatHandlers(BranchingHandlers):
     def _views(self, conv: Conversation, partial: str | None, waiting: int | None, lang: str) -> tuple:
         info = conv.last_prompt
         return (views.chat_value(conv, partial, waiting, lang), (info.text if info else ""),
-                localize(views.prompt_stats(info, str(T("no_prompt"))), lang), self.meter(conv, lang))
+                views.prompt_stats(info, str(T("no_prompt")), lang), self.meter(conv, lang))
 
     def meter(self, conv: Conversation, lang: str = "en") -> str:
         """The context meter's text."""
-        return localize(views.meter_text(conv, *self.service.context_usage(conv)), lang)
+        return views.meter_text(conv, *self.service.context_usage(conv), lang=lang)
 
     @staticmethod
-    def warn(message: str, lang: str) -> None:
-        """A toast with the server's (escaped) ``message`` in the browser's language."""
-        gr.Warning(localize(message, lang))
+    def warn(message: Message | str, lang: str) -> None:
+        """A toast with the server's ``message`` in the browser's language (a ``Message`` is rendered and escaped
+        here; a string comes escaped already)."""
+        gr.Warning(views.plain(message, lang) if isinstance(message, Message) else message)
 
     def limits_text(self, conv: Conversation, lang: str = "en") -> str:
         """The limits next to the strip, shown before anyone reaches them."""
-        text = f"{len(conv.images)} of {self.service.max_images} images"
         per = self.service.max_images_per_message
-        text += f" · up to {per} with one question" if per and per < self.service.max_images else ""
-        return localize(text, lang)
+        count = (Message("strip.count_per_question", count=len(conv.images), limit=self.service.max_images, per=per)
+                 if per and per < self.service.max_images else
+                 Message("strip.count", count=len(conv.images), limit=self.service.max_images))
+        return localize(count, lang)
 
     def _images(self, conv: Conversation, notice: str, lang: str = "en") -> tuple:
         """Values for the strip, the conversation, the notice, the limits and the meter."""
@@ -115,14 +117,15 @@ class ChatHandlers(BranchingHandlers):
 
         ``frames`` and ``pages`` are the person's choices for videos (keyframes) and PDFs (pages).
         """
-        report = None if progress is None else (lambda fraction, message: progress(fraction, desc=message))
+        report = None if progress is None else (lambda fraction, message: progress(fraction,
+                                                                                   desc=localize(message, lang)))
         options = None if frames is None else media_options(frames, pages, self.frames_limit)
         result = self.service.add_images(conv, files, progress=report, options=options)
         problems = views.merged(result.errors) + result.warnings  # a batch over a limit: one message
         for message in problems:
-            self.warn(views.plain(message), lang)
+            self.warn(views.plain(message, lang), lang)
         self.saved.save(conv)
-        return localize(views.added_notice(result.added, problems), lang)
+        return views.added_notice(result.added, problems, lang)
 
     # ----- images -------------------------------------------------------------------------
     @property
@@ -164,7 +167,7 @@ class ChatHandlers(BranchingHandlers):
         if not gone:
             return (gr.skip(),) * 5
         self.saved.save(conv)
-        text = f"Removed {', '.join(f'Image {n}' for n in gone)}."
+        text = Message("notice.removed", labels=", ".join(f"Image {n}" for n in gone))
         lang = language(request)
         return self._images(conv, localize(text, lang), lang)
 
@@ -190,9 +193,9 @@ class ChatHandlers(BranchingHandlers):
         if urls:
             result = self.service.add_urls(conv, urls)
             for message in result.errors + result.warnings:
-                self.warn(views.plain(message), lang)
+                self.warn(views.plain(message, lang), lang)
             self.saved.save(conv)
-            notice = localize(views.added_notice(result.added, result.errors + result.warnings), lang)
+            notice = views.added_notice(result.added, result.errors + result.warnings, lang)
             box = "" if result.added and not result.errors else gr.update()
             # Not a question: nothing is asked, so the answer step that follows finds nothing to write.
             return box, *self._images(conv, notice, lang)[:4], *self.views(conv, lang=lang)
@@ -201,9 +204,9 @@ class ChatHandlers(BranchingHandlers):
         try:
             self.service.ask(conv, message_text(value))
         except UserError as exc:
-            self.warn(page_message(exc), lang)
+            self.warn(page_message(exc, lang), lang)
             keep = {"text": message_text(value), "files": []} if files else gr.update()
-            notice = notice or localize(page_message(exc), lang)
+            notice = notice or page_message(exc, lang)
             return keep, *self._images(conv, notice, lang)[:4], *self.views(conv, lang=lang)
         self.saved.save(conv)
         return "", *self._images(conv, notice, lang)[:4], *self.views(conv, partial="", lang=lang)
@@ -232,7 +235,7 @@ class ChatHandlers(BranchingHandlers):
                 else:
                     yield gr.update(), conv, *self.views(conv, partial=item, lang=lang)
         except Exception as exc:  # noqa: BLE001 - the page must survive any engine fault
-            self.warn(page_message(exc), lang)
+            self.warn(page_message(exc, lang), lang)
             # A failed question taken back from the conversation returns to the box (a cut-off
             # answer keeps its turn, and the box stays as it is).
             yield (pending if len(conv.turns) < n_turns else gr.update()), conv, *self.views(conv, lang=lang)
@@ -250,12 +253,11 @@ class ChatHandlers(BranchingHandlers):
         try:
             self.service.regenerate(conv)
         except UserError as exc:
-            raise gr.Error(localize(page_message(exc), lang), print_exception=False) from None
+            raise gr.Error(page_message(exc, lang), print_exception=False) from None
         notice = ""
         if not float(temperature or 0) > 0:
             self._resample.add(conv.id)
-            notice = (f"Regenerating with temperature {REGENERATE_TEMPERATURE} (sampling): at temperature 0 the "
-                      "model would write the same answer again.")
+            notice = Message("notice.regenerating", temperature=REGENERATE_TEMPERATURE)
         return conv, localize(notice, lang), *self.views(conv, partial="", lang=lang)
 
     def on_undo(self, conv: Conversation, system_prompt: str, request: gr.Request | None = None):
@@ -264,7 +266,7 @@ class ChatHandlers(BranchingHandlers):
         try:
             text = self.service.undo(conv)
         except UserError as exc:
-            self.warn(page_message(exc), lang)
+            self.warn(page_message(exc, lang), lang)
             return gr.update(), conv, *self.views(conv, lang=lang)
         conv.set_prompt(self.service.preview(conv, system_prompt) if conv.turns else None)
         self.saved.save(conv)
@@ -282,11 +284,12 @@ class ChatHandlers(BranchingHandlers):
         try:
             labels, text = load_example(self.service, conv, example, lang)
         except UserError as exc:
-            self.warn(page_message(exc), lang)
+            self.warn(page_message(exc, lang), lang)
             return views.gallery_value(conv), conv, gr.update(), gr.update(), *self.views(conv, lang=lang)
         self.saved.save(conv)
         pending = bool(conv.turns) and conv.turns[-1].assistant is None
-        return (views.gallery_value(conv), conv, localize(f"Added {', '.join(labels)}.", lang), text,
+        added = Message("notice.added", labels=", ".join(labels))
+        return (views.gallery_value(conv), conv, localize(added, lang), text,
                 *self.views(conv, partial="" if pending else None, lang=lang))
 
     def example_handler(self, example: Example) -> Callable:
@@ -305,7 +308,7 @@ class ChatHandlers(BranchingHandlers):
         try:
             return str(self.app.export(kind, conv, system_prompt))
         except UserError as exc:
-            self.warn(page_message(exc), lang)
+            self.warn(page_message(exc, lang), lang)
             return None
 
     def export_handler(self, kind: str) -> Callable:
@@ -321,7 +324,7 @@ class ChatHandlers(BranchingHandlers):
         try:
             fresh, imported_prompt = self.app.import_file(path, conv, request.session_hash)
         except UserError as exc:
-            self.warn(page_message(exc), lang)
+            self.warn(page_message(exc, lang), lang)
             return conv, gr.update(), gr.update(), gr.update(), *self.views(conv, lang=lang)
         prompt = imported_prompt if imported_prompt is not None else system_prompt
         return fresh, views.gallery_value(fresh), str(T("imported")), prompt, *self.views(fresh, lang=lang)
@@ -346,7 +349,7 @@ class ChatHandlers(BranchingHandlers):
             result = await anyio.to_thread.run_sync(
                 partial(self.service.attach, conv, files, links, all_or_nothing=True))
             if result.errors:
-                raise UserError(" ".join(result.errors))
+                raise UserError(Joined(result.errors))
             self.service.ask(conv, message)
             async for text in self.api_stream(conv):
                 yield text, conv

@@ -55,5 +55,5 @@ def url_list(value: Any) -> list[str]:
         return []
     items = [value] if isinstance(value, str) else value
     if not isinstance(items, list) or not all(isinstance(u, str) for u in items):
-        raise UserError("urls must be a list of http(s) URLs (strings).")
+        raise UserError("api.urls")
     return [u.strip() for u in items if u.strip()]

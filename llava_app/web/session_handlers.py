@@ -12,6 +12,9 @@ from typing import Any
 import gradio as gr
 
 from llava_app.application import App
+from llava_app.errors import UserError
+from llava_app.messages import Joined, Message
+from llava_app.web import views
 from llava_app.web.handlers import language, page_message
 from llava_app.web.i18n import T, model_line
 from llava_app.web.switching import REFUSED, SwitchPolicy
@@ -28,7 +31,7 @@ class SessionHandlers:
         self.service = app.service
         self.config = app.config
         self.policy = policy or SwitchPolicy.from_config(app.config)
-        self._switch_error = ""  # why the last switch failed (switching is one at a time, server-wide)
+        self._switch_error: Message | str = ""  # why the last switch failed (switching is one at a time, server-wide)
 
     # ----- settings kept per browser (system prompt, temperature, top-p, max new tokens) ------
     @staticmethod
@@ -65,12 +68,14 @@ class SessionHandlers:
         (API callers get it as such; the page's ``after_failed_switch`` then puts the picker back)."""
         lang = language(request)
         if not self.policy.allows(request.username if request else None):
-            raise gr.Error(localize(REFUSED, lang), print_exception=False)
+            raise gr.Error(views.plain(REFUSED, lang), print_exception=False)
         try:
-            self.service.switch_model(name, report=lambda fraction, message: progress(fraction, desc=message))
+            self.service.switch_model(name, report=lambda fraction, message: progress(fraction,
+                                                                                      desc=localize(message, lang)))
         except Exception as exc:  # noqa: BLE001 - any failure leaves the previous model, and says why
-            self._switch_error = page_message(exc)
-            raise gr.Error(localize(self._switch_error, lang), print_exception=False) from None
+            self._switch_error = exc.message if isinstance(exc, UserError) else Message(
+                "notice.model_failed", kind=type(exc).__name__)
+            raise gr.Error(page_message(exc, lang), print_exception=False) from None
         return (model_line(self.service.model_name), gr.update(visible=self.service.is_random),
                 str(T("model_loaded")), gr.update(value=self.service.model_name))
 
@@ -80,7 +85,8 @@ class SessionHandlers:
         allowed = self.policy.allows(request.username if request else None)
         reason = self._switch_error if allowed else REFUSED
         name = self.service.model_name
-        status = localize(reason if name in reason else f"{reason} Still using {name}.".strip(), lang)
+        still = Joined([reason, Message("switch.still_using", name=name)])
+        status = views.plain(reason if name in str(reason) else still, lang)
         return (model_line(name), gr.update(visible=self.service.is_random), status, gr.update(value=name))
 
 
