@@ -383,7 +383,7 @@ class ChatHandlers(BranchingHandlers):
                 self.saved.bind(conv, token, request.username, tab)
         self.service.touch(conv, client=request.session_hash)
         return (token, conv, views.gallery_value(conv), pending if pending is not None else gr.update(),
-                *self.views(conv, lang=lang), notice)
+                *self.views(conv, lang=lang), self.limits_text(conv, lang), notice)
 
     async def on_unload(self, request: gr.Request) -> None:
         """The tab closed or reloaded: stop its generation and free its caches now (a reload restores it)."""

@@ -353,7 +353,8 @@ def _wire_session(page: Page, handlers: ChatHandlers, demo: gr.Blocks) -> None:
     else:
         demo.load(handlers.on_page_load, None, header, api_visibility="private", queue=False, show_progress="hidden")
     loaded = demo.load(handlers.on_load_saved, [page.browser_key, page.state, _tab_id()],
-                       [page.browser_key, page.state, page.gallery, page.question, *page.views, page.notice],
+                       [page.browser_key, page.state, page.gallery, page.question, *page.views, page.limits,
+                        page.notice],
                        api_visibility="private", queue=False, show_progress="hidden", js=TAB_ID_JS)
     branch_page.refresh_list(loaded, page, handlers)
     demo.unload(handlers.on_unload)

@@ -15,13 +15,13 @@ from llava_app.application import App
 from llava_app.config import Config
 from llava_app.web.auth import load_users
 from llava_app.web.gradio_compat import poll_queue_less, skip_absent_matplotlib
-from llava_app.web.i18n import I18N
+from llava_app.web.i18n import I18N, page_script
 
 log = logging.getLogger(__name__)
 
 WEB = Path(__file__).resolve().parent
 CSS = (WEB / "style.css").read_text(encoding="utf-8")
-JS = (WEB / "page.js").read_text(encoding="utf-8")
+JS = page_script((WEB / "page.js").read_text(encoding="utf-8"))
 
 #: Gradio's own upload cap, as a multiple of --max-upload-mb
 UPLOAD_HARD_CAP = 4

@@ -11,7 +11,7 @@ strings and would show as "[object Object]".
 
 from __future__ import annotations
 
-from llava_app.messages import localize  # noqa: F401 - localize: how the web layer renders a message
+from llava_app.messages import CATALOGUE, localize  # noqa: F401 - localize: how the web layer renders a message
 
 EN = {
     "title": "## Chat with your photos",
@@ -123,6 +123,22 @@ def key(name: str) -> str:
     return PREFIX + name
 
 
-TRANSLATIONS = {lang: {key(k): v for k, v in table.items()}
-                for lang, table in {"en": EN, "zh-CN": ZH_CN, "zh": ZH_CN}.items()}
+# Texts Gradio's own components ask for that its frontend has none for, given here in Gradio's own groups: the
+# gallery's camera button asks for "common.webcam" (and showed the key itself in every language); its Chinese
+# table lacks the gallery's "Download All" and the chat's copy button.
+GRADIO: dict[str, dict] = {
+    "en": {"common": {"webcam": "Webcam"}},
+    "zh-CN": {"common": {"webcam": "摄像头", "download_all": "全部下载"},
+              "chatbot": {"copy_message": "复制消息", "copied_message": "已复制消息"}},
+}
+
+TRANSLATIONS = {lang: {**{key(k): v for k, v in table.items()}, **GRADIO[column]}
+                for lang, table, column in (("en", EN, "en"), ("zh-CN", ZH_CN, "zh-CN"), ("zh", ZH_CN, "zh-CN"))}
+
+
+def script_texts() -> dict[str, dict[str, str]]:
+    """The page script's own texts (toast titles, the rename prompt, the delete confirmation) by language, for
+    page.js: ``{"en": {"toast_warning": "Warning", ...}, "zh-CN": {...}}``."""
+    return {lang: {k.removeprefix("script."): texts[column] for k, texts in CATALOGUE.items()
+                   if k.startswith("script.")} for lang, column in (("en", 0), ("zh-CN", 1))}
 
