@@ -69,7 +69,7 @@ class App:
         """An earlier chat of this browser (``row`` of its list) in place of ``old``, which stays in the list;
         returns it and a question that was never answered (for the question box)."""
         if self.service.is_running(old):
-            raise UserError("Press Stop, or wait for the answer, before opening another conversation.")
+            raise UserError("app.stop_before_open")
         self.saved.save(old)
         conv, pending = self.saved.reopen(old, row)
         self.service.forget(old)
@@ -80,7 +80,7 @@ class App:
                     ) -> tuple[Conversation, str | None]:
         """A conversation from an exported JSON or zip, in place of ``old``; returns it and its system prompt."""
         if self.service.is_running(old):
-            raise UserError("Press Stop, or wait for the answer, before importing a conversation.")
+            raise UserError("app.stop_before_import")
         imported = import_conversation(path, self.service.store, limits=self.service.upload_limits(),
                                        max_images=self.config.max_images)
         return self.replace(old, imported.conversation, client), imported.system_prompt
@@ -88,7 +88,7 @@ class App:
     def export(self, kind: str, conv: Conversation, system_prompt: str) -> Path:
         """Write one export (``EXPORT_KINDS``) into a fresh folder (a readable file name for the download)."""
         if not conv.turns and not conv.images:
-            raise UserError("There is nothing to export yet: add images or ask a question first.")
+            raise UserError("app.nothing_to_export")
         return export_conversation(kind, conv, new_export_folder(self.exports_dir), model=self.service.model_name,
                                    system_prompt=system_prompt)
 

@@ -15,17 +15,15 @@ import gc
 import sys
 
 from llava_app.errors import UserError
+from llava_app.messages import Message
 
-OUT_OF_MEMORY_MESSAGE = (
-    "The model ran out of memory on this request. Try fewer images, a shorter answer "
-    "(lower max new tokens) or a new chat. Your conversation is kept."
-)
+OUT_OF_MEMORY_MESSAGE = Message("engine.out_of_memory")
 
 
 class OutOfMemory(UserError):
     """The request did not fit in memory; the conversation is unchanged."""
 
-    def __init__(self, message: str = OUT_OF_MEMORY_MESSAGE):
+    def __init__(self, message: Message | str = OUT_OF_MEMORY_MESSAGE):
         super().__init__(message)
 
 

@@ -143,18 +143,18 @@ def fork(conv: Branched, index: int, question: str, add: list[int] = (), remove:
     with conv.lock:
         sync(conv)
         if not 0 <= index < len(conv.turns):
-            raise UserError(f"There is no turn {index + 1} to edit; this branch has {len(conv.turns)}.")
+            raise UserError("branch.no_turn_to_edit", number=index + 1, count=len(conv.turns))
         if conv.turns[-1].assistant is None:
-            raise UserError("The previous answer is still being written. Wait for it or press Stop.")
+            raise UserError("chat.still_writing")
         base = conv.turns[index]
         known = {im.number for im in conv.images}
         waiting = {im.number for im in conv.images if im.joined_at >= len(conv.turns)}
         for n in remove:
             if n not in (base.images or []):
-                raise UserError(f"{image_label(n)} is not one of turn {index + 1}'s images.")
+                raise UserError("branch.not_turn_image", label=image_label(n), number=index + 1)
         for n in add:
             if n not in waiting or n not in known:
-                raise UserError(f"{image_label(n)} is not waiting to be sent.")
+                raise UserError("branch.not_waiting", label=image_label(n))
         images = [n for n in base.images or [] if n not in remove] + [n for n in add if n not in (base.images or [])]
         turn = Turn(user=question, id=new_id(conv), parent=base.parent, images=images)
         conv.hidden.append(turn)
@@ -167,12 +167,12 @@ def switch(conv: Branched, index: int, k: int) -> None:
     with conv.lock:
         sync(conv)
         if not 0 <= index < len(conv.turns):
-            raise UserError(f"There is no turn {index + 1} on this branch; it has {len(conv.turns)}.")
+            raise UserError("branch.no_turn", number=index + 1, count=len(conv.turns))
         if conv.turns[-1].assistant is None:
-            raise UserError("Wait for the answer being written, or press Stop, before switching branch.")
+            raise UserError("branch.wait_switch")
         group = siblings(conv, index)
         if not 0 <= k < len(group):
-            raise UserError(f"Turn {index + 1} has {len(group)} version(s); there is no number {k + 1}.")
+            raise UserError("branch.no_version", number=index + 1, count=len(group), index=k + 1)
         if group[k] is not conv.turns[index]:
             show(conv, conv.turns[:index] + _descend(conv, group[k]), index)
 

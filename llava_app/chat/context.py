@@ -23,6 +23,7 @@ from typing import Any
 from llava_app.chat.conversation import SUMMARY_LEAD, Conversation, ImageRef, PromptInfo
 from llava_app.engine.base import Backend, ChatRequest, GenerationParams, TextDelta
 from llava_app.errors import UserError
+from llava_app.messages import Message
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +91,7 @@ class ContextFitter:
             conv.context_window = window
         budget = window - params.max_new_tokens
         if budget <= 0:
-            raise UserError(f"Max new tokens ({params.max_new_tokens:,}) leaves no room for the prompt in the model's "
-                            f"{window:,}-token context window. Lower it.")
+            raise UserError("context.no_room", tokens=params.max_new_tokens, window=window)
         tokens = self.count(conv, system_prompt)
         if tokens <= budget:
             return tokens
@@ -180,7 +180,7 @@ class ContextFitter:
                     self._image_costs.popitem(last=False)
         return cost
 
-    def images_warning(self, conv: Conversation) -> str | None:
+    def images_warning(self, conv: Conversation) -> Message | None:
         """A message when the conversation's images alone leave no room (checked at upload)."""
         if not self.active or not conv.images:
             return None
@@ -209,18 +209,14 @@ def _prompt_messages(conv: Conversation, system_prompt: str, first_visible: int 
     return msgs
 
 
-def too_big_message(info: PromptInfo, window: int, answer_tokens: int) -> str:
+def too_big_message(info: PromptInfo, window: int, answer_tokens: int) -> Message:
     """Why the smallest possible prompt does not fit, with the numbers and what to do."""
     budget = window - answer_tokens
     text_tokens = info.n_tokens - info.n_image_tokens
     if info.n_image_tokens and text_tokens < budget:
-        images = "image in this conversation takes" if info.n_images == 1 else \
-            f"{info.n_images} images in this conversation take"
-        return (f"The {images} {info.n_image_tokens:,} tokens, but the model's context window is "
-                f"{window:,} tokens, and {answer_tokens:,} of them are kept for the answer"
-                + (f" and {text_tokens:,} for the text" if text_tokens else "") + ". "
-                "Remove some images (x on a thumbnail), lower Max new tokens, "
-                "or pick a model with a longer context window.")
-    return (f"This question and the system prompt take {text_tokens:,} tokens; with {answer_tokens:,} kept for the "
-            f"answer, the model's {window:,}-token context window has room for {max(budget, 0):,}. "
-            "Shorten the question or the system prompt, or lower Max new tokens.")
+        images = Message("context.one_image") if info.n_images == 1 else \
+            Message("context.images", count=info.n_images)
+        text = Message("context.and_text", tokens=text_tokens) if text_tokens else ""
+        return Message("context.images_too_big", images=images, image_tokens=info.n_image_tokens, window=window,
+                       answer=answer_tokens, text=text)
+    return Message("context.text_too_big", text=text_tokens, answer=answer_tokens, window=window, room=max(budget, 0))

@@ -118,14 +118,11 @@ class Conversation:
             self.stash.remove(hidden)
             number = hidden.number
         if max_images is not None and len(self.images) >= max_images:
-            raise UserError(
-                f"This conversation already has {len(self.images)} images, the limit is {max_images}. "
-                "Remove one (x on its thumbnail) or start a new chat."
-            )
+            raise UserError("chat.too_many_images", count=len(self.images), limit=max_images)
         if number is None:
             number = self.next_number
         elif number < 1 or any(im.number == number for im in self.images + self.stash):
-            raise UserError(f"{image_label(number)} is given twice; each image needs a label of its own.")
+            raise UserError("chat.label_twice", label=image_label(number))
         ref = ImageRef(number=number, sha256=sha256, path=path, width=width, height=height,
                        joined_at=len(self.turns), name=name, video=video)
         self.next_number = max(self.next_number, number + 1)
@@ -158,7 +155,7 @@ class Conversation:
                     if pool is self.images and ref.joined_at < len(self.turns):  # a question carried it:
                         self.removed.append(ref)  # the chat keeps its place, labelled
                     return ref
-        raise UserError(f"There is no {image_label(number)} in this conversation.")
+        raise UserError("chat.no_image", label=image_label(number))
 
     def images_for_turn(self, index: int) -> list[ImageRef]:
         """The images carried by user turn ``index``."""
@@ -185,7 +182,7 @@ class Conversation:
     def ask(self, question: str) -> Turn:
         """Start a new turn with the pending images; its answer is generated next."""
         if self.turns and self.turns[-1].assistant is None:
-            raise UserError("The previous answer is still being written. Wait for it or press Stop.")
+            raise UserError("chat.still_writing")
         branches.sync(self)
         pending = self.pending_images
         for im in pending:
@@ -226,7 +223,7 @@ class Conversation:
         """Remove the last exchange and its other answers (Regenerate's); returns its question (for the box).
         A sibling that other turns follow is a branch of its own: it stays, and is shown."""
         if not self.turns:
-            raise UserError("There is nothing to undo.")
+            raise UserError("chat.nothing_undo")
         branches.drop_answers(self, self.turns[-1])
         return self.retract()
 
@@ -234,7 +231,7 @@ class Conversation:
     def regenerate(self) -> Turn:
         """A new answer to the last question, as a sibling: the old answer stays on its own branch."""
         if not self.turns:
-            raise UserError("There is no answer to regenerate yet.")
+            raise UserError("chat.nothing_regenerate")
         last = self.turns[-1]
         if last.assistant is None:  # never answered: nothing to keep
             last.stopped, last.interrupted, last.stats = False, False, None

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from llava_app.errors import UserError
+from llava_app.messages import Joined
 
 if TYPE_CHECKING:
     from llava_app.chat.conversation import Conversation
@@ -78,7 +79,7 @@ def load_example(service: ChatService, conv: Conversation, example: Example,
         result = service.add_images(conv, [(str(path), path.name)])
         got = result.added or result.skipped
         if not got:
-            raise UserError(" ".join(result.errors))
+            raise UserError(Joined(result.errors))
         labels.append(got[0])
     if example.prelude:
         service.ask(conv, example.text(example.prelude, language, labels))

@@ -33,8 +33,7 @@ class Line:
         with self._cond:
             if self.max_waiting is not None and len(self._waiting) >= self.max_waiting and \
                     self._serving >= max(1, self.capacity()):
-                raise UserError(f"The queue is full: {len(self._waiting)} answers are waiting for the model. "
-                                "Try again in a minute.")
+                raise UserError("chat.queue_full", waiting=len(self._waiting))
             ticket = next(self._tickets)
             self._waiting.append(ticket)
             return ticket

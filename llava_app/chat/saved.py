@@ -180,21 +180,21 @@ class BrowserSaves:
         owner = self.owner_of(conv)
         restored, pending = self._restore(row, owner) if owner is not None else (None, None)
         if restored is None:
-            raise UserError("That conversation is not in this browser's list (it may have been deleted).")
+            raise UserError("saved.not_listed_maybe_deleted")
         return restored, pending
 
     def rename(self, conv: Conversation, row: str, title: str) -> None:
         """Title one of the browser's saved conversations."""
         owner = self.owner_of(conv)
         if self.saved is None or owner is None or not self.saved.rename(row, owner, title):
-            raise UserError("That conversation is not in this browser's list.")
+            raise UserError("saved.not_listed")
 
     def delete(self, conv: Conversation, row: str) -> None:
         """Delete one of the browser's saved conversations (deleting the open one leaves it unsaved until it
         changes)."""
         owner = self.owner_of(conv)
         if self.saved is None or owner is None or not self.saved.delete(row, owner):
-            raise UserError("That conversation is not in this browser's list.")
+            raise UserError("saved.not_listed")
         with self._lock:
             if self._rows.get(conv.id, (None, None))[1] == row:
                 self._rows[conv.id] = (owner, new_row_key())

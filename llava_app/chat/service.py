@@ -27,6 +27,7 @@ from llava_app.engine.base import Backend, ChatRequest, GenerationParams, Prompt
 from llava_app.engine.catalog import any_model_allowed, check_allowed, choices
 from llava_app.errors import UserError
 from llava_app.faults import out_of_memory_error
+from llava_app.messages import Joined
 from llava_app.storage.images import ImageLimits, ImageStore, decode_image
 from llava_app.storage.media import MediaOptions
 
@@ -120,8 +121,7 @@ class ChatService(OneOffChats):
     def _check_per_message(self, conv: Conversation) -> None:
         limit = self.max_images_per_message
         if limit is not None and len(conv.pending_images) >= limit:
-            raise UserError(f"At most {limit} new images go with one question, and {len(conv.pending_images)} "
-                            "are waiting already. Ask about them first, then add more.")
+            raise UserError("chat.too_many_new", limit=limit, waiting=len(conv.pending_images))
 
     def decode_image(self, data: bytes, name: str):
         """Bytes sent by a client as a picture, decoded as uploads are (format, size and pixel limits)."""
@@ -133,7 +133,7 @@ class ChatService(OneOffChats):
             return self.image_limits
         return dataclasses.replace(self.image_limits, model_size=self.backend.image_resolution())
 
-    def context_warnings(self, conv: Conversation) -> list[str]:
+    def context_warnings(self, conv: Conversation) -> list:
         """Warnings about the context window (images that leave no room); counting them warms the meter."""
         with conv.lock:
             conv.context_window = self.context.window
@@ -150,10 +150,9 @@ class ChatService(OneOffChats):
         """The question, stripped; empty or over-long questions are refused with a message."""
         question = (text or "").strip()
         if not question:
-            raise UserError("Type a question first.")
+            raise UserError("chat.type_first")
         if len(question) > self.max_question_chars:
-            raise UserError(f"Your question is {len(question):,} characters long; the limit is "
-                            f"{self.max_question_chars:,}. Shorten it and send again.")
+            raise UserError("chat.too_long", length=len(question), limit=self.max_question_chars)
         return question
 
     def is_running(self, conv: Conversation) -> bool:
@@ -166,14 +165,14 @@ class ChatService(OneOffChats):
         self.sessions.touch(conv)
         self._drop_orphan(conv)
         if not self.runs.settled(conv.id):
-            raise UserError("The previous answer is still being written. Wait for it or press Stop.")
+            raise UserError("chat.still_writing")
         conv.ask(question)
         self._arm(conv)
 
     def regenerate(self, conv: Conversation) -> None:
         """A new answer to the last question (the old one stays, a sibling), armed for generation."""
         if not self.runs.settled(conv.id):
-            raise UserError("Wait for the current answer, or press Stop, before regenerating.")
+            raise UserError("chat.wait_regenerate")
         conv.regenerate()
         self._arm(conv)
 
@@ -183,19 +182,19 @@ class ChatService(OneOffChats):
         or taken off it (``remove``, numbers); what followed stays on its own branch. ``stream_answer`` answers."""
         question = self.check_question(text)
         if not self.runs.settled(conv.id):
-            raise UserError("Wait for the current answer, or press Stop, before editing a question.")
+            raise UserError("chat.wait_edit")
         self._drop_orphan(conv)
         before, files = {im.number for im in conv.images}, list(files)
         errors = self.attach(conv, files, all_or_nothing=True).errors if files else []
         if errors:
-            raise UserError(" ".join(errors))
+            raise UserError(Joined(errors))
         branches.fork(conv, turn, question, [im.number for im in conv.images if im.number not in before], list(remove))
         self._arm(conv)
 
     def switch_branch(self, conv: Conversation, turn: int, index: int) -> None:
         """Show version ``index`` (0-based) of turn ``turn`` of the branch shown, and what followed it there."""
         if self.is_running(conv):
-            raise UserError("Wait for the current answer, or press Stop, before switching branch.")
+            raise UserError("chat.wait_switch")
         self._drop_orphan(conv)
         branches.switch(conv, turn, index)
         self.sessions.touch(conv)
@@ -203,7 +202,7 @@ class ChatService(OneOffChats):
     def undo(self, conv: Conversation) -> str:
         """Remove the last exchange; returns its question."""
         if self.is_running(conv):
-            raise UserError("Press Stop before undoing the answer that is being written.")
+            raise UserError("chat.stop_undo")
         self._drop_orphan(conv)
         return conv.undo()
 

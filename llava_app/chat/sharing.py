@@ -46,17 +46,17 @@ class ShareLinks:
     def share(self, conv: Conversation, model: str = "") -> tuple[str, float]:
         """A snapshot of what ``conv`` shows now; returns ``(token, expires)`` (the URL is ``/share/<token>``)."""
         if self.shares is None:
-            raise UserError("Sharing is off on this server (the operator can allow it with --share-links).")
+            raise UserError("share.off")
         record = shown_record(conv, model)
         if not record.turns:
-            raise UserError("There is nothing to share yet: ask a question first.")
+            raise UserError("share.nothing")
         return self.shares.create(record, self._owner(conv))
 
     def revoke(self, conv: Conversation, token: str) -> None:
         """Make the snapshot at ``token`` unreadable now (only its owner may)."""
         token = token.rstrip("/").rsplit("/", 1)[-1]  # the token, or the whole link
         if self.shares is None or not self.shares.revoke(token, self._owner(conv)):
-            raise UserError("That link is not one of yours, or it is gone already.")
+            raise UserError("share.not_yours")
 
     def open(self, token: str) -> tuple[ConversationRecord, float] | None:
         """The snapshot at ``token`` and when it expires; None when unknown, expired or revoked."""

@@ -15,12 +15,13 @@ from dataclasses import dataclass
 
 from llava_app.chat.conversation import Conversation
 from llava_app.errors import UserError
+from llava_app.messages import Message
 from llava_app.storage.fetch import FetchPolicy, fetch_url, url_name
 from llava_app.storage.images import ImageError, ImageLimits, ImageStore, too_big
 from llava_app.storage.media import MediaOptions, decode_media, sniff_kind
 from llava_app.storage.video import VideoLimits
 
-Progress = Callable[[float, str], None]
+Progress = Callable[[float, Message], None]
 #: a source: its display name and a function that returns its bytes (raising ``UserError`` when it cannot)
 Source = tuple[str, Callable[[], bytes]]
 
@@ -31,8 +32,8 @@ class UploadResult:
 
     added: list[str]
     skipped: list[str]
-    errors: list[str]
-    warnings: list[str] = dataclasses.field(default_factory=list)  # accepted, but worth telling the user
+    errors: list[Message | str]
+    warnings: list[Message | str] = dataclasses.field(default_factory=list)  # accepted, but worth telling the user
 
 
 @dataclass(frozen=True)
@@ -54,8 +55,7 @@ class Intake:
         """URLs as sources (fetched when read); refused at once when this server does not fetch URLs."""
         urls = [u.strip() for u in urls if u and u.strip()]
         if urls and self.url_policy is None:
-            raise UserError("This server does not fetch pictures from URLs; upload the file instead "
-                            "(the operator can allow URLs with --image-urls).")
+            raise UserError("upload.no_urls")
         return [(_url_label(u), _url_reader(u, self.url_policy)) for u in urls]
 
     def attach(self, conv: Conversation, sources: list[Source], room: Callable[[], int], limits: ImageLimits,
@@ -68,7 +68,8 @@ class Intake:
             try:
                 decoded = decode_media(read(), name, room(), limits, self.video_limits, options, progress)
             except UserError as exc:
-                result.errors.append(str(exc) if isinstance(exc, ImageError) else f"{name}: {exc}")
+                result.errors.append(exc.message if isinstance(exc, ImageError)
+                                     else Message("upload.named", name=name, problem=exc.message))
                 continue
             result.warnings += decoded.warnings
             for picture in decoded.pictures:
@@ -77,11 +78,11 @@ class Intake:
                     ref, added = conv.add_image(stored.sha256, stored.path, stored.width, stored.height,
                                                 picture.name, max_images=max_images, video=picture.video)
                 except UserError as exc:
-                    result.errors.append(f"{picture.name}: {exc}")
+                    result.errors.append(Message("upload.named", name=picture.name, problem=exc.message))
                     break
                 (result.added if added else result.skipped).append(ref.label)
                 if not added and len(decoded.pictures) == 1:  # a repeated frame or page is left out quietly
-                    result.errors.append(f"{name} is already in this conversation as {ref.label}.")
+                    result.errors.append(Message("upload.duplicate", name=name, label=ref.label))
         return result
 
 
@@ -97,7 +98,7 @@ def _file_reader(path: str, name: str, limits: ImageLimits, video_limits: VideoL
                 fh.seek(0)
                 return fh.read(limit + 1)
         except OSError as exc:
-            raise ImageError(f"{name} could not be read.") from exc
+            raise ImageError("upload.unreadable", name=name) from exc
     return read
 
 

@@ -45,7 +45,7 @@ def make_backend(config: Config, image_store: ImageStore) -> Backend:
 
         return OpenAIBackend(config.model, config.base_url, api_key=config.api_key, timeout=config.request_timeout,
                              context_length=config.context_length or None)
-    raise ConfigError(f"unknown backend {config.backend!r}; use local or openai")
+    raise ConfigError("config.backend", backend=config.backend)
 
 
 def make_app_backend(config: Config, image_store: ImageStore) -> Backend:

@@ -107,9 +107,9 @@ class Unsupported(UserError):
 
 #: the capabilities an engine declares (class attributes of ``Backend``), and what their absence means
 CAPABILITIES = {
-    "supports_images": "This model takes no images; ask in words only.",
-    "counts_tokens": "This engine cannot count a prompt's tokens.",
-    "can_switch": "This server runs one model; it cannot load another.",
+    "supports_images": "engine.no_images",
+    "counts_tokens": "engine.no_counting",
+    "can_switch": "engine.one_model",
 }
 
 

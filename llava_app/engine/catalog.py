@@ -56,10 +56,9 @@ def check_allowed(name: str, allowed: list[str]) -> str:
     """The model name, stripped, when the allow-list permits it; a ``UserError`` otherwise."""
     name = (name or "").strip()
     if not name or name == ANY_MODEL:
-        raise UserError("Choose a model first.")
+        raise UserError("switch.choose")
     if name not in allowed and not any_model_allowed(allowed):
-        raise UserError(f"{name} is not one of the models this server offers. The operator can allow it with "
-                        "--allowed-models.")
+        raise UserError("switch.not_offered", name=name)
     return name
 
 

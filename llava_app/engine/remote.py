@@ -22,6 +22,7 @@ from typing import Any
 from llava_app.engine.base import Backend, ChatRequest, Event, PromptInfo, PromptReady, TextDelta, Usage, image_refs
 from llava_app.engine.tiny.presets import is_tiny
 from llava_app.errors import MissingDependency, UserError
+from llava_app.messages import Message
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ def _import_openai():
     try:
         import openai
     except ImportError as exc:  # pragma: no cover - depends on the install
-        raise MissingDependency("The openai backend needs the openai client: pip install openai") from exc
+        raise MissingDependency("remote.needs_openai") from exc
     return openai
 
 
@@ -114,14 +115,13 @@ class OpenAIBackend(Backend):
             page = self.client.models.list(timeout=min(self.timeout, STARTUP_TIMEOUT))
             models = list(page.data)
         except self._openai.NotFoundError:
-            raise UserError(f"{self.base_url}/models was not found (HTTP 404). Is --base-url the API root, "
-                            "e.g. http://localhost:8000/v1?") from None
+            raise UserError("remote.no_models", url=self.base_url) from None
         except self._openai.OpenAIError as exc:
             raise self.describe(exc, startup=True) from None
         ids = [m.id for m in models]
         if ids and self.model_name not in ids:
-            raise UserError(f"The server at {self.base_url} does not serve {self.model_name!r}; it serves "
-                            f"{', '.join(map(repr, ids))}. Pass one of them with --model.")
+            raise UserError("remote.not_served", url=self.base_url, model=self.model_name,
+                            served=", ".join(map(repr, ids)))
         served = next((m for m in models if m.id == self.model_name), None)
         max_len = getattr(served, "max_model_len", None)
         if self.context_length is None and isinstance(max_len, int):
@@ -236,7 +236,7 @@ class OpenAIBackend(Backend):
             finish = "cancelled"
         elif finish is None:
             # The connection ended cleanly but the answer never said it was done (a proxy, a dying server).
-            raise UserError(_cut_message("the stream ended before the answer was finished", pieces > 0))
+            raise UserError(_cut_message(Message("remote.stream_ended"), pieces > 0))
         yield _usage(usage, pieces, finish)
 
     # ----- errors ---------------------------------------------------------------------------
@@ -244,46 +244,42 @@ class OpenAIBackend(Backend):
                  startup: bool = False) -> UserError:
         """A message a user can act on for any failure talking to the server (``cut``: mid-answer)."""
         o = self._openai
-        where = f"the model server at {self.base_url}"
+        where = self.base_url
         if isinstance(exc, o.APITimeoutError):
-            msg = f"{where} did not answer within {self.timeout:g} s (time-out); it may be overloaded"
+            msg = Message("remote.timeout", url=where, seconds=self.timeout)
         elif isinstance(exc, o.APIConnectionError):
-            msg = (f"the connection to {where} was lost ({_root_cause(exc)})" if cut
-                   else f"cannot reach {where} ({_root_cause(exc)}); is it running?")
+            msg = (Message("remote.connection_lost", url=where, cause=_root_cause(exc)) if cut
+                   else Message("remote.unreachable", url=where, cause=_root_cause(exc)))
         elif isinstance(exc, o.APIStatusError):
             msg = self._status_message(exc, request)
         elif isinstance(exc, o.APIError):  # an error event inside the stream
-            msg = f"{where} reported an error: {exc.message}"
+            msg = Message("remote.reported", url=where, detail=str(exc.message))
         else:
-            msg = f"{where} sent a reply this app cannot read ({type(exc).__name__})"
+            msg = Message("remote.unreadable", url=where, kind=type(exc).__name__)
         if cut:
-            return UserError(_cut_message(msg.rstrip("."), True))
-        msg = _sentence(msg[0].upper() + msg[1:])
-        return UserError(msg if startup else msg + " Your conversation is kept; try again.")
+            return UserError(_cut_message(msg, True))
+        return UserError("remote.failed_at_start" if startup else "remote.failed", reason=msg)
 
-    def _status_message(self, exc: Any, request: ChatRequest | None) -> str:
+    def _status_message(self, exc: Any, request: ChatRequest | None) -> Message:
         status, detail = exc.status_code, _detail(exc)
         if status == 400:
             limit = _IMAGE_LIMIT.search(detail) or _IMAGE_LIMIT_OLD.search(detail)
             if limit:
                 n = len(image_refs(request.messages)) if request is not None else None
-                has = f" and this conversation has {n}" if n is not None else ""
-                return (f"The model server takes at most {limit.group(1)} image(s) per prompt{has}. Remove an image "
-                        "or start a new chat (the operator can raise vLLM's --limit-mm-per-prompt to match "
-                        "--max-images).")
-            return f"The model server refused the request (HTTP 400): {detail}"
+                has = Message("remote.image_limit_has", count=n) if n is not None else ""
+                return Message("remote.image_limit", limit=limit.group(1), has=has)
+            return Message("remote.refused", detail=detail)
         if status in (401, 403):
-            return f"The model server refused the API key (HTTP {status}). Check --api-key (LLAVA_APP_API_KEY)."
+            return Message("remote.api_key", status=status)
         if status == 404:
-            return f"The model server does not know model {self.model_name!r} (HTTP 404): {detail}"
+            return Message("remote.unknown_model", model=self.model_name, detail=detail)
         if status == 413:
-            return ("The request is too large for the model server (HTTP 413). Use fewer or smaller images, "
-                    "or start a new chat.")
+            return Message("remote.too_large")
         if status == 429:
-            return "The model server is busy (HTTP 429, too many requests). Wait a moment."
+            return Message("remote.busy")
         if status >= 500:
-            return f"The model server failed (HTTP {status}): {detail}"
-        return f"The model server answered HTTP {status}: {detail}"
+            return Message("remote.server_failed", status=status, detail=detail)
+        return Message("remote.status", status=status, detail=detail)
 
 
 def _usage(usage: Any, pieces: int, finish: str) -> Usage:
@@ -294,13 +290,8 @@ def _usage(usage: Any, pieces: int, finish: str) -> Usage:
                  finish_reason=finish)
 
 
-def _sentence(text: str) -> str:
-    return text if text.endswith((".", "?", "!")) else text + "."
-
-
-def _cut_message(reason: str, kept: bool) -> str:
-    tail = " The part that arrived is kept; Regenerate or ask again." if kept else " Try again."
-    return f"The answer was cut off: {reason}.{tail}"
+def _cut_message(reason: Message, kept: bool) -> Message:
+    return Message("remote.cut_kept" if kept else "remote.cut", reason=reason)
 
 
 def _detail(exc: Any) -> str:

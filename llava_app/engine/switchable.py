@@ -17,10 +17,11 @@ from typing import Any
 
 from llava_app.engine.base import Backend, ChatRequest, Event, PromptInfo
 from llava_app.errors import UserError
+from llava_app.messages import Message
 
 log = logging.getLogger(__name__)
 
-Report = Callable[[float, str], None]
+Report = Callable[[float, Message], None]
 
 
 class SwitchableBackend(Backend):
@@ -89,7 +90,7 @@ class SwitchableBackend(Backend):
         with self._cond:
             self._cond.wait_for(lambda: not self._switching)
             if self._engine is None:
-                raise UserError("No model is loaded: the last model switch failed. Pick a model and load it.")
+                raise UserError("switch.none_loaded")
             self._in_use += 1
             engine = self._engine
         try:
@@ -132,39 +133,40 @@ class SwitchableBackend(Backend):
         report = report or (lambda fraction, message: None)
         with self._cond:
             if self._switching:
-                raise UserError("Another model is being loaded. Wait for it to finish.")
+                raise UserError("switch.busy")
             if self._engine is not None and name == self._engine.model_name:
                 return False
             self._switching = True
         try:
             with self._cond:
                 if self._in_use:
-                    report(0.05, f"Waiting for {self._in_use} answer(s) being written to finish")
+                    report(0.05, Message("progress.waiting_answers", count=self._in_use))
                 self._cond.wait_for(lambda: self._in_use == 0)
                 old, self._engine = self._engine, None
             previous = old.model_name if old is not None else self._last_name
             if old is not None:
-                report(0.1, f"Freeing {previous}")
+                report(0.1, Message("progress.freeing", name=previous))
                 old.close()
                 del old
                 gc.collect()
-            report(0.2, f"Loading {name}")
+            report(0.2, Message("progress.loading", name=name))
             try:
                 engine = self._factory(name)
             except BaseException as exc:  # noqa: BLE001 - any load failure: bring the previous model back
                 log.warning("switching to %s failed: %s", name, exc, exc_info=not isinstance(exc, UserError))
-                report(0.6, f"Could not load {name}; loading {previous} again")
-                reason = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
+                report(0.6, Message("progress.reloading", name=name, previous=previous))
+                reason = (exc.message if isinstance(exc, UserError)
+                          else Message("switch.failure", kind=type(exc).__name__, detail=str(exc)))
                 try:
                     self._engine = self._factory(previous)
                 except BaseException as again:  # noqa: BLE001
-                    log.error("reloading %s failed too: %s", previous, again, exc_info=not isinstance(again, UserError))
-                    raise UserError(f"Could not load {name} ({reason}), and reloading {previous} failed too. "
-                                    "Pick a model and load it.") from exc
-                raise UserError(f"Could not load {name}: {reason} Still using {previous}.") from exc
+                    log.error("reloading %s failed too: %s", previous, again,
+                              exc_info=not isinstance(again, UserError))
+                    raise UserError("switch.failed_twice", name=name, reason=reason, previous=previous) from exc
+                raise UserError("switch.failed", name=name, reason=reason, previous=previous) from exc
             self._engine = engine
             self._last_name = engine.model_name
-            report(1.0, f"Loaded {name}")
+            report(1.0, Message("progress.loaded", name=name))
             return True
         finally:
             with self._cond:

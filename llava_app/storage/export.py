@@ -212,20 +212,20 @@ def read_conversation(path: str | Path, store: ImageStore, *, limits: ImageLimit
             return _read_zip(path, store, limits, max_images)
         size = path.stat().st_size
         if size > _json_limit(limits, max_images):
-            raise ConversationFileError(f"{name} is too large to be a conversation of at most {max_images} images.")
+            raise ConversationFileError("file.too_large", name=name, count=max_images)
         data = path.read_bytes()
     except OSError as exc:
-        raise ConversationFileError(f"{name} could not be read.") from exc
+        raise ConversationFileError("file.unreadable", name=name) from exc
     raw = _parse_json(data, name)
 
     def image_bytes(entry: dict[str, Any], label: str) -> bytes:
         encoded = entry.get("data")
         if not isinstance(encoded, str):
-            raise ConversationFileError(f"{name}: {label} has no image data.")
+            raise ConversationFileError("file.no_image_data", name=name, label=label)
         try:
             return base64.b64decode(encoded, validate=True)
         except (binascii.Error, ValueError) as exc:
-            raise ConversationFileError(f"{name}: the data of {label} is damaged.") from exc
+            raise ConversationFileError("file.image_data_damaged", name=name, label=label) from exc
 
     return _with_images(raw, image_bytes, store, limits, max_images, name)
 
@@ -238,7 +238,7 @@ def _parse_json(data: bytes, name: str) -> dict[str, Any]:
     try:
         raw = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
-        raise ConversationFileError(f"{name} is not a conversation file (JSON or zip exported by this app).") from exc
+        raise ConversationFileError("file.not_conversation", name=name) from exc
     return raw
 
 
@@ -247,7 +247,7 @@ def _read_zip(path: Path, store: ImageStore, limits: ImageLimits, max_images: in
     try:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as exc:
-        raise ConversationFileError(f"{name} is not a readable zip file.") from exc
+        raise ConversationFileError("file.bad_zip", name=name) from exc
 
     def member(filename: str, limit: int) -> bytes:
         # Members are read by the names the JSON gives, into memory, never extracted:
@@ -256,17 +256,17 @@ def _read_zip(path: Path, store: ImageStore, limits: ImageLimits, max_images: in
             with zf.open(filename) as fh:
                 data = fh.read(limit + 1)
         except KeyError:
-            raise ConversationFileError(f"{name} has no {filename}; export the conversation again.") from None
+            raise ConversationFileError("file.missing_member", name=name, member=filename) from None
         except (zipfile.BadZipFile, OSError, RuntimeError, ValueError) as exc:
-            raise ConversationFileError(f"{name}: {filename} is damaged.") from exc
+            raise ConversationFileError("file.member_damaged", name=name, member=filename) from exc
         if len(data) > limit:
-            raise ConversationFileError(f"{name}: {filename} is larger than this server accepts.")
+            raise ConversationFileError("file.member_too_large", name=name, member=filename)
         return data
 
     def image_bytes(entry: dict[str, Any], label: str) -> bytes:
         filename = entry.get("file")
         if not isinstance(filename, str):
-            raise ConversationFileError(f"{name}: {label} names no file.")
+            raise ConversationFileError("file.no_member_name", name=name, label=label)
         return member(filename, limits.max_bytes)
 
     with zf:
@@ -280,8 +280,7 @@ def _with_images(raw: dict[str, Any], image_bytes: Callable[[dict[str, Any], str
     record = ConversationRecord.from_json(raw, name)
     shown = [im for im in record.images if im.turn >= 0]  # the others belong to other branches only
     if len(shown) > max_images or len(record.images) > 4 * max_images:
-        raise ConversationFileError(f"{name} has {len(shown)} images; this server allows {max_images} "
-                                    "in a conversation.")
+        raise ConversationFileError("file.too_many_images", name=name, count=len(shown), limit=max_images)
     images: list[ImageRecord] = []
     for im, entry in zip(record.images, raw["images"], strict=False):
         img = decode_image(image_bytes(entry, im.label), limits, f"{name}: {im.label}")

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import httpx
 
 from llava_app.errors import UserError
+from llava_app.messages import Message
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -123,23 +124,22 @@ def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
     return None
 
 
-def address_refusal(address: str | IPAddress) -> str | None:
+def address_refusal(address: str | IPAddress) -> Message | None:
     """Why the server must not connect to this address (e.g. "a loopback address"), or None for a public one."""
     ip = ipaddress.ip_address(address) if isinstance(address, str) else address
     if isinstance(ip, ipaddress.IPv6Address):
         inner = _embedded_ipv4(ip)
         if inner is not None:
             reason = address_refusal(inner)
-            return f"{reason} inside an IPv6 address" if reason else None
-    checks = [("is_unspecified", "an unspecified address"), ("is_loopback", "a loopback address"),
-              ("is_link_local", "a link-local address (where cloud metadata services live)"),
-              ("is_multicast", "a multicast address"), ("is_reserved", "a reserved address"),
-              ("is_private", "a private address")]
+            return Message("address.inside_ipv6", reason=reason) if reason else None
+    checks = [("is_unspecified", "address.unspecified"), ("is_loopback", "address.loopback"),
+              ("is_link_local", "address.link_local"), ("is_multicast", "address.multicast"),
+              ("is_reserved", "address.reserved"), ("is_private", "address.private")]
     for attribute, reason in checks:
         if getattr(ip, attribute):
-            return reason
+            return Message(reason)
     if not ip.is_global:
-        return "not a public address"
+        return Message("address.not_public")
     return None
 
 
@@ -159,7 +159,7 @@ def resolve_checked(host: str, port: int, policy: FetchPolicy) -> str:
         try:
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except (socket.gaierror, UnicodeError) as exc:
-            raise FetchError(f"The host {host} could not be found ({exc.__class__.__name__}).") from None
+            raise FetchError("fetch.host_unknown_because", host=host, kind=exc.__class__.__name__) from None
         addresses = list(dict.fromkeys(str(info[4][0]).split("%")[0] for info in infos))
     addresses = list(addresses)
     if not allowed:
@@ -167,10 +167,9 @@ def resolve_checked(host: str, port: int, policy: FetchPolicy) -> str:
             reason = address_refusal(address)
             if reason:
                 shown = host if _is_plain_ip(host) else f"{host} ({address})"  # 0x7f.1 (127.0.0.1)
-                raise FetchError(f"{shown} is {reason}: this server fetches pictures only from public addresses "
-                                 "(an operator can allow a host with --image-url-allow).")
+                raise FetchError("fetch.not_public", url=shown, reason=reason)
     if not addresses:
-        raise FetchError(f"The host {host} could not be found.")
+        raise FetchError("fetch.host_unknown", host=host)
     return addresses[0]
 
 
@@ -215,26 +214,26 @@ def fetch_url(url: str, policy: FetchPolicy) -> Fetched:
     try:
         current = httpx.URL(url.strip())
     except (httpx.InvalidURL, TypeError) as exc:
-        raise FetchError(f"{_short(url)} is not a valid URL ({exc}).") from None
+        raise FetchError("fetch.invalid", url=_short(url), reason=str(exc)) from None
     for _ in range(policy.max_redirects + 1):
         try:
             fetched, location = _fetch_hop(current, policy, deadline)
         except httpx.TimeoutException:
-            raise FetchError(f"Fetching {_short(url)} took longer than {policy.timeout_s:g} s.") from None
+            raise FetchError("fetch.timeout", url=_short(url), seconds=policy.timeout_s) from None
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            raise FetchError(f"Could not fetch {_short(current)} ({type(exc).__name__}).") from None
+            raise FetchError("fetch.failed", url=_short(current), kind=type(exc).__name__) from None
         if fetched is not None:
             return fetched
         current = location
-    raise FetchError(f"{_short(url)} redirects more than {policy.max_redirects} times; not followed.")
+    raise FetchError("fetch.redirects", url=_short(url), count=policy.max_redirects)
 
 
 def _fetch_hop(url: httpx.URL, policy: FetchPolicy, deadline: float) -> tuple[Fetched | None, httpx.URL | None]:
     """One request: the body, or (None, where it redirects)."""
     if url.scheme not in ("http", "https"):
-        raise FetchError(f"{_short(url)}: only http and https URLs are fetched.")
+        raise FetchError("fetch.scheme", url=_short(url))
     if not url.host:
-        raise FetchError(f"{_short(url)} has no host.")
+        raise FetchError("fetch.no_host", url=_short(url))
     port = url.port or (443 if url.scheme == "https" else 80)
     address = resolve_checked(url.host, port, policy)
     remaining = max(0.01, deadline - time.monotonic())
@@ -246,16 +245,16 @@ def _fetch_hop(url: httpx.URL, policy: FetchPolicy, deadline: float) -> tuple[Fe
             if response.status_code in _REDIRECTS and "location" in response.headers:
                 return None, url.join(response.headers["location"])
             if response.status_code != 200:
-                raise FetchError(f"{_short(url)} answered HTTP {response.status_code}, not a picture.")
+                raise FetchError("fetch.status", url=_short(url), status=response.status_code)
             content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
             if content_type and not content_type.startswith(_MEDIA_TYPES):
-                raise FetchError(f"{_short(url)} is {content_type}, not a picture, video or PDF.")
+                raise FetchError("fetch.type", url=_short(url), type=content_type)
             return Fetched(_read_limited(response, url, policy, deadline), str(url), content_type), None
 
 
 def _read_limited(response: httpx.Response, url: httpx.URL, policy: FetchPolicy, deadline: float) -> bytes:
     """The body, refused as soon as it passes the size limit or the deadline."""
-    too_big = FetchError(f"{_short(url)} is larger than the {policy.max_bytes / 1e6:.0f} MB upload limit.")
+    too_big = FetchError("fetch.too_big", url=_short(url), limit=policy.max_bytes / 1e6)
     declared = response.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > policy.max_bytes:
         raise too_big

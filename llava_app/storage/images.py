@@ -102,7 +102,7 @@ def megabytes(n: int) -> str:
 
 def too_big(name: str, size: int, limit: int) -> ImageError:
     """The message for a file over the upload limit, with both sizes."""
-    return ImageError(f"{name} is {megabytes(size)}; the limit is {megabytes(limit)}. Upload a smaller file.")
+    return ImageError("image.too_big", name=name, size=megabytes(size), limit=megabytes(limit))
 
 
 def decode_image(data: bytes, limits: ImageLimits = ImageLimits(), name: str = "upload") -> Image.Image:
@@ -110,17 +110,15 @@ def decode_image(data: bytes, limits: ImageLimits = ImageLimits(), name: str = "
     if len(data) > limits.max_bytes:
         raise too_big(name, len(data), limits.max_bytes)
     if not data:
-        raise ImageError(f"{name} is empty.")
+        raise ImageError("image.empty", name=name)
     fmt = sniff_format(data[:16])
     if fmt is None:
-        raise ImageError(f"{name} is not an image this app reads (PNG, JPEG, GIF, WebP or BMP).")
+        raise ImageError("image.not_image", name=name)
     try:
         img = Image.open(io.BytesIO(data), formats=[fmt])
         w, h = img.size
         if w * h > limits.max_pixels:
-            raise ImageError(
-                f"{name} claims {w} x {h} pixels, more than the {limits.max_pixels / 1e6:.0f} megapixel limit."
-            )
+            raise ImageError("image.too_many_pixels", name=name, width=w, height=h, limit=limits.max_pixels / 1e6)
         img.seek(0)  # first frame of an animation
         img.load()  # full decode: truncated or corrupt files fail here
         img = ImageOps.exif_transpose(img) or img
@@ -129,10 +127,9 @@ def decode_image(data: bytes, limits: ImageLimits = ImageLimits(), name: str = "
         raise
     except Image.DecompressionBombError:
         # Pillow refused the header's size before we could read it (far beyond our limit).
-        raise ImageError(f"{name} claims far more pixels than the {limits.max_pixels / 1e6:.0f} megapixel limit; "
-                         "it was not decoded.") from None
+        raise ImageError("image.bomb", name=name, limit=limits.max_pixels / 1e6) from None
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as exc:
-        raise ImageError(f"{name} could not be read as {fmt}: the file looks damaged or truncated.") from exc
+        raise ImageError("image.damaged", name=name, format=fmt) from exc
     return normalise_image(img, limits, name)
 
 
@@ -140,8 +137,8 @@ def normalise_image(img: Image.Image, limits: ImageLimits = ImageLimits(), name:
     """Check a decoded RGB image's shape and scale it to the stored size (uploads, video frames, PDF pages)."""
     w, h = img.size
     if min(w, h) < limits.min_side or max(w, h) / min(w, h) > limits.max_aspect:
-        raise ImageError(f"{name} is {w} x {h} pixels; images must be at least {limits.min_side} px on each side "
-                         f"and no more than {limits.max_aspect:.0f} times longer than wide.")
+        raise ImageError("image.shape", name=name, width=w, height=h, min_side=limits.min_side,
+                         aspect=limits.max_aspect)
     if max(w, h) > limits.max_side:
         img.thumbnail((limits.max_side, limits.max_side), Image.Resampling.LANCZOS)
     if limits.model_size is not None:
@@ -161,7 +158,7 @@ def load_image_file(path: str | os.PathLike, limits: ImageLimits = ImageLimits()
             return decode_image(b"\0" * (limits.max_bytes + 1), limits, name)  # same message, no big read
         data = p.read_bytes()
     except OSError as exc:
-        raise ImageError(f"{name} could not be read.") from exc
+        raise ImageError("upload.unreadable", name=name) from exc
     return decode_image(data, limits, name)
 
 
@@ -235,8 +232,7 @@ class ImageStore:
             with Image.open(self.path_for(sha256)) as f:
                 img = f.convert("RGB")
         except FileNotFoundError:
-            raise ImageError("An image of this conversation is no longer on the server (the session expired). "
-                             "Start a new chat and upload it again.") from None
+            raise ImageError("image.gone") from None
         self._remember(sha256, img)
         return img
 

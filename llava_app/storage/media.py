@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
+from llava_app.messages import Message
 from llava_app.storage.images import ImageError, ImageLimits, decode_image, sniff_format, too_big
 from llava_app.storage.pdf import page_count, parse_pages, pdf_pages
 from llava_app.storage.video import VideoLimits, video_frames
 
-Progress = Callable[[float, str], None]
+Progress = Callable[[float, Message], None]
 _IMAGE_BRANDS = (b"heic", b"heix", b"hevc", b"mif1", b"msf1", b"avif", b"avis")  # ISO files that are pictures
 _QUICKTIME_ATOMS = (b"moov", b"mdat", b"wide", b"free", b"skip", b"pnot")
 
@@ -45,7 +46,7 @@ class Decoded:
     """The pictures of one file and anything worth telling the user."""
 
     pictures: list[Picture]
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[Message] = field(default_factory=list)
 
 
 def sniff_kind(head: bytes) -> str | None:
@@ -83,8 +84,7 @@ def decode_media(data: bytes, name: str, room: int, limits: ImageLimits = ImageL
     if kind == "pdf":
         return _pdf(data, name, room, limits, options, progress)
     if kind is None and data and sniff_format(data[:16]) is None:
-        raise ImageError(f"{name} is not an image, video or PDF this app reads (images: PNG, JPEG, GIF, WebP, "
-                         "BMP; videos: MP4, WebM, MOV; documents: PDF).")
+        raise ImageError("media.unknown", name=name)
     return Decoded([Picture(decode_image(data, limits, name), name)])
 
 
@@ -94,8 +94,7 @@ def _video(data: bytes, name: str, room: int, limits: ImageLimits, video_limits:
     frames = video_frames(data, name, count, video_limits, limits, progress)
     warnings = []
     if options.frames > room:
-        warnings.append(f"{name}: took {count} frame(s), the most that still go with this question "
-                        f"({options.frames} were asked for).")
+        warnings.append(Message("media.frames_taken", name=name, count=count, asked=options.frames))
     return Decoded([Picture(f.image, f.name, video=name) for f in frames], warnings)
 
 
@@ -105,17 +104,17 @@ def _pdf(data: bytes, name: str, room: int, limits: ImageLimits, options: MediaO
         raise too_big(name, len(data), limits.max_bytes)
     total = page_count(data, name)
     if total == 0:
-        raise ImageError(f"{name} has no pages.")
+        raise ImageError("pdf.no_pages", name=name)
     try:
         pages = parse_pages(options.pages, total)
     except ImageError as exc:
-        raise ImageError(f"{name}: {exc}") from None
+        raise ImageError("upload.named", name=name, problem=exc.message) from None
     warnings = []
     if len(pages) > room:
         rest = pages[room:]
         pages = pages[:room]
-        warnings.append(f"{name} has {total} pages; added {_page_list(pages)} ({room} go with one question). "
-                        f"Choose others with a page selection, e.g. {_page_list(rest[:room])}.")
+        warnings.append(Message("media.pages_taken", name=name, total=total, added=_page_list(pages), room=room,
+                                others=_page_list(rest[:room])))
     return Decoded([Picture(p.image, p.name) for p in pdf_pages(data, name, pages, limits, progress)], warnings)
 
 

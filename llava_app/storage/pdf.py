@@ -14,9 +14,10 @@ from dataclasses import dataclass
 
 from PIL import Image
 
+from llava_app.messages import Message
 from llava_app.storage.images import ImageError, ImageLimits, normalise_image
 
-Progress = Callable[[float, str], None]
+Progress = Callable[[float, Message], None]
 _PASSWORD_ERROR = 4  # FPDF_ERR_PASSWORD
 # PDFium is not thread-safe: one document at a time in this process (pypdfium2's docs say so).
 _PDFIUM = threading.Lock()
@@ -44,9 +45,9 @@ def parse_pages(text: str, page_count: int) -> list[int]:
             lo = int(first) if first else 1
             hi = (int(last) if last else page_count) if dash else lo
         except ValueError:
-            raise ImageError(f"'{part}' is not a page or a range of pages (e.g. 1-3,5).") from None
+            raise ImageError("pdf.bad_range", part=part) from None
         if not 1 <= lo <= hi <= page_count:
-            raise ImageError(f"page {part} is not in the document; it has {page_count} page(s).")
+            raise ImageError("pdf.page_missing", part=part, count=page_count)
         pages += [p for p in range(lo, hi + 1) if p not in pages]
     return pages
 
@@ -85,16 +86,16 @@ def pdf_pages(data: bytes, name: str, pages: list[int], limits: ImageLimits = Im
                 try:
                     width, height = page.get_size()
                     if min(width, height) <= 0 or not math.isfinite(width * height):
-                        raise ImageError(f"{label} has no size.")
+                        raise ImageError("pdf.no_size", label=label)
                     bitmap = page.render(scale=render_scale(width, height, limits))
                     image = bitmap.to_pil().convert("RGB")
                 finally:
                     page.close()
                 out.append(PdfPage(normalise_image(image, limits, label), number, label))
                 if progress is not None:
-                    progress((i + 1) / len(pages), f"{name}: page {number}")
+                    progress((i + 1) / len(pages), Message("progress.page", name=name, number=number))
         except pdfium.PdfiumError as exc:
-            raise ImageError(f"{name}: a page could not be rendered ({exc}).") from None
+            raise ImageError("pdf.render_failed", name=name, reason=str(exc)) from None
         finally:
             document.close()
     return out
@@ -107,9 +108,8 @@ def _open(data: bytes, name: str):
         return pdfium.PdfDocument(data)
     except pdfium.PdfiumError as exc:
         if getattr(exc, "err_code", None) == _PASSWORD_ERROR:
-            raise ImageError(f"{name} is encrypted (it needs a password); save an unprotected copy and "
-                             "upload that.") from None
-        raise ImageError(f"{name} could not be read as a PDF: the file looks damaged or truncated.") from None
+            raise ImageError("pdf.encrypted", name=name) from None
+        raise ImageError("pdf.damaged", name=name) from None
 
 
 def _pdfium(name: str):
@@ -117,6 +117,5 @@ def _pdfium(name: str):
     try:
         import pypdfium2
     except ImportError:
-        raise ImageError(f"{name} is a PDF, but this server cannot read PDFs (the operator can "
-                         "pip install pypdfium2).") from None
+        raise ImageError("pdf.unsupported", name=name) from None
     return pypdfium2

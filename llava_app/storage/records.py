@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llava_app.errors import UserError
+from llava_app.messages import Message
 
 FORMAT = "llava-app.conversation"
 #: the JSON form's version; a reader refuses a newer one (it may mean something this code does not know)
@@ -128,28 +129,28 @@ class ConversationRecord:
         return data
 
     @classmethod
-    def from_json(cls, data: Any, name: str = "the file") -> ConversationRecord:
+    def from_json(cls, data: Any, name: Any = None) -> ConversationRecord:
         """A record from JSON data, checked; anything else raises ``ConversationFileError`` naming ``name``.
 
         Unknown keys are ignored (an export's image ``data``/``file``, a feedback line's rating).
         """
+        name = name or Message("record.the_file")
         if not isinstance(data, dict) or data.get("format") != FORMAT:
-            raise ConversationFileError(f"{name} is not a conversation exported by this app.")
+            raise ConversationFileError("record.not_ours", name=name)
         if not isinstance(data.get("version"), int) or data["version"] > VERSION:
-            raise ConversationFileError(f"{name} was written by a newer version of this app; update the app to "
-                                        "read it.")
+            raise ConversationFileError("record.newer", name=name)
         turns_in, images_in = data.get("turns"), data.get("images")
         if not isinstance(turns_in, list) or not isinstance(images_in, list):
-            raise ConversationFileError(f"{name} has no turns or images list.")
+            raise ConversationFileError("record.no_lists", name=name)
         turns = [_turn(t, i, len(turns_in), name) for i, t in enumerate(turns_in)]
         hidden_in = data.get("branches", [])
         if not isinstance(hidden_in, list):
-            raise ConversationFileError(f"{name}: its branches are damaged.")
-        hidden = [_turn(t, i, len(hidden_in) + 1, name, "branch turn") for i, t in enumerate(hidden_in)]
+            raise ConversationFileError("record.branches_damaged", name=name)
+        hidden = [_turn(t, i, len(hidden_in) + 1, name, Message("record.branch_turn")) for i, t in enumerate(hidden_in)]
         images = [_image(entry, name) for entry in images_in]
         numbers = [im.number for im in images]
         if len(set(numbers)) != len(numbers):
-            raise ConversationFileError(f"{name}: image numbers must be distinct positive whole numbers.")
+            raise ConversationFileError("record.numbers", name=name)
         declared = data.get("next_number")
         if not isinstance(declared, int) or not 1 <= declared <= _MAX_NUMBER:
             declared = 1
@@ -172,9 +173,9 @@ def _turn_json(t: TurnRecord) -> dict[str, Any]:
     return data
 
 
-def _text(value: Any, what: str, name: str) -> str:
+def _text(value: Any, what: Message, name: Any) -> str:
     if not isinstance(value, str):
-        raise ConversationFileError(f"{name}: {what} is missing or not text.")
+        raise ConversationFileError("record.not_text", name=name, what=what)
     return value
 
 
@@ -182,46 +183,51 @@ def _optional_text(value: Any) -> str:
     return value if isinstance(value, str) else ""
 
 
-def _whole(value: Any, low: int, what: str, name: str) -> int:
+def _whole(value: Any, low: int, what: Message, name: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= _MAX_NUMBER:
-        raise ConversationFileError(f"{name}: {what} is missing or not a whole number.")
+        raise ConversationFileError("record.not_whole", name=name, what=what)
     return value
 
 
-def _turn(entry: Any, i: int, count: int, name: str, what: str = "turn") -> TurnRecord:
+def _turn(entry: Any, i: int, count: int, name: Any, what: Any = None) -> TurnRecord:
+    what = what or Message("record.turn")
     if not isinstance(entry, dict):
-        raise ConversationFileError(f"{name}: {what} {i + 1} is damaged.")
+        raise ConversationFileError("record.turn_damaged", name=name, what=what, number=i + 1)
     assistant = entry.get("assistant")
     if assistant is None:
         if i != count - 1:
-            raise ConversationFileError(f"{name}: {what} {i + 1} has no answer, but later turns follow it.")
+            raise ConversationFileError("record.no_answer", name=name, what=what, number=i + 1)
     else:
-        assistant = _text(assistant, f"the answer of {what} {i + 1}", name)
+        assistant = _text(assistant, Message("record.answer_of", what=what, number=i + 1), name)
     images = entry.get("images")
     if images is not None:
         if not isinstance(images, list):
-            raise ConversationFileError(f"{name}: the images of {what} {i + 1} are damaged.")
-        images = tuple(_whole(n, 1, f"an image number of {what} {i + 1}", name) for n in images)
-    return TurnRecord(user=_text(entry.get("user"), f"the question of {what} {i + 1}", name), assistant=assistant,
-                      stopped=bool(entry.get("stopped", False)), id=_whole(entry.get("id", 0), 0, "a turn id", name),
-                      parent=_whole(entry.get("parent", 0), 0, "a turn's parent", name), images=images,
+            raise ConversationFileError("record.turn_images", name=name, what=what, number=i + 1)
+        images = tuple(_whole(n, 1, Message("record.image_number_of", what=what, number=i + 1), name) for n in images)
+    question = Message("record.question_of", what=what, number=i + 1)
+    return TurnRecord(user=_text(entry.get("user"), question, name), assistant=assistant,
+                      stopped=bool(entry.get("stopped", False)),
+                      id=_whole(entry.get("id", 0), 0, Message("record.turn_id"), name),
+                      parent=_whole(entry.get("parent", 0), 0, Message("record.turn_parent"), name), images=images,
                       interrupted=assistant is not None and entry.get("interrupted") is True)
 
 
 def _image(entry: Any, name: str) -> ImageRecord:
     if not isinstance(entry, dict):
-        raise ConversationFileError(f"{name}: an image entry is damaged.")
+        raise ConversationFileError("record.image_damaged", name=name)
     number = entry.get("number")
     if isinstance(number, bool) or not isinstance(number, int) or not 1 <= number <= _MAX_NUMBER:
-        raise ConversationFileError(f"{name}: image numbers must be distinct positive whole numbers.")
+        raise ConversationFileError("record.numbers", name=name)
     label = image_label(number)
     if isinstance(entry.get("turn"), bool) or not isinstance(entry.get("turn"), int) or entry["turn"] < -1:
-        raise ConversationFileError(f"{name}: {label} has no turn.")
-    sha256 = _text(entry.get("sha256"), f"the content hash of {label}", name)
-    return ImageRecord(number=number, sha256=sha256, width=_whole(entry.get("width"), 1, f"the width of {label}", name),
-                       height=_whole(entry.get("height"), 1, f"the height of {label}", name), turn=entry["turn"],
-                       name=_text(entry.get("name", ""), f"the name of {label}", name),
-                       video=_text(entry.get("video", ""), f"the video of {label}", name))
+        raise ConversationFileError("record.image_turn", name=name, label=label)
+    sha256 = _text(entry.get("sha256"), Message("record.hash_of", label=label), name)
+    return ImageRecord(number=number, sha256=sha256,
+                       width=_whole(entry.get("width"), 1, Message("record.width_of", label=label), name),
+                       height=_whole(entry.get("height"), 1, Message("record.height_of", label=label), name),
+                       turn=entry["turn"],
+                       name=_text(entry.get("name", ""), Message("record.name_of", label=label), name),
+                       video=_text(entry.get("video", ""), Message("record.video_of", label=label), name))
 
 
 def _prompt(value: Any) -> PromptRecord | None:

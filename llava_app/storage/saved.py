@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from llava_app.errors import UserError
+from llava_app.messages import Message
 from llava_app.storage.images import ImageStore
 from llava_app.storage.records import FORMAT, ConversationRecord
 
@@ -211,7 +212,7 @@ class SavedConversations:
         if row is None:
             return None
         try:
-            record = ConversationRecord.from_json(_upgrade(json.loads(row[0])), "a saved conversation")
+            record = ConversationRecord.from_json(_upgrade(json.loads(row[0])), Message("record.saved_conversation"))
         except (ValueError, UserError):
             log.warning("a saved conversation could not be read; starting fresh")
             return None
@@ -237,7 +238,7 @@ class SavedConversations:
 
     def _summary(self, key: str, updated: float, title: str | None, data: str) -> dict[str, Any] | None:
         try:
-            record = ConversationRecord.from_json(_upgrade(json.loads(data)), "a saved conversation")
+            record = ConversationRecord.from_json(_upgrade(json.loads(data)), Message("record.saved_conversation"))
         except (ValueError, UserError):
             return None
         first = record.turns[0].user if record.turns else ""

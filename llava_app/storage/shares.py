@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from llava_app.errors import UserError
+from llava_app.messages import Message
 from llava_app.storage.records import ConversationRecord
 from llava_app.storage.saved import place_file
 
@@ -69,7 +70,7 @@ class Shares:
         for im in record.images:
             source = record.files.get(im.sha256)
             if source is None:
-                raise UserError(f"{im.label} is no longer on the server; it cannot be shared.")
+                raise UserError("image.not_shareable", label=im.label)
             dest = self.file_for(im.sha256)
             if not dest.exists():
                 place_file(source, dest)  # a sweep spares files this young: the row is written just after
@@ -89,7 +90,7 @@ class Shares:
                              (_hash(token), time.time())).fetchone()
         if row is None:
             return None
-        record = ConversationRecord.from_json(json.loads(row[0]), "a shared conversation")
+        record = ConversationRecord.from_json(json.loads(row[0]), Message("record.shared_conversation"))
         record.files = {im.sha256: str(self.file_for(im.sha256)) for im in record.images}
         return record, row[1]
 

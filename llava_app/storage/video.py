@@ -15,9 +15,10 @@ from typing import Any
 
 from PIL import Image
 
+from llava_app.messages import Message
 from llava_app.storage.images import ImageError, ImageLimits, normalise_image, too_big
 
-Progress = Callable[[float, str], None]
+Progress = Callable[[float, Message], None]
 
 
 @dataclass(frozen=True)
@@ -63,8 +64,7 @@ def video_frames(data: bytes, name: str, count: int, limits: VideoLimits = Video
     try:
         import av  # FFmpeg bindings: only when a video arrives
     except ImportError:
-        raise ImageError(f"{name} is a video, but this server cannot read videos (the operator can "
-                         "pip install av).") from None
+        raise ImageError("video.unsupported", name=name) from None
     if len(data) > limits.max_bytes:
         raise too_big(name, len(data), limits.max_bytes)
     try:
@@ -73,25 +73,24 @@ def video_frames(data: bytes, name: str, count: int, limits: VideoLimits = Video
     except ImageError:
         raise
     except (av.error.FFmpegError, ValueError, OSError, IndexError, MemoryError, EOFError) as exc:
-        raise ImageError(f"{name} could not be read as a video: the file is damaged or its format or codec is "
-                         f"not supported ({type(exc).__name__}).") from None
+        raise ImageError("video.damaged", name=name, kind=type(exc).__name__) from None
 
 
 def _frames(container: Any, name: str, count: int, limits: VideoLimits, image_limits: ImageLimits,
             progress: Progress | None) -> list[VideoFrame]:
     if not container.streams.video:
-        raise ImageError(f"{name} has no video track.")
+        raise ImageError("video.no_track", name=name)
     stream = container.streams.video[0]
     stream.thread_type = "AUTO"
     width, height = stream.codec_context.width, stream.codec_context.height
     if width * height > limits.max_frame_pixels:
-        raise ImageError(f"{name} has {width} x {height} frames; videos up to "
-                         f"{limits.max_frame_pixels / 1e6:.1f} megapixels a frame are read.")
+        raise ImageError("video.frame_size", name=name, width=width, height=height,
+                         limit=limits.max_frame_pixels / 1e6)
     start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
     duration = _duration(container, stream, start)
     if duration > limits.max_seconds:
-        raise ImageError(f"{name} is {format_time(duration)} long; videos up to {format_time(limits.max_seconds)} "
-                         "are read. Trim it to the part you are asking about.")
+        raise ImageError("video.too_long", name=name, length=format_time(duration),
+                         limit=format_time(limits.max_seconds))
     tenths = duration / count < 2.0  # close frames need tenths of a second to tell apart
     frames: list[VideoFrame] = []
     seen: set[int] = set()
@@ -105,9 +104,9 @@ def _frames(container: Any, name: str, count: int, limits: VideoLimits, image_li
         label = f"{name} @ {format_time(seconds, tenths)}"
         frames.append(VideoFrame(normalise_image(frame.to_image(), image_limits, label), seconds, label))
         if progress is not None:
-            progress((i + 1) / count, f"{name}: frame {i + 1} of {count}")
+            progress((i + 1) / count, Message("progress.frame", name=name, number=i + 1, count=count))
     if not frames:
-        raise ImageError(f"{name} has no frames that could be decoded.")
+        raise ImageError("video.no_frames", name=name)
     return frames
 
 

@@ -32,7 +32,7 @@ def parse_users(text: str, source: str = "--auth") -> list[tuple[str, str]]:
         user, sep, password = line.partition(":")
         if not sep or not user.strip() or not password.strip():
             where = f"{source} line {n}" if source != "--auth" else source
-            raise UserError(f"{where}: expected user:password")  # never echo the line: it may hold a password
+            raise UserError("auth.bad_line", where=where)  # never echo the line: it may hold a password
         users.append((user.strip(), password.strip()))
     return users
 
@@ -44,12 +44,12 @@ def load_users(auth: str = "", auth_file: str = "") -> list[tuple[str, str]] | N
         try:
             users += parse_users(Path(auth_file).read_text(encoding="utf-8"), source=auth_file)
         except OSError as exc:
-            raise UserError(f"cannot read --auth-file {auth_file}: {exc.strerror}") from None
+            raise UserError("auth.unreadable", path=auth_file, reason=exc.strerror) from None
         if not users:
-            raise UserError(f"--auth-file {auth_file} has no user:password lines")
+            raise UserError("auth.empty", path=auth_file)
     names = [u for u, _ in users]
     if len(set(names)) != len(names):
-        raise UserError("the same user name is given twice in --auth / --auth-file")
+        raise UserError("auth.twice")
     return users or None
 
 

@@ -15,14 +15,14 @@ from llava_app.application import App
 from llava_app.config import Config
 from llava_app.web.auth import load_users
 from llava_app.web.gradio_compat import poll_queue_less, skip_absent_matplotlib
-from llava_app.web.i18n import I18N
+from llava_app.web.i18n import I18N, page_script
 
 log = logging.getLogger(__name__)
 
 #: the page's own stylesheet and script, beside its layout
 PAGE = Path(__file__).resolve().parent / "page"
 CSS = (PAGE / "style.css").read_text(encoding="utf-8")
-JS = (PAGE / "page.js").read_text(encoding="utf-8")
+JS = page_script((PAGE / "page.js").read_text(encoding="utf-8"))
 
 #: Gradio's own upload cap, as a multiple of --max-upload-mb
 UPLOAD_HARD_CAP = 4

@@ -116,6 +116,7 @@ def test_the_interface_follows_a_chinese_browser(browser, app):
         assert page.locator("#example-ocr").inner_text().strip() == "读取收据"
         assert page.locator("#question textarea").get_attribute("placeholder").startswith("问一个关于图片的问题")
         assert "随机权重的测试模型" in page.locator("#random-banner").inner_text()
+        assert page.locator("#limits").inner_text().strip().startswith("0 / 6 张图片")  # the strip's count line
         # The example's question comes in the browser's language too.
         page.click("#example-describe")
         _wait(lambda: _question(page) == "详细描述Image 1。", what="the Chinese example question")
@@ -125,6 +126,7 @@ def test_the_interface_follows_a_chinese_browser(browser, app):
     try:
         _wait(lambda: english.locator("#send").inner_text().strip() == "Send", what="the English Send button")
         assert "Chat with your photos" in english.locator("#title").inner_text()
+        assert english.locator("#limits").inner_text().strip().startswith("0 of 6 images")
     finally:
         english.context.close()
 

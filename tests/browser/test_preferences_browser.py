@@ -3,6 +3,7 @@ on a zh-CN page, and the model picker only for the operator's admins."""
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -84,8 +85,23 @@ def test_server_text_follows_a_chinese_browser(browser, tmp_path, local_backend,
     with launched_app(config, local_backend()) as (url, app, demo):
         context = browser.new_context(locale="zh-CN")
         page = _open(context, url)
+        # Before the first upload: the strip's count line
+        _wait(lambda: page.inner_text("#limits").strip().startswith("0 / 6 张图片 · 每个问题最多"),
+              what="the Chinese count line")
+        # A refused upload: a Chinese toast, its title too
+        notes = tmp_path / "notes.txt"
+        notes.write_text("not a picture")
+        page.locator("#gallery input[type=file]").set_input_files(str(notes))
+        toast = page.locator(".toast-body").filter(has_text="notes.txt")
+        _wait(lambda: toast.count() and "不是本应用能读取的图片、视频或 PDF" in toast.first.inner_text(),
+              what="the Chinese toast")
+        assert toast.first.locator(".toast-title").inner_text().strip().startswith("警告")
+        assert "Warning" not in toast.first.inner_text()
         page.locator("#gallery input[type=file]").set_input_files(str(image_files[0]))
         _wait(lambda: "已添加 Image 1。" in page.inner_text("#notice"), what="the Chinese notice")
+        # The strip's camera button, named by Gradio's own key "common.webcam" (shown as the key before)
+        _wait(lambda: page.locator('#gallery [aria-label="摄像头"]').count(), what="the camera's Chinese tooltip")
+        assert "common.webcam" not in page.content()
         _wait(lambda: "张图片" in page.inner_text("#context-meter"), what="the Chinese context meter")
         page.click("#send")  # an empty question
         _wait(lambda: "请先输入问题。" in page.inner_text("body"), what="the Chinese warning")
@@ -94,6 +110,17 @@ def test_server_text_follows_a_chinese_browser(browser, tmp_path, local_backend,
         page.click("#model-sees")
         _wait(lambda: "提示词中有" in page.inner_text("#prompt-stats"), timeout=120, what="the Chinese prompt stats")
         assert "上下文" in page.inner_text("#context-meter") and "tokens" not in page.inner_text("#context-meter")
+        # The list of earlier chats: its date ("12月3日 14:05"), tooltips and the delete confirmation
+        entry = page.locator("#chat-list .chat-item").first
+        _wait(lambda: entry.count() and "月" in entry.locator(".chat-meta").inner_text(), what="the Chinese date")
+        assert re.fullmatch(r"1 轮 · \d{1,2}月\d{1,2}日 \d\d:\d\d", entry.locator(".chat-meta").inner_text().strip())
+        assert entry.locator(".chat-delete").get_attribute("title") == "删除"
+        assert entry.locator(".chat-open").get_attribute("title") == "打开这个对话"
+        asked = []
+        page.once("dialog", lambda d: (asked.append(d.message), d.dismiss()))
+        entry.locator(".chat-delete").click()
+        _wait(lambda: asked, what="the delete confirmation")
+        assert asked == ["要从这个浏览器的列表中删除这个对话及其图片吗？"]
         context.close()
 
 

@@ -56,8 +56,8 @@ def test_images_per_message_limit(service, tmp_path):
     conv = Conversation()
     result = service.add_images(conv, _files(tmp_path, 3))
     assert result.added == ["Image 1", "Image 2"]
-    assert len(result.errors) == 1 and "At most 2 new images go with one question" in result.errors[0]
-    assert "p2.png" in result.errors[0]
+    assert len(result.errors) == 1 and "At most 2 new images go with one question" in str(result.errors[0])
+    assert "p2.png" in str(result.errors[0])
     conv.ask("about these two")
     conv.answer("ok")
     assert service.add_images(conv, _files(tmp_path, 1, start=3)).added == ["Image 3"]  # a new message may add more
@@ -71,7 +71,7 @@ def test_images_per_conversation_limit(service, tmp_path):
         conv.answer("a")
     assert len(conv.images) == 3
     result = service.add_images(conv, _files(tmp_path, 1, start=9))
-    assert result.added == [] and "already has 3 images, the limit is 3" in result.errors[0]
+    assert result.added == [] and "already has 3 images, the limit is 3" in str(result.errors[0])
 
 
 def test_limits_have_flags_and_variables():

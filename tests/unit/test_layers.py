@@ -1,7 +1,7 @@
 """The layering the project promises, read from the source.
 
 Calls go one way down: web -> chat -> engine -> storage, with the shared modules
-(config, errors, faults) below them all. The composition root (``llava_app.application``)
+(config, errors, faults, messages) below them all. The composition root (``llava_app.application``)
 wires the layers below the web and hands the web one ``App``; benchmarks may use anything.
 Only the web layer imports gradio; only the engine imports torch or transformers.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "llava_app"
 
-SHARED = {"config", "errors", "faults"}
+SHARED = {"config", "errors", "faults", "messages"}
 # What each part of the package may import from the package (besides itself).
 ALLOWED = {
     "shared": set(),

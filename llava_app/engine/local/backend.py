@@ -36,10 +36,7 @@ def _require_torch():
         import torch  # noqa: F401
         import transformers  # noqa: F401
     except ImportError as exc:  # pragma: no cover - depends on the install
-        raise MissingDependency(
-            "The local backend needs torch and transformers: pip install -r requirements.txt "
-            "(or use --backend openai with a remote server, which needs neither)."
-        ) from exc
+        raise MissingDependency("model.needs_torch") from exc
 
 
 def _defuse(text: str, reserved: tuple[str, ...]) -> str:

@@ -12,6 +12,7 @@ from typing import Any
 
 from llava_app.engine.tiny.presets import is_tiny
 from llava_app.errors import ConfigError, MissingDependency, ModelNotFoundError, UserError
+from llava_app.messages import Message
 
 log = logging.getLogger(__name__)
 
@@ -85,14 +86,13 @@ def resolve_device(device: str) -> str:
     try:
         parsed = torch.device(device)
     except (RuntimeError, ValueError):
-        raise ConfigError(f"--device {device!r} is not a device name; use auto, cpu, cuda or cuda:N") from None
+        raise ConfigError("config.device_name", device=device) from None
     if parsed.type == "cuda":
         if not torch.cuda.is_available():
-            raise ConfigError(f"--device {device} was asked for, but no CUDA device is available; use --device cpu")
+            raise ConfigError("config.no_cuda", device=device)
         count = torch.cuda.device_count()
         if parsed.index is not None and parsed.index >= count:
-            raise ConfigError(f"--device {device} was asked for, but this machine has {count} CUDA device(s) "
-                              f"(cuda:0 to cuda:{count - 1})")
+            raise ConfigError("config.cuda_index", device=device, count=count, last=count - 1)
     return device
 
 
@@ -121,7 +121,7 @@ def quantization_config(options: LoadOptions):
     if not (options.load_in_4bit or options.load_in_8bit):
         return None
     if options.load_in_4bit and options.load_in_8bit:
-        raise ConfigError("choose one of --load-in-4bit and --load-in-8bit, not both")
+        raise ConfigError("config.both_bits")
     import torch
     from transformers import BitsAndBytesConfig
 
@@ -158,9 +158,9 @@ def require_bitsandbytes() -> None:
             pass
     if installed is not None and Version(installed) >= Version(BITSANDBYTES_MIN_VERSION):
         return
-    found = "it is not installed" if installed is None else f"{installed} is installed"
-    raise MissingDependency(f"--load-in-4bit/--load-in-8bit need bitsandbytes>={BITSANDBYTES_MIN_VERSION} and {found}: "
-                    f"pip install -r {CUDA_REQUIREMENTS}")
+    found = Message("config.not_installed") if installed is None else Message("config.installed", version=installed)
+    raise MissingDependency("config.bitsandbytes", version=BITSANDBYTES_MIN_VERSION, found=found,
+                            requirements=CUDA_REQUIREMENTS)
 
 
 def model_load_kwargs(options: LoadOptions) -> dict[str, Any]:
@@ -168,7 +168,7 @@ def model_load_kwargs(options: LoadOptions) -> dict[str, Any]:
     device = resolve_device(options.device)
     kwargs: dict[str, Any] = {"dtype": resolve_dtype(options.dtype, device)}
     if (options.load_in_4bit or options.load_in_8bit) and not device.startswith("cuda"):
-        raise ConfigError("--load-in-4bit/--load-in-8bit need a CUDA GPU (bitsandbytes); drop the flag on the CPU")
+        raise ConfigError("config.bits_cpu")
     quant = quantization_config(options)
     if quant is not None:
         require_bitsandbytes()
@@ -182,25 +182,18 @@ def model_load_kwargs(options: LoadOptions) -> dict[str, Any]:
     return kwargs
 
 
-def _describe_missing(name: str, exc: Exception) -> str:
+def _describe_missing(name: str, exc: Exception) -> Message:
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
-        tried = "the local Hugging Face cache (HF_HUB_OFFLINE is set)"
+        tried = Message("model.tried_offline")
     elif not _hub_reachable():
-        tried = "the local Hugging Face cache (the Hub is unreachable from here)"
+        tried = Message("model.tried_unreachable")
     else:
-        tried = "the local Hugging Face cache and the Hugging Face Hub"
+        tried = Message("model.tried_both")
     local = Path(name).expanduser()
     if local.exists():
-        return (
-            f"Could not load the model from the folder {local}: {type(exc).__name__}: "
-            f"{str(exc).splitlines()[0][:200]}. "
-            "Check that it holds a transformers checkpoint (config.json, weights, processor files)."
-        )
-    return (
-        f"Model {name!r} was not found in {tried}. Check the id (for example llava-hf/llava-interleave-qwen-0.5b-hf), "
-        "download it where the Hub is reachable (huggingface-cli download ID), pass a local folder, "
-        "or run offline with --model tiny-random."
-    )
+        return Message("model.folder_failed", folder=str(local), kind=type(exc).__name__,
+                       detail=(str(exc).splitlines() or [""])[0][:200])
+    return Message("model.not_found", name=name, tried=tried)
 
 
 @functools.lru_cache(maxsize=1)

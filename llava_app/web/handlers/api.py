@@ -17,6 +17,7 @@ import gradio as gr
 
 from llava_app.chat.conversation import Conversation
 from llava_app.errors import UserError
+from llava_app.messages import Joined
 from llava_app.web.cancellable import iterate_in_thread
 from llava_app.web.handlers.context import HandlerContext, page_message
 from llava_app.web.handlers.inputs import file_paths, numbers, url_list, whole
@@ -44,7 +45,7 @@ class ApiHandlers:
             result = await anyio.to_thread.run_sync(
                 partial(self.service.attach, conv, files, links, all_or_nothing=True))
             if result.errors:
-                raise UserError(" ".join(result.errors))
+                raise UserError(Joined(result.errors))
             # off the event loop: a question right after a cancelled one waits for that answer to stop
             await anyio.to_thread.run_sync(partial(self.service.ask, conv, message))
             async for text in self.api_stream(conv):

@@ -15,6 +15,7 @@ import gradio as gr
 from llava_app.chat import branches
 from llava_app.chat.conversation import Conversation
 from llava_app.errors import UserError
+from llava_app.messages import Message
 from llava_app.web.handlers import views
 from llava_app.web.handlers.chat import ChatHandlers
 from llava_app.web.handlers.context import HandlerContext
@@ -51,63 +52,64 @@ class BranchHandlers:
         self.views, self.warn, self._asked = context.views, context.warn, context.asked
 
     # ----- page events ------------------------------------------------------------------------
-    def on_branch(self, turn: Any, index: Any, conv: Conversation, system_prompt: str) -> Action:
+    def on_branch(self, turn: Any, index: Any, conv: Conversation, system_prompt: str, lang: str = "en") -> Action:
         """Show version ``index`` (0-based) of turn ``turn``: the conversation, the gallery and the views."""
         try:
             self.service.switch_branch(conv, whole(turn, "turn"), whole(index, "index"))
         except UserError as exc:
-            gr.Warning(_message(exc))
-            return self._shown(conv)
+            gr.Warning(_message(exc, lang))
+            return self._shown(conv, lang)
         conv.set_prompt(self.service.preview(conv, system_prompt) if conv.turns else None)
         self.saved.save(conv)
-        return self._shown(conv)
+        return self._shown(conv, lang)
 
-    def _shown(self, conv: Conversation) -> Action:
+    def _shown(self, conv: Conversation, lang: str = "en") -> Action:
         """The conversation, its strip and its views (the rest left as it is)."""
-        return skipped(Action)._replace(state=conv, gallery=views.gallery_value(conv), **self.views(conv)._asdict())
+        return skipped(Action)._replace(state=conv, gallery=views.gallery_value(conv),
+                                        **self.views(conv, lang=lang)._asdict())
 
-    def on_open(self, row: str, conv: Conversation, request: gr.Request) -> Action:
+    def on_open(self, row: str, conv: Conversation, request: gr.Request, lang: str = "en") -> Action:
         """An earlier chat in place of this one (which stays in the list): the conversation, the gallery,
         the question box (a question never answered goes back in it) and the views."""
         try:
             opened, pending = self.app.reopen(conv, str(row or ""), request.session_hash)
         except UserError as exc:
-            gr.Warning(_message(exc))
-            return self._shown(conv)
-        return self._shown(opened)._replace(question=pending if pending is not None else "")
+            gr.Warning(_message(exc, lang))
+            return self._shown(conv, lang)
+        return self._shown(opened, lang)._replace(question=pending if pending is not None else "")
 
-    def on_rename(self, row: str, title: str, conv: Conversation) -> list[dict[str, Any]]:
+    def on_rename(self, row: str, title: str, conv: Conversation, lang: str = "en") -> list[dict[str, Any]]:
         """Title an earlier chat; returns the list again."""
         try:
             self.saved.rename(conv, str(row or ""), str(title or ""))
         except UserError as exc:
-            gr.Warning(_message(exc))
+            gr.Warning(_message(exc, lang))
         return self.saved.listing(conv)
 
-    def on_delete_chat(self, row: str, conv: Conversation) -> list[dict[str, Any]]:
+    def on_delete_chat(self, row: str, conv: Conversation, lang: str = "en") -> list[dict[str, Any]]:
         """Delete an earlier chat; returns the list again."""
         try:
             self.saved.delete(conv, str(row or ""))
         except UserError as exc:
-            gr.Warning(_message(exc))
+            gr.Warning(_message(exc, lang))
         return self.saved.listing(conv)
 
-    def on_share(self, conv: Conversation) -> dict[str, Any]:
+    def on_share(self, conv: Conversation, lang: str = "en") -> dict[str, Any]:
         """A read-only snapshot of the branch shown: ``{"url": "/share/<token>", "token", "expires"}`` (the
         page prefixes its own origin); ``{}`` with a message when there is nothing to share or sharing is off."""
         try:
             token, expires = self.app.share_links.share(conv, self.service.model_name)
         except UserError as exc:
-            gr.Warning(_message(exc))
+            gr.Warning(_message(exc, lang))
             return {}
         return {"url": f"/share/{token}", "token": token, "expires": expires}
 
-    def on_revoke(self, link: str, conv: Conversation) -> bool:
+    def on_revoke(self, link: str, conv: Conversation, lang: str = "en") -> bool:
         """Revoke one of this browser's links (the token or the whole URL); True when it is gone."""
         try:
             self.app.share_links.revoke(conv, str(link or ""))
         except UserError as exc:
-            gr.Warning(_message(exc))
+            gr.Warning(_message(exc, lang))
             return False
         return True
 
@@ -124,16 +126,17 @@ class BranchHandlers:
         if match["verb"]:
             return self._start_edit(int(match["turn"]), conv, out, lang)
         if match["bturn"] is not None:
-            shown = self.on_branch(match["bturn"], match["index"], conv, system_prompt)
+            shown = self.on_branch(match["bturn"], match["index"], conv, system_prompt, lang)
             # the title follows the branch
             return shown._replace(listing=self.chats_view(conv, request=request), **_closed_bar())
         row = match["row"]
         if match["chat"] == "open":
-            opened = self.on_open(row, conv, request)
+            opened = self.on_open(row, conv, request, lang)
             return opened._replace(listing=self.chats_view(opened.state, request=request), **_closed_bar())
         if match["chat"] == "rename":
-            return out._replace(listing=self.chats_view(conv, self.on_rename(row, match["title"] or "", conv), request))
-        return out._replace(listing=self.chats_view(conv, self.on_delete_chat(row, conv), request))
+            return out._replace(listing=self.chats_view(conv, self.on_rename(row, match["title"] or "", conv, lang),
+                                                         request))
+        return out._replace(listing=self.chats_view(conv, self.on_delete_chat(row, conv, lang), request))
 
     def _start_edit(self, turn: int, conv: Conversation, out: Action, lang: str) -> Action:
         """The question of ``turn`` goes in the box, and the edit bar says so and lists its pictures."""
@@ -142,11 +145,9 @@ class BranchHandlers:
             question = conv.turns[turn] if answered else None
             labels = branches.describe(conv)[turn]["images"] if answered else []
         if question is None or self.service.is_running(conv):
-            self.warn(views.plain("Wait for the answer being written, or press Stop, before editing a question."), lang)
+            self.warn(Message("edit.wait"), lang)
             return out
-        title = (f"**Editing question {turn + 1}**: Send asks it again, what followed stays on its own branch. "
-                 + ("Ticked pictures stay with it; attached ones join it." if labels else
-                    "Pictures attached now join it."))
+        title = Message("edit.bar_ticked" if labels else "edit.bar_attached", number=turn + 1)
         return out._replace(question={"text": question.user, "files": []}, editing=turn,
                             edit_bar=gr.update(visible=True), edit_title=localize(title, lang),
                             keep=gr.update(choices=labels, value=labels, visible=bool(labels)))
@@ -166,7 +167,7 @@ class BranchHandlers:
         try:
             self.service.edit(conv, turn, message_text(value), message_files(value), remove)
         except UserError as exc:
-            self.warn(_message(exc), lang)
+            self.warn(_message(exc, lang), lang)
             return Sent(**self._asked(gr.skip(), conv, gr.skip(), lang)._asdict(), **_bar_as_is())
         self.saved.save(conv)
         # the box emptied, an empty notice and the answer to come, as ``on_submit`` returns them; the bar closes
@@ -190,7 +191,7 @@ class BranchHandlers:
         """The list of earlier chats as the page shows it (with the retention and size limits)."""
         if entries is None:
             entries = self.saved.listing(conv) if conv is not None else []
-        return localize(views.chats_html(entries, self.saved.limits()), _lang(request))
+        return views.chats_html(entries, self.saved.limits(), _lang(request))
 
     def on_list(self, conv: Conversation, request: gr.Request) -> str:
         """The list of earlier chats again (after an answer, New chat, an import, a page load)."""
@@ -198,17 +199,17 @@ class BranchHandlers:
 
     def on_share_page(self, conv: Conversation, request: gr.Request) -> tuple:
         """Share: a read-only link to the branch shown (its full address, its expiry), and Revoke."""
-        link = self.on_share(conv)
+        link = self.on_share(conv, _lang(request))
         if not link:
             return gr.skip(), gr.skip(), gr.skip()
         page = str(request.headers.get("referer") or "").split("#")[0].split("?")[0] if request else ""
         url = (page if page.endswith("/") else page + "/") + link["url"].lstrip("/") if page else link["url"]
-        text = localize(views.share_text(url, link["expires"]), _lang(request))
+        text = views.share_text(url, link["expires"], _lang(request))
         return text, gr.update(visible=True), link["token"]
 
     def on_revoke_page(self, token: str, conv: Conversation, request: gr.Request | None = None) -> tuple:
         """Revoke the link just made: it no longer opens."""
-        if token and self.on_revoke(token, conv):
-            return localize("Link revoked: it no longer opens.", _lang(request)), gr.update(visible=False), ""
+        if token and self.on_revoke(token, conv, _lang(request)):
+            return localize(Message("share.revoked"), _lang(request)), gr.update(visible=False), ""
         return gr.skip(), gr.skip(), gr.skip()
 

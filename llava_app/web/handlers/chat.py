@@ -18,6 +18,7 @@ from llava_app.chat.examples import Example, load_example
 from llava_app.chat.service import Waiting
 from llava_app.chat.uploads import media_options
 from llava_app.errors import UserError
+from llava_app.messages import Message
 from llava_app.web.cancellable import iterate_in_thread
 from llava_app.web.handlers import views
 from llava_app.web.handlers.context import HandlerContext, language, page_message
@@ -26,8 +27,7 @@ from llava_app.web.handlers.outputs import Attached, Strip, skipped
 from llava_app.web.i18n import T, model_line
 from llava_app.web.translations import localize
 
-ELSEWHERE = ("This browser's conversation is open in another tab. This tab starts a new one, which is not kept "
-             "across reloads; the other tab keeps yours.")
+ELSEWHERE = Message("notice.elsewhere")
 
 
 #: Regenerate samples at least this hot: at temperature 0 (greedy) it would repeat the answer word for word
@@ -51,7 +51,7 @@ class ChatHandlers:
         self.gradio = context.gradio
         # the shared helpers, under the names these handlers call them by
         self._remember_loop, self.views, self.warn = context.remember_loop, context.views, context.warn
-        self._images, self._asked = context.images, context.asked
+        self._images, self._asked, self.limits_text = context.images, context.asked, context.limits_text
         #: the files last taken from each conversation's question box (forgotten when it ends)
         self._attached: dict[str, frozenset[str]] = {}
         app.service.on_release.append(self._forget)
@@ -65,14 +65,15 @@ class ChatHandlers:
 
         ``frames`` and ``pages`` are the person's choices for videos (keyframes) and PDFs (pages).
         """
-        report = None if progress is None else (lambda fraction, message: progress(fraction, desc=message))
+        report = None if progress is None else (lambda fraction, message: progress(fraction,
+                                                                                   desc=localize(message, lang)))
         options = None if frames is None else media_options(frames, pages, self.frames_limit)
         result = self.service.add_images(conv, files, progress=report, options=options)
         problems = views.merged(result.errors) + result.warnings  # a batch over a limit: one message
         for message in problems:
-            self.warn(views.plain(message), lang)
+            self.warn(views.plain(message, lang), lang)
         self.saved.save(conv)
-        return localize(views.added_notice(result.added, problems), lang)
+        return views.added_notice(result.added, problems, lang)
 
     # ----- images -------------------------------------------------------------------------
     @property
@@ -114,7 +115,7 @@ class ChatHandlers:
         if not gone:
             return skipped(Strip)
         self.saved.save(conv)
-        text = f"Removed {', '.join(f'Image {n}' for n in gone)}."
+        text = Message("notice.removed", labels=", ".join(f"Image {n}" for n in gone))
         lang = language(request)
         return self._images(conv, localize(text, lang), lang)
 
@@ -140,9 +141,9 @@ class ChatHandlers:
         if urls:
             result = self.service.add_urls(conv, urls)
             for message in result.errors + result.warnings:
-                self.warn(views.plain(message), lang)
+                self.warn(views.plain(message, lang), lang)
             self.saved.save(conv)
-            notice = localize(views.added_notice(result.added, result.errors + result.warnings), lang)
+            notice = views.added_notice(result.added, result.errors + result.warnings, lang)
             box = "" if result.added and not result.errors else gr.update()
             # Not a question: nothing is asked, so the answer step that follows finds nothing to write.
             return self._asked(box, conv, notice, lang)
@@ -151,9 +152,9 @@ class ChatHandlers:
         try:
             self.service.ask(conv, message_text(value))
         except UserError as exc:
-            self.warn(page_message(exc), lang)
+            self.warn(page_message(exc, lang), lang)
             keep = {"text": message_text(value), "files": []} if files else gr.update()
-            notice = notice or localize(page_message(exc), lang)
+            notice = notice or page_message(exc, lang)
             return self._asked(keep, conv, notice, lang)
         self.saved.save(conv)
         return self._asked("", conv, notice, lang, partial="")
@@ -179,7 +180,7 @@ class ChatHandlers:
                 else:
                     yield gr.update(), conv, *self.views(conv, partial=item, lang=lang)
         except Exception as exc:  # noqa: BLE001 - the page must survive any engine fault
-            self.warn(page_message(exc), lang)
+            self.warn(page_message(exc, lang), lang)
             # A failed question taken back from the conversation returns to the box (a cut-off
             # answer keeps its turn, and the box stays as it is).
             yield (pending if len(conv.turns) < n_turns else gr.update()), conv, *self.views(conv, lang=lang)
@@ -213,11 +214,10 @@ class ChatHandlers:
         try:
             self.service.regenerate(conv)
         except UserError as exc:
-            raise gr.Error(localize(page_message(exc), lang), print_exception=False) from None
+            raise gr.Error(page_message(exc, lang), print_exception=False) from None
         notice = ""
         if not float(temperature or 0) > 0:
-            notice = (f"Regenerating with temperature {REGENERATE_TEMPERATURE} (sampling): at temperature 0 the "
-                      "model would write the same answer again.")
+            notice = Message("notice.regenerating", temperature=REGENERATE_TEMPERATURE)
         return conv, localize(notice, lang), *self.views(conv, partial="", lang=lang)
 
     def on_undo(self, conv: Conversation, system_prompt: str, request: gr.Request | None = None):
@@ -226,7 +226,7 @@ class ChatHandlers:
         try:
             text = self.service.undo(conv)
         except UserError as exc:
-            self.warn(page_message(exc), lang)
+            self.warn(page_message(exc, lang), lang)
             return gr.update(), conv, *self.views(conv, lang=lang)
         conv.set_prompt(self.service.preview(conv, system_prompt) if conv.turns else None)
         self.saved.save(conv)
@@ -244,11 +244,12 @@ class ChatHandlers:
         try:
             labels, text = load_example(self.service, conv, example, lang)
         except UserError as exc:
-            self.warn(page_message(exc), lang)
+            self.warn(page_message(exc, lang), lang)
             return views.gallery_value(conv), conv, gr.update(), gr.update(), *self.views(conv, lang=lang)
         self.saved.save(conv)
         pending = bool(conv.turns) and conv.turns[-1].assistant is None
-        return (views.gallery_value(conv), conv, localize(f"Added {', '.join(labels)}.", lang), text,
+        added = Message("notice.added", labels=", ".join(labels))
+        return (views.gallery_value(conv), conv, localize(added, lang), text,
                 *self.views(conv, partial="" if pending else None, lang=lang))
 
     def example_handler(self, example: Example) -> Callable:
@@ -267,7 +268,7 @@ class ChatHandlers:
         try:
             return str(self.app.export(kind, conv, system_prompt))
         except UserError as exc:
-            self.warn(page_message(exc), lang)
+            self.warn(page_message(exc, lang), lang)
             return None
 
     def export_handler(self, kind: str) -> Callable:
@@ -283,7 +284,7 @@ class ChatHandlers:
         try:
             fresh, imported_prompt = self.app.import_file(path, conv, request.session_hash)
         except UserError as exc:
-            self.warn(page_message(exc), lang)
+            self.warn(page_message(exc, lang), lang)
             return conv, gr.update(), gr.update(), gr.update(), *self.views(conv, lang=lang)
         prompt = imported_prompt if imported_prompt is not None else system_prompt
         return fresh, views.gallery_value(fresh), str(T("imported")), prompt, *self.views(fresh, lang=lang)
@@ -314,7 +315,7 @@ class ChatHandlers:
                 self.saved.bind(conv, token, request.username, tab)
         self.service.touch(conv, client=request.session_hash)
         return (token, conv, views.gallery_value(conv), pending if pending is not None else gr.update(),
-                *self.views(conv, lang=lang), notice)
+                *self.views(conv, lang=lang), self.limits_text(conv, lang), notice)
 
     async def on_unload(self, request: gr.Request) -> None:
         """The tab closed or reloaded: stop its generation and free its caches now (a reload restores it)."""

@@ -17,6 +17,7 @@ from llava_app.chat.conversation import Conversation
 from llava_app.chat.examples import language_of
 from llava_app.errors import UserError
 from llava_app.faults import traceback_only
+from llava_app.messages import Message
 from llava_app.web.gradio_compat import GradioSessions
 from llava_app.web.handlers import views
 from llava_app.web.handlers.outputs import Asked, Strip, Views
@@ -31,13 +32,13 @@ def language(request: gr.Request | None) -> str:
     return language_of(request.headers.get("accept-language") if request is not None else None)
 
 
-def page_message(exc: BaseException) -> str:
-    """The one way an error becomes a page message: ours as written (escaped), anything else by its type only."""
+def page_message(exc: BaseException, lang: str = "en") -> str:
+    """The one way an error becomes a page message, in ``lang`` (the API's: English): ours as written (escaped),
+    anything else by its type only."""
     if isinstance(exc, UserError):
-        return views.plain(str(exc))
+        return views.plain(exc.message, lang)
     log.error("generation failed: %s", type(exc).__name__, exc_info=traceback_only(exc))
-    return (f"The model failed on this request ({type(exc).__name__}). "
-            "Your conversation is kept; try again.")
+    return views.plain(Message("notice.model_failed", kind=type(exc).__name__), lang)
 
 
 class HandlerContext:
@@ -66,23 +67,25 @@ class HandlerContext:
     def _views(self, conv: Conversation, partial: str | None, waiting: int | None, lang: str) -> Views:
         info = conv.last_prompt
         return Views(views.chat_value(conv, partial, waiting, lang), (info.text if info else ""),
-                     localize(views.prompt_stats(info, str(T("no_prompt"))), lang), self.meter(conv, lang))
+                     views.prompt_stats(info, str(T("no_prompt")), lang), self.meter(conv, lang))
 
     def meter(self, conv: Conversation, lang: str = "en") -> str:
         """The context meter's text."""
-        return localize(views.meter_text(conv, *self.service.context_usage(conv)), lang)
+        return views.meter_text(conv, *self.service.context_usage(conv), lang=lang)
 
     @staticmethod
-    def warn(message: str, lang: str) -> None:
-        """A toast with the server's (escaped) ``message`` in the browser's language."""
-        gr.Warning(localize(message, lang))
+    def warn(message: Message | str, lang: str) -> None:
+        """A toast with the server's ``message`` in the browser's language (a ``Message`` is rendered and escaped
+        here; a string comes escaped already)."""
+        gr.Warning(views.plain(message, lang) if isinstance(message, Message) else message)
 
     def limits_text(self, conv: Conversation, lang: str = "en") -> str:
         """The limits next to the strip, shown before anyone reaches them."""
-        text = f"{len(conv.images)} of {self.service.max_images} images"
         per = self.service.max_images_per_message
-        text += f" · up to {per} with one question" if per and per < self.service.max_images else ""
-        return localize(text, lang)
+        count = (Message("strip.count_per_question", count=len(conv.images), limit=self.service.max_images, per=per)
+                 if per and per < self.service.max_images else
+                 Message("strip.count", count=len(conv.images), limit=self.service.max_images))
+        return localize(count, lang)
 
     def images(self, conv: Conversation, notice: str, lang: str = "en") -> Strip:
         """Values for the strip, the conversation, the notice, the limits and the meter."""

@@ -56,7 +56,7 @@ def url_list(value: Any) -> list[str]:
         return []
     items = [value] if isinstance(value, str) else value
     if not isinstance(items, list) or not all(isinstance(u, str) for u in items):
-        raise UserError("urls must be a list of http(s) URLs (strings).")
+        raise UserError("api.urls")
     return [u.strip() for u in items if u.strip()]
 
 
@@ -68,7 +68,7 @@ def numbers(value: Any) -> list[int]:
         text = str(item).strip()
         text = text[len("Image "):] if text.startswith("Image ") else text
         if not text.isdigit():
-            raise UserError("remove must list image numbers (2) or labels (\"Image 2\").")
+            raise UserError("api.remove_numbers")
         out.append(int(text))
     return out
 
@@ -78,4 +78,4 @@ def whole(value: Any, what: str) -> int:
     try:
         return int(value)
     except (TypeError, ValueError):
-        raise UserError(f"{what} must be a whole number (0 for the first).") from None
+        raise UserError("api.whole_number", what=what) from None

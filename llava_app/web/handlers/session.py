@@ -14,6 +14,9 @@ from typing import Any
 import gradio as gr
 
 from llava_app.application import App
+from llava_app.errors import UserError
+from llava_app.messages import Joined, Message
+from llava_app.web.handlers import views
 from llava_app.web.handlers.context import language, page_message
 from llava_app.web.handlers.switch_policy import REFUSED, SwitchPolicy
 from llava_app.web.i18n import T, model_line
@@ -32,7 +35,7 @@ class SessionHandlers:
         self.config = app.config
         self.policy = policy or SwitchPolicy.from_config(app.config)
         #: why each session's last switch failed, until its page shows it (``after_failed_switch``)
-        self._switch_errors: OrderedDict[str | None, str] = OrderedDict()
+        self._switch_errors: OrderedDict[str | None, Message | str] = OrderedDict()
         self._lock = threading.Lock()  # the switch and the page's failure event run in threads of their own
 
     # ----- settings kept per browser (system prompt, temperature, top-p, max new tokens) ------
@@ -70,12 +73,14 @@ class SessionHandlers:
         (API callers get it as such; the page's ``after_failed_switch`` then puts the picker back)."""
         lang = language(request)
         if not self.policy.allows(request.username if request else None):
-            raise gr.Error(localize(REFUSED, lang), print_exception=False)
+            raise gr.Error(views.plain(REFUSED, lang), print_exception=False)
         try:
-            self.service.switch_model(name, report=lambda fraction, message: progress(fraction, desc=message))
+            self.service.switch_model(name, report=lambda fraction, message: progress(fraction,
+                                                                                      desc=localize(message, lang)))
         except Exception as exc:  # noqa: BLE001 - any failure leaves the previous model, and says why
-            reason = self._failed(request, page_message(exc))
-            raise gr.Error(localize(reason, lang), print_exception=False) from None
+            self._failed(request, exc.message if isinstance(exc, UserError) else Message(
+                "notice.model_failed", kind=type(exc).__name__))
+            raise gr.Error(page_message(exc, lang), print_exception=False) from None
         return (model_line(self.service.model_name), gr.update(visible=self.service.is_random),
                 str(T("model_loaded")), gr.update(value=self.service.model_name))
 
@@ -86,10 +91,11 @@ class SessionHandlers:
         with self._lock:
             reason = self._switch_errors.pop(_session(request), "") if allowed else REFUSED
         name = self.service.model_name
-        status = localize(reason if name in reason else f"{reason} Still using {name}.".strip(), lang)
+        still = Joined([reason, Message("switch.still_using", name=name)])
+        status = views.plain(reason if name in str(reason) else still, lang)
         return (model_line(name), gr.update(visible=self.service.is_random), status, gr.update(value=name))
 
-    def _failed(self, request: gr.Request | None, reason: str) -> str:
+    def _failed(self, request: gr.Request | None, reason: Message | str) -> Message | str:
         """Keep why this session's switch failed for its own page (an API client's stays until pushed out)."""
         with self._lock:
             self._switch_errors[_session(request)] = reason

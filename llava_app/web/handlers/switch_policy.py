@@ -10,8 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from llava_app.config import Config
+from llava_app.messages import Message
 
-REFUSED = "Only the server's admins may switch the model (it changes it for every user)."
+REFUSED = Message("switch.refused")
 
 
 @dataclass(frozen=True)

@@ -295,7 +295,8 @@ def _wire_session(page: Page, handlers: Handlers, demo: gr.Blocks) -> None:
         demo.load(handlers.chat.on_page_load, None, header, api_visibility="private", queue=False,
                   show_progress="hidden")
     loaded = demo.load(handlers.chat.on_load_saved, [page.browser_key, page.state, _tab_id()],
-                       [page.browser_key, page.state, page.gallery, page.question, *page.views, page.notice],
+                       [page.browser_key, page.state, page.gallery, page.question, *page.views, page.limits,
+                        page.notice],
                        api_visibility="private", queue=False, show_progress="hidden", js=TAB_ID_JS)
     branches.refresh_list(loaded, page, handlers)
     demo.unload(handlers.chat.on_unload)

@@ -1,4 +1,28 @@
 () => {
+  // The script's own texts in the reader's language, chosen as the server chooses (Chinese for zh-*, else
+  // English); the server writes the catalogue's "script." texts in here (i18n.page_script).
+  const texts = LLAVA_TEXTS;
+  const first = ((navigator.languages && navigator.languages[0]) || navigator.language || '').toLowerCase();
+  const lang = first.startsWith('zh') ? 'zh-CN' : 'en';
+  const say = (name) => (texts[lang] || {})[name] || texts.en[name];
+
+  // Gradio titles its toasts "Warning", "Error", "Info" in English on every page: the title in the reader's
+  // language (the message under it comes from the server already in that language).
+  if (lang !== 'en') {
+    const titles = {Warning: say('toast_warning'), Error: say('toast_error'), Info: say('toast_info'),
+                    Success: say('toast_success')};
+    const retitle = () => {
+      for (const title of document.querySelectorAll('.toast-title')) {
+        const walker = document.createTreeWalker(title, NodeFilter.SHOW_TEXT);
+        for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+          const word = node.nodeValue.trim();
+          if (titles[word]) node.nodeValue = node.nodeValue.replace(word, titles[word]);
+        }
+      }
+    };
+    new MutationObserver(retitle).observe(document.body, {childList: true, subtree: true, characterData: true});
+  }
+
   // Files dropped on the chat, or on a strip that already shows pictures (Gradio's gallery takes
   // drops only while empty), join the conversation like files dropped on the question box.
   const forward = (event) => {
@@ -49,12 +73,11 @@
     event.stopPropagation();
     let action = link.getAttribute('href').slice('#llava-'.length);
     if (action.startsWith('rename-')) {
-      const title = window.prompt('A new title for this conversation (empty: its first question):',
-                                  link.dataset.title || '');
+      const title = window.prompt(say('rename_prompt'), link.dataset.title || '');
       if (title === null) return;
       action += ':' + title;
     } else if (action.startsWith('delete-')) {
-      if (!window.confirm('Delete this conversation and its pictures from this browser\'s list?')) return;
+      if (!window.confirm(say('delete_confirm'))) return;
     } else if (action.startsWith('open-')) {
       document.body.classList.remove('show-side');  // on a phone: back to the chat
     }

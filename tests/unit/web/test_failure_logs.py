@@ -12,7 +12,7 @@ from llava_app.application import create_app
 from llava_app.chat.conversation import Conversation
 from llava_app.config import Config
 from llava_app.faults import traceback_only
-from llava_app.web.handlers import ChatHandlers
+from llava_app.web.handlers import Handlers
 
 QUESTION = "zebra-7731 what is on my private holiday photo"
 
@@ -38,7 +38,7 @@ def logged_failures(caplog) -> list[str]:
 
 def test_a_failed_answer_on_the_page_logs_the_traceback_without_the_question(failing, caplog):
     app, _ = failing
-    handlers, conv = ChatHandlers(app), Conversation()
+    handlers, conv = Handlers(app).chat, Conversation()
     handlers.on_submit(QUESTION, conv)
 
     async def run():
@@ -47,7 +47,7 @@ def test_a_failed_answer_on_the_page_logs_the_traceback_without_the_question(fai
     with caplog.at_level(logging.ERROR), pytest.warns(UserWarning, match=r"failed on this request \(RuntimeError\)"):
         asyncio.run(run())
     [text] = logged_failures(caplog)
-    assert text.startswith("ERROR llava_app.web.handlers: generation failed: RuntimeError\nTraceback")
+    assert text.startswith("ERROR llava_app.web.handlers.context: generation failed: RuntimeError\nTraceback")
     assert "in stream" in text and "raise self.fail_with" in text  # where it was raised, in the fake engine
     assert "RuntimeError: (message withheld from the log)" in text
     assert "zebra" not in text and "shape mismatch" not in text
@@ -57,7 +57,7 @@ def test_a_failed_v1_answer_logs_the_traceback_without_the_question(failing, cap
     from fastapi import FastAPI
     from fastapi.testclient import TestClient
 
-    from llava_app.web.openai_api import build_router
+    from llava_app.web.openai.endpoint import build_router
 
     app, config = failing
     web = FastAPI()
@@ -67,7 +67,7 @@ def test_a_failed_v1_answer_logs_the_traceback_without_the_question(failing, cap
                             json={"model": "recording-fake", "messages": [{"role": "user", "content": QUESTION}]})
     assert reply.status_code == 500 and reply.json()["error"]["code"] == "engine_error"
     [text] = logged_failures(caplog)
-    assert text.startswith("ERROR llava_app.web.openai_api: generation failed: RuntimeError\nTraceback")
+    assert text.startswith("ERROR llava_app.web.openai.endpoint: generation failed: RuntimeError\nTraceback")
     assert "raise self.fail_with" in text and "zebra" not in text and "shape mismatch" not in text
 
 

@@ -10,15 +10,17 @@ from fakes import RecordingBackend
 from PIL import Image
 
 from llava_app.application import create_app
-from llava_app.chat.conversation import Conversation
+from llava_app.chat.conversation import Conversation, PromptInfo
 from llava_app.chat.saved import BrowserSaves
 from llava_app.config import Config
+from llava_app.messages import Message
 from llava_app.storage.images import ImageStore
 from llava_app.storage.saved import SavedConversations, new_browser_token
 from llava_app.web.handlers import Handlers
 from llava_app.web.handlers.chat import ELSEWHERE
 from llava_app.web.handlers.session import SessionHandlers
 from llava_app.web.translations import localize
+from llava_app.web.handlers.views import added_notice, merged, meter_text, prompt_stats
 
 
 @pytest.fixture
@@ -94,7 +96,7 @@ def test_the_load_handler_starts_the_second_tab_afresh_with_a_notice(app):
     first.ask("Hello?")
     app.saved.save(first)
     out = handlers.chat.on_load_saved(token, Conversation(), request(session="b"), "tab-b")
-    assert out[1] is not first and not out[1].turns and out[-1] == ELSEWHERE
+    assert out[1] is not first and not out[1].turns and out[-1] == str(ELSEWHERE)
     assert app.saved.key_of(out[1]) is None  # never saved over tab A's conversation
     out = handlers.chat.on_load_saved(token, Conversation(), request("zh-CN,zh;q=0.9", session="c"), "tab-c")
     assert out[-1] == localize(ELSEWHERE, "zh-CN") and "另一个标签页" in out[-1]
@@ -102,32 +104,61 @@ def test_the_load_handler_starts_the_second_tab_afresh_with_a_notice(app):
     assert again[3] == "Hello?" and again[-1] == gr.update()  # its unanswered question is back in the box
 
 
-@pytest.mark.parametrize("english, chinese", [
-    ("Added Image 1, Image 2.", "已添加 Image 1, Image 2。"),
-    ("Removed Image 3.", "已移除 Image 3。"),
-    ("Type a question first.", "请先输入问题。"),
-    ("Your question is 4,001 characters long; the limit is 4,000. Shorten it and send again.", "4,001 个字符"),
+@pytest.mark.parametrize("english, key, params, chinese", [
+    ("Added Image 1, Image 2.", "notice.added", {"labels": "Image 1, Image 2"}, "已添加 Image 1, Image 2。"),
+    ("Removed Image 3.", "notice.removed", {"labels": "Image 3"}, "已移除 Image 3。"),
+    ("Type a question first.", "chat.type_first", {}, "请先输入问题。"),
+    ("Your question is 4,001 characters long; the limit is 4,000. Shorten it and send again.", "chat.too_long",
+     {"length": 4001, "limit": 4000}, "你的问题有 4,001 个字符，上限是 4,000。请缩短后再发送。"),
     ("This conversation already has 6 images, the limit is 6. Remove one (x on its thumbnail) or start a new chat.",
-     "已有 6 张图片"),
+     "chat.too_many_images", {"count": 6, "limit": 6}, "已有 6 张图片"),
     ("At most 4 new images go with one question, and 4 are waiting already. Ask about them first, then add more.",
-     "每个问题最多附带 4 张新图片"),
-    ("notes.txt is not an image this app reads (PNG, JPEG, GIF, WebP or BMP).", "notes.txt 不是本应用能读取的图片"),
+     "chat.too_many_new", {"limit": 4, "waiting": 4}, "每个问题最多附带 4 张新图片"),
+    ("notes.txt is not an image this app reads (PNG, JPEG, GIF, WebP or BMP).", "image.not_image",
+     {"name": "notes.txt"}, "notes.txt 不是本应用能读取的图片"),
     ("a b.txt is not an image, video or PDF this app reads (images: PNG, JPEG, GIF, WebP, BMP; videos: MP4, WebM, "
-     "MOV; documents: PDF).", "a b.txt 不是本应用能读取的图片、视频或 PDF"),
-    ("Added Image 1. photo.jpg is 27 MB; the limit is 20 MB. Upload a smaller file.",
-     "已添加 Image 1。 photo.jpg 有 27 MB，上限是 20 MB。请上传更小的文件。"),
-    ("The model failed on this request (RuntimeError). Your conversation is kept; try again.", "模型处理这个请求时出错"),
-    ("There is nothing to export yet: add images or ask a question first.", "还没有可导出的内容"),
-    ("Context: **1,234** / 4,096 tokens (30%) · 2 images (1,152 tokens) · 1 earlier turn no longer seen by the model",
-     "上下文：**1,234** / 4,096 词元（30%） · 2 张图片（1,152 词元） · 模型已看不到较早的 1 个回合"),
-    ("Context window: 4,096 tokens · 0 images", "上下文窗口：4,096 词元 · 0 张图片"),
-    ("**2** image(s) in the prompt (Image 1, Image 2) · **1,234** prompt tokens",
-     "提示词中有 **2** 张图片（Image 1, Image 2）· **1,234** 个提示词元"),
+     "MOV; documents: PDF).", "media.unknown", {"name": "a b.txt"}, "a b.txt 不是本应用能读取的图片、视频或 PDF"),
+    ("photo.jpg is 27 MB; the limit is 20 MB. Upload a smaller file.", "image.too_big",
+     {"name": "photo.jpg", "size": "27 MB", "limit": "20 MB"}, "photo.jpg 有 27 MB，上限是 20 MB。请上传更小的文件。"),
+    ("The model failed on this request (RuntimeError). Your conversation is kept; try again.", "notice.model_failed",
+     {"kind": "RuntimeError"}, "模型处理这个请求时出错（RuntimeError）"),
+    ("There is nothing to export yet: add images or ask a question first.", "app.nothing_to_export", {},
+     "还没有可导出的内容"),
+    ("*3rd in line: your answer starts as soon as the model is free…*", "mark.waiting", {"place": 3},
+     "*排队第 3 位：模型一空闲就开始写你的回答…*"),
 ])
-def test_server_text_in_chinese(english, chinese):
-    translated = localize(english, "zh-CN")
-    assert chinese in translated
-    assert localize(english, "en") == english
+def test_messages_by_key_in_english_and_chinese(english, key, params, chinese):
+    message = Message(key, **params)
+    assert str(message) == english == localize(message, "en")  # logs and the API keep the English
+    assert chinese in localize(message, "zh-CN") and localize(message, "zh") == localize(message, "zh-CN")
+    assert localize(english, "zh-CN") == english  # finished text (people's, the model's) is never translated
+
+
+def test_an_upload_notice_joins_its_messages_in_the_readers_language():
+    problems = [Message("image.too_big", name="photo.jpg", size="27 MB", limit="20 MB")]
+    assert added_notice(["Image 1"], problems) == "Added Image 1. photo.jpg is 27 MB; the limit is 20 MB. Upload a " \
+                                                   "smaller file."
+    assert added_notice(["Image 1"], problems, "zh-CN") == \
+        "已添加 Image 1。photo.jpg 有 27 MB，上限是 20 MB。请上传更小的文件。"
+    named = [Message("upload.named", name=n, problem=Message("chat.too_many_new", limit=4, waiting=4))
+             for n in ("a.png", "b.png")]
+    assert [str(m) for m in merged(named)] == ["a.png, b.png: At most 4 new images go with one question, and 4 are "
+                                               "waiting already. Ask about them first, then add more."]
+    assert localize(merged(named)[0], "zh-CN").startswith("a.png, b.png：每个问题最多附带 4 张新图片")
+
+
+def test_the_meter_and_the_prompt_statistics_in_chinese():
+    conv = Conversation()
+    conv.set_prompt(PromptInfo(text="x", n_images=2, n_tokens=1234, image_labels=("Image 1", "Image 2"),
+                               n_image_tokens=1152))
+    conv.first_visible = 1
+    english = meter_text(conv, 4096)
+    chinese = meter_text(conv, 4096, lang="zh-CN")
+    assert english == "Context: **1,234** / 4,096 tokens (30%) · 0 images · 1 earlier turn no longer seen by the model"
+    assert chinese == "上下文：**1,234** / 4,096 词元（30%） · 0 张图片 · 模型已看不到较早的 1 个回合"
+    assert meter_text(Conversation(), 4096, lang="zh-CN") == "上下文窗口：4,096 词元 · 0 张图片"
+    assert prompt_stats(conv.last_prompt, "", "zh-CN") == \
+        "提示词中有 **2** 张图片（Image 1, Image 2）· **1234** 个提示词元"
 
 
 def test_handlers_write_the_meter_notices_and_warnings_in_the_browsers_language(app, image_files, monkeypatch):
