@@ -231,10 +231,11 @@ def _no_browser(reason: str):
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
-    """One headless Chromium per test process (each test opens its own context: cookies and storage apart);
-    missing: skipped here, a failure under CI=true."""
+    """One headless Chromium per test module (each test opens its own context: cookies and storage apart);
+    missing: skipped here, a failure under CI=true. Not one per process: Playwright's sync API keeps an event
+    loop running in the thread while it is open, and a later test's ``asyncio.run`` would find it."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
