@@ -303,3 +303,27 @@ def wait_calls_answered(page, since: int, timeout: float = 90_000) -> None:
     direct call of it is still waiting for its answer."""
     page.wait_for_function("(since) => window.__gradioCalls.made > since && window.__gradioCalls.inflight === 0",
                            arg=since, timeout=timeout)
+
+
+# ----- the order the test processes take the modules in ------------------------------------------------
+#: The modules that take longest (a minute or more of a test process each, mostly waiting on servers started
+#: in subprocesses, browsers and streams), started first: pytest-xdist hands each module to the next free
+#: process in collection order, so one of these taken last would run alone at the end of the run.
+LONG_MODULES = [
+    "integration/test_benchmarks.py", "browser/test_interrupted_browser.py", "integration/test_shared_data_dir.py",
+    "browser/test_browser.py", "integration/test_remote_app.py", "browser/test_page_browser.py",
+    "browser/test_branches_browser.py", "unit/engine/test_worker.py", "integration/test_faults.py",
+    "unit/engine/test_faithful.py", "browser/test_features_browser.py", "browser/test_preferences_browser.py",
+    "browser/test_reload_browser.py", "integration/test_api.py", "integration/test_load.py",
+]
+
+
+def pytest_collection_modifyitems(config, items):
+    """Long modules first (``LONG_MODULES``, in that order), each module's tests kept in their own order."""
+    rank = {name: i for i, name in enumerate(LONG_MODULES)}
+
+    def key(item) -> int:
+        path = Path(str(item.fspath)).as_posix()
+        return next((i for name, i in rank.items() if path.endswith("tests/" + name)), len(rank))
+
+    items[:] = sorted(items, key=key)  # sorted() is stable: the rest stay in collection order

@@ -58,21 +58,8 @@ class Asked(NamedTuple):
     meter: Any
 
 
-class Sent(NamedTuple):
-    """Send (``BranchHandlers.on_send``): a question asked, new or edited, and the edit bar."""
-
-    question: Any
-    gallery: Any
-    state: Any
-    notice: Any
-    limits: Any
-    chatbot: Any
-    prompt_view: Any
-    prompt_stats: Any
-    meter: Any
-    editing: Any
-    edit_bar: Any
-    keep: Any
+#: Send (``BranchHandlers.on_send``): a question asked, new or edited (``Asked``'s fields), and the edit bar
+Sent = NamedTuple("Sent", [(name, Any) for name in (*Asked._fields, "editing", "edit_bar", "keep")])
 
 
 class Action(NamedTuple):
