@@ -112,8 +112,10 @@ def test_server_text_follows_a_chinese_browser(browser, tmp_path, local_backend,
         assert "上下文" in page.inner_text("#context-meter") and "tokens" not in page.inner_text("#context-meter")
         # The list of earlier chats: its date ("12月3日 14:05"), tooltips and the delete confirmation
         entry = page.locator("#chat-list .chat-item").first
-        _wait(lambda: entry.count() and "月" in entry.locator(".chat-meta").inner_text(), what="the Chinese date")
-        assert re.fullmatch(r"1 轮 · \d{1,2}月\d{1,2}日 \d\d:\d\d", entry.locator(".chat-meta").inner_text().strip())
+        # (the list shows the chat as soon as it is saved, "0 轮", and again once the answer is written)
+        _wait(lambda: entry.count() and re.fullmatch(r"1 轮 · \d{1,2}月\d{1,2}日 \d\d:\d\d",
+                                                     entry.locator(".chat-meta").inner_text().strip()),
+              what="the Chinese turn count and date")
         assert entry.locator(".chat-delete").get_attribute("title") == "删除"
         assert entry.locator(".chat-open").get_attribute("title") == "打开这个对话"
         asked = []
