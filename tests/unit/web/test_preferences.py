@@ -19,8 +19,8 @@ from llava_app.storage.saved import SavedConversations, new_browser_token
 from llava_app.web.handlers import Handlers
 from llava_app.web.handlers.chat import ELSEWHERE
 from llava_app.web.handlers.session import SessionHandlers
-from llava_app.web.translations import localize
 from llava_app.web.handlers.views import added_notice, merged, meter_text, prompt_stats
+from llava_app.web.translations import localize
 
 
 @pytest.fixture
