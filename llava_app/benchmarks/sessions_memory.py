@@ -83,6 +83,8 @@ def run(n: int, cleanup: bool, ttl: float, warmup: int = 10, settle_s: float | N
         tracemalloc.start(8)
         before = tracemalloc.take_snapshot()
         wave(url, app, data, n, "s", settle_s)
+        if cleanup:  # the hand-over to Gradio runs on the server's loop: on a loaded machine it may take longer
+            wait_until(lambda: not demo.state_holder.session_data, timeout=30)
         after = tracemalloc.take_snapshot()
         tracemalloc.stop()
         grown = grown_bytes(before, after)
