@@ -62,24 +62,20 @@ class Runs:
         return True
 
     def settled(self, conv_id: str) -> bool:
-        """True when no answer of the conversation is being written, after waiting for one that was stopped."""
-        return self.wait_until_stopped(conv_id, STOP_NOTICE_S, STOP_WAIT_S)
-
-    def wait_until_stopped(self, conv_id: str, notice_s: float, stop_s: float) -> bool:
-        """A question while an answer is being written: wait for that answer to end if it was stopped
-        (a client that cancelled its request and asks again at once; Stop, then Send). A stop may
-        still be on its way (``notice_s``); a stopped answer ends within a few decode steps
-        (``stop_s``). True when no generation of the conversation is running now."""
+        """True when no answer of the conversation is being written, after waiting for one that was stopped:
+        a question while an answer is being written (a client that cancelled its request and asks again at
+        once; Stop, then Send). The stop may still be on its way (``STOP_NOTICE_S``); a stopped answer ends
+        within a few decode steps (``STOP_WAIT_S``)."""
         def running() -> _Run | None:
             run = self._active.get(conv_id)
             return run if run is not None and run.started else None
 
         with self._changed:
-            self._changed.wait_for(lambda: (r := running()) is None or r.cancel.is_set(), notice_s)
+            self._changed.wait_for(lambda: (r := running()) is None or r.cancel.is_set(), STOP_NOTICE_S)
             run = running()
             if run is None or not run.cancel.is_set():
                 return run is None
-            return self._changed.wait_for(lambda: running() is None, stop_s)
+            return self._changed.wait_for(lambda: running() is None, STOP_WAIT_S)
 
     def release(self, conv_id: str, cancel: threading.Event) -> None:
         """Forget the run of this cancel flag (a newer run of the conversation is left alone)."""
