@@ -26,7 +26,14 @@ from llava_app.chat import branches
 from llava_app.chat.parts import AnswerStats, ImageRef, Turn
 from llava_app.engine.base import PromptInfo
 from llava_app.errors import UserError
-from llava_app.storage.records import ConversationRecord, ImageRecord, PromptRecord, image_label
+from llava_app.storage.records import (
+    MAX_ALL_TURNS,
+    MAX_TURNS,
+    ConversationRecord,
+    ImageRecord,
+    PromptRecord,
+    image_label,
+)
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +190,15 @@ class Conversation:
         """Start a new turn with the pending images; its answer is generated next."""
         if self.turns and self.turns[-1].assistant is None:
             raise UserError("chat.still_writing")
+        if len(self.turns) >= MAX_TURNS:
+            raise UserError("chat.too_many_turns", limit=MAX_TURNS)
+        if len(self.turns) + len(self.hidden) >= MAX_ALL_TURNS:
+            raise UserError("branch.too_many", limit=MAX_ALL_TURNS)
         branches.sync(self)
+        return self._ask(question)
+
+    def _ask(self, question: str) -> Turn:
+        """``ask`` for a conversation whose turns have their ids (``restore`` syncs once, not once per turn)."""
         pending = self.pending_images
         for im in pending:
             im.joined_at = len(self.turns)
@@ -265,7 +280,7 @@ class Conversation:
 
         for i, turn in enumerate(record.turns):
             add_images_of(i)
-            conv.ask(turn.user)
+            conv._ask(turn.user)  # every turn before it was made here: the ids are in order
             if turn.assistant is not None:
                 conv.answer(turn.assistant, stopped=turn.stopped, interrupted=turn.interrupted)
         add_images_of(last)

@@ -239,6 +239,8 @@ def _parse_json(data: bytes, name: str) -> dict[str, Any]:
         raw = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise ConversationFileError("file.not_conversation", name=name) from exc
+    except RecursionError:  # nested thousands of levels deep: no conversation looks like that
+        raise ConversationFileError("file.not_conversation", name=name) from None
     return raw
 
 
