@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import secrets
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -81,6 +82,9 @@ class Conversation:
     stash: list[ImageRef] = field(default_factory=list)
     chosen: dict[int, int] = field(default_factory=dict)
     next_turn: int = 1
+    #: names the folder the page is given this conversation's pictures from (``storage/shown.py``): a secret
+    #: that only this conversation's page holds; never written to a record (a restored one gets a new key)
+    view_key: str = field(default_factory=lambda: secrets.token_urlsafe(18), repr=False, compare=False)
     #: held by every change, and by reads that need one consistent state (see the module docstring)
     lock: threading.RLock = field(default_factory=threading.RLock, init=False, repr=False, compare=False)
 
