@@ -129,10 +129,10 @@ def test_a_second_instance_keeps_every_image_of_the_first(tmp_path, tiny_cache, 
         assert [im["sha256"] for im in ctx["images"]] == shas
         follow_up = client.predict("Which one is brighter?", [], api_name="/chat")
         assert follow_up.strip(), "A did not answer a follow-up about its images"
-        for sha in shas:
+        for sha in shas:  # whole on disk; served to the page only through its conversation's folder, never here
+            assert _image_path(data, sha).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f"A's image {sha[:12]} is damaged"
             r = httpx.get(f"{a.url}gradio_api/file={_image_path(data, sha)}", timeout=10)
-            assert r.status_code == 200 and r.content[:8] == b"\x89PNG\r\n\x1a\n", \
-                f"A serves its image {sha[:12]} with HTTP {r.status_code}"
+            assert r.status_code == 403, f"the store's file {sha[:12]} is served (HTTP {r.status_code})"
         assert b.proc.poll() is None and a.proc.poll() is None
         leases = {json.loads(p.read_text())["pid"]: p for p in (data / "images" / "instances").glob("*.json")}
         assert {a.proc.pid, b.proc.pid} <= set(leases), "an instance keeps no lease on the shared store"
