@@ -10,11 +10,9 @@ client is imported here: a remote-only deployment needs neither torch nor transf
 
 from __future__ import annotations
 
-import base64
+import inspect
 import logging
-import socket
 import threading
-from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
 
@@ -31,6 +29,7 @@ from llava_app.engine.base import (
 )
 from llava_app.engine.remote_errors import cut_message, detail_of, root_cause, status_message, too_long
 from llava_app.engine.remote_tokens import ServerTokens
+from llava_app.engine.remote_wire import DataURLs, abort, json_body, new_mark
 from llava_app.engine.tiny.presets import is_tiny
 from llava_app.errors import MissingDependency, UserError
 from llava_app.messages import Message
@@ -47,29 +46,6 @@ def _import_openai():
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise MissingDependency("remote.needs_openai") from exc
     return openai
-
-
-class _DataURLs:
-    """PNG files as base64 data URLs, the newest few kept (a conversation re-sends its images every turn)."""
-
-    def __init__(self, max_bytes: int = 64 * 1024 * 1024):
-        self._items: OrderedDict[str, str] = OrderedDict()
-        self._max_bytes = max_bytes
-        self._lock = threading.Lock()
-
-    def get(self, sha256: str, path: str) -> str:
-        with self._lock:
-            url = self._items.get(sha256)
-            if url is not None:
-                self._items.move_to_end(sha256)
-                return url
-        with open(path, "rb") as fh:
-            url = "data:image/png;base64," + base64.b64encode(fh.read()).decode("ascii")
-        with self._lock:
-            self._items[sha256] = url
-            while len(self._items) > 1 and sum(len(u) for u in self._items.values()) > self._max_bytes:
-                self._items.popitem(last=False)
-        return url
 
 
 def _text(parts: list[dict[str, Any]]) -> str:
@@ -119,7 +95,13 @@ class OpenAIBackend(Backend):
             client = self._openai.OpenAI(base_url=self.base_url, api_key=api_key or "EMPTY", max_retries=0,
                                          timeout=self._openai.Timeout(timeout, connect=min(timeout, 10.0)))
         self.client = client
-        self._images = _DataURLs()
+        #: each picture's data URL, made once (a conversation sends every picture again on every turn)
+        self.data_urls = DataURLs()
+        #: the request body is made here (remote_wire.py); False: by the client (a caller's own client; the benchmark)
+        self.prebuilt_body = isinstance(client, self._openai.OpenAI)
+        # openai 1.x takes a raw body as ``body``; later versions as ``content`` (``body`` bytes deprecated)
+        post = getattr(self.client, "post", None)
+        self._body_arg = "content" if post and "content" in inspect.signature(post).parameters else "body"
         self._stream_usage = True  # ask for token counts in the stream until a server refuses the option
         if check:
             self.check()
@@ -164,14 +146,18 @@ class OpenAIBackend(Backend):
         return self._count(messages)[0]
 
     # ----- the request ----------------------------------------------------------------------
-    def to_openai(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def to_openai(self, messages: list[dict[str, Any]], mark: str | None = None,
+                  pictures: list[bytes] | None = None) -> list[dict[str, Any]]:
         """Chat-template messages (``Conversation.messages()``) as OpenAI chat messages.
 
         User messages keep their parts in order ("Image N:" label, image, ..., question),
-        each image becoming an ``image_url`` part with a PNG data URL; system and
-        assistant messages are plain strings, which every server accepts.
+        each image becoming an ``image_url`` part with a PNG data URL (with ``mark``: the
+        placeholder ``f"{mark}{i}"`` for the i-th, its data URL appended to ``pictures``); system
+        and assistant messages are plain strings, which every server accepts.
         """
+        keep = frozenset(ref.sha256 for ref in image_refs(messages))
         out: list[dict[str, Any]] = []
+        pictures = [] if pictures is None else pictures
         for m in messages:
             if m["role"] != "user":
                 out.append({"role": m["role"], "content": _text(m["content"])})
@@ -179,15 +165,18 @@ class OpenAIBackend(Backend):
             parts = []
             for p in m["content"]:
                 if p["type"] == "image":
-                    url = self._images.get(p["ref"].sha256, p["ref"].path)
+                    pictures.append(self.data_urls.get(p["ref"].sha256, p["ref"].path, keep))
+                    url = f"{mark}{len(pictures) - 1}" if mark else pictures[-1].decode("ascii")
                     parts.append({"type": "image_url", "image_url": {"url": url}})
                 else:
                     parts.append({"type": "text", "text": p["text"]})
             out.append({"role": "user", "content": parts})
         return out
 
-    def request_kwargs(self, request: ChatRequest) -> dict[str, Any]:
-        """``chat.completions.create`` arguments: the messages and the sampling parameters."""
+    def request_kwargs(self, request: ChatRequest, mark: str | None = None,
+                       pictures: list[bytes] | None = None) -> dict[str, Any]:
+        """``chat.completions.create`` arguments: the messages and the sampling parameters (``mark``: see
+        ``to_openai``)."""
         p = request.params
         max_tokens = int(p.max_new_tokens)
         if self.context_length:
@@ -196,7 +185,7 @@ class OpenAIBackend(Backend):
                 max_tokens = max(1, min(max_tokens, int(self.context_length) - prompt))
         kwargs: dict[str, Any] = {
             "model": self.model_name,
-            "messages": self.to_openai(request.messages),
+            "messages": self.to_openai(request.messages, mark, pictures),
             "stream": True,
             "temperature": float(p.temperature),  # 0 is greedy on OpenAI-compatible servers
             "top_p": float(p.top_p),
@@ -227,9 +216,23 @@ class OpenAIBackend(Backend):
                           n_image_tokens=images, estimated=not exact, source=source)
 
     # ----- streaming ------------------------------------------------------------------------
+    def _create(self, request: ChatRequest):
+        """Start the answer: ``chat.completions.create``, its body made here with the openai client itself
+        (each picture's data URL put in as the JSON bytes it already is; see remote_wire.py)."""
+        if not self.prebuilt_body:
+            return self.client.chat.completions.create(**self.request_kwargs(request))
+        mark, pictures = new_mark(), []
+        kwargs = self.request_kwargs(request, mark, pictures)
+        headers = kwargs.pop("extra_headers", None) or {}
+        body = json_body(kwargs, pictures, mark)
+        chunk = self._openai.types.chat.ChatCompletionChunk
+        return self.client.post("/chat/completions", cast_to=self._openai.types.chat.ChatCompletion,
+                                options={"headers": {"Content-Type": "application/json", **headers}},
+                                stream=True, stream_cls=self._openai.Stream[chunk], **{self._body_arg: body})
+
     def _open(self, request: ChatRequest):
         try:
-            return self.client.chat.completions.create(**self.request_kwargs(request))
+            return self._create(request)
         except self._openai.BadRequestError as exc:
             if self._stream_usage and "stream_options" in detail_of(exc):
                 log.info("%s refuses stream_options; token counts will not be shown", self.base_url)
@@ -263,7 +266,7 @@ class OpenAIBackend(Backend):
                 if request.cancel.wait(0.05):
                     with abort_lock:
                         if not finished.is_set():
-                            _abort(stream)
+                            abort(stream)
                     return
 
         threading.Thread(target=watch, name="llava-remote-stop", daemon=True).start()
@@ -289,7 +292,7 @@ class OpenAIBackend(Backend):
             with abort_lock:
                 finished.set()
                 if not complete:  # a finished response went back to the connection pool: leave it be
-                    _abort(stream)
+                    abort(stream)
         if request.cancel.is_set():
             finish = "cancelled"
         elif finish is None:
@@ -331,24 +334,3 @@ def _usage(usage: Any, pieces: int, finish: str, known: int | None = None) -> Us
         return Usage(prompt_tokens=known, completion_tokens=pieces, finish_reason=finish)
     return Usage(prompt_tokens=usage.prompt_tokens or known, completion_tokens=usage.completion_tokens,
                  finish_reason=finish)
-
-
-def _abort(stream: Any) -> None:
-    """Close a streaming response at once, even while another thread is blocked reading it.
-
-    Closing the socket alone does not wake a blocked ``recv`` (nor tell the server);
-    shutting it down does both, so the server sees the disconnect and stops generating.
-    """
-    response = getattr(stream, "response", None)
-    extensions = getattr(response, "extensions", None) or {}
-    network = extensions.get("network_stream")
-    sock = network.get_extra_info("socket") if network is not None else None
-    if sock is not None:
-        try:
-            sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass  # already closed
-    try:
-        stream.close()
-    except Exception:  # noqa: BLE001 - closing is best-effort
-        pass
