@@ -6,6 +6,8 @@ path against llama.cpp itself is ``tests/integration/test_llama_server.py``.
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 from conftest import attach_file
 from fake_openai import FakeOpenAIServer
@@ -13,6 +15,7 @@ from fake_openai import FakeOpenAIServer
 from llava_app.chat.context import ContextFitter
 from llava_app.chat.conversation import Conversation
 from llava_app.chat.service import ChatService
+from llava_app.engine import remote_wire
 from llava_app.engine.base import ChatRequest, GenerationParams
 from llava_app.engine.remote import OpenAIBackend
 from llava_app.engine.remote_tokens import IMAGE_TOKENS, estimate_text
@@ -117,3 +120,40 @@ def test_the_estimate_is_conservative_and_documented():
     chinese = [{"role": "user", "content": [{"type": "text", "text": "请简要描述图片二中的收据。"}]}]
     # LLaVA-1.5's tokenizer: 12 tokens (+BOS) for the English, 17 for the Chinese; Qwen2's fewer.
     assert estimate_text(english) >= 12 + 16 and estimate_text(chinese) >= 17 + 16
+
+
+def test_pictures_go_out_as_their_own_data_urls_made_once(fake, store, image_files, monkeypatch):
+    backend, service, conv = _chat(fake, store, image_files)
+    conv.ask("A question that spells llava-picture-0 and {\"url\": 1}")  # no placeholder a person can type
+    made = []
+    real_b64 = remote_wire.base64.b64encode
+    monkeypatch.setattr(remote_wire.base64, "b64encode", lambda data: made.append(1) or real_b64(data))
+    for _ in range(3):
+        list(backend.stream(ChatRequest(conv.messages(), GenerationParams(max_new_tokens=4))))
+    assert len(made) == 2  # once per picture, not per turn
+    for body in fake.requests:
+        parts = body["messages"][-1]["content"]
+        urls = [p["image_url"]["url"] for p in parts if p["type"] == "image_url"]
+        assert [base64.b64decode(u.split(",", 1)[1]) for u in urls] == [open(im.path, "rb").read()
+                                                                       for im in conv.images]
+        assert parts[-1]["text"] == "A question that spells llava-picture-0 and {\"url\": 1}"
+
+
+def test_the_data_url_cache_keeps_a_conversation_that_outgrows_it():
+    """Least-recently-used eviction would miss every picture of a conversation sent in the same order."""
+    urls = remote_wire.DataURLs(max_bytes=1)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = []
+        for i in range(3):
+            paths.append(f"{tmp}/{i}.png")
+            with open(paths[-1], "wb") as fh:
+                fh.write(bytes([i]) * 100)
+        keep = frozenset(str(i) for i in range(3))
+        first = [urls.get(str(i), p, keep) for i, p in enumerate(paths)]
+        for p in paths:
+            open(p, "wb").close()  # a second read would now give another URL
+        assert [urls.get(str(i), p, keep) for i, p in enumerate(paths)] == first
+        urls.get("other", paths[0])  # another request: the old pictures may go now, over the budget
+        assert urls.get("0", paths[0], keep) != first[0]
