@@ -1,9 +1,10 @@
 """What an OpenAI-compatible server tells about its window and its tokens (``remote.py``'s context fitting).
 
 - **The window.** vLLM (and this app's own /v1) report ``max_model_len`` in /v1/models. llama.cpp's
-  ``/props`` gives ``default_generation_settings.n_ctx``, the window one request gets (its /v1/models
-  ``meta.n_ctx_train`` is the model's training length, used only when /props says nothing). The
-  operator's ``--context-length`` is used when the server says nothing, and caps what it says.
+  ``/props`` gives ``default_generation_settings.n_ctx``, the window one request gets (``-c`` shared
+  by the ``-np`` slots), as does its /v1/models ``meta.n_ctx``; ``meta.n_ctx_train``, the model's
+  training length, only when nothing else is said. The operator's ``--context-length`` is used when
+  the server says nothing, and caps what it says.
 - **Exact text counts.** llama.cpp renders the prompt with its own template (``/apply-template``,
   each picture a media marker) and counts the text between the markers with ``/tokenize``, as it
   does itself before encoding the pictures; vLLM counts chat messages with its ``/tokenize``.
@@ -106,8 +107,11 @@ class ServerTokens:
     def discover(self, served: Any) -> None:
         """Learn the window and the counting endpoints from the /v1/models entry and a probe or two."""
         extra = _as_dict(served)
-        if isinstance(extra.get("max_model_len"), int):
-            self.window = extra["max_model_len"]  # vLLM and this app's /v1
+        meta = extra.get("meta") if isinstance(extra.get("meta"), dict) else {}
+        for window in (extra.get("max_model_len"), meta.get("n_ctx"), meta.get("n_ctx_train")):
+            if isinstance(window, int) and window > 0:  # vLLM and this app's /v1; llama.cpp's model metadata
+                self.window = window
+                break
         if self.http is None:
             return
         props = self._get("/props")
@@ -116,9 +120,7 @@ class ServerTokens:
             self.kind = "llama.cpp"
             if isinstance(props.get("media_marker"), str) and props["media_marker"]:
                 self.marker = props["media_marker"]
-            n_ctx = settings.get("n_ctx")
-            meta = extra.get("meta") if isinstance(extra.get("meta"), dict) else {}
-            n_ctx = n_ctx if isinstance(n_ctx, int) and n_ctx > 0 else meta.get("n_ctx_train")
+            n_ctx = settings.get("n_ctx")  # one slot's share of -c: what a request gets
             if isinstance(n_ctx, int) and n_ctx > 0:
                 self.window = n_ctx
             return

@@ -138,12 +138,14 @@ def test_a_conversation_longer_than_the_window_keeps_being_answered(llama, store
 
 
 def test_a_server_that_refuses_a_prompt_as_too_long_gets_it_shorter_once(llama, store, pictures, caplog):
-    """The operator's window is wrong (8,192) and the server counts nothing for the app: it estimates, the server
-    refuses (HTTP 400, "exceeds the available context size"), older turns go and the question is asked again."""
-    backend = OpenAIBackend(MODEL, f"{llama.url}/v1", context_length=2 * WINDOW, check=False)
-    backend.tokens.http = None  # a server that tells nothing: no /props, no /tokenize
+    """The app counts by estimate and takes the window to be 8,192 (a server that says nothing, an operator's
+    --context-length too large): the server refuses (HTTP 400, "exceeds the available context size"), older
+    turns go and the question is asked again."""
+    backend = OpenAIBackend(MODEL, f"{llama.url}/v1", check=False)
+    backend.tokens.http = None  # no /props, no /tokenize: estimates
     backend.check()
-    assert backend.context_length == 2 * WINDOW and backend.estimates_tokens
+    backend.context_length = 2 * WINDOW
+    assert backend.estimates_tokens
     service = _service(backend, store)
     conv = Conversation()
     attach_file(conv, store, pictures[0])
