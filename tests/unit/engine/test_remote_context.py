@@ -89,6 +89,7 @@ def test_vllm_tokenize_counts_exactly_and_max_tokens_never_asks_past_the_window(
     # The answer's usage showed what they cost: the counts are now the server's own, and /context says so.
     assert backend.tokens.image_tokens == fake.image_tokens and not backend.estimates_tokens
     assert conv.last_prompt.n_tokens == fake.count(fake.requests[-1]) and not conv.last_prompt.estimated
+    assert conv.summary()["context"]["image_tokens"] == 2 * fake.image_tokens  # not the 2 x 1,024 assumed
     service.ask(conv, "And now?")
     messages = conv.messages()
     assert backend.count_tokens(messages) == fake.count({"messages": backend.to_openai(messages)})
