@@ -32,9 +32,12 @@ from llava_app.storage.images import ImageLimits, ImageStore
 from llava_app.storage.media import MediaOptions
 from llava_app.storage.saved import SavedConversations
 from llava_app.storage.shares import Shares
+from llava_app.storage.shown import ShownPictures
 from llava_app.storage.video import VideoLimits
 
 EXPORT_KINDS = ("markdown", "json", "zip")
+#: a conversation's shown pictures stay at least this long after they were last drawn
+SHOWN_MIN_AGE_S = 3600.0
 
 
 @dataclass
@@ -47,9 +50,11 @@ class App:
     saved: BrowserSaves
     #: likes and dislikes (None without --feedback-file)
     feedback: FeedbackLog | None
-    #: where uploads are stored (served as static files: they never change)
+    #: where uploads are stored (never served: the page is given ``shown``'s links to them)
     image_root: Path
     exports_dir: Path
+    #: the pictures as the page is given them, under one unguessable folder per conversation
+    shown: ShownPictures
     #: read-only snapshots at unguessable URLs (off without --share-links)
     share_links: ShareLinks | None = None
     _janitor: Janitor | None = field(default=None, repr=False)
@@ -93,10 +98,15 @@ class App:
                                    system_prompt=system_prompt)
 
     # ----- background work ------------------------------------------------------------------
+    def shown_path(self, conv: Conversation, source: str) -> str:
+        """The path the page is given for a picture file of ``conv`` (its store file or saved copy)."""
+        return self.shown.path(conv.view_key, source)
+
     def housekeep(self) -> None:
         """End idle conversations, delete image files none uses, sweep saved ones (the janitor calls this)."""
         self.service.housekeep()
         self.saved.housekeep()
+        self.shown.sweep(max(2 * self.service.sessions.ttl_s, SHOWN_MIN_AGE_S))
         if self.share_links is not None:
             self.share_links.housekeep()
 
@@ -171,7 +181,8 @@ def create_app(config: Config, backend: Backend | None = None, store: ImageStore
     service.on_release.append(saved.release)
     feedback = FeedbackLog(config.feedback_file, with_images=config.feedback_images) if config.feedback_file else None
     app = App(config, service, saved, feedback, image_root=Path(store.root),
-              exports_dir=Path(config.data_dir) / "exports", share_links=ShareLinks(open_shares(config), saved),
+              exports_dir=Path(config.data_dir) / "exports", shown=ShownPictures(Path(config.data_dir) / "shown"),
+              share_links=ShareLinks(open_shares(config), saved),
               owns_backend=owns_backend)
     app.start_housekeeping()
     return app

@@ -17,12 +17,13 @@ Functions here take the conversation's lock themselves where they change it. The
 
 from __future__ import annotations
 
+import bisect
 import threading
 from typing import Any, Protocol
 
 from llava_app.chat.parts import ImageRef, Turn
 from llava_app.errors import UserError
-from llava_app.storage.records import TurnRecord, image_label
+from llava_app.storage.records import MAX_ALL_TURNS, TurnRecord, image_label
 
 
 class Branched(Protocol):
@@ -74,19 +75,39 @@ def position(conv: Branched, index: int) -> tuple[int, int]:
     return next(k for k, t in enumerate(group) if t is conv.turns[index]), len(group)
 
 
-def _children(conv: Branched, parent: int) -> list[Turn]:
-    return sorted((t for t in conv.turns + conv.hidden if t.parent == parent), key=lambda t: t.id)
+def positions(conv: Branched) -> list[tuple[int, int]]:
+    """``position`` of every shown turn, in one pass over the other branches (not one per turn shown)."""
+    others: dict[int, list[int]] = {}
+    for t in conv.hidden:
+        others.setdefault(t.parent, []).append(t.id)
+    for ids in others.values():
+        ids.sort()
+    out = []
+    for turn in conv.turns:
+        ids = others.get(turn.parent, [])
+        out.append((bisect.bisect_left(ids, turn.id), len(ids) + 1))
+    return out
+
+
+def _children_of(conv: Branched) -> dict[int, list[Turn]]:
+    """Parent id -> its children on every branch, oldest first (one pass; asked once per walk)."""
+    kids: dict[int, list[Turn]] = {}
+    for t in sorted(conv.turns + conv.hidden, key=lambda t: t.id):
+        kids.setdefault(t.parent, []).append(t)
+    return kids
 
 
 def _descend(conv: Branched, turn: Turn) -> list[Turn]:
     """``turn`` and the turns after it: at each step the child shown last (else the newest)."""
-    path = [turn]
+    children = _children_of(conv)
+    path, seen = [turn], {turn.id}
     while True:
-        kids = [t for t in _children(conv, path[-1].id) if t not in path]  # (a damaged record may loop)
+        kids = [t for t in children.get(path[-1].id, ()) if t.id not in seen]  # (a damaged record may loop)
         if not kids:
             return path
         want = conv.chosen.get(path[-1].id)
         path.append(next((t for t in kids if t.id == want), kids[-1]))
+        seen.add(path[-1].id)
 
 
 def show(conv: Branched, path: list[Turn], changed_at: int) -> None:
@@ -146,6 +167,8 @@ def fork(conv: Branched, index: int, question: str, add: list[int] = (), remove:
             raise UserError("branch.no_turn_to_edit", number=index + 1, count=len(conv.turns))
         if conv.turns[-1].assistant is None:
             raise UserError("chat.still_writing")
+        if len(conv.turns) + len(conv.hidden) >= MAX_ALL_TURNS:
+            raise UserError("branch.too_many", limit=MAX_ALL_TURNS)
         base = conv.turns[index]
         known = {im.number for im in conv.images}
         waiting = {im.number for im in conv.images if im.joined_at >= len(conv.turns)}
@@ -181,11 +204,8 @@ def describe(conv: Branched) -> list[dict[str, Any]]:
     """Per turn shown: which version it is of how many (``/context``'s ``branches``; the page's "< 2/3 >")."""
     with conv.lock:
         sync(conv)
-        out = []
-        for i, turn in enumerate(conv.turns):
-            k, n = position(conv, i)
-            out.append({"turn": i, "index": k, "count": n, "images": [image_label(m) for m in turn.images or []]})
-        return out
+        return [{"turn": i, "index": k, "count": n, "images": [image_label(m) for m in turn.images or []]}
+                for i, (turn, (k, n)) in enumerate(zip(conv.turns, positions(conv), strict=True))]
 
 
 # ----- the record (storage/records.py, version 2) -----------------------------------------------

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import secrets
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -26,7 +27,14 @@ from llava_app.chat import branches
 from llava_app.chat.parts import AnswerStats, ImageRef, Turn
 from llava_app.engine.base import PromptInfo
 from llava_app.errors import UserError
-from llava_app.storage.records import ConversationRecord, ImageRecord, PromptRecord, image_label
+from llava_app.storage.records import (
+    MAX_ALL_TURNS,
+    MAX_TURNS,
+    ConversationRecord,
+    ImageRecord,
+    PromptRecord,
+    image_label,
+)
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +82,9 @@ class Conversation:
     stash: list[ImageRef] = field(default_factory=list)
     chosen: dict[int, int] = field(default_factory=dict)
     next_turn: int = 1
+    #: names the folder the page is given this conversation's pictures from (``storage/shown.py``): a secret
+    #: that only this conversation's page holds; never written to a record (a restored one gets a new key)
+    view_key: str = field(default_factory=lambda: secrets.token_urlsafe(18), repr=False, compare=False)
     #: held by every change, and by reads that need one consistent state (see the module docstring)
     lock: threading.RLock = field(default_factory=threading.RLock, init=False, repr=False, compare=False)
 
@@ -183,7 +194,15 @@ class Conversation:
         """Start a new turn with the pending images; its answer is generated next."""
         if self.turns and self.turns[-1].assistant is None:
             raise UserError("chat.still_writing")
+        if len(self.turns) >= MAX_TURNS:
+            raise UserError("chat.too_many_turns", limit=MAX_TURNS)
+        if len(self.turns) + len(self.hidden) >= MAX_ALL_TURNS:
+            raise UserError("branch.too_many", limit=MAX_ALL_TURNS)
         branches.sync(self)
+        return self._ask(question)
+
+    def _ask(self, question: str) -> Turn:
+        """``ask`` for a conversation whose turns have their ids (``restore`` syncs once, not once per turn)."""
         pending = self.pending_images
         for im in pending:
             im.joined_at = len(self.turns)
@@ -266,7 +285,7 @@ class Conversation:
 
         for i, turn in enumerate(record.turns):
             add_images_of(i)
-            conv.ask(turn.user)
+            conv._ask(turn.user)  # every turn before it was made here: the ids are in order
             if turn.assistant is not None:
                 conv.answer(turn.assistant, stopped=turn.stopped, interrupted=turn.interrupted, cut=turn.cut)
         add_images_of(last)

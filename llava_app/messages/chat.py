@@ -15,6 +15,13 @@ TEXTS: dict[str, tuple[str, str]] = {
                          "请等待当前回答，或先按“停止”，再切换分支。"),
     "chat.stop_undo": ("Press Stop before undoing the answer that is being written.",
                        "正在生成回答，请先按“停止”再撤销。"),
+    "chat.too_many_turns": (
+        "This conversation has reached {limit} turns, the most one conversation holds here. Start a new chat.",
+        "这个对话已达到 {limit} 个回合，这里一个对话最多容纳这么多。请开始新对话。"),
+    "branch.too_many": (
+        "This conversation already keeps {limit} turns on all its branches, the most it can hold. Start a new "
+        "chat, or undo some answers.",
+        "这个对话的所有分支已共有 {limit} 个回合，已达上限。请开始新对话，或撤销一些回答。"),
     "chat.nothing_undo": ("There is nothing to undo.", "没有可撤销的内容。"),
     "chat.nothing_regenerate": ("There is no answer to regenerate yet.", "还没有可重新生成的回答。"),
     "chat.queue_full": ("The queue is full: {waiting} answers are waiting for the model. Try again in a minute.",

@@ -98,6 +98,10 @@ TEXTS: dict[str, tuple[str, str]] = {
                      "{name} 由更新版本的本应用写入；请更新应用后再读取。"),
     "record.no_lists": ("{name} has no turns or images list.", "{name} 没有回合或图片列表。"),
     "record.branches_damaged": ("{name}: its branches are damaged.", "{name}：其中的分支已损坏。"),
+    "record.too_many_turns": (
+        "{name} has {shown} turns shown and {count} on all its branches; this server holds at most {limit} and "
+        "{all} in one conversation.",
+        "{name} 显示 {shown} 个回合，所有分支共 {count} 个；这个服务器的一个对话最多容纳 {limit} 个和 {all} 个。"),
     "record.numbers": ("{name}: image numbers must be distinct positive whole numbers.",
                        "{name}：图片编号必须是互不相同的正整数。"),
     "record.not_text": ("{name}: {what} is missing or not text.", "{name}：{what}缺失或不是文本。"),

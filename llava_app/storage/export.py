@@ -19,8 +19,8 @@ import base64
 import binascii
 import dataclasses
 import json
+import secrets
 import shutil
-import tempfile
 import time
 import zipfile
 from collections.abc import Callable
@@ -158,7 +158,9 @@ def new_export_folder(exports_dir: Path, keep: int = EXPORTS_KEPT, min_age_s: fl
     for mtime, path in folders[:max(0, len(folders) - keep + 1)]:
         if now - mtime >= min_age_s:
             shutil.rmtree(path, ignore_errors=True)
-    return Path(tempfile.mkdtemp(prefix="export-", dir=exports_dir))
+    folder = exports_dir / f"export-{secrets.token_urlsafe(18)}"  # unguessable: only its own page is given it
+    folder.mkdir(mode=0o700)
+    return folder
 
 
 def write_markdown(record: ConversationRecord, path: str | Path) -> Path:
@@ -240,6 +242,8 @@ def _parse_json(data: bytes, name: str) -> dict[str, Any]:
         raw = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise ConversationFileError("file.not_conversation", name=name) from exc
+    except RecursionError:  # nested thousands of levels deep: no conversation looks like that
+        raise ConversationFileError("file.not_conversation", name=name) from None
     return raw
 
 

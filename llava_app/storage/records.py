@@ -19,6 +19,11 @@ FORMAT = "llava-app.conversation"
 #: the JSON form's version; a reader refuses a newer one (it may mean something this code does not know)
 VERSION = 2  # 2: turns carry ids, parents and their images' numbers; other branches' turns in "branches"
 _MAX_NUMBER = 1_000_000  # image numbers beyond any real chat: a damaged or hostile file
+#: the most turns a conversation holds on the branch shown, and on all its branches together. Far beyond
+#: any real chat (context fitting gives the model only the newest turns anyway), they bound the work one
+#: file, one ``/v1`` request or one very long session can ask of the server.
+MAX_TURNS = 1000
+MAX_ALL_TURNS = 4000
 
 
 def image_label(number: int) -> str:
@@ -148,10 +153,13 @@ class ConversationRecord:
         turns_in, images_in = data.get("turns"), data.get("images")
         if not isinstance(turns_in, list) or not isinstance(images_in, list):
             raise ConversationFileError("record.no_lists", name=name)
-        turns = [_turn(t, i, len(turns_in), name) for i, t in enumerate(turns_in)]
         hidden_in = data.get("branches", [])
         if not isinstance(hidden_in, list):
             raise ConversationFileError("record.branches_damaged", name=name)
+        if len(turns_in) > MAX_TURNS or len(turns_in) + len(hidden_in) > MAX_ALL_TURNS:
+            raise ConversationFileError("record.too_many_turns", name=name, shown=len(turns_in),
+                                        count=len(turns_in) + len(hidden_in), limit=MAX_TURNS, all=MAX_ALL_TURNS)
+        turns = [_turn(t, i, len(turns_in), name) for i, t in enumerate(turns_in)]
         hidden = [_turn(t, i, len(hidden_in) + 1, name, Message("record.branch_turn")) for i, t in enumerate(hidden_in)]
         images = [_image(entry, name) for entry in images_in]
         numbers = [im.number for im in images]

@@ -60,7 +60,11 @@ def launch_kwargs(app: App) -> dict[str, Any]:
         # Gradio refuses only what is far over the limit (with a bare error): a file merely too big
         # reaches our handlers, which say so with both sizes ("photo.jpg is 27 MB; the limit is 20 MB").
         max_file_size=config.max_upload_bytes * UPLOAD_HARD_CAP,
-        allowed_paths=[str(app.image_root), str(app.exports_dir), *filter(None, [app.saved.files_dir])],
+        # The page is given each conversation's pictures under its own unguessable folder (``app.shown``); the
+        # store and the saved copies are named by content hash, so they (and the instances' leases) are never
+        # served. Exports are handed over through Gradio's cache (their folder is allowed so it may copy them).
+        allowed_paths=[str(app.shown.root), str(app.exports_dir)],
+        blocked_paths=[str(app.image_root), *filter(None, [app.saved.files_dir])],
         i18n=I18N,
         # The stylesheet goes in as written (Gradio rewrites what it gets as ``css``: its media
         # queries would no longer match the page's body).

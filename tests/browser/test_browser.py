@@ -294,6 +294,10 @@ def test_1_two_uploaded_images_show_as_labelled_thumbnails(new_tab, pictures):
     tab.expect(tab.page.locator("#gallery .gallery-item img")).to_have_count(2)
     tab.expect(tab.notice).to_have_text("Added Image 1, Image 2.")
     assert len(set(tab.thumbnails())) == 2
+    # They load, from this conversation's own folder: never from the store, whose paths are content hashes.
+    tab.page.wait_for_function("() => [...document.querySelectorAll('#gallery .gallery-item img')]"
+                               ".every(img => img.complete && img.naturalWidth > 0)", timeout=30_000)
+    assert all("/shown/" in src and "/images/" not in src for src in tab.thumbnails())
 
 
 def test_2_the_answer_grows_while_it_streams(new_tab, pictures):

@@ -224,6 +224,8 @@ def test_every_error_body_follows_the_official_schema(api):
         (_ask(n=2), HEADERS, 400, None),
         ({"model": MODEL, "messages": [{"role": "user", "content": "x" * 2_000_000}]}, HEADERS, 413,
          "request_too_large"),
+        (b"[" * 100_000 + b"]" * 100_000, HEADERS, 400, None),  # nested past Python's parser
+        ({"model": MODEL, "messages": [{"role": "user", "content": {"a": [[[[{"b": [[1]]}]]]]}}]}, HEADERS, 400, None),
     ]
     for body, headers, status, code in cases:
         sent = {"content": body} if isinstance(body, bytes) else {"json": body}
@@ -234,6 +236,27 @@ def test_every_error_body_follows_the_official_schema(api):
     models = httpx.get(f"{api.url}/v1/models")
     assert models.status_code == 401
     openai_schemas.check("ErrorResponse", models.json())
+
+
+def test_a_request_past_the_limits_is_refused_at_once(api):
+    """Tens of thousands of one-word messages (or parts) are a 400 naming the limit, not minutes of CPU."""
+    from llava_app.web.openai.request import MAX_MESSAGES, MAX_PARTS
+
+    url = f"{api.url}/v1/chat/completions"
+    many = [{"role": "user" if i % 2 == 0 else "assistant", "content": "w"} for i in range(30_001)]
+    start = time.monotonic()
+    r = httpx.post(url, headers=HEADERS, timeout=60, json={"model": MODEL, "messages": many})
+    assert time.monotonic() - start < 10
+    assert r.status_code == 400 and r.json()["error"]["code"] == "too_many_messages"
+    assert f"has 30001 entries; this server takes at most {MAX_MESSAGES}" in r.json()["error"]["message"]
+    parts = [{"type": "text", "text": "w"}] * (MAX_PARTS + 1)
+    r = httpx.post(url, headers=HEADERS, timeout=60, json={"model": MODEL, "messages": [{"role": "user",
+                                                                                        "content": parts}]})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "messages[0].content"
+    nested = httpx.post(url, headers=HEADERS, timeout=60, content=b"[" * 100_000 + b"]" * 100_000)
+    assert nested.status_code == 400 and "nested too deeply" in nested.json()["error"]["message"]
+    for body in (r, nested):
+        openai_schemas.check("ErrorResponse", body.json())
 
 
 def test_malformed_content_parts_are_refused_saying_what_is_wrong(api):

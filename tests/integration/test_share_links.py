@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from types import SimpleNamespace
+
 import httpx
 import pytest
 from conftest import launched_app
@@ -14,12 +17,13 @@ def server(tmp_path_factory, tiny_cache, local_backend):
 
     data = tmp_path_factory.mktemp("data")
     config = Config(model="tiny-random", device="cpu", data_dir=str(data), max_new_tokens=6, share_links=True,
-                    auth="owner:secret-pass")
-    with launched_app(config, local_backend("tiny-random")) as (url, _, _):
-        yield url
+                    auth="owner:secret-pass,other:other-pass")
+    with launched_app(config, local_backend("tiny-random")) as (url, app, _):
+        yield SimpleNamespace(url=url, app=app, data=data)
 
 
 def test_a_snapshot_opens_without_login_shows_the_branch_shown_and_a_revoked_one_is_gone(server, image_files):
+    server = server.url
     client = Client(server, auth=("owner", "secret-pass"), verbose=False)
     client.predict("What is in Image 1? <script>alert(1)</script>", [handle_file(str(image_files[0]))], [],
                    api_name="/chat")
@@ -49,3 +53,37 @@ def test_a_snapshot_opens_without_login_shows_the_branch_shown_and_a_revoked_one
     assert client.predict(server.rstrip("/") + shared["url"], api_name="/revoke") is True
     assert anonymous.get(shared["url"]).status_code == 404
     assert anonymous.get(f"{shared['url']}/image/1").status_code == 404
+
+
+def _signed_in(url: str, user: str, password: str) -> httpx.Client:
+    browser = httpx.Client(base_url=url.rstrip("/"))
+    assert browser.post("/login", data={"username": user, "password": password}).status_code == 200
+    return browser
+
+
+def test_a_picture_is_served_only_under_its_conversations_secret_folder(server, image_files):
+    """Another signed-in user who knows (or guesses from a copy of her own) a picture's content hash gets
+    nothing: not the stored file, not the saved copy, not the instances' leases; the owner's page path works."""
+    owner = Client(server.url, auth=("owner", "secret-pass"), verbose=False)
+    owner.predict("What is in Image 1?", [handle_file(str(image_files[2]))], [], api_name="/chat")
+    context = owner.predict(api_name="/context")
+    sha = context["images"][0]["sha256"]
+    assert server.app.config.auth and "view_key" not in str(context)  # the folder's key is the page's alone
+    conv = server.app.service.sessions._convs[context["conversation_id"]]  # (the owner's page is not driven here)
+    page_path = server.app.shown_path(conv, conv.images[0].path)
+    assert server.app.shown.root in Path(page_path).parents and sha not in str(Path(page_path).parent)
+
+    stored = server.data / "images" / sha[:2] / f"{sha}.png"
+    saved = next(server.data.glob(f"history/images/*/{sha}.png"))  # the saved conversation's own copy
+    leases = list((server.data / "images" / "instances").glob("*.json"))
+    assert stored.exists() and saved.exists() and leases
+    other = _signed_in(server.url, "other", "other-pass")
+    owner_browser = _signed_in(server.url, "owner", "secret-pass")
+    for path in (stored, saved, *leases):
+        for browser in (other, owner_browser):  # nobody, the owner included, reaches the data folder's files
+            for route in (f"/gradio_api/file={path}", f"/file={path}", f"/gradio_api/file/{path}"):
+                assert browser.get(route).status_code in (403, 404), route
+    guessed = server.app.shown.root / ("x" * 24) / f"{sha}.png"
+    assert other.get(f"/gradio_api/file={guessed}").status_code in (403, 404)
+    mine = owner_browser.get(f"/gradio_api/file={page_path}")
+    assert mine.status_code == 200 and mine.content == stored.read_bytes()

@@ -50,6 +50,7 @@ class BranchHandlers:
         self.chat = chat  # a new question (``on_submit``) and files put in the box (``on_attach``)
         # the shared helpers, under the names these handlers call them by
         self.views, self.warn, self._asked = context.views, context.warn, context.asked
+        self.context = context
 
     # ----- page events ------------------------------------------------------------------------
     def on_branch(self, turn: Any, index: Any, conv: Conversation, system_prompt: str, lang: str = "en") -> Action:
@@ -65,7 +66,7 @@ class BranchHandlers:
 
     def _shown(self, conv: Conversation, lang: str = "en") -> Action:
         """The conversation, its strip and its views (the rest left as it is)."""
-        return skipped(Action)._replace(state=conv, gallery=views.gallery_value(conv),
+        return skipped(Action)._replace(state=conv, gallery=self.context.gallery(conv),
                                         **self.views(conv, lang=lang)._asdict())
 
     def on_open(self, row: str, conv: Conversation, request: gr.Request, lang: str = "en") -> Action:
@@ -189,9 +190,11 @@ class BranchHandlers:
     def chats_view(self, conv: Conversation | None, entries: list[dict[str, Any]] | None = None,
                    request: gr.Request | None = None) -> str:
         """The list of earlier chats as the page shows it (with the retention and size limits)."""
+        if conv is None:  # no conversation yet: nothing of this browser to list, and no folder to show from
+            return views.chats_html([], self.saved.limits(), lambda path: "", _lang(request))
         if entries is None:
-            entries = self.saved.listing(conv) if conv is not None else []
-        return views.chats_html(entries, self.saved.limits(), _lang(request))
+            entries = self.saved.listing(conv)
+        return views.chats_html(entries, self.saved.limits(), self.context.shown(conv), _lang(request))
 
     def on_list(self, conv: Conversation, request: gr.Request) -> str:
         """The list of earlier chats again (after an answer, New chat, an import, a page load)."""

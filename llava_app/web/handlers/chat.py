@@ -52,6 +52,7 @@ class ChatHandlers:
         # the shared helpers, under the names these handlers call them by
         self._remember_loop, self.views, self.warn = context.remember_loop, context.views, context.warn
         self._images, self._asked, self.limits_text = context.images, context.asked, context.limits_text
+        self.gallery = context.gallery
         #: the files last taken from each conversation's question box (forgotten when it ends)
         self._attached: dict[str, frozenset[str]] = {}
         app.service.on_release.append(self._forget)
@@ -245,11 +246,11 @@ class ChatHandlers:
             labels, text = load_example(self.service, conv, example, lang)
         except UserError as exc:
             self.warn(page_message(exc, lang), lang)
-            return views.gallery_value(conv), conv, gr.update(), gr.update(), *self.views(conv, lang=lang)
+            return self.gallery(conv), conv, gr.update(), gr.update(), *self.views(conv, lang=lang)
         self.saved.save(conv)
         pending = bool(conv.turns) and conv.turns[-1].assistant is None
         added = Message("notice.added", labels=", ".join(labels))
-        return (views.gallery_value(conv), conv, localize(added, lang), text,
+        return (self.gallery(conv), conv, localize(added, lang), text,
                 *self.views(conv, partial="" if pending else None, lang=lang))
 
     def example_handler(self, example: Example) -> Callable:
@@ -287,7 +288,7 @@ class ChatHandlers:
             self.warn(page_message(exc, lang), lang)
             return conv, gr.update(), gr.update(), gr.update(), *self.views(conv, lang=lang)
         prompt = imported_prompt if imported_prompt is not None else system_prompt
-        return fresh, views.gallery_value(fresh), str(T("imported")), prompt, *self.views(fresh, lang=lang)
+        return fresh, self.gallery(fresh), str(T("imported")), prompt, *self.views(fresh, lang=lang)
 
     def on_like(self, conv: Conversation, system_prompt: str, data: gr.LikeData) -> None:
         """A like or dislike of an answer, written to the feedback log."""
@@ -314,7 +315,7 @@ class ChatHandlers:
             else:
                 self.saved.bind(conv, token, request.username, tab)
         self.service.touch(conv, client=request.session_hash)
-        return (token, conv, views.gallery_value(conv), pending if pending is not None else gr.update(),
+        return (token, conv, self.gallery(conv), pending if pending is not None else gr.update(),
                 *self.views(conv, lang=lang), self.limits_text(conv, lang), notice)
 
     async def on_unload(self, request: gr.Request) -> None:

@@ -66,8 +66,16 @@ class HandlerContext:
 
     def _views(self, conv: Conversation, partial: str | None, waiting: int | None, lang: str) -> Views:
         info = conv.last_prompt
-        return Views(views.chat_value(conv, partial, waiting, lang), (info.text if info else ""),
+        return Views(views.chat_value(conv, self.shown(conv), partial, waiting, lang), (info.text if info else ""),
                      views.prompt_stats(info, str(T("no_prompt")), lang), self.meter(conv, lang))
+
+    def shown(self, conv: Conversation) -> views.Shown:
+        """The paths the page is given for ``conv``'s pictures: under its own unguessable folder, never the store."""
+        return lambda path: self.app.shown_path(conv, path)
+
+    def gallery(self, conv: Conversation) -> list[tuple[str, str]]:
+        """The strip's value for ``conv``."""
+        return views.gallery_value(conv, self.shown(conv))
 
     def meter(self, conv: Conversation, lang: str = "en") -> str:
         """The context meter's text."""
@@ -89,7 +97,7 @@ class HandlerContext:
 
     def images(self, conv: Conversation, notice: str, lang: str = "en") -> Strip:
         """Values for the strip, the conversation, the notice, the limits and the meter."""
-        return Strip(views.gallery_value(conv), conv, notice, self.limits_text(conv, lang), self.meter(conv, lang))
+        return Strip(self.gallery(conv), conv, notice, self.limits_text(conv, lang), self.meter(conv, lang))
 
     def asked(self, box, conv: Conversation, notice, lang: str = "en", partial: str | None = None) -> Asked:
         """After a question is sent (or refused): the box holds ``box``, then the strip and what the page shows

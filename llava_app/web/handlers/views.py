@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -16,11 +17,14 @@ from llava_app.messages import Joined, Message, text
 from llava_app.web.handlers.markdown import chat_markdown
 from llava_app.web.translations import localize
 
+#: the path the page is given for a picture file (``App.shown_path`` for one conversation): never the store's
+Shown = Callable[[str], str]
 
-def gallery_value(conv: Conversation) -> list[tuple[str, str]]:
+
+def gallery_value(conv: Conversation, shown: Shown) -> list[tuple[str, str]]:
     """The strip shows every image of the conversation with its stable label (and, for a video's keyframe or
     a PDF's page, where it came from: "Image 2 · clip.mp4 @ 0:12")."""
-    return [(im.path, caption(im)) for im in conv.images]
+    return [(shown(im.path), caption(im)) for im in conv.images]
 
 
 def caption(im: Any) -> str:
@@ -36,28 +40,28 @@ def label_of(caption_text: str) -> str:
 _PAGE = re.compile(r"\.pdf p\. \d+$")
 
 
-def chat_value(conv: Conversation, partial: str | None = None, waiting: int | None = None,
+def chat_value(conv: Conversation, shown: Shown, partial: str | None = None, waiting: int | None = None,
                lang: str = "en") -> list[dict[str, Any]]:
     """The chatbot's messages: each turn's images as labelled thumbnails, the question, the answer.
 
     ``partial`` is the answer being written for the newest turn; ``waiting`` its place in line
     while it waits for the engine.
     """
-    return [message for message, _ in _messages(conv, partial, waiting, lang)]
+    return [message for message, _ in _messages(conv, shown, partial, waiting, lang)]
 
 
 def turn_of_message(conv: Conversation, index: Any) -> int | None:
     """The turn whose answer is message ``index`` of ``chat_value`` (its footer counts as the answer)."""
     position = index[0] if isinstance(index, (list, tuple)) else index
-    laid_out = _messages(conv)
+    laid_out = _messages(conv, lambda path: path)  # (only the roles are read)
     if not isinstance(position, int) or not 0 <= position < len(laid_out):
         return None
     message, turn = laid_out[position]
     return turn if message["role"] == "assistant" else None
 
 
-def _messages(conv: Conversation, partial: str | None = None, waiting: int | None = None, lang: str = "en"
-              ) -> list[tuple[dict[str, Any], int | None]]:
+def _messages(conv: Conversation, shown: Shown, partial: str | None = None, waiting: int | None = None,
+              lang: str = "en") -> list[tuple[dict[str, Any], int | None]]:
     """Each message of the chat with the turn whose answer it is (None for the rest).
 
     The app's own marks (stopped, in line, Edit, the footers) are in ``lang``; what people and the
@@ -75,7 +79,7 @@ def _messages(conv: Conversation, partial: str | None = None, waiting: int | Non
                          "metadata": {"title": note["title"], "status": "done"}}, None))
         pictures = conv.images_for_turn(i)
         if pictures:
-            out.append(({"role": "user", "content": thumbnails(pictures)}, None))
+            out.append(({"role": "user", "content": thumbnails(pictures, shown)}, None))
         gone = sorted((im for im in conv.removed if im.joined_at == i), key=lambda im: im.number)
         if gone:  # earlier turns still read right: the picture they spoke of is named, not silently missing
             removed = " ".join(mark("mark.removed", label=im.label) for im in gone)
@@ -117,9 +121,9 @@ def turn_tools(index: int, k: int, n: int, lang: str = "en") -> str:
     return '<span class="turn-tools">' + " ".join(parts) + "</span>"
 
 
-def thumbnails(pictures: list) -> Any:
+def thumbnails(pictures: list, shown: Shown) -> Any:
     """A turn's pictures as small labelled thumbnails (a click opens one large, with its label)."""
-    return gr.Gallery(value=[(im.path, im.label) for im in pictures], show_label=False, columns=len(pictures),
+    return gr.Gallery(value=[(shown(im.path), im.label) for im in pictures], show_label=False, columns=len(pictures),
                       fit_columns=False, height=136, object_fit="cover", allow_preview=False, interactive=False,
                       elem_classes=["turn-images"], buttons=[], container=False)
 
@@ -213,7 +217,7 @@ def plain(text: Message | str, lang: str = "en") -> str:
     return html.escape(localize(text, lang), quote=False)
 
 
-def chats_html(entries: list[dict[str, Any]], limits: dict[str, Any], lang: str = "en") -> str:
+def chats_html(entries: list[dict[str, Any]], limits: dict[str, Any], shown: Shown, lang: str = "en") -> str:
     """This browser's earlier chats, newest first: thumbnails, title, turns and date, with Rename and Delete
     (links page.js passes on, as for ``turn_tools``); then how long they are kept. Every text escaped."""
     esc, say = html.escape, lambda key, **params: html.escape(text(key, lang, **params))
@@ -222,7 +226,7 @@ def chats_html(entries: list[dict[str, Any]], limits: dict[str, Any], lang: str 
     rows = []
     for entry in entries:
         row, title = esc(str(entry["id"])), esc(str(entry.get("title") or text("list.untitled", lang)))
-        thumbs = "".join(f"<img src='gradio_api/file={esc(quote(path))}' alt=''>"
+        thumbs = "".join(f"<img src='gradio_api/file={esc(quote(shown(path)))}' alt=''>"
                          for path in entry.get("thumbnails", [])[:3])
         when = time.localtime(float(entry.get("updated") or 0))
         when = text("date.day_time", lang, day=when.tm_mday, month=Message(f"date.month.{when.tm_mon}"),

@@ -124,6 +124,8 @@ class OpenAIEndpoint:
             body = json.loads(b"".join(chunks))
         except ValueError:
             raise APIError(400, "The request body is not valid JSON.") from None
+        except RecursionError:  # JSON nested thousands of levels deep: Python's parser gives up
+            raise APIError(400, "The request body is nested too deeply to be a chat request.") from None
         if not isinstance(body, dict):
             raise APIError(400, "The request body must be a JSON object.")
         return body

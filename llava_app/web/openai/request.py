@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from llava_app.chat.conversation import Conversation
+from llava_app.chat.conversation import MAX_TURNS, Conversation
 from llava_app.chat.one_off import ClientTurn
 from llava_app.chat.service import ChatService, GenerationParams
 from llava_app.config import Config
@@ -24,6 +24,10 @@ from llava_app.errors import UserError
 _LABEL = re.compile(r"^\s*Image (\d+):\s*$")
 _UNSUPPORTED = ("stop", "tools", "functions", "logprobs", "top_logprobs")  # refused unless empty
 _DETAIL = ("auto", "low", "high")
+#: bounds on one request's work, refused before anything else is read: a conversation holds at most
+#: ``MAX_TURNS`` exchanges (two messages each), plus room for system messages
+MAX_MESSAGES = 2 * MAX_TURNS + 48
+MAX_PARTS = 256  # content parts in one message
 
 
 class APIError(Exception):
@@ -115,6 +119,9 @@ class RequestParser:
         """Turns and images from OpenAI messages; the last (user) turn awaits its answer."""
         if not isinstance(messages, list) or not messages:
             raise APIError(400, "'messages' must be a non-empty list.", param="messages")
+        if len(messages) > MAX_MESSAGES:
+            raise APIError(400, f"'messages' has {len(messages)} entries; this server takes at most {MAX_MESSAGES} "
+                           "in one request.", code="too_many_messages", param="messages")
         system: list[str] = []
         turns: list[dict[str, Any]] = []  # {"images": [(label number or None, url)], "text": [...], "answer": str|None}
         for i, m in enumerate(messages):
@@ -139,6 +146,9 @@ class RequestParser:
                                param=f"{where}.role")
         if not turns or turns[-1]["answer"] is not None:
             raise APIError(400, "The last message must be the user's.", param="messages")
+        if len(turns) > MAX_TURNS:
+            raise APIError(400, f"The messages hold {len(turns)} questions; a conversation here holds at most "
+                           f"{MAX_TURNS}.", code="too_many_messages", param="messages")
         n_images = sum(len(t["images"]) for t in turns)
         if n_images > self.config.max_images:
             # Worded as vLLM words it, so front-ends (ours included) recognise the limit.
@@ -209,6 +219,7 @@ def _user_parts(content: Any, where: str, turn: dict[str, Any]) -> None:
     if not isinstance(content, list) or not content:
         raise APIError(400, f"{where}.content must be a string or a non-empty array of content parts; got "
                        f"{_json_type(content)}.", param=f"{where}.content")
+    _few_parts(content, where)
     label: int | None = None
     for j, part in enumerate(content):
         at = f"{where}.content[{j}]"
@@ -226,6 +237,12 @@ def _user_parts(content: Any, where: str, turn: dict[str, Any]) -> None:
             label = None
         else:
             raise APIError(400, f"{at}.type: {kind!r} is not supported (text, image_url).", param=f"{at}.type")
+
+
+def _few_parts(content: list[Any], where: str) -> None:
+    if len(content) > MAX_PARTS:
+        raise APIError(400, f"{where}.content has {len(content)} parts; this server takes at most {MAX_PARTS} in "
+                       "one message.", param=f"{where}.content")
 
 
 def _part_type(part: Any, at: str) -> str:
@@ -271,6 +288,7 @@ def _plain_text(content: Any, where: str, required: bool) -> str:
     if not isinstance(content, list) or not content:
         raise APIError(400, f"{where}.content must be a string or a non-empty array of text parts; got "
                        f"{_json_type(content)}.", param=f"{where}.content")
+    _few_parts(content, where)
     texts = []
     for j, part in enumerate(content):
         at = f"{where}.content[{j}]"

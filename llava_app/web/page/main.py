@@ -28,9 +28,10 @@ def build_demo(app: App) -> gr.Blocks:
         >>> app = create_app(config)  # doctest: +SKIP
         >>> launch(app, build_demo(app))  # doctest: +SKIP
     """
-    # Stored images are content-addressed and never change: served as static files, gradio does
-    # not re-hash every picture of the chat (megabytes each) on every streamed update.
-    gr.set_static_paths([str(app.image_root)])
+    # The pictures the page is given (links under each conversation's unguessable folder) never change:
+    # served as static files, gradio does not re-hash every picture of the chat (megabytes each) on
+    # every streamed update.
+    gr.set_static_paths([str(app.shown.root)])
     with gr.Blocks(title="llava-app · chat with your photos", fill_width=True) as demo:
         handlers = Handlers(app, GradioSessions(demo))
         page = _layout(app, handlers)

@@ -125,7 +125,7 @@ def test_thirty_turns_with_three_images_keep_answering_with_all_images(long_chat
     assert [t["in_prompt"] for t in summary["turns"]] == [False] * hidden + [True] * (30 - hidden)
     assert summary["context"]["hidden_turns"] == hidden and summary["context"]["window"] == WINDOW
     assert summary["context"]["image_tokens"] == 48 and summary["prompt_tokens"] <= budget
-    shown = chat_value(conv)
+    shown = chat_value(conv, str)
     notes = [i for i, m in enumerate(shown) if m.get("metadata", {}).get("title", "").startswith("The model no longer")]
     assert len(notes) == 1
     assert f"{hidden} turns above" in shown[notes[0]]["metadata"]["title"]

@@ -60,13 +60,13 @@ def test_the_page_shows_the_mark_and_regenerate_clears_it(tmp_path):
     next(stream)
     _, back, pending = saves.open(token)
     assert pending is None  # the question stays with its half answer, not back in the box
-    assert "Half an ans" in views.chat_value(back)[-1]["content"]
-    assert "(interrupted" in views.chat_value(back)[-1]["content"]
+    assert "Half an ans" in views.chat_value(back, str)[-1]["content"]
+    assert "(interrupted" in views.chat_value(back, str)[-1]["content"]
     assert back.summary()["turns"][-1]["interrupted"] is True
     back.regenerate()
     assert back.turns[-1].assistant is None and not back.turns[-1].interrupted
     back.answer("A whole answer.")
-    assert "(interrupted" not in views.chat_value(back)[-1]["content"]
+    assert "(interrupted" not in views.chat_value(back, str)[-1]["content"]
 
 
 def test_the_flag_round_trips_and_old_files_read_as_not_interrupted():

@@ -17,6 +17,7 @@ from llava_app.config import Config
 from llava_app.errors import UserError
 from llava_app.storage.images import ImageStore
 from llava_app.storage.saved import SavedConversations, entry_key, new_browser_token
+from llava_app.storage.shown import ShownPictures
 from tests.fakes import RecordingBackend
 
 
@@ -25,7 +26,8 @@ def app(tmp_path):
     store = ImageStore(tmp_path / "images")
     saved = SavedConversations(tmp_path / "saved" / "c.sqlite3", tmp_path / "saved" / "img")
     return App(Config(data_dir=str(tmp_path)), ChatService(RecordingBackend(), store, stream_interval=0),
-               BrowserSaves(saved, store), None, image_root=store.root, exports_dir=tmp_path / "exports")
+               BrowserSaves(saved, store), None, image_root=store.root, exports_dir=tmp_path / "exports",
+               shown=ShownPictures(tmp_path / "shown"))
 
 
 def chat(app: App, conv: Conversation, question: str, color: str | None = None) -> None:

@@ -54,7 +54,7 @@ def test_images_are_copied_only_when_asked(tmp_path, image_files):
 
 def test_chatbot_message_index_maps_to_its_turn(tmp_path, image_files):
     conv = _conversation(tmp_path, image_files)
-    messages = chat_value(conv)
+    messages = chat_value(conv, str)
     answers = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
     assert [turn_of_message(conv, i) for i in answers] == [0, 1]
     assert turn_of_message(conv, 0) is None and turn_of_message(conv, 99) is None

@@ -275,9 +275,11 @@ def test_saving_never_sweeps_housekeeping_does(tmp_path, store, local_backend):
 
     from llava_app.application import App
     from llava_app.config import Config
+    from llava_app.storage.shown import ShownPictures
 
     app = App(Config(data_dir=str(tmp_path)), ChatService(local_backend("tiny-random"), store), saves, None,
-              image_root=store.root, exports_dir=tmp_path / "exports")
+              image_root=store.root, exports_dir=tmp_path / "exports",
+              shown=ShownPictures(tmp_path / "shown"))
     service = app  # the janitor's pass: the service's housekeeping, then the saved conversations'
     service.housekeep()
     assert saved.keys() == [saves.key_of(conv)]

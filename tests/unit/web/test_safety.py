@@ -37,7 +37,7 @@ def rendered() -> str:
         conv.ask(f"What about {attack}?")
         conv.answer(f"The model echoes {attack}")
     conv.ask("streaming")
-    messages = chat_value(conv, partial="partial ![p](https://tracker.invalid/s.png) <img src=y>")
+    messages = chat_value(conv, str, partial="partial ![p](https://tracker.invalid/s.png) <img src=y>")
     sent = gr.Chatbot().postprocess(messages).model_dump()  # what Gradio hands to the browser
     texts = [m["content"][0]["text"] if isinstance(m["content"], list) else m["content"] for m in sent]
     return "\n".join(str(t) for t in texts)
@@ -63,5 +63,5 @@ def test_toasts_show_file_names_as_written():
 def test_the_conversation_keeps_the_raw_text():
     conv = Conversation()
     conv.ask("<b>raw</b>")
-    chat_value(conv)
+    chat_value(conv, str)
     assert conv.turns[0].user == "<b>raw</b>"  # only the page's rendering changes; the model and the API get the text

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 def test_chat_images_are_served_in_place_not_hashed_per_update(app_config, image_files):
     from gradio import processing_utils
@@ -33,7 +35,8 @@ def test_chat_images_are_served_in_place_not_hashed_per_update(app_config, image
     original = processing_utils.hash_file
     processing_utils.hash_file = lambda *a, **k: calls.append(a) or original(*a, **k)
     try:
-        payload = chatbot.postprocess(chat_value(conv, partial="so far")).model_dump()
+        shown = lambda path: app.shown_path(conv, path)  # noqa: E731 - the page's paths for this conversation
+        payload = chatbot.postprocess(chat_value(conv, shown, partial="so far")).model_dump()
         out = processing_utils.move_files_to_cache(payload, chatbot, postprocess=True)
     finally:
         processing_utils.hash_file = original
@@ -41,5 +44,9 @@ def test_chat_images_are_served_in_place_not_hashed_per_update(app_config, image
                   if part.get("component") == "gallery"]
     served = [(item["image"]["path"], item["caption"]) for part in thumbnails for item in part["value"]]
     assert calls == []  # no file was read to hash it
-    # Served from the store itself, each with its label.
-    assert sorted(served) == sorted((str(im.path), im.label) for im in conv.images)
+    # Served in place from the conversation's own folder (links to the stored files), each with its label;
+    # never the store's content-addressed paths.
+    folder = app.shown.root / conv.view_key
+    assert sorted(served) == sorted((str(folder / Path(im.path).name), im.label) for im in conv.images)
+    by_label = {label: path for path, label in served}
+    assert all(Path(by_label[im.label]).read_bytes() == Path(im.path).read_bytes() for im in conv.images)
