@@ -109,7 +109,7 @@ def test_an_answer_cut_by_its_length_or_by_the_server_is_marked_so_and_the_mark_
     turn = conv.turns[-1]
     assert turn.assistant == "red green blue " and turn.cut == "server" and not turn.stopped
     assert turn.stats is not None and turn.stats.completion_tokens == 3  # the usage of what arrived
-    page = [m["content"] for m in chat_value(conv) if m["role"] == "assistant"]
+    page = [m["content"] for m in chat_value(conv, str) if m["role"] == "assistant"]
     assert any("length limit" in c for c in page) and any("cut off by the server" in c for c in page)
     assert not any("(stopped)" in c for c in page)
     back = Conversation.restore(conv.to_record())
