@@ -304,6 +304,14 @@ class OpenAIBackend(Backend):
             self.tokens.learn(request.messages, int(usage.prompt_tokens))
         yield _usage(usage, pieces, finish, known)
 
+    def close(self) -> None:
+        """Close the connections to the server."""
+        self.data_urls.clear()
+        for closable in (self.tokens.http, self.client):
+            close = getattr(closable, "close", None)
+            if callable(close):
+                close()
+
     # ----- errors ---------------------------------------------------------------------------
     def describe(self, exc: Exception, request: ChatRequest | None = None, cut: bool = False,
                  startup: bool = False) -> UserError:
