@@ -64,7 +64,7 @@ class DataURLs:
 
 def json_body(kwargs: dict[str, Any], pictures: list[bytes], mark: str) -> bytes:
     """``kwargs`` as JSON bytes, the string ``f"{mark}{i}"`` replaced by picture ``i``'s data URL."""
-    raw = json.dumps(kwargs, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    raw = json.dumps(kwargs, separators=(",", ":")).encode("ascii")  # \u-escaped: even a lone surrogate goes
     pieces = re.split(re.escape(mark.encode("ascii")) + rb"(\d+)", raw)
     out = pieces[:1]
     for k in range(1, len(pieces), 2):
