@@ -100,7 +100,7 @@ class ServerTokens:
         self.window: int | None = None
         #: what one picture costs, learned from the server's own counts (None: not yet shown)
         self.image_tokens: int | None = None
-        self._counts: OrderedDict[str, int] = OrderedDict()
+        self._counts: OrderedDict[str, Any] = OrderedDict()  # counts and rendered prompts, by the prompt's text
         self._lock = threading.Lock()
 
     # ----- what the server is -----------------------------------------------------------------
@@ -139,20 +139,27 @@ class ServerTokens:
     def count_text(self, messages: list[dict[str, Any]]) -> tuple[int, bool]:
         """The prompt's tokens without its pictures, and whether the server counted them."""
         if self.kind:
-            key = json.dumps(text_messages(messages, self.marker), sort_keys=True)
-            with self._lock:
-                known = self._counts.get(key)
-                if known is not None:
-                    self._counts.move_to_end(key)
-                    return known, True
-            counted = self._count_llama(messages) if self.kind == "llama.cpp" else self._count_vllm(messages)
+            counted = self._remembered("count", messages, self._count_llama if self.kind == "llama.cpp"
+                                       else self._count_vllm)
             if counted is not None:
-                with self._lock:
-                    self._counts[key] = counted
-                    while len(self._counts) > _KEPT:
-                        self._counts.popitem(last=False)
                 return counted, True
         return estimate_text(messages), False
+
+    def _remembered(self, what: str, messages: list[dict[str, Any]], compute) -> Any:
+        """``compute(messages)``, remembered for the same text (a prompt is counted several times a turn)."""
+        key = what + json.dumps(text_messages(messages, self.marker), sort_keys=True)
+        with self._lock:
+            known = self._counts.get(key)
+            if known is not None:
+                self._counts.move_to_end(key)
+                return known
+        value = compute(messages)
+        if value is not None:
+            with self._lock:
+                self._counts[key] = value
+                while len(self._counts) > _KEPT:
+                    self._counts.popitem(last=False)
+        return value
 
     def picture_cost(self) -> int:
         """What one picture is taken to cost now."""
@@ -181,6 +188,9 @@ class ServerTokens:
         return None if prompt is None else prompt.replace(self.marker, "<image>")
 
     def _apply_template(self, messages: list[dict[str, Any]]) -> str | None:
+        return self._remembered("prompt", messages, self._ask_template)
+
+    def _ask_template(self, messages: list[dict[str, Any]]) -> str | None:
         reply = self._post("/apply-template", {"messages": text_messages(messages, self.marker)})
         prompt = reply.get("prompt") if isinstance(reply, dict) else None
         return prompt if isinstance(prompt, str) else None
