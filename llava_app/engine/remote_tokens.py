@@ -12,7 +12,7 @@
   ``IMAGE_TOKENS`` until the server's own count of a prompt (the usage of an answer, or the size in
   a refusal) shows what one costs with this model: that count less the text's. From then on that
   figure is used (the largest seen, when pictures of several sizes cost differently).
-- **Without a tokenize endpoint** (TGI, SGLang, this app's /v1) text is estimated, conservatively:
+- **Without such endpoints** (this app's own /v1, for one) text is estimated, conservatively:
   ``BYTES_PER_TOKEN`` bytes of UTF-8 a token (an English word of 5-6 bytes is 1-2 tokens, a Chinese
   character 3 bytes and 1-2 tokens) and ``MESSAGE_TOKENS`` a message for the template's role tags.
 
