@@ -119,7 +119,8 @@ _HELP: dict[str, str] = {
     "auth": "require login: user:password, several separated by commas (prefer --auth-file or the variable: "
     "flags show in the process list)",
     "auth_file": "require login: a file with one user:password per line (# starts a comment)",
-    "context_length": "context window in tokens; 0 uses the model's own",
+    "context_length": "context window in tokens; 0 uses the model's own (with --backend openai: what the server "
+                      "reports; given, it caps that)",
     "summarize_dropped": "when old turns no longer fit the context window, have the model write a short summary "
     "of them that stays in the prompt (one extra generation at each drop)",
     "base_url": "with --backend openai: the server's base URL, e.g. http://localhost:8000/v1",

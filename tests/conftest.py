@@ -315,6 +315,7 @@ LONG_MODULES = [
     "browser/test_branches_browser.py", "unit/engine/test_worker.py", "integration/test_faults.py",
     "unit/engine/test_faithful.py", "browser/test_features_browser.py", "browser/test_preferences_browser.py",
     "browser/test_reload_browser.py", "integration/test_api.py", "integration/test_load.py",
+    "integration/test_llama_server.py",
 ]
 
 

@@ -17,13 +17,23 @@ from typing import Any
 
 class FakeOpenAIServer:
     """``mode`` picks the next answers: "stream", "slow", "silent", "stall", "cut", "no-finish",
-    "error-event", "reject-stream-options", or an int HTTP status (with ``message``)."""
+    "error-event", "reject-stream-options", or an int HTTP status (with ``message``).
+
+    Its own token count (``count``): a token per word, ``image_tokens`` per picture, 5 per message; it
+    reports it in the usage, counts text with vLLM's ``/tokenize`` when ``tokenize`` is on, and refuses
+    prompts over ``refuse_over`` tokens as llama.cpp does."""
 
     def __init__(self, models: tuple[str, ...] = ("tiny-random",)):
         self.models = list(models)
         self.mode: Any = "stream"
         self.message = "something went wrong"
         self.models_status = 200
+        self.window = 32768  # the max_model_len it reports, as vLLM does
+        #: refuse prompts longer than this many tokens as llama.cpp does (HTTP 400 with its count); None: never
+        self.refuse_over: int | None = None
+        self.tokenize = False  # serve vLLM's /tokenize (counts by ``count``)
+        self.image_tokens = 100  # what a picture costs in ``count``
+        self.finish = "stop"  # the finish_reason of a complete answer
         self.words = ["red", "green", "blue"]
         self.requests: list[dict[str, Any]] = []
         self.session_ids: list[str | None] = []
@@ -42,12 +52,21 @@ class FakeOpenAIServer:
                 if server.models_status != 200:
                     return self._json(server.models_status, {"error": {"message": "Invalid API key"}})
                 self._json(200, {"object": "list", "data": [
-                    {"id": m, "object": "model", "created": 0, "owned_by": "fake", "max_model_len": 2048}
+                    {"id": m, "object": "model", "created": 0, "owned_by": "fake", "max_model_len": server.window}
                     for m in server.models]})
 
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))) or b"{}")
+                if server.tokenize and self.path == "/tokenize":
+                    return self._json(200, {"count": server.count(body), "max_model_len": server.window})
+                if self.path.rstrip("/") != "/v1/chat/completions":  # vLLM's /tokenize, llama.cpp's: not here
+                    return self._json(404, {"error": {"message": "not found"}})
                 server.requests.append(body)
+                if server.refuse_over is not None and server.count(body) > server.refuse_over:
+                    return self._json(400, {"error": {
+                        "code": 400, "type": "exceed_context_size_error", "n_prompt_tokens": server.count(body),
+                        "n_ctx": server.refuse_over, "message": "the request exceeds the available context size, "
+                                                               "try increasing it"}})
                 server.session_ids.append(self.headers.get("x-session-id"))
                 mode = server.mode
                 if isinstance(mode, int):
@@ -89,10 +108,12 @@ class FakeOpenAIServer:
                 if mode == "error-event":
                     self._chunk(b'data: {"error": {"message": "engine crashed", "code": 500}}\n\n')
                 elif mode != "no-finish":
-                    self._event({}, finish="stop")
-                    self._chunk(b'data: {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "m", '
-                                b'"choices": [], "usage": {"prompt_tokens": 42, "completion_tokens": 3, '
-                                b'"total_tokens": 45}}\n\n')
+                    self._event({}, finish=server.finish)
+                    prompt = server.count(body) if server.tokenize or server.refuse_over else 42
+                    usage = {"prompt_tokens": prompt, "completion_tokens": len(words), "total_tokens": prompt + 3}
+                    self._chunk(b"data: " + json.dumps({"id": "x", "object": "chat.completion.chunk", "created": 0,
+                                                        "model": "m", "choices": [], "usage": usage}).encode()
+                                + b"\n\n")
                     self._chunk(b"data: [DONE]\n\n")
                 self.wfile.write(b"0\r\n\r\n")
                 self.wfile.flush()
@@ -118,6 +139,14 @@ class FakeOpenAIServer:
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
+
+    def count(self, body: dict[str, Any]) -> int:
+        """The fake model's token count of a request's messages."""
+        total = 0
+        for m in body.get("messages", []):
+            parts = m["content"] if isinstance(m["content"], list) else [{"type": "text", "text": m["content"]}]
+            total += 5 + sum(len(p["text"].split()) if p["type"] == "text" else self.image_tokens for p in parts)
+        return total
 
     @property
     def url(self) -> str:

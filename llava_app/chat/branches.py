@@ -212,7 +212,8 @@ def describe(conv: Branched) -> list[dict[str, Any]]:
 def turn_record(turn: Turn):
     """A turn as the record keeps it: with its id, parent and images."""
     return TurnRecord(user=turn.user, assistant=turn.assistant, stopped=turn.stopped, interrupted=turn.interrupted,
-                      id=turn.id, parent=turn.parent, images=None if turn.images is None else tuple(turn.images))
+                      cut=turn.cut, id=turn.id, parent=turn.parent,
+                      images=None if turn.images is None else tuple(turn.images))
 
 
 def restore_tree(conv: Branched, record, max_images: int | None) -> None:
@@ -237,7 +238,8 @@ def restore_tree(conv: Branched, record, max_images: int | None) -> None:
         if not rec.id or rec.id in shown:
             continue
         conv.hidden.append(Turn(user=rec.user, assistant=rec.assistant if rec.assistant is not None else "",
-                                stopped=rec.stopped, interrupted=rec.interrupted, id=rec.id, parent=rec.parent,
+                                stopped=rec.stopped, interrupted=rec.interrupted, cut=rec.cut, id=rec.id,
+                                parent=rec.parent,
                                 images=[n for n in rec.images or () if n in have]))
     for turn in conv.turns:
         conv.chosen[turn.parent] = turn.id

@@ -17,11 +17,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from llava_app.chat.branches import is_new_branch
 from llava_app.chat.conversation import SUMMARY_LEAD, Conversation, ImageRef, PromptInfo
-from llava_app.engine.base import Backend, ChatRequest, GenerationParams, TextDelta
+from llava_app.engine.base import Backend, ChatRequest, ContextTooLong, Event, GenerationParams, TextDelta
 from llava_app.errors import UserError
 from llava_app.messages import Message
 
@@ -67,7 +69,7 @@ class ContextFitter:
 
     @property
     def active(self) -> bool:
-        """Fitting needs exact counts and a known window (a remote server may give neither)."""
+        """Fitting needs counts (exact, or a remote server's conservative estimate) and a known window."""
         return bool(self.backend.counts_tokens and self.window)
 
     def count(self, conv: Conversation, system_prompt: str, first_visible: int | None = None,
@@ -76,13 +78,37 @@ class ContextFitter:
         return self.backend.count_tokens(_prompt_messages(conv, system_prompt, first_visible, summary))
 
     # ----- fitting -------------------------------------------------------------------------
+    def start(self, conv: Conversation, system_prompt: str, params: GenerationParams,
+              cancel: threading.Event) -> tuple[Iterator[Event], list[Event]]:
+        """Fit the pending turn's prompt and start the engine on it: its stream and the event it began with.
+
+        An engine whose count was only an estimate (a remote server) may still find the prompt too
+        long before it writes anything (``ContextTooLong``): older turns are dropped and it is asked
+        once more; the page's note and meter then say which turns the model no longer sees.
+        """
+        self.fit(conv, system_prompt, params, cancel)
+        for retry in (False, True):
+            request = ChatRequest(conv.messages(system_prompt), params, session_id=conv.id, cancel=cancel,
+                                  new_branch=is_new_branch(conv))
+            events = self.backend.stream(request)
+            try:
+                return events, [e for e in (next(events, None),) if e is not None]
+            except ContextTooLong as exc:
+                if retry or not self.active or not self.fit(conv, system_prompt, params, cancel, refused=True):
+                    raise
+                log.info("the engine found conversation %s too long (%s tokens); asked again with turns %d.. only",
+                         conv.id[:8], exc.prompt_tokens or "?", conv.first_visible)
+        raise AssertionError("unreachable")  # pragma: no cover
+
     def fit(self, conv: Conversation, system_prompt: str, params: GenerationParams,
-            cancel: threading.Event | None = None) -> int | None:
+            cancel: threading.Event | None = None, refused: bool = False) -> int | None:
         """Make the pending turn's prompt fit, dropping (and summarising) old turns; refuse what cannot fit.
 
-        Returns the prompt's token count, as the model will get it (None when fitting is off).
+        Returns the prompt's token count, as the model will get it (None when fitting is off, or
+        ``refused`` and no turn is left to drop). ``refused``: the engine found the prompt too long
+        although it was counted to fit (an estimate): older turns are dropped all the same.
         Raises ``UserError`` (before anything is generated) when even the newest turn
-        with all the images does not fit.
+        with all the images does not fit, counted exactly.
         """
         if not self.active or not conv.turns:
             return None
@@ -93,10 +119,14 @@ class ContextFitter:
         if budget <= 0:
             raise UserError("context.no_room", tokens=params.max_new_tokens, window=window)
         tokens = self.count(conv, system_prompt)
-        if tokens <= budget:
+        if tokens <= budget and not refused:
             return tokens
         last = len(conv.turns) - 1
+        if refused and conv.first_visible >= last:
+            return None  # nothing older is left to drop
         minimal = self.count(conv, system_prompt, last, "")
+        if minimal > budget and self.backend.estimates_tokens:
+            budget = minimal  # an estimate never refuses: keep the newest turn alone and let the engine judge
         if minimal > budget:
             # Said once, with the numbers: the full count tells the images' part.
             info = self.backend.prompt_info(_prompt_messages(conv, system_prompt, last, ""))
@@ -174,6 +204,8 @@ class ContextFitter:
         if cost is None:
             info = self.backend.prompt_info([{"role": "user", "content": [{"type": "image", "ref": image}]}])
             cost = info.n_image_tokens
+            if self.backend.estimates_tokens:
+                return cost  # not kept: the engine learns what a picture costs as it goes
             with self._lock:
                 self._image_costs[key] = cost
                 if len(self._image_costs) > _IMAGE_COSTS_KEPT:
@@ -182,8 +214,8 @@ class ContextFitter:
 
     def images_warning(self, conv: Conversation) -> Message | None:
         """A message when the conversation's images alone leave no room (checked at upload)."""
-        if not self.active or not conv.images:
-            return None
+        if not self.active or not conv.images or self.backend.estimates_tokens:
+            return None  # an estimate warns of nothing: the engine judges
         window = int(self.window)
         if self.answer_tokens >= window:
             return None  # the answer length is the problem; asking says so

@@ -214,12 +214,13 @@ class Conversation:
 
     @_locked
     def answer(self, text: str, stopped: bool = False, stats: AnswerStats | None = None,
-               interrupted: bool = False) -> None:
-        """Record the answer of the newest turn."""
+               interrupted: bool = False, cut: str = "") -> None:
+        """Record the answer of the newest turn (``cut``: see ``Turn.cut``)."""
         self.turns[-1].assistant = text
         self.turns[-1].stopped = stopped
         self.turns[-1].interrupted = interrupted
         self.turns[-1].stats = stats
+        self.turns[-1].cut = cut
 
     @_locked
     def retract(self) -> str:
@@ -253,7 +254,7 @@ class Conversation:
             raise UserError("chat.nothing_regenerate")
         last = self.turns[-1]
         if last.assistant is None:  # never answered: nothing to keep
-            last.stopped, last.interrupted, last.stats = False, False, None
+            last.stopped, last.interrupted, last.stats, last.cut = False, False, None, ""
             return last
         return branches.fork(self, len(self.turns) - 1, last.user)
 
@@ -286,7 +287,7 @@ class Conversation:
             add_images_of(i)
             conv._ask(turn.user)  # every turn before it was made here: the ids are in order
             if turn.assistant is not None:
-                conv.answer(turn.assistant, stopped=turn.stopped, interrupted=turn.interrupted)
+                conv.answer(turn.assistant, stopped=turn.stopped, interrupted=turn.interrupted, cut=turn.cut)
         add_images_of(last)
         branches.restore_tree(conv, record, max_images)
         conv.next_number = max([conv.next_number, record.next_number, *(im.number + 1 for im in record.images)])
@@ -361,11 +362,13 @@ class Conversation:
             "prompt_tokens": info.n_tokens,
             "prompt": info.text,
             "turns": [{"user": t.user, "assistant": t.assistant, "stopped": t.stopped, "interrupted": t.interrupted,
+                       "cut": t.cut or None, "finish_reason": t.stats.finish_reason if t.stats else None,
                        "in_prompt": self.is_visible(i)} for i, t in enumerate(self.turns)],
             "branches": branches.describe(self),
             "context": {
                 "window": self.context_window,
                 "prompt_tokens": info.n_tokens,
+                "prompt_tokens_estimated": info.estimated,
                 "image_tokens": info.n_image_tokens,
                 "hidden_turns": self.first_visible,
                 "summary": self.context_summary,

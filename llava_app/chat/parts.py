@@ -54,6 +54,9 @@ class Turn:
     assistant: str | None = None
     stopped: bool = False  # the user pressed Stop; the partial answer is kept
     interrupted: bool = False  # a server crash or restart cut the answer off (restored from a save)
+    #: why the answer ended before it was done: "length" (max new tokens, or the room left in the window) or
+    #: "server" (the model server failed or went away mid-answer); "" when it ended by itself or by Stop
+    cut: str = ""
     stats: AnswerStats | None = None  # set when the answer was generated here (not for loaded ones)
     # The branch tree (branches.py): ids are 1, 2, ... in the order turns were made (0: not yet given);
     # ``parent`` is the id of the turn before this one on its branch (0: the first turn).

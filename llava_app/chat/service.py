@@ -8,6 +8,7 @@ flag per running generation so Stop (or a closed tab) ends the model's decode lo
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import threading
 import time
@@ -23,7 +24,7 @@ from llava_app.chat.runs import Runs
 from llava_app.chat.sessions import Sessions
 from llava_app.chat.timing import AnswerClock, count_prompt
 from llava_app.chat.uploads import Intake, Progress, UploadResult
-from llava_app.engine.base import Backend, ChatRequest, GenerationParams, PromptReady, Queued, TextDelta, Usage, require
+from llava_app.engine.base import Backend, GenerationParams, PromptReady, Queued, TextDelta, Usage, require
 from llava_app.engine.catalog import any_model_allowed, check_allowed, choices
 from llava_app.errors import UserError
 from llava_app.faults import out_of_memory_error
@@ -251,7 +252,7 @@ class ChatService(OneOffChats):
                   cancel: threading.Event, report_waiting: bool = False) -> Iterator[str | Waiting]:
         """Fit the prompt into the window, then stream the engine's answer into the conversation."""
         try:  # drop old turns (or refuse) before generating, so the prompt fits the window
-            self.context.fit(conv, system_prompt, params, cancel)
+            events, first = self.context.start(conv, system_prompt, params, cancel)
         except BaseException as exc:
             self._release(conv, cancel)
             conv.retract()
@@ -259,13 +260,10 @@ class ChatService(OneOffChats):
             if oom is not None:
                 raise oom from None
             raise
-        request = ChatRequest(conv.messages(system_prompt), params, session_id=conv.id, cancel=cancel,
-                              new_branch=branches.is_new_branch(conv))
         text, failed, clock = "", False, AnswerClock()
-        events = self.backend.stream(request)
         last = 0.0
         try:
-            for event in events:
+            for event in itertools.chain(first, events):
                 if isinstance(event, TextDelta):
                     clock.text()
                     text += event.text
@@ -297,7 +295,10 @@ class ChatService(OneOffChats):
                     if failed and not text:
                         conv.retract()
                     elif conv.turns and conv.turns[-1].assistant is None:
-                        conv.answer(text, stopped=stopped or failed, stats=clock.stats())
+                        stats = clock.stats()
+                        cut = "server" if failed and not stopped else (
+                            "length" if stats is not None and stats.finish_reason == "length" else "")
+                        conv.answer(text, stopped=stopped, stats=stats, cut=cut)
             finally:
                 self._release(conv, cancel)
 

@@ -39,7 +39,11 @@ class AnswerClock:
 
 
 def count_prompt(conv: Conversation, usage: Usage) -> None:
-    """An engine that learns the prompt's size only at the end (a remote server) fills it in now."""
+    """An engine that learns the prompt's exact size only at the end (a remote server) fills it in now."""
     info = conv.last_prompt
-    if info is not None and not info.n_tokens and usage.prompt_tokens:
-        conv.set_prompt(dataclasses.replace(info, n_tokens=usage.prompt_tokens))
+    if info is not None and (info.estimated or not info.n_tokens) and usage.prompt_tokens:
+        images = info.n_image_tokens
+        if info.estimated and info.n_images:  # the pictures' part was the guess: the server's count less the text
+            images = max(0, usage.prompt_tokens - (info.n_tokens - info.n_image_tokens))
+        conv.set_prompt(dataclasses.replace(info, n_tokens=usage.prompt_tokens, n_image_tokens=images,
+                                            estimated=False))

@@ -21,6 +21,11 @@ class PromptInfo:
     n_tokens: int = 0
     image_labels: list[str] = field(default_factory=list)
     n_image_tokens: int = 0  # of n_tokens, those standing for images
+    #: n_tokens is an estimate (a remote server that cannot count for us); the answer's usage replaces it
+    estimated: bool = False
+    #: who rendered ``text``: "model" (the model's own chat template), "server" (a remote server's template,
+    #: as it will render it) or "app" (the messages sent to a server that cannot show its rendering)
+    source: str = "model"
 
 
 # ----- what ``Backend.stream`` yields: typed events, in this order -------------------------------
@@ -105,6 +110,19 @@ class Unsupported(UserError):
     """The engine lacks a capability the caller needs (see ``Backend`` and ``require``)."""
 
 
+class ContextTooLong(UserError):
+    """The engine refused the prompt as longer than its window, before writing anything.
+
+    Raised by an engine whose own count was only an estimate (a remote server); the caller
+    drops older turns and asks once more. ``prompt_tokens`` and ``window`` are the server's
+    figures when it gave them.
+    """
+
+    def __init__(self, message, /, prompt_tokens: int | None = None, window: int | None = None, **params):
+        super().__init__(message, **params)
+        self.prompt_tokens, self.window = prompt_tokens, window
+
+
 #: the capabilities an engine declares (class attributes of ``Backend``), and what their absence means
 CAPABILITIES = {
     "supports_images": "engine.no_images",
@@ -133,6 +151,9 @@ class Backend(ABC):
     supports_images: bool = True
     #: ``count_tokens`` is exact (needed to fit the context window)
     counts_tokens: bool = False
+    #: ``count_tokens`` may be an estimate (a remote server): fitting drops old turns on it, but never
+    #: refuses a question on it alone (the engine raises ``ContextTooLong`` when the prompt is too long)
+    estimates_tokens: bool = False
     #: ``switch`` loads another model in place of the current one
     can_switch: bool = False
 

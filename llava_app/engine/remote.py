@@ -10,16 +10,26 @@ client is imported here: a remote-only deployment needs neither torch nor transf
 
 from __future__ import annotations
 
-import base64
+import inspect
 import logging
-import re
-import socket
 import threading
-from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
 
-from llava_app.engine.base import Backend, ChatRequest, Event, PromptInfo, PromptReady, TextDelta, Usage, image_refs
+from llava_app.engine.base import (
+    Backend,
+    ChatRequest,
+    ContextTooLong,
+    Event,
+    PromptInfo,
+    PromptReady,
+    TextDelta,
+    Usage,
+    image_refs,
+)
+from llava_app.engine.remote_errors import cut_message, detail_of, root_cause, status_message, too_long
+from llava_app.engine.remote_tokens import ServerTokens
+from llava_app.engine.remote_wire import DataURLs, abort, json_body, new_mark
 from llava_app.engine.tiny.presets import is_tiny
 from llava_app.errors import MissingDependency, UserError
 from llava_app.messages import Message
@@ -30,41 +40,12 @@ log = logging.getLogger(__name__)
 SESSION_HEADER = "X-Session-ID"
 #: how long the start-up check waits for /models at most (seconds)
 STARTUP_TIMEOUT = 10.0
-# vLLM: "At most 6 image(s) may be provided in one prompt." (older: "... in one request.")
-_IMAGE_LIMIT = re.compile(r"At most (\d+) image\(s\) may be provided", re.IGNORECASE)
-# vLLM 0.7-0.8: "You set image=2 (or defaulted to 1) in `--limit-mm-per-prompt`, but passed 3 image items ..."
-_IMAGE_LIMIT_OLD = re.compile(r"image=(\d+)\D.*limit-mm-per-prompt", re.IGNORECASE)
-
-
 def _import_openai():
     try:
         import openai
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise MissingDependency("remote.needs_openai") from exc
     return openai
-
-
-class _DataURLs:
-    """PNG files as base64 data URLs, the newest few kept (a conversation re-sends its images every turn)."""
-
-    def __init__(self, max_bytes: int = 64 * 1024 * 1024):
-        self._items: OrderedDict[str, str] = OrderedDict()
-        self._max_bytes = max_bytes
-        self._lock = threading.Lock()
-
-    def get(self, sha256: str, path: str) -> str:
-        with self._lock:
-            url = self._items.get(sha256)
-            if url is not None:
-                self._items.move_to_end(sha256)
-                return url
-        with open(path, "rb") as fh:
-            url = "data:image/png;base64," + base64.b64encode(fh.read()).decode("ascii")
-        with self._lock:
-            self._items[sha256] = url
-            while len(self._items) > 1 and sum(len(u) for u in self._items.values()) > self._max_bytes:
-                self._items.popitem(last=False)
-        return url
 
 
 def _text(parts: list[dict[str, Any]]) -> str:
@@ -82,7 +63,10 @@ class OpenAIBackend(Backend):
         client: an ``openai.OpenAI``-like object to use instead (tests pass their own).
         check: ask the server for its models now, so a wrong URL, key or model fails at start-up.
         max_concurrency: answers streamed at once; the server batches them, the page queues the rest.
-        context_length: the model's window in tokens; None takes what the server reports (vLLM does).
+        context_length: the model's window in tokens; None takes what the server reports (vLLM's
+            ``max_model_len``, llama.cpp's ``n_ctx``); given, it also caps what the server reports.
+        http: an ``httpx.Client``-like object for the server's own endpoints (``/props``, ``/tokenize``,
+            ``/apply-template``); None makes one, unless ``client`` was given (then counts are estimates).
 
     Example:
         >>> backend = OpenAIBackend("llava-hf/llava-interleave-qwen-0.5b-hf", "http://gpu:8000/v1")  # doctest: +SKIP
@@ -90,20 +74,34 @@ class OpenAIBackend(Backend):
     """
 
     def __init__(self, model: str, base_url: str, api_key: str = "", *, timeout: float = 120.0, client: Any = None,
-                 check: bool = True, max_concurrency: int = 16, context_length: int | None = None):
+                 check: bool = True, max_concurrency: int = 16, context_length: int | None = None,
+                 http: Any = None):
         self.model_name = model
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.is_random = is_tiny(model)
         self.max_concurrency = max_concurrency
-        self.context_length = context_length
+        self.context_length = self._operator_window = context_length
         self._openai = _import_openai()
+        if http is None and client is None:
+            import httpx  # the openai client's own HTTP library
+
+            http = httpx.Client()
+        root = self.base_url[:-3] if self.base_url.endswith("/v1") else self.base_url
+        #: the window and token counts the server offers (remote_tokens.py)
+        self.tokens = ServerTokens(root, model, api_key, http=http)
         if client is None:
             # No retries: a failed answer is reported at once and the user can simply send again.
             client = self._openai.OpenAI(base_url=self.base_url, api_key=api_key or "EMPTY", max_retries=0,
                                          timeout=self._openai.Timeout(timeout, connect=min(timeout, 10.0)))
         self.client = client
-        self._images = _DataURLs()
+        #: each picture's data URL, made once (a conversation sends every picture again on every turn)
+        self.data_urls = DataURLs()
+        #: the request body is made here (remote_wire.py); False: by the client (a caller's own client; the benchmark)
+        self.prebuilt_body = isinstance(client, self._openai.OpenAI)
+        # openai 1.x takes a raw body as ``body``; later versions as ``content`` (``body`` bytes deprecated)
+        post = getattr(self.client, "post", None)
+        self._body_arg = "content" if post and "content" in inspect.signature(post).parameters else "body"
         self._stream_usage = True  # ask for token counts in the stream until a server refuses the option
         if check:
             self.check()
@@ -123,20 +121,43 @@ class OpenAIBackend(Backend):
             raise UserError("remote.not_served", url=self.base_url, model=self.model_name,
                             served=", ".join(map(repr, ids)))
         served = next((m for m in models if m.id == self.model_name), None)
-        max_len = getattr(served, "max_model_len", None)
-        if self.context_length is None and isinstance(max_len, int):
-            self.context_length = max_len  # vLLM and this app report the context window
-        log.info("using %s at %s (context %s)", self.model_name, self.base_url, self.context_length or "unknown")
+        self.tokens.discover(served)
+        windows = [w for w in (self._operator_window, self.tokens.window) if w]
+        self.context_length = min(windows) if windows else None
+        log.info("using %s at %s (context %s; tokens counted %s)", self.model_name, self.base_url,
+                 self.context_length or "unknown", f"by {self.tokens.kind}" if self.tokens.kind else "by estimate")
+
+    # ----- counting -------------------------------------------------------------------------
+    counts_tokens = True  # exactly where the server counts (remote_tokens.py), else by a conservative estimate
+
+    @property
+    def estimates_tokens(self) -> bool:  # type: ignore[override]
+        """Counts are estimates until the server counts text and has shown what a picture costs."""
+        return not (self.tokens.exact_text and self.tokens.image_tokens is not None)
+
+    def _count(self, messages: list[dict[str, Any]]) -> tuple[int, int, bool]:
+        """The prompt's tokens, its pictures' part, and whether the count is exact."""
+        text, exact = self.tokens.count_text(messages)
+        n_images = len(image_refs(messages))
+        images = n_images * self.tokens.picture_cost()
+        return text + images, images, exact and (not n_images or self.tokens.image_tokens is not None)
+
+    def count_tokens(self, messages: list[dict[str, Any]]) -> int:
+        return self._count(messages)[0]
 
     # ----- the request ----------------------------------------------------------------------
-    def to_openai(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def to_openai(self, messages: list[dict[str, Any]], mark: str | None = None,
+                  pictures: list[bytes] | None = None) -> list[dict[str, Any]]:
         """Chat-template messages (``Conversation.messages()``) as OpenAI chat messages.
 
         User messages keep their parts in order ("Image N:" label, image, ..., question),
-        each image becoming an ``image_url`` part with a PNG data URL; system and
-        assistant messages are plain strings, which every server accepts.
+        each image becoming an ``image_url`` part with a PNG data URL (with ``mark``: the
+        placeholder ``f"{mark}{i}"`` for the i-th, its data URL appended to ``pictures``); system
+        and assistant messages are plain strings, which every server accepts.
         """
+        keep = frozenset(ref.sha256 for ref in image_refs(messages))
         out: list[dict[str, Any]] = []
+        pictures = [] if pictures is None else pictures
         for m in messages:
             if m["role"] != "user":
                 out.append({"role": m["role"], "content": _text(m["content"])})
@@ -144,23 +165,31 @@ class OpenAIBackend(Backend):
             parts = []
             for p in m["content"]:
                 if p["type"] == "image":
-                    url = self._images.get(p["ref"].sha256, p["ref"].path)
+                    pictures.append(self.data_urls.get(p["ref"].sha256, p["ref"].path, keep))
+                    url = f"{mark}{len(pictures) - 1}" if mark else pictures[-1].decode("ascii")
                     parts.append({"type": "image_url", "image_url": {"url": url}})
                 else:
                     parts.append({"type": "text", "text": p["text"]})
             out.append({"role": "user", "content": parts})
         return out
 
-    def request_kwargs(self, request: ChatRequest) -> dict[str, Any]:
-        """``chat.completions.create`` arguments: the messages and the sampling parameters."""
+    def request_kwargs(self, request: ChatRequest, mark: str | None = None,
+                       pictures: list[bytes] | None = None) -> dict[str, Any]:
+        """``chat.completions.create`` arguments: the messages and the sampling parameters (``mark``: see
+        ``to_openai``)."""
         p = request.params
+        max_tokens = int(p.max_new_tokens)
+        if self.context_length:
+            prompt, _, exact = self._count(request.messages)
+            if exact:  # never ask for more than the window leaves (an estimate could cut answers short)
+                max_tokens = max(1, min(max_tokens, int(self.context_length) - prompt))
         kwargs: dict[str, Any] = {
             "model": self.model_name,
-            "messages": self.to_openai(request.messages),
+            "messages": self.to_openai(request.messages, mark, pictures),
             "stream": True,
             "temperature": float(p.temperature),  # 0 is greedy on OpenAI-compatible servers
             "top_p": float(p.top_p),
-            "max_tokens": int(p.max_new_tokens),
+            "max_tokens": max_tokens,
         }
         if p.seed is not None:  # vLLM, SGLang and TGI seed their sampler with it (OpenAI: best effort)
             kwargs["seed"] = int(p.seed)
@@ -172,31 +201,61 @@ class OpenAIBackend(Backend):
         return kwargs
 
     def prompt_info(self, messages: list[dict[str, Any]]) -> PromptInfo:
-        """What is sent, as readable text; the server renders the real prompt (token count comes with the answer)."""
-        lines = []
-        for m in messages:
-            body = " ".join("<image>" if p["type"] == "image" else p["text"] for p in m["content"])
-            lines.append(f"[{m['role']}] {body}")
+        """The prompt as the server's template renders it where the server can say (llama.cpp), else the
+        messages sent as the app reads them (``source`` says which); its tokens, counted or estimated."""
+        text, source = self.tokens.render(messages), "server"
+        if text is None:
+            lines = []
+            for m in messages:
+                body = " ".join("<image>" if p["type"] == "image" else p["text"] for p in m["content"])
+                lines.append(f"[{m['role']}] {body}")
+            text, source = "\n".join(lines), "app"
         labels = [p["ref"].label for m in messages for p in m["content"] if p["type"] == "image"]
-        return PromptInfo(text="\n".join(lines), n_images=len(labels), n_tokens=0, image_labels=labels)
+        tokens, images, exact = self._count(messages)
+        return PromptInfo(text=text, n_images=len(labels), n_tokens=tokens, image_labels=labels,
+                          n_image_tokens=images, estimated=not exact, source=source)
 
     # ----- streaming ------------------------------------------------------------------------
+    def _create(self, request: ChatRequest):
+        """Start the answer: ``chat.completions.create``, its body made here with the openai client itself
+        (each picture's data URL put in as the JSON bytes it already is; see remote_wire.py)."""
+        if not self.prebuilt_body:
+            return self.client.chat.completions.create(**self.request_kwargs(request))
+        mark, pictures = new_mark(), []
+        kwargs = self.request_kwargs(request, mark, pictures)
+        headers = kwargs.pop("extra_headers", None) or {}
+        body = json_body(kwargs, pictures, mark)
+        chunk = self._openai.types.chat.ChatCompletionChunk
+        return self.client.post("/chat/completions", cast_to=self._openai.types.chat.ChatCompletion,
+                                options={"headers": {"Content-Type": "application/json", **headers}},
+                                stream=True, stream_cls=self._openai.Stream[chunk], **{self._body_arg: body})
+
     def _open(self, request: ChatRequest):
         try:
-            return self.client.chat.completions.create(**self.request_kwargs(request))
+            return self._create(request)
         except self._openai.BadRequestError as exc:
-            if self._stream_usage and "stream_options" in _detail(exc):
+            if self._stream_usage and "stream_options" in detail_of(exc):
                 log.info("%s refuses stream_options; token counts will not be shown", self.base_url)
                 self._stream_usage = False
                 return self._open(request)
+            sizes = too_long(exc)
+            if sizes is not None:
+                raise self._too_long(request, *sizes, detail=detail_of(exc)) from None
             raise self.describe(exc, request) from None
         except self._openai.OpenAIError as exc:
             raise self.describe(exc, request) from None
+
+    def _too_long(self, request: ChatRequest, prompt: int | None, window: int | None, detail: str) -> ContextTooLong:
+        """The server refused the prompt as longer than its window: learn from its count, say so."""
+        if prompt:
+            self.tokens.learn(request.messages, prompt)
+        return ContextTooLong("remote.too_long", prompt_tokens=prompt, window=window, detail=detail)
 
     def stream(self, request: ChatRequest) -> Iterator[Event]:
         if request.cancel.is_set():
             return
         info = self.prompt_info(request.messages)
+        known = None if info.estimated else info.n_tokens  # the prompt's size, when it was counted exactly
         stream = self._open(request)
         yield PromptReady(info)
         finished, abort_lock = threading.Event(), threading.Lock()
@@ -207,7 +266,7 @@ class OpenAIBackend(Backend):
                 if request.cancel.wait(0.05):
                     with abort_lock:
                         if not finished.is_set():
-                            _abort(stream)
+                            abort(stream)
                     return
 
         threading.Thread(target=watch, name="llava-remote-stop", daemon=True).start()
@@ -226,18 +285,32 @@ class OpenAIBackend(Backend):
                 complete = True
         except (self._openai.OpenAIError, ValueError) as exc:
             if not request.cancel.is_set():  # else our own Stop closed the connection
+                if pieces:  # what arrived is kept: so is what is known of how it was made
+                    yield _usage(usage, pieces, "error", known)
                 raise self.describe(exc, request, cut=pieces > 0) from None
         finally:
             with abort_lock:
                 finished.set()
                 if not complete:  # a finished response went back to the connection pool: leave it be
-                    _abort(stream)
+                    abort(stream)
         if request.cancel.is_set():
             finish = "cancelled"
         elif finish is None:
             # The connection ended cleanly but the answer never said it was done (a proxy, a dying server).
-            raise UserError(_cut_message(Message("remote.stream_ended"), pieces > 0))
-        yield _usage(usage, pieces, finish)
+            if pieces:
+                yield _usage(usage, pieces, "error", known)
+            raise UserError(cut_message(Message("remote.stream_ended"), pieces > 0))
+        if usage is not None and usage.prompt_tokens:
+            self.tokens.learn(request.messages, int(usage.prompt_tokens))
+        yield _usage(usage, pieces, finish, known)
+
+    def close(self) -> None:
+        """Close the connections to the server."""
+        self.data_urls.clear()
+        for closable in (self.tokens.http, self.client):
+            close = getattr(closable, "close", None)
+            if callable(close):
+                close()
 
     # ----- errors ---------------------------------------------------------------------------
     def describe(self, exc: Exception, request: ChatRequest | None = None, cut: bool = False,
@@ -248,93 +321,24 @@ class OpenAIBackend(Backend):
         if isinstance(exc, o.APITimeoutError):
             msg = Message("remote.timeout", url=where, seconds=self.timeout)
         elif isinstance(exc, o.APIConnectionError):
-            msg = (Message("remote.connection_lost", url=where, cause=_root_cause(exc)) if cut
-                   else Message("remote.unreachable", url=where, cause=_root_cause(exc)))
+            msg = (Message("remote.connection_lost", url=where, cause=root_cause(exc)) if cut
+                   else Message("remote.unreachable", url=where, cause=root_cause(exc)))
         elif isinstance(exc, o.APIStatusError):
-            msg = self._status_message(exc, request)
+            msg = status_message(exc, len(image_refs(request.messages)) if request is not None else None,
+                                 self.model_name)
         elif isinstance(exc, o.APIError):  # an error event inside the stream
             msg = Message("remote.reported", url=where, detail=str(exc.message))
         else:
             msg = Message("remote.unreadable", url=where, kind=type(exc).__name__)
         if cut:
-            return UserError(_cut_message(msg, True))
+            return UserError(cut_message(msg, True))
         return UserError("remote.failed_at_start" if startup else "remote.failed", reason=msg)
 
-    def _status_message(self, exc: Any, request: ChatRequest | None) -> Message:
-        status, detail = exc.status_code, _detail(exc)
-        if status == 400:
-            limit = _IMAGE_LIMIT.search(detail) or _IMAGE_LIMIT_OLD.search(detail)
-            if limit:
-                n = len(image_refs(request.messages)) if request is not None else None
-                has = Message("remote.image_limit_has", count=n) if n is not None else ""
-                return Message("remote.image_limit", limit=limit.group(1), has=has)
-            return Message("remote.refused", detail=detail)
-        if status in (401, 403):
-            return Message("remote.api_key", status=status)
-        if status == 404:
-            return Message("remote.unknown_model", model=self.model_name, detail=detail)
-        if status == 413:
-            return Message("remote.too_large")
-        if status == 429:
-            return Message("remote.busy")
-        if status >= 500:
-            return Message("remote.server_failed", status=status, detail=detail)
-        return Message("remote.status", status=status, detail=detail)
 
-
-def _usage(usage: Any, pieces: int, finish: str) -> Usage:
-    """The answer's ``Usage``: the server's counts when it sent them, else its text pieces (about one token each)."""
+def _usage(usage: Any, pieces: int, finish: str, known: int | None = None) -> Usage:
+    """The answer's ``Usage``: the server's counts when it sent them, else its text pieces (about one token each)
+    and the prompt's size as counted before it was sent (``known``, when exact)."""
     if usage is None:
-        return Usage(prompt_tokens=None, completion_tokens=pieces, finish_reason=finish)
-    return Usage(prompt_tokens=usage.prompt_tokens or None, completion_tokens=usage.completion_tokens,
+        return Usage(prompt_tokens=known, completion_tokens=pieces, finish_reason=finish)
+    return Usage(prompt_tokens=usage.prompt_tokens or known, completion_tokens=usage.completion_tokens,
                  finish_reason=finish)
-
-
-def _cut_message(reason: Message, kept: bool) -> Message:
-    return Message("remote.cut_kept" if kept else "remote.cut", reason=reason)
-
-
-def _detail(exc: Any) -> str:
-    """The server's own error message, short."""
-    body = getattr(exc, "body", None)
-    message = None
-    if isinstance(body, dict):
-        inner = body.get("error") if isinstance(body.get("error"), dict) else body
-        message = inner.get("message") or inner.get("detail") or body.get("detail")
-    if not message:
-        response = getattr(exc, "response", None)
-        try:
-            message = response.text if response is not None else None
-        except Exception:  # noqa: BLE001 - a streamed body that was never read
-            message = None
-    message = " ".join(str(message or getattr(exc, "message", "") or type(exc).__name__).split())
-    return message if len(message) <= 300 else message[:297] + "..."
-
-
-def _root_cause(exc: BaseException) -> str:
-    """The innermost cause's message ('Connection refused', 'peer closed connection ...')."""
-    while exc.__cause__ is not None:
-        exc = exc.__cause__
-    text = str(exc) or type(exc).__name__
-    return re.sub(r"^\[Errno -?\d+\] ", "", text)
-
-
-def _abort(stream: Any) -> None:
-    """Close a streaming response at once, even while another thread is blocked reading it.
-
-    Closing the socket alone does not wake a blocked ``recv`` (nor tell the server);
-    shutting it down does both, so the server sees the disconnect and stops generating.
-    """
-    response = getattr(stream, "response", None)
-    extensions = getattr(response, "extensions", None) or {}
-    network = extensions.get("network_stream")
-    sock = network.get_extra_info("socket") if network is not None else None
-    if sock is not None:
-        try:
-            sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass  # already closed
-    try:
-        stream.close()
-    except Exception:  # noqa: BLE001 - closing is best-effort
-        pass

@@ -120,4 +120,9 @@ TEXTS: dict[str, tuple[str, str]] = {
     "remote.server_failed": ("The model server failed (HTTP {status}): {detail}",
                              "模型服务器出错（HTTP {status}）：{detail}"),
     "remote.status": ("The model server answered HTTP {status}: {detail}", "模型服务器返回了 HTTP {status}：{detail}"),
+    "remote.too_long": (
+        "The model server finds this conversation longer than its context window ({detail}), even with the older "
+        "turns left out. Remove a picture, lower max new tokens, or start a new chat; your conversation is kept.",
+        "模型服务器认为这个对话超出了它的上下文窗口（{detail}），即使去掉了较早的轮次也是如此。请移除一张图片、调低"
+        "最大新词元数或开始新对话；对话已保留。"),
 }

@@ -93,7 +93,8 @@ def to_markdown(record: ConversationRecord, *, links: bool = False) -> str:
         lines += [f"**You:** {turn.user}", ""]
         if turn.assistant is not None:
             lines += [f"**Assistant:** {turn.assistant}" + (" *(stopped)*" if turn.stopped else "")
-                      + (" *(interrupted)*" if turn.interrupted else ""), ""]
+                      + (" *(interrupted)*" if turn.interrupted else "")
+                      + (f" *(cut: {turn.cut})*" if turn.cut else ""), ""]
     pending = record.pending_images
     if pending:
         lines += ["## Images added after the last question", ""]

@@ -53,18 +53,24 @@ class ImageRecord:
         return image_label(self.number)
 
 
+#: why an answer ended early (``TurnRecord.cut``)
+CUT_REASONS = ("length", "server")
+
+
 @dataclass(frozen=True)
 class TurnRecord:
     """One exchange; ``assistant`` is None only for a last turn whose answer was never written.
 
     ``interrupted``: the answer was still being written when it was saved (a server crash or
-    restart cut it off); files written before the flag existed read as False.
+    restart cut it off); files written before the flag existed read as False. ``cut``: why the answer
+    ended early, "length" (its length limit) or "server" (the model server failed mid-answer); "" for none.
     """
 
     user: str
     assistant: str | None = None
     stopped: bool = False
     interrupted: bool = False
+    cut: str = ""
     id: int = 0  # the turn's id in the conversation's branch tree (0: not recorded, version 1)
     parent: int = 0  # the id of the turn before it on its branch (0: a first turn)
     images: tuple[int, ...] | None = None  # the numbers of the images it brought (None: not recorded)
@@ -174,6 +180,8 @@ def _turn_json(t: TurnRecord) -> dict[str, Any]:
     data: dict[str, Any] = {"user": t.user, "assistant": t.assistant, "stopped": t.stopped}
     if t.interrupted:
         data["interrupted"] = True
+    if t.cut:
+        data["cut"] = t.cut
     if t.id:
         data.update(id=t.id, parent=t.parent)
     if t.images is not None:
@@ -217,7 +225,8 @@ def _turn(entry: Any, i: int, count: int, name: Any, what: Any = None) -> TurnRe
                       stopped=bool(entry.get("stopped", False)),
                       id=_whole(entry.get("id", 0), 0, Message("record.turn_id"), name),
                       parent=_whole(entry.get("parent", 0), 0, Message("record.turn_parent"), name), images=images,
-                      interrupted=assistant is not None and entry.get("interrupted") is True)
+                      interrupted=assistant is not None and entry.get("interrupted") is True,
+                      cut=entry.get("cut") if assistant is not None and entry.get("cut") in CUT_REASONS else "")
 
 
 def _image(entry: Any, name: str) -> ImageRecord:

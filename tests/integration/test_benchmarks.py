@@ -123,3 +123,13 @@ def test_decode_step_with_and_without_the_few_row_path(tiny_cache):
         assert all(report["median_ms"][way][w]["step"] > 0 and report["median_ms"][way][w]["head"] > 0 for w in "14")
         assert report["batching_ceiling"][way] == pytest.approx(4 / report["step_ratio"][way])
     assert "| few-row W·xᵀ: whole step |" in decode_step.table(report)
+
+
+def test_remote_turns_cpu_with_pictures_kept_and_without(tmp_path):
+    from llava_app.benchmarks import remote_turns
+
+    out = tmp_path / "remote_turns.json"
+    result = remote_turns.main(["--pictures", "2", "--size", "320x240", "--turns", "2", "--out", str(out)])
+    assert json.loads(out.read_text()) == result
+    assert set(result["cpu_s_per_turn"]) == {"encoded", "kept", "prebuilt"}
+    assert all(len(v) == 2 and all(s > 0 for s in v) for v in result["cpu_s_per_turn"].values())

@@ -89,6 +89,8 @@ def _messages(conv: Conversation, shown: Shown, partial: str | None = None, wait
             out.append(({"role": "user", "content": turn_tools(i, *versions[i], lang=lang)}, None))
         if turn.assistant is not None:
             answer = chat_markdown(turn.assistant) + ("  \n" + mark("mark.stopped") if turn.stopped else "")
+            if turn.cut:  # the length limit, or a server that died mid-answer (kept in saves)
+                answer += "  \n" + mark("mark.cut_" + turn.cut)
             if turn.interrupted:  # cut off by a server crash, a restart or a reload (``BrowserSaves.saving``)
                 answer += "  \n" + mark("mark.interrupted")
             out.append(({"role": "assistant", "content": answer}, i))
@@ -146,7 +148,11 @@ def prompt_stats(info: PromptInfo | None, no_prompt: str, lang: str = "en") -> s
     if info is None or not info.text:
         return no_prompt
     labels = html.escape(", ".join(info.image_labels)) or text("stats.no_labels", lang)
-    return text("stats.prompt", lang, images=info.n_images, labels=labels, tokens=info.n_tokens)
+    tokens = f"~{info.n_tokens:,}" if info.estimated else info.n_tokens
+    line = text("stats.prompt", lang, images=info.n_images, labels=labels, tokens=tokens)
+    if info.source != "model":  # a remote server: its own rendering, or only what the app sends it
+        line += " · " + text("stats.source_" + info.source, lang)
+    return line
 
 
 def meter_text(conv: Conversation, window: int | None, image_tokens: int | None = None, lang: str = "en") -> str:

@@ -135,7 +135,8 @@ def test_summary_is_plain_json_data():
     data = conv.summary()
     assert json.loads(json.dumps(data)) == data
     assert data["images"][0]["label"] == "Image 1" and data["turns"] == [
-        {"user": "q", "assistant": "a", "stopped": False, "interrupted": False, "in_prompt": True}]
+        {"user": "q", "assistant": "a", "stopped": False, "interrupted": False, "cut": None, "finish_reason": None,
+         "in_prompt": True}]
 
 
 def test_each_conversation_has_its_own_id():

@@ -135,7 +135,7 @@ def test_start_up_check_names_the_problem_in_one_line(fake):
     assert "\n" not in str(err.value)
     fake.models_status = 200
     backend = OpenAIBackend("tiny-random", fake.url)
-    assert backend.context_length == 2048 and backend.is_random
+    assert backend.context_length == fake.window and backend.is_random
 
 
 def _ask(backend, max_new_tokens=20) -> tuple[list, list[str], UserError | None]:
@@ -157,7 +157,7 @@ def _pieces(events) -> list[str]:
 
 @pytest.mark.parametrize("status, message, expected", [
     (400, "At most 6 image(s) may be provided in one prompt.", r"takes at most 6 image\(s\) per prompt"),
-    (400, "This model's maximum context length is 2048 tokens.", r"refused the request \(HTTP 400\): This model's"),
+    (400, "temperature must be at most 2", r"refused the request \(HTTP 400\): temperature must"),
     (401, "Invalid API key", r"refused the API key \(HTTP 401\)"),
     (413, "Request Entity Too Large", r"too large for the model server \(HTTP 413\)"),
     (429, "Too many requests", r"busy \(HTTP 429"),
@@ -262,9 +262,10 @@ def test_the_app_shows_upstream_errors_and_keeps_the_conversation(fake, tmp_path
             client.predict("Once more?", [], api_name="/chat")
         ctx = client.predict(api_name="/context")
         assert ctx["image_count"] == 2
-        # The refused questions were taken back; the cut answer is kept, marked as stopped.
+        # The refused questions were taken back; the cut answer is kept, marked as cut off by the server.
         assert [t["user"] for t in ctx["turns"]] == ["Compare Image 1 and Image 2", "Once more?"]
-        assert ctx["turns"][1]["assistant"] == "red green blue " and ctx["turns"][1]["stopped"] is True
+        assert ctx["turns"][1]["assistant"] == "red green blue " and ctx["turns"][1]["stopped"] is False
+        assert ctx["turns"][1]["cut"] == "server"
         fake.mode = "stream"
         assert client.predict("Still there?", [], api_name="/chat").strip() == "red green blue"
         # The whole conversation went out each time: 2 images, then the text-only follow-ups.
