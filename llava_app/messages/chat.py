@@ -36,9 +36,8 @@ TEXTS: dict[str, tuple[str, str]] = {
                          "{name} 已在这个对话中，标签为 {label}。"),
     "upload.unreadable": ("{name} could not be read.", "无法读取 {name}。"),
     "upload.no_urls": (
-        "This server does not fetch pictures from URLs; upload the file instead (the operator can allow URLs with "
-        "--image-urls).",
-        "这个服务器不从 URL 获取图片；请改为上传文件（运营者可以用 --image-urls 允许 URL）。"),
+        "This server does not fetch pictures from links; download the picture and attach it instead.",
+        "这个服务器不从链接获取图片；请先下载图片再添加。"),
     # edits and branches
     "branch.no_turn_to_edit": ("There is no turn {number} to edit; this branch has {count}.",
                                "没有可编辑的第 {number} 个回合；这个分支只有 {count} 个。"),

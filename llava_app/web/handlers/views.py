@@ -123,10 +123,13 @@ def thumbnails(pictures: list) -> Any:
 
 
 def answer_footer(stats: Any, lang: str = "en") -> str:
-    """The quiet line under an answer: time to first token, tokens per second, tokens, images cached/encoded."""
+    """The quiet line under an answer: time in line, then to first token, tokens per second, tokens, images
+    cached/encoded."""
     if stats is None:
         return ""
     parts = []
+    if stats.queued_s is not None:  # apart from the first token: 14 s in line is not a slow model
+        parts.append(text("footer.queued", lang, seconds=stats.queued_s))
     if stats.ttft_s is not None:
         parts.append(text("footer.first_token", lang, seconds=stats.ttft_s))
     if stats.tokens_per_s:

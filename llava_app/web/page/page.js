@@ -23,14 +23,17 @@
     new MutationObserver(retitle).observe(document.body, {childList: true, subtree: true, characterData: true});
   }
 
-  // Files dropped on the chat, or on a strip that already shows pictures (Gradio's gallery takes
-  // drops only while empty), join the conversation like files dropped on the question box.
+  // One place for a dropped picture: files dropped anywhere on the page (the chat, the strip, the question
+  // box and its border) join the conversation through the question box, which puts them in the strip with the
+  // next label (Gradio's box otherwise keeps a file dropped on its border as a pending attachment, and its
+  // gallery takes drops only while empty).
   const forward = (event) => {
-    const on = (selector) => event.target.closest && event.target.closest(selector);
-    const strip = on('#gallery') && document.querySelector('#gallery .gallery-item');
-    if (!(on('#chatbot') || strip) || !event.dataTransfer || !event.dataTransfer.files.length) return;
+    if (!event.dataTransfer || !Array.from(event.dataTransfer.types || []).includes('Files')) return;
+    const here = event.target.closest && event.target.closest('#main');
+    if (!here) return;
     event.preventDefault();
-    if (event.type !== 'drop') return;
+    event.stopPropagation();
+    if (event.type !== 'drop' || !event.dataTransfer.files.length) return;
     const input = document.querySelector('#question input[type=file]');
     if (!input) return;
     const files = new DataTransfer();
@@ -38,8 +41,45 @@
     input.files = files.files;
     input.dispatchEvent(new Event('change', {bubbles: true}));
   };
-  document.addEventListener('dragover', forward);
-  document.addEventListener('drop', forward);
+  for (const type of ['dragenter', 'dragover', 'drop']) document.addEventListener(type, forward, true);
+
+  // The strip: each remove button named for its picture ("Remove Image 4"), a sign when more pictures than
+  // fit are off to the side; the chat's "Scroll down" button named for what it does.
+  const name = () => {
+    for (const item of document.querySelectorAll('#gallery .gallery-item')) {
+      const caption = item.querySelector('.caption-label');
+      const remove = item.querySelector('.delete-button');
+      if (!caption || !remove) continue;
+      const label = say('remove_image').replace('{label}', caption.textContent.split(' · ')[0].trim());
+      if (remove.getAttribute('aria-label') !== label) {
+        remove.setAttribute('aria-label', label);
+        remove.setAttribute('title', label);
+      }
+    }
+    const wrap = document.querySelector('#gallery .grid-wrap');
+    const gallery = document.getElementById('gallery');
+    if (wrap && gallery) {
+      const more = wrap.scrollWidth - wrap.clientWidth - wrap.scrollLeft > 4;
+      if (gallery.classList.contains('more-right') !== more) gallery.classList.toggle('more-right', more);
+    }
+    const down = document.querySelector('#chatbot .scroll-down-button-container button');
+    if (down && down.getAttribute('aria-label') !== say('latest')) {
+      down.setAttribute('aria-label', say('latest'));
+      down.setAttribute('title', say('latest'));
+    }
+  };
+  new MutationObserver(name).observe(document.body, {childList: true, subtree: true});
+  document.addEventListener('scroll', name, true);
+  window.addEventListener('resize', name);
+
+  // A drawer (earlier chats, settings) closes on a tap outside it.
+  document.addEventListener('click', (event) => {
+    const body = document.body;
+    if (!body.classList.contains('show-chats') && !body.classList.contains('show-side')) return;
+    const inside = event.target.closest && event.target.closest('#chats-side, #side, #chats-toggle, #settings-toggle');
+    if (inside || !document.body.contains(event.target)) return;
+    body.classList.remove('show-chats', 'show-side');
+  }, true);
 
   // A click on a thumbnail (in the strip or in the chat) opens it large, with its label.
   const close = () => { const box = document.getElementById('lightbox'); if (box) box.remove(); };
@@ -79,7 +119,7 @@
     } else if (action.startsWith('delete-')) {
       if (!window.confirm(say('delete_confirm'))) return;
     } else if (action.startsWith('open-')) {
-      document.body.classList.remove('show-side');  // on a phone: back to the chat
+      document.body.classList.remove('show-side', 'show-chats');  // on a phone: back to the chat
     }
     const go = document.querySelector('#turn-action-go');
     if (!go) return;

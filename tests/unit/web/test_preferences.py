@@ -192,7 +192,7 @@ def test_the_chats_own_marks_follow_the_browsers_language_and_the_words_written_
     assert english[2].endswith("*(stopped)*")
     assert "✎ 编辑" in chinese[1] and "✎ Edit" in english[1]
     assert chinese[3] == ('<span class="answer-footer">首个词元 0.31 秒 · 42 词元/秒 · 12 个词元 · '
-                          "1 张图片来自缓存 · 0 张新编码</span>")
+                          "图片：1 张来自缓存，0 张新编码</span>")
     conv.ask("And then?")
     waiting = [handlers.context.views(conv, waiting=2, lang=lang)[0][-1]["content"] for lang in ("en", "zh-CN")]
     assert waiting[0].startswith("*2nd in line") and waiting[1] == "*排队第 2 位：模型一空闲就开始写你的回答…*"
