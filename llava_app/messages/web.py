@@ -120,6 +120,7 @@ TEXTS: dict[str, tuple[str, str]] = {
     "script.toast_success": ("Success", "成功"),
     "script.remove_image": ("Remove {label}", "移除 {label}"),
     "script.latest": ("Jump to the latest message", "跳到最新消息"),
+    "script.latest_short": ("Latest", "最新"),
     "script.rename_prompt": ("A new title for this conversation (empty: its first question):",
                              "这个对话的新标题（留空：用它的第一个问题）："),
     "script.delete_confirm": ("Delete this conversation and its pictures from this browser's list?",

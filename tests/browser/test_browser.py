@@ -527,13 +527,14 @@ def test_9_a_file_that_is_not_an_image_gets_a_clear_message_and_the_chat_survive
     assert "What is in Image 1?" in prompt and "Still there?" in prompt
 
 
-def test_the_gallery_and_chat_clear_buttons_clear_what_the_model_sees_too(new_tab, pictures):
+def test_the_strips_clear_all_and_the_chats_clear_button_clear_what_the_model_sees_too(new_tab, pictures):
     tab = new_tab()
     _upload_two(tab, pictures)
     tab.ask("What is in these?")
-    tab.page.locator("#gallery").get_by_role("button", name="Clear").click()  # the x atop the gallery
+    tab.page.click("#clear-strip")  # the strip's Clear all asks first
+    tab.page.click("#clear-yes")
     tab.expect(tab.captions).to_have_count(0)
-    tab.expect(tab.notice).to_have_text("Removed Image 1, Image 2.")
+    tab.expect(tab.notice).to_have_text("Removed Image 1, Image 2. Undo puts them back.")
     tab.ask("And now?")
     stats, prompt = tab.model_sees()
     assert stats.startswith("0 image(s) in the prompt") and "<image>" not in prompt

@@ -117,9 +117,13 @@ def test_the_interface_follows_a_chinese_browser(browser, app):
         assert page.locator("#question textarea").get_attribute("placeholder").startswith("问一个关于图片的问题")
         assert "随机权重的测试模型" in page.locator("#random-banner").inner_text()
         assert page.locator("#limits").inner_text().strip().startswith("0 / 6 张图片")  # the strip's count line
-        # The example's question comes in the browser's language too.
+        assert page.locator("#chats-toggle").inner_text().strip() == "☰ 对话"
+        assert page.locator("#clear-strip").inner_text().strip() == "全部移除…"
+        # The example's question comes in the browser's language too; the picture's remove button is named in it.
         page.click("#example-describe")
         _wait(lambda: _question(page) == "详细描述Image 1。", what="the Chinese example question")
+        _wait(lambda: page.get_by_role("button", name="移除 Image 1", exact=True).count() == 1,
+              what="the remove button named in Chinese")
     finally:
         page.context.close()
     english = _page(browser, url, locale="en-US")

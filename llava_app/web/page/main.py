@@ -77,21 +77,24 @@ def _layout(app: App, handlers: Handlers) -> Page:
             chatbot = gr.Chatbot(show_label=False, elem_id="chatbot", height="auto", sanitize_html=True,
                                  render_markdown=True, buttons=["copy"], layout="bubble", autoscroll=True,
                                  placeholder=str(T("chat_placeholder")))
-            examples = _example_buttons()  # only while the chat is empty (style.css)
-            strip = _image_strip(handlers)
-            edit = branches.edit_bar()
-            with gr.Row(elem_id="composer", equal_height=True):
-                # Any file is taken in (the handler says clearly what it cannot read), and pasted
-                # screenshots arrive here too; they all join the strip above with the next label.
-                question = gr.MultimodalTextbox(placeholder=T("question"), show_label=False, elem_id="question",
-                                                file_count="multiple", sources=["upload"], submit_btn=False,
-                                                lines=1, max_lines=6, autofocus=False, scale=1)
-                camera_open = gr.Button(T("camera"), elem_id="camera-open", scale=0, min_width=44)
-                send = gr.Button(T("send"), variant="primary", elem_id="send", scale=0, min_width=64)
-                stop = gr.Button(T("stop"), variant="stop", elem_id="stop", interactive=False, scale=0, min_width=64)
-            with gr.Row(elem_id="actions"):  # a quiet row under the box, as chat apps have
-                regenerate = gr.Button(T("regenerate"), elem_id="regenerate", size="sm", scale=0, min_width=90)
-                undo = gr.Button(T("undo"), elem_id="undo", size="sm", scale=0, min_width=70)
+            # Under the chat, held at the window's foot from the first paint: nothing jumps when the chat mounts.
+            with gr.Column(elem_id="dock"):
+                examples = _example_buttons()  # only while the chat is empty (style.css)
+                strip = _image_strip(handlers)
+                edit = branches.edit_bar()
+                with gr.Row(elem_id="composer", equal_height=True):
+                    # Any file is taken in (the handler says clearly what it cannot read), and pasted
+                    # screenshots arrive here too; they all join the strip above with the next label.
+                    question = gr.MultimodalTextbox(placeholder=T("question"), show_label=False, elem_id="question",
+                                                    file_count="multiple", sources=["upload"], submit_btn=False,
+                                                    lines=1, max_lines=6, autofocus=False, scale=1)
+                    camera_open = gr.Button(T("camera"), elem_id="camera-open", scale=0, min_width=80)
+                    send = gr.Button(T("send"), variant="primary", elem_id="send", scale=0, min_width=64)
+                    stop = gr.Button(T("stop"), variant="stop", elem_id="stop", interactive=False, scale=0,
+                                     min_width=64)
+                with gr.Row(elem_id="actions"):  # a quiet row under the box, as chat apps have
+                    regenerate = gr.Button(T("regenerate"), elem_id="regenerate", size="sm", scale=0, min_width=90)
+                    undo = gr.Button(T("undo"), elem_id="undo", size="sm", scale=0, min_width=70)
         with gr.Column(elem_id="side", scale=1, min_width=280):
             meter = gr.Markdown(handlers.context.meter(Conversation()), elem_id="context-meter")
             panels = _panels(config)

@@ -23,6 +23,20 @@
     new MutationObserver(retitle).observe(document.body, {childList: true, subtree: true, characterData: true});
   }
 
+  // No jump on load: Gradio mounts the page's parts one by one (the chat last) and the font comes late, so the
+  // page is shown once its parts and its font are in place (style.css hides it until then; 4 s at most).
+  const shown = () => document.body.classList.add('llava-ready');
+  const mounted = () => document.querySelector('#chatbot .bubble-wrap, #chatbot .placeholder-content')
+    && document.querySelector('#question textarea') && document.querySelector('#send');
+  const reveal = () => (document.fonts ? document.fonts.ready : Promise.resolve())
+    .then(() => requestAnimationFrame(() => requestAnimationFrame(shown)));
+  if (mounted()) reveal();
+  else {
+    const watch = new MutationObserver(() => { if (mounted()) { watch.disconnect(); reveal(); } });
+    watch.observe(document.body, {childList: true, subtree: true});
+  }
+  setTimeout(shown, 4000);
+
   // One place for a dropped picture: files dropped anywhere on the page (the chat, the strip, the question
   // box and its border) join the conversation through the question box, which puts them in the strip with the
   // next label (Gradio's box otherwise keeps a file dropped on its border as a pending attachment, and its
@@ -62,11 +76,27 @@
       const more = wrap.scrollWidth - wrap.clientWidth - wrap.scrollLeft > 4;
       if (gallery.classList.contains('more-right') !== more) gallery.classList.toggle('more-right', more);
     }
-    const down = document.querySelector('#chatbot .scroll-down-button-container button');
-    if (down && down.getAttribute('aria-label') !== say('latest')) {
-      down.setAttribute('aria-label', say('latest'));
-      down.setAttribute('title', say('latest'));
+    jumpShown();
+  };
+
+  // "Jump to the latest": over the chat's foot whenever the person has scrolled up from the newest message.
+  const jumpShown = () => {
+    const chat = document.getElementById('chatbot');
+    const wrap = chat && chat.querySelector('.bubble-wrap');
+    if (!wrap) return;
+    let jump = document.getElementById('jump-latest');
+    if (!jump) {
+      jump = document.createElement('button');
+      jump.id = 'jump-latest';
+      jump.type = 'button';
+      jump.textContent = '↓ ' + say('latest_short');
+      jump.setAttribute('aria-label', say('latest'));
+      jump.setAttribute('title', say('latest'));
+      jump.addEventListener('click', () => { wrap.scrollTo({top: wrap.scrollHeight}); jump.hidden = true; });
+      chat.appendChild(jump);
     }
+    const away = wrap.scrollHeight - wrap.clientHeight - wrap.scrollTop > 120;
+    if (jump.hidden === away) jump.hidden = !away;
   };
   new MutationObserver(name).observe(document.body, {childList: true, subtree: true});
   document.addEventListener('scroll', name, true);
@@ -79,6 +109,8 @@
     const inside = event.target.closest && event.target.closest('#chats-side, #side, #chats-toggle, #settings-toggle');
     if (inside || !document.body.contains(event.target)) return;
     body.classList.remove('show-chats', 'show-side');
+    event.preventDefault();  // the tap closes the drawer and does nothing else
+    event.stopPropagation();
   }, true);
 
   // A click on a thumbnail (in the strip or in the chat) opens it large, with its label.
