@@ -144,13 +144,16 @@ class BrowserSaves:
         return bound[0] if bound else None
 
     def save(self, conv: Conversation, bound: tuple[str, str] | None = None) -> None:
-        """Save ``conv`` to its row of its browser's list (no-op when it has none, or while it is empty);
+        """Save ``conv`` to its row of its browser's list (no-op when it has none; an empty one leaves the list);
         ``bound`` is ``(browser key, row)`` looked up earlier."""
         with self._lock:
             owner, row = bound or self._rows.get(conv.id, (None, None))
-        if self.saved is None or row is None or not (conv.turns or conv.images or conv.hidden):
+        if self.saved is None or row is None:
             return
         try:
+            if not (conv.turns or conv.images or conv.hidden):  # emptied (Undo took its one question back):
+                self.saved.delete(row, owner)  # no entry of nothing is left in the list
+                return
             self.saved.save(row, conv.to_record(with_prompt=True), owner=owner)
         except (OSError, sqlite3.Error):
             log.exception("saving a conversation failed; the live conversation is unaffected")

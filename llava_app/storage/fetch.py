@@ -258,7 +258,7 @@ def _fetch_hop(url: httpx.URL, policy: FetchPolicy, deadline: float) -> tuple[Fe
 
 def _read_limited(response: httpx.Response, url: httpx.URL, policy: FetchPolicy, deadline: float) -> bytes:
     """The body, refused as soon as it passes the size limit or the deadline."""
-    too_big = FetchError("fetch.too_big", url=_short(url), limit=policy.max_bytes / 1e6)
+    too_big = FetchError("fetch.too_big", url=_short(url), limit=policy.max_bytes / 2**20)  # MB as uploads count
     declared = response.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > policy.max_bytes:
         raise too_big

@@ -297,9 +297,10 @@ class ChatHandlers:
         return text, conv, *self.views(conv, lang=lang)
 
     def on_new_chat(self, conv: Conversation, request: gr.Request):
-        """A fresh conversation in place of this one (the browser's saved entry follows)."""
+        """A fresh conversation in place of this one, with an empty question box (the browser's saved entry
+        follows)."""
         fresh = self.app.replace(conv, Conversation(), request.session_hash)
-        return fresh, [], "", *self.views(fresh, lang=language(request))
+        return fresh, [], "", "", *self.views(fresh, lang=language(request))  # the box empty too
 
     # ----- examples, the model, export/import, feedback ---------------------------------------
     def on_example(self, example: Example, conv: Conversation, request: gr.Request | None):
@@ -347,9 +348,9 @@ class ChatHandlers:
         path = file if isinstance(file, str) else getattr(file, "name", None) or getattr(file, "path", "")
         try:
             fresh, imported_prompt = self.app.import_file(path, conv, request.session_hash)
-        except UserError as exc:
+        except UserError as exc:  # the notice says so too (a stale "Imported." would say the opposite)
             self.warn(page_message(exc, lang), lang)
-            return conv, gr.update(), gr.update(), gr.update(), *self.views(conv, lang=lang)
+            return conv, gr.update(), page_message(exc, lang), gr.update(), *self.views(conv, lang=lang)
         prompt = imported_prompt if imported_prompt is not None else system_prompt
         return fresh, views.gallery_value(fresh), str(T("imported")), prompt, *self.views(fresh, lang=lang)
 

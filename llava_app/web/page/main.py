@@ -284,7 +284,7 @@ def _wire_asking(page: Page, handlers: Handlers) -> None:
                                                                                  *page.views], **SUBMIT)
     branches.close_edit(event, page)  # the box now holds the question taken back, not the one edited
     branches.refresh_list(event, page, handlers)
-    fresh = [page.state, page.gallery, page.notice, *page.views]
+    fresh = [page.state, page.gallery, page.notice, page.question, *page.views]
     # New chat, and the chatbot's own Clear (bin) button, which empties the chat view: the conversation goes
     # too, or the model would still answer from turns the page no longer shows. The old one stays in the list.
     for trigger in (page.new_chat.click, page.chatbot.clear):

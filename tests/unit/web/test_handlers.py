@@ -124,6 +124,17 @@ def test_export_with_nothing_to_export_says_so(setup):
     assert "nothing to export yet" in str(caught[-1].message)
 
 
+def test_a_failed_import_says_so_in_the_notice_too(setup, tmp_path):
+    """The notice under the strip is replaced (a stale "Imported." from an earlier import would say the opposite)."""
+    _, handlers, _ = setup
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    conv = Conversation()
+    with pytest.warns(UserWarning) as caught:
+        kept, _, notice, *_ = handlers.chat.on_import(str(broken), conv, "", tab())
+    assert kept is conv and notice == str(caught[-1].message) and "broken.json" in notice
+
+
 def test_the_api_reports_context_and_streams_through_the_same_service(setup, image_files):
     _, handlers, backend = setup
     conv = Conversation()
