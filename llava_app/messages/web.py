@@ -119,6 +119,8 @@ TEXTS: dict[str, tuple[str, str]] = {
     "script.toast_info": ("Info", "提示"),
     "script.toast_success": ("Success", "成功"),
     "script.remove_image": ("Remove {label}", "移除 {label}"),
+    "script.ok": ("OK", "确定"),
+    "script.cancel": ("Cancel", "取消"),
     "script.latest": ("Jump to the latest message", "跳到最新消息"),
     "script.latest_short": ("Latest", "最新"),
     "script.rename_prompt": ("A new title for this conversation (empty: its first question):",

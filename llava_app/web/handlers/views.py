@@ -149,7 +149,8 @@ def prompt_stats(info: PromptInfo | None, no_prompt: str, lang: str = "en") -> s
 
 
 def meter_text(conv: Conversation, window: int | None, image_tokens: int | None = None, lang: str = "en") -> str:
-    """The context meter: prompt tokens / window, images and their tokens, hidden turns.
+    """The context meter: prompt tokens (with the answer just written) / window, images and their tokens, hidden
+    turns.
 
     ``image_tokens`` is what the conversation's images cost, when the engine knows it.
     """
@@ -157,9 +158,11 @@ def meter_text(conv: Conversation, window: int | None, image_tokens: int | None 
     info = conv.last_prompt
     parts = []
     if info is not None and info.n_tokens:
-        parts.append(text("meter.used_of_window", lang, used=info.n_tokens, window=window,
-                          percent=100 * info.n_tokens / window) if window else
-                     text("meter.used", lang, used=info.n_tokens))
+        # the prompt of the newest turn, and the answer just written to it (the next question carries both)
+        newest = conv.turns[-1] if conv.turns else None
+        used = info.n_tokens + (newest.stats.completion_tokens if newest is not None and newest.stats else 0)
+        parts.append(text("meter.used_of_window", lang, used=used, window=window, percent=100 * used / window)
+                     if window else text("meter.used", lang, used=used))
     elif window:
         parts.append(text("meter.window", lang, window=window))
     n = len(conv.images)

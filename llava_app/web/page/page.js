@@ -144,22 +144,73 @@
     event.preventDefault();
     event.stopPropagation();
     let action = link.getAttribute('href').slice('#llava-'.length);
+    const run = () => {
+      const go = document.querySelector('#turn-action-go');
+      if (!go) return;
+      window.llavaAction = action;
+      go.click();
+      if (action.startsWith('edit-')) {
+        const box = document.querySelector('#question textarea');
+        if (box) setTimeout(() => box.focus(), 300);
+      }
+    };
     if (action.startsWith('rename-')) {
-      const title = window.prompt(say('rename_prompt'), link.dataset.title || '');
-      if (title === null) return;
-      action += ':' + title;
+      ask(say('rename_prompt'), link.dataset.title || '', (title) => { action += ':' + title; run(); });
     } else if (action.startsWith('delete-')) {
-      if (!window.confirm(say('delete_confirm'))) return;
-    } else if (action.startsWith('open-')) {
-      document.body.classList.remove('show-side', 'show-chats');  // on a phone: back to the chat
-    }
-    const go = document.querySelector('#turn-action-go');
-    if (!go) return;
-    window.llavaAction = action;
-    go.click();
-    if (action.startsWith('edit-')) {
-      const box = document.querySelector('#question textarea');
-      if (box) setTimeout(() => box.focus(), 300);
+      ask(say('delete_confirm'), null, run);
+    } else {
+      if (action.startsWith('open-')) document.body.classList.remove('show-side', 'show-chats');  // phone: the chat
+      run();
     }
   }, true);
+
+  // The page's own dialog (not the browser's prompt/confirm): a question, a text box when ``value`` is a
+  // string, OK and Cancel; ``done`` gets the text (or nothing) on OK. Enter is OK, Escape and a click outside
+  // are Cancel.
+  const ask = (question, value, done) => {
+    const old = document.getElementById('llava-dialog');
+    if (old) old.remove();
+    const shade = document.createElement('div');
+    shade.id = 'llava-dialog';
+    const box = document.createElement('div');
+    box.className = 'dialog-box';
+    box.setAttribute('role', 'dialog');
+    box.setAttribute('aria-modal', 'true');
+    box.setAttribute('aria-label', question);
+    const text = document.createElement('p');
+    text.textContent = question;
+    box.appendChild(text);
+    let input = null;
+    if (typeof value === 'string') {
+      input = document.createElement('input');
+      input.type = 'text';
+      input.value = value;
+      input.setAttribute('aria-label', question);
+      box.appendChild(input);
+    }
+    const row = document.createElement('div');
+    row.className = 'dialog-buttons';
+    const cancel = document.createElement('button');
+    cancel.type = 'button';
+    cancel.className = 'dialog-cancel';
+    cancel.textContent = say('cancel');
+    const ok = document.createElement('button');
+    ok.type = 'button';
+    ok.className = 'dialog-ok';
+    ok.textContent = say('ok');
+    row.append(cancel, ok);
+    box.appendChild(row);
+    shade.appendChild(box);
+    document.body.appendChild(shade);
+    const close = () => shade.remove();
+    cancel.addEventListener('click', close);
+    ok.addEventListener('click', () => { close(); done(input ? input.value : undefined); });
+    shade.addEventListener('click', (event) => { if (event.target === shade) close(); });
+    shade.addEventListener('keydown', (event) => {
+      if (event.key === 'Escape') close();
+      if (event.key === 'Enter') ok.click();
+    });
+    (input || ok).focus();
+    if (input) input.select();
+  };
 }

@@ -159,6 +159,11 @@ def test_the_meter_and_the_prompt_statistics_in_chinese():
     assert meter_text(Conversation(), 4096, lang="zh-CN") == "上下文窗口：4,096 词元 · 0 张图片"
     assert prompt_stats(conv.last_prompt, "", "zh-CN") == \
         "提示词中有 **2** 张图片（Image 1, Image 2）· **1234** 个提示词元"
+    from llava_app.chat.parts import AnswerStats
+
+    conv.ask("Hi?")  # the answer just written counts too: the next question carries it
+    conv.answer("Hello.", stats=AnswerStats(ttft_s=0.1, tokens_per_s=10.0, prompt_tokens=1234, completion_tokens=66))
+    assert meter_text(conv, 4096).startswith("Context: **1,300** / 4,096 tokens (32%)")
 
 
 def test_handlers_write_the_meter_notices_and_warnings_in_the_browsers_language(app, image_files, monkeypatch):
