@@ -51,7 +51,9 @@ TEXTS: dict[str, tuple[str, str]] = {
     "footer.images": ("images: {cached} from the cache, {encoded} encoded",
                       "图片：{cached} 张来自缓存，{encoded} 张新编码"),
     # the prompt statistics and the context meter
-    "stats.prompt": ("**{images}** image(s) in the prompt ({labels}) · **{tokens}** prompt tokens",
+    "stats.prompt_one": ("**1** image in the prompt ({labels}) · **{tokens}** prompt tokens",
+                         "提示词中有 **1** 张图片（{labels}）· **{tokens}** 个提示词元"),
+    "stats.prompt": ("**{images}** images in the prompt ({labels}) · **{tokens}** prompt tokens",
                      "提示词中有 **{images}** 张图片（{labels}）· **{tokens}** 个提示词元"),
     "stats.no_labels": ("none", "无"),
     "meter.used_of_window": ("Context: **{used:,}** / {window:,} tokens ({percent:.0f}%)",

@@ -168,13 +168,13 @@ def test_editing_turn_1_of_3_answers_again_and_keeps_the_old_branch_whole(person
     me.settled(1)
     assert me.questions() == ["Only Image 1 now: what is it?"]
     assert me.tools() == ["✎ Edit ‹ 2/2 ›"]
-    assert "1 image(s) in the prompt (Image 1)" in me.model_sees()  # the branch sends only its own pictures
+    assert "1 image in the prompt (Image 1)" in me.model_sees()  # the branch sends only its own pictures
 
     me.page.locator("#chatbot a.turn-prev").click()  # back to the first version: all three turns, as they were
     me.settled(3)
     assert me.questions() == before_q and me.answers() == before_a
     assert me.tools() == ["✎ Edit ‹ 1/2 ›", "✎ Edit", "✎ Edit"]
-    assert "2 image(s) in the prompt (Image 1, Image 2)" in me.model_sees()
+    assert "2 images in the prompt (Image 1, Image 2)" in me.model_sees()
 
     me.page.locator("#chatbot a.turn-next").click()  # and forward again
     me.settled(1)

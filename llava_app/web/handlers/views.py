@@ -145,7 +145,8 @@ def prompt_stats(info: PromptInfo | None, no_prompt: str, lang: str = "en") -> s
     if info is None or not info.text:
         return no_prompt
     labels = html.escape(", ".join(info.image_labels)) or text("stats.no_labels", lang)
-    return text("stats.prompt", lang, images=info.n_images, labels=labels, tokens=info.n_tokens)
+    key = "stats.prompt_one" if info.n_images == 1 else "stats.prompt"  # "1 image", "0 images", "2 images"
+    return text(key, lang, images=info.n_images, labels=labels, tokens=info.n_tokens)
 
 
 def meter_text(conv: Conversation, window: int | None, image_tokens: int | None = None, lang: str = "en") -> str:
