@@ -73,6 +73,8 @@ TEXTS: dict[str, tuple[str, str]] = {
     # saved conversations, export and import, share links
     "saved.not_listed_maybe_deleted": ("That conversation is not in this browser's list (it may have been deleted).",
                                        "这个对话不在此浏览器的列表中（可能已被删除）。"),
+    "saved.open_elsewhere": ("That conversation is open in another tab of this browser; continue it there.",
+                             "这个对话已在此浏览器的另一个标签页中打开，请在那里继续。"),
     "saved.not_listed": ("That conversation is not in this browser's list.", "这个对话不在此浏览器的列表中。"),
     "app.stop_before_open": ("Press Stop, or wait for the answer, before opening another conversation.",
                              "请先按“停止”或等待回答，再打开另一个对话。"),

@@ -372,6 +372,7 @@ class ChatHandlers:
         lang, notice, pending = language(request), gr.update(), None
         if self.saved.held_elsewhere(token, request.username, tab):
             notice = localize(ELSEWHERE, lang)
+            self.saved.bind_reader(conv, token, request.username, tab)  # not saved; the earlier chats at hand
         else:
             token, restored, pending = self.saved.open(token, request.username, tab)
             if restored is not None:

@@ -13,6 +13,7 @@ from llava_app.application import create_app
 from llava_app.chat.conversation import Conversation, PromptInfo
 from llava_app.chat.saved import BrowserSaves
 from llava_app.config import Config
+from llava_app.errors import UserError
 from llava_app.messages import Message
 from llava_app.storage.images import ImageStore
 from llava_app.storage.saved import SavedConversations, new_browser_token
@@ -98,6 +99,12 @@ def test_the_load_handler_starts_the_second_tab_afresh_with_a_notice(app):
     out = handlers.chat.on_load_saved(token, Conversation(), request(session="b"), "tab-b")
     assert out[1] is not first and not out[1].turns and out[-1] == str(ELSEWHERE)
     assert app.saved.key_of(out[1]) is None  # never saved over tab A's conversation
+    # ...but the browser's earlier chats are at hand in tab B; the one live in tab A is continued there
+    second = out[1]
+    listed = app.saved.listing(second)
+    assert [e["title"] for e in listed] == ["Hello?"]
+    with pytest.raises(UserError, match="open in another tab"):
+        app.reopen(second, listed[0]["id"])
     out = handlers.chat.on_load_saved(token, Conversation(), request("zh-CN,zh;q=0.9", session="c"), "tab-c")
     assert out[-1] == localize(ELSEWHERE, "zh-CN") and "另一个标签页" in out[-1]
     again = handlers.chat.on_load_saved(token, Conversation(), request(session="a2"), "tab-a")  # tab A reloads
