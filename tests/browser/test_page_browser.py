@@ -302,8 +302,8 @@ def test_the_camera_adds_the_next_picture_clear_all_asks_and_undoes_and_a_reload
     page.locator("#undo-clear").wait_for(state="visible")
     assert page.locator("#limits").inner_text().strip().startswith("0 of 6 images")
     page.locator("#model-sees > button.label-wrap").click()  # "What the model sees" follows at once
-    page.wait_for_function("() => document.querySelector('#prompt-stats').innerText.startsWith('0 image')",
-                           timeout=WAIT_MS)
+    page.wait_for_function("() => { const s = document.querySelector('#prompt-stats'); "
+                           "return s && s.innerText.startsWith('0 images in the prompt'); }", timeout=WAIT_MS)
     page.click("#undo-clear")
     wait_captions(page, ["Image 1", "Image 2", "Image 3"])
     assert page.locator("#notice").inner_text().strip().endswith("Put back Image 1, Image 2, Image 3.")
