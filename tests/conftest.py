@@ -214,7 +214,9 @@ def app_config(tmp_path, tiny_cache):
 
 # ----- a real browser ---------------------------------------------------------------------------
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+                 "--disable-component-update", "--disable-sync", "--no-first-run",
+                 # a camera for the page's camera tests: Chromium's own test pattern, allowed without asking
+                 "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
 
 
 def find_chromium() -> str | None:

@@ -18,10 +18,11 @@ Functions here take the conversation's lock themselves where they change it. The
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import threading
 from typing import Any, Protocol
 
-from llava_app.chat.parts import ImageRef, Turn
+from llava_app.chat.parts import AnswerStats, ImageRef, Turn
 from llava_app.errors import UserError
 from llava_app.storage.records import MAX_ALL_TURNS, TurnRecord, image_label
 
@@ -211,9 +212,22 @@ def describe(conv: Branched) -> list[dict[str, Any]]:
 # ----- the record (storage/records.py, version 2) -----------------------------------------------
 def turn_record(turn: Turn):
     """A turn as the record keeps it: with its id, parent and images."""
+    stats = None if turn.stats is None else {k: v for k, v in dataclasses.asdict(turn.stats).items() if v is not None}
     return TurnRecord(user=turn.user, assistant=turn.assistant, stopped=turn.stopped, interrupted=turn.interrupted,
                       cut=turn.cut, id=turn.id, parent=turn.parent,
-                      images=None if turn.images is None else tuple(turn.images))
+                      images=None if turn.images is None else tuple(turn.images), stats=stats)
+
+
+def turn_stats(stats: dict | None) -> AnswerStats | None:
+    """A record's answer stats (``TurnRecord.stats``, checked when read) as the footer's ``AnswerStats``."""
+    if not stats:
+        return None
+    known = {f.name for f in dataclasses.fields(AnswerStats)}
+    values = {name: value for name, value in stats.items() if name in known}
+    values.setdefault("ttft_s", None)
+    values.setdefault("tokens_per_s", None)
+    values.setdefault("prompt_tokens", None)
+    return AnswerStats(**values)
 
 
 def restore_tree(conv: Branched, record, max_images: int | None) -> None:
@@ -233,13 +247,15 @@ def restore_tree(conv: Branched, record, max_images: int | None) -> None:
             turn.id, turn.parent = rec.id, rec.parent
         if rec.images is not None:
             turn.images = [n for n in rec.images if n in have]
+        if turn.stats is None and turn.assistant is not None:
+            turn.stats = turn_stats(rec.stats)
     shown = {t.id for t in conv.turns}
     for rec in record.branches:
         if not rec.id or rec.id in shown:
             continue
         conv.hidden.append(Turn(user=rec.user, assistant=rec.assistant if rec.assistant is not None else "",
                                 stopped=rec.stopped, interrupted=rec.interrupted, cut=rec.cut, id=rec.id,
-                                parent=rec.parent,
+                                parent=rec.parent, stats=turn_stats(rec.stats),
                                 images=[n for n in rec.images or () if n in have]))
     for turn in conv.turns:
         conv.chosen[turn.parent] = turn.id

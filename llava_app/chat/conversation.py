@@ -388,8 +388,10 @@ def image_parts(images: list[ImageRef]) -> list[dict[str, Any]]:
                     break
                 run.append(nxt)
             times = ", ".join(f"{f.label} at {f.frame_time}" if f.frame_time else f.label for f in run)
-            parts.append({"type": "text", "text": f"The next {len(run)} image(s) are frames of one video, "
-                                                  f"{im.video}, in time order ({times})."})
+            lead = f"The next {len(run)} images are" if len(run) > 1 else "The next image is"
+            # its own line: the first frame's label follows it ("... at 0:08).\nImage 1:", not ").Image 1:")
+            parts.append({"type": "text",
+                          "text": f"{lead} frames of one video, {im.video}, in time order ({times}).\n"})
         parts.append({"type": "text", "text": f"{im.label}:"})
         parts.append({"type": "image", "ref": im})
     return parts

@@ -36,7 +36,7 @@ class ImageRef:
 class AnswerStats:
     """How an answer was made: the engine's ``Usage`` and the timing the service measured."""
 
-    ttft_s: float | None  # request sent to first text, seconds
+    ttft_s: float | None  # the model's turn came (out of the line) to first text, seconds
     tokens_per_s: float | None  # decode rate after the first text
     prompt_tokens: int | None
     completion_tokens: int
@@ -44,6 +44,7 @@ class AnswerStats:
     images_encoded: int | None = None
     images_cached: int | None = None
     finish_reason: str = "stop"  # "stop", "length" or "cancelled"
+    queued_s: float | None = None  # seconds waiting in line before the model took the question
 
 
 @dataclass

@@ -36,6 +36,8 @@ class BrowserSaves:
         self.partial_interval_s = partial_interval_s  # how often an answer being written is saved
         self._rows: dict[str, tuple[str, str]] = {}  # live conversation id -> (its browser's key, its row)
         self._tab: dict[str, str] = {}  # live conversation id -> the browser tab that holds it (when known)
+        #: a second tab's conversation (not saved: ``held_elsewhere``) -> its browser's key, to list and open
+        self._readers: dict[str, str] = {}
         self._lock = threading.Lock()
 
     @property
@@ -110,6 +112,15 @@ class BrowserSaves:
                 if tab:
                     self._tab[conv.id] = tab
 
+    def bind_reader(self, conv: Conversation, token: str, username: str | None = None, tab: str | None = None
+                    ) -> None:
+        """A second tab's ``conv`` is not saved, but its page lists the browser's earlier chats and opens them."""
+        if self.saved is not None and is_browser_token(token):
+            with self._lock:
+                self._readers[conv.id] = entry_key(token, username)
+                if tab:
+                    self._tab[conv.id] = tab
+
     def bind_client(self, conv: Conversation, client: str, username: str | None = None) -> None:
         """An API client has no browser key: unless bound already, ``conv`` is listed under one of its session's."""
         if self.saved is not None and client:
@@ -120,6 +131,9 @@ class BrowserSaves:
         """A new chat (or an import) follows ``old`` in its browser's list; ``old`` stays in it."""
         with self._lock:
             bound, tab = self._rows.get(old.id), self._tab.pop(old.id, None)
+            reader = self._readers.pop(old.id, None)
+            if reader is not None:
+                self._readers[new.id] = reader
             if bound is not None:
                 self._rows[new.id] = (bound[0], new_row_key())
                 if tab:
@@ -130,6 +144,7 @@ class BrowserSaves:
         with self._lock:
             self._rows.pop(conv_id, None)
             self._tab.pop(conv_id, None)
+            self._readers.pop(conv_id, None)
 
     def key_of(self, conv: Conversation) -> str | None:
         """The row a conversation saves to, if any."""
@@ -141,16 +156,19 @@ class BrowserSaves:
         """The key of the browser whose list ``conv`` is in, if any."""
         with self._lock:
             bound = self._rows.get(conv.id)
-        return bound[0] if bound else None
+            return bound[0] if bound else self._readers.get(conv.id)
 
     def save(self, conv: Conversation, bound: tuple[str, str] | None = None) -> None:
-        """Save ``conv`` to its row of its browser's list (no-op when it has none, or while it is empty);
+        """Save ``conv`` to its row of its browser's list (no-op when it has none; an empty one leaves the list);
         ``bound`` is ``(browser key, row)`` looked up earlier."""
         with self._lock:
             owner, row = bound or self._rows.get(conv.id, (None, None))
-        if self.saved is None or row is None or not (conv.turns or conv.images or conv.hidden):
+        if self.saved is None or row is None:
             return
         try:
+            if not (conv.turns or conv.images or conv.hidden):  # emptied (Undo took its one question back):
+                self.saved.delete(row, owner)  # no entry of nothing is left in the list
+                return
             self.saved.save(row, conv.to_record(with_prompt=True), owner=owner)
         except (OSError, sqlite3.Error):
             log.exception("saving a conversation failed; the live conversation is unaffected")
@@ -178,6 +196,11 @@ class BrowserSaves:
     def reopen(self, conv: Conversation, row: str) -> tuple[Conversation, str | None]:
         """Saved conversation ``row`` of ``conv``'s browser as a live conversation (``conv`` stays saved)."""
         owner = self.owner_of(conv)
+        with self._lock:  # live in another tab: two tabs would save over each other's turns
+            here = self._tab.get(conv.id)
+            if any(bound == (owner, row) and self._tab.get(held) not in (None, here)
+                   for held, bound in self._rows.items()):
+                raise UserError("saved.open_elsewhere")
         restored, pending = self._restore(row, owner) if owner is not None else (None, None)
         if restored is None:
             raise UserError("saved.not_listed_maybe_deleted")

@@ -225,6 +225,7 @@ class ChatService(OneOffChats):
             return
         self.sessions.touch(conv)
         cancel = self._arm(conv, start=True)
+        clock = AnswerClock()  # from joining the line: time in it is shown apart from the time to first token
         try:
             ticket, served = self.line.join(), False
         except UserError:  # the line is full: the question is taken back, with the message
@@ -244,12 +245,12 @@ class ChatService(OneOffChats):
                 with conv.lock:
                     conv.retract()
                 return
-            yield from self._generate(conv, params, system_prompt, cancel, report_waiting)
+            yield from self._generate(conv, params, system_prompt, cancel, report_waiting, clock.start())
         finally:
             self.line.leave(ticket, served)
 
     def _generate(self, conv: Conversation, params: GenerationParams, system_prompt: str,
-                  cancel: threading.Event, report_waiting: bool = False) -> Iterator[str | Waiting]:
+                  cancel: threading.Event, report_waiting: bool, clock: AnswerClock) -> Iterator[str | Waiting]:
         """Fit the prompt into the window, then stream the engine's answer into the conversation."""
         try:  # drop old turns (or refuse) before generating, so the prompt fits the window
             events, first = self.context.start(conv, system_prompt, params, cancel)
@@ -260,12 +261,12 @@ class ChatService(OneOffChats):
             if oom is not None:
                 raise oom from None
             raise
-        text, failed, clock = "", False, AnswerClock()
+        text, failed = "", False
         last = 0.0
         try:
             for event in itertools.chain(first, events):
+                clock.see(event)
                 if isinstance(event, TextDelta):
-                    clock.text()
                     text += event.text
                     now = time.monotonic()
                     if now - last >= self.stream_interval:
@@ -276,7 +277,6 @@ class ChatService(OneOffChats):
                 elif isinstance(event, PromptReady):
                     conv.set_prompt(event.info)
                 elif isinstance(event, Usage):
-                    clock.usage = event
                     count_prompt(conv, event)
             yield text
         except BaseException as exc:

@@ -9,6 +9,7 @@ the same way for every source.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ from llava_app.storage.fetch import FetchPolicy, fetch_url, url_name
 from llava_app.storage.images import ImageError, ImageLimits, ImageStore, too_big
 from llava_app.storage.media import MediaOptions, decode_media, sniff_kind
 from llava_app.storage.video import VideoLimits
+
+log = logging.getLogger(__name__)
 
 Progress = Callable[[float, Message], None]
 #: a source: its display name and a function that returns its bytes (raising ``UserError`` when it cannot)
@@ -55,6 +58,7 @@ class Intake:
         """URLs as sources (fetched when read); refused at once when this server does not fetch URLs."""
         urls = [u.strip() for u in urls if u and u.strip()]
         if urls and self.url_policy is None:
+            log.info("a link was refused: this server fetches no URLs (start it with --image-urls to allow them)")
             raise UserError("upload.no_urls")
         return [(_url_label(u), _url_reader(u, self.url_policy)) for u in urls]
 

@@ -43,9 +43,8 @@ TEXTS: dict[str, tuple[str, str]] = {
                          "{name} 已在这个对话中，标签为 {label}。"),
     "upload.unreadable": ("{name} could not be read.", "无法读取 {name}。"),
     "upload.no_urls": (
-        "This server does not fetch pictures from URLs; upload the file instead (the operator can allow URLs with "
-        "--image-urls).",
-        "这个服务器不从 URL 获取图片；请改为上传文件（运营者可以用 --image-urls 允许 URL）。"),
+        "This server does not fetch pictures from links; download the picture and attach it instead.",
+        "这个服务器不从链接获取图片；请先下载图片再添加。"),
     # edits and branches
     "branch.no_turn_to_edit": ("There is no turn {number} to edit; this branch has {count}.",
                                "没有可编辑的第 {number} 个回合；这个分支只有 {count} 个。"),
@@ -81,6 +80,8 @@ TEXTS: dict[str, tuple[str, str]] = {
     # saved conversations, export and import, share links
     "saved.not_listed_maybe_deleted": ("That conversation is not in this browser's list (it may have been deleted).",
                                        "这个对话不在此浏览器的列表中（可能已被删除）。"),
+    "saved.open_elsewhere": ("That conversation is open in another tab of this browser; continue it there.",
+                             "这个对话已在此浏览器的另一个标签页中打开，请在那里继续。"),
     "saved.not_listed": ("That conversation is not in this browser's list.", "这个对话不在此浏览器的列表中。"),
     "app.stop_before_open": ("Press Stop, or wait for the answer, before opening another conversation.",
                              "请先按“停止”或等待回答，再打开另一个对话。"),

@@ -69,9 +69,9 @@ TEXTS: dict[str, tuple[str, str]] = {
     "fetch.host_unknown_because": ("The host {host} could not be found ({kind}).", "找不到主机 {host}（{kind}）。"),
     "fetch.host_unknown": ("The host {host} could not be found.", "找不到主机 {host}。"),
     "fetch.not_public": (
-        "{url} is {reason}: this server fetches pictures only from public addresses (an operator can allow a host "
-        "with --image-url-allow).",
-        "{url} 是{reason}：这个服务器只从公网地址获取图片（运营者可以用 --image-url-allow 允许某个主机）。"),
+        "{url} is {reason}: this server fetches pictures only from public addresses; download the picture and "
+        "attach it instead.",
+        "{url} 是{reason}：这个服务器只从公网地址获取图片；请先下载图片再添加。"),
     "fetch.invalid": ("{url} is not a valid URL ({reason}).", "{url} 不是有效的 URL（{reason}）。"),
     "fetch.timeout": ("Fetching {url} took longer than {seconds:g} s.", "获取 {url} 超过了 {seconds:g} 秒。"),
     "fetch.failed": ("Could not fetch {url} ({kind}).", "无法获取 {url}（{kind}）。"),

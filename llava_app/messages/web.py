@@ -10,6 +10,16 @@ TEXTS: dict[str, tuple[str, str]] = {
         "reloads; the other tab keeps yours.",
         "这个浏览器的对话已在另一个标签页中打开。此标签页开始一个新对话（重新加载后不会保留）；你的对话保留在另一个标"
         "签页中。"),
+    "notice.clear_ask": ("Remove all {count} pictures from this chat? The model will no longer see them.",
+                         "要从这个对话中移除全部 {count} 张图片吗？模型将不再看到它们。"),
+    "notice.cleared": ("Removed {labels}. Undo puts them back.", "已移除 {labels}。点“撤销”可放回。"),
+    "notice.nothing_to_clear": ("There are no pictures to remove.", "没有可移除的图片。"),
+    "notice.restored": ("Put back {labels}.", "已放回 {labels}。"),
+    "notice.not_restored": ("These pictures can no longer be put back.", "这些图片已无法放回。"),
+    "notice.links_not_fetched": (
+        "This server does not fetch pictures from links, so the model reads only the address. To ask about the "
+        "picture, download it and attach it.",
+        "这个服务器不从链接获取图片，模型只会读到网址本身。要询问那张图片，请先下载再添加。"),
     "notice.regenerating": (
         "Regenerating with temperature {temperature} (sampling): at temperature 0 the model would write the same "
         "answer again.",
@@ -42,10 +52,13 @@ TEXTS: dict[str, tuple[str, str]] = {
     "footer.first_token": ("first token {seconds:.2f} s", "首个词元 {seconds:.2f} 秒"),
     "footer.rate": ("{rate:.0f} tok/s", "{rate:.0f} 词元/秒"),
     "footer.tokens": ("{count} tokens", "{count} 个词元"),
-    "footer.images": ("{cached} image(s) from the cache · {encoded} encoded",
-                      "{cached} 张图片来自缓存 · {encoded} 张新编码"),
+    "footer.queued": ("in line {seconds:.2f} s", "排队 {seconds:.2f} 秒"),
+    "footer.images": ("images: {cached} from the cache, {encoded} encoded",
+                      "图片：{cached} 张来自缓存，{encoded} 张新编码"),
     # the prompt statistics and the context meter
-    "stats.prompt": ("**{images}** image(s) in the prompt ({labels}) · **{tokens}** prompt tokens",
+    "stats.prompt_one": ("**1** image in the prompt ({labels}) · **{tokens}** prompt tokens",
+                         "提示词中有 **1** 张图片（{labels}）· **{tokens}** 个提示词元"),
+    "stats.prompt": ("**{images}** images in the prompt ({labels}) · **{tokens}** prompt tokens",
                      "提示词中有 **{images}** 张图片（{labels}）· **{tokens}** 个提示词元"),
     "stats.no_labels": ("none", "无"),
     "stats.source_server": ("as the model server's own template renders it", "由模型服务器自己的模板渲染"),
@@ -115,6 +128,11 @@ TEXTS: dict[str, tuple[str, str]] = {
     "script.toast_error": ("Error", "错误"),
     "script.toast_info": ("Info", "提示"),
     "script.toast_success": ("Success", "成功"),
+    "script.remove_image": ("Remove {label}", "移除 {label}"),
+    "script.ok": ("OK", "确定"),
+    "script.cancel": ("Cancel", "取消"),
+    "script.latest": ("Jump to the latest message", "跳到最新消息"),
+    "script.latest_short": ("Latest", "最新"),
     "script.rename_prompt": ("A new title for this conversation (empty: its first question):",
                              "这个对话的新标题（留空：用它的第一个问题）："),
     "script.delete_confirm": ("Delete this conversation and its pictures from this browser's list?",

@@ -18,6 +18,7 @@ every hop, and without its fallback to a public DNS-over-HTTPS resolver.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import socket
 import time
 from collections.abc import Iterable
@@ -27,6 +28,8 @@ import httpx
 
 from llava_app.errors import UserError
 from llava_app.messages import Message
+
+log = logging.getLogger(__name__)
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -167,6 +170,7 @@ def resolve_checked(host: str, port: int, policy: FetchPolicy) -> str:
             reason = address_refusal(address)
             if reason:
                 shown = host if _is_plain_ip(host) else f"{host} ({address})"  # 0x7f.1 (127.0.0.1)
+                log.info("refused %s (%s); an operator can allow a host with --image-url-allow", shown, reason)
                 raise FetchError("fetch.not_public", url=shown, reason=reason)
     if not addresses:
         raise FetchError("fetch.host_unknown", host=host)
@@ -254,7 +258,7 @@ def _fetch_hop(url: httpx.URL, policy: FetchPolicy, deadline: float) -> tuple[Fe
 
 def _read_limited(response: httpx.Response, url: httpx.URL, policy: FetchPolicy, deadline: float) -> bytes:
     """The body, refused as soon as it passes the size limit or the deadline."""
-    too_big = FetchError("fetch.too_big", url=_short(url), limit=policy.max_bytes / 1e6)
+    too_big = FetchError("fetch.too_big", url=_short(url), limit=policy.max_bytes / 2**20)  # MB as uploads count
     declared = response.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > policy.max_bytes:
         raise too_big

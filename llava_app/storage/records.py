@@ -74,6 +74,8 @@ class TurnRecord:
     id: int = 0  # the turn's id in the conversation's branch tree (0: not recorded, version 1)
     parent: int = 0  # the id of the turn before it on its branch (0: a first turn)
     images: tuple[int, ...] | None = None  # the numbers of the images it brought (None: not recorded)
+    #: how its answer was made (the answer footer's numbers: ``AnswerStats``' fields); None when not measured
+    stats: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -186,7 +188,30 @@ def _turn_json(t: TurnRecord) -> dict[str, Any]:
         data.update(id=t.id, parent=t.parent)
     if t.images is not None:
         data["images"] = list(t.images)
+    if t.stats:
+        data["stats"] = dict(t.stats)
     return data
+
+
+#: the answer stats a record keeps, and their types (anything else in a file is dropped, never trusted)
+STATS_FIELDS = {"ttft_s": float, "queued_s": float, "tokens_per_s": float, "prompt_tokens": int,
+                "completion_tokens": int, "prefilled_tokens": int, "images_encoded": int, "images_cached": int,
+                "finish_reason": str}
+
+
+def _stats(value: Any) -> dict[str, Any] | None:
+    """A turn's answer stats from a file: the known fields of the right types, bounded; None when unusable."""
+    if not isinstance(value, dict):
+        return None
+    out: dict[str, Any] = {}
+    for name, kind in STATS_FIELDS.items():
+        item = value.get(name)
+        if kind is str:
+            if isinstance(item, str) and len(item) <= 32:
+                out[name] = item
+        elif isinstance(item, (int, float)) and not isinstance(item, bool) and 0 <= item < 1e9:
+            out[name] = kind(item)
+    return out if "completion_tokens" in out else None
 
 
 def _text(value: Any, what: Message, name: Any) -> str:
@@ -226,7 +251,8 @@ def _turn(entry: Any, i: int, count: int, name: Any, what: Any = None) -> TurnRe
                       id=_whole(entry.get("id", 0), 0, Message("record.turn_id"), name),
                       parent=_whole(entry.get("parent", 0), 0, Message("record.turn_parent"), name), images=images,
                       interrupted=assistant is not None and entry.get("interrupted") is True,
-                      cut=entry.get("cut") if assistant is not None and entry.get("cut") in CUT_REASONS else "")
+                      cut=entry.get("cut") if assistant is not None and entry.get("cut") in CUT_REASONS else "",
+                      stats=_stats(entry.get("stats")) if assistant is not None else None)
 
 
 def _image(entry: Any, name: str) -> ImageRecord:

@@ -58,11 +58,18 @@ EN = {
     "download": "Download",
     "import": "Import a JSON or zip",
     "imported": "Imported. Ask a follow-up to continue the conversation.",
-    "chats_section": "Earlier chats",
     "cancel_edit": "Cancel",
     "keep_images": "Pictures that stay with this question (untick to take one off)",
     "share": "Share",
     "revoke": "Revoke link",
+    "chats_toggle": "☰ Chats",
+    "chats_heading": "**Earlier chats**",
+    "camera": "Camera",
+    "camera_close": "Close camera",
+    "clear_all": "Clear all…",
+    "clear_yes": "Remove all",
+    "clear_no": "Keep them",
+    "undo_clear": "Undo",
 }
 
 ZH_CN = {
@@ -108,11 +115,18 @@ ZH_CN = {
     "download": "下载",
     "import": "导入 JSON 或 zip",
     "imported": "已导入。继续提问即可接着对话。",
-    "chats_section": "以前的对话",
     "cancel_edit": "取消",
     "keep_images": "保留在这个问题上的图片（取消勾选即移除）",
     "share": "分享",
     "revoke": "撤销链接",
+    "chats_toggle": "☰ 对话",
+    "chats_heading": "**以前的对话**",
+    "camera": "拍照",
+    "camera_close": "关闭摄像头",
+    "clear_all": "全部移除…",
+    "clear_yes": "全部移除",
+    "clear_no": "保留",
+    "undo_clear": "撤销",
 }
 
 PREFIX = "llava_"

@@ -168,13 +168,13 @@ def test_editing_turn_1_of_3_answers_again_and_keeps_the_old_branch_whole(person
     me.settled(1)
     assert me.questions() == ["Only Image 1 now: what is it?"]
     assert me.tools() == ["✎ Edit ‹ 2/2 ›"]
-    assert "1 image(s) in the prompt (Image 1)" in me.model_sees()  # the branch sends only its own pictures
+    assert "1 image in the prompt (Image 1)" in me.model_sees()  # the branch sends only its own pictures
 
     me.page.locator("#chatbot a.turn-prev").click()  # back to the first version: all three turns, as they were
     me.settled(3)
     assert me.questions() == before_q and me.answers() == before_a
     assert me.tools() == ["✎ Edit ‹ 1/2 ›", "✎ Edit", "✎ Edit"]
-    assert "2 image(s) in the prompt (Image 1, Image 2)" in me.model_sees()
+    assert "2 images in the prompt (Image 1, Image 2)" in me.model_sees()
 
     me.page.locator("#chatbot a.turn-next").click()  # and forward again
     me.settled(1)
@@ -231,14 +231,15 @@ def test_new_chat_keeps_the_old_one_in_the_list_to_reopen_rename_and_delete(pers
     me.settled(1)
     assert me.questions() == ["Zebra stripes in Image 1?"] and me.answers() == answer
 
-    me.page.once("dialog", lambda d: d.accept("Zebras"))
-    old.locator(".chat-rename").click()
+    old.locator(".chat-rename").click()  # the page's own dialog, not the browser's prompt()
+    me.page.get_by_role("dialog").get_by_role("textbox").fill("Zebras")
+    me.page.get_by_role("dialog").get_by_role("button", name="OK").click()
     me.expect(me.page.locator("#chat-list .chat-title", has_text="Zebras")).to_have_count(1)
     assert "Zebras" in me.chat_titles()
 
     second = me.page.locator("#chat-list .chat-item", has_text="A second chat")
-    me.page.once("dialog", lambda d: d.accept())
     second.locator(".chat-delete").click()
+    me.page.get_by_role("dialog").get_by_role("button", name="OK").click()
     me.expect(second).to_have_count(0)
     assert me.chat_titles() == ["Zebras"]
     me.expect(me.page.locator("#chat-list .chat-limits")).to_contain_text("Kept in this browser for 7 days")

@@ -318,7 +318,7 @@ def test_3_a_follow_up_keeps_both_images_in_what_the_model_sees(new_tab, picture
     tab.ask("Compare Image 1 and Image 2")
     tab.ask("Which one has the bigger sun?")  # the gallery is not touched
     stats, prompt = tab.model_sees()
-    assert stats.startswith("2 image(s) in the prompt (Image 1, Image 2)")
+    assert stats.startswith("2 images in the prompt (Image 1, Image 2)")
     assert prompt.count("<image>") == 2
     assert prompt.index("Image 1:<image>") < prompt.index("Image 2:<image>") < prompt.index("Compare Image 1")
     assert prompt.index("Compare Image 1") < prompt.index("Which one has the bigger sun?")
@@ -380,7 +380,7 @@ def test_5_regenerate_undo_and_new_chat_do_what_they_say(new_tab, pictures):
     assert tab.question_texts() == ["What is in Image 1?"] and tab.answer_texts() == [first]
     stats, prompt = tab.model_sees()
     assert "What is in Image 1?" in prompt and "sky" not in prompt and regenerated not in prompt
-    assert stats.startswith("1 image(s) in the prompt (Image 1)")
+    assert stats.startswith("1 image in the prompt (Image 1)")
 
     tab.button("new-chat").click()
     tab.expect(tab.answers).to_have_count(0)
@@ -391,7 +391,7 @@ def test_5_regenerate_undo_and_new_chat_do_what_they_say(new_tab, pictures):
 
     tab.ask("A fresh start?")
     stats, prompt = tab.model_sees()
-    assert stats.startswith("0 image(s) in the prompt")
+    assert stats.startswith("0 images in the prompt")
     assert "<image>" not in prompt and "What is in Image 1?" not in prompt and "A fresh start?" in prompt
 
 
@@ -403,7 +403,7 @@ def test_6_an_image_added_mid_conversation_and_a_removed_one_keep_labels_stable(
     tab.expect(tab.captions).to_have_text(["Image 1", "Image 2", "Image 3"])
     tab.ask("Now compare them with Image 3")
     stats, prompt = tab.model_sees()
-    assert stats.startswith("3 image(s) in the prompt (Image 1, Image 2, Image 3)")
+    assert stats.startswith("3 images in the prompt (Image 1, Image 2, Image 3)")
     # Image 3 joins at the turn where it was added; the first turn's input is unchanged.
     assert prompt.index("Image 2:<image>") < prompt.index("Describe Image 1") < prompt.index("Image 3:<image>")
 
@@ -412,7 +412,7 @@ def test_6_an_image_added_mid_conversation_and_a_removed_one_keep_labels_stable(
     tab.expect(tab.notice).to_have_text("Removed Image 1.")
     tab.ask("Which is brighter, Image 2 or Image 3?")
     stats, prompt = tab.model_sees()
-    assert stats.startswith("2 image(s) in the prompt (Image 2, Image 3)")
+    assert stats.startswith("2 images in the prompt (Image 2, Image 3)")
     assert "Image 1:<image>" not in prompt and prompt.count("<image>") == 2
     tab.expect(tab.captions).to_have_text(["Image 2", "Image 3"])
 
@@ -435,7 +435,7 @@ def test_7_two_people_at_once_each_see_only_their_own_images_and_turns(new_tab, 
     assert not set(alice.thumbnails()) & set(bob.thumbnails())  # different pictures, not shared state
     a_stats, a_prompt = alice.model_sees()
     b_stats, b_prompt = bob.model_sees()
-    assert a_stats.startswith("1 image(s)") and b_stats.startswith("2 image(s)")
+    assert a_stats.startswith("1 image") and b_stats.startswith("2 images")
     assert "alpha" in a_prompt and "gamma" in a_prompt and "beta" not in a_prompt
     assert "beta" in b_prompt and "alpha" not in b_prompt and "gamma" not in b_prompt
 
@@ -527,20 +527,21 @@ def test_9_a_file_that_is_not_an_image_gets_a_clear_message_and_the_chat_survive
     assert tab.question_texts() == ["What is in Image 1?"] and tab.answer_texts() == [first]
     tab.ask("Still there?")
     stats, prompt = tab.model_sees()
-    assert stats.startswith("1 image(s) in the prompt (Image 1)")
+    assert stats.startswith("1 image in the prompt (Image 1)")
     assert "What is in Image 1?" in prompt and "Still there?" in prompt
 
 
-def test_the_gallery_and_chat_clear_buttons_clear_what_the_model_sees_too(new_tab, pictures):
+def test_the_strips_clear_all_and_the_chats_clear_button_clear_what_the_model_sees_too(new_tab, pictures):
     tab = new_tab()
     _upload_two(tab, pictures)
     tab.ask("What is in these?")
-    tab.page.locator("#gallery").get_by_role("button", name="Clear").click()  # the x atop the gallery
+    tab.page.click("#clear-strip")  # the strip's Clear all asks first
+    tab.page.click("#clear-yes")
     tab.expect(tab.captions).to_have_count(0)
-    tab.expect(tab.notice).to_have_text("Removed Image 1, Image 2.")
+    tab.expect(tab.notice).to_have_text("Removed Image 1, Image 2. Undo puts them back.")
     tab.ask("And now?")
     stats, prompt = tab.model_sees()
-    assert stats.startswith("0 image(s) in the prompt") and "<image>" not in prompt
+    assert stats.startswith("0 images in the prompt") and "<image>" not in prompt
 
     tab.page.locator("#chatbot").get_by_role("button", name="Clear").click()  # the bin atop the chat
     tab.expect(tab.answers).to_have_count(0)

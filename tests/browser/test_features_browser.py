@@ -85,19 +85,24 @@ def test_examples_load_images_and_questions(browser, app):
         _wait(lambda: _captions(page) == ["Image 1", "Image 2"], what="the two example images")
         assert _question(page).startswith("What changed between Image 1 and Image 2?")
         _send_and_wait(page, 0)
-        # The follow-up example adds its chart as Image 3, asks and answers its first question itself,
-        # and leaves the follow-up question in the box.
+        # Once the chat has begun the examples give way to it; a new chat offers them again.
+        assert not page.locator("#example-followup").is_visible()
+        page.click("#new-chat")
+        _wait(lambda: _captions(page) == [] and page.locator("#example-followup").is_visible(), what="a new chat")
+        # The follow-up example adds its chart, asks and answers its first question itself, and leaves the
+        # follow-up question in the box.
         page.click("#example-followup")
-        _wait(lambda: _captions(page) == ["Image 1", "Image 2", "Image 3"], what="the chart")
+        _wait(lambda: _captions(page) == ["Image 1"], what="the chart")
         # Written out: its footer shows (while it streams the bubble is there already, Send locked).
-        _wait(lambda: page.locator("#chatbot .answer-footer").count() == 2 and _idle(page), what="the prelude's answer")
-        assert "Which month has the highest bar in Image 3?" in page.locator("#chatbot").inner_text()
+        _wait(lambda: page.locator("#chatbot .answer-footer").count() == 1 and _idle(page), what="the prelude's answer")
+        assert "Which month has the highest bar in Image 1?" in page.locator("#chatbot").inner_text()
         assert _question(page).startswith("By how many cups")
-        _send_and_wait(page, 2)
+        page.click("#new-chat")
+        _wait(lambda: page.locator("#example-ocr").is_visible(), what="the examples of a new chat")
         page.click("#example-ocr")
-        _wait(lambda: len(_captions(page)) == 4, what="the receipt")
-        assert _question(page).startswith("Read the receipt in Image 4")
-        _wait(lambda: page.locator("#notice").inner_text().strip() == "Added Image 4.", what="the notice")
+        _wait(lambda: len(_captions(page)) == 1, what="the receipt")
+        assert _question(page).startswith("Read the receipt in Image 1")
+        _wait(lambda: page.locator("#notice").inner_text().strip() == "Added Image 1.", what="the notice")
     finally:
         page.context.close()
 
@@ -117,9 +122,13 @@ def test_the_interface_follows_a_chinese_browser(browser, app):
         assert page.locator("#question textarea").get_attribute("placeholder").startswith("问一个关于图片的问题")
         assert "随机权重的测试模型" in page.locator("#random-banner").inner_text()
         assert page.locator("#limits").inner_text().strip().startswith("0 / 6 张图片")  # the strip's count line
-        # The example's question comes in the browser's language too.
+        assert page.locator("#chats-toggle").inner_text().strip() == "☰ 对话"
+        assert page.locator("#clear-strip").inner_text().strip() == "全部移除…"
+        # The example's question comes in the browser's language too; the picture's remove button is named in it.
         page.click("#example-describe")
         _wait(lambda: _question(page) == "详细描述Image 1。", what="the Chinese example question")
+        _wait(lambda: page.get_by_role("button", name="移除 Image 1", exact=True).count() == 1,
+              what="the remove button named in Chinese")
     finally:
         page.context.close()
     english = _page(browser, url, locale="en-US")

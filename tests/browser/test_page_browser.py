@@ -36,7 +36,7 @@ def server(tmp_path_factory, tiny_cache, local_backend):
 def pictures(tmp_path_factory) -> list[Path]:
     folder = tmp_path_factory.mktemp("page-pictures")
     paths = []
-    for i, color in enumerate(["#d33", "#36c", "#3a3", "#fc3"], start=1):
+    for i, color in enumerate(["#d33", "#36c", "#3a3", "#fc3", "#a3c", "#3cc"], start=1):
         path = folder / f"photo{i}.png"
         Image.new("RGB", (120, 90), color).save(path)
         paths.append(path)
@@ -97,26 +97,55 @@ def ask(page, text: str) -> None:
                            "&& !document.querySelector('#send').disabled", arg=before, timeout=WAIT_MS)
 
 
+# Chromium's layout-shift score of the page so far (buffered entries; a page that never shifted reports none).
+LAYOUT_SHIFT = """() => new Promise((resolve) => {
+  let score = 0;
+  new PerformanceObserver((list) => {
+    for (const entry of list.getEntries()) if (!entry.hadRecentInput) score += entry.value;
+    resolve(score);
+  }).observe({type: 'layout-shift', buffered: true});
+  setTimeout(() => resolve(score), 1000);  // no entry at all: nothing moved
+})"""
+
+
+def chat_share(page) -> float:
+    """The conversation's share of the window's height."""
+    return box(page, "#chatbot")["height"] / page.viewport_size["height"]
+
+
 def no_sideways_scroll(page) -> bool:
     return page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth")
 
 
 @pytest.mark.parametrize("size", LAPTOPS, ids=lambda s: f"{s[0]}x{s[1]}")
-def test_on_a_laptop_the_question_box_stays_in_view_beside_the_settings(open_page, pictures, size):
+def test_on_a_laptop_the_conversation_gets_the_room_beside_earlier_chats_and_settings(open_page, pictures, size):
     page = open_page(size)
+    assert page.evaluate(LAYOUT_SHIFT) < 0.1  # no jump on load
+    assert page.locator("#examples").is_visible()  # an empty chat offers the examples
     upload(page, *pictures[:2])
     wait_captions(page, ["Image 1", "Image 2"])
     for question in ("Compare Image 1 and Image 2", "And which one is brighter?", "One more?"):
         ask(page, question)
-    for selector in ("#question", "#send", "#stop", "#gallery", "#regenerate"):
+    for selector in ("#question", "#send", "#stop", "#gallery", "#regenerate", "#new-chat", "#chat-list"):
         assert in_viewport(page, selector), f"{selector} is out of view at {size}"
     assert page.evaluate("() => window.scrollY") == 0 and no_sideways_scroll(page)
-    side = box(page, "#side")
-    assert side["x"] > box(page, "#chatbot")["x"] + box(page, "#chatbot")["width"] - 1  # beside, not under
-    assert page.locator("#context-meter").is_visible()
-    # Each answer has its quiet footer; each turn's pictures are small labelled thumbnails.
+    # Once the chat has begun the examples give way, and the conversation has at least 55% of the height.
+    assert not page.locator("#examples").is_visible()
+    assert chat_share(page) >= 0.55, f"the chat has {chat_share(page):.0%} of the height at {size}"
+    chat, side, chats = box(page, "#chatbot"), box(page, "#side"), box(page, "#chats-side")
+    assert chats["x"] + chats["width"] <= chat["x"] + 1 and side["x"] >= chat["x"] + chat["width"] - 1
+    assert page.locator("#context-meter").is_visible() and page.locator("#chat-list .chat-item").count() == 1
+    # The earlier chats fold away (the chat takes their room) and come back.
+    page.click("#chats-toggle")
+    page.locator("#chats-side").wait_for(state="hidden")
+    assert box(page, "#chatbot")["width"] > chat["width"] + 150
+    page.click("#chats-toggle")
+    page.locator("#chats-side").wait_for(state="visible")
+    # Each answer has its quiet footer (the time in line apart from the first token); each turn's pictures
+    # are small labelled thumbnails.
     footer = page.locator("#chatbot .answer-footer").first.inner_text()
-    assert "first token" in footer and "tok/s" in footer and "tokens" in footer and "encoded" in footer
+    assert "in line" in footer and "first token" in footer and "tok/s" in footer and "encoded" in footer
+    assert "image(s)" not in footer
     thumbs = page.locator("#chatbot .thumbnail-item img")
     assert thumbs.count() == 2 and all(thumbs.nth(i).bounding_box()["width"] <= 160 for i in range(2))
     assert page.locator("#chatbot .caption-label").all_inner_texts() == ["Image 1", "Image 2"]
@@ -125,25 +154,44 @@ def test_on_a_laptop_the_question_box_stays_in_view_beside_the_settings(open_pag
 def test_on_a_phone_everything_is_reachable_without_jumps_or_sideways_scroll(open_page, pictures):
     page = open_page(PHONE, phone=True)
     assert page.evaluate("() => window.scrollY") == 0  # no jump to the question box on load
+    assert page.evaluate(LAYOUT_SHIFT) < 0.1
     assert in_viewport(page, "#question") and in_viewport(page, "#send") and no_sideways_scroll(page)
-    upload(page, pictures[0])
-    wait_captions(page, ["Image 1"])
-    remove = page.locator("#gallery .delete-button").first
-    # Visible without hover: a touch screen has none.
-    assert remove.is_visible() and page.evaluate(
-        "() => getComputedStyle(document.querySelector('#gallery .delete-button')).opacity") == "1"
-    for selector in ("#send", "#stop", "#regenerate", "#undo", "#new-chat", "#settings-toggle"):
+    upload(page, *pictures[:4])
+    wait_captions(page, ["Image 1", "Image 2", "Image 3", "Image 4"])
+    ask(page, "What are these?")
+    upload(page, *pictures[4:])
+    wait_captions(page, [f"Image {n}" for n in range(1, 7)])
+    assert page.locator("#gallery").evaluate("e => e.classList.contains('more-right')")  # more to see: said so
+    for n in range(1, 7):  # every remove button named for its picture, 44 px, reachable, nothing over it
+        remove = page.get_by_role("button", name=f"Remove Image {n}", exact=True)
+        remove.scroll_into_view_if_needed()
+        b = remove.bounding_box()
+        assert b["width"] >= 44 and b["height"] >= 44, f"Remove Image {n} is {b['width']}x{b['height']}"
+        on_top = page.evaluate("([x, y]) => document.elementFromPoint(x, y).closest('.delete-button') !== null",
+                               [b["x"] + b["width"] / 2, b["y"] + b["height"] / 2])
+        assert on_top and in_viewport(page, "#gallery"), f"Remove Image {n} is covered or out of view"
+    assert page.locator("#gallery .delete-button").first.evaluate("e => getComputedStyle(e).opacity") == "1"
+    assert not page.locator("#stop").is_visible()  # Send and Stop share one place: the one that can be pressed
+    for selector in ("#send", "#regenerate", "#undo", "#settings-toggle", "#chats-toggle", "#camera-open",
+                     "#clear-strip"):
         assert box(page, selector)["height"] >= 44, f"{selector} is too small to tap"
-    row = [box(page, s)["y"] for s in ("#regenerate", "#undo", "#new-chat")]
+    row = [box(page, s)["y"] for s in ("#regenerate", "#undo")]
     assert max(row) - min(row) < 5  # on one row
-    assert not page.locator("#side").is_visible()
+    # Settings and the earlier chats open over the chat, and close on a tap outside them.
+    assert not page.locator("#side").is_visible() and not page.locator("#chats-side").is_visible()
     page.click("#settings-toggle")
     page.locator("#side").wait_for(state="visible")
     assert in_viewport(page, "#context-meter") and no_sideways_scroll(page)
-    page.click("#settings-toggle")
+    page.mouse.click(20, 420)  # on the chat, outside the drawer
     page.locator("#side").wait_for(state="hidden")
-    remove.tap()
-    page.wait_for_function("() => document.querySelector('#notice').innerText.includes('Removed Image 1')",
+    page.click("#chats-toggle")
+    page.locator("#chats-side").wait_for(state="visible")
+    assert in_viewport(page, "#new-chat") and box(page, "#new-chat")["height"] >= 44
+    assert page.locator("#chat-list .chat-item").count() == 1
+    page.mouse.click(380, 420)
+    page.locator("#chats-side").wait_for(state="hidden")
+    page.get_by_role("button", name="Remove Image 6", exact=True).tap()
+    page.wait_for_function("() => document.querySelector('#notice').innerText.includes('Removed Image 6')",
                            timeout=WAIT_MS)
 
 
@@ -184,6 +232,12 @@ def test_a_pasted_screenshot_and_files_dropped_on_the_chat_join_the_strip(open_p
     page.evaluate(DROP, ["#gallery .grid-wrap", png_b64(pictures[3]), "onto-strip.png"])
     wait_captions(page, ["Image 1", "Image 2", "Image 3", "Image 4"])
     assert page.locator("#question textarea").input_value() == ""  # the box is free for the question
+    ask(page, "What are these?")
+    # Dropped on the question box's border: the strip again, never a pending attachment in the box too.
+    page.evaluate(DROP, ["#question", png_b64(pictures[4]), "onto-the-box.png"])
+    wait_captions(page, ["Image 1", "Image 2", "Image 3", "Image 4", "Image 5"])
+    assert page.locator("#question img").count() == 0 and page.evaluate(
+        "() => document.querySelector('#question input[type=file]').files.length") in (0, 1)
 
 
 def test_a_new_question_and_its_answer_come_into_view_after_scrolling_up(open_page, pictures):
@@ -192,11 +246,75 @@ def test_a_new_question_and_its_answer_come_into_view_after_scrolling_up(open_pa
     wait_captions(page, ["Image 1"])
     for i in range(4):
         ask(page, f"Question {i} about Image 1, at some length so that the chat grows taller than its box")
+    # Scrolled up (again after Gradio's own late scroll to the answer's end): "Jump to the latest" appears,
+    # and takes the view back to the newest message.
+    page.wait_for_function("""() => {
+      const wrap = document.querySelector('#chatbot .bubble-wrap'), jump = document.getElementById('jump-latest');
+      if (wrap.scrollTop > 0) { wrap.scrollTop = 0; return false; }
+      return jump && !jump.hidden;
+    }""", polling=500, timeout=WAIT_MS)
+    jump = page.get_by_role("button", name="Jump to the latest message")
+    jump.click()
+    jump.wait_for(state="hidden", timeout=WAIT_MS)
+    page.wait_for_function("() => { const w = document.querySelector('#chatbot .bubble-wrap'); "
+                           "return w.scrollHeight - w.clientHeight - w.scrollTop < 120; }", timeout=WAIT_MS)
     page.evaluate("() => { document.querySelector('#chatbot .bubble-wrap').scrollTop = 0; }")
     ask(page, "The newest question?")
     last = page.locator("#chatbot .message-row.bot-row").last
     chat, shown = box(page, "#chatbot"), last.bounding_box()
     assert shown["y"] + shown["height"] <= chat["y"] + chat["height"] + 2 and shown["y"] >= chat["y"] - 2
+
+
+CAMERA_READY = """() => document.querySelector('#camera [aria-label="capture photo"]')
+  || [...document.querySelectorAll('#camera button')].some(b => b.innerText.includes('Access Webcam'))"""
+
+
+def take_photo(page, opener: str) -> None:
+    """Open the camera with ``opener`` and take a photo (Chromium's fake camera: its test pattern)."""
+    page.click(opener)
+    page.wait_for_function(CAMERA_READY, timeout=WAIT_MS)
+    capture = page.locator("#camera").get_by_role("button", name="capture photo")
+    if not capture.count():
+        page.locator("#camera").get_by_text("Access Webcam").click()
+    page.wait_for_function("() => { const v = document.querySelector('#camera video'); "
+                           "return v && v.videoWidth > 0 && v.readyState >= 2; }", timeout=WAIT_MS)  # frames come
+    capture.click()
+
+
+def test_the_camera_adds_the_next_picture_clear_all_asks_and_undoes_and_a_reload_shows_the_same(open_page,
+                                                                                                 pictures):
+    page = open_page(LAPTOPS[1])
+    upload(page, pictures[0])
+    wait_captions(page, ["Image 1"])
+    take_photo(page, "#camera-open")  # from the question box
+    wait_captions(page, ["Image 1", "Image 2"])  # joins the others, which stay in view
+    page.locator("#camera-box").wait_for(state="hidden")
+    take_photo(page, "#camera-strip")  # and from the strip
+    wait_captions(page, ["Image 1", "Image 2", "Image 3"])
+    ask(page, "What is in Image 2?")
+    # Clear all asks first; nothing goes until the person says so, and Undo puts it all back.
+    page.click("#clear-strip")
+    page.locator("#clear-confirm").wait_for(state="visible")
+    assert "Remove all 3 pictures" in page.locator("#clear-question").inner_text()
+    assert captions(page) == ["Image 1", "Image 2", "Image 3"]
+    page.click("#clear-yes")
+    wait_captions(page, [])
+    page.locator("#undo-clear").wait_for(state="visible")
+    assert page.locator("#limits").inner_text().strip().startswith("0 of 6 images")
+    page.locator("#model-sees > button.label-wrap").click()  # "What the model sees" follows at once
+    page.wait_for_function("() => { const s = document.querySelector('#prompt-stats'); "
+                           "return s && s.innerText.startsWith('0 images in the prompt'); }", timeout=WAIT_MS)
+    page.click("#undo-clear")
+    wait_captions(page, ["Image 1", "Image 2", "Image 3"])
+    assert page.locator("#notice").inner_text().strip().endswith("Put back Image 1, Image 2, Image 3.")
+    # After a reload the count matches the strip, and each answer keeps its footer.
+    page.reload()
+    wait_page_loaded(page, timeout=WAIT_MS)
+    wait_captions(page, ["Image 1", "Image 2", "Image 3"])
+    page.wait_for_function("() => document.querySelector('#limits').innerText.trim().startsWith('3 of 6 images')",
+                           timeout=WAIT_MS)
+    footer = page.locator("#chatbot .answer-footer")
+    assert footer.count() == 1 and "first token" in footer.inner_text() and "in line" in footer.inner_text()
 
 
 def test_a_too_big_upload_says_its_size_and_the_limit(open_page, tmp_path):
@@ -230,7 +348,10 @@ def test_waiting_shows_in_the_chat_and_regenerate_at_temperature_zero_samples(op
     first.click("#stop")
     second.wait_for_function("() => document.querySelectorAll('#chatbot .answer-footer').length == 1",
                              timeout=WAIT_MS)
-    assert "in line" not in second.locator("#chatbot").inner_text()  # the place gave way to the answer
+    assert "1st in line" not in second.locator("#chatbot").inner_text()  # the place gave way to the answer
+    footer = second.locator("#chatbot .answer-footer").inner_text()  # its time in line apart from the first token
+    queued = float(footer.split("in line ")[1].split(" s")[0])
+    assert queued > 0.1 and "first token " in footer  # it waited while the first answer was written
     second.click("#regenerate")
     second.wait_for_function("() => document.querySelector('#notice').innerText.includes('temperature 0.7')",
                              timeout=WAIT_MS)

@@ -99,8 +99,10 @@ def test_server_text_follows_a_chinese_browser(browser, tmp_path, local_backend,
         assert "Warning" not in toast.first.inner_text()
         page.locator("#gallery input[type=file]").set_input_files(str(image_files[0]))
         _wait(lambda: "已添加 Image 1。" in page.inner_text("#notice"), what="the Chinese notice")
-        # The strip's camera button, named by Gradio's own key "common.webcam" (shown as the key before)
-        _wait(lambda: page.locator('#gallery [aria-label="摄像头"]').count(), what="the camera's Chinese tooltip")
+        # The camera (the strip's own and the question box's) and the picture's remove button, in Chinese
+        assert page.locator("#camera-strip").inner_text().strip() == page.locator("#camera-open").inner_text().strip() \
+            == "拍照"
+        _wait(lambda: page.get_by_role("button", name="移除 Image 1", exact=True).count(), what="the remove button")
         assert "common.webcam" not in page.content()
         _wait(lambda: "张图片" in page.inner_text("#context-meter"), what="the Chinese context meter")
         page.click("#send")  # an empty question
@@ -118,11 +120,12 @@ def test_server_text_follows_a_chinese_browser(browser, tmp_path, local_backend,
               what="the Chinese turn count and date")
         assert entry.locator(".chat-delete").get_attribute("title") == "删除"
         assert entry.locator(".chat-open").get_attribute("title") == "打开这个对话"
-        asked = []
-        page.once("dialog", lambda d: (asked.append(d.message), d.dismiss()))
-        entry.locator(".chat-delete").click()
-        _wait(lambda: asked, what="the delete confirmation")
-        assert asked == ["要从这个浏览器的列表中删除这个对话及其图片吗？"]
+        entry.locator(".chat-delete").click()  # the page's own dialog, in Chinese, with its own buttons
+        dialog = page.get_by_role("dialog", name="要从这个浏览器的列表中删除这个对话及其图片吗？")
+        dialog.wait_for(timeout=60_000)
+        dialog.get_by_role("button", name="取消").click()
+        dialog.wait_for(state="detached", timeout=60_000)
+        assert entry.count() == 1  # cancelled: still listed
         context.close()
 
 

@@ -76,6 +76,9 @@ def test_reload_restores_the_conversation_a_second_tab_is_told_other_browser_nev
         second_tab = open_page(alice, url)
         wait_text(second_tab, "#notice", "open in another tab")
         assert answer not in chat_text(second_tab) and second_tab.locator("#gallery img").count() == 0
+        # ...with the browser's earlier chats at hand (the one open in the first tab is continued there)
+        second_tab.wait_for_function("() => document.querySelectorAll('#chat-list .chat-item').length == 1",
+                                     timeout=60_000)
         ask(second_tab, "The second tab's question")
         assert wait_until(lambda: any(c.turns and c.turns[0].user == "The second tab's question" and
                                       c.turns[0].assistant for c in app.service.sessions.live()), timeout=120)

@@ -124,5 +124,5 @@ def test_decoding_and_fetching_run_off_the_event_loop(server, files, monkeypatch
 
 def test_urls_are_refused_unless_the_operator_turns_them_on(store):
     service = ChatService(RecordingBackend(), store)  # no --image-urls: nothing is fetched, nothing is asked of a model
-    with pytest.raises(UserError, match="This server does not fetch pictures from URLs"):
+    with pytest.raises(UserError, match="This server does not fetch pictures from links"):
         service.add_urls(Conversation(), ["http://127.0.0.1:9/photo.png"])

@@ -137,7 +137,13 @@ class BranchHandlers:
         if match["chat"] == "rename":
             return out._replace(listing=self.chats_view(conv, self.on_rename(row, match["title"] or "", conv, lang),
                                                          request))
-        return out._replace(listing=self.chats_view(conv, self.on_delete_chat(row, conv, lang), request))
+        current = self.saved.key_of(conv) == row
+        listing = self.on_delete_chat(row, conv, lang)
+        if current and self.saved.key_of(conv) != row:  # the chat on the screen was deleted: a new one instead
+            fresh = self.app.replace(conv, Conversation(), request.session_hash)
+            return self._shown(fresh, lang)._replace(question="", notice="", listing=self.chats_view(
+                fresh, request=request), **_closed_bar())
+        return out._replace(listing=self.chats_view(conv, listing, request))
 
     def _start_edit(self, turn: int, conv: Conversation, out: Action, lang: str) -> Action:
         """The question of ``turn`` goes in the box, and the edit bar says so and lists its pictures."""

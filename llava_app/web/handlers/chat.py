@@ -9,24 +9,27 @@ page messages here (``context.page_message``), escaped, never a traceback.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import gradio as gr
 
+from llava_app.chat.clearing import ClearedImages, clear_images, undo_clear
 from llava_app.chat.conversation import Conversation
 from llava_app.chat.examples import Example, load_example
 from llava_app.chat.service import Waiting
 from llava_app.chat.uploads import media_options
 from llava_app.errors import UserError
-from llava_app.messages import Message
+from llava_app.messages import Joined, Message
 from llava_app.web.cancellable import iterate_in_thread
 from llava_app.web.handlers import views
 from llava_app.web.handlers.context import HandlerContext, language, page_message
-from llava_app.web.handlers.inputs import message_files, message_text, pasted_urls, upload_files
-from llava_app.web.handlers.outputs import Attached, Strip, skipped
+from llava_app.web.handlers.inputs import links_in, message_files, message_text, pasted_urls, upload_files
+from llava_app.web.handlers.outputs import Attached, Captured, Cleared, Strip, skipped
 from llava_app.web.i18n import T, model_line
 from llava_app.web.translations import localize
 
+log = logging.getLogger(__name__)
 ELSEWHERE = Message("notice.elsewhere")
 
 
@@ -52,13 +55,16 @@ class ChatHandlers:
         # the shared helpers, under the names these handlers call them by
         self._remember_loop, self.views, self.warn = context.remember_loop, context.views, context.warn
         self._images, self._asked, self.limits_text = context.images, context.asked, context.limits_text
-        self.gallery = context.gallery
+        self.gallery, self._meter = context.gallery, context.meter
         #: the files last taken from each conversation's question box (forgotten when it ends)
         self._attached: dict[str, frozenset[str]] = {}
+        #: what each conversation's last Clear all took, for its Undo (forgotten when it ends)
+        self._cleared: dict[str, ClearedImages] = {}
         app.service.on_release.append(self._forget)
 
     def _forget(self, conv_id: str) -> None:
         self._attached.pop(conv_id, None)
+        self._cleared.pop(conv_id, None)
 
     def _attach(self, conv: Conversation, files: list[tuple[str, str]], progress=None, lang: str = "en",
                 frames: float | None = None, pages: str | None = None) -> str:
@@ -121,37 +127,94 @@ class ChatHandlers:
         return self._images(conv, localize(text, lang), lang)
 
     def on_gallery_change(self, value, conv: Conversation, request: gr.Request | None = None):
-        """The strip's own Clear button empties it with no delete event: the images go too.
+        """Whatever set the strip (an upload, a reload, a chat opened, an import): the count beside it follows.
 
-        Only an empty gallery is acted on: the change event of an upload may arrive after the
-        upload's own handler, holding the new files without their labels.
+        Emptied with no delete event, its pictures go too. Only the count is written here: the change
+        event of an upload may arrive before the upload's own handler, holding files without their labels.
         """
-        if value or not conv.images:
-            return skipped(Strip)
-        return self.on_delete(value, conv, request)
+        if not value and conv.images:
+            return self.on_delete(value, conv, request)
+        lang = language(request)
+        return skipped(Strip)._replace(limits=self.limits_text(conv, lang), meter=self._meter(conv, lang))
+
+    def on_camera(self, value, conv: Conversation, frames: float | None = None, pages: str | None = None,
+                  request: gr.Request | None = None) -> Captured:
+        """A photo taken with the camera joins the strip as the next labelled picture; the camera closes."""
+        if not value:  # the camera emptied (by this handler, or its own clear)
+            return skipped(Captured)
+        lang = language(request)
+        notice = self._attach(conv, [(str(value), "camera.png")], lang=lang, frames=frames, pages=pages)
+        return Captured(*self._images(conv, notice, lang), None, gr.update(visible=False))
+
+    def on_clear_ask(self, conv: Conversation, request: gr.Request | None = None) -> tuple:
+        """Clear all asks first (the notice, the question, its buttons): nothing is removed yet."""
+        lang, count = language(request), len(conv.images)
+        if not count:
+            return localize(Message("notice.nothing_to_clear"), lang), gr.update(visible=False), gr.skip()
+        return gr.skip(), gr.update(visible=True), localize(Message("notice.clear_ask", count=count), lang)
+
+    def on_clear(self, conv: Conversation, system_prompt: str, request: gr.Request | None = None) -> Cleared:
+        """Clear all, confirmed: every picture leaves the conversation, and Undo is offered."""
+        lang = language(request)
+        with conv.lock:
+            labels = [im.label for im in conv.images]
+            cleared = clear_images(conv)
+        if labels:
+            self._cleared[conv.id] = cleared
+        notice = localize(Message("notice.cleared", labels=", ".join(labels)), lang) if labels else ""
+        return self._cleared_view(conv, system_prompt, notice, bool(labels), lang)
+
+    def on_undo_clear(self, conv: Conversation, system_prompt: str, request: gr.Request | None = None) -> Cleared:
+        """Undo of Clear all: its pictures come back with their labels."""
+        lang = language(request)
+        cleared = self._cleared.pop(conv.id, None)
+        back = undo_clear(conv, cleared, self.service.max_images) if cleared is not None else []
+        notice = Message("notice.restored", labels=", ".join(back)) if back else Message("notice.not_restored")
+        return self._cleared_view(conv, system_prompt, localize(notice, lang), False, lang)
+
+    def _cleared_view(self, conv: Conversation, system_prompt: str, notice: str, undo: bool, lang: str) -> Cleared:
+        """After Clear all or its Undo: saved, and "What the model sees" follows at once."""
+        conv.set_prompt(self.service.preview(conv, system_prompt) if conv.turns else None)
+        self.saved.save(conv)
+        strip = self._images(conv, notice, lang)
+        return Cleared(strip.gallery, conv, notice, strip.limits, *self.views(conv, lang=lang),
+                       gr.update(visible=False), gr.update(visible=undo))
 
     # ----- asking -------------------------------------------------------------------------
     def on_submit(self, value, conv: Conversation, request: gr.Request | None = None):
         """A question (and any files still in the box) joins the conversation; ``on_generate`` answers it.
 
-        A box holding only links (with ``--image-urls``) fetches them into the strip instead: the
-        question comes next.
+        Links in it (with ``--image-urls``) are fetched into the strip first (the notice says what came and
+        what failed), and the question names a fetched one by its label; a box holding only links is not a
+        question (the question comes next). Where links are not fetched, the question is asked and the notice
+        says the model reads only the address.
         """
         lang, files, notice = language(request), message_files(value), ""
-        urls = pasted_urls(message_text(value)) if self.config.image_urls else []
-        if urls:
+        question = message_text(value)
+        urls = links_in(question)
+        if urls and self.config.image_urls:
             result = self.service.add_urls(conv, urls)
-            for message in result.errors + result.warnings:
+            problems = result.errors + result.warnings
+            for message in problems:
                 self.warn(views.plain(message, lang), lang)
             self.saved.save(conv)
-            notice = views.added_notice(result.added, result.errors + result.warnings, lang)
-            box = "" if result.added and not result.errors else gr.update()
-            # Not a question: nothing is asked, so the answer step that follows finds nothing to write.
-            return self._asked(box, conv, notice, lang)
+            notice = views.added_notice(result.added, problems, lang)
+            if pasted_urls(question):
+                box = "" if result.added and not result.errors else gr.update()
+                # Not a question: nothing is asked, so the answer step that follows finds nothing to write.
+                return self._asked(box, conv, notice, lang)
+            if len(urls) == 1 and result.added:  # "what is in https://…?" -> "what is in Image 3?"
+                question = question.replace(urls[0], ", ".join(result.added))
+        elif urls:
+            log.info("a question holds a link this server does not fetch (start it with --image-urls to fetch them)")
+            notice = localize(Message("notice.links_not_fetched"), lang)
+            if pasted_urls(question):  # only links: nothing to ask the model about
+                self.warn(views.plain(notice, lang), lang)
+                return self._asked(gr.update(), conv, notice, lang)
         if files:
-            notice = self._attach(conv, files, lang=lang)
+            notice = Joined([self._attach(conv, files, lang=lang), notice]).render(lang)
         try:
-            self.service.ask(conv, message_text(value))
+            self.service.ask(conv, question)
         except UserError as exc:
             self.warn(page_message(exc, lang), lang)
             keep = {"text": message_text(value), "files": []} if files else gr.update()
@@ -234,9 +297,10 @@ class ChatHandlers:
         return text, conv, *self.views(conv, lang=lang)
 
     def on_new_chat(self, conv: Conversation, request: gr.Request):
-        """A fresh conversation in place of this one (the browser's saved entry follows)."""
+        """A fresh conversation in place of this one, with an empty question box (the browser's saved entry
+        follows)."""
         fresh = self.app.replace(conv, Conversation(), request.session_hash)
-        return fresh, [], "", *self.views(fresh, lang=language(request))
+        return fresh, [], "", "", *self.views(fresh, lang=language(request))  # the box empty too
 
     # ----- examples, the model, export/import, feedback ---------------------------------------
     def on_example(self, example: Example, conv: Conversation, request: gr.Request | None):
@@ -284,9 +348,9 @@ class ChatHandlers:
         path = file if isinstance(file, str) else getattr(file, "name", None) or getattr(file, "path", "")
         try:
             fresh, imported_prompt = self.app.import_file(path, conv, request.session_hash)
-        except UserError as exc:
+        except UserError as exc:  # the notice says so too (a stale "Imported." would say the opposite)
             self.warn(page_message(exc, lang), lang)
-            return conv, gr.update(), gr.update(), gr.update(), *self.views(conv, lang=lang)
+            return conv, gr.update(), page_message(exc, lang), gr.update(), *self.views(conv, lang=lang)
         prompt = imported_prompt if imported_prompt is not None else system_prompt
         return fresh, self.gallery(fresh), str(T("imported")), prompt, *self.views(fresh, lang=lang)
 
@@ -308,6 +372,7 @@ class ChatHandlers:
         lang, notice, pending = language(request), gr.update(), None
         if self.saved.held_elsewhere(token, request.username, tab):
             notice = localize(ELSEWHERE, lang)
+            self.saved.bind_reader(conv, token, request.username, tab)  # not saved; the earlier chats at hand
         else:
             token, restored, pending = self.saved.open(token, request.username, tab)
             if restored is not None:

@@ -34,6 +34,14 @@ def pasted_urls(text: str) -> list[str]:
     return text.split() if _ONLY_URLS.match(text or "") else []
 
 
+_URL = re.compile(r"https?://\S+")
+
+
+def links_in(text: str) -> list[str]:
+    """The http(s) links anywhere in a question ("what is in https://…/cat.png?"), without trailing punctuation."""
+    return [url.rstrip(".,;:!?)]}'\"") for url in _URL.findall(text or "")]
+
+
 def message_files(value: Any) -> list[tuple[str, str]]:
     """Paths and names of the files in the question box."""
     return file_paths(value.get("files") or []) if isinstance(value, dict) else []

@@ -33,6 +33,33 @@ class Strip(NamedTuple):
     meter: Any
 
 
+class Captured(NamedTuple):
+    """A camera photo taken into the strip: the strip, then the camera (emptied) and its box (closed)."""
+
+    gallery: Any
+    state: Any
+    notice: Any
+    limits: Any
+    meter: Any
+    camera: Any
+    camera_box: Any
+
+
+class Cleared(NamedTuple):
+    """Clear all, or its Undo: the strip, what the page shows, the question (closed) and Undo (offered or not)."""
+
+    gallery: Any
+    state: Any
+    notice: Any
+    limits: Any
+    chatbot: Any
+    prompt_view: Any
+    prompt_stats: Any
+    meter: Any
+    confirm: Any
+    undo_clear: Any
+
+
 class Attached(NamedTuple):
     """Files put in the question box, taken into the strip: the box (its text stays), then the strip."""
 

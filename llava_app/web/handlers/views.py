@@ -129,10 +129,13 @@ def thumbnails(pictures: list, shown: Shown) -> Any:
 
 
 def answer_footer(stats: Any, lang: str = "en") -> str:
-    """The quiet line under an answer: time to first token, tokens per second, tokens, images cached/encoded."""
+    """The quiet line under an answer: time in line, then to first token, tokens per second, tokens, images
+    cached/encoded."""
     if stats is None:
         return ""
     parts = []
+    if stats.queued_s is not None:  # apart from the first token: 14 s in line is not a slow model
+        parts.append(text("footer.queued", lang, seconds=stats.queued_s))
     if stats.ttft_s is not None:
         parts.append(text("footer.first_token", lang, seconds=stats.ttft_s))
     if stats.tokens_per_s:
@@ -149,14 +152,16 @@ def prompt_stats(info: PromptInfo | None, no_prompt: str, lang: str = "en") -> s
         return no_prompt
     labels = html.escape(", ".join(info.image_labels)) or text("stats.no_labels", lang)
     tokens = f"~{info.n_tokens:,}" if info.estimated else info.n_tokens
-    line = text("stats.prompt", lang, images=info.n_images, labels=labels, tokens=tokens)
+    key = "stats.prompt_one" if info.n_images == 1 else "stats.prompt"  # "1 image", "0 images", "2 images"
+    line = text(key, lang, images=info.n_images, labels=labels, tokens=tokens)
     if info.source != "model":  # a remote server: its own rendering, or only what the app sends it
         line += " · " + text("stats.source_" + info.source, lang)
     return line
 
 
 def meter_text(conv: Conversation, window: int | None, image_tokens: int | None = None, lang: str = "en") -> str:
-    """The context meter: prompt tokens / window, images and their tokens, hidden turns.
+    """The context meter: prompt tokens (with the answer just written) / window, images and their tokens, hidden
+    turns.
 
     ``image_tokens`` is what the conversation's images cost, when the engine knows it.
     """
@@ -164,9 +169,11 @@ def meter_text(conv: Conversation, window: int | None, image_tokens: int | None 
     info = conv.last_prompt
     parts = []
     if info is not None and info.n_tokens:
-        parts.append(text("meter.used_of_window", lang, used=info.n_tokens, window=window,
-                          percent=100 * info.n_tokens / window) if window else
-                     text("meter.used", lang, used=info.n_tokens))
+        # the prompt of the newest turn, and the answer just written to it (the next question carries both)
+        newest = conv.turns[-1] if conv.turns else None
+        used = info.n_tokens + (newest.stats.completion_tokens if newest is not None and newest.stats else 0)
+        parts.append(text("meter.used_of_window", lang, used=used, window=window, percent=100 * used / window)
+                     if window else text("meter.used", lang, used=used))
     elif window:
         parts.append(text("meter.window", lang, window=window))
     n = len(conv.images)

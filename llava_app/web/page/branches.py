@@ -38,7 +38,7 @@ def share_button(enabled: bool) -> gr.Button | None:
 
 
 def chats_panel(share: gr.Button | None) -> Chats:
-    """Under the actions: what Share made (the link, its expiry, Revoke); the hidden channel for the links."""
+    """Under Share: what Share made (the link, its expiry, Revoke); the hidden channel for the links."""
     info = revoke = link = None
     if share is not None:
         with gr.Row(elem_id="share-box", equal_height=True):
@@ -51,9 +51,9 @@ def chats_panel(share: gr.Button | None) -> Chats:
 
 
 def chats_list(handlers: Handlers, chats: Chats) -> None:
-    """The earlier chats, first in the side panel (on a phone: under Settings)."""
-    with gr.Accordion(T("chats_section"), open=True, elem_id="earlier-chats"):
-        chats.listing = gr.HTML(handlers.branches.chats_view(None), elem_id="chat-list", padding=False)
+    """The earlier chats, in the column of their own (on a phone: the drawer behind "☰ Chats")."""
+    gr.Markdown(T("chats_heading"), elem_id="earlier-chats")
+    chats.listing = gr.HTML(handlers.branches.chats_view(None), elem_id="chat-list", padding=False)
 
 
 def wire(page: Page, handlers: Handlers) -> None:

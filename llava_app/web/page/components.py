@@ -39,6 +39,25 @@ class Chats:
 
 
 @dataclass
+class StripControls:
+    """The strip's own controls: the pictures, the limits, Clear all (asked first, with Undo after), the camera."""
+
+    gallery: gr.Gallery
+    limits: gr.Markdown
+    notice: gr.Markdown
+    clear: gr.Button
+    confirm: gr.Row
+    confirm_text: gr.Markdown
+    clear_yes: gr.Button
+    clear_no: gr.Button
+    undo_clear: gr.Button
+    camera: gr.Image
+    camera_box: gr.Row
+    camera_strip: gr.Button
+    camera_close: gr.Button
+
+
+@dataclass
 class Picker:
     """The model picker's components."""
 
@@ -83,6 +102,9 @@ class Page:
     pages: gr.Textbox
     edit: EditBar
     chats: Chats
+    strip: StripControls
+    chats_toggle: gr.Button
+    camera_open: gr.Button
 
     def outputs(self, kind: type[tuple]) -> list:
         """The components a handler's named result (``handlers.outputs``) fills, in the order of its fields."""
@@ -90,7 +112,8 @@ class Page:
                  "limits": self.limits, "chatbot": self.chatbot, "prompt_view": self.prompt_view,
                  "prompt_stats": self.prompt_stats, "meter": self.meter, "listing": self.chats.listing,
                  "editing": self.edit.editing, "edit_bar": self.edit.bar, "edit_title": self.edit.title,
-                 "keep": self.edit.keep}
+                 "keep": self.edit.keep, "undo_clear": self.strip.undo_clear,
+                 "confirm": self.strip.confirm, "camera": self.strip.camera, "camera_box": self.strip.camera_box}
         return [named[field] for field in kind._fields]
 
     @property

@@ -12,13 +12,13 @@ from llava_app.chat.conversation import Conversation
 from llava_app.chat.examples import Example, available_examples
 from llava_app.web.gradio_compat import GradioSessions, without_load_event
 from llava_app.web.handlers import Handlers
-from llava_app.web.handlers.outputs import Attached, Sent, Strip
+from llava_app.web.handlers.outputs import Attached, Captured, Cleared, Sent, Strip
 from llava_app.web.handlers.session import SessionHandlers
 from llava_app.web.handlers.switch_policy import SwitchPolicy
 from llava_app.web.i18n import T, model_line
 from llava_app.web.page import branches
 from llava_app.web.page.api import wire_api
-from llava_app.web.page.components import Page, Picker
+from llava_app.web.page.components import Page, Picker, StripControls
 
 
 def build_demo(app: App) -> gr.Blocks:
@@ -62,8 +62,15 @@ def _layout(app: App, handlers: Handlers) -> Page:
     # The browser's key to its saved conversation (localStorage: shared by its tabs, unknown to other browsers).
     browser_key = gr.BrowserState("", storage_key="llava-app-conversation", secret=app.saved.secret())
     with gr.Row(elem_id="app", equal_height=False):
+        # Earlier chats: a column on a laptop (collapsible), a drawer on a phone; New chat at its top.
+        with gr.Column(elem_id="chats-side", scale=0, min_width=230):
+            new_chat = gr.Button(T("new_chat"), variant="primary", elem_id="new-chat", size="sm")
+            share = branches.share_button(app.share_links is not None and app.share_links.enabled)
+            chats = branches.chats_panel(share)
+            branches.chats_list(handlers, chats)
         with gr.Column(elem_id="main", scale=3, min_width=320):
             with gr.Row(elem_id="header", equal_height=True):
+                chats_toggle = gr.Button(T("chats_toggle"), elem_id="chats-toggle", size="sm", scale=0, min_width=44)
                 gr.Markdown(T("title"), elem_id="title")
                 header = gr.Markdown(model_line(service.model_name), elem_id="model-name")
                 settings = gr.Button(T("settings"), elem_id="settings-toggle", size="sm", scale=0, min_width=90)
@@ -71,47 +78,66 @@ def _layout(app: App, handlers: Handlers) -> Page:
             chatbot = gr.Chatbot(show_label=False, elem_id="chatbot", height="auto", sanitize_html=True,
                                  render_markdown=True, buttons=["copy"], layout="bubble", autoscroll=True,
                                  placeholder=str(T("chat_placeholder")))
-            gallery, limits, notice = _image_strip(handlers)
-            edit = branches.edit_bar()
-            with gr.Row(elem_id="composer", equal_height=True):
-                # Any file is taken in (the handler says clearly what it cannot read), and pasted
-                # screenshots arrive here too; they all join the strip above with the next label.
-                question = gr.MultimodalTextbox(placeholder=T("question"), show_label=False, elem_id="question",
-                                                file_count="multiple", sources=["upload"], submit_btn=False,
-                                                lines=1, max_lines=6, autofocus=False, scale=1)
-                send = gr.Button(T("send"), variant="primary", elem_id="send", scale=0, min_width=64)
-                stop = gr.Button(T("stop"), variant="stop", elem_id="stop", interactive=False, scale=0, min_width=64)
-            with gr.Row(elem_id="actions"):
-                regenerate = gr.Button(T("regenerate"), elem_id="regenerate", size="sm", scale=0, min_width=90)
-                undo = gr.Button(T("undo"), elem_id="undo", size="sm", scale=0, min_width=70)
-                new_chat = gr.Button(T("new_chat"), elem_id="new-chat", size="sm", scale=0, min_width=90)
-                share = branches.share_button(app.share_links is not None and app.share_links.enabled)
-            chats = branches.chats_panel(share)
-            examples = _example_buttons()
-        with gr.Column(elem_id="side", scale=1, min_width=300):
+            # Under the chat, held at the window's foot from the first paint: nothing jumps when the chat mounts.
+            with gr.Column(elem_id="dock"):
+                examples = _example_buttons()  # only while the chat is empty (style.css)
+                strip = _image_strip(handlers)
+                edit = branches.edit_bar()
+                with gr.Row(elem_id="composer", equal_height=True):
+                    # Any file is taken in (the handler says clearly what it cannot read), and pasted
+                    # screenshots arrive here too; they all join the strip above with the next label.
+                    question = gr.MultimodalTextbox(placeholder=T("question"), show_label=False, elem_id="question",
+                                                    file_count="multiple", sources=["upload"], submit_btn=False,
+                                                    lines=1, max_lines=6, autofocus=False, scale=1)
+                    camera_open = gr.Button(T("camera"), elem_id="camera-open", scale=0, min_width=80)
+                    send = gr.Button(T("send"), variant="primary", elem_id="send", scale=0, min_width=64)
+                    stop = gr.Button(T("stop"), variant="stop", elem_id="stop", interactive=False, scale=0,
+                                     min_width=64)
+                with gr.Row(elem_id="actions"):  # a quiet row under the box, as chat apps have
+                    regenerate = gr.Button(T("regenerate"), elem_id="regenerate", size="sm", scale=0, min_width=90)
+                    undo = gr.Button(T("undo"), elem_id="undo", size="sm", scale=0, min_width=70)
+        with gr.Column(elem_id="side", scale=1, min_width=280):
             meter = gr.Markdown(handlers.context.meter(Conversation()), elem_id="context-meter")
-            branches.chats_list(handlers, chats)
             panels = _panels(config)
             frames, pages = _media_choices(config, handlers.chat.frames_limit)
             picker = _model_picker(app)
     return Page(state=state, browser_key=browser_key, model_line=header, banner=banner, picker=picker,
-                gallery=gallery, notice=notice, examples=examples, chatbot=chatbot, question=question, send=send,
-                stop=stop, regenerate=regenerate, undo=undo, new_chat=new_chat, meter=meter, **panels, limits=limits,
-                settings_toggle=settings, frames=frames, pages=pages, edit=edit, chats=chats)
+                gallery=strip.gallery, notice=strip.notice, strip=strip, chats_toggle=chats_toggle,
+                camera_open=camera_open, examples=examples, chatbot=chatbot, question=question, send=send,
+                stop=stop, regenerate=regenerate, undo=undo, new_chat=new_chat, meter=meter, **panels,
+                limits=strip.limits, settings_toggle=settings, frames=frames, pages=pages, edit=edit, chats=chats)
 
 
-def _image_strip(handlers: Handlers) -> tuple[gr.Gallery, gr.Markdown, gr.Markdown]:
-    """The conversation's images as a strip of labelled thumbnails, its limits, and the notice under it."""
+def _image_strip(handlers: Handlers) -> StripControls:
+    """The conversation's images as a compact strip of labelled thumbnails, the limits and Clear all beside it,
+    the camera (opened from here or from the question box), and the notice under it (with Undo after Clear all)."""
     with gr.Row(elem_id="strip", equal_height=True):
         # file_types=["file"]: every upload reaches on_upload, which says clearly what it cannot
         # read; Gradio's own image filter answers a non-image with a bare "An error occurred".
+        # No webcam here: Gradio's gallery hides the other pictures in camera mode (the camera below does not).
         gallery = gr.Gallery(label=T("gallery"), show_label=False, elem_id="gallery", interactive=True,
-                             file_types=["file"], sources=["upload", "webcam", "clipboard"], type="filepath",
-                             columns=8, fit_columns=False, height=132, object_fit="cover", format="png",
+                             file_types=["file"], sources=["upload", "clipboard"], type="filepath",
+                             columns=8, fit_columns=False, height=96, object_fit="cover", format="png",
                              allow_preview=False, scale=1)  # page.js opens a thumbnail large, with its label
-        limits = gr.Markdown(handlers.context.limits_text(Conversation()), elem_id="limits")
-    notice = gr.Markdown("", elem_id="notice")
-    return gallery, limits, notice
+        with gr.Column(elem_id="strip-side", scale=0, min_width=120):
+            limits = gr.Markdown(handlers.context.limits_text(Conversation()), elem_id="limits")
+            with gr.Row(elem_id="strip-tools"):
+                camera_strip = gr.Button(T("camera"), elem_id="camera-strip", size="sm", scale=0, min_width=44)
+                clear = gr.Button(T("clear_all"), elem_id="clear-strip", size="sm", scale=0, min_width=44)
+    with gr.Row(elem_id="clear-confirm", visible=False) as confirm:
+        confirm_text = gr.Markdown("", elem_id="clear-question")
+        clear_yes = gr.Button(T("clear_yes"), variant="stop", size="sm", elem_id="clear-yes", scale=0, min_width=90)
+        clear_no = gr.Button(T("clear_no"), size="sm", elem_id="clear-no", scale=0, min_width=70)
+    with gr.Row(elem_id="camera-box", visible=False) as camera_box:
+        camera = gr.Image(sources=["webcam"], type="filepath", show_label=False, elem_id="camera", height=240,
+                          format="png", scale=1)
+        camera_close = gr.Button(T("camera_close"), size="sm", elem_id="camera-close", scale=0, min_width=70)
+    with gr.Row(elem_id="notice-row"):
+        notice = gr.Markdown("", elem_id="notice")
+        undo_clear = gr.Button(T("undo_clear"), size="sm", elem_id="undo-clear", visible=False, scale=0, min_width=70)
+    return StripControls(gallery=gallery, limits=limits, notice=notice, clear=clear, confirm=confirm,
+                         confirm_text=confirm_text, clear_yes=clear_yes, clear_no=clear_no, undo_clear=undo_clear,
+                         camera=camera, camera_box=camera_box, camera_strip=camera_strip, camera_close=camera_close)
 
 
 def _panels(config) -> dict[str, Any]:
@@ -189,6 +215,10 @@ FOLLOW = "(...args) => { const el = document.querySelector('#chatbot .bubble-wra
          "if (el) el.scrollTop = el.scrollHeight; return args; }"
 
 
+CHATS_TOGGLE = "() => { const b = document.body; b.classList.remove('show-side'); " \
+               "b.classList.toggle(matchMedia('(max-width: 760px)').matches ? 'show-chats' : 'hide-chats'); }"
+
+
 def _generation() -> dict[str, Any]:
     """Event settings of a generation: no queue limit here, the service's line orders the answers and tells
     each where it stands; a minimal progress mark on the chat."""
@@ -219,6 +249,22 @@ def _wire_images(page: Page, handlers: Handlers) -> None:
     page.gallery.delete(handlers.chat.on_delete, [page.gallery, page.state], outputs, api_visibility="private")
     page.gallery.change(handlers.chat.on_gallery_change, [page.gallery, page.state], outputs, api_visibility="private",
                         show_progress="hidden")
+    strip, quick = page.strip, dict(api_visibility="private", queue=False, show_progress="hidden")
+    # The camera, opened from the strip or the question box: a photo taken joins as the next labelled picture.
+    for opener in (strip.camera_strip, page.camera_open):
+        opener.click(lambda: gr.update(visible=True), None, [strip.camera_box], **quick)
+    strip.camera_close.click(lambda: (None, gr.update(visible=False)), None, [strip.camera, strip.camera_box],
+                             **quick)
+    strip.camera.change(handlers.chat.on_camera, [strip.camera, page.state, *media], page.outputs(Captured),
+                        api_visibility="private", show_progress="hidden")
+    # Clear all asks first, and Undo puts the pictures back.
+    strip.clear.click(handlers.chat.on_clear_ask, [page.state], [page.notice, strip.confirm, strip.confirm_text],
+                      **quick)
+    strip.clear_no.click(lambda: gr.update(visible=False), None, [strip.confirm], **quick)
+    strip.clear_yes.click(handlers.chat.on_clear, [page.state, page.system_prompt], page.outputs(Cleared),
+                          api_visibility="private", show_progress="hidden")
+    strip.undo_clear.click(handlers.chat.on_undo_clear, [page.state, page.system_prompt], page.outputs(Cleared),
+                           api_visibility="private", show_progress="hidden")
     page.question.change(handlers.branches.on_attach_box, [page.question, page.edit.editing, page.state, *media],
                          page.outputs(Attached),
                          api_visibility="private", show_progress="hidden", trigger_mode="always_last")
@@ -239,7 +285,7 @@ def _wire_asking(page: Page, handlers: Handlers) -> None:
                                                                                  *page.views], **SUBMIT)
     branches.close_edit(event, page)  # the box now holds the question taken back, not the one edited
     branches.refresh_list(event, page, handlers)
-    fresh = [page.state, page.gallery, page.notice, *page.views]
+    fresh = [page.state, page.gallery, page.notice, page.question, *page.views]
     # New chat, and the chatbot's own Clear (bin) button, which empties the chat view: the conversation goes
     # too, or the model would still answer from turns the page no longer shows. The old one stays in the list.
     for trigger in (page.new_chat.click, page.chatbot.clear):
@@ -252,7 +298,10 @@ def _wire_asking(page: Page, handlers: Handlers) -> None:
         if example.prelude:  # it asks its first question itself: answered like one sent, controls locked
             _then_generate(event, page, handlers)
     # On a phone the side panel (settings, what the model sees) opens over the chat and closes again.
-    page.settings_toggle.click(None, js="() => { document.body.classList.toggle('show-side'); }")
+    page.settings_toggle.click(None, js="() => { document.body.classList.remove('show-chats'); "
+                                        "document.body.classList.toggle('show-side'); }")
+    # The earlier chats: folded away on a laptop, a drawer on a phone.
+    page.chats_toggle.click(None, js=CHATS_TOGGLE)
 
 
 def _wire_features(page: Page, handlers: Handlers) -> None:

@@ -23,14 +23,31 @@
     new MutationObserver(retitle).observe(document.body, {childList: true, subtree: true, characterData: true});
   }
 
-  // Files dropped on the chat, or on a strip that already shows pictures (Gradio's gallery takes
-  // drops only while empty), join the conversation like files dropped on the question box.
+  // No jump on load: Gradio mounts the page's parts one by one (the chat last) and the font comes late, so the
+  // page is shown once its parts and its font are in place (style.css hides it until then; 4 s at most).
+  const shown = () => document.body.classList.add('llava-ready');
+  const mounted = () => document.querySelector('#chatbot .bubble-wrap, #chatbot .placeholder-content')
+    && document.querySelector('#question textarea') && document.querySelector('#send');
+  const reveal = () => (document.fonts ? document.fonts.ready : Promise.resolve())
+    .then(() => requestAnimationFrame(() => requestAnimationFrame(shown)));
+  if (mounted()) reveal();
+  else {
+    const watch = new MutationObserver(() => { if (mounted()) { watch.disconnect(); reveal(); } });
+    watch.observe(document.body, {childList: true, subtree: true});
+  }
+  setTimeout(shown, 4000);
+
+  // One place for a dropped picture: files dropped anywhere on the page (the chat, the strip, the question
+  // box and its border) join the conversation through the question box, which puts them in the strip with the
+  // next label (Gradio's box otherwise keeps a file dropped on its border as a pending attachment, and its
+  // gallery takes drops only while empty).
   const forward = (event) => {
-    const on = (selector) => event.target.closest && event.target.closest(selector);
-    const strip = on('#gallery') && document.querySelector('#gallery .gallery-item');
-    if (!(on('#chatbot') || strip) || !event.dataTransfer || !event.dataTransfer.files.length) return;
+    if (!event.dataTransfer || !Array.from(event.dataTransfer.types || []).includes('Files')) return;
+    const here = event.target.closest && event.target.closest('#main');
+    if (!here) return;
     event.preventDefault();
-    if (event.type !== 'drop') return;
+    event.stopPropagation();
+    if (event.type !== 'drop' || !event.dataTransfer.files.length) return;
     const input = document.querySelector('#question input[type=file]');
     if (!input) return;
     const files = new DataTransfer();
@@ -38,8 +55,63 @@
     input.files = files.files;
     input.dispatchEvent(new Event('change', {bubbles: true}));
   };
-  document.addEventListener('dragover', forward);
-  document.addEventListener('drop', forward);
+  for (const type of ['dragenter', 'dragover', 'drop']) document.addEventListener(type, forward, true);
+
+  // The strip: each remove button named for its picture ("Remove Image 4"), a sign when more pictures than
+  // fit are off to the side; the chat's "Scroll down" button named for what it does.
+  const name = () => {
+    for (const item of document.querySelectorAll('#gallery .gallery-item')) {
+      const caption = item.querySelector('.caption-label');
+      const remove = item.querySelector('.delete-button');
+      if (!caption || !remove) continue;
+      const label = say('remove_image').replace('{label}', caption.textContent.split(' · ')[0].trim());
+      if (remove.getAttribute('aria-label') !== label) {
+        remove.setAttribute('aria-label', label);
+        remove.setAttribute('title', label);
+      }
+    }
+    const wrap = document.querySelector('#gallery .grid-wrap');
+    const gallery = document.getElementById('gallery');
+    if (wrap && gallery) {
+      const more = wrap.scrollWidth - wrap.clientWidth - wrap.scrollLeft > 4;
+      if (gallery.classList.contains('more-right') !== more) gallery.classList.toggle('more-right', more);
+    }
+    jumpShown();
+  };
+
+  // "Jump to the latest": over the chat's foot whenever the person has scrolled up from the newest message.
+  const jumpShown = () => {
+    const chat = document.getElementById('chatbot');
+    const wrap = chat && chat.querySelector('.bubble-wrap');
+    if (!wrap) return;
+    let jump = document.getElementById('jump-latest');
+    if (!jump) {
+      jump = document.createElement('button');
+      jump.id = 'jump-latest';
+      jump.type = 'button';
+      jump.textContent = '↓ ' + say('latest_short');
+      jump.setAttribute('aria-label', say('latest'));
+      jump.setAttribute('title', say('latest'));
+      jump.addEventListener('click', () => { wrap.scrollTo({top: wrap.scrollHeight}); jump.hidden = true; });
+      chat.appendChild(jump);
+    }
+    const away = wrap.scrollHeight - wrap.clientHeight - wrap.scrollTop > 120;
+    if (jump.hidden === away) jump.hidden = !away;
+  };
+  new MutationObserver(name).observe(document.body, {childList: true, subtree: true});
+  document.addEventListener('scroll', name, true);
+  window.addEventListener('resize', name);
+
+  // A drawer (earlier chats, settings) closes on a tap outside it.
+  document.addEventListener('click', (event) => {
+    const body = document.body;
+    if (!body.classList.contains('show-chats') && !body.classList.contains('show-side')) return;
+    const inside = event.target.closest && event.target.closest('#chats-side, #side, #chats-toggle, #settings-toggle');
+    if (inside || !document.body.contains(event.target)) return;
+    body.classList.remove('show-chats', 'show-side');
+    event.preventDefault();  // the tap closes the drawer and does nothing else
+    event.stopPropagation();
+  }, true);
 
   // A click on a thumbnail (in the strip or in the chat) opens it large, with its label.
   const close = () => { const box = document.getElementById('lightbox'); if (box) box.remove(); };
@@ -72,22 +144,73 @@
     event.preventDefault();
     event.stopPropagation();
     let action = link.getAttribute('href').slice('#llava-'.length);
+    const run = () => {
+      const go = document.querySelector('#turn-action-go');
+      if (!go) return;
+      window.llavaAction = action;
+      go.click();
+      if (action.startsWith('edit-')) {
+        const box = document.querySelector('#question textarea');
+        if (box) setTimeout(() => box.focus(), 300);
+      }
+    };
     if (action.startsWith('rename-')) {
-      const title = window.prompt(say('rename_prompt'), link.dataset.title || '');
-      if (title === null) return;
-      action += ':' + title;
+      ask(say('rename_prompt'), link.dataset.title || '', (title) => { action += ':' + title; run(); });
     } else if (action.startsWith('delete-')) {
-      if (!window.confirm(say('delete_confirm'))) return;
-    } else if (action.startsWith('open-')) {
-      document.body.classList.remove('show-side');  // on a phone: back to the chat
-    }
-    const go = document.querySelector('#turn-action-go');
-    if (!go) return;
-    window.llavaAction = action;
-    go.click();
-    if (action.startsWith('edit-')) {
-      const box = document.querySelector('#question textarea');
-      if (box) setTimeout(() => box.focus(), 300);
+      ask(say('delete_confirm'), null, run);
+    } else {
+      if (action.startsWith('open-')) document.body.classList.remove('show-side', 'show-chats');  // phone: the chat
+      run();
     }
   }, true);
+
+  // The page's own dialog (not the browser's prompt/confirm): a question, a text box when ``value`` is a
+  // string, OK and Cancel; ``done`` gets the text (or nothing) on OK. Enter is OK, Escape and a click outside
+  // are Cancel.
+  const ask = (question, value, done) => {
+    const old = document.getElementById('llava-dialog');
+    if (old) old.remove();
+    const shade = document.createElement('div');
+    shade.id = 'llava-dialog';
+    const box = document.createElement('div');
+    box.className = 'dialog-box';
+    box.setAttribute('role', 'dialog');
+    box.setAttribute('aria-modal', 'true');
+    box.setAttribute('aria-label', question);
+    const text = document.createElement('p');
+    text.textContent = question;
+    box.appendChild(text);
+    let input = null;
+    if (typeof value === 'string') {
+      input = document.createElement('input');
+      input.type = 'text';
+      input.value = value;
+      input.setAttribute('aria-label', question);
+      box.appendChild(input);
+    }
+    const row = document.createElement('div');
+    row.className = 'dialog-buttons';
+    const cancel = document.createElement('button');
+    cancel.type = 'button';
+    cancel.className = 'dialog-cancel';
+    cancel.textContent = say('cancel');
+    const ok = document.createElement('button');
+    ok.type = 'button';
+    ok.className = 'dialog-ok';
+    ok.textContent = say('ok');
+    row.append(cancel, ok);
+    box.appendChild(row);
+    shade.appendChild(box);
+    document.body.appendChild(shade);
+    const close = () => shade.remove();
+    cancel.addEventListener('click', close);
+    ok.addEventListener('click', () => { close(); done(input ? input.value : undefined); });
+    shade.addEventListener('click', (event) => { if (event.target === shade) close(); });
+    shade.addEventListener('keydown', (event) => {
+      if (event.key === 'Escape') close();
+      if (event.key === 'Enter') ok.click();
+    });
+    (input || ok).focus();
+    if (input) input.select();
+  };
 }

@@ -172,6 +172,22 @@ def test_to_record_and_restore_give_the_same_conversation_with_a_new_id():
     assert [im.label for im in back.pending_images] == ["Image 3"]
 
 
+def test_an_answers_stats_survive_the_record_and_damaged_ones_are_dropped():
+    """The answer footer comes back after a reload: its numbers travel in the record (as JSON too)."""
+    from llava_app.chat.parts import AnswerStats
+    from llava_app.storage.records import ConversationRecord
+
+    conv = Conversation()
+    conv.ask("q1")
+    stats = AnswerStats(ttft_s=0.25, tokens_per_s=12.5, prompt_tokens=40, completion_tokens=9, images_encoded=1,
+                        images_cached=0, queued_s=14.0)
+    conv.answer("a1", stats=stats)
+    data = conv.to_record().to_json()
+    assert Conversation.restore(ConversationRecord.from_json(data)).turns[0].stats == stats
+    data["turns"][0]["stats"] = {"ttft_s": "soon", "completion_tokens": True, "queued_s": -1}
+    assert Conversation.restore(ConversationRecord.from_json(data)).turns[0].stats is None
+
+
 def test_restore_keeps_labels_never_reuses_them_and_keeps_a_picture_once():
     record = _record([(3, "a", 0), (5, "b", 1), (7, "a", 1)], [("q1", "a1"), ("q2", None)], next_number=6)
     conv = Conversation.restore(record)

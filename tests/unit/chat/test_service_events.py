@@ -8,7 +8,16 @@ import pytest
 
 from llava_app.chat.conversation import Conversation
 from llava_app.chat.service import ChatService
-from llava_app.engine.base import Backend, GenerationParams, PromptInfo, PromptReady, TextDelta, Unsupported, Usage
+from llava_app.engine.base import (
+    Backend,
+    GenerationParams,
+    PromptInfo,
+    PromptReady,
+    Queued,
+    TextDelta,
+    Unsupported,
+    Usage,
+)
 
 
 class Scripted(Backend):
@@ -47,6 +56,16 @@ def test_the_turn_keeps_usage_and_the_timing_the_service_measured(store):
     assert 1 < stats.tokens_per_s < 15  # 2 tokens after the first, in about 0.2 s (less when the machine is busy)
     assert (stats.prompt_tokens, stats.completion_tokens, stats.prefilled_tokens) == (17, 3, 5)
     assert (stats.images_encoded, stats.images_cached, stats.finish_reason) == (0, 1, "length")
+
+
+def test_time_waiting_for_room_counts_as_time_in_line_not_as_time_to_first_token(store):
+    """An engine with no room yet says so (``Queued``): that wait is the answer's time in line, and its first
+    token is timed from when the model took it (14 s in line once showed as a 0.69 s first token)."""
+    backend = Scripted([Queued(1), 0.3, Queued(1), 0.3, PromptReady(PromptInfo(text="p", n_tokens=3)), 0.05,
+                        TextDelta("one two three"), Usage(prompt_tokens=3, completion_tokens=3)])
+    stats = answer(backend, store).turns[-1].stats
+    assert stats.queued_s >= 0.6 and stats.ttft_s < stats.queued_s
+    assert 0.05 <= stats.ttft_s < 0.55  # from the last word of the line (a loaded machine is slower)
 
 
 def test_a_prompt_size_known_only_at_the_end_fills_the_meter(store):

@@ -76,6 +76,15 @@ def test_new_chat_keeps_the_previous_one_in_the_list_newest_first(app):
     token_back, conv, _ = app.saved.open(token)
     assert token_back == token and [t.user for t in conv.turns][-1] == "A follow-up"
 
+    # a chat whose one question was taken back (Undo), then New chat: no empty "0 turns" entry is left
+    taken_back = app.replace(conv, Conversation())
+    chat(app, taken_back, "Never mind")
+    app.service.undo(taken_back)
+    app.saved.save(taken_back)
+    assert "Never mind" not in [e["title"] for e in app.saved.listing(taken_back)]
+    after = app.replace(taken_back, Conversation())
+    assert [e["title"] for e in app.saved.listing(after)] == [listing[1]["title"]]
+
 
 def test_another_browser_cannot_open_rename_or_delete_them(app):
     mine, theirs = Conversation(), Conversation()

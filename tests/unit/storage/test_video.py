@@ -112,8 +112,8 @@ def test_the_service_reads_a_video_by_content_and_tells_the_model_it_is_one_clip
     service.ask(conv, "What happens in the video?")
     parts = conv.messages()[0]["content"]
     texts = [p["text"] for p in parts if p["type"] == "text"]
-    lead = ("The next 4 image(s) are frames of one video, clip.mp4, in time order (Image 2 at 0:00.5, "
-            "Image 3 at 0:01.5, Image 4 at 0:02.5, Image 5 at 0:03.5).")
+    lead = ("The next 4 images are frames of one video, clip.mp4, in time order (Image 2 at 0:00.5, "
+            "Image 3 at 0:01.5, Image 4 at 0:02.5, Image 5 at 0:03.5).\n")  # a line of its own
     assert texts == ["Image 1:", lead, "Image 2:", "Image 3:", "Image 4:", "Image 5:", "What happens in the video?"]
     # The lead sits right before the first frame's label, after the photo that is not part of the clip.
     kinds = [p["type"] for p in parts]

@@ -176,8 +176,12 @@ def test_the_list_of_earlier_chats_is_escaped_and_says_how_long_it_keeps_them(se
     assert "Cats &amp; &lt;dogs&gt;" in out.listing
     out = handlers.branches.on_action(f"open-{row}", fresh, "", tab())
     assert [t.user for t in out.state.turns] == ["<script>alert(1)</script> & more"] and out.editing is None
-    out = handlers.branches.on_action(f"delete-{row}", out.state, "", tab())
+    opened = out.state
+    out = handlers.branches.on_action(f"delete-{row}", opened, "", tab())
     assert "chat-item" not in out.listing and "appear here" in out.listing
+    # it was the chat on the screen: the screen shows a new, empty one, not the deleted one
+    assert out.state is not opened and out.state.turns == [] and out.gallery == [] and out.question == ""
+    assert all(m["role"] != "user" for m in out.chatbot)
 
 
 def test_share_on_the_page_gives_a_full_link_and_revoke_ends_it(setup):

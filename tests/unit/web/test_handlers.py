@@ -124,6 +124,17 @@ def test_export_with_nothing_to_export_says_so(setup):
     assert "nothing to export yet" in str(caught[-1].message)
 
 
+def test_a_failed_import_says_so_in_the_notice_too(setup, tmp_path):
+    """The notice under the strip is replaced (a stale "Imported." from an earlier import would say the opposite)."""
+    _, handlers, _ = setup
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    conv = Conversation()
+    with pytest.warns(UserWarning) as caught:
+        kept, _, notice, *_ = handlers.chat.on_import(str(broken), conv, "", tab())
+    assert kept is conv and notice == str(caught[-1].message) and "broken.json" in notice
+
+
 def test_the_api_reports_context_and_streams_through_the_same_service(setup, image_files):
     _, handlers, backend = setup
     conv = Conversation()
@@ -155,15 +166,17 @@ def test_a_removed_image_stays_in_the_chat_as_a_labelled_placeholder(setup, imag
         "*[Image 1, removed]*") == 1 and len(conv.removed) == 1
 
 
-def test_links_pasted_alone_into_the_question_box_are_fetched_into_the_strip(tmp_path, image_files):
-    """With --image-urls, a box holding only links fetches them (loopback allowed by the operator)."""
+def test_links_in_the_question_box_are_fetched_into_the_strip(tmp_path, image_files):
+    """With --image-urls, a box holding only links fetches them (loopback allowed by the operator), and a
+    question that mixes text and a link fetches it too and asks about it by its label."""
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    body = image_files[0].read_bytes()
+    bodies = {"/cat.png": image_files[0].read_bytes(), "/dog.png": image_files[1].read_bytes()}
 
     class Picture(BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802 - the http.server name
+            body = bodies[self.path]
             self.send_response(200)
             self.send_header("Content-Type", "image/png")
             self.send_header("Content-Length", str(len(body)))
@@ -184,11 +197,35 @@ def test_links_pasted_alone_into_the_question_box_are_fetched_into_the_strip(tmp
         box, gallery, conv, notice, *_ = handlers.chat.on_submit({"text": f"  {url}  ", "files": []}, conv)
         assert box == "" and [label for _, label in gallery] == ["Image 1"] and notice == "Added Image 1."
         assert conv.turns == []  # a link is not a question
-        _, _, conv, *_ = handlers.chat.on_submit({"text": f"What is at {url}?", "files": []}, conv)
-        assert conv.turns[-1].user == f"What is at {url}?"  # a question that mentions a link is a question
+        _, _, conv, notice, *_ = handlers.chat.on_submit({"text": f"What is at {url}?", "files": []}, conv)
+        assert conv.turns[-1].user == f"What is at {url}?"  # already here (as Image 1): asked as written
+        assert "already in this conversation as Image 1" in notice
+        conv.answer("A cat.")
+        dog = url.replace("cat", "dog")
+        box, gallery, conv, notice, *_ = handlers.chat.on_submit({"text": f"And at {dog}, a dog?", "files": []},
+                                                                 conv)
+        assert [label for _, label in gallery] == ["Image 1", "Image 2"] and notice == "Added Image 2."
+        assert box == "" and conv.turns[-1].user == "And at Image 2, a dog?"  # fetched, then asked about
     finally:
         app.close()
         server.shutdown()
+
+
+def test_a_link_in_a_question_where_links_are_not_fetched_says_why_to_the_person(setup, caplog):
+    """Without --image-urls the question is asked, and the notice tells the person what to do; the
+    operator's flag is in the log, not on the page."""
+    app, handlers, _ = setup
+    conv = Conversation()
+    with caplog.at_level("INFO"):
+        box, _, conv, notice, *_ = handlers.chat.on_submit({"text": "What is at https://example.com/a.png?",
+                                                             "files": []}, conv)
+    assert box == "" and conv.turns[-1].user == "What is at https://example.com/a.png?"
+    assert notice.startswith("This server does not fetch pictures from links") and "--" not in notice
+    assert "--image-urls" in caplog.text
+    with pytest.warns(UserWarning):  # only a link: nothing is asked, the box keeps it, the toast says why
+        box, _, conv, notice, *_ = handlers.chat.on_submit({"text": "https://example.com/b.png", "files": []},
+                                                           conv)
+    assert len(conv.turns) == 1 and "download it and attach it" in notice
 
 
 def test_a_batch_over_the_per_question_limit_gets_one_message(setup, tmp_path):
@@ -234,8 +271,47 @@ def test_the_strips_delete_and_change_events_of_one_removal_say_so_once_in_eithe
         gallery, _, notice, limits, _ = run[first]()
         assert gallery == [] and notice == "Removed Image 1." and limits.startswith("0 of")
         later = run[second]()
-        assert later == (gr.skip(),) * 5  # nothing written: the notice keeps what the first one said
+        # nothing written but the count: the notice keeps what the first one said
+        assert (later.gallery, later.state, later.notice) == (gr.skip(),) * 3 and later.limits in (gr.skip(), limits)
         assert conv.images == []
+
+
+def test_clear_all_asks_first_and_undo_puts_the_pictures_back_with_their_labels(setup, image_files):
+    app, handlers, _ = setup
+    conv = Conversation()
+    handlers.chat.on_upload([str(p) for p in image_files[:2]], conv)
+    handlers.chat.on_submit({"text": "Compare Image 1 and Image 2", "files": []}, conv)
+    conv.answer("Both red.")
+    notice, confirm, question = handlers.chat.on_clear_ask(conv)
+    assert question == "Remove all 2 pictures from this chat? The model will no longer see them."
+    assert confirm["visible"] is True and len(conv.images) == 2  # asked, nothing removed yet
+    cleared = handlers.chat.on_clear(conv, "")
+    assert cleared.gallery == [] and cleared.notice == "Removed Image 1, Image 2. Undo puts them back."
+    assert cleared.limits.startswith("0 of") and cleared.undo_clear["visible"] is True
+    assert conv.last_prompt.n_images == 0  # "What the model sees" follows at once
+    assert "*[Image 1, removed]*" in str(cleared.chatbot)
+    back = handlers.chat.on_undo_clear(conv, "")
+    assert [label for _, label in back.gallery] == ["Image 1", "Image 2"]
+    assert back.notice == "Put back Image 1, Image 2."
+    assert conv.turns[0].images == [1, 2] and conv.removed == [] and conv.last_prompt.n_images == 2
+    assert back.undo_clear["visible"] is False and back.limits.startswith("2 of")
+    again = handlers.chat.on_undo_clear(conv, "")  # once only
+    assert again.notice == "These pictures can no longer be put back." and len(conv.images) == 2
+    notice, confirm, _ = handlers.chat.on_clear_ask(Conversation())
+    assert notice == "There are no pictures to remove." and confirm["visible"] is False
+
+
+def test_a_camera_photo_joins_the_strip_as_the_next_picture_and_the_count_follows_any_change(setup, image_files):
+    _, handlers, _ = setup
+    conv = Conversation()
+    handlers.chat.on_upload([str(image_files[0])], conv)
+    taken = handlers.chat.on_camera(str(image_files[1]), conv)
+    assert [label for _, label in taken.gallery] == ["Image 1", "Image 2"] and taken.notice == "Added Image 2."
+    assert taken.camera is None and taken.camera_box["visible"] is False  # emptied and closed
+    assert handlers.chat.on_camera(None, conv) == (gr.skip(),) * 7  # the camera emptied: nothing to take
+    # The strip set by anything (a reload, a chat opened): its count says what it shows.
+    shown = handlers.chat.on_gallery_change([(im.path, im.label) for im in conv.images], conv)
+    assert shown.limits == "2 of 3 images" and shown.gallery == gr.skip()
 
 
 def test_a_closed_tab_already_gone_has_gradios_records_freed_later(setup):

@@ -13,6 +13,7 @@ from llava_app.application import create_app
 from llava_app.chat.conversation import Conversation, PromptInfo
 from llava_app.chat.saved import BrowserSaves
 from llava_app.config import Config
+from llava_app.errors import UserError
 from llava_app.messages import Message
 from llava_app.storage.images import ImageStore
 from llava_app.storage.saved import SavedConversations, new_browser_token
@@ -98,6 +99,12 @@ def test_the_load_handler_starts_the_second_tab_afresh_with_a_notice(app):
     out = handlers.chat.on_load_saved(token, Conversation(), request(session="b"), "tab-b")
     assert out[1] is not first and not out[1].turns and out[-1] == str(ELSEWHERE)
     assert app.saved.key_of(out[1]) is None  # never saved over tab A's conversation
+    # ...but the browser's earlier chats are at hand in tab B; the one live in tab A is continued there
+    second = out[1]
+    listed = app.saved.listing(second)
+    assert [e["title"] for e in listed] == ["Hello?"]
+    with pytest.raises(UserError, match="open in another tab"):
+        app.reopen(second, listed[0]["id"])
     out = handlers.chat.on_load_saved(token, Conversation(), request("zh-CN,zh;q=0.9", session="c"), "tab-c")
     assert out[-1] == localize(ELSEWHERE, "zh-CN") and "另一个标签页" in out[-1]
     again = handlers.chat.on_load_saved(token, Conversation(), request(session="a2"), "tab-a")  # tab A reloads
@@ -159,6 +166,11 @@ def test_the_meter_and_the_prompt_statistics_in_chinese():
     assert meter_text(Conversation(), 4096, lang="zh-CN") == "上下文窗口：4,096 词元 · 0 张图片"
     assert prompt_stats(conv.last_prompt, "", "zh-CN") == \
         "提示词中有 **2** 张图片（Image 1, Image 2）· **1234** 个提示词元"
+    from llava_app.chat.parts import AnswerStats
+
+    conv.ask("Hi?")  # the answer just written counts too: the next question carries it
+    conv.answer("Hello.", stats=AnswerStats(ttft_s=0.1, tokens_per_s=10.0, prompt_tokens=1234, completion_tokens=66))
+    assert meter_text(conv, 4096).startswith("Context: **1,300** / 4,096 tokens (32%)")
 
 
 def test_handlers_write_the_meter_notices_and_warnings_in_the_browsers_language(app, image_files, monkeypatch):
@@ -192,7 +204,7 @@ def test_the_chats_own_marks_follow_the_browsers_language_and_the_words_written_
     assert english[2].endswith("*(stopped)*")
     assert "✎ 编辑" in chinese[1] and "✎ Edit" in english[1]
     assert chinese[3] == ('<span class="answer-footer">首个词元 0.31 秒 · 42 词元/秒 · 12 个词元 · '
-                          "1 张图片来自缓存 · 0 张新编码</span>")
+                          "图片：1 张来自缓存，0 张新编码</span>")
     conv.ask("And then?")
     waiting = [handlers.context.views(conv, waiting=2, lang=lang)[0][-1]["content"] for lang in ("en", "zh-CN")]
     assert waiting[0].startswith("*2nd in line") and waiting[1] == "*排队第 2 位：模型一空闲就开始写你的回答…*"
