@@ -79,8 +79,9 @@ def _special(token: str):
     return AddedToken(token, special=True, normalized=False)
 
 
-def qwen2_tokenizer(added: list[str]):
-    """Qwen2's byte-level BPE tokenizer as the llava-hf Qwen2 checkpoints ship it, plus ``added`` specials.
+def qwen2_tokenizer(added: list[str], plain: list[str] = ()):
+    """Qwen2's byte-level BPE tokenizer as the llava-hf Qwen2 checkpoints ship it, plus ``added`` specials and then
+    ``plain`` added tokens that are not special (Qwen-VL's ``<tool_call>``, ...), each at the next id.
 
     eos is ``<|im_end|>`` and pad ``<|endoftext|>``, no bos (Qwen2-Instruct's tokenizer_config).
     """
@@ -95,6 +96,10 @@ def qwen2_tokenizer(added: list[str]):
     tok = PreTrainedTokenizerFast(tokenizer_object=core, eos_token="<|im_end|>", pad_token="<|endoftext|>",
                                   clean_up_tokenization_spaces=False)
     tok.add_tokens([_special(t) for t in added], special_tokens=True)
+    if plain:
+        from tokenizers import AddedToken
+
+        tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in plain])
     return tok
 
 
