@@ -55,6 +55,7 @@ class Job:
     new: int = 0  # answer tokens so far
     place: int = 0  # its place while it waits for room in the batch (0: not told it waits)
     positions: int | None = None  # the KV positions it needs: its prompt and its new tokens (counted once)
+    rope_delta: int = 0  # M-RoPE (Qwen-VL): its answer's rotary positions are its indices plus this
 
     @property
     def out(self) -> queue.Queue:
@@ -251,6 +252,7 @@ class Scheduler:
                                         output_logits=True)
             cache, logits = out.past_key_values, out.logits[0][0]
             job.ids = job.prepared.input_ids[0].tolist()
+            job.rope_delta = job.prepared.rope_delta
             del out
             if self._emit(job, logits) or job.gone():
                 return self._finish(job, cache=cache)
@@ -317,7 +319,8 @@ class Scheduler:
         ids = torch.zeros((width, 1), dtype=torch.long)
         pos = torch.zeros((width, 1), dtype=torch.long)
         ids[:len(rows), 0] = torch.as_tensor([j.ids[-1] for j in jobs])
-        pos[:len(rows), 0] = torch.as_tensor([n - 1 for n in step.lengths])
+        pos[:len(rows), 0] = torch.as_tensor([n - 1 + job.rope_delta for n, job in zip(step.lengths, jobs,
+                                                                                          strict=True)])
         out = self.engine.model(input_ids=ids.to(device), position_ids=pos.to(device), attention_mask=self._mask(width),
                                 past_key_values=self.kv, use_cache=True, logits_to_keep=1, batch_rows=step)
         self.kv.end_step()
