@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
 @functools.cache
@@ -49,6 +52,26 @@ def make_image_only_onevision_processor(image_processor, tokenizer, **kwargs):
 #: torchvision exists)
 STOCK_PROCESSORS = {"llava_onevision": "LlavaOnevisionProcessor", "qwen2_vl": "Qwen2VLProcessor",
                     "qwen2_5_vl": "Qwen2_5_VLProcessor", "qwen3_vl": "Qwen3VLProcessor"}
+
+
+def bound_pixels(processor, min_pixels: int | None, max_pixels: int | None) -> bool:
+    """Resize pictures within these pixel counts (``--image-pixels``), where the image processor resizes by area
+    (Qwen2-VL's ``smart_resize``: ``size = {shortest_edge: min, longest_edge: max}`` pixels); True when applied."""
+    images = processor.image_processor
+    size = getattr(images, "size", None)
+    if min_pixels is None and max_pixels is None:
+        return False
+    if not (getattr(images, "merge_size", None) and size is not None and size.get("longest_edge")):
+        log.warning("--image-pixels is ignored: %s resizes pictures to a fixed size", type(images).__name__)
+        return False
+    low = min_pixels if min_pixels is not None else min(size["shortest_edge"], max_pixels)
+    high = max_pixels if max_pixels is not None else max(size["longest_edge"], low)
+    images.size = {"shortest_edge": int(low), "longest_edge": int(high)}
+    for name, value in (("min_pixels", low), ("max_pixels", high)):
+        if getattr(images, name, None) is not None:
+            setattr(images, name, int(value))
+    log.info("pictures are resized within %d and %d pixels", low, high)
+    return True
 
 
 def record_stock_processor_class(out: Path, family: str) -> None:
