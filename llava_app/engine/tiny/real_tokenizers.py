@@ -16,6 +16,7 @@ from the tokenizers the llava-hf checkpoints ship, and are put right here:
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
@@ -63,14 +64,20 @@ def unavailable_reason(kind: str) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=2)
+def _gguf_json(kind: str, path: Path) -> str:
+    """The tokenizer transformers makes of a GGUF vocabulary, serialised (reading the GGUF file takes seconds:
+    the Qwen2 one is read once for every model built in a process)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name).backend_tokenizer.to_str()
+
+
 def _gguf_backend(kind: str):
     """The ``tokenizers.Tokenizer`` transformers makes of the GGUF vocabulary (a private copy)."""
     from tokenizers import Tokenizer
-    from transformers import AutoTokenizer
 
-    path = vocab_file(kind)
-    loaded = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-    return Tokenizer.from_str(loaded.backend_tokenizer.to_str())
+    return Tokenizer.from_str(_gguf_json(kind, vocab_file(kind)))
 
 
 def _special(token: str):
@@ -88,7 +95,7 @@ def qwen2_tokenizer(added: list[str], plain: list[str] = ()):
     from tokenizers import Tokenizer, normalizers
     from transformers import PreTrainedTokenizerFast
 
-    data = json.loads(_gguf_backend("qwen2").to_str())
+    data = json.loads(_gguf_json("qwen2", vocab_file("qwen2")))
     data["added_tokens"] = [t for t in data["added_tokens"] if t["id"] < QWEN2_BASE_SIZE]
     data["model"]["vocab"] = {k: v for k, v in data["model"]["vocab"].items() if v < QWEN2_BASE_SIZE}
     core = Tokenizer.from_str(json.dumps(data))
