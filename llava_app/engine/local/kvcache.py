@@ -33,6 +33,7 @@ from typing import Any
 
 from llava_app.engine.local.compat import processing_kwargs
 from llava_app.engine.local.lru import ByteLRU
+from llava_app.engine.local.mrope import encoder_outputs, feature_bytes, image_runs, rope_positions
 from llava_app.engine.local.prefixes import ImageSpan, SessionPrefixes, entry_for
 from llava_app.engine.local.prompt_ids import PromptIds
 from llava_app.engine.local.token_record import TokenRecords
@@ -68,13 +69,6 @@ class Prepared:
     cache: Any = None
     #: M-RoPE (Qwen-VL): what a token after the prompt adds to its index to get its rotary position (0 elsewhere)
     rope_delta: int = 0
-
-
-def _nbytes(feature) -> int:
-    """Bytes of a cached feature: a tensor, or (Qwen3-VL) a tensor and its deepstack tensors."""
-    if isinstance(feature, tuple):
-        return _nbytes(feature[0]) + sum(_nbytes(f) for f in feature[1])
-    return feature.numel() * feature.element_size()
 
 
 class PrefixReuse:
@@ -205,34 +199,8 @@ class PrefixReuse:
         if deep:
             feats = [(f, tuple(layer[i].detach().clone() for layer in deep)) for i, f in enumerate(feats)]
         for sha, f in zip(shas, feats, strict=False):
-            self.features.put(self._feature_key(sha), f, _nbytes(f))
+            self.features.put(self._feature_key(sha), f, feature_bytes(f))
         return feats
-
-    def _encoder_outputs(self, feats: list[Any]):
-        """``mm_encoder_outputs["image"]`` for these per-image features (Qwen3-VL's with their deepstack parts)."""
-        from transformers.modeling_outputs import BaseModelOutputWithPooling
-
-        if feats and isinstance(feats[0], tuple):
-            from transformers.models.qwen3_vl.modeling_qwen3_vl import BaseModelOutputWithDeepstackFeatures
-
-            layers = len(feats[0][1])
-            return BaseModelOutputWithDeepstackFeatures(
-                pooler_output=[f[0] for f in feats],
-                deepstack_features=[tuple(f[1][layer] for f in feats) for layer in range(layers)])
-        return BaseModelOutputWithPooling(pooler_output=feats)
-
-    def rope_positions(self, ids, spans, grids: list[Any]):
-        """M-RoPE: the three rotary positions of every prompt token ``(3, 1, len)`` and the shift of the tokens after
-        it, from the model's own ``get_rope_index`` (pictures where ``spans`` say, each of its grid)."""
-        import torch
-
-        types = torch.zeros((1, ids.numel()), dtype=torch.int32)
-        for span in spans:
-            types[0, span.start:span.stop] = 1
-        grid = torch.stack([torch.as_tensor(g) for g in grids]).long() if grids else None
-        positions, delta = self.model.model.get_rope_index(ids.view(1, -1).cpu(), mm_token_type_ids=types,
-                                                            image_grid_thw=grid)
-        return positions, int(delta.view(-1)[0])
 
     # ----- prompt -------------------------------------------------------------------------
     def layout(self, text: str, shas: list[str]):
@@ -316,7 +284,7 @@ class PrefixReuse:
             if any(g is None for g in grids):  # evicted since the layout (thousands of pictures later)
                 self._process(list(dict.fromkeys(s.sha256 for s in spans)))
                 grids = [self._grids[self._feature_key(s.sha256)] for s in spans]
-            positions, rope_delta = self.rope_positions(ids, spans, grids)
+            positions, rope_delta = rope_positions(self.model, ids, spans, grids)
         feats: dict[str, Any] = {}
         for span in todo:
             f = self.features.get(self._feature_key(span.sha256))
@@ -337,7 +305,7 @@ class PrefixReuse:
         if self.mrope:  # the whole prompt's: generate feeds the part after the cache and counts on from the last
             kwargs["position_ids"] = positions.to(self.device)
         if todo:
-            kwargs["mm_encoder_outputs"] = {"image": self._encoder_outputs([feats[s.sha256] for s in todo])}
+            kwargs["mm_encoder_outputs"] = {"image": encoder_outputs([feats[s.sha256] for s in todo])}
         return Prepared(session_id, text, input_ids, spans, kwargs, stats, cache, rope_delta)
 
     def _whole(self, session_id: str, text: str, shas: list[str], stats: RunStats) -> Prepared:
@@ -357,19 +325,9 @@ class PrefixReuse:
         kwargs, rope_delta = dict(inputs), 0
         if self.mrope:
             grids = inputs.get("image_grid_thw")
-            ids = stats.prompt_ids
-            is_image = (ids == self.image_token_id).tolist()
-            spans, i = [], 0
-            while i < len(is_image):  # pictures are runs of the image token (two never touch: vision_end between)
-                if is_image[i]:
-                    j = i
-                    while j < len(is_image) and is_image[j]:
-                        j += 1
-                    spans.append(ImageSpan(i, j, ""))
-                    i = j
-                else:
-                    i += 1
-            positions, rope_delta = self.rope_positions(ids, spans, [] if grids is None else list(grids.cpu()))
+            spans = image_runs(stats.prompt_ids, self.image_token_id)
+            positions, rope_delta = rope_positions(self.model, stats.prompt_ids, spans,
+                                                   [] if grids is None else list(grids.cpu()))
             kwargs["position_ids"] = positions.to(self.device)
         return Prepared("", text, inputs["input_ids"], (), kwargs, stats, rope_delta=rope_delta)
 

@@ -60,11 +60,20 @@ def end_of_turn_id(spec: FaithfulSpec, tok) -> int:
 
 
 QWEN_FAMILIES = ("qwen2_5_vl", "qwen3_vl")
+#: the checkpoints' M-RoPE split of a head's 64 frequency pairs: temporal, height, width
+QWEN_MROPE = {"qwen2_5_vl": (16, 24, 24), "qwen3_vl": (24, 20, 20)}
+
+
+def _mrope_section(real: tuple[int, ...], pairs: int) -> list[int]:
+    """The checkpoint's split scaled to a head of ``pairs`` frequency pairs (each part at least one)."""
+    section = [max(1, round(x * pairs / sum(real))) for x in real]
+    section[-1] = pairs - sum(section[:-1])
+    return section
 
 
 def _qwen_config(spec: FaithfulSpec, tok, context_length: int):
-    """Qwen2.5-VL / Qwen3-VL: the checkpoint's token ids, patch and merge sizes, M-RoPE (its sections scaled to the
-    tiny head: 8 of 64 frequency pairs, in the checkpoints' 2:1:1 proportion), a two-block vision tower."""
+    """Qwen2.5-VL / Qwen3-VL: the checkpoint's token ids, patch and merge sizes, M-RoPE (its split of the frequency
+    pairs scaled to the tiny head; Qwen3-VL's interleaved), a two-block vision tower (Qwen3-VL: one deepstack layer)."""
     from transformers import Qwen2_5_VLConfig, Qwen3VLConfig
 
     ids = {name: tok.convert_tokens_to_ids(token) for name, token in (
@@ -76,7 +85,7 @@ def _qwen_config(spec: FaithfulSpec, tok, context_length: int):
             "bos_token_id": 151643, "eos_token_id": end_of_turn_id(spec, tok), "pad_token_id": tok.pad_token_id,
             "tie_word_embeddings": spec.tie_embeddings}
     head = spec.text_hidden // 4
-    section = [head // 4, head // 8, head // 8]  # Qwen2.5-VL [16, 24, 24] and Qwen3-VL [24, 20, 20] of 64 pairs
+    section = _mrope_section(QWEN_MROPE[spec.family], head // 2)
     vision = {"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 4,
               "out_hidden_size": spec.text_hidden, "patch_size": spec.patch_size,
               "spatial_merge_size": spec.merge_size, "temporal_patch_size": 2}

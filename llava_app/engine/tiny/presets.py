@@ -285,6 +285,10 @@ FAITHFUL_PRESETS["tiny-faithful-qwen3-vl"] = FaithfulSpec(
     added_tokens=QWEN_VL_SPECIAL, plain_tokens=QWEN3_VL_PLAIN, pad_token="<|endoftext|>", vocab_size=151936,
     end_of_turn="<|im_end|>", context_length=262144, merge_size=2, min_pixels=65536, max_pixels=16777216,
     generation=QWEN_IDS + (("do_sample", True), ("temperature", 0.7), ("top_k", 20), ("top_p", 0.8)))
+# The benchmarks' Qwen models: the same with a text model as wide and deep as tiny-faithful-bench's (below).
+for _name in ("tiny-faithful-qwen2.5-vl", "tiny-faithful-qwen3-vl"):
+    FAITHFUL_PRESETS[f"{_name}-bench"] = FaithfulSpec(
+        **{**FAITHFUL_PRESETS[_name].__dict__, "text_hidden": 256, "text_layers": 8, "tie_embeddings": True})
 # For the multi-turn benchmark: the interleave checkpoint's tokenizer, template and geometry (729 tokens
 # per image) with a text model big enough that prefill costs real time on a CPU.
 FAITHFUL_PRESETS["tiny-faithful-bench"] = FaithfulSpec(
