@@ -133,12 +133,16 @@ def resolve_dtype(dtype: str, device: str):
 
 
 def quantization_skip_modules(model_type_or_config) -> list[str]:
-    """Full module paths kept unquantised: vision tower, projector (Qwen-VL: ``model.visual``) and lm_head.
+    """Full module paths kept unquantised: vision tower, projector and lm_head (Qwen-VL: ``model.visual``, its
+    merger included, and lm_head).
 
     Short names ("vision_tower") no longer match in current transformers, whose LLaVA
     classes nest the parts under ``model.``; the full paths do.
     """
-    return ["model.vision_tower", "model.multi_modal_projector", "model.visual", "lm_head"]
+    model_type = getattr(model_type_or_config, "model_type", model_type_or_config)
+    if model_type in ("qwen2_vl", "qwen2_5_vl", "qwen3_vl"):
+        return ["model.visual", "lm_head"]
+    return ["model.vision_tower", "model.multi_modal_projector", "lm_head"]
 
 
 def quantization_config(options: LoadOptions):
@@ -273,6 +277,11 @@ def load_model_and_processor(name: str, options: LoadOptions):
 
         hub = hub_kwargs_for(path)
         processor = load_processor(path, **hub)
+        if "quantization_config" in kwargs:  # the family's own vision modules stay unquantised
+            from transformers import AutoConfig
+
+            skip = quantization_skip_modules(AutoConfig.from_pretrained(path, **hub))
+            kwargs["quantization_config"].llm_int8_skip_modules = skip
         model = AutoModelForImageTextToText.from_pretrained(path, **kwargs, **hub)
     except UserError:
         raise

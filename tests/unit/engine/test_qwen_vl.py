@@ -230,6 +230,16 @@ def test_batched_greedy_answers_follow_the_checkpoints_generation_config(local_b
         backend.close()
 
 
+def test_4_and_8_bit_keep_the_vision_tower_and_lm_head_whole(preset, local_backend):
+    from llava_app.engine.local.models import quantization_skip_modules
+
+    model = local_backend(preset).model
+    names = {name for name, _ in model.named_modules()}
+    skip = quantization_skip_modules(model.config)
+    assert set(skip) <= names and "model.visual.merger" in names
+    assert not any(n.startswith(s) for n in names if n.startswith("model.language_model.layers") for s in skip)
+
+
 def test_image_pixels_flag_is_checked():
     from llava_app.config import Config, pixel_bounds, validate
 
