@@ -51,7 +51,12 @@ def _tokenizer(spec: FaithfulSpec):
         tok = real_tokenizers.llama_tokenizer(list(spec.added_tokens), pad_token=spec.pad_token)
         return tok, "llama-spm (llama.cpp GGUF vocabulary)"
     log.warning("%s: the real tokenizer is not available (%s); using the word-level one", spec.reference, reason)
-    return build_tokenizer(), f"word-level fallback: {reason}"
+    tok = build_tokenizer()
+    from tokenizers import AddedToken
+
+    tok.add_tokens([AddedToken(t, special=True, normalized=False) for t in spec.added_tokens], special_tokens=True)
+    tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in spec.plain_tokens])
+    return tok, f"word-level fallback: {reason}"
 
 
 def end_of_turn_id(spec: FaithfulSpec, tok) -> int:

@@ -160,6 +160,16 @@ def test_greedy_answers_are_generates_with_reuse_edits_and_batching(preset, loca
         conv.answer(text)
     assert runs[1].prefilled_tokens < 25 and runs[2].prefilled_tokens < runs[2].prompt_tokens - runs[1].prompt_tokens
     assert runs[2].images_encoded == 1
+    # One answer at a time through generate (ZeroGPU's way), its prefix reused too: the same answers.
+    single, replay = local_backend(preset, batch=False), Conversation()
+    for im in conv.images[:2]:
+        replay.add_image(im.sha256, im.path, im.width, im.height)
+    for turn, stats in zip(conv.turns[:2], runs[:2], strict=True):
+        replay.ask(turn.user)
+        _, alone = _answer(single, replay)
+        assert alone.new_token_ids == stats.new_token_ids
+        replay.answer(turn.assistant)
+    assert single.scheduler is None and alone.prefilled_tokens == runs[1].prefilled_tokens
     # An edit of turn 2 (a new branch) reads again only from turn 2; its answer is generate's.
     edited = Conversation()
     for im in conv.images[:2]:
