@@ -182,6 +182,10 @@ def test_greedy_answers_are_generates_with_reuse_edits_and_batching(preset, loca
     common = next(i for i, (a, b) in enumerate(zip(kept, ids, strict=False)) if a != b)  # "Which one is " ...
     assert branch.reused_tokens == common > runs[0].prompt_tokens and branch.images_encoded == 0
     assert branch.new_token_ids == _generate(backend, edited, branch.prompt_ids)
+    # Back on the first branch (its KV still kept): a follow-up reads only itself.
+    conv.ask("Are you sure?")
+    _, back = _answer(backend, conv)
+    assert back.prefilled_tokens < 25 and back.new_token_ids == _generate(backend, conv, back.prompt_ids)
     # Three conversations decoded together answer as each does alone.
     convs = []
     for k, size in enumerate([(60, 40), (80, 50), (100, 60)]):
