@@ -20,7 +20,7 @@ from llava_app.engine.tiny.words import build_tokenizer
 
 log = logging.getLogger(__name__)
 
-FAITHFUL_VERSION = "f4"  # bump when the recipe changes; old folders are rebuilt
+FAITHFUL_VERSION = "f5"  # bump when the recipe changes; old folders are rebuilt
 
 CLIP_MEAN, CLIP_STD = [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]
 
