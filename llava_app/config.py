@@ -72,6 +72,7 @@ class Config:
     feature_cache_mb: float = 512.0  # vision-tower outputs kept per image; 0 re-encodes images every turn
     max_batch: int = 0  # answers the local engine decodes together; 0: 8 on CUDA, 4 on the CPU
     engine_process: bool = False  # the local engine in a process of its own (engine/local/worker.py)
+    image_pixels: str = ""  # Qwen-VL: "MAX" or "MIN:MAX" pixels a picture is resized within; "": the checkpoint's
 
     @property
     def max_upload_bytes(self) -> int:
@@ -165,6 +166,9 @@ _HELP: dict[str, str] = {
     "engine_process": "local backend: run the model in a process of its own, so the web server's Python never holds "
     "the interpreter lock the model's thread needs between its steps (recommended for several users at once; "
     "off: in the app's process)",
+    "image_pixels": "local backend, models that read pictures at their own size (Qwen2.5-VL, Qwen3-VL): bound the "
+    "pixels of each picture as MAX or MIN:MAX (e.g. 1003520 or 200704:1003520; a picture is resized within them "
+    "before it is cut into patches, so fewer pixels mean fewer image tokens); empty: the checkpoint's own bounds",
     "feature_cache_mb": "local backend: megabytes of image features (vision tower outputs) kept, so an image is "
     "encoded once per model; 0 turns the cache off",
 }
@@ -243,6 +247,18 @@ def parse_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | Non
     return config
 
 
+def pixel_bounds(text: str) -> tuple[int | None, int | None]:
+    """``--image-pixels`` as ``(min, max)`` (None: the checkpoint's); ``ValueError`` when it is not MAX or MIN:MAX."""
+    text = text.strip().replace("_", "")
+    if not text:
+        return None, None
+    low, sep, high = text.rpartition(":")
+    bounds = (int(low) if sep else None, int(high))
+    if bounds[1] < 1 or (bounds[0] is not None and not 1 <= bounds[0] <= bounds[1]):
+        raise ValueError(text)
+    return bounds
+
+
 def validate(config: Config) -> None:
     """Refuse settings that cannot work, with one clear line."""
     problems = []
@@ -260,6 +276,10 @@ def validate(config: Config) -> None:
         problems.append("--max-batch must be 0 (sized to the device) or more")
     if config.kv_cache_mb < 0 or config.feature_cache_mb < 0:
         problems.append("--kv-cache-mb and --feature-cache-mb must be 0 or more")
+    try:
+        pixel_bounds(config.image_pixels)
+    except ValueError:
+        problems.append("--image-pixels must be MAX or MIN:MAX, whole numbers of pixels with MIN <= MAX")
     if config.load_in_4bit and config.load_in_8bit:
         problems.append("choose one of --load-in-4bit and --load-in-8bit")
     if config.request_timeout <= 0:

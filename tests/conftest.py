@@ -315,7 +315,8 @@ LONG_MODULES = [
     "integration/test_benchmarks.py", "browser/test_interrupted_browser.py", "integration/test_shared_data_dir.py",
     "browser/test_browser.py", "integration/test_remote_app.py", "browser/test_page_browser.py",
     "browser/test_branches_browser.py", "unit/engine/test_worker.py", "integration/test_faults.py",
-    "unit/engine/test_faithful.py", "browser/test_features_browser.py", "browser/test_preferences_browser.py",
+    "unit/engine/test_faithful.py", "unit/engine/test_qwen_vl.py", "browser/test_features_browser.py",
+    "browser/test_preferences_browser.py",
     "browser/test_reload_browser.py", "integration/test_api.py", "integration/test_load.py",
     "integration/test_llama_server.py",
 ]

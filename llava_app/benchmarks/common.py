@@ -59,11 +59,13 @@ class VisionCalls:
     def __init__(self, model):
         self.calls = 0
         self.inputs = 0
-        model.model.vision_tower.register_forward_hook(self._hook)
+        tower = getattr(model.model, "vision_tower", None) or model.model.visual  # LLaVA families; Qwen-VL
+        tower.register_forward_hook(self._hook, with_kwargs=True)
 
-    def _hook(self, module, args, output):
+    def _hook(self, module, args, kwargs, output):
         self.calls += 1
-        self.inputs += int(args[0].shape[0]) if args else 0
+        grid = kwargs.get("grid_thw")  # Qwen-VL: all pictures' patches in one sequence, one grid row each
+        self.inputs += int(grid.shape[0]) if grid is not None else int(args[0].shape[0]) if args else 0
 
 
 def process_cpu_seconds(pid: int) -> float:

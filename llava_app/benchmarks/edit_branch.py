@@ -31,7 +31,7 @@ from llava_app.benchmarks.common import (
     quiet_environment,
     write_json,
 )
-from llava_app.benchmarks.naive_vs_ours import SYSTEM_PROMPT, NaiveChat
+from llava_app.benchmarks.naive_vs_ours import SYSTEM_PROMPT, NaiveChat, prompt_sha
 
 QUESTIONS = [
     "Describe Image 1 and Image 2 .",
@@ -72,7 +72,8 @@ class Bench:
         s = self.backend.last_run
         return {"ttft_s": (first or time.perf_counter()) - started, "total_s": time.perf_counter() - started,
                 "prompt_tokens": s.prompt_tokens, "prefilled_tokens": s.prefilled_tokens,
-                "reused_tokens": s.reused_tokens, "new_token_ids": s.new_token_ids}
+                "reused_tokens": s.reused_tokens, "new_token_ids": s.new_token_ids,
+                "prompt_sha": prompt_sha(s.prompt_ids)}
 
     def _measured(self, run) -> dict[str, Any]:
         calls, inputs = self.vision.calls, self.vision.inputs
@@ -114,6 +115,7 @@ class Bench:
         r = self._measured(lambda: chat.ask(question, brought, labels, self.params.max_new_tokens))
         return {"ttft_s": r["ttft"], "total_s": r["total"], "prompt_tokens": r["prompt_tokens"],
                 "prefilled_tokens": r["prompt_tokens"], "new_token_ids": r["new_token_ids"],
+                "prompt_sha": r["prompt_sha"],
                 "vision_calls": r["vision_calls"], "vision_images": r["vision_images"]}
 
 
@@ -125,7 +127,8 @@ def run(args, pictures: list[Path]) -> dict[str, Any]:
         naive = bench.naive(2, question)  # before ours: both see turns 1-2 of the branch shown
         ours = bench.ours_edit(question)
         edits.append({"question": question, "naive": naive, "ours": ours,
-                      "same_tokens": naive["new_token_ids"] == ours["new_token_ids"]})
+                      "same_tokens": naive["new_token_ids"] == ours["new_token_ids"],
+                      "same_prompt": naive["prompt_sha"] == ours["prompt_sha"]})
         bench.service.switch_branch(bench.conv, 2, 0)  # the next edit starts from the first branch again
     bench.service.switch_branch(bench.conv, 2, 1)
     ours_back = bench.ours_switch_back_and_ask()
@@ -144,26 +147,29 @@ def summarise(args, edits: list[dict], naive_back: dict, ours_back: dict) -> dic
     }
     return {"model": args.model, "new_tokens": args.new_tokens, "repeats": len(edits), "edits": edits,
             "switch_back": {"naive": naive_back, "ours": ours_back,
-                            "same_tokens": naive_back["new_token_ids"] == ours_back["new_token_ids"]},
+                            "same_tokens": naive_back["new_token_ids"] == ours_back["new_token_ids"],
+                            "same_prompt": naive_back["prompt_sha"] == ours_back["prompt_sha"]},
             "targets": targets}
 
 
 def table(report: dict[str, Any]) -> str:
     """A Markdown table: the median edit and the switch back, naive against ours."""
-    def row(name: str, naive: dict, ours: dict, same: bool) -> str:
+    def row(name: str, naive: dict, ours: dict, same: bool, same_prompt: bool = True) -> str:
         return (f"| {name} | {naive['ttft_s']:.2f} | {ours['ttft_s']:.3f} | {naive['ttft_s'] / ours['ttft_s']:.1f}x "
                 f"| {naive['prefilled_tokens']} | {ours['prefilled_tokens']} | {naive['vision_calls']} "
                 f"({naive['vision_images']}) | {ours['vision_calls']} ({ours['vision_images']}) "
-                f"| {'yes' if same else 'NO'} |")
+                f"| {('yes' if same else 'NO') if same_prompt else 'n/a (prompts differ)'} |")
 
     lines = ["| step | TTFT naive (s) | TTFT ours (s) | naive/ours | prefilled naive | prefilled ours "
              "| vision calls (images) naive | vision calls (images) ours | same tokens |",
              "|---|---|---|---|---|---|---|---|---|"]
     by_ratio = sorted(report["edits"], key=lambda e: e["naive"]["ttft_s"] / e["ours"]["ttft_s"])
     middle = by_ratio[len(report["edits"]) // 2]
-    lines.append(row("edit turn 3 of 6 (median)", middle["naive"], middle["ours"], middle["same_tokens"]))
+    lines.append(row("edit turn 3 of 6 (median)", middle["naive"], middle["ours"], middle["same_tokens"],
+                     middle.get("same_prompt", True)))
     back = report["switch_back"]
-    lines.append(row("switch back, ask", back["naive"], back["ours"], back["same_tokens"]))
+    lines.append(row("switch back, ask", back["naive"], back["ours"], back["same_tokens"],
+                     back.get("same_prompt", True)))
     lines.append("")
     for name, t in report["targets"].items():
         lines.append(f"- {name}: {t['value']} (target {t['target']}) {'met' if t['met'] else 'NOT MET'}")

@@ -81,6 +81,7 @@ class NaiveChat:
         answer = self.processor.tokenizer.decode(new, skip_special_tokens=True)
         self.history.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
         return {"answer": answer, "new_token_ids": new, "prompt_tokens": int(inputs["input_ids"].shape[1]),
+                "prompt_sha": prompt_sha(inputs["input_ids"][0]),
                 "ttft": first[0] - started, "total": time.perf_counter() - started}
 
     def undo(self) -> None:
@@ -91,13 +92,23 @@ class NaiveChat:
             del self.images[-len(self._pending):]
 
 
+def prompt_sha(ids) -> str:
+    """A digest of a prompt's token ids: greedy answers are compared where the two sides gave the model the same
+    prompt. The naive side re-tokenises its answers' text; the app keeps the ids the model wrote, and a random
+    model's byte-level answers often tokenise otherwise (Qwen2's BPE), so later prompts can differ by a token."""
+    import hashlib
+
+    return hashlib.sha256(str([int(i) for i in ids]).encode()).hexdigest()[:16]
+
+
 # ----- the two sides: one worker process each, driven turn by turn --------------------------------
 def _turn_record(name: str, result: dict[str, Any], vision: VisionCalls, calls0: int, inputs0: int,
                  peak: PeakRSS, **extra) -> dict[str, Any]:
     return {"turn": name, "ttft_s": result["ttft"], "total_s": result["total"],
             "prompt_tokens": result["prompt_tokens"], "prefilled_tokens": result["prefilled_tokens"],
             "vision_calls": vision.calls - calls0, "vision_inputs": vision.inputs - inputs0,
-            "peak_rss_mib": round(peak.peak, 1), "new_token_ids": result["new_token_ids"], **extra}
+            "peak_rss_mib": round(peak.peak, 1), "new_token_ids": result["new_token_ids"],
+            "prompt_sha": result["prompt_sha"], **extra}
 
 
 class NaiveSide:
@@ -160,7 +171,8 @@ class OursSide:
             total = time.perf_counter() - started
         s, reuse = self.backend.last_run, self.backend.reuse
         r = {"ttft": (first or time.perf_counter()) - started, "total": total, "prompt_tokens": s.prompt_tokens,
-             "prefilled_tokens": s.prefilled_tokens, "new_token_ids": s.new_token_ids}
+             "prefilled_tokens": s.prefilled_tokens, "new_token_ids": s.new_token_ids,
+             "prompt_sha": prompt_sha(s.prompt_ids)}
         return _turn_record(name, r, self.vision, c0, n0, peak, reused_tokens=s.reused_tokens,
                             feature_cache_hits=s.image_feature_hits,
                             kv_cache_mib=round(reuse.kv.nbytes / 2**20, 1),

@@ -26,7 +26,7 @@ def make_backend(config: Config, image_store: ImageStore) -> Backend:
             stream_delay=config.stream_delay, context_length=config.context_length or None,
             kv_cache_bytes=int(config.kv_cache_mb * 2**20), feature_cache_bytes=int(config.feature_cache_mb * 2**20),
             # ZeroGPU runs each answer in a forked worker, where the scheduler's thread does not exist
-            max_batch=config.max_batch, batch=spaces is None,
+            max_batch=config.max_batch, batch=spaces is None, image_pixels=config.image_pixels,
         )
         if spaces is None and config.engine_process:  # the model apart from the web server (engine/local/worker.py)
             from llava_app.engine.local.worker import EngineProcess

@@ -27,6 +27,10 @@ PRESETS = (
     Preset("llava-hf/llava-onevision-qwen2-0.5b-ov-hf", "0.5B OneVision; runs on a CPU"),
     Preset("llava-hf/llava-1.5-7b-hf", "7B; a 16 GB GPU, or 4-bit"),
     Preset("llava-hf/llava-v1.6-mistral-7b-hf", "7B LLaVA-NeXT, high resolution; a 24 GB GPU, or 4-bit"),
+    Preset("Qwen/Qwen3-VL-2B-Instruct", "2B Qwen3-VL, pictures at their own size; a 8 GB GPU, slow on a CPU"),
+    Preset("Qwen/Qwen2.5-VL-3B-Instruct", "3B Qwen2.5-VL, pictures at their own size; a 12 GB GPU, or 4-bit"),
+    Preset("Qwen/Qwen2.5-VL-7B-Instruct", "7B Qwen2.5-VL; a 24 GB GPU, or 4-bit"),
+    Preset("Qwen/Qwen3-VL-8B-Instruct", "8B Qwen3-VL; a 24 GB GPU, or 4-bit"),
 )
 
 

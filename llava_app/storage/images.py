@@ -327,6 +327,8 @@ class ModelImageSize:
         size = getattr(image_processor, "size", None)
         if size is None:
             return None
+        if get(size, "longest_edge") and getattr(image_processor, "merge_size", None):
+            return None  # Qwen-VL: pixel counts (min, max area), pictures read at their own size: store as is
         if get(size, "shortest_edge"):
             base = (int(get(size, "shortest_edge")),) * 2
         elif get(size, "height") and get(size, "width"):

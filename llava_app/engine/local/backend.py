@@ -88,7 +88,8 @@ class LocalBackend(Backend):
     def __init__(self, model: str, image_store: ImageStore, device: str = "auto", dtype: str = "auto",
                  load_in_4bit: bool = False, load_in_8bit: bool = False, stream_delay: float = 0.0,
                  context_length: int | None = None, kv_cache_bytes: int = 2048 * 2**20,
-                 feature_cache_bytes: int = 512 * 2**20, max_batch: int = 0, batch: bool = True):
+                 feature_cache_bytes: int = 512 * 2**20, max_batch: int = 0, batch: bool = True,
+                 image_pixels: str = ""):
         _require_torch()
         from llava_app.engine.local.kvcache import PrefixReuse, RunStats
         from llava_app.engine.local.models import LoadOptions, load_model_and_processor
@@ -98,6 +99,10 @@ class LocalBackend(Backend):
             model, LoadOptions(device=device, dtype=dtype, load_in_4bit=load_in_4bit, load_in_8bit=load_in_8bit)
         )
         log.info("loaded %s in %.1f s", model, time.perf_counter() - started)
+        from llava_app.config import pixel_bounds
+        from llava_app.engine.local.processors import bound_pixels
+
+        bound_pixels(self.processor, *pixel_bounds(image_pixels))
         self.model_name = model
         self.is_random = is_tiny(model)
         self.images = image_store

@@ -6,7 +6,8 @@ copied into a row of the batch's KV (batch_kv.py), and from then on every runnin
 one token per decode step, all in one forward pass. Requests join between steps; a finished,
 stopped or abandoned sequence leaves between steps, its KV copied out and kept for its session's
 next turn as a single request's would be. Each sequence keeps its own sampling parameters, logits
-processors and random generator (seeded from ``GenerationParams.seed`` when given).
+processors and random generator (seeded from ``GenerationParams.seed`` when given); its processors are the ones
+``generate`` would build from the checkpoint's ``generation_config`` and the request's settings (``Sampler``).
 
 Memory: the batch's KV buffer shares ``--kv-cache-mb`` with the prefixes kept between turns (they
 are evicted to make room); a second sequence joins only if the grown buffer fits in the budget,
@@ -55,6 +56,7 @@ class Job:
     new: int = 0  # answer tokens so far
     place: int = 0  # its place while it waits for room in the batch (0: not told it waits)
     positions: int | None = None  # the KV positions it needs: its prompt and its new tokens (counted once)
+    rope_delta: int = 0  # M-RoPE (Qwen-VL): its answer's rotary positions are its indices plus this
 
     @property
     def out(self) -> queue.Queue:
@@ -65,22 +67,28 @@ class Job:
 
 
 class Sampler:
-    """A sequence's choice of its next token: its logits processors, then greedy or sampled with its own generator."""
+    """A sequence's choice of its next token, as ``generate`` would make it: the model's ``generation_config``
+    merged with the request's settings (theirs first), and the logits processors and warpers ``generate`` builds
+    from that (repetition penalty, suppressed and bad words, no-repeat n-grams, a minimum answer length, ...,
+    then temperature, top-k, top-p), followed by the request's own processors; then greedy or sampled with the
+    sequence's own generator."""
 
-    def __init__(self, kwargs: dict[str, Any], seed: int | None, device):
+    def __init__(self, kwargs: dict[str, Any], seed: int | None, device, model, prompt_ids):
+        import copy
+
         import torch
-        from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+        from transformers import LogitsProcessorList
 
-        self.processors = kwargs.get("logits_processor") or LogitsProcessorList()
-        self.sample = bool(kwargs.get("do_sample"))
-        self.warpers = LogitsProcessorList()
+        settings = {k: v for k, v in kwargs.items() if k != "logits_processor"}
+        config, _ = model._prepare_generation_config(None, **settings)
+        config = copy.deepcopy(config)  # _prepare_special_tokens writes tensors into it
+        model._prepare_special_tokens(config, True, device=device, batch_size=1)
+        prompt = torch.as_tensor(prompt_ids, device=device).view(1, -1)
+        self.processors = model._get_logits_processor(
+            generation_config=config, input_ids_seq_length=prompt.shape[1], encoder_input_ids=prompt,
+            logits_processor=kwargs.get("logits_processor") or LogitsProcessorList(), device=device, model_kwargs={})
+        self.sample = bool(config.do_sample)
         if self.sample:
-            if kwargs.get("temperature") not in (None, 1.0):
-                self.warpers.append(TemperatureLogitsWarper(float(kwargs["temperature"])))
-            if kwargs.get("top_k"):
-                self.warpers.append(TopKLogitsWarper(int(kwargs["top_k"])))
-            if kwargs.get("top_p") not in (None, 1.0):
-                self.warpers.append(TopPLogitsWarper(float(kwargs["top_p"])))
             self.generator = torch.Generator(device=device)
             self.generator.manual_seed(seed if seed is not None else random.getrandbits(63))
 
@@ -90,7 +98,7 @@ class Sampler:
         return not self.sample and not self.processors
 
     def choose(self, logits, ids: list[int]) -> int:
-        """The next token for one sequence from its raw logits (1-D) and its ids so far."""
+        """The next token for one sequence from its raw logits (1-D) and its ids so far (prompt and answer)."""
         import torch
 
         scores = logits[None].float()
@@ -98,7 +106,6 @@ class Sampler:
             scores = self.processors(torch.as_tensor([ids], device=scores.device), scores)
         if not self.sample:
             return int(scores.argmax(-1))
-        scores = self.warpers(None, scores)
         return int(torch.multinomial(torch.softmax(scores, -1), 1, generator=self.generator))
 
 
@@ -245,12 +252,14 @@ class Scheduler:
             job.out.put(PromptReady(PromptInfo(text=job.text, n_images=len(job.shas), image_labels=job.labels,
                                                n_tokens=job.stats.prompt_tokens,
                                                n_image_tokens=job.stats.image_tokens)))
-            job.sampler = Sampler(job.kwargs, request.params.seed, engine.device)
+            job.sampler = Sampler(job.kwargs, request.params.seed, engine.device, engine.model,
+                                  job.prepared.input_ids[0])
             out = engine.model.generate(**job.prepared.generate_kwargs, max_new_tokens=1, do_sample=False,
                                         temperature=None, top_p=None, top_k=None, return_dict_in_generate=True,
                                         output_logits=True)
             cache, logits = out.past_key_values, out.logits[0][0]
             job.ids = job.prepared.input_ids[0].tolist()
+            job.rope_delta = job.prepared.rope_delta
             del out
             if self._emit(job, logits) or job.gone():
                 return self._finish(job, cache=cache)
@@ -317,7 +326,8 @@ class Scheduler:
         ids = torch.zeros((width, 1), dtype=torch.long)
         pos = torch.zeros((width, 1), dtype=torch.long)
         ids[:len(rows), 0] = torch.as_tensor([j.ids[-1] for j in jobs])
-        pos[:len(rows), 0] = torch.as_tensor([n - 1 for n in step.lengths])
+        pos[:len(rows), 0] = torch.as_tensor([n - 1 + job.rope_delta for n, job in zip(step.lengths, jobs,
+                                                                                          strict=True)])
         out = self.engine.model(input_ids=ids.to(device), position_ids=pos.to(device), attention_mask=self._mask(width),
                                 past_key_values=self.kv, use_cache=True, logits_to_keep=1, batch_rows=step)
         self.kv.end_step()

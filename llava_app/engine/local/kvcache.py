@@ -33,6 +33,7 @@ from typing import Any
 
 from llava_app.engine.local.compat import processing_kwargs
 from llava_app.engine.local.lru import ByteLRU
+from llava_app.engine.local.mrope import encoder_outputs, feature_bytes, image_runs, rope_positions
 from llava_app.engine.local.prefixes import ImageSpan, SessionPrefixes, entry_for
 from llava_app.engine.local.prompt_ids import PromptIds
 from llava_app.engine.local.token_record import TokenRecords
@@ -66,6 +67,8 @@ class Prepared:
     generate_kwargs: dict[str, Any]
     stats: RunStats
     cache: Any = None
+    #: M-RoPE (Qwen-VL): what a token after the prompt adds to its index to get its rotary position (0 elsewhere)
+    rope_delta: int = 0
 
 
 class PrefixReuse:
@@ -91,6 +94,12 @@ class PrefixReuse:
         self.device = next(model.parameters()).device
         self.image_token = processor.image_token
         self.image_token_id = int(model.config.image_token_id)
+        #: Qwen-VL's multimodal rotary positions: three per token, pictures laid out in 2-D, text after them shifted
+        #: (``rope_delta``). The engine computes them for the whole prompt and hands them to the model, so a
+        #: reused prefix, cached features, an edit point and a batched step all place tokens as a fresh read would
+        #: (the model's own fallback keeps one ``rope_deltas`` for whichever request ran last).
+        self.mrope = callable(getattr(model.model, "get_rope_index", None))
+        self._grids: dict[tuple, Any] = {}  # Qwen-VL: each picture's (t, h, w) patch grid, beside its replacement
         self.kv = SessionPrefixes(kv_budget_bytes)  # several per session: one per branch (prefixes.py)
         self.features = ByteLRU[tuple, Any](feature_budget_bytes)
         # Replacement strings (the image's placeholder tokens) are tiny; kept longer than features.
@@ -142,18 +151,22 @@ class PrefixReuse:
         images_kwargs = self._kwargs["images"]
         processed = self.processor.image_processor([self.open_image(s) for s in shas], **images_kwargs)
         repl = [self.processor.replace_image_token(processed, image_idx=i, **images_kwargs) for i in range(len(shas))]
+        grids = processed.get("image_grid_thw")
         with self._layout_lock:
-            for sha, r in zip(shas, repl, strict=False):
-                self._remember_replacement(sha, r)
+            for i, (sha, r) in enumerate(zip(shas, repl, strict=False)):
+                self._remember_replacement(sha, r, None if grids is None else grids[i].clone())
             self._last_processed = (tuple(shas), processed)
         return processed
 
-    def _remember_replacement(self, sha: str, replacement: str) -> None:
+    def _remember_replacement(self, sha: str, replacement: str, grid=None) -> None:
         key = self._feature_key(sha)
         self._replacements[key] = replacement
         self._replacements.move_to_end(key)
+        if grid is not None:
+            self._grids[key] = grid
         while len(self._replacements) > self._max_replacements:
-            self._replacements.popitem(last=False)
+            old, _ = self._replacements.popitem(last=False)
+            self._grids.pop(old, None)
 
     def _encode(self, shas: list[str], processed=None) -> list[Any]:
         """Run the vision tower and projector on these images (one batch); returns per-image features."""
@@ -182,8 +195,11 @@ class PrefixReuse:
         # Own copies: the per-image features are views of one batch tensor, which would stay
         # alive (and be miscounted) as long as any one of them is cached.
         feats = [f.detach().clone() for f in feats]
+        deep = getattr(out, "deepstack_features", None)  # Qwen3-VL: features for early text layers too
+        if deep:
+            feats = [(f, tuple(layer[i].detach().clone() for layer in deep)) for i, f in enumerate(feats)]
         for sha, f in zip(shas, feats, strict=False):
-            self.features.put(self._feature_key(sha), f, f.numel() * f.element_size())
+            self.features.put(self._feature_key(sha), f, feature_bytes(f))
         return feats
 
     # ----- prompt -------------------------------------------------------------------------
@@ -241,7 +257,6 @@ class PrefixReuse:
 
     def _prepare(self, session_id: str, text: str, shas: list[str], stats: RunStats, new_branch: bool) -> Prepared:
         import torch
-        from transformers.modeling_outputs import BaseModelOutputWithPooling
 
         if not self.layout_ok:  # compat.py warned once already
             return self._whole(session_id, text, shas, stats)
@@ -262,6 +277,14 @@ class PrefixReuse:
         stats.prefilled_tokens = int(ids.numel()) - n
 
         todo = [s for s in spans if s.start >= n]
+        rope_delta = 0
+        if self.mrope:
+            with self._layout_lock:
+                grids = [self._grids.get(self._feature_key(s.sha256)) for s in spans]
+            if any(g is None for g in grids):  # evicted since the layout (thousands of pictures later)
+                self._process(list(dict.fromkeys(s.sha256 for s in spans)))
+                grids = [self._grids[self._feature_key(s.sha256)] for s in spans]
+            positions, rope_delta = rope_positions(self.model, ids, spans, grids)
         feats: dict[str, Any] = {}
         for span in todo:
             f = self.features.get(self._feature_key(span.sha256))
@@ -279,11 +302,11 @@ class PrefixReuse:
         kwargs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
         if cache is not None:
             kwargs["past_key_values"] = cache
+        if self.mrope:  # the whole prompt's: generate feeds the part after the cache and counts on from the last
+            kwargs["position_ids"] = positions.to(self.device)
         if todo:
-            kwargs["mm_encoder_outputs"] = {
-                "image": BaseModelOutputWithPooling(pooler_output=[feats[s.sha256] for s in todo])
-            }
-        return Prepared(session_id, text, input_ids, spans, kwargs, stats, cache)
+            kwargs["mm_encoder_outputs"] = {"image": encoder_outputs([feats[s.sha256] for s in todo])}
+        return Prepared(session_id, text, input_ids, spans, kwargs, stats, cache, rope_delta)
 
     def _whole(self, session_id: str, text: str, shas: list[str], stats: RunStats) -> Prepared:
         """The plain path: the processor on the whole prompt and every image, no cache kept."""
@@ -299,7 +322,14 @@ class PrefixReuse:
         stats.prompt_ids = inputs["input_ids"][0].cpu()
         stats.image_tokens = int((stats.prompt_ids == self.image_token_id).sum())
         stats.images_encoded = len(shas)
-        return Prepared("", text, inputs["input_ids"], (), dict(inputs), stats)
+        kwargs, rope_delta = dict(inputs), 0
+        if self.mrope:
+            grids = inputs.get("image_grid_thw")
+            spans = image_runs(stats.prompt_ids, self.image_token_id)
+            positions, rope_delta = rope_positions(self.model, stats.prompt_ids, spans,
+                                                   [] if grids is None else list(grids.cpu()))
+            kwargs["position_ids"] = positions.to(self.device)
+        return Prepared("", text, inputs["input_ids"], (), kwargs, stats, rope_delta=rope_delta)
 
     def finish(self, prepared: Prepared, sequences, ok: bool) -> None:
         """Keep the session's cache for its next turn (or drop it when generation failed)."""
@@ -329,6 +359,7 @@ class PrefixReuse:
         self.features.clear()
         with self._layout_lock:
             self._replacements.clear()
+            self._grids.clear()
             self._last_processed = None
             self._last_layout = None
 

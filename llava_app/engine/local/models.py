@@ -18,18 +18,20 @@ log = logging.getLogger(__name__)
 
 
 def load_processor(path: str, **hub_kwargs):
-    """``AutoProcessor.from_pretrained``, with the torchvision-free OneVision fallback."""
+    """``AutoProcessor.from_pretrained``, with torchvision-free fallbacks for OneVision and the Qwen-VL families."""
     from transformers import AutoConfig, AutoProcessor
 
-    from llava_app.engine.local.processors import make_image_only_onevision_processor
+    from llava_app.engine.local.processors import STOCK_PROCESSORS, make_image_only_onevision_processor
 
     try:
         return AutoProcessor.from_pretrained(path, **hub_kwargs)
     except (ImportError, AttributeError, OSError, ValueError, TypeError) as exc:
         config = AutoConfig.from_pretrained(path, **hub_kwargs)
-        if config.model_type != "llava_onevision":
+        if config.model_type not in STOCK_PROCESSORS:
             raise
-        log.info("loading the OneVision processor without video support (%s)", type(exc).__name__)
+        log.info("loading the %s processor without video support (%s)", config.model_type, type(exc).__name__)
+    if config.model_type != "llava_onevision":
+        return _image_only_qwen_processor(path, STOCK_PROCESSORS[config.model_type], **hub_kwargs)
     from transformers import AutoTokenizer
     from transformers.models.llava_onevision.image_processing_pil_llava_onevision import (
         LlavaOnevisionImageProcessorPil,
@@ -55,6 +57,29 @@ def load_processor(path: str, **hub_kwargs):
     if tmpl_file:
         chat_template = Path(tmpl_file).read_text()
     return make_image_only_onevision_processor(image_processor, tokenizer, chat_template=chat_template, **extra)
+
+
+def _chat_template(path: str, tokenizer, **hub_kwargs) -> str | None:
+    """The checkpoint's chat template: ``chat_template.jinja``, ``chat_template.json``, else the tokenizer's."""
+    for name in ("chat_template.jinja", "chat_template.json"):
+        found = _optional_file(path, name, **hub_kwargs)
+        if found:
+            text = Path(found).read_text()
+            return json.loads(text)["chat_template"] if name.endswith(".json") else text
+    return getattr(tokenizer, "chat_template", None)
+
+
+def _image_only_qwen_processor(path: str, class_name: str, **hub_kwargs):
+    """A Qwen-VL processor with transformers' PIL image processor (the default one imports torchvision)."""
+    from transformers import AutoTokenizer
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    from llava_app.engine.local.processors import make_image_only_processor
+
+    image_processor = Qwen2VLImageProcessorPil.from_pretrained(path, **hub_kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(path, **hub_kwargs)
+    return make_image_only_processor(class_name, image_processor, tokenizer,
+                                     chat_template=_chat_template(path, tokenizer, **hub_kwargs))
 
 
 def _optional_file(path: str, filename: str, **hub_kwargs) -> str | None:
@@ -108,11 +133,15 @@ def resolve_dtype(dtype: str, device: str):
 
 
 def quantization_skip_modules(model_type_or_config) -> list[str]:
-    """Full module paths kept unquantised: vision tower, projector and lm_head.
+    """Full module paths kept unquantised: vision tower, projector and lm_head (Qwen-VL: ``model.visual``, its
+    merger included, and lm_head).
 
     Short names ("vision_tower") no longer match in current transformers, whose LLaVA
     classes nest the parts under ``model.``; the full paths do.
     """
+    model_type = getattr(model_type_or_config, "model_type", model_type_or_config)
+    if model_type in ("qwen2_vl", "qwen2_5_vl", "qwen3_vl"):
+        return ["model.visual", "lm_head"]
     return ["model.vision_tower", "model.multi_modal_projector", "lm_head"]
 
 
@@ -248,6 +277,11 @@ def load_model_and_processor(name: str, options: LoadOptions):
 
         hub = hub_kwargs_for(path)
         processor = load_processor(path, **hub)
+        if "quantization_config" in kwargs:  # the family's own vision modules stay unquantised
+            from transformers import AutoConfig
+
+            skip = quantization_skip_modules(AutoConfig.from_pretrained(path, **hub))
+            kwargs["quantization_config"].llm_int8_skip_modules = skip
         model = AutoModelForImageTextToText.from_pretrained(path, **kwargs, **hub)
     except UserError:
         raise

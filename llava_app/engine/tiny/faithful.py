@@ -20,7 +20,7 @@ from llava_app.engine.tiny.words import build_tokenizer
 
 log = logging.getLogger(__name__)
 
-FAITHFUL_VERSION = "f3"  # bump when the recipe changes; old folders are rebuilt
+FAITHFUL_VERSION = "f5"  # bump when the recipe changes; old folders are rebuilt
 
 CLIP_MEAN, CLIP_STD = [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]
 
@@ -46,11 +46,17 @@ def _tokenizer(spec: FaithfulSpec):
     reason = real_tokenizers.unavailable_reason(spec.vocab)
     if reason is None:
         if spec.vocab == "qwen2":
-            return real_tokenizers.qwen2_tokenizer(list(spec.added_tokens)), "qwen2 (llama.cpp GGUF vocabulary)"
+            tok = real_tokenizers.qwen2_tokenizer(list(spec.added_tokens), plain=list(spec.plain_tokens))
+            return tok, "qwen2 (llama.cpp GGUF vocabulary)"
         tok = real_tokenizers.llama_tokenizer(list(spec.added_tokens), pad_token=spec.pad_token)
         return tok, "llama-spm (llama.cpp GGUF vocabulary)"
     log.warning("%s: the real tokenizer is not available (%s); using the word-level one", spec.reference, reason)
-    return build_tokenizer(), f"word-level fallback: {reason}"
+    tok = build_tokenizer()
+    from tokenizers import AddedToken
+
+    tok.add_tokens([AddedToken(t, special=True, normalized=False) for t in spec.added_tokens], special_tokens=True)
+    tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in spec.plain_tokens])
+    return tok, f"word-level fallback: {reason}"
 
 
 def end_of_turn_id(spec: FaithfulSpec, tok) -> int:
@@ -58,10 +64,52 @@ def end_of_turn_id(spec: FaithfulSpec, tok) -> int:
     return tok.get_vocab().get(spec.end_of_turn, tok.eos_token_id)
 
 
+QWEN_FAMILIES = ("qwen2_5_vl", "qwen3_vl")
+#: the checkpoints' M-RoPE split of a head's 64 frequency pairs: temporal, height, width
+QWEN_MROPE = {"qwen2_5_vl": (16, 24, 24), "qwen3_vl": (24, 20, 20)}
+
+
+def _mrope_section(real: tuple[int, ...], pairs: int) -> list[int]:
+    """The checkpoint's split scaled to a head of ``pairs`` frequency pairs (each part at least one)."""
+    section = [max(1, round(x * pairs / sum(real))) for x in real]
+    section[-1] = pairs - sum(section[:-1])
+    return section
+
+
+def _qwen_config(spec: FaithfulSpec, tok, context_length: int):
+    """Qwen2.5-VL / Qwen3-VL: the checkpoint's token ids, patch and merge sizes, M-RoPE (its split of the frequency
+    pairs scaled to the tiny head; Qwen3-VL's interleaved), a two-block vision tower (Qwen3-VL: one deepstack layer)."""
+    from transformers import Qwen2_5_VLConfig, Qwen3VLConfig
+
+    ids = {name: tok.convert_tokens_to_ids(token) for name, token in (
+        ("image_token_id", "<|image_pad|>"), ("video_token_id", "<|video_pad|>"),
+        ("vision_start_token_id", "<|vision_start|>"), ("vision_end_token_id", "<|vision_end|>"))}
+    text = {"vocab_size": max(spec.vocab_size, len(tok)), "hidden_size": spec.text_hidden,
+            "intermediate_size": spec.text_hidden * 2, "num_hidden_layers": spec.text_layers,
+            "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": context_length,
+            "bos_token_id": 151643, "eos_token_id": end_of_turn_id(spec, tok), "pad_token_id": tok.pad_token_id,
+            "tie_word_embeddings": spec.tie_embeddings}
+    head = spec.text_hidden // 4
+    section = _mrope_section(QWEN_MROPE[spec.family], head // 2)
+    vision = {"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 4,
+              "out_hidden_size": spec.text_hidden, "patch_size": spec.patch_size,
+              "spatial_merge_size": spec.merge_size, "temporal_patch_size": 2}
+    if spec.family == "qwen2_5_vl":
+        text["rope_scaling"] = {"type": "mrope", "mrope_section": section}
+        vision.update(window_size=112, fullatt_block_indexes=[1])
+        return Qwen2_5_VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=spec.tie_embeddings, **ids)
+    text.update(head_dim=head, rope_scaling={"rope_type": "default", "mrope_section": section,
+                                             "mrope_interleaved": True})
+    vision.update(num_position_embeddings=2304, deepstack_visual_indexes=[0])
+    return Qwen3VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=spec.tie_embeddings, **ids)
+
+
 def _configs(spec: FaithfulSpec, tok, context_length: int):
     """The model config for ``spec`` around tokenizer ``tok``."""
     from transformers import LlavaConfig, LlavaNextConfig, LlavaOnevisionConfig
 
+    if spec.family in QWEN_FAMILIES:
+        return _qwen_config(spec, tok, context_length)
     image_id = tok.convert_tokens_to_ids("<image>")
     text = {
         "model_type": "qwen2" if spec.vocab == "qwen2" else "llama",
@@ -94,6 +142,16 @@ def _processor(spec: FaithfulSpec, tok):
     from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
     from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
 
+    if spec.family in QWEN_FAMILIES:
+        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+        from llava_app.engine.local.processors import STOCK_PROCESSORS, make_image_only_processor
+
+        mean, std = (CLIP_MEAN, CLIP_STD) if spec.family == "qwen2_5_vl" else ([0.5] * 3, [0.5] * 3)
+        images = Qwen2VLImageProcessorPil(patch_size=spec.patch_size, merge_size=spec.merge_size,
+                                          temporal_patch_size=2, image_mean=mean, image_std=std,
+                                          size={"shortest_edge": spec.min_pixels, "longest_edge": spec.max_pixels})
+        return make_image_only_processor(STOCK_PROCESSORS[spec.family], images, tok, chat_template=spec.template)
     side = spec.image_size
     extra = {"patch_size": spec.patch_size, "vision_feature_select_strategy": spec.select_strategy,
              "chat_template": spec.template}
@@ -162,12 +220,14 @@ def build_faithful(preset: str, out: Path, context_length: int | None = None) ->
     model.generation_config.pad_token_id = tok.pad_token_id
     model.generation_config.eos_token_id = config.get_text_config().eos_token_id
     model.generation_config.bos_token_id = tok.bos_token_id
+    for key, value in spec.generation:  # the checkpoint's own sampling defaults (Qwen-VL)
+        setattr(model.generation_config, key, value)
     processor = _processor(spec, tok)
     model.save_pretrained(out)
     processor.save_pretrained(out)
-    if spec.family == "llava_onevision":
-        record_stock_processor_class(out, spec.family)
+    record_stock_processor_class(out, spec.family)
     info = {"builder": builder_version(preset), "preset": preset, "reference": spec.reference,
             "tokenizer": described, "end_of_turn": spec.end_of_turn, "image_size": spec.image_size,
-            "patch_size": spec.patch_size, "context_length": config.get_text_config().max_position_embeddings}
+            "patch_size": spec.patch_size, "merge_size": spec.merge_size,
+            "context_length": config.get_text_config().max_position_embeddings}
     (out / "tiny_model.json").write_text(json.dumps(info, indent=1))

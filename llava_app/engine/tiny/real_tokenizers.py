@@ -16,6 +16,7 @@ from the tokenizers the llava-hf checkpoints ship, and are put right here:
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
@@ -63,14 +64,20 @@ def unavailable_reason(kind: str) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=2)
+def _gguf_json(kind: str, path: Path) -> str:
+    """The tokenizer transformers makes of a GGUF vocabulary, serialised (reading the GGUF file takes seconds:
+    the Qwen2 one is read once for every model built in a process)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name).backend_tokenizer.to_str()
+
+
 def _gguf_backend(kind: str):
     """The ``tokenizers.Tokenizer`` transformers makes of the GGUF vocabulary (a private copy)."""
     from tokenizers import Tokenizer
-    from transformers import AutoTokenizer
 
-    path = vocab_file(kind)
-    loaded = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-    return Tokenizer.from_str(loaded.backend_tokenizer.to_str())
+    return Tokenizer.from_str(_gguf_json(kind, vocab_file(kind)))
 
 
 def _special(token: str):
@@ -79,15 +86,16 @@ def _special(token: str):
     return AddedToken(token, special=True, normalized=False)
 
 
-def qwen2_tokenizer(added: list[str]):
-    """Qwen2's byte-level BPE tokenizer as the llava-hf Qwen2 checkpoints ship it, plus ``added`` specials.
+def qwen2_tokenizer(added: list[str], plain: list[str] = ()):
+    """Qwen2's byte-level BPE tokenizer as the llava-hf Qwen2 checkpoints ship it, plus ``added`` specials and then
+    ``plain`` added tokens that are not special (Qwen-VL's ``<tool_call>``, ...), each at the next id.
 
     eos is ``<|im_end|>`` and pad ``<|endoftext|>``, no bos (Qwen2-Instruct's tokenizer_config).
     """
     from tokenizers import Tokenizer, normalizers
     from transformers import PreTrainedTokenizerFast
 
-    data = json.loads(_gguf_backend("qwen2").to_str())
+    data = json.loads(_gguf_json("qwen2", vocab_file("qwen2")))
     data["added_tokens"] = [t for t in data["added_tokens"] if t["id"] < QWEN2_BASE_SIZE]
     data["model"]["vocab"] = {k: v for k, v in data["model"]["vocab"].items() if v < QWEN2_BASE_SIZE}
     core = Tokenizer.from_str(json.dumps(data))
@@ -95,6 +103,10 @@ def qwen2_tokenizer(added: list[str]):
     tok = PreTrainedTokenizerFast(tokenizer_object=core, eos_token="<|im_end|>", pad_token="<|endoftext|>",
                                   clean_up_tokenization_spaces=False)
     tok.add_tokens([_special(t) for t in added], special_tokens=True)
+    if plain:
+        from tokenizers import AddedToken
+
+        tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in plain])
     return tok
 
 
