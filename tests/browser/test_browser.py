@@ -87,11 +87,11 @@ RECORDER = """() => {
   window.__answers = [];
   window.__controls = [];
   const root = document.querySelector('#chatbot');
-  window.__answerText = (row) => {  // an answer as written: its quiet footer (timing, tokens) left out
-    const copy = row.cloneNode(true);
+  window.__answerText = (row) => {  // an answer as written: its quiet footer (timing, tokens) left out, and
+    const copy = row.cloneNode(true);  // the mark of an answer cut at its length (a random model's always is)
     copy.querySelectorAll('.answer-footer').forEach(e => e.remove());
     document.body.appendChild(copy);
-    const text = copy.innerText.trim();
+    const text = copy.innerText.trim().split('\\n(cut: ')[0];
     copy.remove();
     return text;
   };

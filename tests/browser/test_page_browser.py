@@ -260,9 +260,13 @@ def test_a_new_question_and_its_answer_come_into_view_after_scrolling_up(open_pa
                            "return w.scrollHeight - w.clientHeight - w.scrollTop < 120; }", timeout=WAIT_MS)
     page.evaluate("() => { document.querySelector('#chatbot .bubble-wrap').scrollTop = 0; }")
     ask(page, "The newest question?")
-    last = page.locator("#chatbot .message-row.bot-row").last
-    chat, shown = box(page, "#chatbot"), last.bounding_box()
-    assert shown["y"] + shown["height"] <= chat["y"] + chat["height"] + 2 and shown["y"] >= chat["y"] - 2
+    in_view = """() => {
+      const chat = document.querySelector('#chatbot').getBoundingClientRect();
+      const rows = document.querySelectorAll('#chatbot .message-row.bot-row'), last = rows[rows.length - 1];
+      const shown = last.getBoundingClientRect();
+      return shown.bottom <= chat.bottom + 2 && shown.top >= chat.top - 2;
+    }"""
+    page.wait_for_function(in_view, timeout=10_000)  # (the answer's last update lands a moment after its end)
 
 
 CAMERA_READY = """() => document.querySelector('#camera [aria-label="capture photo"]')

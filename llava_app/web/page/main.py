@@ -210,8 +210,8 @@ def _example_buttons() -> list[tuple[Example, gr.Button]]:
 SUBMIT = dict(api_visibility="private", show_progress="hidden")
 LOCK = dict(api_visibility="private", queue=False, show_progress="hidden")
 # The view follows a new question and its answer even if the person had scrolled up before
-# sending (Gradio's own autoscroll then keeps following, unless they scroll up during it).
-FOLLOW = "(...args) => { const el = document.querySelector('#chatbot .bubble-wrap'); " \
+# sending (page.js keeps following, unless they scroll up during it).
+FOLLOW = "(...args) => { const el = document.querySelector('#chatbot .bubble-wrap'); window.llavaFollowing = true; " \
          "if (el) el.scrollTop = el.scrollHeight; return args; }"
 
 

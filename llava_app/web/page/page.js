@@ -76,8 +76,29 @@
       const more = wrap.scrollWidth - wrap.clientWidth - wrap.scrollLeft > 4;
       if (gallery.classList.contains('more-right') !== more) gallery.classList.toggle('more-right', more);
     }
+    follow();
     jumpShown();
   };
+
+  // Following the newest message: a new question (FOLLOW in main.py) and "Jump to the latest" turn it on, the
+  // person scrolling up turns it off. While on, every change of the chat keeps its foot in view: an answer's
+  // last update adds its marks and footer at once, more than Gradio's own autoscroll follows.
+  let seen = {top: 0, height: 0};
+  const follow = () => {
+    const wrap = document.querySelector('#chatbot .bubble-wrap');
+    if (!wrap) return;
+    if (wrap.scrollTop < seen.top - 4 && wrap.scrollHeight === seen.height) window.llavaFollowing = false;
+    if (window.llavaFollowing && wrap.scrollHeight - wrap.clientHeight - wrap.scrollTop > 1) {
+      wrap.scrollTop = wrap.scrollHeight;
+    }
+    seen = {top: wrap.scrollTop, height: wrap.scrollHeight};
+  };
+  const upward = (event) => {
+    if (!(event.target.closest && event.target.closest('#chatbot'))) return;
+    if (event.type === 'wheel' ? event.deltaY < 0 : event.type === 'touchmove'
+        || ['ArrowUp', 'PageUp', 'Home'].includes(event.key)) window.llavaFollowing = false;
+  };
+  ['wheel', 'touchmove', 'keydown'].forEach((type) => document.addEventListener(type, upward, {capture: true, passive: true}));
 
   // "Jump to the latest": over the chat's foot whenever the person has scrolled up from the newest message.
   const jumpShown = () => {
@@ -92,7 +113,11 @@
       jump.textContent = '↓ ' + say('latest_short');
       jump.setAttribute('aria-label', say('latest'));
       jump.setAttribute('title', say('latest'));
-      jump.addEventListener('click', () => { wrap.scrollTo({top: wrap.scrollHeight}); jump.hidden = true; });
+      jump.addEventListener('click', () => {
+        window.llavaFollowing = true;
+        wrap.scrollTo({top: wrap.scrollHeight});
+        jump.hidden = true;
+      });
       chat.appendChild(jump);
     }
     const away = wrap.scrollHeight - wrap.clientHeight - wrap.scrollTop > 120;
