@@ -37,9 +37,7 @@ TEXTS: dict[str, tuple[str, str]] = {
     "mark.stopped": ("*(stopped)*", "*（已停止）*"),
     "mark.interrupted": ("*(interrupted: cut off before the end; Regenerate writes it again)*",
                          "*（已中断：回答在结尾前被截断；“重新生成”会重写）*"),
-    "mark.cut_length": (
-        "*(cut: the answer reached its length limit, max new tokens or the room left in the model's window)*",
-        "*（已截断：回答达到了长度上限，即最大新词元数或模型窗口中剩余的空间）*"),
+    "mark.cut_length": ("*(cut: the answer reached its length limit)*", "*（已截断：回答达到了长度上限）*"),
     "mark.cut_server": ("*(cut off by the server before the end; Regenerate writes it again)*",
                         "*（回答在结尾前被服务器中断；“重新生成”会重写）*"),
     "mark.waiting": ("*{place:ord} in line: your answer starts as soon as the model is free…*",
