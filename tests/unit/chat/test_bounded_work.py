@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import json
+import statistics
 import time
 
 import pytest
@@ -38,29 +39,33 @@ def branch_work(rec: ConversationRecord) -> None:
     conv.to_record()
 
 
-def cpu_seconds(work, *args, repeat: int = 5, rounds: int = 4) -> float:
-    """The least CPU time of ``repeat`` runs of ``rounds`` calls (the least is the one the machine disturbed least;
-    the garbage collector waits, so that one of its passes falling into one side does not decide)."""
-    best = float("inf")
+def cpu_per_call(work, arg, least_s: float) -> float:
+    """CPU time per call, from calls made until they took ``least_s`` (a few milliseconds alone are mostly the
+    clock's grain and the machine's noise)."""
+    calls, start = 0, time.process_time()
+    while (spent := time.process_time() - start) < least_s:
+        work(arg)
+        calls += 1
+    return spent / calls
+
+
+def grows_linearly(work, small, large, pairs: int = 9, least_s: float = 0.05) -> float:
+    """Twice the input: the time may grow about twofold (allowing for noise), never fourfold as a quadratic
+    walk does. A shared virtual machine's speed wanders by half within seconds, so the two sizes are timed
+    side by side, ``pairs`` times, and the median of the pairs' ratios decides; the garbage collector waits,
+    so that one of its passes falling into one side does not decide. Returns the ratio."""
+    work(small)  # warm up
+    ratios = []
     gc.collect()
     gc.disable()
     try:
-        for _ in range(repeat):
-            start = time.process_time()
-            for _ in range(rounds):
-                work(*args)
-            best = min(best, time.process_time() - start)
+        for _ in range(pairs):
+            ratios.append(cpu_per_call(work, large, least_s) / cpu_per_call(work, small, least_s))
     finally:
         gc.enable()
-    return best
-
-
-def grows_linearly(work, small, large) -> float:
-    """Twice the input: the time may grow about twofold (allowing for noise), never fourfold as a quadratic
-    walk does. Returns the ratio."""
-    work(small)  # warm up
-    ratio = cpu_seconds(work, large) / max(cpu_seconds(work, small), 1e-4)
-    assert ratio < 3.0, f"doubling the input multiplied the time by {ratio:.1f}"
+    ratio = statistics.median(ratios)
+    each = ", ".join(f"{r:.1f}" for r in ratios)
+    assert ratio < 3.0, f"doubling the input multiplied the time by {ratio:.1f} (pair by pair: {each})"
     return ratio
 
 
