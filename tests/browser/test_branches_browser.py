@@ -118,6 +118,19 @@ class Person:
                 if attempt == 2:
                     raise
 
+    def version(self, which: str, position: str, n_turns: int) -> None:
+        """Press "‹" (``prev``) or "›" (``next``) until the version ``position`` ("1/2") shows, with its
+        ``n_turns`` turns (a click landing while Gradio draws the chat again can be lost, as for ``edit``)."""
+        for attempt in range(3):
+            self.page.locator(f"#chatbot a.turn-{which}").first.click()
+            try:
+                self.expect(self.page.locator("#chatbot .turn-pos").first).to_have_text(position, timeout=15_000)
+                break
+            except AssertionError:
+                if attempt == 2:
+                    raise
+        self.settled(n_turns)
+
     def ask(self, text: str) -> None:
         n = len(self.questions())
         self.page.fill("#question textarea", text)
@@ -170,14 +183,12 @@ def test_editing_turn_1_of_3_answers_again_and_keeps_the_old_branch_whole(person
     assert me.tools() == ["✎ Edit ‹ 2/2 ›"]
     assert "1 image in the prompt (Image 1)" in me.model_sees()  # the branch sends only its own pictures
 
-    me.page.locator("#chatbot a.turn-prev").click()  # back to the first version: all three turns, as they were
-    me.settled(3)
+    me.version("prev", "1/2", 3)  # back to the first version: all three turns, as they were
     assert me.questions() == before_q and me.answers() == before_a
     assert me.tools() == ["✎ Edit ‹ 1/2 ›", "✎ Edit", "✎ Edit"]
     assert "2 images in the prompt (Image 1, Image 2)" in me.model_sees()
 
-    me.page.locator("#chatbot a.turn-next").click()  # and forward again
-    me.settled(1)
+    me.version("next", "2/2", 1)  # and forward again
     assert me.questions() == ["Only Image 1 now: what is it?"]
 
 
@@ -202,9 +213,7 @@ def test_regenerate_keeps_the_old_answer_as_a_sibling(person, pictures):
     me.page.click("#regenerate")
     me.expect(me.page.locator("#chatbot .turn-pos")).to_have_text("2/2")  # shown once the new answer is written
     me.settled(1)
-    me.page.locator("#chatbot a.turn-prev").click()
-    me.expect(me.page.locator("#chatbot .turn-pos")).to_have_text("1/2")
-    me.settled(1)
+    me.version("prev", "1/2", 1)
     assert me.answers() == first and me.questions() == ["What colour is Image 1?"]
 
 
