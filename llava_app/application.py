@@ -95,7 +95,7 @@ class App:
         if not conv.turns and not conv.images:
             raise UserError("app.nothing_to_export")
         return export_conversation(kind, conv, new_export_folder(self.exports_dir), model=self.service.model_name,
-                                   system_prompt=system_prompt)
+                                   system_prompt=system_prompt, pointed=self.service.record_regions)
 
     # ----- background work ------------------------------------------------------------------
     def shown_path(self, conv: Conversation, source: str) -> str:
@@ -175,7 +175,7 @@ def create_app(config: Config, backend: Backend | None = None, store: ImageStore
         context=ContextFitter(backend, summarize=config.summarize_dropped, answer_tokens=config.max_new_tokens),
         max_images_per_message=config.max_images_per_message, session_ttl=config.session_ttl,
         max_new_tokens_limit=config.max_new_tokens_limit, allowed_models=allowed_models(config),
-        intake=media_intake(config, store), queue_size=config.queue_size,
+        intake=media_intake(config, store), queue_size=config.queue_size, grounding=config.grounding,
     )
     saved = BrowserSaves(open_saved(config), store)
     service.on_release.append(saved.release)

@@ -72,6 +72,7 @@ class Config:
     feature_cache_mb: float = 512.0  # vision-tower outputs kept per image; 0 re-encodes images every turn
     max_batch: int = 0  # answers the local engine decodes together; 0: 8 on CUDA, 4 on the CPU
     engine_process: bool = False  # the local engine in a process of its own (engine/local/worker.py)
+    grounding: str = ""  # how the model writes boxes (GROUNDING_FORMATS); "": from the model itself
     image_pixels: str = ""  # Qwen-VL: "MAX" or "MIN:MAX" pixels a picture is resized within; "": the checkpoint's
 
     @property
@@ -169,12 +170,18 @@ _HELP: dict[str, str] = {
     "image_pixels": "local backend, models that read pictures at their own size (Qwen2.5-VL, Qwen3-VL): bound the "
     "pixels of each picture as MAX or MIN:MAX (e.g. 1003520 or 200704:1003520; a picture is resized within them "
     "before it is cut into patches, so fewer pixels mean fewer image tokens); empty: the checkpoint's own bounds",
+    "grounding": "how the model writes boxes and points, for drawing them on its pictures and sending it regions: "
+    "qwen2.5-vl (JSON bbox_2d in pixels of the resized picture), qwen3-vl (JSON bbox_2d, 0-1000), llava "
+    "([x1, y1, x2, y2] fractions), or none; empty (the default): from the model's architecture, or for "
+    "--backend openai its model id. Set it for a fine-tune whose name says nothing",
     "feature_cache_mb": "local backend: megabytes of image features (vision tower outputs) kept, so an image is "
     "encoded once per model; 0 turns the cache off",
 }
 SWITCHING_MODES = ("off", "admins", "everyone")
+#: ``--grounding`` values (chat/grounding.py's ``CHOICES``; a test keeps the two the same)
+GROUNDING_FORMATS = ("qwen2.5-vl", "qwen3-vl", "llava", "none")
 _CHOICES = {"backend": ["local", "openai"], "model_switching": list(SWITCHING_MODES),
-            "dtype": ["auto", "float32", "float16", "bfloat16"]}
+            "dtype": ["auto", "float32", "float16", "bfloat16"], "grounding": list(GROUNDING_FORMATS)}
 
 
 def _parse_bool(text: str) -> bool:
@@ -306,6 +313,8 @@ def validate(config: Config) -> None:
         problems.append("--model-switching must be one of " + ", ".join(SWITCHING_MODES))
     if config.admins.strip() and not (config.auth or config.auth_file):
         problems.append("--admins names users of a login: add --auth or --auth-file")
+    if config.grounding and config.grounding not in GROUNDING_FORMATS:
+        problems.append("--grounding must be one of " + ", ".join(GROUNDING_FORMATS))
     if config.feedback_images and not config.feedback_file:
         problems.append("--feedback-images needs --feedback-file")
     if problems:

@@ -20,6 +20,8 @@ from llava_app.chat.context import ContextFitter
 from llava_app.chat.conversation import Conversation, PromptInfo
 from llava_app.chat.line import Line
 from llava_app.chat.one_off import OneOffChats
+from llava_app.chat.pointing import PointedAnswers, Pointing
+from llava_app.chat.regions import Ask
 from llava_app.chat.runs import Runs
 from llava_app.chat.sessions import Sessions
 from llava_app.chat.timing import AnswerClock, count_prompt
@@ -42,7 +44,7 @@ class Waiting:
     place: int
 
 
-class ChatService(OneOffChats):
+class ChatService(OneOffChats, PointedAnswers):
     """The app's behaviour; the UI and the API are thin layers over it (/v1's one-off conversations: one_off.py)."""
 
     def __init__(self, backend: Backend, store: ImageStore, *, max_images: int = 6, max_question_chars: int = 4000,
@@ -50,8 +52,9 @@ class ChatService(OneOffChats):
                  context: ContextFitter | None = None, max_images_per_message: int | None = None,
                  session_ttl: float = 3600.0, max_new_tokens_limit: int = 2048,
                  allowed_models: list[str] | None = None, intake: Intake | None = None,
-                 queue_size: int | None = None):
+                 queue_size: int | None = None, grounding: str = ""):
         self.backend = backend
+        self.pointing = Pointing(backend, store, grounding)  # boxes in answers, regions in questions
         self.intake = intake or Intake(store)  # how videos, PDFs and URLs are read (limits; URLs at all)
         self.max_new_tokens_limit = max_new_tokens_limit  # the most new tokens a user may ask for
         #: the models users may switch to (the operator's allow-list; '*' allows any id)
@@ -61,7 +64,7 @@ class ChatService(OneOffChats):
         #: most new images that go with one question (None: only the conversation limit)
         self.max_images_per_message = max_images_per_message
         #: live conversations; one idle this long (seconds) ends and frees what it holds
-        self.sessions = Sessions(self._end_conversation, ttl_s=session_ttl, busy=self._busy)
+        self.sessions = Sessions(self._end_conversation, ttl_s=session_ttl, busy=lambda key: self.runs.busy(key))
         #: called with a conversation id when it ends (e.g. to stop saving it for its browser)
         self.on_release: list[Callable[[str], None]] = []
         self.max_question_chars = max_question_chars
@@ -160,14 +163,14 @@ class ChatService(OneOffChats):
         """True while an answer for this conversation is being generated (or waits in line)."""
         return self.runs.is_running(conv.id)
 
-    def ask(self, conv: Conversation, text: str | None) -> None:
-        """Add the user's question as a new turn (its answer is streamed by ``stream_answer``)."""
+    def ask(self, conv: Conversation, text: str | None, regions: Iterable[Ask] = ()) -> None:
+        """A new turn (``stream_answer`` answers it), the ``regions`` marked told after it (``Pointing.ask``)."""
         question = self.check_question(text)
         self.sessions.touch(conv)
         self._drop_orphan(conv)
         if not self.runs.settled(conv.id):
             raise UserError("chat.still_writing")
-        conv.ask(question)
+        self.pointing.ask(conv, question, list(regions))
         self._arm(conv)
 
     def regenerate(self, conv: Conversation) -> None:
@@ -383,9 +386,6 @@ class ChatService(OneOffChats):
 
     def _release(self, conv: Conversation, cancel: threading.Event) -> None:
         self.runs.release(conv.id, cancel)
-
-    def _busy(self, conv_id: str) -> bool:
-        return self.runs.busy(conv_id)
 
     def _end_conversation(self, conv_id: str) -> None:
         """A conversation ended: stop its generation, drop its flag and the engine's caches for it."""

@@ -7,12 +7,14 @@ record becomes a conversation through ``Conversation.restore`` like any other.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from llava_app.chat.conversation import Conversation
-from llava_app.storage.export import read_conversation, write_json, write_markdown, write_zip
+from llava_app.storage.export import Regions, read_conversation, write_json, write_markdown, write_zip
 from llava_app.storage.images import ImageLimits, ImageStore
+from llava_app.storage.records import ConversationRecord
 
 #: the file each kind of export is written to (a readable name for the download)
 EXPORT_FILES = {"markdown": "conversation.md", "json": "conversation.json", "zip": "conversation-llamafactory.zip"}
@@ -28,11 +30,13 @@ class Imported:
 
 
 def export_conversation(kind: str, conv: Conversation, folder: str | Path, *, model: str = "",
-                        system_prompt: str = "") -> Path:
-    """Write the ``kind`` export (``markdown``, ``json`` or ``zip``) of ``conv`` into ``folder``."""
+                        system_prompt: str = "", pointed: Callable[[ConversationRecord], Regions] | None = None
+                        ) -> Path:
+    """Write the ``kind`` export (``markdown``, ``json`` or ``zip``) of ``conv`` into ``folder`` (``pointed``: what
+    each answer points at, written beside it)."""
     record = conv.to_record(model=model, system_prompt=system_prompt)
     write = {"markdown": write_markdown, "json": write_json, "zip": write_zip}[kind]
-    return write(record, Path(folder) / EXPORT_FILES[kind])
+    return write(record, Path(folder) / EXPORT_FILES[kind], regions=pointed(record) if pointed else None)
 
 
 def import_conversation(path: str | Path, store: ImageStore, *, limits: ImageLimits = ImageLimits(),

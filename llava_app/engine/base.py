@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from llava_app.engine.geometry import PictureGeometry
 from llava_app.errors import UserError
 from llava_app.storage.images import ModelImageSize
 
@@ -140,6 +141,8 @@ class Backend(ABC):
 
     #: shown in the page header
     model_name: str = ""
+    #: the architecture (transformers' ``config.model_type``, "qwen2_5_vl"), when the engine knows it
+    model_type: str = ""
     #: answers come from random weights (tiny test models): the page says so
     is_random: bool = False
     #: the context window in tokens, when known
@@ -175,6 +178,10 @@ class Backend(ABC):
 
     def image_resolution(self) -> ModelImageSize | None:
         """The resolution the model's image processor uses (uploads are stored no larger), if known."""
+        return None
+
+    def picture_geometry(self) -> PictureGeometry | None:
+        """How the model's image processor frames a picture (the frame its boxes are written in), if known."""
         return None
 
     def switch(self, name: str, report: Callable[[float, str], None] | None = None) -> bool:

@@ -69,9 +69,17 @@ class SwitchableBackend(Backend):
     def max_concurrency(self) -> int:  # type: ignore[override]
         return self._engine.max_concurrency if self._engine is not None else 1
 
+    @property
+    def model_type(self) -> str:  # type: ignore[override]
+        return self._engine.model_type if self._engine is not None else ""
+
     def image_resolution(self):
         engine = self._engine
         return engine.image_resolution() if engine is not None else None
+
+    def picture_geometry(self):
+        engine = self._engine
+        return engine.picture_geometry() if engine is not None else None
 
     @property
     def engine(self) -> Backend | None:

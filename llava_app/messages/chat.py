@@ -38,6 +38,17 @@ TEXTS: dict[str, tuple[str, str]] = {
     "chat.label_twice": ("{label} is given twice; each image needs a label of its own.",
                          "{label} 出现了两次；每张图片都需要自己的标签。"),
     "chat.no_image": ("There is no {label} in this conversation.", "这个对话中没有 {label}。"),
+    # regions a person marks on a picture, and what answers point at
+    "region.format": (
+        'A region is {{"image": 2, "box": [x1, y1, x2, y2]}} or {{"image": 2, "point": [x, y]}}, in the picture\'s '
+        "own pixels.",
+        '区域的格式是 {{"image": 2, "box": [x1, y1, x2, y2]}} 或 {{"image": 2, "point": [x, y]}}，'
+        "单位是图片自身的像素。"),
+    "region.too_many": ("At most {limit} regions go with one question.", "每个问题最多附带 {limit} 个区域。"),
+    "region.outside": ("That region lies outside {label}, which is {width} x {height} pixels.",
+                       "这个区域在 {label} 之外；{label} 的大小是 {width} x {height} 像素。"),
+    "region.no_turn": ("There is no turn {turn} in this conversation; it has {count}.",
+                       "这个对话中没有第 {turn} 个回合；它共有 {count} 个。"),
     "upload.named": ("{name}: {problem}", "{name}：{problem}"),
     "upload.duplicate": ("{name} is already in this conversation as {label}.",
                          "{name} 已在这个对话中，标签为 {label}。"),

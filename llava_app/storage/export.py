@@ -62,10 +62,20 @@ def _image_file(record: ConversationRecord, im: ImageRecord) -> str:
 
 
 # ----- out ------------------------------------------------------------------------------------
-def export_json(record: ConversationRecord, *, embed_images: bool = True) -> dict[str, Any]:
-    """The record's JSON plus the export time; images as base64 (``embed_images``) or as zip file names."""
+#: what each answer points at (the API's ``/regions`` entries, one list per turn): derived from the answer and
+#: its pictures by the chat layer, written beside each turn, never read back (an import derives them again)
+Regions = list[list[dict[str, Any]]]
+
+
+def export_json(record: ConversationRecord, *, embed_images: bool = True, regions: Regions | None = None
+                ) -> dict[str, Any]:
+    """The record's JSON plus the export time; images as base64 (``embed_images``) or as zip file names; each
+    turn's ``regions`` where it points at something."""
     data = record.to_json()
     data["exported_at"] = _now()
+    for entry, pointed in zip(data["turns"], regions or [], strict=False):
+        if pointed:
+            entry["regions"] = pointed
     for entry, im in zip(data["images"], record.images, strict=False):
         if embed_images:
             entry["data"] = base64.b64encode(Path(_image_file(record, im)).read_bytes()).decode("ascii")
@@ -74,8 +84,9 @@ def export_json(record: ConversationRecord, *, embed_images: bool = True) -> dic
     return data
 
 
-def to_markdown(record: ConversationRecord, *, links: bool = False) -> str:
-    """A readable transcript: each turn's images by label (``links``: with the zip's image files)."""
+def to_markdown(record: ConversationRecord, *, links: bool = False, regions: Regions | None = None) -> str:
+    """A readable transcript: each turn's images by label (``links``: with the zip's image files), and what each
+    answer points at (``regions``), in the pictures' pixels."""
 
     def image_line(im: ImageRecord) -> str:
         line = f"**{im.label}** ({im.name or 'image'}, {im.width} x {im.height})"
@@ -95,12 +106,23 @@ def to_markdown(record: ConversationRecord, *, links: bool = False) -> str:
             lines += [f"**Assistant:** {turn.assistant}" + (" *(stopped)*" if turn.stopped else "")
                       + (" *(interrupted)*" if turn.interrupted else "")
                       + (f" *(cut: {turn.cut})*" if turn.cut else ""), ""]
+            pointed = regions[i] if regions and i < len(regions) else []
+            lines += [f"- {_pointed_line(entry)}" for entry in pointed] + ([""] if pointed else [])
     pending = record.pending_images
     if pending:
         lines += ["## Images added after the last question", ""]
         for im in pending:
             lines += [image_line(im), ""]
     return "\n".join(lines)
+
+
+def _pointed_line(entry: dict[str, Any]) -> str:
+    """One mark of an answer for the transcript: "Image 2, red car: box [10, 20, 110, 220]"."""
+    where = entry.get("image") or "picture unclear"
+    label = f", {entry['label']}" if entry.get("label") else ""
+    kind = "box" if "box" in entry else "point" if "point" in entry else "as written"
+    values = entry.get("box") or entry.get("point") or entry.get("coords") or []
+    return f"{where}{label}: {kind} [{', '.join(str(v) for v in values)}]"
 
 
 def _no_marker(text: str) -> str:
@@ -163,22 +185,22 @@ def new_export_folder(exports_dir: Path, keep: int = EXPORTS_KEPT, min_age_s: fl
     return folder
 
 
-def write_markdown(record: ConversationRecord, path: str | Path) -> Path:
+def write_markdown(record: ConversationRecord, path: str | Path, regions: Regions | None = None) -> Path:
     """The Markdown transcript as a file."""
     path = Path(path)
-    path.write_text(to_markdown(record), encoding="utf-8")
+    path.write_text(to_markdown(record, regions=regions), encoding="utf-8")
     return path
 
 
-def write_json(record: ConversationRecord, path: str | Path) -> Path:
+def write_json(record: ConversationRecord, path: str | Path, regions: Regions | None = None) -> Path:
     """The conversation as one JSON file with its images inside."""
     path = Path(path)
-    path.write_text(json.dumps(export_json(record, embed_images=True), ensure_ascii=False, indent=1),
+    path.write_text(json.dumps(export_json(record, embed_images=True, regions=regions), ensure_ascii=False, indent=1),
                     encoding="utf-8")
     return path
 
 
-def write_zip(record: ConversationRecord, path: str | Path) -> Path:
+def write_zip(record: ConversationRecord, path: str | Path, regions: Regions | None = None) -> Path:
     """The fine-tuning zip: the LLaMA-Factory record and ``dataset_info.json``, images, JSON and Markdown."""
     path = Path(path)
 
@@ -188,8 +210,8 @@ def write_zip(record: ConversationRecord, path: str | Path) -> Path:
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         zf.writestr(SFT_FILE, dump([finetune_record(record)]))
         zf.writestr("dataset_info.json", dump(dataset_info()))
-        zf.writestr(ZIP_JSON, dump(export_json(record, embed_images=False)))
-        zf.writestr(ZIP_MARKDOWN, to_markdown(record, links=True))
+        zf.writestr(ZIP_JSON, dump(export_json(record, embed_images=False, regions=regions)))
+        zf.writestr(ZIP_MARKDOWN, to_markdown(record, links=True, regions=regions))
         for im in record.images:  # PNG is compressed already
             zf.write(_image_file(record, im), image_filename(im), compress_type=zipfile.ZIP_STORED)
     return path

@@ -84,7 +84,8 @@ def launch_kwargs(app: App) -> dict[str, Any]:
     if app.share_links is not None and app.share_links.enabled:
         from llava_app.web.page.share import share_routes
 
-        kwargs["app_kwargs"].setdefault("routes", []).extend(share_routes(app.share_links))  # no login: by design
+        routes = share_routes(app.share_links, app.service.record_regions)
+        kwargs["app_kwargs"].setdefault("routes", []).extend(routes)  # no login: by design
     return kwargs
 
 

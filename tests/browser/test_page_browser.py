@@ -371,15 +371,15 @@ def test_a_thumbnail_in_the_chat_opens_large_with_its_label(open_page, pictures)
     page.locator("#chatbot .thumbnail-item img").nth(1).click()
     lightbox = page.locator("#lightbox")
     lightbox.wait_for(state="visible", timeout=WAIT_MS)
-    assert lightbox.inner_text().strip() == "Image 2"
+    assert page.locator("#lightbox .lightbox-label").inner_text().strip() == "Image 2"
     shown = page.locator("#lightbox img").bounding_box()
     assert shown["width"] > 300 or shown["height"] > 300  # large, not the 128 px thumbnail
     page.keyboard.press("Escape")
     lightbox.wait_for(state="detached")
     page.locator("#gallery .thumbnail-item img").first.click()  # the strip's thumbnails too
     lightbox.wait_for(state="visible")
-    assert lightbox.inner_text().strip() == "Image 1"
-    lightbox.click()
+    assert page.locator("#lightbox .lightbox-label").inner_text().strip() == "Image 1"
+    page.mouse.click(5, 5)  # a click beside the picture closes it (one on the picture marks a region)
     lightbox.wait_for(state="detached")
 
 

@@ -20,6 +20,7 @@ from llava_app.engine.base import (
     Usage,
     image_refs,
 )
+from llava_app.engine.geometry import PictureGeometry
 from llava_app.engine.local.streaming import LockedDecoder, eager_streamer, texts, user_facing
 from llava_app.engine.tiny.presets import is_tiny
 from llava_app.errors import EngineError, MissingDependency
@@ -104,6 +105,7 @@ class LocalBackend(Backend):
 
         bound_pixels(self.processor, *pixel_bounds(image_pixels))
         self.model_name = model
+        self.model_type = str(getattr(self.model.config, "model_type", "") or "")
         self.is_random = is_tiny(model)
         self.images = image_store
         self.stream_delay = stream_delay
@@ -166,6 +168,9 @@ class LocalBackend(Backend):
 
     def image_resolution(self) -> ModelImageSize | None:
         return ModelImageSize.from_processor(self.processor.image_processor)
+
+    def picture_geometry(self) -> PictureGeometry:
+        return PictureGeometry.from_processor(self.processor.image_processor)
 
     def prompt_info(self, messages: list[dict[str, Any]]) -> PromptInfo:
         """The prompt and its exact token count, as ``stream`` would build it; pixels are processed

@@ -16,6 +16,7 @@ import anyio
 import gradio as gr
 
 from llava_app.chat.conversation import Conversation
+from llava_app.chat.regions import read_regions
 from llava_app.errors import UserError
 from llava_app.messages import Joined
 from llava_app.web.cancellable import iterate_in_thread
@@ -33,21 +34,21 @@ class ApiHandlers:
         self.config = context.config
         self._remember_loop = context.remember_loop
 
-    async def api_chat(self, message: str, images, urls, conv: Conversation, request: gr.Request
+    async def api_chat(self, message: str, images, urls, regions, conv: Conversation, request: gr.Request
                        ) -> AsyncIterator[tuple[str, Conversation]]:
-        """Add the given images, videos, PDFs and URLs (may be none) to this client's conversation, ask,
-        stream the answer."""
+        """Add the given images, videos, PDFs and URLs (may be none) to this client's conversation, ask (with the
+        ``regions`` marked on its pictures: ``{"image": 2, "box": [x1, y1, x2, y2]}``), stream the answer."""
         self._remember_loop()
         try:
             self._api_client(conv, request)
-            files, links = file_paths(images), url_list(urls)
+            files, links, marked = file_paths(images), url_list(urls), read_regions(regions)
             # Decoding videos and PDFs and fetching URLs take a while: never on the event loop.
             result = await anyio.to_thread.run_sync(
                 partial(self.service.attach, conv, files, links, all_or_nothing=True))
             if result.errors:
                 raise UserError(Joined(result.errors))
             # off the event loop: a question right after a cancelled one waits for that answer to stop
-            await anyio.to_thread.run_sync(partial(self.service.ask, conv, message))
+            await anyio.to_thread.run_sync(partial(self.service.ask, conv, message, marked))
             async for text in self.api_stream(conv):
                 yield text, conv
         except Exception as exc:  # noqa: BLE001 - a client gets a message, never a dead stream
@@ -56,6 +57,15 @@ class ApiHandlers:
     def api_context(self, conv: Conversation) -> dict:
         """Image labels and count, prompt token count, the rendered prompt, the turns."""
         return conv.summary()
+
+    def api_regions(self, turn, conv: Conversation) -> list[dict[str, Any]]:
+        """What the answer of turn ``turn`` (0-based; -1 the newest) points at: ``{"image": "Image 2", "label",
+        "box": [x1, y1, x2, y2]}`` (or ``"point"``) in the picture's pixels; ``"image": None`` when unclear."""
+        try:
+            number = -1 if turn is None or turn == "" else whole(turn, "turn")
+            return [region.as_dict() for region in self.service.regions(conv, number)]
+        except UserError as exc:
+            raise gr.Error(page_message(exc), print_exception=False) from None
 
     def api_reset(self, conv: Conversation, request: gr.Request) -> Conversation:
         """Start a new conversation."""

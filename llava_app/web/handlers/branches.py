@@ -159,12 +159,12 @@ class BranchHandlers:
                             edit_bar=gr.update(visible=True), edit_title=localize(title, lang),
                             keep=gr.update(choices=labels, value=labels, visible=bool(labels)))
 
-    def on_send(self, value, editing: Any, keep: Any, conv: Conversation, request: gr.Request | None = None
-                ) -> Sent:
+    def on_send(self, value, editing: Any, keep: Any, conv: Conversation, regions: Any = None,
+                request: gr.Request | None = None) -> Sent:
         """Send: a new question (``on_submit``), or, while a question is edited, that question asked again
         with the pictures kept and those in the box added. Returns ``on_submit``'s outputs and the edit bar's."""
         if editing is None:
-            return Sent(**self.chat.on_submit(value, conv, request)._asdict(), **_bar_as_is())
+            return Sent(**self.chat.on_submit(value, conv, request, regions)._asdict(), **_bar_as_is())
         kept = set(keep or [])
         turn = whole(editing, "turn")
         shown = branches.describe(conv)

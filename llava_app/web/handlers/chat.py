@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import gradio as gr
 
 from llava_app.chat.clearing import ClearedImages, clear_images, undo_clear
 from llava_app.chat.conversation import Conversation
 from llava_app.chat.examples import Example, load_example
+from llava_app.chat.regions import read_regions
 from llava_app.chat.service import Waiting
 from llava_app.chat.uploads import media_options
 from llava_app.errors import UserError
@@ -181,13 +183,13 @@ class ChatHandlers:
                        gr.update(visible=False), gr.update(visible=undo))
 
     # ----- asking -------------------------------------------------------------------------
-    def on_submit(self, value, conv: Conversation, request: gr.Request | None = None):
+    def on_submit(self, value, conv: Conversation, request: gr.Request | None = None, regions: Any = None):
         """A question (and any files still in the box) joins the conversation; ``on_generate`` answers it.
 
         Links in it (with ``--image-urls``) are fetched into the strip first (the notice says what came and
         what failed), and the question names a fetched one by its label; a box holding only links is not a
         question (the question comes next). Where links are not fetched, the question is asked and the notice
-        says the model reads only the address.
+        says the model reads only the address. ``regions`` (JSON) are those marked in the large view (page.js).
         """
         lang, files, notice = language(request), message_files(value), ""
         question = message_text(value)
@@ -214,7 +216,7 @@ class ChatHandlers:
         if files:
             notice = Joined([self._attach(conv, files, lang=lang), notice]).render(lang)
         try:
-            self.service.ask(conv, question)
+            self.service.ask(conv, question, read_regions(regions))
         except UserError as exc:
             self.warn(page_message(exc, lang), lang)
             keep = {"text": message_text(value), "files": []} if files else gr.update()

@@ -66,12 +66,17 @@ class HandlerContext:
 
     def _views(self, conv: Conversation, partial: str | None, waiting: int | None, lang: str) -> Views:
         info = conv.last_prompt
-        return Views(views.chat_value(conv, self.shown(conv), partial, waiting, lang), (info.text if info else ""),
+        chat = views.chat_value(conv, self.shown(conv), partial, waiting, lang, self.pointer(conv))
+        return Views(chat, (info.text if info else ""),
                      views.prompt_stats(info, str(T("no_prompt")), lang), self.meter(conv, lang))
 
     def shown(self, conv: Conversation) -> views.Shown:
         """The paths the page is given for ``conv``'s pictures: under its own unguessable folder, never the store."""
         return lambda path: self.app.shown_path(conv, path)
+
+    def pointer(self, conv: Conversation) -> views.Pointer:
+        """What each answer of ``conv`` points at (read from the answer and the pictures each time it is shown)."""
+        return lambda turn: self.service.pointed(conv, turn)
 
     def gallery(self, conv: Conversation) -> list[tuple[str, str]]:
         """The strip's value for ``conv``."""

@@ -13,12 +13,19 @@ import gradio as gr
 
 from llava_app.chat import branches
 from llava_app.chat.conversation import Conversation, PromptInfo
+from llava_app.chat.grounding import Region
 from llava_app.messages import Joined, Message, text
 from llava_app.web.handlers.markdown import chat_markdown
 from llava_app.web.translations import localize
 
 #: the path the page is given for a picture file (``App.shown_path`` for one conversation): never the store's
 Shown = Callable[[str], str]
+#: what the answer of a turn points at, and the code blocks it wrote them in (``Pointing.regions``,
+#: ``grounding.raw_blocks``): ``(regions, [(start, end, count)])``
+Pointer = Callable[[int], tuple[list[Region], list[tuple[int, int, int]]]]
+#: distinct colours for boxes (Sasha Trubetskoy's list), each readable with white text on it
+PALETTE = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#008080", "#f032e6", "#9a6324", "#800000",
+           "#000075")
 
 
 def gallery_value(conv: Conversation, shown: Shown) -> list[tuple[str, str]]:
@@ -41,13 +48,14 @@ _PAGE = re.compile(r"\.pdf p\. \d+$")
 
 
 def chat_value(conv: Conversation, shown: Shown, partial: str | None = None, waiting: int | None = None,
-               lang: str = "en") -> list[dict[str, Any]]:
+               lang: str = "en", pointer: Pointer | None = None) -> list[dict[str, Any]]:
     """The chatbot's messages: each turn's images as labelled thumbnails, the question, the answer.
 
     ``partial`` is the answer being written for the newest turn; ``waiting`` its place in line
-    while it waits for the engine.
+    while it waits for the engine. ``pointer`` says what each answer points at: those pictures follow the
+    answer with their boxes drawn, and the code the model wrote them in is folded.
     """
-    return [message for message, _ in _messages(conv, shown, partial, waiting, lang)]
+    return [message for message, _ in _messages(conv, shown, partial, waiting, lang, pointer)]
 
 
 def turn_of_message(conv: Conversation, index: Any) -> int | None:
@@ -61,7 +69,7 @@ def turn_of_message(conv: Conversation, index: Any) -> int | None:
 
 
 def _messages(conv: Conversation, shown: Shown, partial: str | None = None, waiting: int | None = None,
-              lang: str = "en") -> list[tuple[dict[str, Any], int | None]]:
+              lang: str = "en", pointer: Pointer | None = None) -> list[tuple[dict[str, Any], int | None]]:
     """Each message of the chat with the turn whose answer it is (None for the rest).
 
     The app's own marks (stopped, in line, Edit, the footers) are in ``lang``; what people and the
@@ -88,12 +96,17 @@ def _messages(conv: Conversation, shown: Shown, partial: str | None = None, wait
         if turn.assistant is not None and settled:
             out.append(({"role": "user", "content": turn_tools(i, *versions[i], lang=lang)}, None))
         if turn.assistant is not None:
-            answer = chat_markdown(turn.assistant) + ("  \n" + mark("mark.stopped") if turn.stopped else "")
+            marks, blocks = pointer(i) if pointer is not None else ([], [])
+            answer = answer_markdown(turn.assistant, blocks, lang) + ("  \n" + mark("mark.stopped") if turn.stopped
+                                                                        else "")
             if turn.cut:  # the length limit, or a server that died mid-answer (kept in saves)
                 answer += "  \n" + mark("mark.cut_" + turn.cut)
             if turn.interrupted:  # cut off by a server crash, a restart or a reload (``BrowserSaves.saving``)
                 answer += "  \n" + mark("mark.interrupted")
             out.append(({"role": "assistant", "content": answer}, i))
+            if marks:  # the pictures it points at, boxes drawn: its own message, under the answer
+                pictures = {im.number: im for im in conv.images}
+                out.append(({"role": "assistant", "content": boxes_html(marks, pictures, shown, lang)}, i))
             if turn.stats is not None:  # its own message: copying the answer copies the answer only
                 out.append(({"role": "assistant", "content": answer_footer(turn.stats, lang)}, i))
         elif i == last and waiting:
@@ -101,6 +114,63 @@ def _messages(conv: Conversation, shown: Shown, partial: str | None = None, wait
         elif i == last and partial is not None:
             out.append(({"role": "assistant", "content": chat_markdown(partial)}, None))
     return out
+
+
+def answer_markdown(answer: str, blocks: list[tuple[int, int, int]], lang: str = "en") -> str:
+    """An answer as Markdown (``chat_markdown``), each code block that holds its boxes folded behind a line."""
+    out, at = [], 0
+    for start, end, count in blocks:
+        summary = text("boxes.raw_one", lang) if count == 1 else text("boxes.raw", lang, count=count)
+        out += [chat_markdown(answer[at:start]),
+                f'\n<details class="boxes-raw"><summary>{html.escape(summary)}</summary>\n\n',
+                chat_markdown(answer[start:end]), "\n\n</details>\n"]
+        at = end
+    out.append(chat_markdown(answer[at:]))
+    return "".join(out)
+
+
+def boxes_html(regions: list[Region], pictures: dict[int, Any], shown: Shown, lang: str = "en") -> str:
+    """Each picture an answer points at, its boxes and points drawn over it in distinct colours and numbered,
+    their labels under it (page.js lights a box while its label is hovered or tapped, and opens the picture
+    large on a click); marks whose picture the answer does not make clear are listed with their coordinates."""
+    esc = html.escape
+    on: dict[int, list[tuple[int, Region]]] = {}
+    unplaced: list[str] = []
+    for k, region in enumerate(regions):
+        name = region.label or text("boxes.unnamed", lang, number=k + 1)
+        if region.image in pictures:
+            on.setdefault(region.image, []).append((k, region))
+        else:
+            coords = ", ".join(f"{v:g}" for v in region.raw)
+            unplaced.append(f"<span class='box-unplaced'>{k + 1}. {esc(name)} [{esc(coords)}]</span>")
+    figures = []
+    for number in sorted(on):
+        im = pictures[number]
+        width, height = max(1, im.width), max(1, im.height)
+        drawn, labels = [], []
+        for k, region in on[number]:
+            colour = PALETTE[k % len(PALETTE)]
+            if region.box is not None:
+                x1, y1, x2, y2 = region.box
+                place = (f"left:{100 * x1 / width:.2f}%;top:{100 * y1 / height:.2f}%;"
+                         f"width:{100 * (x2 - x1) / width:.2f}%;height:{100 * (y2 - y1) / height:.2f}%")
+                drawn.append(f'<span class="box box-{k}" style="{place};border-color:{colour}">'
+                             f'<span class="box-tag" style="background:{colour}">{k + 1}</span></span>')
+            else:
+                x, y = region.point or (0.0, 0.0)
+                drawn.append(f'<span class="box point box-{k}" style="left:{100 * x / width:.2f}%;'
+                             f'top:{100 * y / height:.2f}%;background:{colour}"></span>')
+            name = region.label or text("boxes.unnamed", lang, number=k + 1)
+            labels.append(f'<span class="box-label box-{k}" tabindex="0"><span class="box-swatch" '
+                          f'style="background:{colour}">{k + 1}</span>{esc(name)}</span>')
+        source = "gradio_api/file=" + esc(quote(shown(im.path)))
+        figures.append(
+            f'<figure class="boxes-fig"><span class="boxes-pic" style="aspect-ratio:{width}/{height}" '
+            f'title="{esc(text("boxes.open", lang, label=im.label))}"><img src="{source}" alt="{esc(im.label)}">'
+            f'{"".join(drawn)}</span><figcaption><b>{esc(im.label)}</b> {"".join(labels)}</figcaption></figure>')
+    if unplaced:
+        figures.append(f"<p class='boxes-unplaced'>{esc(text('boxes.unplaced', lang))} {' '.join(unplaced)}</p>")
+    return '<div class="llava-boxes">' + "".join(figures) + "</div>"
 
 
 def turn_tools(index: int, k: int, n: int, lang: str = "en") -> str:

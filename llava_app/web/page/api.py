@@ -1,4 +1,4 @@
-"""The API-only endpoints on hidden components: /chat, /context, /reset, /edit, /branch, /conversations,
+"""The API-only endpoints on hidden components: /chat, /context, /regions, /reset, /edit, /branch, /conversations,
 /open, /share and /revoke (the page's own events are wired in ``main``)."""
 
 from __future__ import annotations
@@ -19,13 +19,18 @@ def wire_api(page: Page, handlers: Handlers, app: App) -> None:
         message = gr.Textbox(label="message")
         images = gr.File(label="images", file_count="multiple", type="filepath")  # pictures, videos, PDFs
         urls = gr.JSON(value=[], label="urls")  # http(s) URLs, fetched with --image-urls
+        regions = gr.JSON(value=[], label="regions")  # [{"image": 2, "box": [x1, y1, x2, y2]}], the picture's pixels
+        turn = gr.Number(value=-1, label="turn", precision=0)
+        pointed = gr.JSON(label="regions")
         answer = gr.Textbox(label="answer")
         context = gr.JSON(label="context")
-        chat_btn, context_btn, reset_btn = gr.Button(), gr.Button(), gr.Button()
+        chat_btn, context_btn, reset_btn, regions_btn = gr.Button(), gr.Button(), gr.Button(), gr.Button()
     # API clients wait in Gradio's queue, which tells them their place (and when it is full).
-    chat_btn.click(handlers.api.api_chat, [message, images, urls, page.state], [answer, page.state], api_name="chat",
+    chat_btn.click(handlers.api.api_chat, [message, images, urls, regions, page.state], [answer, page.state],
+                   api_name="chat",
                    concurrency_limit=app.service.max_concurrency, concurrency_id=GENERATION_CONCURRENCY_ID)
     context_btn.click(handlers.api.api_context, [page.state], [context], api_name="context")
+    regions_btn.click(handlers.api.api_regions, [turn, page.state], [pointed], api_name="regions")
     reset_btn.click(handlers.api.api_reset, [page.state], [page.state], api_name="reset")
     _wire_branch_api(page, handlers, app, message, images, answer, context)
 

@@ -213,6 +213,11 @@ LOCK = dict(api_visibility="private", queue=False, show_progress="hidden")
 # sending (page.js keeps following, unless they scroll up during it).
 FOLLOW = "(...args) => { const el = document.querySelector('#chatbot .bubble-wrap'); window.llavaFollowing = true; " \
          "if (el) el.scrollTop = el.scrollHeight; return args; }"
+# Send: as FOLLOW, and the regions marked in the large view (page.js keeps them, shown as chips over the question
+# box) go with the question as its last input; the chips go with them.
+SEND = "(...args) => { const el = document.querySelector('#chatbot .bubble-wrap'); window.llavaFollowing = true; " \
+       "if (el) el.scrollTop = el.scrollHeight; const marked = JSON.stringify(window.llavaRegions || []); " \
+       "if (window.llavaTakeRegions) window.llavaTakeRegions(); args[args.length - 1] = marked; return args; }"
 
 
 CHATS_TOGGLE = "() => { const b = document.body; b.classList.remove('show-side'); " \
@@ -272,9 +277,10 @@ def _wire_images(page: Page, handlers: Handlers) -> None:
 
 def _wire_asking(page: Page, handlers: Handlers) -> None:
     edit, asked = page.edit, page.outputs(Sent)
+    marked = gr.Textbox(visible=False)  # the regions marked (JSON), filled by SEND as the question leaves
     for trigger in (page.question.submit, page.send.click):  # a new question, or the one being edited
-        event = trigger(handlers.branches.on_send, [page.question, edit.editing, edit.keep, page.state], asked,
-                        js=FOLLOW, **SUBMIT)
+        event = trigger(handlers.branches.on_send, [page.question, edit.editing, edit.keep, page.state, marked],
+                        asked, js=SEND, **SUBMIT)
         _then_generate(event, page, handlers)
     page.stop.click(handlers.chat.on_stop, [page.state], None, api_visibility="private", queue=False)
     event = page.regenerate.click(handlers.chat.on_regenerate, [page.state, page.temperature],

@@ -138,28 +138,156 @@
     event.stopPropagation();
   }, true);
 
-  // A click on a thumbnail (in the strip or in the chat) opens it large, with its label.
+  // A click on a thumbnail (in the strip or in the chat) or on a picture an answer points at opens it large,
+  // with its label (and the answer's boxes). There the person can drag a box (or tap a point) and choose "Ask
+  // about this region": a chip over the question box says so, and the region (in the picture's own pixels)
+  // goes with the next question (SEND in main.py reads window.llavaRegions).
+  window.llavaRegions = window.llavaRegions || [];
   const close = () => { const box = document.getElementById('lightbox'); if (box) box.remove(); };
-  document.addEventListener('click', (event) => {
-    if (event.target.closest && event.target.closest('#lightbox')) { close(); return; }
-    const img = event.target.closest && event.target.closest('#gallery .thumbnail-item img, #chatbot .thumbnail-item img');
-    if (!img) return;
-    event.preventDefault();
-    event.stopPropagation();
+  const numberOf = (label) => { const m = /(\d+)/.exec(label || ''); return m ? parseInt(m[1], 10) : null; };
+  const chips = () => {
+    let row = document.getElementById('region-chips');
+    const composer = document.getElementById('composer');
+    if (!row && composer) {
+      row = document.createElement('div');
+      row.id = 'region-chips';
+      composer.parentNode.insertBefore(row, composer);
+    }
+    if (!row) return;
+    row.replaceChildren(...window.llavaRegions.map((region, k) => {
+      const chip = document.createElement('span');
+      chip.className = 'region-chip';
+      chip.textContent = say(region.point ? 'point_chip' : 'region_chip').replace('{label}', region.label);
+      const remove = document.createElement('button');
+      remove.type = 'button';
+      remove.textContent = '✕';
+      remove.setAttribute('aria-label', say('remove_region').replace('{label}', region.label));
+      remove.addEventListener('click', () => { window.llavaRegions.splice(k, 1); chips(); });
+      chip.appendChild(remove);
+      return chip;
+    }));
+    row.hidden = !window.llavaRegions.length;
+  };
+  window.llavaTakeRegions = () => { window.llavaRegions = []; chips(); };
+  const open = (img, overlay) => {
+    close();
+    const caption = (img.alt || '').trim();
+    const label = caption.split(' · ')[0];
     const box = document.createElement('div');
     box.id = 'lightbox';
     box.setAttribute('role', 'dialog');
-    box.setAttribute('aria-label', img.alt);
+    box.setAttribute('aria-label', caption);
+    const pic = document.createElement('span');
+    pic.className = 'lightbox-pic';
     const large = document.createElement('img');
     large.src = img.src;
-    large.alt = img.alt;
-    const label = document.createElement('div');
-    label.className = 'lightbox-label';
-    label.textContent = img.alt;
-    box.append(large, label);
+    large.alt = caption;
+    large.draggable = false;
+    pic.appendChild(large);
+    if (overlay) for (const mark of overlay.querySelectorAll('.box')) pic.appendChild(mark.cloneNode(true));
+    const draft = document.createElement('span');
+    draft.className = 'region-draft';
+    draft.hidden = true;
+    pic.appendChild(draft);
+    const bar = document.createElement('div');
+    bar.className = 'lightbox-bar';
+    const name = document.createElement('span');
+    name.className = 'lightbox-label';
+    name.textContent = caption;
+    const hint = document.createElement('span');
+    hint.className = 'lightbox-hint';
+    hint.textContent = say('region_hint');
+    const ask = document.createElement('button');
+    ask.type = 'button';
+    ask.className = 'lightbox-ask';
+    ask.textContent = say('ask_region');
+    ask.disabled = true;
+    const shut = document.createElement('button');
+    shut.type = 'button';
+    shut.className = 'lightbox-close';
+    shut.textContent = say('close');
+    bar.append(name, hint, ask, shut);
+    box.append(pic, bar);
     document.body.appendChild(box);
+    // The picture as large as the window allows (small pictures too), so the marks drawn over it line up.
+    const fit = () => {
+      const w = large.naturalWidth || 1, h = large.naturalHeight || 1;
+      const scale = Math.min(window.innerWidth * 0.92 / w, (window.innerHeight - 120) * 0.9 / h);
+      pic.style.width = Math.round(w * scale) + 'px';
+      pic.style.height = Math.round(h * scale) + 'px';
+    };
+    if (large.complete) fit(); else large.addEventListener('load', fit);
+    let start = null, region = null;
+    const at = (event) => {
+      const rect = large.getBoundingClientRect();
+      const x = Math.min(Math.max(event.clientX - rect.left, 0), rect.width);
+      const y = Math.min(Math.max(event.clientY - rect.top, 0), rect.height);
+      return {x, y, sx: large.naturalWidth / rect.width, sy: large.naturalHeight / rect.height};
+    };
+    pic.addEventListener('pointerdown', (event) => {
+      event.preventDefault();
+      start = at(event);
+      pic.setPointerCapture(event.pointerId);
+    });
+    pic.addEventListener('pointermove', (event) => {
+      if (!start) return;
+      const now = at(event);
+      Object.assign(draft.style, {left: Math.min(start.x, now.x) + 'px', top: Math.min(start.y, now.y) + 'px',
+        width: Math.abs(now.x - start.x) + 'px', height: Math.abs(now.y - start.y) + 'px'});
+      draft.hidden = false;
+      draft.classList.remove('point');
+    });
+    pic.addEventListener('pointerup', (event) => {
+      if (!start) return;
+      const end = at(event);
+      const moved = Math.abs(end.x - start.x) > 6 || Math.abs(end.y - start.y) > 6;
+      if (moved) {
+        region = {box: [Math.min(start.x, end.x) * start.sx, Math.min(start.y, end.y) * start.sy,
+                        Math.max(start.x, end.x) * start.sx, Math.max(start.y, end.y) * start.sy].map(Math.round)};
+      } else {  // a tap: a point (drawn as a dot)
+        region = {point: [Math.round(end.x * end.sx), Math.round(end.y * end.sy)]};
+        Object.assign(draft.style, {left: end.x + 'px', top: end.y + 'px', width: '', height: ''});
+        draft.hidden = false;
+        draft.classList.add('point');
+      }
+      start = null;
+      ask.disabled = numberOf(label) === null;
+    });
+    ask.addEventListener('click', () => {
+      if (!region) return;
+      window.llavaRegions.push(Object.assign({image: numberOf(label), label}, region));
+      chips();
+      close();
+      const question = document.querySelector('#question textarea');
+      if (question) question.focus();
+    });
+    shut.addEventListener('click', close);
+    box.addEventListener('click', (event) => { if (event.target === box) close(); });
+  };
+  document.addEventListener('click', (event) => {
+    if (!event.target.closest || event.target.closest('#lightbox')) return;
+    const pointed = event.target.closest('#chatbot .boxes-pic');
+    const img = pointed ? pointed.querySelector('img')
+      : event.target.closest('#gallery .thumbnail-item img, #chatbot .thumbnail-item img');
+    if (!img) return;
+    event.preventDefault();
+    event.stopPropagation();
+    open(img, pointed);
   }, true);
   document.addEventListener('keydown', (event) => { if (event.key === 'Escape') close(); });
+
+  // An answer's boxes: hovering, focusing or tapping a label lights its box (and dims the others).
+  const light = (event) => {
+    const label = event.target.closest && event.target.closest('.box-label');
+    const figure = label && label.closest('.boxes-fig');
+    if (!figure) return;
+    const key = Array.from(label.classList).find((name) => /^box-\d+$/.test(name));
+    const on = ['mouseover', 'focusin', 'click'].includes(event.type);
+    for (const lit of figure.querySelectorAll('.lit')) lit.classList.remove('lit');
+    figure.classList.toggle('has-lit', on);
+    if (on && key) for (const mark of figure.querySelectorAll('.' + key)) mark.classList.add('lit');
+  };
+  ['mouseover', 'mouseout', 'focusin', 'focusout', 'click'].forEach((type) => document.addEventListener(type, light));
 
   // The chat's and the list's links ("✎ Edit", "‹ 2/3 ›", open, rename, delete an earlier chat) are
   // actions: the hidden button's event reads window.llavaAction (page/branches.py: ACTION_JS).

@@ -141,7 +141,8 @@ def test_the_api_reports_context_and_streams_through_the_same_service(setup, ima
     backend.enqueue("A", " red", " square.")
 
     async def ask():
-        return [text async for text, _ in handlers.api.api_chat("What is it?", [str(image_files[0])], [], conv, tab())]
+        chat = handlers.api.api_chat("What is it?", [str(image_files[0])], [], [], conv, tab())
+        return [text async for text, _ in chat]
     texts = asyncio.run(ask())
     assert texts[-1] == "A red square."
     summary = handlers.api.api_context(conv)
