@@ -226,7 +226,7 @@ def _bracket_marks(text: str) -> list[Mark]:
             continue
         label = _FILLER.sub("", text[after:match.start()])  # "The red car is at " -> "The red car"
         label = _NAMED.sub("", re.split(r"[.!?;:\n\[\]]", label)[-1])  # its own clause, without "Image 2"
-        label = re.sub(r"(?i)^\s*(?:and|in|on|of|for)?\s*,?\s*(?:the|a|an)?\s+", "", " " + label).strip(" ,*_\"'`")
+        label = re.sub(r"(?i)^[\s,]*(?:(?:and|or|in|on|of|for|the|a|an)\s+)*", "", label).strip(" ,*_\"'`")
         marks.append(Mark(coords, label[-60:], match.start(), match.end()))
         after = match.end()
     return marks

@@ -39,7 +39,7 @@ def test_edit_then_switch_with_the_page_handlers(setup, image_files):
     ask(handlers, backend, conv, "q1", "a1")
     ask(handlers, backend, conv, "q2", "a2")
     # Send while question 1 is edited, its picture unticked and another in the box
-    sent = handlers.branches.on_send({"text": "q1 again", "files": [str(image_files[1])]}, 0, [], conv, tab())
+    sent = handlers.branches.on_send({"text": "q1 again", "files": [str(image_files[1])]}, 0, [], conv, request=tab())
     conv, gallery, chat = sent.state, sent.gallery, sent.chatbot
     assert [label for _, label in gallery] == ["Image 2"] and chat[-1] == {"role": "assistant", "content": ""}
     backend.enqueue("b1")
@@ -127,7 +127,7 @@ def test_the_chat_links_edit_a_question_and_switch_its_versions(setup, image_fil
 
     backend.enqueue("b1")
     sent = handlers.branches.on_send({"text": "q1 edited", "files": [str(image_files[2])]}, 0, ["Image 1"], conv,
-                                     tab())
+                                     request=tab())
     assert sent.question == "" and sent.editing is None and sent.edit_bar["visible"] is False  # the bar closes
     conv = sent.state
     assert [label for _, label in sent.gallery] == ["Image 1", "Image 3"]
@@ -151,13 +151,13 @@ def test_send_while_not_editing_is_a_new_question_and_cancel_closes_the_bar(setu
     app, handlers, backend = setup
     _, conv, *_ = handlers.chat.on_load_saved(new_browser_token(), Conversation(), tab())
     backend.enqueue("a1")
-    out = handlers.branches.on_send({"text": "hello", "files": []}, None, [], conv, tab())
+    out = handlers.branches.on_send({"text": "hello", "files": []}, None, [], conv, request=tab())
     assert [t.user for t in out.state.turns] == ["hello"] and out.editing == SKIP  # the bar stays as it is
     generate(handlers, conv)
     assert handlers.branches.on_cancel_edit()[:2] == ("", None)
     # editing a turn that is not there is a message; the conversation stays
     with pytest.warns(UserWarning, match="no turn 5"):
-        out = handlers.branches.on_send({"text": "x", "files": []}, 4, [], conv, tab())
+        out = handlers.branches.on_send({"text": "x", "files": []}, 4, [], conv, request=tab())
     assert [t.user for t in conv.turns] == ["hello"]
 
 
