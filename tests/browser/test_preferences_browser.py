@@ -66,7 +66,18 @@ def test_settings_survive_a_reload_in_this_browser_only(browser, tmp_path, local
         wanted = ("Answer like a pirate.", "0.7", "0.5", "42")
         _wait(lambda: _settings(page) == wanted, what="the settings typed in")
         _wait(lambda: page.evaluate("localStorage.getItem('llava-app-settings')"), what="the kept settings")
-        wait_calls_answered(page, since=mark)  # the last change event has reached the browser's store
+        wait_calls_answered(page, since=mark)  # the last change event has been answered
+        # and Gradio has written its result to localStorage (after the answer, in a later tick): the store
+        # has not changed for a second, as when a person reloads
+        kept = [page.evaluate("localStorage.getItem('llava-app-settings')"), time.monotonic()]
+
+        def settled() -> bool:
+            now = page.evaluate("localStorage.getItem('llava-app-settings')")
+            if now != kept[0]:
+                kept[:] = [now, time.monotonic()]
+            return time.monotonic() - kept[1] >= 1.0
+
+        _wait(settled, what="the kept settings to settle")
         page.reload()
         page.wait_for_selector("#question textarea")
         wait_page_loaded(page)
