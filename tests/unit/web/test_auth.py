@@ -137,9 +137,9 @@ def test_v1_open_next_to_a_login_is_an_explicit_flag(tmp_path, local_backend):
 
 
 def _advisory_table() -> list[tuple[str, str]]:
-    """(advisory, first fixed release) rows of the README's table."""
-    text = (ROOT / "README.md").read_text()
-    section = text.split("### Gradio security advisories", 1)[1].split("\n## ", 1)[0]
+    """(advisory, first fixed release) rows of the web layer's README table."""
+    text = (ROOT / "llava_app" / "web" / "README.md").read_text()
+    section = text.split("## Gradio security advisories", 1)[1].split("\n## ", 1)[0]
     return re.findall(r"^\|\s*\[?((?:GHSA|CVE)-[\w-]+)\]?[^|]*\|[^|]*\|\s*([\d.]+)\s*\|", section, flags=re.M)
 
 
