@@ -140,3 +140,19 @@ def test_the_local_engine_frames_a_region_as_its_own_processor_does(local_backen
     service.ask(conv, "What is there?", [Ask(1, box=box)])
     assert conv.turns[-1].user.endswith(said)
     assert service.preview(conv).text.count(said) == 1  # what the model is given, as the panel shows it
+
+
+def test_grounding_overrides_what_the_model_says_it_is(store, pictures):
+    backend = RecordingBackend()  # a fine-tune whose name says nothing
+    service = ChatService(backend, store, stream_interval=0, grounding="llava")
+    conv = Conversation()
+    attach_file(conv, store, pictures[0])
+    answered(service, conv, "Where?", "The sky is at [0.0, 0.0, 1.0, 0.5].")
+    # LLaVA's default frame (CLIP's 336 centre crop) shows the middle 480 x 480 of this 640 x 480 picture
+    assert [r.as_dict() for r in service.regions(conv)] == [{"image": "Image 1", "label": "sky",
+                                                             "box": [80, 0, 560, 240]}]
+    off = ChatService(RecordingBackend(), store, grounding="none")
+    off.backend.model_type = "qwen2_5_vl"
+    assert off.pointing.convention() is None
+    with pytest.raises(ValueError, match="unknown grounding"):
+        ChatService(RecordingBackend(), store, grounding="florence")
