@@ -63,7 +63,7 @@ def _spy(monkeypatch, obj, name):
 def test_closed_tab_ends_the_generation_thread_and_cpu_falls_to_idle(busy_server, monkeypatch):
     url, app = busy_server
     stops = _spy(monkeypatch, app.service, "stop")
-    tab = TabClient(url, "chat", ["Tell me a very long story", [], [], None])
+    tab = TabClient(url, "chat", ["Tell me a very long story", [], [], [], None])  # message, files, urls, regions
     tab.wait_generating(5)
     assert generation_threads() == ["llava-generate", "llava-stream"]
     busy = cpu_rate(0.5)  # this process's own CPU: less on a machine others load, but clearly above idle
