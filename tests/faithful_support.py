@@ -62,24 +62,26 @@ def documented_prompt(preset: str, a1: str, a2: str) -> str:
 
     Turn 1: Image 1 and Image 2 with a question; turn 2: text only; turn 3: Image 3 added mid-chat.
     Vicuna (llava-1.5, llava-v1.6-vicuna): "USER: <image>\\n<prompt> ASSISTANT:" (transformers'
-    test_processor_llava.py, test_processor_llava_next.py), each part followed by a space, the system
-    prompt as bare text. ChatML (OneVision: convert_llava_onevision_weights_to_hf.py; interleave:
-    its chat_template.json) with "<|im_start|>role\\n" ... "<|im_end|>\\n".
+    test_processor_llava.py, test_processor_llava_next.py), the system prompt as bare text. ChatML
+    (OneVision: convert_llava_onevision_weights_to_hf.py; interleave: its chat_template.json) with
+    "<|im_start|>role\\n" ... "<|im_end|>\\n". These templates write every picture before the texts, so the
+    engine gives them a message with pictures as one text with each "<image>" after its label (issue 29):
+    "Image 1:<image>\\nImage 2:<image>\\n<prompt>".
     """
     q1, q2, q3 = "Compare Image 1 and Image 2", "Which one is darker?", "And Image 3?"
     if preset in ("tiny-faithful-llava", "tiny-faithful-llava-next"):
-        return (f"{SYSTEM} USER: <image>\n<image>\nImage 1: Image 2: {q1} ASSISTANT: {a1} "
-                f"USER: {q2} ASSISTANT: {a2} USER: <image>\nImage 3: {q3} ASSISTANT:")
+        return (f"{SYSTEM} USER: Image 1:<image>\nImage 2:<image>\n{q1} ASSISTANT: {a1} "
+                f"USER: {q2} ASSISTANT: {a2} USER: Image 3:<image>\n{q3} ASSISTANT:")
     if preset == "tiny-faithful-llava-onevision":
         return (f"<|im_start|>system\n{SYSTEM}<|im_end|>\n"
-                f"<|im_start|>user\n<image>\n<image>\nImage 1:Image 2:{q1}<|im_end|>\n"
+                f"<|im_start|>user\nImage 1:<image>\nImage 2:<image>\n{q1}<|im_end|>\n"
                 f"<|im_start|>assistant\n{a1}<|im_end|>\n<|im_start|>user\n{q2}<|im_end|>\n"
-                f"<|im_start|>assistant\n{a2}<|im_end|>\n<|im_start|>user\n<image>\nImage 3:{q3}<|im_end|>\n"
+                f"<|im_start|>assistant\n{a2}<|im_end|>\n<|im_start|>user\nImage 3:<image>\n{q3}<|im_end|>\n"
                 f"<|im_start|>assistant\n")
     return (f"<|im_start|>system\n\n{SYSTEM}<|im_end|>\n"
-            f"<|im_start|>user\n<image><image>\nImage 1:\nImage 2:\n{q1}<|im_end|>\n"
+            f"<|im_start|>user\n\nImage 1:<image>\nImage 2:<image>\n{q1}<|im_end|>\n"
             f"<|im_start|>assistant\n\n{a1}<|im_end|>\n<|im_start|>user\n\n{q2}<|im_end|>\n"
-            f"<|im_start|>assistant\n\n{a2}<|im_end|>\n<|im_start|>user\n<image>\nImage 3:\n{q3}<|im_end|>\n"
+            f"<|im_start|>assistant\n\n{a2}<|im_end|>\n<|im_start|>user\n\nImage 3:<image>\n{q3}<|im_end|>\n"
             f"<|im_start|>assistant\n")
 
 

@@ -59,7 +59,11 @@ class NaiveChat:
         self._brought.append(brought)
         content.append({"type": "text", "text": question})
         self.history.append({"role": "user", "content": content})
-        text = self.processor.apply_chat_template(self.history, add_generation_prompt=True, tokenize=False)
+        from llava_app.engine.local.backend import inline_image_token, template_messages
+
+        # the same message layout the engine gives the template (labels next to their pictures)
+        messages = template_messages(self.history, inline=inline_image_token(self.processor))
+        text = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         inputs = self.processor(text=text, images=self.images or None, return_tensors="pt")
         first: list[float] = []
 

@@ -52,18 +52,41 @@ def _defuse(text: str, reserved: tuple[str, ...]) -> str:
     return text
 
 
-def template_messages(messages: list[dict[str, Any]], reserved: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+def template_messages(messages: list[dict[str, Any]], reserved: tuple[str, ...] = (),
+                      inline: str | None = None) -> list[dict[str, Any]]:
     """Messages for ``apply_chat_template``: image parts become bare ``{"type": "image"}``.
 
     ``reserved`` are placeholder tokens (the processor's image/video tokens) that text
-    parts must not contain.
+    parts must not contain. ``inline`` (the image token, for a template that would put every picture
+    before the text: ``inline_image_token``) writes a message's parts as one text, each picture's token
+    where it stands, so each label stays next to its picture: "Image 1:<image>\nImage 2:<image>\nWhich...".
     """
     out = []
     for m in messages:
         parts = [{"type": "image"} if p["type"] == "image" else {"type": "text", "text": _defuse(p["text"], reserved)}
                  for p in m["content"]]
+        if inline and any(p["type"] == "image" for p in parts):
+            parts = [{"type": "text", "text": "".join(inline + "\n" if p["type"] == "image" else p["text"]
+                                                      for p in parts)}]
         out.append({"role": m["role"], "content": parts})
     return out
+
+
+def inline_image_token(processor: Any) -> str | None:
+    """The image token, when the model's chat template would move a message's pictures away from the text
+    around them (the llava-hf templates write every ``<image>`` first, then the texts); None when it keeps
+    the parts in order (Qwen's)."""
+    token = getattr(processor, "image_token", None)
+    if not token or getattr(processor, "chat_template", None) is None:
+        return None
+    probe = [{"role": "user", "content": [{"type": "text", "text": "\u2460"}, {"type": "image"},
+                                          {"type": "text", "text": "\u2461"}]}]
+    try:
+        text = processor.apply_chat_template(probe, add_generation_prompt=True, tokenize=False)
+    except Exception:  # noqa: BLE001 - a template that cannot render the probe: leave its parts to it
+        return None
+    first, image, second = text.find("\u2460"), text.find(token), text.find("\u2461")
+    return None if min(first, image, second) < 0 or first < image < second else token
 
 
 def default_max_batch(device) -> int:
@@ -116,6 +139,8 @@ class LocalBackend(Backend):
         # The processor's placeholder tokens, which user text must not contain (LLaVA processors declare both).
         self._reserved = tuple(t for t in (self.processor.image_token, getattr(self.processor, "video_token", None))
                                if t)
+        #: the image token written inline, where the model's template would move pictures away from their labels
+        self.inline_images = inline_image_token(self.processor)
         # Multi-turn reuse (kvcache.py): per-session prefix KV and cached image features.
         # Look the store up on each call: whoever holds the engine may hand it another store.
         self.reuse = PrefixReuse(self.model, self.processor, lambda sha: self.images.open(sha), model_id=str(self.path),
@@ -151,7 +176,7 @@ class LocalBackend(Backend):
     def render(self, messages: list[dict[str, Any]]) -> str:
         """The prompt text from the model's chat template (image placeholders unexpanded)."""
         with self.tokenizer_lock:
-            return self.processor.apply_chat_template(template_messages(messages, self._reserved),
+            return self.processor.apply_chat_template(template_messages(messages, self._reserved, self.inline_images),
                                                       add_generation_prompt=True, tokenize=False)
 
     def encode(self, messages: list[dict[str, Any]]):
