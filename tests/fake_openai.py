@@ -32,6 +32,7 @@ class FakeOpenAIServer:
         #: refuse prompts longer than this many tokens as llama.cpp does (HTTP 400 with its count); None: never
         self.refuse_over: int | None = None
         self.tokenize = False  # serve vLLM's /tokenize (counts by ``count``)
+        self.info: dict[str, Any] | None = None  # serve TGI's /info with these fields
         self.image_tokens = 100  # what a picture costs in ``count``
         self.finish = "stop"  # the finish_reason of a complete answer
         self.words = ["red", "green", "blue"]
@@ -47,6 +48,8 @@ class FakeOpenAIServer:
                 pass
 
             def do_GET(self):
+                if server.info is not None and self.path == "/info":
+                    return self._json(200, server.info)
                 if self.path.rstrip("/") != "/v1/models":
                     return self._json(404, {"error": {"message": "not found"}})
                 if server.models_status != 200:

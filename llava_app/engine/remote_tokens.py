@@ -3,8 +3,9 @@
 - **The window.** vLLM (and this app's own /v1) report ``max_model_len`` in /v1/models. llama.cpp's
   ``/props`` gives ``default_generation_settings.n_ctx``, the window one request gets (``-c`` shared
   by the ``-np`` slots), as does its /v1/models ``meta.n_ctx``; ``meta.n_ctx_train``, the model's
-  training length, only when nothing else is said. The operator's ``--context-length`` is used when
-  the server says nothing, and caps what it says.
+  training length, only when nothing else is said. SGLang reports ``max_model_len`` as vLLM does; TGI
+  its ``max_total_tokens`` (prompt and answer together) in ``/info``. The operator's ``--context-length``
+  is used when the server says nothing, and caps what it says.
 - **Exact text counts.** llama.cpp renders the prompt with its own template (``/apply-template``,
   each picture a media marker) and counts the text between the markers with ``/tokenize``, as it
   does itself before encoding the pictures; vLLM counts chat messages with its ``/tokenize``.
@@ -129,6 +130,11 @@ class ServerTokens:
             self.kind = "vllm"
             if self.window is None and isinstance(probe.get("max_model_len"), int):
                 self.window = probe["max_model_len"]
+        if self.window is None:  # TGI: prompt and answer together may take max_total_tokens
+            info = self._get("/info")
+            total = info.get("max_total_tokens") if isinstance(info, dict) else None
+            if isinstance(total, int) and total > 0:
+                self.kind, self.window = "tgi", total
 
     @property
     def exact_text(self) -> bool:

@@ -98,6 +98,15 @@ def test_vllm_tokenize_counts_exactly_and_max_tokens_never_asks_past_the_window(
     assert body["max_tokens"] == 400 - fake.count(body) < 300
 
 
+def test_tgi_s_window_comes_from_its_info(fake, store, image_files):
+    fake.window, fake.info = None, {"model_id": "tiny-random", "max_input_tokens": 3000, "max_total_tokens": 4096}
+    backend, _, _ = _chat(fake, store, image_files)
+    assert backend.tokens.kind == "tgi" and backend.context_length == 4096
+    fake.info = {"model_id": "tiny-random"}  # a server that says nothing: the operator's --context-length
+    backend, _, _ = _chat(fake, store, image_files, context_length=2048)
+    assert backend.context_length == 2048
+
+
 def test_an_answer_cut_by_its_length_or_by_the_server_is_marked_so_and_the_mark_is_kept(fake, store, image_files):
     backend, service, conv = _chat(fake, store, image_files)
     fake.finish = "length"
