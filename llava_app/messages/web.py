@@ -126,6 +126,15 @@ TEXTS: dict[str, tuple[str, str]] = {
     # share links
     "share.link": ("Read-only link to the branch shown (anyone with it can read it, until {until}):",
                    "当前分支的只读链接（任何拿到链接的人都能查看，有效期至 {until}）："),
+    "sharepage.title": ("Shared conversation", "分享的对话"),
+    "sharepage.model": ("Answers by {model}", "回答由 {model} 生成"),
+    "sharepage.footer": ("A read-only snapshot. This link works until {until}.",
+                         "只读快照。此链接在 {until} 之前有效。"),
+    "sharepage.copy": ("Copy", "复制"),
+    "sharepage.copy_title": ("Copy this answer", "复制这个回答"),
+    "sharepage.copied": ("Copied", "已复制"),
+    "sharepage.not_found": ("This shared conversation does not exist, expired or was revoked.",
+                            "这个分享的对话不存在、已过期或已被撤销。"),
     "share.revoked": ("Link revoked: it no longer opens.", "链接已撤销，无法再打开。"),
     # the page script's own texts (page.js): toast titles, the rename prompt, the delete confirmation
     "script.toast_warning": ("Warning", "警告"),
@@ -135,6 +144,7 @@ TEXTS: dict[str, tuple[str, str]] = {
     "script.remove_image": ("Remove {label}", "移除 {label}"),
     "script.ok": ("OK", "确定"),
     "script.close": ("Close ✕", "关闭 ✕"),
+    "script.download": ("Download", "下载"),
     "script.ask_region": ("Ask about this region", "就这个区域提问"),
     "script.region_hint": ("Drag a box on the picture, or tap a point, to ask about that part.",
                            "在图片上拖出一个框，或点一个点，就可以就那一部分提问。"),

@@ -374,6 +374,11 @@ def test_a_thumbnail_in_the_chat_opens_large_with_its_label(open_page, pictures)
     assert page.locator("#lightbox .lightbox-label").inner_text().strip() == "Image 2"
     shown = page.locator("#lightbox img").bounding_box()
     assert shown["width"] > 300 or shown["height"] > 300  # large, not the 128 px thumbnail
+    with page.expect_download() as saved:  # its download link, on the bar under it, saves the picture itself
+        page.click("#lightbox .lightbox-download")
+    assert saved.value.suggested_filename.endswith(".png")
+    got, sent = Image.open(saved.value.path()).convert("RGB"), Image.open(pictures[1]).convert("RGB")
+    assert got.size == sent.size and got.getpixel((5, 5)) == sent.getpixel((5, 5))
     page.keyboard.press("Escape")
     lightbox.wait_for(state="detached")
     page.locator("#gallery .thumbnail-item img").first.click()  # the strip's thumbnails too

@@ -72,3 +72,4 @@ def test_regions_gives_each_box_on_its_picture_and_chat_sends_a_region_in_the_mo
     page = httpx.get(server.url.rstrip("/") + shared["url"]).text
     assert "class='box'" in page and "left:10.00%;top:25.00%;width:50.00%;height:75.00%" in page
     assert json.dumps("bus")[1:-1] in page
+    assert "<details><summary>2 boxes as the model wrote them</summary>```json" in page  # folded, as in the chat

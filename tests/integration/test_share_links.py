@@ -40,6 +40,10 @@ def test_a_snapshot_opens_without_login_shows_the_branch_shown_and_a_revoked_one
     assert "The edited second question" in body and "The old second question" not in body
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in body and "<script>" not in body
     assert "<textarea" not in body and "<input" not in body and "<form" not in body
+    assert body.count("class='copy'") == 2 and "<html lang='en'>" in body  # a Copy button under each answer
+    assert anonymous.get("/share-copy.js").headers["content-type"].startswith("text/javascript")
+    chinese = anonymous.get(shared["url"], headers={"accept-language": "zh-CN,zh;q=0.9"}).text
+    assert "<html lang='zh-CN'>" in chinese and "分享的对话" in chinese and ">复制<" in chinese
     assert "Image 1" in body and "Image 2" not in body  # the edit took Image 2 off the branch shown
     picture = anonymous.get(f"{shared['url']}/image/1")
     assert picture.status_code == 200 and picture.headers["content-type"] == "image/png"

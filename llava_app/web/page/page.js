@@ -202,11 +202,16 @@
     ask.className = 'lightbox-ask';
     ask.textContent = say('ask_region');
     ask.disabled = true;
+    const save = document.createElement('a');  // the picture itself, as the conversation holds it
+    save.className = 'lightbox-download';
+    save.href = img.src;
+    save.download = label.replace(/\s+/g, '-') + '.png';
+    save.textContent = '↓ ' + say('download');
     const shut = document.createElement('button');
     shut.type = 'button';
     shut.className = 'lightbox-close';
     shut.textContent = say('close');
-    bar.append(name, hint, ask, shut);
+    bar.append(name, hint, ask, save, shut);
     box.append(pic, bar);
     document.body.appendChild(box);
     // The picture as large as the window allows (small pictures too), so the marks drawn over it line up.
