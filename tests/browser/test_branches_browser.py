@@ -282,7 +282,9 @@ def test_a_shared_snapshot_opens_without_login_and_without_a_question_box_until_
         assert "Compare Image 1 and Image 2" in page.inner_text("body")
         assert answer.split()[0] in page.inner_text("body")
         assert page.locator("img").count() == 2
-        assert page.locator("textarea, input, button, form").count() == 0  # read-only: nothing to ask with
+        # read-only: nothing to ask with (the one kind of button is each answer's Copy)
+        assert page.locator("textarea, input, form, button:not(.copy)").count() == 0
+        assert page.locator("button.copy").count() == 1
         assert page.locator("input[type=password]").count() == 0  # and no login asked for
 
         me.page.click("#revoke")
