@@ -139,6 +139,12 @@ def test_the_box_is_drawn_on_the_picture_the_answer_names_and_a_region_drawn_lar
     ask_button.click()
     page.locator("#lightbox").wait_for(state="detached")
     assert page.locator("#region-chips .region-chip").inner_text().startswith("Image 2 · region")
+    chip, box = page.locator("#region-chips").bounding_box(), page.locator("#composer").bounding_box()
+    assert abs(chip["y"] + chip["height"] / 2 - box["y"]) <= 2 and chip["x"] >= box["x"] - 1  # on the box's edge
+    strip = page.locator("#gallery .caption-label").last.bounding_box()
+    assert strip["y"] + strip["height"] <= chip["y"]  # the strip's labels stay readable
+    page.fill("#question textarea", "What is in this part?")
+    page.screenshot(path="/tmp/llava-shots/pointing-chip.png")
     engine.words = ["It is the lower right of the street."]
     ask(page, "What is in this part?")
     assert page.locator("#region-chips .region-chip").count() == 0  # the chip went with the question

@@ -78,6 +78,7 @@
     }
     follow();
     jumpShown();
+    placeChips();
   };
 
   // Following the newest message: a new question (FOLLOW in main.py) and "Jump to the latest" turn it on, the
@@ -145,15 +146,27 @@
   window.llavaRegions = window.llavaRegions || [];
   const close = () => { const box = document.getElementById('lightbox'); if (box) box.remove(); };
   const numberOf = (label) => { const m = /(\d+)/.exec(label || ''); return m ? parseInt(m[1], 10) : null; };
+  // The chips sit on the question box's top edge, in the page's body: nothing is added to the parts Gradio draws.
+  const placeChips = () => {
+    const row = document.getElementById('region-chips');
+    const composer = document.getElementById('composer');
+    if (!row || !composer) return;
+    const rect = composer.getBoundingClientRect();
+    row.style.left = Math.max(4, rect.left) + 'px';
+    row.style.maxWidth = Math.max(120, rect.width) + 'px';
+    row.style.top = Math.max(4, rect.top - row.offsetHeight / 2) + 'px';  // on the box's top edge
+  };
   const chips = () => {
     let row = document.getElementById('region-chips');
-    const composer = document.getElementById('composer');
-    if (!row && composer) {
+    if (!window.llavaRegions.length) {
+      if (row) row.remove();
+      return;
+    }
+    if (!row) {
       row = document.createElement('div');
       row.id = 'region-chips';
-      composer.parentNode.insertBefore(row, composer);
+      document.body.appendChild(row);
     }
-    if (!row) return;
     row.replaceChildren(...window.llavaRegions.map((region, k) => {
       const chip = document.createElement('span');
       chip.className = 'region-chip';
@@ -166,7 +179,7 @@
       chip.appendChild(remove);
       return chip;
     }));
-    row.hidden = !window.llavaRegions.length;
+    placeChips();
   };
   window.llavaTakeRegions = () => { window.llavaRegions = []; chips(); };
   const open = (img, overlay) => {
