@@ -295,6 +295,15 @@ def wait_page_loaded(page, timeout: float = 90_000) -> None:
     page.wait_for_function(PAGE_LOADED, timeout=timeout)
 
 
+def ask_and_wait(page, text: str, timeout: float = 90_000) -> None:
+    """Send a question from the page and wait until its answer (and its footer) is written out."""
+    before = page.locator("#chatbot .answer-footer").count()
+    page.fill("#question textarea", text)
+    page.click("#send")
+    page.wait_for_function("(n) => document.querySelectorAll('#chatbot .answer-footer').length > n "
+                           "&& !document.querySelector('#send').disabled", arg=before, timeout=timeout)
+
+
 def calls_made(page) -> int:
     """How many direct calls the page has made to the server so far (a mark for ``wait_calls_answered``)."""
     return page.evaluate("() => window.__gradioCalls.made")

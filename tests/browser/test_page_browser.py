@@ -11,7 +11,7 @@ import base64
 from pathlib import Path
 
 import pytest
-from conftest import launched_app, wait_page_loaded, watch_gradio
+from conftest import ask_and_wait, launched_app, wait_page_loaded, watch_gradio
 from PIL import Image
 
 pytestmark = pytest.mark.browser
@@ -90,11 +90,7 @@ def wait_captions(page, expected: list[str]) -> None:
 
 def ask(page, text: str) -> None:
     """Send a question and wait until its answer (and its footer) is written out."""
-    before = page.locator("#chatbot .answer-footer").count()
-    page.fill("#question textarea", text)
-    page.click("#send")
-    page.wait_for_function("(n) => document.querySelectorAll('#chatbot .answer-footer').length > n "
-                           "&& !document.querySelector('#send').disabled", arg=before, timeout=WAIT_MS)
+    ask_and_wait(page, text, WAIT_MS)
 
 
 # Chromium's layout-shift score of the page so far (buffered entries; a page that never shifted reports none).

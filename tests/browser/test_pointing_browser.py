@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import launched_app, watch_gradio
+from conftest import ask_and_wait, launched_app, watch_gradio
 from fake_openai import FakeOpenAIServer
 from PIL import Image
 
@@ -75,11 +75,8 @@ def open_page(browser, url: str, size: tuple[int, int]):
 
 
 def ask(page, text: str) -> None:
-    before = page.locator("#chatbot .answer-footer").count()
-    page.fill("#question textarea", text)
-    page.click("#send")
-    page.wait_for_function("(n) => document.querySelectorAll('#chatbot .answer-footer').length > n "
-                           "&& !document.querySelector('#send').disabled", arg=before, timeout=WAIT_MS)
+    """Send a question and wait until its answer (and its footer) is written out."""
+    ask_and_wait(page, text, WAIT_MS)
 
 
 def relative(inner: dict, outer: dict) -> list[float]:

@@ -5,6 +5,14 @@
   const first = ((navigator.languages && navigator.languages[0]) || navigator.language || '').toLowerCase();
   const lang = first.startsWith('zh') ? 'zh-CN' : 'en';
   const say = (name) => (texts[lang] || {})[name] || texts.en[name];
+  // An element of the page's own parts (the large view, the dialog): its tag, class and text.
+  const make = (tag, className, text) => {
+    const el = document.createElement(tag);
+    if (tag === 'button') el.type = 'button';
+    if (className) el.className = className;
+    if (text !== undefined) el.textContent = text;
+    return el;
+  };
 
   // Gradio titles its toasts "Warning", "Error", "Info" in English on every page: the title in the reader's
   // language (the message under it comes from the server already in that language).
@@ -168,12 +176,9 @@
       document.body.appendChild(row);
     }
     row.replaceChildren(...window.llavaRegions.map((region, k) => {
-      const chip = document.createElement('span');
-      chip.className = 'region-chip';
-      chip.textContent = say(region.point ? 'point_chip' : 'region_chip').replace('{label}', region.label);
-      const remove = document.createElement('button');
-      remove.type = 'button';
-      remove.textContent = '✕';
+      const chip = make('span', 'region-chip', say(region.point ? 'point_chip' : 'region_chip')
+        .replace('{label}', region.label));
+      const remove = make('button', '', '✕');
       remove.setAttribute('aria-label', say('remove_region').replace('{label}', region.label));
       remove.addEventListener('click', () => { window.llavaRegions.splice(k, 1); chips(); });
       chip.appendChild(remove);
@@ -202,29 +207,15 @@
     draft.className = 'region-draft';
     draft.hidden = true;
     pic.appendChild(draft);
-    const bar = document.createElement('div');
-    bar.className = 'lightbox-bar';
-    const name = document.createElement('span');
-    name.className = 'lightbox-label';
-    name.textContent = caption;
-    const hint = document.createElement('span');
-    hint.className = 'lightbox-hint';
-    hint.textContent = say('region_hint');
-    const ask = document.createElement('button');
-    ask.type = 'button';
-    ask.className = 'lightbox-ask';
-    ask.textContent = say('ask_region');
+    const bar = make('div', 'lightbox-bar');
+    const ask = make('button', 'lightbox-ask', say('ask_region'));
     ask.disabled = true;
-    const save = document.createElement('a');  // the picture itself, as the conversation holds it
-    save.className = 'lightbox-download';
+    const save = make('a', 'lightbox-download', '↓ ' + say('download'));  // the picture, as the chat holds it
     save.href = img.src;
     save.download = label.replace(/\s+/g, '-') + '.png';
-    save.textContent = '↓ ' + say('download');
-    const shut = document.createElement('button');
-    shut.type = 'button';
-    shut.className = 'lightbox-close';
-    shut.textContent = say('close');
-    bar.append(name, hint, ask, save, shut);
+    const shut = make('button', 'lightbox-close', say('close'));
+    bar.append(make('span', 'lightbox-label', caption), make('span', 'lightbox-hint', say('region_hint')), ask, save,
+               shut);
     box.append(pic, bar);
     document.body.appendChild(box);
     // The picture as large as the window allows (small pictures too), so the marks drawn over it line up.
@@ -359,16 +350,9 @@
       input.setAttribute('aria-label', question);
       box.appendChild(input);
     }
-    const row = document.createElement('div');
-    row.className = 'dialog-buttons';
-    const cancel = document.createElement('button');
-    cancel.type = 'button';
-    cancel.className = 'dialog-cancel';
-    cancel.textContent = say('cancel');
-    const ok = document.createElement('button');
-    ok.type = 'button';
-    ok.className = 'dialog-ok';
-    ok.textContent = say('ok');
+    const row = make('div', 'dialog-buttons');
+    const cancel = make('button', 'dialog-cancel', say('cancel'));
+    const ok = make('button', 'dialog-ok', say('ok'));
     row.append(cancel, ok);
     box.appendChild(row);
     shade.appendChild(box);
