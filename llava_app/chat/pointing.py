@@ -7,6 +7,8 @@ the served model id), and how its processor frames a picture.
 
 from __future__ import annotations
 
+import functools
+
 from llava_app.chat import grounding, regions
 from llava_app.chat.conversation import Conversation
 from llava_app.chat.grounding import Convention, Region
@@ -54,8 +56,10 @@ class Pointing:
              ) -> tuple[list[Region], list[tuple[int, int, int]]]:
         """What ``text`` points at on ``pictures`` (number -> width, height), and the blocks it wrote that in."""
         convention = self.convention()
-        return (grounding.regions(text, convention, self.geometry(convention), pictures),
-                grounding.raw_blocks(text, convention))
+        if convention is None or not text:
+            return [], []
+        regions, blocks = _read(text, tuple(sorted(pictures.items())), convention, self.geometry(convention))
+        return list(regions), list(blocks)
 
     def of_record(self, record: ConversationRecord) -> list[list[Region]]:
         """What each answer of a saved conversation points at (a share page, an export)."""
@@ -96,6 +100,13 @@ class Pointing:
                 said = f"{cut.label} is a region of {picture.label} (pixels {', '.join(str(v) for v in box)})"
             lines.append(said)
         return "(" + "; ".join(lines) + ")" if lines else ""
+
+
+@functools.lru_cache(maxsize=4096)
+def _read(text: str, pictures: tuple, convention: Convention, geometry: PictureGeometry | None) -> tuple:
+    """``Pointing.read``, remembered: the page reads every answer again on each streamed update of the newest."""
+    return (tuple(grounding.regions(text, convention, geometry, dict(pictures))),
+            tuple(grounding.raw_blocks(text, convention)))
 
 
 class PointedAnswers:
