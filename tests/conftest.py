@@ -296,12 +296,29 @@ def wait_page_loaded(page, timeout: float = 90_000) -> None:
 
 
 def ask_and_wait(page, text: str, timeout: float = 90_000) -> None:
-    """Send a question from the page and wait until its answer (and its footer) is written out."""
+    """Send a question from the page and wait until its answer (and its footer) is written out; when it does
+    not come, say what the page showed instead."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     before = page.locator("#chatbot .answer-footer").count()
     page.fill("#question textarea", text)
     page.click("#send")
-    page.wait_for_function("(n) => document.querySelectorAll('#chatbot .answer-footer').length > n "
-                           "&& !document.querySelector('#send').disabled", arg=before, timeout=timeout)
+    try:
+        page.wait_for_function("(n) => document.querySelectorAll('#chatbot .answer-footer').length > n "
+                               "&& !document.querySelector('#send').disabled", arg=before, timeout=timeout)
+    except PlaywrightTimeout as exc:
+        raise AssertionError(f"no answer to {text!r} within {timeout / 1000:.0f} s; the page showed:\n"
+                             f"{page.evaluate(PAGE_STATE)}") from exc
+
+
+#: what a page shows, for a test's failure message: the chat, the notice, toasts, the box, the strip, Send
+PAGE_STATE = """() => {
+  const text = sel => [...document.querySelectorAll(sel)].map(e => e.innerText.trim()).join(' | ');
+  const send = document.querySelector('#send'), box = document.querySelector('#question textarea');
+  return ['chat: ' + text('#chatbot .message'), 'notice: ' + text('#notice'), 'toasts: ' + text('.toast-body'),
+          'box: ' + (box && box.value), 'strip: ' + text('#gallery .caption-label'),
+          'send enabled: ' + (send && !send.disabled), 'calls: ' + JSON.stringify(window.__gradioCalls &&
+          {made: window.__gradioCalls.made, inflight: window.__gradioCalls.inflight})].join('\\n'); }"""
 
 
 def calls_made(page) -> int:
