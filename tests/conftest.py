@@ -308,7 +308,24 @@ def ask_and_wait(page, text: str, timeout: float = 90_000) -> None:
                                "&& !document.querySelector('#send').disabled", arg=before, timeout=timeout)
     except PlaywrightTimeout as exc:
         raise AssertionError(f"no answer to {text!r} within {timeout / 1000:.0f} s; the page showed:\n"
-                             f"{page.evaluate(PAGE_STATE)}") from exc
+                             f"{page.evaluate(PAGE_STATE)}\n{app_threads()}") from exc
+
+
+def app_threads(limit: int = 6000) -> str:
+    """Where this process's threads that run the app's code are now (the launched app runs in the test's
+    process): for a failure message when the page waits on the server."""
+    import sys
+    import threading
+    import traceback
+
+    names = {t.ident: t.name for t in threading.enumerate()}
+    out = []
+    for ident, frame in sys._current_frames().items():
+        stack = traceback.extract_stack(frame)
+        ours = [f for f in stack if "llava_app" in f.filename]
+        if ours:
+            out.append(f"--- thread {names.get(ident, ident)}:\n" + "".join(traceback.format_list(ours[-6:])))
+    return ("threads in the app's code:\n" + "".join(out))[:limit] if out else "no thread in the app's code"
 
 
 #: what a page shows, for a test's failure message: the chat, the notice, toasts, the box, the strip, Send

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import launched_app, wait_page_loaded, watch_gradio
+from conftest import app_threads, launched_app, wait_page_loaded, watch_gradio
 from PIL import Image
 
 pytestmark = pytest.mark.browser
@@ -93,7 +93,7 @@ class Person:
             self.expect(self.page.locator(BOT)).to_have_count(n_turns)
             self.expect(self.page.locator("#send")).to_be_enabled()
         except AssertionError as exc:  # say what the page showed instead
-            raise AssertionError(f"{exc}\n--- the page showed:\n{self.shown()}") from None
+            raise AssertionError(f"{exc}\n--- the page showed:\n{self.shown()}\n{app_threads()}") from None
 
     def shown(self) -> str:
         return self.page.evaluate("""() => {
