@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llava_app.engine.geometry import PictureGeometry
+from llava_app.storage.records import image_label
 
 _NUMBER = r"-?\d+(?:\.\d+)?"
 
@@ -101,7 +102,7 @@ class Region:
     point: tuple[float, float] | None = None
     raw: tuple[float, ...] = field(default_factory=tuple)  # as written, for an unplaced mark
 
-    def as_dict(self, label_of=lambda n: f"Image {n}") -> dict[str, Any]:
+    def as_dict(self, label_of=image_label) -> dict[str, Any]:
         """The API's form: ``{"image": "Image 2", "label": ..., "box": [...]}`` (or ``"point"``)."""
         out: dict[str, Any] = {"image": label_of(self.image) if self.image is not None else None,
                                "label": self.label}

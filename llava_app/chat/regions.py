@@ -16,6 +16,7 @@ from typing import Any
 from llava_app.chat.grounding import Convention, is_number, named_pictures
 from llava_app.engine.geometry import PictureGeometry
 from llava_app.errors import UserError
+from llava_app.storage.records import image_label
 
 
 @dataclass(frozen=True)
@@ -68,12 +69,12 @@ def clamp_ask(ask: Ask, width: int, height: int) -> Ask:
     if ask.point is not None:
         x, y = ask.point
         if not (0 <= x <= width and 0 <= y <= height):
-            raise UserError("region.outside", label=f"Image {ask.image}", width=width, height=height)
+            raise UserError("region.outside", label=image_label(ask.image), width=width, height=height)
         return ask
     x1, y1, x2, y2 = ask.box or (0, 0, 0, 0)
     box = (max(0.0, x1), max(0.0, y1), min(float(width), x2), min(float(height), y2))
     if box[2] - box[0] < 1 or box[3] - box[1] < 1:
-        raise UserError("region.outside", label=f"Image {ask.image}", width=width, height=height)
+        raise UserError("region.outside", label=image_label(ask.image), width=width, height=height)
     return Ask(ask.image, box=box)
 
 

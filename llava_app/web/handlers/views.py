@@ -15,6 +15,7 @@ from llava_app.chat import branches
 from llava_app.chat.conversation import Conversation, PromptInfo
 from llava_app.chat.grounding import Region
 from llava_app.messages import Joined, Message, text
+from llava_app.web.boxes import colour, placement
 from llava_app.web.handlers.markdown import chat_markdown
 from llava_app.web.translations import localize
 
@@ -23,9 +24,6 @@ Shown = Callable[[str], str]
 #: what the answer of a turn points at, and the code blocks it wrote them in (``Pointing.regions``,
 #: ``grounding.raw_blocks``): ``(regions, [(start, end, count)])``
 Pointer = Callable[[int], tuple[list[Region], list[tuple[int, int, int]]]]
-#: distinct colours for boxes (Sasha Trubetskoy's list), each readable with white text on it
-PALETTE = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#008080", "#f032e6", "#9a6324", "#800000",
-           "#000075")
 
 
 def gallery_value(conv: Conversation, shown: Shown) -> list[tuple[str, str]]:
@@ -134,12 +132,12 @@ def boxes_html(regions: list[Region], pictures: dict[int, Any], shown: Shown, la
     their labels under it (page.js lights a box while its label is hovered or tapped, and opens the picture
     large on a click); marks whose picture the answer does not make clear are listed with their coordinates."""
     esc = html.escape
-    on: dict[int, list[tuple[int, Region]]] = {}
+    on: dict[int, list[tuple[int, Region, str]]] = {}
     unplaced: list[str] = []
     for k, region in enumerate(regions):
         name = region.label or text("boxes.unnamed", lang, number=k + 1)
         if region.image in pictures:
-            on.setdefault(region.image, []).append((k, region))
+            on.setdefault(region.image, []).append((k, region, name))
         else:
             coords = ", ".join(f"{v:g}" for v in region.raw)
             unplaced.append(f"<span class='box-unplaced'>{k + 1}. {esc(name)} [{esc(coords)}]</span>")
@@ -148,21 +146,15 @@ def boxes_html(regions: list[Region], pictures: dict[int, Any], shown: Shown, la
         im = pictures[number]
         width, height = max(1, im.width), max(1, im.height)
         drawn, labels = [], []
-        for k, region in on[number]:
-            colour = PALETTE[k % len(PALETTE)]
+        for k, region, name in on[number]:
+            place, paint = placement(width, height, region.box, region.point), colour(k)
             if region.box is not None:
-                x1, y1, x2, y2 = region.box
-                place = (f"left:{100 * x1 / width:.2f}%;top:{100 * y1 / height:.2f}%;"
-                         f"width:{100 * (x2 - x1) / width:.2f}%;height:{100 * (y2 - y1) / height:.2f}%")
-                drawn.append(f'<span class="box box-{k}" style="{place};border-color:{colour}">'
-                             f'<span class="box-tag" style="background:{colour}">{k + 1}</span></span>')
+                drawn.append(f'<span class="box box-{k}" style="{place};border-color:{paint}">'
+                             f'<span class="box-tag" style="background:{paint}">{k + 1}</span></span>')
             else:
-                x, y = region.point or (0.0, 0.0)
-                drawn.append(f'<span class="box point box-{k}" style="left:{100 * x / width:.2f}%;'
-                             f'top:{100 * y / height:.2f}%;background:{colour}"></span>')
-            name = region.label or text("boxes.unnamed", lang, number=k + 1)
+                drawn.append(f'<span class="box point box-{k}" style="{place};background:{paint}"></span>')
             labels.append(f'<span class="box-label box-{k}" tabindex="0"><span class="box-swatch" '
-                          f'style="background:{colour}">{k + 1}</span>{esc(name)}</span>')
+                          f'style="background:{paint}">{k + 1}</span>{esc(name)}</span>')
         source = "gradio_api/file=" + esc(quote(shown(im.path)))
         figures.append(
             f'<figure class="boxes-fig"><span class="boxes-pic" style="aspect-ratio:{width}/{height}" '

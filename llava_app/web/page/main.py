@@ -211,12 +211,12 @@ SUBMIT = dict(api_visibility="private", show_progress="hidden")
 LOCK = dict(api_visibility="private", queue=False, show_progress="hidden")
 # The view follows a new question and its answer even if the person had scrolled up before
 # sending (page.js keeps following, unless they scroll up during it).
-FOLLOW = "(...args) => { const el = document.querySelector('#chatbot .bubble-wrap'); window.llavaFollowing = true; " \
-         "if (el) el.scrollTop = el.scrollHeight; return args; }"
+_TO_FOOT = "const el = document.querySelector('#chatbot .bubble-wrap'); window.llavaFollowing = true; " \
+           "if (el) el.scrollTop = el.scrollHeight;"
+FOLLOW = "(...args) => { " + _TO_FOOT + " return args; }"
 # Send: as FOLLOW, and the regions marked in the large view (page.js keeps them, shown as chips over the question
 # box) go with the question as its last input; the chips go with them.
-SEND = "(...args) => { const el = document.querySelector('#chatbot .bubble-wrap'); window.llavaFollowing = true; " \
-       "if (el) el.scrollTop = el.scrollHeight; const marked = JSON.stringify(window.llavaRegions || []); " \
+SEND = "(...args) => { " + _TO_FOOT + " const marked = JSON.stringify(window.llavaRegions || []); " \
        "if (window.llavaTakeRegions) window.llavaTakeRegions(); args[args.length - 1] = marked; return args; }"
 
 

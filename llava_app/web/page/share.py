@@ -22,6 +22,7 @@ from llava_app.chat.examples import language_of
 from llava_app.chat.grounding import CONVENTIONS, raw_blocks
 from llava_app.chat.sharing import ShareLinks
 from llava_app.messages import text
+from llava_app.web.boxes import colour, placement
 
 #: the snapshot's URL must not leave with a link followed from it, nor be indexed or cached on the way
 HEADERS = {"Referrer-Policy": "no-referrer", "X-Robots-Tag": "noindex, nofollow", "Cache-Control": "no-store"}
@@ -74,9 +75,6 @@ for (const button of document.querySelectorAll('button.copy')) {
   });
 }
 """
-#: the page's colours for boxes (the chat's ``views.PALETTE``)
-PALETTE = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#008080", "#f032e6", "#9a6324", "#800000",
-           "#000075")
 
 
 def not_found(lang: str = "en") -> str:
@@ -135,29 +133,22 @@ def _pointed(token: str, record, entries: list[dict], lang: str = "en") -> str:
     pictures = {im.label: im for im in record.images}
     for k, entry in enumerate(entries):
         im = pictures.get(entry.get("image") or "")
-        colour = PALETTE[k % len(PALETTE)]
+        paint = colour(k)
         name = esc(str(entry.get("label") or text("boxes.unnamed", lang, number=k + 1)))
         if im is None:
             unplaced.append(f"{k + 1}. {name} {esc(str(entry.get('coords')))}")
             continue
-        width, height = max(1, im.width), max(1, im.height)
-        if "box" in entry:
-            x1, y1, x2, y2 = entry["box"]
-            mark = (f"<span class='box' style='left:{100 * x1 / width:.2f}%;top:{100 * y1 / height:.2f}%;"
-                    f"width:{100 * (x2 - x1) / width:.2f}%;height:{100 * (y2 - y1) / height:.2f}%;"
-                    f"border-color:{colour}'><b style='background:{colour}'>{k + 1}</b></span>")
-        else:
-            x, y = entry["point"]
-            mark = (f"<span class='pt' style='left:{100 * x / width:.2f}%;top:{100 * y / height:.2f}%;"
-                    f"background:{colour}'></span>")
-        marks, labels = figures.setdefault(im.number, ([], []))
+        place = placement(im.width, im.height, entry.get("box"), entry.get("point"))
+        mark = (f"<span class='box' style='{place};border-color:{paint}'><b style='background:{paint}'>{k + 1}</b>"
+                f"</span>" if "box" in entry else f"<span class='pt' style='{place};background:{paint}'></span>")
+        _, marks, labels = figures.setdefault(im.number, (im, [], []))
         marks.append(mark)
-        labels.append(f"<span><i style='background:{colour}'>{k + 1}</i>{name}</span>")
+        labels.append(f"<span><i style='background:{paint}'>{k + 1}</i>{name}</span>")
     out = []
-    for number, (marks, labels) in sorted(figures.items()):
+    for number, (im, marks, labels) in sorted(figures.items()):
         out.append(f"<figure><span class='pic'><img src='/share/{esc(token)}/image/{number}' "
-                   f"alt='{esc(f'Image {number}')}'>{''.join(marks)}</span>"
-                   f"<figcaption><b>Image {number}</b> {''.join(labels)}</figcaption></figure>")
+                   f"alt='{esc(im.label)}'>{''.join(marks)}</span>"
+                   f"<figcaption><b>{esc(im.label)}</b> {''.join(labels)}</figcaption></figure>")
     if unplaced:
         out.append(f"<p>{esc(text('boxes.unplaced', lang))} " + "; ".join(unplaced) + "</p>")
     return f"<div class='pointed'>{''.join(out)}</div>" if out else ""
