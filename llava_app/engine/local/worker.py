@@ -20,7 +20,8 @@ and serves it over a pipe. The parent never imports torch. Messages are small tu
 
 A request's ``cancel`` (Stop, a closed tab) is looked at by the thread reading its stream after each event
 (a decoding sequence has one per step) and, while none comes (in line, prefilling), every ``CANCEL_POLL_S``,
-and sent on at once, so Stop still ends a sequence within a decode step or two. If the child
+and sent on at once, so Stop still ends a sequence within a decode step or two; text the child made before
+the Stop reached it is not passed on (as in the app's process, where the reader stops at once). If the child
 dies, every waiting request ends with an ``EngineError`` and the web server goes on. Errors cross the
 pipe as the project's own (``UserError``, ``EngineError``), their messages intact. The child runs at a
 lower CPU priority (``ENGINE_NICE``), so the web's short bursts of work are not queued behind its steps.
@@ -36,7 +37,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from llava_app.engine.base import Backend, ChatRequest, Event, PromptInfo
+from llava_app.engine.base import Backend, ChatRequest, Event, PromptInfo, TextDelta
 from llava_app.errors import EngineError, UserError
 from llava_app.faults import traceback_only
 
@@ -255,6 +256,8 @@ class EngineProcess(Backend):
                     if value is not None:
                         raise value
                     return
+                if cancelled and isinstance(value, TextDelta):
+                    continue  # text the child made before the Stop reached it: as in the app's process, not shown
                 yield value
         finally:
             if not ended and self._gone is None:  # the consumer stopped early: the child's sequence stops too

@@ -34,7 +34,8 @@ def conversations(backend, n=4, images=1):
 class Answer:
     """One request streamed in a thread: its text pieces, its usage, and what it raised."""
 
-    def __init__(self, backend, conv, params=GREEDY, session=True):
+    def __init__(self, backend, conv, params=GREEDY, session=True, lag=0.0):
+        self.lag = lag  # seconds the reader spends on each piece: a consumer slower than the model
         self.request = ChatRequest(conv.messages(), params, session_id=conv.id if session else "")
         self.pieces, self.usage, self.error, self.events = [], None, None, []
         self.first_text = threading.Event()
@@ -47,6 +48,7 @@ class Answer:
                 if isinstance(event, TextDelta):
                     self.pieces.append(event.text)
                     self.first_text.set()
+                    time.sleep(self.lag)
                 elif isinstance(event, Usage):
                     self.usage = event
         except BaseException as exc:  # noqa: BLE001 - the test looks at it
