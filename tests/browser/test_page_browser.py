@@ -269,15 +269,18 @@ CAMERA_READY = """() => document.querySelector('#camera [aria-label="capture pho
   || [...document.querySelectorAll('#camera button')].some(b => b.innerText.includes('Access Webcam'))"""
 
 
-def take_photo(page, opener: str) -> None:
-    """Open the camera with ``opener`` and take a photo (Chromium's fake camera: its test pattern)."""
+def take_photo(page, opener: str, played: float) -> None:
+    """Open the camera with ``opener`` and take a photo once its video has played ``played`` seconds
+    (Chromium's fake camera: a test pattern that changes with every frame, from the same first frame each time
+    the camera opens; two photos taken as soon as frames come can be the same picture, kept once)."""
     page.click(opener)
     page.wait_for_function(CAMERA_READY, timeout=WAIT_MS)
     capture = page.locator("#camera").get_by_role("button", name="capture photo")
     if not capture.count():
         page.locator("#camera").get_by_text("Access Webcam").click()
-    page.wait_for_function("() => { const v = document.querySelector('#camera video'); "
-                           "return v && v.videoWidth > 0 && v.readyState >= 2; }", timeout=WAIT_MS)  # frames come
+    page.wait_for_function("(played) => { const v = document.querySelector('#camera video'); return v "
+                           "&& v.videoWidth > 0 && v.readyState >= 2 && v.currentTime >= played; }", arg=played,
+                           timeout=WAIT_MS)
     capture.click()
 
 
@@ -286,10 +289,10 @@ def test_the_camera_adds_the_next_picture_clear_all_asks_and_undoes_and_a_reload
     page = open_page(LAPTOPS[1])
     upload(page, pictures[0])
     wait_captions(page, ["Image 1"])
-    take_photo(page, "#camera-open")  # from the question box
+    take_photo(page, "#camera-open", played=0.1)  # from the question box
     wait_captions(page, ["Image 1", "Image 2"])  # joins the others, which stay in view
     page.locator("#camera-box").wait_for(state="hidden")
-    take_photo(page, "#camera-strip")  # and from the strip
+    take_photo(page, "#camera-strip", played=0.6)  # and from the strip: another frame
     wait_captions(page, ["Image 1", "Image 2", "Image 3"])
     ask(page, "What is in Image 2?")
     # Clear all asks first; nothing goes until the person says so, and Undo puts it all back.
