@@ -195,9 +195,11 @@ def launched_app(config, backend=None) -> Iterator[Launched]:
     app = create_app(config, backend=backend, store=store)
     demo = build_demo(app)
     launch(app, demo, prevent_thread_lock=True, quiet=True)
+    _SERVING.append((app, demo))
     try:
         yield Launched(f"http://127.0.0.1:{config.port}/", app, demo)
     finally:
+        _SERVING.remove((app, demo))
         app.close()
         demo.close()
         if shared_store is not None:
@@ -311,9 +313,14 @@ def ask_and_wait(page, text: str, timeout: float = 90_000) -> None:
                              f"{page.evaluate(PAGE_STATE)}\n{app_threads()}") from exc
 
 
-def app_threads(limit: int = 6000) -> str:
-    """Where this process's threads that run the app's code are now (the launched app runs in the test's
-    process): for a failure message when the page waits on the server."""
+#: the apps ``launched_app`` is serving now, for a failure message when the page waits on the server
+_SERVING: list = []
+
+
+def app_threads(limit: int = 8000) -> str:
+    """Where this process's threads that run the app's or Gradio's code are now (the launched app runs in the
+    test's process), and what each serving app's Gradio queue holds: for a failure message when the page waits
+    on the server (an answer that never comes: never started, still running, or finished unheard)."""
     import sys
     import threading
     import traceback
@@ -322,10 +329,34 @@ def app_threads(limit: int = 6000) -> str:
     out = []
     for ident, frame in sys._current_frames().items():
         stack = traceback.extract_stack(frame)
-        ours = [f for f in stack if "llava_app" in f.filename]
+        ours = [f for f in stack if "llava_app" in f.filename or "/gradio/" in f.filename]
         if ours:
-            out.append(f"--- thread {names.get(ident, ident)}:\n" + "".join(traceback.format_list(ours[-6:])))
-    return ("threads in the app's code:\n" + "".join(out))[:limit] if out else "no thread in the app's code"
+            out.append(f"--- thread {names.get(ident, ident)}:\n" + "".join(traceback.format_list(ours[-5:])))
+    threads = ("threads in the app's or Gradio's code:\n" + "".join(out)) if out else "no thread in that code"
+    return (queue_state() + "\n" + threads)[:limit]
+
+
+def queue_state() -> str:
+    """Each serving app's Gradio queue: events waiting per concurrency group, jobs running, messages not yet
+    sent to each session's stream, and the conversations' last turns as the server holds them."""
+    lines = []
+    for app, demo in list(_SERVING):
+        queue = getattr(demo, "_queue", None)
+        if queue is None:
+            continue
+        name = lambda event: getattr(event.fn, "name", "?")  # noqa: E731
+        waiting = {cid: [name(e) for e in q.queue] + [f"running {q.current_concurrency}/{q.concurrency_limit}"]
+                   for cid, q in queue.event_queue_per_concurrency_id.items() if q.queue or q.current_concurrency}
+        running = [[name(e) for e in job] for job in queue.active_jobs if job]
+        unsent = {s[:6]: q.qsize() for s, q in queue.pending_messages_per_session.items() if q.qsize()}
+        lines.append(f"queue: waiting {waiting}; running {running}; unsent messages {unsent}; "
+                     f"events open {len(queue.event_ids_to_events)}")
+        for conv in list(app.service.sessions._convs.values())[-3:]:
+            turns = conv.turns
+            last = turns[-1] if turns else None
+            lines.append(f"conversation {conv.id[:6]}: {len(turns)} turns; last {last and last.user!r} -> "
+                         f"{last and last.assistant[:60]!r}")
+    return "\n".join(lines) or "no app serving"
 
 
 #: what a page shows, for a test's failure message: the chat, the notice, toasts, the box, the strip, Send

@@ -66,16 +66,13 @@ class Upstream:
 
 @pytest.fixture(scope="module")
 def upstreams(tmp_path_factory, tiny_cache):
-    """Two upstream apps, started side by side: one to chat with, one to kill mid-answer."""
-    ups = SimpleNamespace(main=Upstream(tmp_path_factory.mktemp("up-main"), "--stream-delay", "0.02"),
-                          doomed=Upstream(tmp_path_factory.mktemp("up-doomed"), "--stream-delay", "0.02"))
+    """The upstream app the module's tests chat with; the module's last test kills it mid-answer."""
+    ups = SimpleNamespace(main=Upstream(tmp_path_factory.mktemp("up-main"), "--stream-delay", "0.02"))
     try:
         ups.main.wait_ready()
-        ups.doomed.wait_ready()
         yield ups
     finally:
         ups.main.stop()
-        ups.doomed.stop()
 
 
 def front_config(tmp_path, base_url: str, **kwargs):
@@ -151,28 +148,10 @@ def test_stop_mid_stream_frees_the_upstream_engine(upstreams, tmp_path, image_fi
         assert ctx["turns"][0]["stopped"] is True and ctx["turns"][0]["assistant"].strip()
 
 
-def test_upstream_killed_mid_answer_keeps_the_part_that_arrived(upstreams, tmp_path, image_files):
-    with launched_app(front_config(tmp_path, upstreams.doomed.url, max_new_tokens=2000)) as (url, _, _):
-        client = Client(url, verbose=False)
-        job = client.submit("Tell me a long story about Image 1", [handle_file(str(image_files[0]))],
-                            api_name="/chat")
-        _wait_for_growth(job)
-        upstreams.doomed.proc.kill()
-        with pytest.raises(Exception, match="cut off.*part that arrived is kept"):
-            job.result(timeout=30)
-        ctx = client.predict(api_name="/context")
-        (turn,) = ctx["turns"]
-        assert turn["assistant"].strip() and turn["stopped"] is False and turn["cut"] == "server"
-        # The server is gone now: the next question says so, and the conversation stays as it was.
-        with pytest.raises(Exception, match="Cannot reach the model server"):
-            client.predict("Are you there?", [], api_name="/chat")
-        ctx = client.predict(api_name="/context")
-        assert len(ctx["turns"]) == 1 and ctx["image_count"] == 1
-
-
 def test_a_remote_only_app_imports_neither_torch_nor_transformers(upstreams, tmp_path):
     code = (
         "import sys\n"
+        "import llava_app.chat.conversation, llava_app.chat.service, llava_app.storage.images, llava_app.engine\n"
         "from llava_app.config import parse_config\n"
         "from llava_app.application import create_app\n"
         "from llava_app.web.page.main import build_demo\n"
@@ -197,3 +176,23 @@ def test_the_app_refuses_to_start_without_its_server_in_one_line(tmp_path):
     assert out.returncode == 1
     assert "Traceback" not in out.stderr
     assert out.stderr.strip().splitlines()[-1].startswith("error: Cannot reach the model server at http://127.0.0.1:")
+
+
+def test_upstream_killed_mid_answer_keeps_the_part_that_arrived(upstreams, tmp_path, image_files):
+    """Last in the module: it kills the upstream the others use."""
+    with launched_app(front_config(tmp_path, upstreams.main.url, max_new_tokens=2000)) as (url, _, _):
+        client = Client(url, verbose=False)
+        job = client.submit("Tell me a long story about Image 1", [handle_file(str(image_files[0]))],
+                            api_name="/chat")
+        _wait_for_growth(job)
+        upstreams.main.proc.kill()
+        with pytest.raises(Exception, match="cut off.*part that arrived is kept"):
+            job.result(timeout=30)
+        ctx = client.predict(api_name="/context")
+        (turn,) = ctx["turns"]
+        assert turn["assistant"].strip() and turn["stopped"] is False and turn["cut"] == "server"
+        # The server is gone now: the next question says so, and the conversation stays as it was.
+        with pytest.raises(Exception, match="Cannot reach the model server"):
+            client.predict("Are you there?", [], api_name="/chat")
+        ctx = client.predict(api_name="/context")
+        assert len(ctx["turns"]) == 1 and ctx["image_count"] == 1

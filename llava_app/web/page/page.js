@@ -132,9 +132,15 @@
     const away = wrap.scrollHeight - wrap.clientHeight - wrap.scrollTop > 120;
     if (jump.hidden === away) jump.hidden = !away;
   };
-  new MutationObserver(name).observe(document.body, {childList: true, subtree: true});
-  document.addEventListener('scroll', name, true);
-  window.addEventListener('resize', name);
+  // Once a frame at most, before it is drawn: a streamed answer changes the page many times a frame, and each
+  // run measures the strip and the chat (a layout each time the page changed in between).
+  let naming = 0;
+  const nameSoon = () => {
+    if (!naming) naming = requestAnimationFrame(() => { naming = 0; name(); });
+  };
+  new MutationObserver(nameSoon).observe(document.body, {childList: true, subtree: true});
+  document.addEventListener('scroll', nameSoon, true);
+  window.addEventListener('resize', nameSoon);
 
   // A drawer (earlier chats, settings) closes on a tap outside it.
   document.addEventListener('click', (event) => {
