@@ -108,25 +108,6 @@ def test_a_model_that_cannot_load_is_refused_where_the_engine_is_made(tmp_path):
         EngineProcess({"model": str(tmp_path / "no-such-model"), "device": "cpu"}, tmp_path / "images")
 
 
-def test_a_child_that_dies_ends_the_waiting_answer_with_a_message(tiny_cache, local_backend,
-                                                                  backend_images):
-    from llava_app.engine.local.worker import EngineProcess
-
-    engine = EngineProcess({"model": "tiny-random", "device": "cpu", "stream_delay": 0.05},
-                           backend_images)
-    try:
-        conv = conversations(local_backend("tiny-random"), n=1)[0]
-        answer = Answer(engine, conv, GenerationParams(max_new_tokens=400), session=False).start()
-        assert answer.first_text.wait(60)
-        os.kill(engine.process.pid, signal.SIGKILL)
-        answer.join()
-        assert isinstance(answer.error, EngineError) and "stopped" in str(answer.error)
-        with pytest.raises(EngineError, match="restart the app"):
-            engine.count_tokens(conv.messages())
-    finally:
-        engine.close()
-
-
 def test_the_config_runs_the_local_engine_in_its_own_process_when_told_to(tiny_cache, store):
     from llava_app.engine import make_app_backend, make_backend
     from llava_app.engine.local.backend import LocalBackend
@@ -159,3 +140,15 @@ class LocalBackendImages:
 
     def __init__(self, store):
         self.images = store
+
+
+def test_a_child_that_dies_ends_the_waiting_answer_with_a_message(engine_process, local_backend):
+    """Last in the module: it kills the module's engine process."""
+    conv = conversations(local_backend("tiny-random"), n=1)[0]
+    answer = Answer(engine_process, conv, GenerationParams(max_new_tokens=400), session=False).start()
+    assert answer.first_text.wait(60)
+    os.kill(engine_process.process.pid, signal.SIGKILL)
+    answer.join()
+    assert isinstance(answer.error, EngineError) and "stopped" in str(answer.error)
+    with pytest.raises(EngineError, match="restart the app"):
+        engine_process.count_tokens(conv.messages())
