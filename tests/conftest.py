@@ -257,10 +257,18 @@ def browser():
 # Added to a page before it opens (``watch_gradio``): counts the page's direct calls to the server
 # (``/run/predict``: the load events, settings changes) and notes which functions have answered.
 GRADIO_WATCH = """(() => {
-  const seen = window.__gradioCalls = {made: 0, inflight: 0, answered: new Set()};
+  const seen = window.__gradioCalls = {made: 0, inflight: 0, answered: new Set(), joins: []};
   const fetch = window.fetch;
   window.fetch = async function (input, init) {
     const url = String(typeof input === 'string' ? input : (input && input.url) || '');
+    if (url.includes('/queue/join') && init && typeof init.body === 'string') {  // the last few, for a report
+      const join = {fn: null, at: Math.round(performance.now()), status: 'sent'};
+      try { join.fn = JSON.parse(init.body).fn_index; } catch (e) { join.fn = '?'; }
+      seen.joins = [...seen.joins.slice(-5), join];
+      const response = fetch.apply(this, arguments);
+      response.then(r => { join.status = r.status; }, e => { join.status = String(e); });
+      return response;
+    }
     let fn = null;
     if (url.includes('/run/predict') && init && typeof init.body === 'string') {
       try { fn = JSON.parse(init.body).fn_index; } catch (e) { fn = null; }
@@ -366,7 +374,8 @@ PAGE_STATE = """() => {
   return ['chat: ' + text('#chatbot .message'), 'notice: ' + text('#notice'), 'toasts: ' + text('.toast-body'),
           'box: ' + (box && box.value), 'strip: ' + text('#gallery .caption-label'),
           'send enabled: ' + (send && !send.disabled), 'calls: ' + JSON.stringify(window.__gradioCalls &&
-          {made: window.__gradioCalls.made, inflight: window.__gradioCalls.inflight})].join('\\n'); }"""
+          {made: window.__gradioCalls.made, inflight: window.__gradioCalls.inflight,
+           joins: window.__gradioCalls.joins, now: Math.round(performance.now())})].join('\\n'); }"""
 
 
 def calls_made(page) -> int:

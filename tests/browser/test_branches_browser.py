@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import app_threads, launched_app, wait_page_loaded, watch_gradio
+from conftest import PAGE_STATE, app_threads, launched_app, wait_page_loaded, watch_gradio
 from PIL import Image
 
 pytestmark = pytest.mark.browser
@@ -96,13 +96,8 @@ class Person:
             raise AssertionError(f"{exc}\n--- the page showed:\n{self.shown()}\n{app_threads()}") from None
 
     def shown(self) -> str:
-        return self.page.evaluate("""() => {
-            const text = sel => [...document.querySelectorAll(sel)].map(e => e.innerText.trim()).join(' | ');
-            const send = document.querySelector('#send'), box = document.querySelector('#question textarea');
-            return ['chat: ' + text('#chatbot .message'), 'notice: ' + text('#notice'),
-                    'toasts: ' + text('.toast-body'), 'box: ' + (box && box.value),
-                    'strip: ' + text('#gallery .caption-label'), 'send enabled: ' + (send && !send.disabled),
-                    'edit bar: ' + text('#edit-bar')].join('\\n'); }""")
+        return self.page.evaluate(PAGE_STATE) + "\nedit bar: " + " | ".join(
+            t.strip() for t in self.page.locator("#edit-bar").all_inner_texts())
 
     def edit(self, index: int = 0) -> None:
         """Press "✎ Edit" under question ``index`` until the edit bar opens: a click that lands while Gradio
