@@ -175,8 +175,8 @@ class Launched(NamedTuple):
 
 
 @contextlib.contextmanager
-def launched_app(config, backend=None) -> Iterator[Launched]:
-    """Launch the real app (create_app, build_demo, launch) on a free loopback port.
+def launched_app(config, backend=None, port: int | None = None) -> Iterator[Launched]:
+    """Launch the real app (create_app, build_demo, launch) on a free loopback port (or ``port``).
 
     The one way the tests start a server. A shared test ``backend`` (a tiny model loaded once
     per run) reads this app's images while it serves.
@@ -186,7 +186,7 @@ def launched_app(config, backend=None) -> Iterator[Launched]:
     from llava_app.web.page.main import build_demo
     from llava_app.web.server import launch
 
-    config = dataclasses.replace(config, host="127.0.0.1", port=free_port())
+    config = dataclasses.replace(config, host="127.0.0.1", port=port or free_port())
     store = ImageStore(os.path.join(config.data_dir, "images"))
     engine = getattr(backend, "engine", backend)  # a wrapper holds the engine that reads images
     shared_store = getattr(engine, "images", None)

@@ -1,12 +1,13 @@
 """A server killed mid-answer (SIGKILL) and started again: the page shows the half answer as interrupted.
 
 A real ``app.py`` process streams slowly (``--stream-delay``); once the page shows part of
-the answer, the process is killed with SIGKILL and a new one starts on the same port and
-data folder (localStorage belongs to the origin, so the browser's key still applies). The
-page reloads itself once the server answers again (Gradio's frontend, having lost its
-connection, polls every 2 s and reloads: the test waits for that reload rather than racing
-it with one of its own), shows the half answer with the interrupted mark, and Regenerate
-writes a whole answer in its place.
+the answer, the process is killed with SIGKILL and the app starts again on the same port and
+data folder, in the test's process: it has only what the killed one left in the folder
+(localStorage belongs to the origin, so the browser's key still applies). The page reloads
+itself once the server answers again (Gradio's frontend, having lost its connection, polls
+every 2 s and reloads: the test waits for that reload rather than racing it with one of its
+own), shows the half answer with the interrupted mark, and Regenerate writes a whole answer
+in its place.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import free_port, wait_page_loaded, watch_gradio
+from conftest import free_port, launched_app, wait_page_loaded, watch_gradio
 from hardening import wait_until
+
+from llava_app.config import Config
 
 ROOT = Path(__file__).resolve().parents[2]
 STARTUP_LIMIT = 240  # seconds; importing torch and gradio on a busy 2-core machine is slow
@@ -70,7 +73,7 @@ def test_an_answer_cut_off_by_sigkill_comes_back_marked_interrupted(browser, tmp
     port, data = free_port(), tmp_path / "data"
     url = f"http://127.0.0.1:{port}/"
     first = start_app(port, data, tmp_path / "first.log")
-    second = None
+    second = contextlib.ExitStack()
     try:
         context = browser.new_context()
         page = context.new_page()
@@ -94,7 +97,8 @@ def test_an_answer_cut_off_by_sigkill_comes_back_marked_interrupted(browser, tmp
         with page.expect_navigation(timeout=(STARTUP_LIMIT + 60) * 1000):
             first.send_signal(signal.SIGKILL)
             first.wait(30)
-            second = start_app(port, data, tmp_path / "second.log")
+            second.enter_context(launched_app(Config(model="tiny-random", device="cpu", data_dir=str(data),
+                                                     max_new_tokens=400, stream_delay=0.05), port=port))
         page.wait_for_selector("#question textarea", timeout=60_000)
         page.wait_for_function("() => (document.querySelector('#chatbot')?.innerText || '').includes('interrupted')",
                                timeout=60_000)
@@ -111,10 +115,10 @@ def test_an_answer_cut_off_by_sigkill_comes_back_marked_interrupted(browser, tmp
         page.click("#stop")
         context.close()
     finally:
-        for proc in (first, second):
-            if proc is not None and proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+        second.close()
+        if first.poll() is None:
+            first.send_signal(signal.SIGTERM)
+            try:
+                first.wait(30)
+            except subprocess.TimeoutExpired:
+                first.kill()
