@@ -57,7 +57,7 @@ TARGETS = {"rate_ratio": 2.5, "late_ttft_ratio": 1.5}
 
 class Server:
     """``app.py`` on a free loopback port with ``--max-batch batch`` and the model in its own process
-    (``--engine-process``, both servers alike)."""
+    (``--engine-process``, both servers alike; ``--engine app``: in the app's process, both alike)."""
 
     def __init__(self, args, batch: int):
         port = free_port()
@@ -66,7 +66,7 @@ class Server:
             [sys.executable, str(REPO / "app.py"), "--model", args.model, "--device", args.device,
              "--port", str(port), "--data-dir", str(Path(args.work) / f"app-{batch}"), "--max-new-tokens", n,
              "--max-new-tokens-limit", str(max(args.new_tokens, 2048)), "--temperature", "0",
-             "--max-batch", str(batch), "--no-history", "--engine-process"],
+             "--max-batch", str(batch), "--no-history", *(["--engine-process"] if args.engine == "process" else [])],
             stdout=subprocess.DEVNULL, stderr=open(Path(args.work) / f"app-{batch}.log", "wb"),
             env=threads_env(args.threads))
         self.url = f"http://127.0.0.1:{port}/"
@@ -254,7 +254,8 @@ def run(args, pictures: list[Path]) -> dict[str, Any]:
     rate_ratio = statistics.median(ratios)
     late_ratio = batched["late_ttft_s"] / batched["late_alone_ttft_s"]
     identical = all(batched["identical_to_alone"])
-    return {"model": args.model, "device": args.device, "clients": len(pictures), "new_tokens": args.new_tokens,
+    return {"model": args.model, "device": args.device, "engine": args.engine, "clients": len(pictures),
+            "new_tokens": args.new_tokens,
             "threads": args.threads, "rounds": args.rounds, "round_ratios": ratios, "batched": batched,
             "one_at_a_time": single, "rate_ratio": rate_ratio, "late_ttft_ratio": late_ratio, "identical": identical,
             "same_as_one_at_a_time": batched["alone_texts"] == single["alone_texts"],
@@ -298,6 +299,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=5, help="at-once rounds against each server, alternating")
     p.add_argument("--late-repeats", type=int, default=7, help="late arrivals measured (medians)")
     p.add_argument("--threads", type=int, default=0, help="the server's torch threads (0: torch's default)")
+    p.add_argument("--engine", choices=("process", "app"), default="process",
+                   help="where each server holds the model: its own process (--engine-process, as the figures "
+                        "were measured) or the app's (the smoke test: two processes fewer to start)")
     p.add_argument("--out", default="artifacts/bench_concurrency.json", help="JSON report")
     p.add_argument("--work", default="", help="scratch folder (default: a temporary one)")
     return p.parse_args(argv)

@@ -100,10 +100,11 @@ def test_sessions_memory_with_and_without_cleanup(tiny_cache):
 
 def test_concurrency_batched_against_one_at_a_time(tmp_path, tiny_cache, pictures):
     args = concurrency.parse_args(["--model", "tiny-random", "--clients", "2", "--batch", "2", "--new-tokens", "6",
-                                   "--rounds", "2", "--late-repeats", "1", "--threads", "1", "--work", str(tmp_path)])
+                                   "--rounds", "2", "--late-repeats", "1", "--threads", "1", "--engine", "app",
+                                   "--work", str(tmp_path)])
     report = json.loads(json.dumps(concurrency.run(args, pictures[:2])))
 
-    assert report["identical"] is True and report["same_as_one_at_a_time"] is True
+    assert report["identical"] is True and report["same_as_one_at_a_time"] is True and report["engine"] == "app"
     for side in ("batched", "one_at_a_time"):
         r = report[side]
         assert r["tokens"] == 12 and r["rate_tok_s"] > 0 and len(r["together_texts"]) == 2
