@@ -8,7 +8,6 @@ Qwen's processor resizes it), so the app reads the convention from the model id,
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -114,8 +113,6 @@ def test_the_box_is_drawn_on_the_picture_the_answer_names_and_a_region_drawn_lar
     # Hovering the label lights its box.
     figures.first.locator(".box-label").hover()
     page.wait_for_function("() => document.querySelector('#chatbot .boxes-fig .box').classList.contains('lit')")
-    os.makedirs("/tmp/llava-shots", exist_ok=True)
-    page.screenshot(path="/tmp/llava-shots/pointing-laptop.png")
 
     # A click opens it large, with the box; a box dragged there becomes a chip, sent with the next question.
     figures.first.locator("img").click()
@@ -132,7 +129,6 @@ def test_the_box_is_drawn_on_the_picture_the_answer_names_and_a_region_drawn_lar
     page.mouse.down()
     page.mouse.move(*end, steps=5)
     page.mouse.up()
-    page.screenshot(path="/tmp/llava-shots/pointing-large.png")
     ask_button.click()
     page.locator("#lightbox").wait_for(state="detached")
     assert page.locator("#region-chips .region-chip").inner_text().startswith("Image 2 · region")
@@ -141,7 +137,6 @@ def test_the_box_is_drawn_on_the_picture_the_answer_names_and_a_region_drawn_lar
     strip = page.locator("#gallery .caption-label").last.bounding_box()
     assert strip["y"] + strip["height"] <= chip["y"]  # the strip's labels stay readable
     page.fill("#question textarea", "What is in this part?")
-    page.screenshot(path="/tmp/llava-shots/pointing-chip.png")
     engine.words = ["It is the lower right of the street."]
     ask(page, "What is in this part?")
     assert page.locator("#region-chips .region-chip").count() == 0  # the chip went with the question
@@ -173,7 +168,6 @@ def test_on_a_phone_the_boxes_fit_and_a_tap_marks_a_point(browser, server, engin
     drawn = relative(figure.locator(".box").bounding_box(), figure.locator("img").bounding_box())
     expected = [CAR[0] / SIZE[0], CAR[1] / SIZE[1], CAR[2] / SIZE[0], CAR[3] / SIZE[1]]
     assert all(abs(a - b) < 0.02 for a, b in zip(drawn, expected, strict=True)), (drawn, expected)
-    page.screenshot(path="/tmp/llava-shots/pointing-phone.png")
     figure.locator("img").click()
     area = page.locator("#lightbox .lightbox-pic img").bounding_box()
     assert area["x"] >= 0 and area["x"] + area["width"] <= 390
