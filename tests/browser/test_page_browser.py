@@ -8,6 +8,7 @@ never sleeps; sizes are read from the page's own layout.
 from __future__ import annotations
 
 import base64
+import json
 from pathlib import Path
 
 import pytest
@@ -403,3 +404,41 @@ def test_a_video_and_a_pdf_join_the_strip_as_labelled_keyframes_and_pages(open_p
     upload(page, report)
     page.wait_for_function("() => document.querySelectorAll('#gallery .caption-label').length == 6", timeout=WAIT_MS)
     assert captions(page)[4:] == ["Image 5 · report.pdf p. 1", "Image 6 · report.pdf p. 2"]
+
+
+def test_a_stream_closed_while_a_question_is_joined_is_opened_again_and_the_answer_arrives(open_page):
+    """Gradio's client drops its event stream on "close_stream"; a question joined in that instant had its answer
+    stranded on the server (seen in a full run: the answer saved, six messages never sent, the page waiting).
+    page.js keeps the stream: a close that comes while a joined event is open is not passed on, and the stream is
+    opened again. The server's side is scripted here (routes), so the race is exact every time."""
+    page = open_page(LAPTOPS[0])
+    bodies = [
+        [{"msg": "process_completed", "event_id": "A", "success": True}, {"msg": "close_stream"}],
+        [{"msg": "process_generating", "event_id": "B", "success": True},
+         {"msg": "process_completed", "event_id": "B", "success": True}, {"msg": "close_stream"}],
+        [{"msg": "process_completed", "event_id": "C", "success": True}, {"msg": "close_stream"}],
+    ]
+    served = []
+
+    def data(route):
+        served.append(route.request.url)
+        body = "".join(f"data: {json.dumps(m)}\n\n" for m in bodies[len(served) - 1])
+        route.fulfill(status=200, headers={"content-type": "text/event-stream"}, body=body)
+
+    page.route("**/queue/data?session_hash=race-test", data)
+    page.route("**/queue/join?race-test", lambda route: route.fulfill(
+        status=200, headers={"content-type": "application/json"}, body=json.dumps({"event_id": "B"})))
+    read = """async (join) => {
+      if (join) await (await fetch('/gradio_api/queue/join?race-test', {method: 'POST', body: '{}'})).json();
+      const stream = await fetch('/gradio_api/queue/data?session_hash=race-test');
+      return (await stream.text()).split('\\n\\n').filter(Boolean).map(b => JSON.parse(b.slice(5)));
+    }"""
+    # B joined while A's stream closes: the close is held back, the stream is opened again, B's answer comes
+    got = page.evaluate(read, True)
+    assert [(m["msg"], m.get("event_id")) for m in got] == [
+        ("process_completed", "A"), ("process_generating", "B"), ("process_completed", "B"), ("close_stream", None)]
+    assert len(served) == 2
+    # nothing open: a close is passed on as the server sent it, and no stream is opened again
+    got = page.evaluate(read, False)
+    assert [(m["msg"], m.get("event_id")) for m in got] == [("process_completed", "C"), ("close_stream", None)]
+    assert len(served) == 3

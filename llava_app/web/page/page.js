@@ -1,4 +1,80 @@
 () => {
+  // An answer that never reaches the page (Gradio 6.31's client). The client keeps one event stream per tab and
+  // drops it when the server says "close_stream", which the server says as the tab's last running event ends.
+  // A question sent in that instant was lost: the client learnt its event id while the old stream was still
+  // open, so it opened no new one, and the stream then closed under it; the answer was written and saved on the
+  // server but never shown. Here a close that comes while an event the page joined has not ended is not passed
+  // on: the stream is opened again under it (same address, same abort signal) and the answer arrives.
+  if (!window.__llavaStreamKept) {
+    window.__llavaStreamKept = true;
+    const open = new Set();  // events joined whose end the page has not seen
+    const joining = new Set();  // joins sent, not yet answered
+    const native = window.fetch;
+    const address = (input) => String(typeof input === 'string' ? input : (input && input.url) || '');
+    const read = (block) => {
+      const line = block.split('\n').find((l) => l.startsWith('data:'));
+      try { return line ? JSON.parse(line.slice(5)) : null; } catch (e) { return null; }
+    };
+    window.fetch = function (input, init) {
+      const url = address(input);
+      if (url.includes('/queue/join')) {  // its event is open before the client learns its id
+        const joined = native.apply(this, arguments).then((response) => response.clone().json()
+          .then((body) => { if (body && body.event_id) open.add(body.event_id); }, () => {})
+          .then(() => response));
+        const settled = joined.catch(() => {});
+        joining.add(settled);
+        settled.then(() => joining.delete(settled));
+        return joined;
+      }
+      if (!url.includes('/queue/data?')) return native.apply(this, arguments);
+      return native.apply(this, arguments).then((response) => {
+        if (!response.ok || !response.body) return response;
+        let reader = response.body.getReader();
+        let decoder = new TextDecoder();
+        let buffer = '';
+        let reopened = 0;
+        const encoder = new TextEncoder();
+        const body = new ReadableStream({
+          async pull(controller) {
+            for (;;) {
+              const {done, value} = await reader.read();
+              if (done) { controller.close(); return; }
+              buffer += decoder.decode(value, {stream: true}).replace(/\r\n?/g, '\n');
+              let out = '';
+              let cut;
+              while ((cut = buffer.indexOf('\n\n')) >= 0) {
+                const block = buffer.slice(0, cut + 2);
+                buffer = buffer.slice(cut + 2);
+                const message = read(block);
+                if (message && message.event_id && message.msg === 'process_completed') open.delete(message.event_id);
+                if (message && message.event_id) reopened = 0;
+                if (message && message.msg === 'close_stream') {
+                  await Promise.all([...joining]);
+                  if (open.size && reopened < 3) {
+                    const again = await native.call(window, input, init);
+                    if (again.ok && again.body) {
+                      reader.cancel().catch(() => {});
+                      reader = again.body.getReader();
+                      decoder = new TextDecoder();
+                      buffer = '';
+                      reopened += 1;
+                      break;
+                    }
+                  }
+                }
+                out += block;
+              }
+              if (out) { controller.enqueue(encoder.encode(out)); return; }
+            }
+          },
+          cancel(reason) { return reader.cancel(reason); },
+        });
+        return new Response(body, {status: response.status, statusText: response.statusText,
+                                   headers: response.headers});
+      });
+    };
+  }
+
   // The script's own texts in the reader's language, chosen as the server chooses (Chinese for zh-*, else
   // English); the server writes the catalogue's "script." texts in here (i18n.page_script).
   const texts = LLAVA_TEXTS;
