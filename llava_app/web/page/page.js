@@ -11,6 +11,7 @@
     const joining = new Set();  // joins sent, not yet answered
     const native = window.fetch;
     const address = (input) => String(typeof input === 'string' ? input : (input && input.url) || '');
+    const ENDS = /"msg": ?"(process_completed|close_stream)"/;
     const read = (block) => {
       const line = block.split('\n').find((l) => l.startsWith('data:'));
       try { return line ? JSON.parse(line.slice(5)) : null; } catch (e) { return null; }
@@ -45,9 +46,11 @@
               while ((cut = buffer.indexOf('\n\n')) >= 0) {
                 const block = buffer.slice(0, cut + 2);
                 buffer = buffer.slice(cut + 2);
-                const message = read(block);
+                if (block.includes('"event_id"')) reopened = 0;
+                // only an event's end and a close matter here: the many messages of a streamed answer are not
+                // parsed a second time (the client parses each)
+                const message = ENDS.test(block) ? read(block) : null;
                 if (message && message.event_id && message.msg === 'process_completed') open.delete(message.event_id);
-                if (message && message.event_id) reopened = 0;
                 if (message && message.msg === 'close_stream') {
                   await Promise.all([...joining]);
                   if (open.size && reopened < 3) {
