@@ -25,6 +25,41 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 # the engine tests took 22% less CPU time, and no longer, with one). Set before anything imports torch.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+
+def _one_ssl_context_per_process() -> None:
+    """httpx builds a new SSL context, loading the system's certificate bundle, for every client it makes: about
+    40 ms of CPU each. gradio_client makes a client for every request and every event stream, and the tests'
+    ``httpx.get`` polls make one per poll, so a run made thousands of them (about 7 % of the suite's CPU,
+    measured machine-wide). Here the context for the default settings (certificates checked, the environment's
+    bundle) is built once per test process and reused; any other setting is built as httpx builds it. Nothing
+    in the tests uses TLS (every server is plain HTTP on loopback), and no check changes."""
+    import functools
+
+    try:
+        import httpx._config as config
+        import httpx._transports.default as transports
+    except ImportError:  # another httpx layout: each client builds its own, as before
+        return
+    build = config.create_ssl_context
+    if getattr(transports.create_ssl_context, "shared_default", False):
+        return
+
+    @functools.cache
+    def default_context(cafile: str | None, capath: str | None):
+        return build(True, None, True)
+
+    def create_ssl_context(verify=True, cert=None, trust_env=True):
+        if verify is True and cert is None and trust_env is True:
+            return default_context(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+        return build(verify, cert, trust_env)
+
+    create_ssl_context.shared_default = True
+    transports.create_ssl_context = create_ssl_context
+
+
+_one_ssl_context_per_process()
+
+
 TINY_FAMILIES = ["tiny-random", "tiny-random-llava-next", "tiny-random-llava-onevision"]
 
 
@@ -414,3 +449,4 @@ def pytest_collection_modifyitems(config, items):
         return next((i for name, i in rank.items() if path.endswith("tests/" + name)), len(rank))
 
     items[:] = sorted(items, key=key)  # sorted() is stable: the rest stay in collection order
+

@@ -17,6 +17,7 @@ every hop, and without its fallback to a public DNS-over-HTTPS resolver.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import socket
@@ -185,6 +186,13 @@ def _is_plain_ip(host: str) -> bool:
         return False
 
 
+@functools.cache
+def _tls_context():
+    """The certificate-checking TLS context every fetch uses, built once: httpx would otherwise load the
+    certificate bundle again for each request (about 40 ms of CPU)."""
+    return httpx.create_ssl_context()
+
+
 class _PinnedTransport(httpx.HTTPTransport):
     """Connects to the checked address; the URL's host stays in the Host header and TLS SNI."""
 
@@ -241,7 +249,7 @@ def _fetch_hop(url: httpx.URL, policy: FetchPolicy, deadline: float) -> tuple[Fe
     port = url.port or (443 if url.scheme == "https" else 80)
     address = resolve_checked(url.host, port, policy)
     remaining = max(0.01, deadline - time.monotonic())
-    transport = _PinnedTransport(address, retries=0)
+    transport = _PinnedTransport(address, retries=0, verify=_tls_context())
     headers = {"Accept": "image/*, video/*, application/pdf;q=0.9, */*;q=0.1", "User-Agent": "llava-app"}
     with httpx.Client(transport=transport, trust_env=False, timeout=httpx.Timeout(remaining),
                       follow_redirects=False) as client:

@@ -263,3 +263,24 @@ def test_the_connection_goes_to_the_address_that_was_checked(server, monkeypatch
     fetched = fetch_url(f"http://pics.test:{port}/photo.png", FetchPolicy(allow_hosts=("pics.test",)))
     assert fetched.data == PNG and calls == ["pics.test"]
     assert _Handler.seen == [("/photo.png", f"pics.test:{port}")]
+
+
+def test_every_fetch_checks_certificates_with_one_context_built_once(server, monkeypatch):
+    """Loading the certificate bundle costs about 40 ms of CPU; it is done once, not for every hop."""
+    import ssl
+
+    from llava_app.storage import fetch
+
+    contexts = []
+    real_init = fetch._PinnedTransport.__init__
+
+    def init(self, address, **kwargs):
+        contexts.append(kwargs.get("verify"))
+        real_init(self, address, **kwargs)
+
+    monkeypatch.setattr(fetch._PinnedTransport, "__init__", init)
+    fetch_url(f"{server}/to-photo", ALLOWED)  # two hops
+    fetch_url(f"{server}/photo.png", ALLOWED)
+    assert len(contexts) == 3 and all(c is contexts[0] for c in contexts)
+    assert isinstance(contexts[0], ssl.SSLContext)
+    assert contexts[0].verify_mode == ssl.CERT_REQUIRED and contexts[0].check_hostname
