@@ -36,12 +36,12 @@ def _one_ssl_context_per_process() -> None:
     import functools
 
     try:
-        import httpx._config as config
         import httpx._transports.default as transports
-    except ImportError:  # another httpx layout: each client builds its own, as before
+
+        build = transports.create_ssl_context
+    except (ImportError, AttributeError):  # another httpx layout: each client builds its own, as before
         return
-    build = config.create_ssl_context
-    if getattr(transports.create_ssl_context, "shared_default", False):
+    if getattr(build, "shared_default", False):  # conftest imported a second time (``from conftest import``)
         return
 
     @functools.cache
@@ -449,4 +449,3 @@ def pytest_collection_modifyitems(config, items):
         return next((i for name, i in rank.items() if path.endswith("tests/" + name)), len(rank))
 
     items[:] = sorted(items, key=key)  # sorted() is stable: the rest stay in collection order
-
