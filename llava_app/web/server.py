@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 PAGE = Path(__file__).resolve().parent / "page"
 CSS = (PAGE / "style.css").read_text(encoding="utf-8")
 JS = page_script((PAGE / "page.js").read_text(encoding="utf-8"))
+#: a script that must run before Gradio's own (``HeadScript``): it ends the animation loops of Gradio's status
+#: trackers once no tracker shows a pending event (an idle page asks for no frames)
+HEAD_SCRIPT = (PAGE / "timer_fix.js").read_text(encoding="utf-8")
 
 #: Gradio's own upload cap, as a multiple of --max-upload-mb
 UPLOAD_HARD_CAP = 4
@@ -50,6 +53,45 @@ class ContentSecurityPolicy:
         return await self.app(scope, receive, send_with_policy)
 
 
+class HeadScript:
+    """ASGI middleware putting ``script`` first in the ``<head>`` of Gradio's pages, before Gradio's scripts.
+
+    Gradio adds what it gets as ``head=`` from its own script, once the page has loaded: too late for a script
+    that must change what Gradio's modules take when they load. Only complete HTML pages with a ``<gradio-app>``
+    change (the page and its login screen); every other response passes as it came.
+    """
+
+    def __init__(self, app, script: str = HEAD_SCRIPT):
+        self.app, self.tag = app, b"<head><script>" + script.encode() + b"</script>"
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "GET":
+            return await self.app(scope, receive, send)
+        held: dict[str, Any] = {}
+        body = bytearray()
+
+        async def send_with_script(message):
+            if message["type"] == "http.response.start":
+                headers = dict(message.get("headers", []))
+                if headers.get(b"content-type", b"").startswith(b"text/html") and b"content-encoding" not in headers:
+                    held["start"] = message  # sent with the body, once its length is known
+                    return
+            elif "start" in held:
+                body.extend(message.get("body", b""))
+                if message.get("more_body"):
+                    return
+                page = bytes(body)
+                if b"<gradio-app" in page:
+                    page = page.replace(b"<head>", self.tag, 1)
+                start = held.pop("start")
+                headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+                await send({**start, "headers": [*headers, (b"content-length", str(len(page)).encode())]})
+                message = {"type": "http.response.body", "body": page}
+            await send(message)
+
+        return await self.app(scope, receive, send_with_script)
+
+
 def launch_kwargs(app: App) -> dict[str, Any]:
     """Arguments for ``demo.launch`` that the app and the tests share."""
     config = app.config
@@ -72,7 +114,7 @@ def launch_kwargs(app: App) -> dict[str, Any]:
         js=JS,
         theme=gr.themes.Soft(),
         show_error=False,
-        app_kwargs={"middleware": [Middleware(ContentSecurityPolicy)]},
+        app_kwargs={"middleware": [Middleware(ContentSecurityPolicy), Middleware(HeadScript)]},
         auth=load_users(config.auth, config.auth_file),
         auth_message="Sign in to use this demo.",
     )

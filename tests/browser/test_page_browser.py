@@ -46,15 +46,18 @@ def pictures(tmp_path_factory) -> list[Path]:
 
 @pytest.fixture
 def open_page(browser, server):
-    """``open_page((width, height), phone=False)``: a new person's page at that size, loaded."""
+    """``open_page((width, height), phone=False)``: a new person's page at that size, loaded (``script``: run
+    before the page's own scripts)."""
     contexts = []
 
-    def make(size, phone=False):
+    def make(size, phone=False, script=None):
         context = browser.new_context(viewport={"width": size[0], "height": size[1]}, is_mobile=phone,
                                       has_touch=phone)
         contexts.append(context)
         page = context.new_page()
         watch_gradio(page)
+        if script:
+            page.add_init_script(script)
         page.goto(server)
         page.wait_for_selector("#question textarea", timeout=WAIT_MS)
         page.wait_for_function("() => localStorage.getItem('llava-app-conversation')", timeout=WAIT_MS)
@@ -442,3 +445,65 @@ def test_a_stream_closed_while_a_question_is_joined_is_opened_again_and_the_answ
     got = page.evaluate(read, False)
     assert [(m["msg"], m.get("event_id")) for m in got] == [("process_completed", "C"), ("close_stream", None)]
     assert len(served) == 3
+
+
+# Before the page's own scripts: counts the animation frames the page asks the browser for.
+COUNT_FRAMES = """(() => {
+  const frame = window.requestAnimationFrame;
+  window.__frames = 0;
+  window.requestAnimationFrame = function (callback) { window.__frames++; return frame.call(window, callback); };
+})()"""
+# The page has asked for no animation frame for a whole second (polled on a timer, which asks for none).
+NO_FRAMES_FOR_A_SECOND = """() => {
+  const now = performance.now(), seen = window.__still;
+  if (!seen || seen.frames !== window.__frames) window.__still = {frames: window.__frames, since: now};
+  return now - window.__still.since >= 1000;
+}"""
+
+
+def test_an_open_page_with_nothing_happening_asks_for_no_frames(open_page, pictures):
+    """Gradio's loading screen leaves an animation loop running for as long as the tab is open (about 7 % of a
+    core in Chromium, a phone's battery); the app's head script ends it. Idle after loading and after an answer."""
+    page = open_page(LAPTOPS[0], script=COUNT_FRAMES)
+    page.wait_for_function(NO_FRAMES_FOR_A_SECOND, polling=100, timeout=15_000)
+    upload(page, pictures[0])
+    wait_captions(page, ["Image 1"])
+    ask(page, "What is in Image 1?")
+    page.wait_for_function(NO_FRAMES_FOR_A_SECOND, polling=100, timeout=15_000)
+
+
+def test_a_pending_event_shown_on_the_page_still_counts_its_seconds(browser):
+    """The head script ends only loops no one sees: a tracker showing a pending event keeps counting (a Gradio
+    page of its own, served with the app's middleware, with an event that runs until it is let go)."""
+    import threading
+
+    import gradio as gr
+    from conftest import free_port
+    from starlette.middleware import Middleware
+
+    from llava_app.web.server import HeadScript
+
+    release = threading.Event()
+    with gr.Blocks() as demo:
+        out = gr.Textbox(elem_id="out")
+        gr.Button("Go", elem_id="go").click(lambda: "done" if release.wait(60) else "late", None, out,
+                                             show_progress="full")
+    demo.queue().launch(prevent_thread_lock=True, quiet=True, server_name="127.0.0.1", server_port=free_port(),
+                        app_kwargs={"middleware": [Middleware(HeadScript)]})
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.add_init_script(COUNT_FRAMES)
+        page.goto(demo.local_url)
+        page.wait_for_selector("#go", timeout=WAIT_MS)
+        page.wait_for_function(NO_FRAMES_FOR_A_SECOND, polling=100, timeout=15_000)  # the loading loop ended
+        page.click("#go")
+        seconds = "() => /[|] *[1-9][0-9]*[.][0-9]/.test(document.querySelector('.progress-text')?.innerText || '')"
+        page.wait_for_function(seconds, polling=100, timeout=15_000)  # "processing | 1.2s": its seconds go on
+        release.set()
+        page.wait_for_function("() => document.querySelector('#out textarea').value === 'done'", timeout=WAIT_MS)
+        page.wait_for_function(NO_FRAMES_FOR_A_SECOND, polling=100, timeout=15_000)
+    finally:
+        release.set()
+        context.close()
+        demo.close()
