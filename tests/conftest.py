@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
+from client_streams import keep_answers_joined_as_the_stream_closes
 from PIL import Image
 
 # Tests never reach the Hugging Face Hub (there is no network here, and a test must not
@@ -58,6 +59,7 @@ def _one_ssl_context_per_process() -> None:
 
 
 _one_ssl_context_per_process()
+keep_answers_joined_as_the_stream_closes()
 
 
 TINY_FAMILIES = ["tiny-random", "tiny-random-llava-next", "tiny-random-llava-onevision"]
