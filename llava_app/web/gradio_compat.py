@@ -140,3 +140,45 @@ def skip_absent_matplotlib() -> None:
 
     if "matplotlib" not in sys.modules and importlib.util.find_spec("matplotlib") is None:
         sys.modules["matplotlib"] = None  # type: ignore[assignment]
+
+
+#: how long Gradio's start-up check may wait for the new server to answer, and each of its tries
+STARTUP_CHECK_S, STARTUP_TRY_S = 60.0, 3.0
+
+
+def url_answers(url: str, deadline_s: float = STARTUP_CHECK_S, try_s: float = STARTUP_TRY_S) -> bool:
+    """Gradio's check that the server it just started answers (``networking.url_ok``), patient with a slow one.
+
+    Gradio gives up at the first request that takes over 3 s and then refuses to start ("When localhost is not
+    accessible, a shareable link must be created"): a server on a busy machine (two cores shared with a model
+    loading beside it, a test suite) can take that long to render its first page. Here a slow answer is asked
+    again until ``deadline_s``; a refused connection still fails at once, and so do five wrong answers.
+    """
+    import time
+
+    import httpx
+
+    end, wrong = time.monotonic() + deadline_s, 0
+    while True:
+        try:
+            status = httpx.head(url, timeout=try_s, verify=False).status_code
+        except httpx.TimeoutException:
+            status = None
+        except (ConnectionError, httpx.ConnectError):
+            return False
+        if status in (200, 401, 301, 302, 303, 307, 308):  # Gradio's (401, 30x: a login or a redirect)
+            return True
+        wrong += status is not None
+        if wrong >= 5 or time.monotonic() >= end:
+            return False
+        time.sleep(0.5)
+
+
+def patient_startup_check() -> None:
+    """Gradio's start-up check waits for a slow server (``url_answers``); checked before use, as above."""
+    from gradio import networking
+
+    if not callable(getattr(networking, "url_ok", None)):
+        log.warning("this Gradio version has no networking.url_ok: its own start-up check is used")
+        return
+    networking.url_ok = url_answers

@@ -14,7 +14,7 @@ from starlette.middleware import Middleware
 from llava_app.application import App
 from llava_app.config import Config
 from llava_app.web.auth import load_users
-from llava_app.web.gradio_compat import poll_queue_less, skip_absent_matplotlib
+from llava_app.web.gradio_compat import patient_startup_check, poll_queue_less, skip_absent_matplotlib
 from llava_app.web.i18n import I18N, page_script
 
 log = logging.getLogger(__name__)
@@ -164,6 +164,7 @@ def launch(app: App, demo: gr.Blocks, **extra: Any) -> None:
     Gradio is still starting up (before its own wait, which catches Ctrl+C, begins).
     """
     skip_absent_matplotlib()
+    patient_startup_check()
     blocking = not extra.get("prevent_thread_lock")
     if blocking:
         stop_on_signals()
