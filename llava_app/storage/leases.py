@@ -111,7 +111,8 @@ class Leases:
         self._clock = clock
         self._alive = alive
         self._written = False  # and ``remove`` registered to run at exit
-        self._write_lock = threading.Lock()  # one writer of the temporary file
+        self._withdrawn = False  # removed at exit: never written again
+        self._write_lock = threading.Lock()  # one writer of the temporary file; ``remove`` waits for it
 
     @property
     def path(self) -> Path:
@@ -129,6 +130,8 @@ class Leases:
                 self._write(())
 
     def _write(self, hashes: Iterable[str]) -> None:
+        if self._withdrawn:
+            return
         self.folder.mkdir(parents=True, exist_ok=True)
         record = {"id": self.id, "pid": os.getpid(), "host": self.host, "interval_s": self.interval_s,
                   "written": self._clock(), "hashes": sorted(hashes)}
@@ -140,9 +143,16 @@ class Leases:
             self._written = True
 
     def remove(self) -> None:
-        """Withdraw this instance's lease (a clean exit)."""
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+        """Withdraw this instance's lease (a clean exit), for good.
+
+        It runs at exit, while the housekeeping thread may still be in a sweep: a rewrite of the lease after
+        the unlink would leave it behind a process that is gone (seen once in a suite run, after SIGTERM).
+        The withdrawal waits for a write in progress, and no write comes after it.
+        """
+        with self._write_lock:
+            self._withdrawn = True
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
 
     def others(self) -> list[Lease]:
         """The fresh leases of other instances; stale ones are deleted, unreadable ones left alone."""

@@ -125,6 +125,40 @@ def test_a_clean_exit_withdraws_the_lease_and_a_crashed_process_counts_for_nothi
     assert not leases[0].exists()
 
 
+def test_a_withdrawn_lease_stays_withdrawn_when_a_sweep_writes_after_it(tmp_path, clock):
+    """At exit the lease is withdrawn while the housekeeping thread may still be in a sweep: a sweep that writes
+    after it, or is writing as it comes, leaves no lease behind a process that is gone."""
+    store = ImageStore(tmp_path / "images", clock=clock)
+    store.put(_picture("red"))
+    leases = store.leases
+    assert leases.path.exists()
+    leases.remove()
+    leases.write({"a" * 64})  # the sweep that ran on after the exit began
+    leases.ensure()
+    assert not leases.path.exists()
+
+    other = ImageStore(tmp_path / "images2", clock=clock).leases
+    other.ensure()
+    writing, go_on = threading.Event(), threading.Event()
+    original = other._write
+
+    def slow_write(hashes):
+        writing.set()
+        go_on.wait(10)
+        original(hashes)
+
+    other._write = slow_write
+    sweep = threading.Thread(target=other.write, args=({"b" * 64},))
+    sweep.start()
+    assert writing.wait(10)
+    withdraw = threading.Thread(target=other.remove)
+    withdraw.start()  # waits for the write in progress
+    go_on.set()
+    sweep.join(10)
+    withdraw.join(10)
+    assert not other.path.exists()
+
+
 def test_a_lease_of_another_host_is_judged_by_its_age_alone(tmp_path, clock):
     a = ImageStore(tmp_path / "img", clock=clock)
     used = a.put(_picture("red"))
