@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import ask_and_wait, launched_app, wait_page_loaded, watch_gradio
+from conftest import ask_and_wait, free_port, launched_app, wait_page_loaded, watch_gradio
 from PIL import Image
 
 pytestmark = pytest.mark.browser
@@ -478,7 +478,6 @@ def test_a_pending_event_shown_on_the_page_still_counts_its_seconds(browser):
     import threading
 
     import gradio as gr
-    from conftest import free_port
     from starlette.middleware import Middleware
 
     from llava_app.web.server import HeadScript
