@@ -88,8 +88,14 @@ def captions(page) -> list[str]:
 
 
 def wait_captions(page, expected: list[str]) -> None:
-    page.wait_for_function("(want) => JSON.stringify([...document.querySelectorAll('#gallery .caption-label')]"
-                           ".map(e => e.innerText.trim())) === JSON.stringify(want)", arg=expected, timeout=WAIT_MS)
+    from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+
+    try:
+        page.wait_for_function("(want) => JSON.stringify([...document.querySelectorAll('#gallery .caption-label')]"
+                               ".map(e => e.innerText.trim())) === JSON.stringify(want)", arg=expected, timeout=WAIT_MS)
+    except PlaywrightTimeoutError:
+        notice = page.locator("#notice").inner_text(timeout=1000) if page.locator("#notice").count() else ""
+        raise AssertionError(f"the strip shows {captions(page)}, not {expected}; notice: {notice!r}") from None
 
 
 def ask(page, text: str) -> None:
@@ -273,19 +279,36 @@ CAMERA_READY = """() => document.querySelector('#camera [aria-label="capture pho
   || [...document.querySelectorAll('#camera button')].some(b => b.innerText.includes('Access Webcam'))"""
 
 
-def take_photo(page, opener: str, played: float) -> None:
-    """Open the camera with ``opener`` and take a photo once its video has played ``played`` seconds
-    (Chromium's fake camera: a test pattern that changes with every frame, from the same first frame each time
-    the camera opens; two photos taken as soon as frames come can be the same picture, kept once)."""
+# A digest of the camera's current frame (null while no lit frame shows): the photo the page takes is a drawing
+# of that frame, and a frame drawn twice is the same picture, which the strip keeps once.
+CAMERA_FRAME = """() => { const v = document.querySelector('#camera video');
+  if (!v || !v.videoWidth || v.readyState < 2) return null;
+  const c = document.createElement('canvas'); c.width = v.videoWidth; c.height = v.videoHeight;
+  const g = c.getContext('2d', {willReadFrequently: true}); g.drawImage(v, 0, 0);
+  const d = g.getImageData(0, 0, c.width, c.height).data; let h = 0, lit = 0;
+  for (let i = 0; i < d.length; i += 4) { h = (Math.imul(h, 31) + d[i] + 3 * d[i + 1] + 7 * d[i + 2]) | 0;
+    lit |= d[i] | d[i + 1] | d[i + 2]; }
+  return lit ? String(h) : null; }"""
+
+
+def take_photo(page, opener: str, played: float, taken: list[str]) -> None:
+    """Open the camera with ``opener`` and take a photo once its video has played ``played`` seconds and shows a
+    frame none of the photos ``taken`` before showed (Chromium's fake camera: a test pattern that changes with
+    every frame, from the same first frame each time the camera opens; in a starved renderer the video's clock
+    runs ahead of the frames it shows). The frames shown just before and after the click join ``taken``."""
     page.click(opener)
     page.wait_for_function(CAMERA_READY, timeout=WAIT_MS)
     capture = page.locator("#camera").get_by_role("button", name="capture photo")
     if not capture.count():
         page.locator("#camera").get_by_text("Access Webcam").click()
-    page.wait_for_function("(played) => { const v = document.querySelector('#camera video'); return v "
-                           "&& v.videoWidth > 0 && v.readyState >= 2 && v.currentTime >= played; }", arg=played,
-                           timeout=WAIT_MS)
+    page.wait_for_function("([played, taken]) => { const v = document.querySelector('#camera video'); "
+                           "if (!v || v.currentTime < played) return false; "
+                           f"const frame = ({CAMERA_FRAME})(); return frame !== null && !taken.includes(frame); }}",
+                           arg=[played, taken], polling=100, timeout=WAIT_MS)
+    before = page.evaluate(CAMERA_FRAME)
     capture.click()
+    after = page.evaluate(CAMERA_FRAME)
+    taken.extend(frame for frame in (before, after) if frame is not None)
 
 
 def test_the_camera_adds_the_next_picture_clear_all_asks_and_undoes_and_a_reload_shows_the_same(open_page,
@@ -293,10 +316,11 @@ def test_the_camera_adds_the_next_picture_clear_all_asks_and_undoes_and_a_reload
     page = open_page(LAPTOPS[1])
     upload(page, pictures[0])
     wait_captions(page, ["Image 1"])
-    take_photo(page, "#camera-open", played=0.1)  # from the question box
+    taken: list[str] = []
+    take_photo(page, "#camera-open", played=0.1, taken=taken)  # from the question box
     wait_captions(page, ["Image 1", "Image 2"])  # joins the others, which stay in view
     page.locator("#camera-box").wait_for(state="hidden")
-    take_photo(page, "#camera-strip", played=0.6)  # and from the strip: another frame
+    take_photo(page, "#camera-strip", played=0.6, taken=taken)  # and from the strip: another frame
     wait_captions(page, ["Image 1", "Image 2", "Image 3"])
     ask(page, "What is in Image 2?")
     # Clear all asks first; nothing goes until the person says so, and Undo puts it all back.
