@@ -23,13 +23,18 @@ def load_processor(path: str, **hub_kwargs):
 
     from llava_app.engine.local.processors import STOCK_PROCESSORS, make_image_only_onevision_processor
 
-    try:
+    config = AutoConfig.from_pretrained(path, **hub_kwargs)
+    if config.model_type not in STOCK_PROCESSORS:
         return AutoProcessor.from_pretrained(path, **hub_kwargs)
-    except (ImportError, AttributeError, OSError, ValueError, TypeError) as exc:
-        config = AutoConfig.from_pretrained(path, **hub_kwargs)
-        if config.model_type not in STOCK_PROCESSORS:
-            raise
-        log.info("loading the %s processor without video support (%s)", config.model_type, type(exc).__name__)
+    if not _has_torchvision():
+        # The stock processor's video half needs torchvision: trying it would read the tokenizer (a second or
+        # more for a 150k vocabulary) only to fail, and the fallback reads it again.
+        log.info("loading the %s processor without video support (no torchvision)", config.model_type)
+    else:
+        try:
+            return AutoProcessor.from_pretrained(path, **hub_kwargs)
+        except (ImportError, AttributeError, OSError, ValueError, TypeError) as exc:
+            log.info("loading the %s processor without video support (%s)", config.model_type, type(exc).__name__)
     if config.model_type != "llava_onevision":
         return _image_only_qwen_processor(path, STOCK_PROCESSORS[config.model_type], **hub_kwargs)
     from transformers import AutoTokenizer
@@ -57,6 +62,13 @@ def load_processor(path: str, **hub_kwargs):
     if tmpl_file:
         chat_template = Path(tmpl_file).read_text()
     return make_image_only_onevision_processor(image_processor, tokenizer, chat_template=chat_template, **extra)
+
+
+def _has_torchvision() -> bool:
+    """Whether torchvision can be imported (transformers' stock Qwen-VL and OneVision processors need it)."""
+    import importlib.util
+
+    return importlib.util.find_spec("torchvision") is not None
 
 
 def _chat_template(path: str, tokenizer, **hub_kwargs) -> str | None:

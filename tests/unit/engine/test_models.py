@@ -147,6 +147,28 @@ def test_a_local_folder_loads(tiny_model_path, store):
     assert not backend.is_random  # a folder is a real model as far as the app knows
 
 
+@pytest.mark.parametrize("torchvision", [False, True], ids=["without-torchvision", "with-torchvision"])
+def test_a_stock_processor_is_tried_only_where_it_can_load(torchvision, tiny_model_path, monkeypatch):
+    """OneVision's and Qwen-VL's stock processors need torchvision for their video half. Without it the
+    image-only processor is made at once: the tokenizer (a second or more for Qwen's 150k vocabulary) is read
+    once, not once for the stock processor that fails and again for ours."""
+    from transformers import AutoProcessor, AutoTokenizer
+
+    from llava_app.engine.local import models
+
+    monkeypatch.setattr(models, "_has_torchvision", lambda: torchvision)
+    calls: list[str] = []
+    for cls in (AutoProcessor, AutoTokenizer):
+        real = cls.from_pretrained
+        monkeypatch.setattr(cls, "from_pretrained", lambda *a, _real=real, _name=cls.__name__, **k:
+                            calls.append(_name) or _real(*a, **k))
+    processor = models.load_processor(str(tiny_model_path("tiny-random-llava-onevision")))
+    assert type(processor).__name__ == "ImageOnlyLlavaOnevisionProcessor" and processor.tokenizer is not None
+    assert calls.count("AutoProcessor") == (1 if torchvision else 0)
+    if not torchvision:
+        assert calls == ["AutoTokenizer"]
+
+
 def test_unknown_model_is_one_clear_line(store, monkeypatch):
     from llava_app.engine.local.backend import LocalBackend
 
