@@ -152,7 +152,9 @@ def test_a_withdrawn_lease_stays_withdrawn_when_a_sweep_writes_after_it(tmp_path
     sweep.start()
     assert writing.wait(10)
     withdraw = threading.Thread(target=other.remove)
-    withdraw.start()  # waits for the write in progress
+    withdraw.start()
+    withdraw.join(0.5)
+    assert withdraw.is_alive()  # it waits for the write in progress, rather than unlinking under it
     go_on.set()
     sweep.join(10)
     withdraw.join(10)
