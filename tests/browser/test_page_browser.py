@@ -95,7 +95,9 @@ def wait_captions(page, expected: list[str]) -> None:
                                ".map(e => e.innerText.trim())) === JSON.stringify(want)", arg=expected, timeout=WAIT_MS)
     except PlaywrightTimeoutError:
         notice = page.locator("#notice").inner_text(timeout=1000) if page.locator("#notice").count() else ""
-        raise AssertionError(f"the strip shows {captions(page)}, not {expected}; notice: {notice!r}") from None
+        sent = page.evaluate("window.__sent || []")  # with SENT_LOG: what the page captured and sent
+        raise AssertionError(f"the strip shows {captions(page)}, not {expected}; notice: {notice!r}"
+                             + "".join(f"\n  {line}" for line in sent)) from None
 
 
 def ask(page, text: str) -> None:
@@ -291,6 +293,30 @@ CAMERA_FRAME = """() => { const v = document.querySelector('#camera video');
   return lit ? String(h) : null; }"""
 
 
+# Run before the page's scripts: a log of each picture the page draws to a blob (its size and digest), each
+# upload's answer and each event it sends (the start of the request), for wait_captions to show on a failure.
+SENT_LOG = """window.__sent = [];
+const note = (m) => window.__sent.push((performance.now() / 1000).toFixed(3) + ' ' + m.slice(0, 400));
+const toBlob = HTMLCanvasElement.prototype.toBlob;
+HTMLCanvasElement.prototype.toBlob = function (done, ...rest) {
+  note('drawn ' + this.width + 'x' + this.height);
+  return toBlob.call(this, (blob) => {
+    blob.arrayBuffer().then((b) => crypto.subtle.digest('SHA-256', b)).then((d) => note('blob ' + blob.size + ' '
+      + Array.from(new Uint8Array(d).slice(0, 6), (x) => x.toString(16).padStart(2, '0')).join('')));
+    done(blob);
+  }, ...rest);
+};
+const fetch_ = window.fetch;
+window.fetch = async function (resource, options) {
+  const url = String(resource && resource.url || resource);
+  const sent = url.includes('/queue/join') && options && typeof options.body === 'string';
+  if (sent) note('event ' + options.body);
+  const response = await fetch_.apply(this, arguments);
+  if (url.includes('/upload?')) response.clone().text().then((t) => note('uploaded ' + t));
+  return response;
+};"""
+
+
 def take_photo(page, opener: str, played: float, taken: list[str]) -> None:
     """Open the camera with ``opener`` and take a photo once its video has played ``played`` seconds and shows a
     frame none of the photos ``taken`` before showed (Chromium's fake camera: a test pattern that changes with
@@ -313,7 +339,7 @@ def take_photo(page, opener: str, played: float, taken: list[str]) -> None:
 
 def test_the_camera_adds_the_next_picture_clear_all_asks_and_undoes_and_a_reload_shows_the_same(open_page,
                                                                                                  pictures):
-    page = open_page(LAPTOPS[1])
+    page = open_page(LAPTOPS[1], script=SENT_LOG)
     upload(page, pictures[0])
     wait_captions(page, ["Image 1"])
     taken: list[str] = []
