@@ -27,6 +27,8 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 # the engine tests took 22% less CPU time, and no longer, with one). Set before anything imports torch.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+import llava_app.web  # noqa: E402,F401  before any test module imports gradio: its stub rewriting is left out, as in the app
+
 
 def _one_ssl_context_per_process() -> None:
     """httpx builds a new SSL context, loading the system's certificate bundle, for every client it makes: about
