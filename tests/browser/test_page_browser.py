@@ -389,6 +389,18 @@ def test_a_too_big_upload_says_its_size_and_the_limit(open_page, tmp_path):
     assert page.locator("#limits").inner_text().strip().startswith("0 of 6 images")
 
 
+def click_stop_while_answering(page) -> None:
+    """Stop, pressed while the answer is still being written; if it ended first, the failure says how."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+
+    try:
+        page.click("#stop", timeout=10_000)
+    except PlaywrightTimeoutError:
+        chat, notice = page.locator("#chatbot").inner_text(), page.locator("#notice").inner_text()
+        raise AssertionError(f"the answer ended before Stop ({len(chat)} characters in the chat); its end: "
+                             f"{chat[-300:]!r}; notice: {notice!r}") from None
+
+
 def test_waiting_shows_in_the_chat_and_regenerate_at_temperature_zero_samples(open_page, pictures):
     first, second = open_page(LAPTOPS[0]), open_page(LAPTOPS[0])
     first.locator("#parameters > button.label-wrap").click()
@@ -402,7 +414,7 @@ def test_waiting_shows_in_the_chat_and_regenerate_at_temperature_zero_samples(op
     second.click("#send")
     second.wait_for_function("() => document.querySelector('#chatbot').innerText.includes('1st in line')",
                              timeout=WAIT_MS)
-    first.click("#stop")
+    click_stop_while_answering(first)
     second.wait_for_function("() => document.querySelectorAll('#chatbot .answer-footer').length == 1",
                              timeout=WAIT_MS)
     assert "1st in line" not in second.locator("#chatbot").inner_text()  # the place gave way to the answer
