@@ -14,10 +14,13 @@ works, it only keeps Gradio's records longer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.abc
 import importlib.machinery
 import logging
 import sys
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -228,3 +231,45 @@ def no_stubs_at_import() -> None:
     if "gradio" in sys.modules or any(isinstance(f, _NoStubsAtImport) for f in sys.meta_path):
         return
     sys.meta_path.insert(0, _NoStubsAtImport())
+
+
+#: how deep this thread is in ``app_made_at_launch`` (Gradio's app is not built while it is in one)
+_building = threading.local()
+
+
+def _skipped_while_building(create):
+    """``App.create_app`` that builds nothing (returns None) in a thread inside ``app_made_at_launch``."""
+
+    def create_app(*args, **kwargs):
+        if getattr(_building, "depth", 0):
+            return None
+        return create(*args, **kwargs)
+
+    create_app.skips_while_building = True
+    return create_app
+
+
+@contextlib.contextmanager
+def app_made_at_launch() -> Iterator[None]:
+    """Gradio's FastAPI app built once, at ``launch()``, not also before it: a third of a launch's CPU.
+
+    Gradio builds its app (FastAPI, about 80 routes, each with its pydantic models) when a ``Blocks`` is
+    made (its ``__init__`` calls ``queue()``), when its ``with`` block ends, when ``queue()`` is called and
+    at ``launch()``; only the last is served. Building the page and queueing it inside this context, in this
+    thread, leaves the first three out: 0.57 of 1.26 CPU-s per launch here (``demo.app`` is None until
+    ``launch()``). Other threads build as before; checked before use: without the method, one warning.
+    """
+    from gradio.routes import App
+
+    current = App.__dict__.get("create_app")
+    if not isinstance(current, staticmethod):
+        log.warning("this Gradio version has no App.create_app: its app is built at every step up to launch")
+        yield
+        return
+    if not getattr(current.__func__, "skips_while_building", False):
+        App.create_app = staticmethod(_skipped_while_building(current.__func__))
+    _building.depth = getattr(_building, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        _building.depth -= 1

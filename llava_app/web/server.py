@@ -14,7 +14,12 @@ from starlette.middleware import Middleware
 from llava_app.application import App
 from llava_app.config import Config
 from llava_app.web.auth import load_users
-from llava_app.web.gradio_compat import patient_startup_check, poll_queue_less, skip_absent_matplotlib
+from llava_app.web.gradio_compat import (
+    app_made_at_launch,
+    patient_startup_check,
+    poll_queue_less,
+    skip_absent_matplotlib,
+)
 from llava_app.web.i18n import I18N, page_script
 
 log = logging.getLogger(__name__)
@@ -169,7 +174,8 @@ def launch(app: App, demo: gr.Blocks, **extra: Any) -> None:
     if blocking:
         stop_on_signals()
     try:
-        demo.queue(**queue_kwargs(app.config))
+        with app_made_at_launch():
+            demo.queue(**queue_kwargs(app.config))
         poll_queue_less(demo)
         demo.launch(**launch_kwargs(app), **extra)
     except KeyboardInterrupt as stop:

@@ -148,9 +148,14 @@ def test_stop_mid_stream_frees_the_upstream_engine(upstreams, tmp_path, image_fi
         assert ctx["turns"][0]["stopped"] is True and ctx["turns"][0]["assistant"].strip()
 
 
-def test_a_remote_only_app_imports_neither_torch_nor_transformers(upstreams, tmp_path):
+def test_a_remote_only_app_imports_neither_torch_nor_transformers_and_gradio_reads_no_stubs(upstreams, tmp_path):
+    """A remote-only start, in a fresh interpreter: no torch, no transformers, and Gradio imported without
+    rewriting its components' type stubs (web/gradio_compat.no_stubs_at_import; the files it opens are seen
+    through an audit hook)."""
     code = (
         "import sys\n"
+        "opened = []\n"
+        "sys.addaudithook(lambda e, a: e == 'open' and isinstance(a[0], str) and opened.append(a[0]))\n"
         "import llava_app.chat.conversation, llava_app.chat.service, llava_app.storage.images, llava_app.engine\n"
         "from llava_app.config import parse_config\n"
         "from llava_app.application import create_app\n"
@@ -162,11 +167,13 @@ def test_a_remote_only_app_imports_neither_torch_nor_transformers(upstreams, tmp
         "build_demo(app)\n"
         "launch_kwargs(app)\n"
         "print('HEAVY', sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers')))\n"
+        "print('STUBS', sorted({p for p in opened if p.endswith('.pyi') and '/gradio/' in p}))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=_env(), capture_output=True, text=True,
                          timeout=180)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "HEAVY []" in out.stdout
+    assert "STUBS []" in out.stdout, out.stdout[-2000:]
 
 
 def test_the_app_refuses_to_start_without_its_server_in_one_line(tmp_path):

@@ -10,7 +10,7 @@ import gradio as gr
 from llava_app.application import EXPORT_KINDS, App
 from llava_app.chat.conversation import Conversation
 from llava_app.chat.examples import Example, available_examples
-from llava_app.web.gradio_compat import GradioSessions, without_load_event
+from llava_app.web.gradio_compat import GradioSessions, app_made_at_launch, without_load_event
 from llava_app.web.handlers import Handlers
 from llava_app.web.handlers.outputs import Attached, Captured, Cleared, Sent, Strip
 from llava_app.web.handlers.session import SessionHandlers
@@ -32,7 +32,7 @@ def build_demo(app: App) -> gr.Blocks:
     # served as static files, gradio does not re-hash every picture of the chat (megabytes each) on
     # every streamed update.
     gr.set_static_paths([str(app.shown.root)])
-    with gr.Blocks(title="llava-app · chat with your photos", fill_width=True) as demo:
+    with app_made_at_launch(), gr.Blocks(title="llava-app · chat with your photos", fill_width=True) as demo:
         handlers = Handlers(app, GradioSessions(demo))
         page = _layout(app, handlers)
         _wire_images(page, handlers)
