@@ -394,7 +394,7 @@ def click_stop_while_answering(page) -> None:
     from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
     try:
-        page.click("#stop", timeout=10_000)
+        page.click("#stop")
     except PlaywrightTimeoutError:
         chat, notice = page.locator("#chatbot").inner_text(), page.locator("#notice").inner_text()
         raise AssertionError(f"the answer ended before Stop ({len(chat)} characters in the chat); its end: "
