@@ -10,7 +10,7 @@ import gradio as gr
 from llava_app.application import EXPORT_KINDS, App
 from llava_app.chat.conversation import Conversation
 from llava_app.chat.examples import Example, available_examples
-from llava_app.web.gradio_compat import GradioSessions, app_made_at_launch, without_load_event
+from llava_app.web.gradio_compat import GradioSessions, app_made_at_launch, hidden_progress_to, without_load_event
 from llava_app.web.handlers import Handlers
 from llava_app.web.handlers.outputs import Attached, Captured, Cleared, Sent, Strip
 from llava_app.web.handlers.session import SessionHandlers
@@ -42,6 +42,7 @@ def build_demo(app: App) -> gr.Blocks:
         branches.wire(page, handlers)
         _wire_session(page, handlers, demo)
         _wire_preferences(page, handlers.session, demo, app)
+        hidden_progress_to(demo, page.state)  # the conversation's State: never drawn, no value in the page
     app.service.on_client_gone(handlers.context.gradio.drop)
     return demo
 
@@ -249,9 +250,11 @@ def _then_generate(event, page: Page, handlers: Handlers, generate: Callable | N
 def _wire_images(page: Page, handlers: Handlers) -> None:
     outputs = page.outputs(Strip)
     media = [page.frames, page.pages]  # the person's choices for videos and PDFs
+    # Progress on the strip, where the person looks (not on the notice, limits and meter it also fills).
     page.gallery.upload(handlers.chat.on_upload, [page.gallery, page.state, *media], outputs, api_visibility="private",
-                        show_progress="minimal")
-    page.gallery.delete(handlers.chat.on_delete, [page.gallery, page.state], outputs, api_visibility="private")
+                        show_progress="minimal", show_progress_on=[page.gallery])
+    page.gallery.delete(handlers.chat.on_delete, [page.gallery, page.state], outputs, api_visibility="private",
+                        show_progress_on=[page.gallery])
     page.gallery.change(handlers.chat.on_gallery_change, [page.gallery, page.state], outputs, api_visibility="private",
                         show_progress="hidden")
     strip, quick = page.strip, dict(api_visibility="private", queue=False, show_progress="hidden")

@@ -48,3 +48,23 @@ def test_regenerate_chains_its_own_answer_and_send_the_ordinary_one(tmp_path):
         demo.close()
     finally:
         app.close()
+
+
+def test_events_that_show_no_progress_send_their_statuses_where_nothing_is_copied(tmp_path):
+    """Gradio's page hands every status of an event (each streamed token's too) to each component it counts as
+    showing that event's progress, copying the component's whole value each time: an event that shows none
+    names the conversation's State, never drawn; the strip's upload and delete show theirs on the strip alone."""
+    app = create_app(Config(model="recording-fake", data_dir=str(tmp_path / "data")), backend=RecordingBackend())
+    try:
+        demo = build_demo(app)
+        config = demo.get_config_file()
+        ids = {c["props"].get("elem_id"): c["id"] for c in config["components"]}
+        states = [c["id"] for c in config["components"] if c["type"] == "state"]
+        shown_on = {demo.fns[d["id"]].name: d["show_progress_on"] for d in config["dependencies"]}
+        hidden = [d for d in config["dependencies"] if d["show_progress"] == "hidden"]
+        assert len(hidden) > 50 and {tuple(d["show_progress_on"] or ()) for d in hidden} == {(states[0],)}
+        assert "on_generate" in {demo.fns[d["id"]].name for d in hidden}
+        assert shown_on["on_upload"] == shown_on["on_delete"] == [ids["gallery"]]
+        demo.close()
+    finally:
+        app.close()
