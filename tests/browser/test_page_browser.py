@@ -426,6 +426,19 @@ def test_waiting_shows_in_the_chat_and_regenerate_at_temperature_zero_samples(op
                              timeout=WAIT_MS)
     second.wait_for_function("() => document.querySelectorAll('#chatbot .answer-footer').length == 1 "
                              "&& !document.querySelector('#send').disabled", timeout=WAIT_MS)
+    # A question stopped while it waits in line comes back to its box, once the controls are unlocked.
+    first.fill("#question textarea", "Another very long story")
+    first.click("#send")
+    first.wait_for_function("() => !document.querySelector('#stop').disabled", timeout=WAIT_MS)
+    second.fill("#question textarea", "Still my turn?")
+    second.click("#send")
+    second.wait_for_function("() => document.querySelector('#chatbot').innerText.includes('1st in line') "
+                             "&& document.querySelector('#question textarea').value === ''", timeout=WAIT_MS)
+    second.click("#stop")
+    second.wait_for_function("() => document.querySelector('#question textarea').value === 'Still my turn?' "
+                             "&& !document.querySelector('#send').disabled", timeout=WAIT_MS)
+    assert "Still my turn?" not in second.locator("#chatbot").inner_text()  # taken out of the chat
+    click_stop_while_answering(first)
 
 
 def test_a_thumbnail_in_the_chat_opens_large_with_its_label(open_page, pictures):

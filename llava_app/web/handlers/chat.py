@@ -229,7 +229,9 @@ class ChatHandlers:
                           max_new_tokens: float, request: gr.Request | None = None):
         """Stream the pending turn's answer into the chat; a failure is a message, the conversation stays.
 
-        While the answer waits for the engine the chat says where it stands ("2nd in line").
+        While the answer waits for the engine the chat says where it stands ("2nd in line"). The first value of
+        each update is the question given back (a failed or stopped question taken out of the conversation, at
+        the end; None otherwise): the page puts it in the box once the answer is over.
         """
         self._remember_loop()
         lang = language(request)
@@ -242,17 +244,17 @@ class ChatHandlers:
                                                                          report_waiting=True), conv),
                     on_cancel=lambda: self.service.stop(conv)):
                 if isinstance(item, Waiting):
-                    yield gr.update(), conv, *self.views(conv, waiting=item.place, lang=lang)
+                    yield None, conv, *self.views(conv, waiting=item.place, lang=lang)
                 else:
-                    yield gr.update(), conv, *self.views(conv, partial=item, lang=lang)
+                    yield None, conv, *self.views(conv, partial=item, lang=lang)
         except Exception as exc:  # noqa: BLE001 - the page must survive any engine fault
             self.warn(page_message(exc, lang), lang)
             # A failed question taken back from the conversation returns to the box (a cut-off
             # answer keeps its turn, and the box stays as it is).
-            yield (pending if len(conv.turns) < n_turns else gr.update()), conv, *self.views(conv, lang=lang)
+            yield (pending if len(conv.turns) < n_turns else None), conv, *self.views(conv, lang=lang)
             return
         # Stopped while it waited: the question is back in the box, as after a failure.
-        yield (pending if len(conv.turns) < n_turns else gr.update()), conv, *self.views(conv, lang=lang)
+        yield (pending if len(conv.turns) < n_turns else None), conv, *self.views(conv, lang=lang)
 
     async def on_generate_again(self, conv: Conversation, system_prompt: str, temperature: float, top_p: float,
                                 max_new_tokens: float, request: gr.Request | None = None):

@@ -72,6 +72,7 @@ class Page:
     """The page's components, as ``build_demo`` laid them out."""
 
     state: gr.State
+    returned: gr.State  # the question a failed answer gives back, for the step that unlocks the controls
     browser_key: gr.BrowserState
     model_line: gr.Markdown
     banner: gr.Markdown

@@ -102,8 +102,8 @@ def _layout(app: App, handlers: Handlers) -> Page:
             panels = _panels(config)
             frames, pages = _media_choices(config, handlers.chat.frames_limit)
             picker = _model_picker(app)
-    return Page(state=state, browser_key=browser_key, model_line=header, banner=banner, picker=picker,
-                gallery=strip.gallery, notice=strip.notice, strip=strip, chats_toggle=chats_toggle,
+    return Page(state=state, returned=gr.State(None), browser_key=browser_key, model_line=header, banner=banner,
+                picker=picker, gallery=strip.gallery, notice=strip.notice, strip=strip, chats_toggle=chats_toggle,
                 camera_open=camera_open, examples=examples, chatbot=chatbot, question=question, send=send,
                 stop=stop, regenerate=regenerate, undo=undo, new_chat=new_chat, meter=meter, **panels,
                 limits=strip.limits, settings_toggle=settings, frames=frames, pages=pages, edit=edit, chats=chats)
@@ -240,10 +240,13 @@ def _then_generate(event, page: Page, handlers: Handlers, generate: Callable | N
     event asks for its own), unlock them however it ended (and show the list of earlier chats again: a new title
     or date)."""
     locked = [*page.busy_controls, page.stop]
+    # The question box is not an output of the stream: Gradio rebuilds an output's component (and its config) for
+    # each "no change" it is sent, once a token. A question the answer gave back returns to it at the end.
     done = event.success(lambda: _controls(page, True), None, locked, **LOCK).success(
-        generate or handlers.chat.on_generate, page.settings, [page.question, page.state, *page.views],
+        generate or handlers.chat.on_generate, page.settings, [page.returned, page.state, *page.views],
         **_generation()
-    ).then(lambda: _controls(page, False), None, locked, **LOCK)
+    ).then(lambda returned: (*_controls(page, False), gr.skip() if returned is None else returned), page.returned,
+           [*locked, page.question], **LOCK)
     branches.refresh_list(done, page, handlers)
 
 
