@@ -337,6 +337,29 @@ def take_photo(page, opener: str, played: float, taken: list[str]) -> None:
     taken.extend(frame for frame in (before, after) if frame is not None)
 
 
+def take_another_photo(page, opener: str, played: float, taken: list[str], want: list[str]) -> None:
+    """``take_photo``, again if the photo came out as an earlier one, until the strip shows ``want``.
+
+    Chromium's fake camera plays the same frames from the start each time it opens, and in a starved renderer
+    the frame a photo is drawn from can be one the test never saw (between its looks before and after the click):
+    a later opening can show it again (seen once in about twenty runs: both photos the same PNG, byte for byte).
+    The page then says the picture is already there and keeps the strip as it was, its own rule for a picture sent
+    twice, checked here; the next try waits a second longer into the video."""
+    duplicate = "is already in this conversation as Image"
+    for attempt in range(3):
+        before = page.locator("#notice").inner_text()
+        take_photo(page, opener, played=played + attempt, taken=taken)
+        page.wait_for_function("([want, seen, before]) => JSON.stringify([...document.querySelectorAll("
+                               "'#gallery .caption-label')].map(e => e.innerText.trim())) === JSON.stringify(want) "
+                               "|| (document.querySelector('#notice').innerText.includes(seen) "
+                               "&& document.querySelector('#notice').innerText !== before)",
+                               arg=[want, duplicate, before], timeout=WAIT_MS)
+        if captions(page) == want:
+            return
+        assert duplicate in page.locator("#notice").inner_text() and captions(page) == want[:-1]
+    wait_captions(page, want)  # three tries: fails with what the page drew and sent
+
+
 def test_the_camera_adds_the_next_picture_clear_all_asks_and_undoes_and_a_reload_shows_the_same(open_page,
                                                                                                  pictures):
     page = open_page(LAPTOPS[1], script=SENT_LOG)
@@ -346,8 +369,7 @@ def test_the_camera_adds_the_next_picture_clear_all_asks_and_undoes_and_a_reload
     take_photo(page, "#camera-open", played=0.1, taken=taken)  # from the question box
     wait_captions(page, ["Image 1", "Image 2"])  # joins the others, which stay in view
     page.locator("#camera-box").wait_for(state="hidden")
-    take_photo(page, "#camera-strip", played=0.6, taken=taken)  # and from the strip: another frame
-    wait_captions(page, ["Image 1", "Image 2", "Image 3"])
+    take_another_photo(page, "#camera-strip", 0.6, taken, ["Image 1", "Image 2", "Image 3"])  # and from the strip
     ask(page, "What is in Image 2?")
     # Clear all asks first; nothing goes until the person says so, and Undo puts it all back.
     page.click("#clear-strip")
