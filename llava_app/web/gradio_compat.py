@@ -275,9 +275,9 @@ def app_made_at_launch() -> Iterator[None]:
         _building.depth -= 1
 
 
-def hidden_progress_to(demo: Any, component: Any) -> int:
+def hidden_progress_to(demo: Any, component: Any) -> None:
     """Every event of ``demo`` that shows no progress (``show_progress="hidden"``) sends its statuses to
-    ``component`` (one the page never draws) instead of to its outputs; returns how many events it moved.
+    ``component`` (one the page never draws) instead of to its outputs.
 
     Gradio's page hands each status of an event (pending, every streamed update, done) to every component that
     any event has ever had as an output, and each hand-over copies that component's whole value (and the value of
@@ -286,9 +286,6 @@ def hidden_progress_to(demo: Any, component: Any) -> int:
     Measured in Chromium, the page's renderer: three questions about two pictures 2.0-2.2 CPU-s before, 1.5-1.6
     after; over ten questions 0.66 CPU-s a question before, 0.53 after. Nothing is lost: a hidden progress draws
     nothing. Uses ``show_progress_on``, an event's public setting, once the events are made."""
-    moved = 0
     for fn in demo.fns.values():
         if fn.show_progress == "hidden" and not fn.show_progress_on:
             fn.show_progress_on = [component]
-            moved += 1
-    return moved

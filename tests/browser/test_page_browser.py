@@ -87,12 +87,16 @@ def captions(page) -> list[str]:
     return [t.strip() for t in page.locator("#gallery .caption-label").all_inner_texts()]
 
 
+# The strip's labels are exactly ``want`` (a JavaScript expression of ``want``).
+CAPTIONS_ARE = ("JSON.stringify([...document.querySelectorAll('#gallery .caption-label')]"
+                ".map(e => e.innerText.trim())) === JSON.stringify(want)")
+
+
 def wait_captions(page, expected: list[str]) -> None:
     from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
     try:
-        page.wait_for_function("(want) => JSON.stringify([...document.querySelectorAll('#gallery .caption-label')]"
-                               ".map(e => e.innerText.trim())) === JSON.stringify(want)", arg=expected, timeout=WAIT_MS)
+        page.wait_for_function(f"(want) => {CAPTIONS_ARE}", arg=expected, timeout=WAIT_MS)
     except PlaywrightTimeoutError:
         notice = page.locator("#notice").inner_text(timeout=1000) if page.locator("#notice").count() else ""
         sent = page.evaluate("window.__sent || []")  # with SENT_LOG: what the page captured and sent
@@ -349,8 +353,7 @@ def take_another_photo(page, opener: str, played: float, taken: list[str], want:
     for attempt in range(3):
         before = page.locator("#notice").inner_text()
         take_photo(page, opener, played=played + attempt, taken=taken)
-        page.wait_for_function("([want, seen, before]) => JSON.stringify([...document.querySelectorAll("
-                               "'#gallery .caption-label')].map(e => e.innerText.trim())) === JSON.stringify(want) "
+        page.wait_for_function(f"([want, seen, before]) => {CAPTIONS_ARE} "
                                "|| (document.querySelector('#notice').innerText.includes(seen) "
                                "&& document.querySelector('#notice').innerText !== before)",
                                arg=[want, duplicate, before], timeout=WAIT_MS)
