@@ -9,12 +9,14 @@ import io
 import os
 import shutil
 import socket
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
+from browser_tabs import Tabs
 from client_streams import keep_answers_joined_as_the_stream_closes
 from PIL import Image
 
@@ -26,6 +28,13 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 # several processes on two cores, where a second thread each only spins waiting for the other (measured:
 # the engine tests took 22% less CPU time, and no longer, with one). Set before anything imports torch.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Python's bytecode cache on, for the test processes and what they start (app.py, engine processes), whatever
+# PYTHONDONTWRITEBYTECODE the shell has (this machine's image sets it): without the cache every test process
+# compiles llava_app and the tests again, and pytest rewrites every test module's asserts again. Measured: test
+# collection in one process took 6.1-6.7 CPU-s without it, 3.8-4.0 with. The files go to __pycache__ folders
+# (in .gitignore) as a plain Python run writes them.
+sys.dont_write_bytecode = False
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 
 import llava_app.web  # noqa: E402,F401  before any test module imports gradio: its stub rewriting is left out, as in the app
 
@@ -292,9 +301,11 @@ def _no_browser(reason: str):
 
 @pytest.fixture(scope="module")
 def browser():
-    """One headless Chromium per test module (each test opens its own context: cookies and storage apart);
-    missing: skipped here, a failure under CI=true. Not one per process: Playwright's sync API keeps an event
-    loop running in the thread while it is open, and a later test's ``asyncio.run`` would find it."""
+    """One headless Chromium per test module (each test opens its own context: cookies and storage apart),
+    as ``browser_tabs.Tabs``: a closed context's tab goes to the next test of the module that asks for the
+    same options, made new (see there); missing: skipped here, a failure under CI=true. Not one per process:
+    Playwright's sync API keeps an event loop running in the thread while it is open, and a later test's
+    ``asyncio.run`` would find it."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
@@ -304,7 +315,9 @@ def browser():
         _no_browser("no Chromium found: install it with `apt-get install chromium` (or set CHROMIUM_PATH)")
     with sync_playwright() as pw:
         chromium = pw.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
-        yield chromium
+        tabs = Tabs(chromium)
+        yield tabs
+        tabs.close()
         chromium.close()
 
 
@@ -448,11 +461,15 @@ def wait_calls_answered(page, since: int, timeout: float = 90_000) -> None:
 # ----- the order the test processes take the modules in ------------------------------------------------
 #: The modules that take longest (a minute or more of a test process each, mostly waiting on servers started
 #: in subprocesses, browsers and streams), started first: pytest-xdist hands each module to the next free
-#: process in collection order, so one of these taken last would run alone at the end of the run.
+#: process in collection order, so one of these taken last would run alone at the end of the run. Among them,
+#: test_batching (half a minute, mostly waiting on answers slowed step by step with ``stream_delay``): taken
+#: with the short modules at the end, where nothing else was left to use the cores, a quarter of both cores sat
+#: idle for its last 25 s.
 LONG_MODULES = [
     "integration/test_benchmarks.py", "browser/test_interrupted_browser.py", "integration/test_shared_data_dir.py",
     "browser/test_browser.py", "integration/test_remote_app.py", "browser/test_page_browser.py",
     "browser/test_branches_browser.py", "unit/engine/test_worker.py", "integration/test_faults.py",
+    "unit/engine/test_batching.py",
     "unit/engine/test_faithful.py", "unit/engine/test_qwen_vl.py", "browser/test_features_browser.py",
     "browser/test_preferences_browser.py",
     "browser/test_reload_browser.py", "integration/test_api.py", "integration/test_load.py",

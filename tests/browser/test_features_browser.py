@@ -104,7 +104,7 @@ def test_examples_load_images_and_questions(browser, app):
         assert _question(page).startswith("Read the receipt in Image 1")
         _wait(lambda: page.locator("#notice").inner_text().strip() == "Added Image 1.", what="the notice")
     finally:
-        page.context.close()
+        browser.close_context(page)
 
 
 def test_the_interface_follows_a_chinese_browser(browser, app):
@@ -130,14 +130,14 @@ def test_the_interface_follows_a_chinese_browser(browser, app):
         _wait(lambda: page.get_by_role("button", name="移除 Image 1", exact=True).count() == 1,
               what="the remove button named in Chinese")
     finally:
-        page.context.close()
+        browser.close_context(page)
     english = _page(browser, url, locale="en-US")
     try:
         _wait(lambda: english.locator("#send").inner_text().strip() == "Send", what="the English Send button")
         assert "Chat with your photos" in english.locator("#title").inner_text()
         assert english.locator("#limits").inner_text().strip().startswith("0 of 6 images")
     finally:
-        english.context.close()
+        browser.close_context(english)
 
 
 def test_like_and_dislike_are_written_to_the_feedback_file(browser, app):
@@ -155,7 +155,7 @@ def test_like_and_dislike_are_written_to_the_feedback_file(browser, app):
         page.locator('#chatbot button[aria-label="Dislike"]').first.click()
         _wait(lambda: len(feedback.read_text().splitlines()) >= 2, what="the second feedback line")
     finally:
-        page.context.close()
+        browser.close_context(page)
     records = [json.loads(line) for line in feedback.read_text().splitlines()]
     mine = [r for r in records if r["turns"][0]["user"] == "Describe Image 1 in detail."]
     assert [r["liked"] for r in mine][:2] == [True, False]
@@ -177,7 +177,7 @@ def test_feedback_is_off_by_default(browser, tmp_path, tiny_cache):
             assert page.locator('#chatbot button[aria-label="Like"]').count() == 0
             assert page.locator("#model-section").count() == 0  # one allowed model: no picker
         finally:
-            page.context.close()
+            browser.close_context(page)
     assert not list(tmp_path.rglob("*.jsonl"))
 
 
@@ -208,7 +208,7 @@ def test_export_then_import_continues_the_conversation(browser, app, tmp_path):
         _send_and_wait(page, 1)
         assert _answers(page) == 2
     finally:
-        page.context.close()
+        browser.close_context(page)
 
 
 def test_model_picker_switches_and_keeps_the_conversation(browser, app):
@@ -234,9 +234,9 @@ def test_model_picker_switches_and_keeps_the_conversation(browser, app):
         page.click("#model-sees")
         _wait(lambda: "Image 1" in page.locator("#prompt-stats").inner_text(), what="the prompt stats")
     finally:
-        page.context.close()
+        browser.close_context(page)
     fresh = _page(browser, url)  # a page opened after the switch names the model in use
     try:
         _wait(lambda: OTHER in fresh.locator("#model-name").inner_text(), what="the model on a new page")
     finally:
-        fresh.context.close()
+        browser.close_context(fresh)

@@ -87,7 +87,7 @@ def test_settings_survive_a_reload_in_this_browser_only(browser, tmp_path, local
         other = _open(browser.new_context(locale="en-US"), url)
         other.click("#parameters")  # its page load has run (``_open``)
         assert _settings(other) == defaults and defaults[0] == config.system_prompt
-        other.context.close()
+        browser.close_context(other)
         context.close()
 
 

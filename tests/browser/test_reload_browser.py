@@ -136,3 +136,70 @@ def test_stop_and_closing_the_tab_end_the_generation(browser, tmp_path, local_ba
         # The tab's session ended too (its unload handler ran): nothing of it stays live.
         assert wait_until(lambda: len(app.service.sessions) == 0, timeout=10) is not None
         context.close()
+
+
+ROUTED = "() => fetch('/routed').then(r => r.text())"
+
+
+def test_a_tab_kept_for_the_next_test_starts_as_in_a_browser_that_never_saw_the_page(browser):
+    """The suite's tab pool (``browser_tabs``): the tab the next test gets is the same tab, with nothing of the
+    last test left in it (storage, cookies, listeners, routes, init scripts, timeout, viewport)."""
+    import http.server
+    import threading
+
+    class Blank(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = b"<!doctype html><title>blank</title>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Blank)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+    options = {"viewport": {"width": 900, "height": 700}, "locale": "en-GB"}
+    try:
+        first = browser.new_context(**options)
+        page = first.new_page()
+        dialogs = []
+        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        page.add_init_script("window.__left = 'an init script of the last test'")
+        page.route("**/routed", lambda route: route.fulfill(body="routed"))
+        page.set_default_timeout(1_000)
+        page.set_viewport_size({"width": 400, "height": 300})
+        page.goto(url)
+        page.evaluate("""() => { localStorage.setItem('kept', '1'); sessionStorage.setItem('tab', '2');
+                                 document.cookie = 'who=last; max-age=3600'; }""")
+        assert page.evaluate("() => window.__left") and page.evaluate("() => document.cookie") == "who=last"
+        assert page.evaluate(ROUTED) == "routed"
+        first.close()
+
+        reused = browser.reused
+        second = browser.new_context(**options)
+        again = second.new_page()
+        assert browser.reused == reused + 1 and again is page, "the closed context's tab was not kept"
+        assert again.url == "about:blank" and again.viewport_size == options["viewport"]
+        again.goto(url)
+        left = again.evaluate("""() => [localStorage.length, sessionStorage.length, document.cookie,
+                                        window.__left ?? null]""")
+        assert left == [0, 0, "", None], left
+        again.evaluate("() => setTimeout(() => alert('for no one'), 0)")  # dismissed by Playwright, not the old handler
+        again.wait_for_timeout(300)
+        assert dialogs == []
+        assert again.evaluate(ROUTED) != "routed"  # the old route is gone
+        again.evaluate("() => setTimeout(() => document.body.append(Object.assign(document.createElement('p'), "
+                       "{id: 'late'})), 1500)")
+        again.wait_for_selector("#late", state="attached")  # past the last test's 1 s: Playwright's default again
+
+        browser.close_context(again)
+        other = browser.new_context(viewport={"width": 900, "height": 700})  # other options: a new tab
+        assert other.new_page() is not page
+        other.close()
+    finally:
+        server.shutdown()
+        server.server_close()
