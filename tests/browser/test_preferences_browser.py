@@ -108,6 +108,9 @@ def test_server_text_follows_a_chinese_browser(browser, tmp_path, local_backend,
               what="the Chinese toast")
         assert toast.first.locator(".toast-title").inner_text().strip().startswith("警告")
         assert "Warning" not in toast.first.inner_text()
+        # The toast comes while the upload's event is still running; its end puts the strip back (empty) and the
+        # refusal in the notice. A file given to the strip before then goes to the drop zone the strip replaces.
+        _wait(lambda: "notes.txt" in page.inner_text("#notice"), what="the refusal in the notice")
         page.locator("#gallery input[type=file]").set_input_files(str(image_files[0]))
         _wait(lambda: "已添加 Image 1。" in page.inner_text("#notice"), what="the Chinese notice")
         # The camera (the strip's own and the question box's) and the picture's remove button, in Chinese

@@ -170,13 +170,13 @@ def test_a_tab_kept_for_the_next_test_starts_as_in_a_browser_that_never_saw_the_
         page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
         page.add_init_script("window.__left = 'an init script of the last test'")
         page.route("**/routed", lambda route: route.fulfill(body="routed"))
-        page.set_default_timeout(1_000)
         page.set_viewport_size({"width": 400, "height": 300})
         page.goto(url)
         page.evaluate("""() => { localStorage.setItem('kept', '1'); sessionStorage.setItem('tab', '2');
                                  document.cookie = 'who=last; max-age=3600'; }""")
         assert page.evaluate("() => window.__left") and page.evaluate("() => document.cookie") == "who=last"
         assert page.evaluate(ROUTED) == "routed"
+        page.set_default_timeout(1_000)
         first.close()
 
         reused = browser.reused
