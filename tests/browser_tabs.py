@@ -88,7 +88,8 @@ class Context:
         self._closed = False
 
     def new_page(self):
-        page, self._kept = (self._kept, None) if self._kept is not None else (self.context.new_page(), None)
+        page = self._kept if self._kept is not None else self.context.new_page()
+        self._kept = None
         self._lent.append(_Lent(page))
         self._tabs._lenders[id(page)] = self
         return page
@@ -121,8 +122,7 @@ class _Lent:
         self.scripts: list[Any] = []
         emitter = page._impl_obj  # Playwright's own listeners (close, crash) stay; the test's are removed
         self.listeners = {event: list(emitter.raw_listeners(event)) for event in emitter.event_names()}
-        self._on_frame = lambda frame: self._saw(frame)
-        page.on("framenavigated", self._on_frame)
+        page.on("framenavigated", self._saw)  # removed in reset() with the test's own listeners
         add_init_script = page.add_init_script
 
         def add_and_note(script=None, path=None):
@@ -162,7 +162,6 @@ class _Lent:
                 script.close()
             del page.add_init_script
             emitter = page._impl_obj
-            page.remove_listener("framenavigated", self._on_frame)
             for event in emitter.event_names():
                 before = self.listeners.get(event, [])
                 for listener in emitter.raw_listeners(event):

@@ -230,6 +230,34 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@contextlib.contextmanager
+def serving(files: dict[str, tuple[str, bytes]]) -> Iterator[str]:
+    """A plain HTTP server on loopback answering GET ``path`` with ``files[path]`` (content type, body) and
+    404 for anything else; yields its address (``http://127.0.0.1:PORT``, no trailing slash)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Files(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the http.server name
+            kind, body = files.get(self.path, ("text/plain", b""))
+            self.send_response(200 if self.path in files else 404)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Files)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 class Launched(NamedTuple):
     """A running app: its URL (with a trailing slash), its parts, and the Gradio page."""
 

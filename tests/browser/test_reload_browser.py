@@ -8,7 +8,7 @@ Debian Chromium; skipped where there is none, except under CI=true where that fa
 from __future__ import annotations
 
 import pytest
-from conftest import launched_app, wait_page_loaded, watch_gradio
+from conftest import launched_app, serving, wait_page_loaded, watch_gradio
 from hardening import cpu_rate, generation_threads, wait_until
 
 from llava_app.config import Config
@@ -144,26 +144,9 @@ ROUTED = "() => fetch('/routed').then(r => r.text())"
 def test_a_tab_kept_for_the_next_test_starts_as_in_a_browser_that_never_saw_the_page(browser):
     """The suite's tab pool (``browser_tabs``): the tab the next test gets is the same tab, with nothing of the
     last test left in it (storage, cookies, listeners, routes, init scripts, timeout, viewport)."""
-    import http.server
-    import threading
-
-    class Blank(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            body = b"<!doctype html><title>blank</title>"
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Blank)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/"
     options = {"viewport": {"width": 900, "height": 700}, "locale": "en-GB"}
-    try:
+    with serving({"/": ("text/html", b"<!doctype html><title>blank</title>")}) as address:
+        url = address + "/"
         first = browser.new_context(**options)
         page = first.new_page()
         dialogs = []
@@ -200,6 +183,3 @@ def test_a_tab_kept_for_the_next_test_starts_as_in_a_browser_that_never_saw_the_
         other = browser.new_context(viewport={"width": 900, "height": 700})  # other options: a new tab
         assert other.new_page() is not page
         other.close()
-    finally:
-        server.shutdown()
-        server.server_close()

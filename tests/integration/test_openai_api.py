@@ -6,16 +6,14 @@ import base64
 import dataclasses
 import json
 import re
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
 
 import httpx
 import openai
 import openai_schemas
 import pytest
-from conftest import launched_app, make_image
+from conftest import launched_app, make_image, serving
 
 KEY = "sk-test-key"
 MODEL = "tiny-random"
@@ -297,21 +295,8 @@ def test_malformed_content_parts_are_refused_saying_what_is_wrong(api):
 def test_image_urls_are_fetched_only_where_allowed(api, tmp_path):
     png = make_image("orange", (30, 30))
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):
-            self.send_response(200)
-            self.send_header("content-type", "image/png")
-            self.send_header("content-length", str(len(png)))
-            self.end_headers()
-            self.wfile.write(png)
-
-        def log_message(self, *args):
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{httpd.server_address[1]}/photo.png"
+    with serving({"/photo.png": ("image/png", png)}) as address:
+        url = address + "/photo.png"
         msgs = [{"role": "user", "content": [image_part(url), {"type": "text", "text": "What colour?"}]}]
         # This app was started with --openai-api-image-urls and allows the loopback test server: it fetches.
         by_url = api.client.chat.completions.create(model=MODEL, messages=msgs, max_tokens=3)
@@ -333,9 +318,6 @@ def test_image_urls_are_fetched_only_where_allowed(api, tmp_path):
         with pytest.raises(APIError, match="127.0.0.1 is a loopback address") as err:
             endpoint.parse({"model": MODEL, "messages": msgs})
         assert err.value.status == 400
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
 
 
 def test_a_client_that_goes_away_stops_the_model(api, monkeypatch):

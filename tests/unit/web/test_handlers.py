@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import gradio as gr
 import pytest
+from conftest import serving
 from fakes import RecordingBackend
 
 from llava_app.application import create_app
@@ -170,31 +171,14 @@ def test_a_removed_image_stays_in_the_chat_as_a_labelled_placeholder(setup, imag
 def test_links_in_the_question_box_are_fetched_into_the_strip(tmp_path, image_files):
     """With --image-urls, a box holding only links fetches them (loopback allowed by the operator), and a
     question that mixes text and a link fetches it too and asks about it by its label."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    bodies = {"/cat.png": image_files[0].read_bytes(), "/dog.png": image_files[1].read_bytes()}
-
-    class Picture(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 - the http.server name
-            body = bodies[self.path]
-            self.send_response(200)
-            self.send_header("Content-Type", "image/png")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Picture)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    bodies = {"/cat.png": ("image/png", image_files[0].read_bytes()),
+              "/dog.png": ("image/png", image_files[1].read_bytes())}
     config = Config(model="recording-fake", data_dir=str(tmp_path / "data"), image_urls=True,
                     image_url_allow="127.0.0.1")
     app = create_app(config, backend=RecordingBackend())
-    try:
+    with serving(bodies) as address, contextlib.closing(app):
         handlers, conv = Handlers(app), Conversation()
-        url = f"http://127.0.0.1:{server.server_port}/cat.png"
+        url = address + "/cat.png"
         box, gallery, conv, notice, *_ = handlers.chat.on_submit({"text": f"  {url}  ", "files": []}, conv)
         assert box == "" and [label for _, label in gallery] == ["Image 1"] and notice == "Added Image 1."
         assert conv.turns == []  # a link is not a question
@@ -207,9 +191,6 @@ def test_links_in_the_question_box_are_fetched_into_the_strip(tmp_path, image_fi
                                                                  conv)
         assert [label for _, label in gallery] == ["Image 1", "Image 2"] and notice == "Added Image 2."
         assert box == "" and conv.turns[-1].user == "And at Image 2, a dog?"  # fetched, then asked about
-    finally:
-        app.close()
-        server.shutdown()
 
 
 def test_a_link_in_a_question_where_links_are_not_fetched_says_why_to_the_person(setup, caplog):
